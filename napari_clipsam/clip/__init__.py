@@ -1,0 +1,1 @@
+"""CLIP side of ClipSAM: text prompts and their embeddings, frozen vision features, UMCI, the rough map."""

@@ -1,0 +1,170 @@
+"""Every setting of the method (``shared/docs/clipsam-method.md``) as one documented dataclass.
+
+Each ``[choice]`` of the method document is a field here with the document's default, so a user who
+has the paper or better data can change it without touching code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .clip.text_prompts import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES
+
+PRESETS = ("cpu", "accurate")
+
+
+@dataclass
+class ClipSAMConfig:
+    """Settings of the ClipSAM engine. Defaults follow the method document (518 px, SAM vit_h).
+
+    Use :meth:`preset` for the named presets ``"cpu"`` (336 px, SAM vit_b) and ``"accurate"``.
+    """
+
+    # --- CLIP (method §1) -------------------------------------------------------------------
+    clip_model: str = "ViT-L-14-336-quickgelu"
+    """open_clip architecture name (a ``-quickgelu`` config: OpenAI weights were trained with QuickGELU),
+    or ``local-dir:/path`` holding ``open_clip_config.json`` and weights."""
+    clip_weights: str | None = "openai"
+    """open_clip pretrained tag (downloaded once into the cache), a local checkpoint file, or ``"random"``
+    (architecture only, benchmarks)."""
+    image_size: int = 518
+    """CLIP input size; images are squashed (not cropped) with bicubic resize to this square."""
+    feature_layers: tuple[int, ...] = (6, 12, 18, 24)
+    """1-based residual-stream blocks whose patch tokens feed UMCI [choice, as APRIL-GAN/AdaCLIP]."""
+    normal_states: tuple[str, ...] = NORMAL_STATES
+    abnormal_states: tuple[str, ...] = ABNORMAL_STATES
+    templates: tuple[str, ...] = TEMPLATES
+    text_cache: bool = True
+    """Keep text embeddings on disk (keyed by model, weights, object name and prompt set)."""
+
+    # --- UMCI (method §2) -------------------------------------------------------------------
+    umci_weights: str | None = None
+    """Path of a trained UMCI checkpoint; ``None`` selects the training-free rough map (lower quality)."""
+    umci_heads: int = 8
+    """Attention heads in every UMCI attention [choice]."""
+    umci_scale_kernels: tuple[int, ...] = (2, 4)
+    """Scale-path average-pooling kernels (stride = kernel) [choice]."""
+    temperature: float = 0.01
+    """Softmax temperature of the patch-text similarity (logits = cos / temperature)."""
+    rough_sigma: float = 0.0
+    """Gaussian smoothing of the rough map in pixels at 518 px (scaled with image size); 0 = off.
+    The published-protocol evaluation uses 4."""
+
+    # --- MMR (method §3) --------------------------------------------------------------------
+    sam_model: str = "vit_h"
+    """SAM variant: ``vit_b``, ``vit_l`` or ``vit_h`` (Meta's official checkpoints), or ``local-dir:/folder``
+    holding ``sam_config.json`` (geometry) and ``sam.pth`` (custom or tiny models)."""
+    sam_weights: str | None = None
+    """Local SAM checkpoint; ``None`` downloads Meta's official file into the cache once; ``"random"`` builds
+    the architecture with random weights (benchmarks only)."""
+    prompt_threshold: float = 0.5
+    """τ_prompt: the rough map is binarised at this absolute probability (normal images give no prompts)."""
+    opening_size: int = 3
+    """Side of the square structuring element of the morphological opening (0 or 1 = none)."""
+    min_component_px: int = 16
+    min_component_frac: float = 0.0002
+    """Components smaller than max(min_component_px, min_component_frac × image area) are dropped."""
+    max_components: int = 10
+    """K: at most this many components (ranked by their peak rough value) become prompts."""
+    box_growth: float = 0.10
+    """Each component's bounding box grows by this fraction of its size per side (clipped to the image)."""
+    negative_points: bool = False
+    """Add one negative point per component (the lowest rough value inside its grown box, outside it)."""
+    levels: tuple[str, ...] = ("point", "box", "box+point")
+    """Prompt levels sent to SAM, each with multimask output (3 masks per prompt)."""
+    min_predicted_iou: float = 0.5
+    """Drop SAM candidates whose predicted IoU is below this."""
+    max_outside_box: float = 0.30
+    """Drop SAM candidates with more than this fraction of their area outside the grown box."""
+    alpha: float = 0.5
+    """Final map = alpha × rough + (1 - alpha) × SAM map."""
+    mask_threshold: float = 0.5
+    """τ_mask: the final mask is final map ≥ this."""
+
+    # --- Runtime ------------------------------------------------------------------------------
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
+    dtype: str = "float32"
+    """``float32``, or ``bfloat16`` (autocast, CUDA only)."""
+    cache_size: int = 4
+    """Images whose CLIP features and SAM embedding are kept in memory."""
+    embed_without_prompts: bool = True
+    """Compute SAM's image embedding even when the rough map yields no prompts, so that later ``refine``
+    calls (a user adding points) never run an encoder. Batch evaluation can set False to skip SAM's encoder
+    on images CLIP finds normal."""
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ClipSAMConfig:
+        """A named preset: ``"cpu"`` (336 px, SAM vit_b) or ``"accurate"`` (518 px, SAM vit_h)."""
+        if name == "cpu":
+            base = dict(image_size=336, sam_model="vit_b")
+        elif name == "accurate":
+            base = dict(image_size=518, sam_model="vit_h")
+        else:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {PRESETS}.")
+        base.update(overrides)
+        return cls(**base).validated()
+
+    def replace(self, **changes: Any) -> ClipSAMConfig:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes).validated()
+
+    def validated(self) -> ClipSAMConfig:
+        """Check ranges and return self; raises ValueError naming the field and what is allowed."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"Invalid ClipSAMConfig: {msg}")
+
+        need(self.image_size >= 14, f"image_size must be at least 14 px, got {self.image_size}")
+        need(len(self.feature_layers) > 0 and all(int(i) >= 1 for i in self.feature_layers),
+             f"feature_layers are 1-based block numbers, got {self.feature_layers}")
+        for name in ("prompt_threshold", "alpha", "mask_threshold", "min_predicted_iou", "max_outside_box",
+                     "min_component_frac"):
+            v = getattr(self, name)
+            need(0.0 <= v <= 1.0, f"{name} must lie in [0, 1], got {v}")
+        need(self.max_components >= 1, f"max_components must be ≥ 1, got {self.max_components}")
+        need(self.box_growth >= 0, f"box_growth must be ≥ 0, got {self.box_growth}")
+        need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        need(self.rough_sigma >= 0, f"rough_sigma must be ≥ 0, got {self.rough_sigma}")
+        bad = [lv for lv in self.levels if lv not in ("point", "box", "box+point")]
+        need(not bad and len(self.levels) > 0, f"levels must be among 'point', 'box', 'box+point', got {self.levels}")
+        need(self.sam_model in ("vit_b", "vit_l", "vit_h") or self.sam_model.startswith("local-dir:"),
+             f"sam_model must be vit_b, vit_l, vit_h or local-dir:/folder, got {self.sam_model!r}")
+        need(self.dtype in ("float32", "bfloat16"), f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        need(len(self.normal_states) > 0 and len(self.abnormal_states) > 0 and len(self.templates) > 0,
+             "prompt lists (normal_states, abnormal_states, templates) must not be empty")
+        need(all("{}" in t for t in self.templates), "every template must contain '{}' for the object description")
+        need(self.cache_size >= 1, f"cache_size must be ≥ 1, got {self.cache_size}")
+        return self
+
+    def prompt_set_hash(self) -> str:
+        """A short hash of the prompt lists: part of the text-embedding cache key and of UMCI checkpoints."""
+        blob = json.dumps([list(self.normal_states), list(self.abnormal_states), list(self.templates)])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict of every field (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipSAMConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError naming them."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"Unknown ClipSAMConfig fields {unknown}; known fields: {sorted(names)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**kw).validated()
+
+    def thresholds(self) -> dict[str, Any]:
+        """The method settings that decide a result, recorded in every result's provenance."""
+        keep = ("image_size", "feature_layers", "temperature", "rough_sigma", "prompt_threshold", "opening_size",
+                "min_component_px", "min_component_frac", "max_components", "box_growth", "negative_points",
+                "levels", "min_predicted_iou", "max_outside_box", "alpha", "mask_threshold", "dtype")
+        d = self.to_dict()
+        return {k: d[k] for k in keep}
+
+

@@ -1,0 +1,197 @@
+"""All-or-nothing file writes for the exporters.
+
+An export writes several files (a mask, a label TIFF, the shared COCO file, ...). They are written in two
+phases by :class:`AtomicBatch`:
+
+1. ``stage(path, data)`` writes each file's bytes to a temporary sibling (same directory, so the final
+   rename never crosses a file system) and fsyncs it. Nothing visible changes yet.
+2. ``commit()`` swaps every temporary file into place with :func:`os.replace`, keeping a backup of each
+   file it replaces. If one swap fails, the files already swapped are restored from their backups (or
+   removed, when they did not exist before), so the folder looks exactly as it did before the export.
+
+Every failure is raised as :class:`ExportError` naming the file and the reason, and no temporary or
+backup file is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+__all__ = ["ExportError", "AtomicBatch"]
+
+
+class ExportError(RuntimeError):
+    """An export could not be done; the message says which input or file and why.
+
+    Raised before anything is written when the input is invalid, or after rolling back when a
+    file could not be written.
+    """
+
+
+def _sibling(path: Path, tag: str) -> Path:
+    """A hidden, unique name next to ``path``, e.g. ``masks/.000_mask.png.3f9a1c.tmp``."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.{tag}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Flush a directory entry to disk so a rename survives a crash (POSIX only; best effort)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+class AtomicBatch:
+    """Stage several files, then put them all in place or none of them.
+
+    Use as a context manager; leaving the block without :meth:`commit` (for instance on an
+    exception) discards the staged files::
+
+        with AtomicBatch() as batch:
+            batch.stage(out / "a.png", png_bytes)
+            batch.stage(out / "a.json", json_bytes)
+            batch.commit()
+
+    Directories that ``stage`` had to create are removed again when the batch is discarded or
+    rolled back and they are still empty.
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []  # (target, temporary file)
+        self._created_dirs: list[Path] = []
+        self._done = False
+
+    def __enter__(self) -> AtomicBatch:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._done:
+            self.discard()
+
+    @property
+    def targets(self) -> list[Path]:
+        """The final paths staged so far, in staging order."""
+        return [target for target, _ in self._staged]
+
+    def _make_dirs(self, directory: Path) -> None:
+        missing = []
+        while not directory.exists():
+            missing.append(directory)
+            directory = directory.parent
+        for d in reversed(missing):
+            d.mkdir()
+            self._created_dirs.append(d)
+
+    def stage(self, target: str | os.PathLike, data: bytes) -> None:
+        """Write ``data`` to a temporary file beside ``target`` and fsync it; ``target`` is untouched.
+
+        Raises :class:`ExportError` (after discarding everything staged so far) if the directory
+        cannot be created or the bytes cannot be written.
+        """
+        target = Path(target)
+        if target in self.targets:
+            raise ValueError(f"{target} is staged twice")
+        tmp = _sibling(target, "tmp")
+        try:
+            self._make_dirs(target.parent)
+            # O_EXCL: never clobber anything; mode 0o666 lets the umask decide the permissions,
+            # as for any file the user creates (tempfile.mkstemp would make it owner-only).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            _remove_quietly(tmp)
+            self.discard()
+            raise ExportError(f"could not write {target}: {err}") from err
+        self._staged.append((target, tmp))
+
+    def commit(self) -> list[Path]:
+        """Move every staged file into place; all of them or, on failure, none.
+
+        Returns the final paths in staging order. On failure the files replaced so far are
+        restored, the temporary files removed, and :class:`ExportError` names the file that failed.
+        """
+        replaced: list[tuple[Path, Path | None]] = []  # (target, backup of its previous content or None)
+        try:
+            for target, tmp in self._staged:
+                backup = self._backup(target)
+                try:
+                    os.replace(tmp, target)
+                except OSError as err:
+                    if backup is not None:  # target still holds its old content
+                        _remove_quietly(backup)
+                    raise ExportError(f"could not write {target}: {err}") from err
+                replaced.append((target, backup))
+        except ExportError:
+            self._rollback(replaced)
+            self.discard()
+            raise
+        for _, backup in replaced:
+            if backup is not None:
+                _remove_quietly(backup)
+        for directory in {target.parent for target, _ in self._staged}:
+            _fsync_dir(directory)
+        self._done = True
+        return self.targets
+
+    def discard(self) -> None:
+        """Remove all temporary files and the directories this batch created (if empty)."""
+        for _, tmp in self._staged:
+            _remove_quietly(tmp)
+        self._staged.clear()
+        for directory in reversed(self._created_dirs):
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
+        self._created_dirs.clear()
+        self._done = True
+
+    @staticmethod
+    def _backup(target: Path) -> Path | None:
+        """Keep the current content of ``target`` under a hidden name (a hard link when possible)."""
+        if not target.exists():
+            return None
+        backup = _sibling(target, "bak")
+        try:
+            try:
+                os.link(target, backup)
+            except OSError:  # no hard links on this file system
+                shutil.copy2(target, backup)
+        except OSError as err:
+            _remove_quietly(backup)
+            raise ExportError(f"could not back up {target} before replacing it: {err}") from err
+        return backup
+
+    @staticmethod
+    def _rollback(replaced: list[tuple[Path, Path | None]]) -> None:
+        """Undo the replacements done so far, newest first (best effort)."""
+        for target, backup in reversed(replaced):
+            try:
+                if backup is None:  # the file is new: remove it
+                    _remove_quietly(target)
+                else:
+                    os.replace(backup, target)
+            except OSError:
+                pass

@@ -1,0 +1,219 @@
+"""COCO instance segmentation: one shared ``coco/annotations.json`` for all images of a folder.
+
+Each export adds the image entry and one annotation per instance id, or replaces the entry (and its
+annotations) when an image with the same stem is already there; the other images are kept.
+Categories come from the class list with ids 1..K; once in the file a category keeps its id and new
+classes are appended.
+
+Coordinates: the library works in pixel indices ``(row, col)``; COCO works in continuous ``(x, y)``
+where pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``. So a bbox is
+``[col_min, row_min, n_cols, n_rows]`` and a polygon vertex at pixel-centre position ``(row, col)``
+is written as ``(x, y) = (col + 0.5, row + 0.5)``.
+
+Outline tracing (:func:`mask_polygons`) lives here and is shared with the YOLO exporter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from skimage import measure
+
+from .atomic import ExportError
+
+__all__ = [
+    "COCO_FILE",
+    "SEGMENTATION_MODES",
+    "iter_instance_crops",
+    "mask_polygons",
+    "load_coco",
+    "find_coco_image",
+    "coco_category_ids",
+    "put_coco_image",
+    "encode_coco",
+]
+
+COCO_FILE = Path("coco") / "annotations.json"
+SEGMENTATION_MODES = ("rle", "polygon")
+# Outlines are simplified (Douglas-Peucker) by at most this many pixels. 0.25 keeps every corner
+# (a cut corner is 0.5 px off the traced outline) while dropping about 2/3 of the vertices.
+POLYGON_TOLERANCE = 0.25
+
+
+def iter_instance_crops(instances: np.ndarray) -> Iterator[tuple[int, tuple[int, int], np.ndarray]]:
+    """Yield ``(id, (row0, col0), crop)`` per instance id of an ``(H, W)`` map, ids ascending.
+
+    ``crop`` is the bool mask of that id inside its tight bounding box, whose top-left pixel is
+    ``(row0, col0)``. Working on crops keeps many small instances on a large image cheap.
+    """
+    # Relabel to 1..n first: regionprops allocates a slot per label value up to the largest id.
+    ids = np.unique(instances)
+    ids = np.concatenate([[0], ids[ids > 0]])
+    dense = np.searchsorted(ids, instances)
+    for region in measure.regionprops(dense):
+        row0, col0 = region.bbox[:2]
+        yield int(ids[region.label]), (int(row0), int(col0)), region.image
+
+
+def mask_polygons(crop: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[np.ndarray]:
+    """Outline every 4-connected piece of a bool mask as one polygon.
+
+    Args:
+        crop: ``(h, w)`` bool mask.
+        offset: ``(row0, col0)`` added to the vertices (the crop's position in the image).
+
+    Returns:
+        One ``(N, 2)`` float array of ``(row, col)`` vertices per piece (N >= 3, not closed: the
+        last vertex is not repeated), in pixel-centre coordinates. Vertices lie half-way between
+        inside and outside pixels, so filling the polygon (e.g. ``skimage.draw.polygon``) gives
+        back the piece. Holes are not represented (COCO polygons and YOLO cannot hold them):
+        each polygon is the outer outline of its piece.
+    """
+    polygons = []
+    pieces = measure.label(crop, connectivity=1)
+    for piece in measure.regionprops(pieces):
+        r0, c0 = piece.bbox[:2]
+        # Pad so outlines close at the crop border; -1 undoes the padding.
+        contours = measure.find_contours(np.pad(piece.image, 1).astype(np.float32), 0.5)
+        outer = max(contours, key=_enclosed_area)
+        simple = measure.approximate_polygon(outer, POLYGON_TOLERANCE)[:-1]
+        vertices = simple if len(simple) >= 3 else outer[:-1]
+        polygons.append(vertices + np.array([offset[0] + r0 - 1, offset[1] + c0 - 1], dtype=float))
+    return polygons
+
+
+def _enclosed_area(contour: np.ndarray) -> float:
+    """Area enclosed by a closed ``(N, 2)`` contour (shoelace formula, absolute value)."""
+    r, c = contour[:, 0], contour[:, 1]
+    return abs(float(np.dot(r, np.roll(c, 1)) - np.dot(c, np.roll(r, 1)))) / 2
+
+
+def load_coco(path: Path) -> dict:
+    """The COCO dict in ``path``, or a new empty one when the file does not exist.
+
+    Raises :class:`ExportError` when the file exists but is not a readable COCO JSON, so that a
+    damaged file is never silently replaced.
+    """
+    if not path.exists():
+        from .. import __version__
+
+        return {
+            "info": {
+                "description": "ClipSAM pseudo-labels exported by napari-clipsam",
+                "version": __version__,
+                "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+            "licenses": [],
+            "images": [],
+            "annotations": [],
+            "categories": [],
+        }
+    try:
+        coco = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ExportError(f"cannot read the existing COCO file {path}: {err}; fix it or move it away") from err
+    if not isinstance(coco, dict) or not all(
+        isinstance(coco.get(key), list) for key in ("images", "annotations", "categories")
+    ):
+        raise ExportError(
+            f"{path} is not a COCO instance file (needs 'images', 'annotations' and 'categories' lists); "
+            "fix it or move it away"
+        )
+    return coco
+
+
+def find_coco_image(coco: dict, stem: str) -> dict | None:
+    """The image entry exported for ``stem`` (by its ``"stem"`` key, else by its file name's stem)."""
+    for image in coco["images"]:
+        if image.get("stem", Path(str(image.get("file_name", ""))).stem) == stem:
+            return image
+    return None
+
+
+def coco_category_ids(coco: dict, classes: list[str]) -> dict[str, int]:
+    """Map every class name to its category id, appending categories for new names (in place).
+
+    Existing categories keep their ids; new ones get ``max id + 1`` onwards in ``classes`` order.
+    Returns ``{name: id}`` for all categories in the file.
+    """
+    ids = {}
+    for category in sorted(coco["categories"], key=lambda c: c["id"]):
+        ids.setdefault(str(category["name"]), int(category["id"]))
+    next_id = max(ids.values(), default=0) + 1
+    for name in classes:
+        if name not in ids:
+            coco["categories"].append({"id": next_id, "name": name, "supercategory": "defect"})
+            ids[name] = next_id
+            next_id += 1
+    return ids
+
+
+def put_coco_image(
+    coco: dict,
+    *,
+    stem: str,
+    file_name: str,
+    instances: np.ndarray,
+    instance_classes: dict[int, str],
+    category_ids: dict[str, int],
+    segmentation: str = "rle",
+) -> int:
+    """Add (or replace) the image ``stem`` and its annotations in ``coco`` (in place); returns its image id.
+
+    Args:
+        instances: ``(H, W)`` integer instance map, 0 = background.
+        instance_classes: class name of every id present in ``instances``.
+        category_ids: ``{class name: category id}`` from :func:`coco_category_ids`.
+        segmentation: ``"rle"`` (exact; compressed RLE with ``counts`` as str) or ``"polygon"``
+            (outer outlines of every piece, see :func:`mask_polygons`).
+
+    Each annotation has ``id``, ``image_id``, ``category_id``, ``segmentation``, ``area`` (number
+    of pixels), ``bbox`` ``[x, y, w, h]``, ``iscrowd`` 0 and ``instance_id`` (the id in the map).
+    """
+    height, width = instances.shape
+    old = find_coco_image(coco, stem)
+    if old is not None:
+        image_id = int(old["id"])
+        coco["images"].remove(old)
+        coco["annotations"] = [a for a in coco["annotations"] if a.get("image_id") != image_id]
+    else:
+        image_id = max((int(i["id"]) for i in coco["images"]), default=0) + 1
+    coco["images"].append({"id": image_id, "file_name": file_name, "height": height, "width": width, "stem": stem})
+
+    next_ann = max((int(a["id"]) for a in coco["annotations"]), default=0) + 1
+    for instance_id, (row0, col0), crop in iter_instance_crops(instances):
+        h, w = crop.shape
+        if segmentation == "rle":
+            full = np.zeros((height, width), dtype=np.uint8, order="F")
+            full[row0 : row0 + h, col0 : col0 + w] = crop
+            rle = mask_utils.encode(full)
+            segm = {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+        else:
+            segm = [
+                np.round(np.stack([poly[:, 1] + 0.5, poly[:, 0] + 0.5], axis=1), 2).ravel().tolist()
+                for poly in mask_polygons(crop, (row0, col0))
+            ]
+        coco["annotations"].append(
+            {
+                "id": next_ann,
+                "image_id": image_id,
+                "category_id": category_ids[instance_classes[instance_id]],
+                "segmentation": segm,
+                "area": int(crop.sum()),
+                "bbox": [col0, row0, w, h],
+                "iscrowd": 0,
+                "instance_id": instance_id,
+            }
+        )
+        next_ann += 1
+    return image_id
+
+
+def encode_coco(coco: dict) -> bytes:
+    """UTF-8 JSON bytes of a COCO dict (compact: the file holds every image of the folder)."""
+    return json.dumps(coco, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,91 @@
+"""Multi-level decoding (method §3 steps 3–6): per prompt level, every component in one SAM batch.
+
+Levels: ``point`` (the component's points), ``box`` (its grown box), ``box+point`` (both). Each SAM call uses
+multimask output, so a component gathers up to 3 × levels candidates before filtering and merging.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from .merge import FinalMaps, fuse_maps, keep_candidates, merge_component
+from .prompts import Prompts
+
+
+@dataclass
+class ComponentPrompt:
+    """One component's prompts: points (P, 2) (row, col) with labels (P,), and an optional box (4,)."""
+
+    points: np.ndarray
+    labels: np.ndarray
+    box: np.ndarray | None
+
+    def level_inputs(self, level: str):
+        """(points, labels, box) for a level, or None when the level does not apply to this component."""
+        has_pos = bool((self.labels == 1).any())
+        if level == "point":
+            return (self.points, self.labels, None) if has_pos else None
+        if level == "box":
+            return (None, None, self.box) if self.box is not None else None
+        if level == "box+point":
+            return (self.points, self.labels, self.box) if self.box is not None and has_pos else None
+        raise ValueError(f"unknown prompt level {level!r}")
+
+
+def component_prompts(prompts: Prompts) -> list[ComponentPrompt]:
+    """Split flat prompts into per-component groups (negatives with component -1 join every component)."""
+    out = []
+    for c in range(prompts.num_components):
+        sel = (prompts.point_component == c) | ((prompts.point_component == -1) & (prompts.point_labels == 0))
+        boxes = prompts.boxes[prompts.box_component == c]
+        out.append(ComponentPrompt(prompts.points[sel], prompts.point_labels[sel],
+                                   boxes[0] if len(boxes) else None))
+    return out
+
+
+def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, ...], batched: bool = True):
+    """Candidates per component: lists of (masks (n, H, W) bool, scores (n,)).
+
+    With ``batched`` every level is one decoder call per group of components with equally many points
+    (exactly one per level for derived prompts); otherwise one call per component and level (the plain path
+    the batched one is tested against).
+    """
+    cands: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in comps]
+    for level in levels:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, cp in enumerate(comps):
+            inp = cp.level_inputs(level)
+            if inp is not None:
+                key = (0 if inp[0] is None else len(inp[0]), inp[2] is not None)
+                groups[key if batched else (key, i)].append(i)
+        for members in groups.values():
+            inputs = [comps[i].level_inputs(level) for i in members]
+            pts = None if inputs[0][0] is None else np.stack([x[0] for x in inputs])
+            lab = None if inputs[0][1] is None else np.stack([x[1] for x in inputs])
+            box = None if inputs[0][2] is None else np.stack([x[2] for x in inputs])
+            masks, scores = runner.decode(emb, pts, lab, box)
+            for j, i in enumerate(members):
+                cands[i].append((masks[j], scores[j]))
+    return cands
+
+
+def refine_from_prompts(runner, emb, prompts: Prompts, rough: np.ndarray, config,
+                        valid: np.ndarray | None = None, batched: bool = True) -> tuple[FinalMaps, np.ndarray]:
+    """Steps 3–6 on a cached SAM embedding. Returns the final maps and the component maps (K, H, W)."""
+    comps = component_prompts(prompts)
+    H, W = rough.shape
+    cands = decode_levels(runner, emb, comps, tuple(config.levels), batched=batched) if comps else []
+    maps = []
+    for c, (cp, cc) in enumerate(zip(comps, cands)):
+        fallback = None if prompts.components is None else prompts.components == (c + 1)
+        if not cc:
+            maps.append(fallback.astype(np.float32) if fallback is not None else np.zeros((H, W), np.float32))
+            continue
+        masks = np.concatenate([m for m, _ in cc])
+        scores = np.concatenate([s for _, s in cc])
+        keep = keep_candidates(masks, scores, cp.box, config)
+        maps.append(merge_component(masks, scores, keep, fallback))
+    comp_maps = np.stack(maps) if maps else np.zeros((0, H, W), np.float32)
+    return fuse_maps(rough, comp_maps, config, valid), comp_maps

@@ -1,0 +1,95 @@
+"""Candidate filtering and the multi-level merge (method §3 steps 4–6). Pure NumPy.
+
+Shapes: candidate masks (n, H, W) bool, scores (n,) float; component maps (K, H, W) float32 in [0, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .prompts import EIGHT_CONNECTED
+
+
+def outside_fraction(masks: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Fraction of each mask's area outside ``box`` (row0, col0, row1, col1); 1.0 for empty masks."""
+    r0, c0 = int(np.floor(box[0])), int(np.floor(box[1]))
+    r1, c1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
+    area = masks.reshape(len(masks), -1).sum(axis=1)
+    inside = masks[:, r0:r1, c0:c1].reshape(len(masks), -1).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(area > 0, 1.0 - inside / np.maximum(area, 1), 1.0)
+
+
+def keep_candidates(masks: np.ndarray, scores: np.ndarray, box: np.ndarray | None, config) -> np.ndarray:
+    """(n,) bool: predicted IoU ≥ min_predicted_iou, non-empty, and (with a box) at most max_outside_box of
+    the area outside it (SAM's "whole object" failure mode)."""
+    keep = (np.asarray(scores) >= config.min_predicted_iou) & masks.reshape(len(masks), -1).any(axis=1)
+    if box is not None:
+        keep &= outside_fraction(masks, box) <= config.max_outside_box
+    return keep
+
+
+def merge_component(masks: np.ndarray, scores: np.ndarray, keep: np.ndarray,
+                    fallback: np.ndarray | None) -> np.ndarray:
+    """M_c = Σ s_k m_k / Σ s_k over kept candidates, (H, W) float32 in [0, 1].
+
+    With no kept candidate: the ``fallback`` mask (the binarised component) when given, else the single
+    best-scoring candidate (user prompts have no component to fall back on).
+    """
+    if keep.any():
+        s = np.asarray(scores, np.float32)[keep]
+        return np.tensordot(s / s.sum(), masks[keep].astype(np.float32), axes=1).astype(np.float32)
+    if fallback is not None:
+        return fallback.astype(np.float32)
+    if len(masks) == 0:
+        raise ValueError("merge_component needs at least one candidate or a fallback")
+    return masks[int(np.argmax(scores))].astype(np.float32)
+
+
+@dataclass
+class FinalMaps:
+    """final_map (H, W) float32 in [0, 1]; mask (H, W) bool; instances (H, W) int32 (0 = background); score."""
+
+    final_map: np.ndarray
+    mask: np.ndarray
+    instances: np.ndarray
+    score: float
+
+
+def fuse_maps(rough: np.ndarray, component_maps: np.ndarray, config, valid: np.ndarray | None = None) -> FinalMaps:
+    """Final map = α·rough + (1 − α)·max_c M_c; mask = final ≥ τ_mask; instances by the strongest M_c.
+
+    Mask pixels that no component covers (possible when α·rough alone reaches τ_mask) get instance ids of
+    their own, one per 8-connected piece, after the component ids. ``valid`` (H, W) bool marks pixels that
+    exist (NaN pixels of the input are invalid and always background).
+    """
+    rough = np.asarray(rough, np.float32)
+    K = len(component_maps)
+    sam = component_maps.max(axis=0) if K else np.zeros_like(rough)
+    final = np.clip(config.alpha * rough + (1.0 - config.alpha) * sam, 0.0, 1.0).astype(np.float32)
+    if valid is not None:
+        final[~valid] = 0.0
+    mask = final >= config.mask_threshold
+    instances = np.zeros(rough.shape, np.int32)
+    if K:
+        best = component_maps.argmax(axis=0)
+        covered = mask & (sam > 0)
+        instances[covered] = best[covered] + 1
+    rest = mask & (instances == 0)
+    if rest.any():
+        extra, n = ndi.label(rest, structure=EIGHT_CONNECTED)
+        instances[rest] = extra[rest] + K
+    instances = _consecutive(instances)
+    return FinalMaps(final, mask, instances, float(final.max()) if final.size else 0.0)
+
+
+def _consecutive(instances: np.ndarray) -> np.ndarray:
+    ids = np.unique(instances)
+    ids = ids[ids > 0]
+    if ids.size == 0 or ids[-1] == ids.size:
+        return instances
+    lut = np.zeros(int(ids[-1]) + 1, np.int32)
+    lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
+    return lut[instances]

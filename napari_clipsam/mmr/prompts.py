@@ -1,0 +1,147 @@
+"""Prompt extraction (method §3 steps 1–2): rough map → components → points and boxes.
+
+Coordinates are (row, col); boxes are (row0, col0, row1, col1), inclusive-exclusive, as float32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+@dataclass
+class Prompts:
+    """Point and box prompts plus the component each belongs to.
+
+    Attributes:
+        points: (N, 2) float32 (row, col). point_labels: (N,) int32, 1 positive, 0 negative.
+        boxes: (M, 4) float32 (row0, col0, row1, col1). point_component: (N,) int32 and
+        box_component: (M,) int32, the component index (0-based) each prompt belongs to; a negative point
+        with component -1 applies to every component.
+        components: (H, W) int32 label image of the binarised rough map components (1-based, matching
+        component index + 1), or None for user prompts; used as the fallback when SAM gives no usable mask.
+        source: "clip" (derived from the rough map) or "user".
+    """
+
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    point_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    point_component: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+    box_component: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+    components: np.ndarray | None = None
+    source: str = "clip"
+
+    @property
+    def num_components(self) -> int:
+        ids = np.concatenate([self.point_component[self.point_component >= 0], self.box_component])
+        return int(ids.max()) + 1 if ids.size else 0
+
+
+def binarise(rough_map: np.ndarray, config) -> np.ndarray:
+    """rough ≥ τ_prompt, then a square morphological opening (method §3 step 1). (H, W) bool."""
+    b = np.asarray(rough_map) >= config.prompt_threshold
+    if config.opening_size and config.opening_size > 1:
+        b = ndi.binary_opening(b, structure=np.ones((config.opening_size,) * 2, bool))
+    return b
+
+
+def grow_box(r0: float, c0: float, r1: float, c1: float, growth: float, shape: tuple[int, int]) -> np.ndarray:
+    """Grow a box by ``growth`` × its height/width on every side and clip to the image."""
+    dr, dc = growth * (r1 - r0), growth * (c1 - c0)
+    H, W = shape
+    return np.array([max(0.0, r0 - dr), max(0.0, c0 - dc), min(float(H), r1 + dr), min(float(W), c1 + dc)],
+                    np.float32)
+
+
+def prompts_from_map(rough_map: np.ndarray, config) -> Prompts:
+    """Derive SAM prompts from a rough anomaly map (H, W) float in [0, 1].
+
+    Components of the binarised map (8-connected) smaller than max(min_component_px, min_component_frac ×
+    H × W) are dropped; the K = max_components with the highest peak are kept, in order of decreasing peak.
+    Per component: a positive point at the peak of the rough map inside it, and its bounding box grown by
+    box_growth per side. With ``negative_points``, one negative point per component at the lowest rough value
+    inside its grown box but outside every component.
+    """
+    rough = np.nan_to_num(np.asarray(rough_map, dtype=np.float32), nan=0.0)
+    if rough.ndim != 2:
+        raise ValueError(f"rough_map must be a 2-D (H, W) array, got shape {rough.shape}")
+    H, W = rough.shape
+    labels, n = ndi.label(binarise(rough, config), structure=EIGHT_CONNECTED)
+    if n == 0:
+        return Prompts(components=np.zeros((H, W), np.int32))
+    idx = np.arange(1, n + 1)
+    sizes = ndi.sum_labels(np.ones_like(rough), labels, idx)
+    peaks = ndi.maximum(rough, labels, idx)
+    min_size = max(config.min_component_px, config.min_component_frac * H * W)
+    keep = [i for i in np.argsort(-np.asarray(peaks), kind="stable") if sizes[i] >= min_size]
+    keep = keep[: config.max_components]
+    slices = ndi.find_objects(labels)
+    components = np.zeros((H, W), np.int32)
+    points, boxes = [], []
+    for new_id, i in enumerate(keep, start=1):
+        region = labels == (i + 1)
+        components[region] = new_id
+        flat = np.where(region, rough, -np.inf).argmax()
+        points.append(divmod(int(flat), W))
+        sl = slices[i]
+        boxes.append(grow_box(sl[0].start, sl[1].start, sl[0].stop, sl[1].stop, config.box_growth, (H, W)))
+    k = len(keep)
+    pts = np.asarray(points, np.float32).reshape(-1, 2)
+    labels_out = np.ones(k, np.int32)
+    comp = np.arange(k, dtype=np.int32)
+    if config.negative_points and k:
+        neg = [_lowest_outside(rough, components, b) for b in boxes]
+        pts = np.concatenate([pts, np.asarray(neg, np.float32)])
+        labels_out = np.concatenate([labels_out, np.zeros(k, np.int32)])
+        comp = np.concatenate([comp, np.arange(k, dtype=np.int32)])
+    return Prompts(points=pts, point_labels=labels_out, boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                   point_component=comp, box_component=np.arange(k, dtype=np.int32), components=components)
+
+
+def _lowest_outside(rough: np.ndarray, components: np.ndarray, box: np.ndarray) -> tuple[int, int]:
+    r0, c0, r1, c1 = (int(v) for v in (np.floor(box[0]), np.floor(box[1]), np.ceil(box[2]), np.ceil(box[3])))
+    window = np.where(components[r0:r1, c0:c1] == 0, rough[r0:r1, c0:c1], np.inf)
+    r, c = np.unravel_index(int(window.argmin()), window.shape)
+    return r0 + r, c0 + c
+
+
+def group_user_prompts(points, point_labels, boxes, shape: tuple[int, int]) -> Prompts:
+    """Group free-form user prompts into components (method §3 step 7).
+
+    Every box is a component; a positive point inside one or more boxes joins the smallest of them; any
+    other positive point is a component of its own (point level only); negative points join the components
+    whose box contains them, or every component when they lie in no box.
+    """
+    pts = np.asarray(points if points is not None else np.zeros((0, 2)), np.float32).reshape(-1, 2)
+    lab = np.asarray(point_labels if point_labels is not None else np.ones(len(pts)), np.int32).reshape(-1)
+    bxs = np.asarray(boxes if boxes is not None else np.zeros((0, 4)), np.float32).reshape(-1, 4)
+    if len(lab) != len(pts):
+        raise ValueError(f"point_labels has {len(lab)} entries but there are {len(pts)} points; give one label "
+                         "(1 positive, 0 negative) per point.")
+    if not np.isin(lab, (0, 1)).all():
+        raise ValueError(f"point_labels must be 1 (positive) or 0 (negative), got {sorted(set(lab.tolist()))}")
+    if not (np.isfinite(pts).all() and np.isfinite(bxs).all()):
+        raise ValueError("points and boxes must be finite numbers")
+    H, W = shape
+    pts = np.clip(pts, 0, [H - 1, W - 1]).astype(np.float32)
+    bxs = np.stack([np.clip(bxs[:, 0], 0, H), np.clip(bxs[:, 1], 0, W), np.clip(bxs[:, 2], 0, H),
+                    np.clip(bxs[:, 3], 0, W)], axis=1).astype(np.float32) if len(bxs) else bxs
+    if len(bxs) and ((bxs[:, 2] <= bxs[:, 0]) | (bxs[:, 3] <= bxs[:, 1])).any():
+        raise ValueError("every box must satisfy row0 < row1 and col0 < col1 inside the image")
+    areas = (bxs[:, 2] - bxs[:, 0]) * (bxs[:, 3] - bxs[:, 1])
+    comp = np.full(len(pts), -1, np.int32)
+    next_id = len(bxs)
+    for i, (p, lb) in enumerate(zip(pts, lab)):
+        inside = np.flatnonzero((bxs[:, 0] <= p[0]) & (p[0] < bxs[:, 2]) & (bxs[:, 1] <= p[1]) & (p[1] < bxs[:, 3]))
+        if lb == 1:
+            if inside.size:
+                comp[i] = inside[np.argmin(areas[inside])]
+            else:
+                comp[i], next_id = next_id, next_id + 1
+        elif inside.size == 1:
+            comp[i] = inside[0]
+    return Prompts(points=pts, point_labels=lab, boxes=bxs, point_component=comp,
+                   box_component=np.arange(len(bxs), dtype=np.int32), components=None, source="user")

@@ -1,0 +1,101 @@
+"""SAM, embed once and prompt many (method §3 steps 3 and 7).
+
+:class:`SamRunner` runs Meta's ``Sam`` modules: the image encoder once per image (:class:`SamEmbedding`),
+then the prompt encoder and mask decoder for a whole batch of prompts on that cached embedding.
+The library works in (row, col); SAM in (x, y): :func:`rc_to_xy` is the one place that converts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from segment_anything.utils.transforms import ResizeLongestSide
+
+
+def rc_to_xy(coords: np.ndarray) -> np.ndarray:
+    """(row, col) points ``(..., 2)`` or (row0, col0, row1, col1) boxes ``(..., 4)`` → SAM's (x, y) order."""
+    a = np.asarray(coords, dtype=np.float32)
+    return np.ascontiguousarray(a.reshape(*a.shape[:-1], -1, 2)[..., ::-1].reshape(a.shape))
+
+
+@dataclass
+class SamEmbedding:
+    """SAM's image embedding and the geometry needed to map masks back to the image.
+
+    features: (1, 256, 64, 64) on the model's device; input_size: (h, w) after resizing the longest side to
+    the encoder size; original_size: (H, W) of the image.
+    """
+
+    features: torch.Tensor
+    input_size: tuple[int, int]
+    original_size: tuple[int, int]
+
+
+class SamRunner:
+    """Wraps a ``segment_anything.modeling.Sam``; counts encoder calls (tests and benchmarks read them)."""
+
+    def __init__(self, sam_model):
+        self.model = sam_model
+        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self.encoder_calls = 0
+        self.decoder_calls = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """uint8 (H, W, 3) RGB → SAM's normalised, padded (1, 3, 1024, 1024) input and its unpadded size."""
+        resized = self.transform.apply_image(image)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        return self.model.preprocess(x.float()), tuple(resized.shape[:2])
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> SamEmbedding:
+        """Run the image encoder on one uint8 (H, W, 3) RGB image."""
+        return self.embed_many([image])[0]
+
+    @torch.no_grad()
+    def embed_many(self, images: list[np.ndarray]) -> list[SamEmbedding]:
+        """Run the image encoder on a batch of uint8 RGB images (any sizes) in one forward pass."""
+        prepared = [self.prepare(im) for im in images]
+        self.encoder_calls += 1
+        feats = self.model.image_encoder(torch.cat([p[0] for p in prepared])).float()
+        return [SamEmbedding(feats[i:i + 1], prepared[i][1], tuple(im.shape[:2]))
+                for i, im in enumerate(images)]
+
+    @torch.no_grad()
+    def decode(self, emb: SamEmbedding, points: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+               boxes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Decode a batch of K prompts on one embedding with multimask output.
+
+        Args:
+            points: (K, P, 2) (row, col) or None; point_labels: (K, P) with 1 positive / 0 negative;
+            boxes: (K, 4) (row0, col0, row1, col1) or None. At least one of points and boxes.
+        Returns:
+            masks (K, 3, H, W) bool at image resolution and predicted IoUs (K, 3) float32.
+        """
+        if points is None and boxes is None:
+            raise ValueError("decode needs points, boxes or both")
+        H, W = emb.original_size
+        pts = None
+        if points is not None:
+            coords = self.transform.apply_coords(rc_to_xy(points), (H, W))
+            pts = (torch.as_tensor(coords, dtype=torch.float32, device=self.device),
+                   torch.as_tensor(np.asarray(point_labels), dtype=torch.int64, device=self.device))
+        bxs = None
+        if boxes is not None:
+            b = self.transform.apply_boxes(rc_to_xy(boxes), (H, W))
+            bxs = torch.as_tensor(b, dtype=torch.float32, device=self.device)
+        self.decoder_calls += 1
+        sparse, dense = self.model.prompt_encoder(points=pts, boxes=bxs, masks=None)
+        low_res, iou = self.model.mask_decoder(
+            image_embeddings=emb.features.to(sparse.dtype),
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        logits = self.model.postprocess_masks(low_res.float(), emb.input_size, emb.original_size)
+        return (logits > self.model.mask_threshold).cpu().numpy(), iou.float().cpu().numpy()

@@ -1,0 +1,307 @@
+"""The ClipSAM engine: image → CLIP features → rough map → prompts → SAM masks → final map.
+
+One object, used the same way by scripts, the CLI, the tests and the napari widget::
+
+    engine = ClipSAM.from_config(ClipSAMConfig.preset("cpu"))
+    result = engine.segment(image, "metal plate")
+    result = engine.refine(result, points=[[40, 60]], point_labels=[1])   # SAM decoder only
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .clip.rough_map import anomaly_from_logits, to_image_resolution, training_free_logits
+from .clip.text_encoder import TextEmbeddingCache, weights_fingerprint
+from .clip.text_prompts import clean_object_name
+from .clip.umci import UMCI
+from .clip.vision import ClipVision
+from .config import ClipSAMConfig
+from .errors import Cancelled
+from .image_input import image_key, normalise_image
+from .mmr.levels import refine_from_prompts
+from .mmr.prompts import group_user_prompts, prompts_from_map
+from .mmr.sam_decoder import SamRunner
+from .result import ClipSAMResult
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, float], None]
+STAGES = ("text", "clip", "rough map", "sam encoder", "prompts", "sam decoder", "merge")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key, make):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self[key] = make()
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+class ClipSAM:
+    """The engine. Build it with :meth:`from_config` (real weights) or :meth:`from_models` (modules you built).
+
+    Per-image caches (CLIP features, SAM embedding) are keyed by the normalised image's content; text
+    embeddings by (model, weights, object name, prompt set), in memory and on disk.
+    """
+
+    def __init__(self, clip_model, tokenizer, sam_model, umci: UMCI | None = None,
+                 config: ClipSAMConfig | None = None, *, identity: dict[str, Any] | None = None):
+        self.config = (config or ClipSAMConfig()).validated()
+        self.device = resolve_device(self.config.device)
+        self.clip_model = clip_model.to(self.device).eval().requires_grad_(False)
+        self.vision = ClipVision(self.clip_model)
+        if self.vision.image_size != self.config.image_size:
+            log.info("CLIP model input is %d px; using it instead of config.image_size=%d",
+                     self.vision.image_size, self.config.image_size)
+            self.config = self.config.replace(image_size=self.vision.image_size)
+        self.sam = SamRunner(sam_model.to(self.device).eval().requires_grad_(False))
+        self.umci = umci.to(self.device).eval() if umci is not None else None
+        if self.umci is not None:
+            self.vision.check_layers(self.umci.layers)
+            if tuple(self.umci.layers) != tuple(self.config.feature_layers):
+                self.config = self.config.replace(feature_layers=tuple(self.umci.layers))
+        self.identity = dict(identity or {})
+        self.identity.setdefault("clip_model", type(clip_model).__name__)
+        self.identity.setdefault("clip_weights", "fingerprint:" + weights_fingerprint(clip_model))
+        self.identity.setdefault("sam_model", "custom")
+        self.identity.setdefault("sam_weights", "fingerprint:" + weights_fingerprint(sam_model.mask_decoder))
+        self.identity.setdefault("umci_weights", None if umci is None else "fingerprint:" + weights_fingerprint(umci))
+        from .weights.registry import cache_dir
+
+        self.text = TextEmbeddingCache(self.clip_model, tokenizer, self.identity["clip_model"],
+                                       self.identity["clip_weights"], cache_dir() / "text", self.device)
+        self._features = _LRU(self.config.cache_size)
+        self._embeddings = _LRU(self.config.cache_size)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_models(cls, clip_model, tokenizer, sam_model, umci: UMCI | None = None,
+                    config: ClipSAMConfig | None = None) -> ClipSAM:
+        """Build from modules already built (small test models, custom checkpoints).
+
+        Without a config, the feature layers default to four evenly spaced blocks of this CLIP.
+        """
+        if config is None:
+            depth = len(clip_model.visual.transformer.resblocks)
+            layers = tuple(umci.layers) if umci is not None else tuple(
+                sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)}))
+            config = ClipSAMConfig(feature_layers=layers, device="cpu" if _on_cpu(clip_model) else "auto")
+        return cls(clip_model, tokenizer, sam_model, umci, config)
+
+    @classmethod
+    def from_config(cls, config: ClipSAMConfig | None = None, progress: Progress | None = None,
+                    cancelled: Callable[[], bool] | None = None) -> ClipSAM:
+        """Load real weights (CLIP via open_clip, SAM from Meta's checkpoints, UMCI from a local file).
+
+        Raises :class:`~napari_clipsam.WeightsUnavailableError` when a file cannot be found, downloaded or
+        verified; its message names the file, the folder searched, the URL and how to place it by hand.
+        """
+        from .weights.loaders import load_clip, load_sam
+        from .weights.umci_checkpoint import check_compatible, read_umci
+
+        config = (config or ClipSAMConfig.preset("cpu")).validated()
+        device = resolve_device(config.device)
+        clip_model, tokenizer, clip_id, clip_weights = load_clip(config, device="cpu", progress=progress)
+        sam_model, sam_weights = load_sam(config, device="cpu", progress=progress, cancelled=cancelled)
+        umci, umci_id = None, None
+        if config.umci_weights:
+            from .weights.loaders import file_id
+
+            ckpt = read_umci(config.umci_weights)
+            h = ckpt["hparams"]
+            check_compatible(ckpt, config.umci_weights, clip_model=clip_id, clip_weights=clip_weights,
+                             in_dim=int(clip_model.visual.transformer.width),
+                             dim=int(clip_model.text_projection.shape[1]
+                                     if isinstance(clip_model.text_projection, torch.nn.Parameter)
+                                     else clip_model.text_projection.out_features))
+            umci = UMCI(h["in_dim"], h["dim"], tuple(h["layers"]), h["heads"], tuple(h["kernels"]), h["temperature"])
+            umci.load_state_dict(ckpt["state_dict"])
+            config = config.replace(feature_layers=tuple(h["layers"]))
+            umci_id = file_id(config.umci_weights)
+        identity = dict(clip_model=clip_id, clip_weights=clip_weights, sam_model=config.sam_model,
+                        sam_weights=sam_weights, umci_weights=umci_id)
+        return cls(clip_model.to(device), tokenizer, sam_model.to(device), umci, config, identity=identity)
+
+    # ------------------------------------------------------------------ stages
+    @property
+    def mode(self) -> str:
+        return "umci" if self.umci is not None else "training-free"
+
+    def autocast(self):
+        """bf16 autocast on CUDA when ``config.dtype == "bfloat16"``; a no-op otherwise (CPU runs float32)."""
+        if self.config.dtype == "bfloat16" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def text_embeddings(self, object_name: str) -> torch.Tensor:
+        """T (2, D): normal and anomalous prompt-ensemble embeddings (cached)."""
+        return self.text.get(object_name, self.config)
+
+    def clip_features(self, images: Sequence[np.ndarray]) -> list[torch.Tensor] | torch.Tensor:
+        """Frozen CLIP features of uint8 RGB images: UMCI mode → per-layer (B, C, h, w) tokens;
+        training-free mode → (B, h, w, D) value-value tokens."""
+        x = self.vision.preprocess(list(images))
+        with self.autocast():
+            if self.umci is not None:
+                return [t.float() for t in self.vision.patch_tokens(x, self.config.feature_layers)]
+            return self.vision.training_free_tokens(x).float()
+
+    def rough_maps(self, features, T: torch.Tensor) -> torch.Tensor:
+        """Rough maps at CLIP resolution (B, S, S) from cached features and text."""
+        with self.autocast():
+            if self.umci is not None:
+                logits = self.umci(features, T)
+            else:
+                logits = [training_free_logits(features, T, self.config.temperature)]
+        return anomaly_from_logits(logits, self.config.image_size)
+
+    # ------------------------------------------------------------------ public API
+    @torch.no_grad()
+    def segment(self, image, object_name: str, *, progress: Progress | None = None,
+                cancelled: Callable[[], bool] | None = None,
+                contrast_limits: tuple[float, float] | None = None) -> ClipSAMResult:
+        """Run ClipSAM on one image (H×W, H×W×3 or H×W×4; uint8/uint16/float). See :class:`ClipSAMResult`."""
+        return self.segment_many([image], object_name, progress=progress, cancelled=cancelled,
+                                 contrast_limits=contrast_limits)[0]
+
+    @torch.no_grad()
+    def segment_many(self, images: Sequence, object_name: str, *, batch_size: int = 4,
+                     progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
+                     contrast_limits: tuple[float, float] | None = None) -> list[ClipSAMResult]:
+        """Run ClipSAM on several images, batching the CLIP and SAM encoders ``batch_size`` images at a time."""
+        step = _Stepper(progress, cancelled)
+        clean_object_name(object_name)
+        prepared = [normalise_image(im, contrast_limits) for im in images]  # validate everything first
+        step("text", 0.0)
+        T = self.text_embeddings(object_name)
+        results: list[ClipSAMResult] = []
+        for start in range(0, len(prepared), batch_size):
+            chunk = prepared[start:start + batch_size]
+            results += self._segment_chunk(chunk, T, object_name, step, start / len(prepared))
+        step("merge", 1.0)
+        return results
+
+    def _segment_chunk(self, prepared, T, object_name, step, done: float) -> list[ClipSAMResult]:
+        keys = [image_key(rgb) for rgb, _ in prepared]
+        step("clip", done)
+        feats = {k: self._features[k] for k in keys if k in self._features}
+        todo = list(dict.fromkeys(k for k in keys if k not in feats))
+        if todo:
+            rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
+            new = self.clip_features([rgb_of[k] for k in todo])
+            feats.update({k: _take(new, j) for j, k in enumerate(todo)})
+        for k in keys:
+            self._features.get_or(k, lambda k=k: feats[k])
+        step("rough map", done)
+        rough_small = self.rough_maps(_stack([feats[k] for k in keys]), T)
+        roughs = []
+        for (rgb, valid), r in zip(prepared, rough_small):
+            rough = to_image_resolution(r, rgb.shape[:2], self.config.rough_sigma)
+            rough[~valid] = 0.0
+            roughs.append(rough)
+        step("prompts", done)
+        prompts = [prompts_from_map(r, self.config) for r in roughs]
+        step("sam encoder", done)
+        embs = {k: self._embeddings[k] for k in keys if k in self._embeddings}
+        need = list(dict.fromkeys(k for k, p in zip(keys, prompts) if k not in embs
+                                  and (p.num_components or self.config.embed_without_prompts)))
+        if need:
+            rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
+            with self.autocast():
+                embs.update(zip(need, self.sam.embed_many([rgb_of[k] for k in need])))
+        for k in embs:
+            self._embeddings.get_or(k, lambda k=k: embs[k])
+        step("sam decoder", done)
+        return [self._finish(rough, pr, valid, key, embs.get(key), object_name)
+                for (rgb, valid), key, rough, pr in zip(prepared, keys, roughs, prompts)]
+
+    @torch.no_grad()
+    def refine(self, result: ClipSAMResult, points=None, point_labels=None, boxes=None) -> ClipSAMResult:
+        """Re-run SAM decoding and the merge (method §3 steps 3–6) with user prompts replacing the derived ones.
+
+        ``points`` (N, 2) (row, col), ``point_labels`` (N,) 1/0 (default all positive), ``boxes`` (M, 4)
+        (row0, col0, row1, col1). Uses the SAM embedding the result carries: no image encoder runs (only a
+        result made with ``embed_without_prompts=False`` and no prompts lacks one; it is then computed once).
+        """
+        prompts = group_user_prompts(points, point_labels, boxes, result.rough_map.shape)
+        emb = result.sam_embedding
+        if emb is None and prompts.num_components:
+            raise ValueError("This result carries no SAM embedding (it was made with embed_without_prompts=False "
+                             "and had no prompts); run segment again with embed_without_prompts=True.")
+        return self._finish(result.rough_map, prompts, result.valid, result.image_key, emb,
+                            result.provenance.get("object_name", ""))
+
+    # ------------------------------------------------------------------ internals
+    def _finish(self, rough, prompts, valid, key, emb, object_name) -> ClipSAMResult:
+        with self.autocast():
+            maps, comp_maps = refine_from_prompts(self.sam, emb, prompts, rough, self.config, valid)
+        return ClipSAMResult(
+            rough_map=rough, points=prompts.points, point_labels=prompts.point_labels, boxes=prompts.boxes,
+            final_map=maps.final_map, mask=maps.mask, instances=maps.instances, score=maps.score,
+            provenance=self.provenance(object_name, prompts.source), prompts=prompts, component_maps=comp_maps,
+            valid=valid, image_key=key, sam_embedding=emb)
+
+    def provenance(self, object_name: str, prompt_source: str = "clip") -> dict[str, Any]:
+        """What made a result: versions, model identities, mode, prompt set and every threshold."""
+        return {
+            "package": "napari-clipsam", "version": __version__, "mode": self.mode,
+            "rough_map": "UMCI (trained)" if self.umci is not None else
+                         "training-free (CLIP value-value attention; lower quality than a trained UMCI)",
+            **self.identity, "object_name": object_name, "prompt_set": self.config.prompt_set_hash(),
+            "prompt_source": prompt_source, "device": str(self.device), "thresholds": self.config.thresholds(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    def clear_caches(self) -> None:
+        """Forget cached CLIP features and SAM embeddings (text embeddings stay)."""
+        self._features.clear()
+        self._embeddings.clear()
+
+
+class _Stepper:
+    """Reports progress and polls cancellation between stages."""
+
+    def __init__(self, progress, cancelled):
+        self.progress, self.cancelled = progress, cancelled
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled(f"cancelled before stage {stage!r}")
+        if self.progress is not None:
+            self.progress(stage, fraction)
+
+
+def _on_cpu(module) -> bool:
+    return next(module.parameters()).device.type == "cpu"
+
+
+def _take(feats, j):
+    return [f[j:j + 1] for f in feats] if isinstance(feats, list) else feats[j:j + 1]
+
+
+def _stack(items):
+    if isinstance(items[0], list):
+        return [torch.cat([it[i] for it in items]) for i in range(len(items[0]))]
+    return torch.cat(items)

@@ -1,0 +1,49 @@
+"""The result of one ClipSAM run: maps, prompts, masks and provenance."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .mmr.prompts import Prompts
+
+
+@dataclass
+class ClipSAMResult:
+    """Everything ClipSAM produced for one image. Coordinates are (row, col).
+
+    Attributes:
+        rough_map: (H, W) float32 in [0, 1], CLIP's anomaly probability (UMCI or training-free).
+        points: (N, 2) float32 (row, col); point_labels: (N,) int32, 1 positive / 0 negative.
+        boxes: (M, 4) float32 (row0, col0, row1, col1), inclusive-exclusive.
+        final_map: (H, W) float32 in [0, 1] after SAM refinement; mask: final_map ≥ τ_mask, (H, W) bool.
+        instances: (H, W) int32 instance ids, 0 = background; score: image anomaly score (max of final_map).
+        provenance: package version, models and weights ids, mode ("umci" or "training-free"), thresholds.
+    """
+
+    rough_map: np.ndarray
+    points: np.ndarray
+    point_labels: np.ndarray
+    boxes: np.ndarray
+    final_map: np.ndarray
+    mask: np.ndarray
+    instances: np.ndarray
+    score: float
+    provenance: dict[str, Any]
+    prompts: Prompts = field(repr=False, default_factory=Prompts)
+    component_maps: np.ndarray | None = field(repr=False, default=None)
+    valid: np.ndarray | None = field(repr=False, default=None)
+    image_key: str = field(repr=False, default="")
+    sam_embedding: Any = field(repr=False, default=None)
+
+    @property
+    def mode(self) -> str:
+        return self.provenance.get("mode", "")
+
+    @property
+    def num_instances(self) -> int:
+        return int(self.instances.max()) if self.instances.size else 0
+
+    def with_updates(self, **changes) -> ClipSAMResult:
+        return replace(self, **changes)

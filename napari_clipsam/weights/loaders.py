@@ -1,0 +1,144 @@
+"""Load the frozen models from real weights: CLIP through open_clip, SAM from Meta's checkpoints.
+
+Both loaders return what the engine needs plus an identity (``model_id``, ``weights_id``) recorded in
+every result's provenance and used as cache keys.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import WeightsUnavailableError
+from .download import fetch, sha256_of
+from .registry import SAM_CHECKPOINTS, cache_dir
+
+log = logging.getLogger(__name__)
+RANDOM = "random"
+_file_digests: dict[tuple[str, int, int], str] = {}
+
+
+def file_id(path: str | Path) -> str:
+    """``sha256:<hex>`` of a local weights file (memoised per path, size and modification time)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _file_digests:
+        _file_digests[key] = sha256_of(p)
+    return "sha256:" + _file_digests[key]
+
+
+def load_clip(config, device="cpu", progress: Callable[[str, float], None] | None = None):
+    """Build the CLIP model of ``config`` with QuickGELU where its weights need it.
+
+    ``config.clip_weights``: an open_clip tag (``"openai"``, downloaded once into the cache), a local
+    checkpoint file, ``"random"``/None (architecture only, for benchmarks), ignored for ``local-dir:`` names.
+    Returns ``(model, tokenizer, model_id, weights_id)``.
+    """
+    import open_clip
+
+    name, weights = config.clip_model, config.clip_weights
+    kwargs = dict(force_image_size=config.image_size, device=device)
+    if progress:
+        progress("loading CLIP", 0.0)
+    if name.startswith("local-dir:"):
+        folder = Path(name.split(":", 1)[1])
+        if not (folder / "open_clip_config.json").is_file():
+            raise WeightsUnavailableError(
+                f"CLIP folder {folder} has no open_clip_config.json. A 'local-dir:' model is a folder holding "
+                "open_clip_config.json and open_clip_model.safetensors (or open_clip_pytorch_model.bin).")
+        weight_files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+        if not weight_files:
+            raise WeightsUnavailableError(f"CLIP folder {folder} holds no weights file (.safetensors/.bin/.pt).")
+        model = _create(open_clip, name, None, kwargs, where=str(folder))
+        weights_id = file_id(weight_files[0])
+    elif weights in (None, RANDOM):
+        model = open_clip.create_model(name, pretrained=None, **kwargs)
+        weights_id = RANDOM
+    elif _looks_like_path(weights):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"CLIP weights file {path} does not exist. Give the path of an open_clip/OpenAI checkpoint for "
+                f"{name}, or an open_clip tag such as 'openai'.")
+        model = _create(open_clip, name, str(path), kwargs, where=str(path))
+        weights_id = file_id(path)
+    else:
+        cfg = open_clip.get_pretrained_cfg(name, weights)
+        if not cfg:
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            raise WeightsUnavailableError(f"open_clip has no weights tagged {weights!r} for {name}; known tags: "
+                                          f"{tags}. Or give the path of a local checkpoint file.")
+        model = _create(open_clip, name, weights, kwargs, where=str(cache_dir() / "clip"),
+                        url=cfg.get("url") or f"https://huggingface.co/{cfg.get('hf_hub', '').rstrip('/')}")
+        weights_id = weights
+    model.eval().requires_grad_(False)
+    tokenizer = open_clip.get_tokenizer(name)
+    if progress:
+        progress("loading CLIP", 1.0)
+    return model, tokenizer, name, weights_id
+
+
+def _looks_like_path(weights: str) -> bool:
+    p = Path(weights).expanduser()
+    return p.exists() or "/" in weights or "\\" in weights or p.suffix in (".pt", ".pth", ".bin", ".safetensors")
+
+
+def _create(open_clip, name, pretrained, kwargs, where: str, url: str | None = None):
+    quick = "quickgelu" in name or pretrained == "openai"
+    try:
+        return open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick,
+                                      cache_dir=str(cache_dir() / "clip"), **kwargs)
+    except Exception as exc:  # open_clip raises RuntimeError/OSError/ValueError for every failure
+        hint = (f" Download it from {url} on a machine with internet access and pass the file as the CLIP weights "
+                "setting (or copy open_clip's cache folder)." if url else "")
+        raise WeightsUnavailableError(
+            f"Could not load CLIP {name} weights {pretrained or ''} (looked in {where}): {exc}.{hint}") from exc
+
+
+def load_sam(config, device="cpu", progress: Callable[[str, float], None] | None = None, cancelled=None):
+    """Build SAM from ``config.sam_model`` (``vit_b``/``vit_l``/``vit_h``, or ``local-dir:/folder`` with
+    ``sam_config.json`` + ``sam.pth``) and ``config.sam_weights``: a local file, ``"random"`` (architecture only,
+    for benchmarks), or None: Meta's official checkpoint, downloaded once into ``<cache>/sam`` and verified.
+    Returns ``(sam, weights_id)``."""
+    import torch
+
+    from .sam_arch import OFFICIAL, build_sam, read_local_dir
+
+    kind, weights = config.sam_model, config.sam_weights
+    if kind.startswith("local-dir:"):
+        folder = Path(kind.split(":", 1)[1]).expanduser()
+        try:
+            arch, path = read_local_dir(folder)
+        except FileNotFoundError as exc:
+            raise WeightsUnavailableError(str(exc)) from exc
+        what, url = f"the SAM in {folder}", None
+    else:
+        arch, spec = OFFICIAL[kind], SAM_CHECKPOINTS[kind]
+        what, url = f"Meta's {kind} checkpoint", spec.url
+        if weights == RANDOM:
+            return build_sam(arch).to(device), RANDOM
+        if weights is None:
+            path = fetch(spec, cache_dir() / "sam", progress=progress, cancelled=cancelled)
+        else:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise WeightsUnavailableError(
+                    f"SAM checkpoint {path} does not exist. Give the path of {spec.filename} (from {spec.url}) "
+                    f"or leave the SAM weights setting empty to download it into {cache_dir() / 'sam'}.")
+    if progress:
+        progress("loading SAM", 0.0)
+    sam = build_sam(arch)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        sam.load_state_dict(state, strict=True)
+    except Exception as exc:  # wrong architecture, truncated or foreign file
+        hint = f" Check that it is {what} ({url})" if url else f" Check {what}"
+        raise WeightsUnavailableError(
+            f"SAM checkpoint {path} could not be loaded as {kind}: {str(exc)[:300]}.{hint} and that the SAM "
+            "model setting matches the file.") from exc
+    if progress:
+        progress("loading SAM", 1.0)
+    weights_id = ("sha256:" + SAM_CHECKPOINTS[kind].sha256) if weights is None and kind in SAM_CHECKPOINTS \
+        else file_id(path)
+    return sam.to(device).eval(), weights_id

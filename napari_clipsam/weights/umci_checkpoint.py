@@ -1,0 +1,67 @@
+"""UMCI checkpoints: the trained state dict plus everything needed to use it correctly later."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import IncompatibleCheckpointError, WeightsUnavailableError
+
+FORMAT = "napari-clipsam-umci"
+
+
+def save_umci(path: str | Path, umci, *, clip_model: str, clip_weights: str, image_size: int,
+              prompt_set_hash: str, extra: dict | None = None) -> Path:
+    """Write a UMCI checkpoint atomically (temp file in the same folder, then rename)."""
+    from .. import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT, "version": 1, "package_version": __version__,
+        "state_dict": {k: v.detach().cpu() for k, v in umci.state_dict().items()},
+        "hparams": umci.hparams(), "clip_model": clip_model, "clip_weights": clip_weights,
+        "image_size": int(image_size), "prompt_set_hash": prompt_set_hash, **(extra or {}),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def read_umci(path: str | Path) -> dict:
+    """Read a checkpoint dict (tensors on CPU); raises WeightsUnavailableError for a missing or foreign file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"UMCI checkpoint {path} does not exist. Train one with "
+                                      "`napari-clipsam train` or leave the UMCI setting empty for the "
+                                      "training-free rough map.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsUnavailableError(f"UMCI checkpoint {path} could not be read: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise WeightsUnavailableError(f"{path} is not a napari-clipsam UMCI checkpoint (no '{FORMAT}' marker).")
+    return ckpt
+
+
+def check_compatible(ckpt: dict, path, *, clip_model: str, clip_weights: str, in_dim: int, dim: int) -> None:
+    """Refuse a checkpoint trained on another CLIP (model name, weights, or feature widths)."""
+    h = ckpt["hparams"]
+    problems = []
+    if ckpt["clip_model"] != clip_model:
+        problems.append(f"it was trained on CLIP {ckpt['clip_model']!r}, the engine uses {clip_model!r}")
+    if ckpt["clip_weights"] != clip_weights:
+        problems.append(f"it was trained on CLIP weights {ckpt['clip_weights']!r}, the engine has {clip_weights!r}")
+    if (h["in_dim"], h["dim"]) != (in_dim, dim):
+        problems.append(f"its feature widths are {h['in_dim']}→{h['dim']}, this CLIP gives {in_dim}→{dim}")
+    if problems:
+        raise IncompatibleCheckpointError(
+            f"UMCI checkpoint {path} does not fit this engine: " + "; ".join(problems)
+            + ". Use the CLIP model and weights it was trained with, or train a new one.")

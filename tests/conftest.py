@@ -1,0 +1,35 @@
+"""Shared fixtures: no downloads, a private cache folder, tiny real-architecture models."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own weights/embedding cache folder; nothing is written to the user's cache."""
+    monkeypatch.setenv("NAPARI_CLIPSAM_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def engine():
+    from napari_clipsam.testing import tiny_engine
+
+    return tiny_engine(seed=0)
+
+
+@pytest.fixture
+def umci_engine():
+    from napari_clipsam.testing import tiny_engine
+
+    return tiny_engine(seed=0, umci=True)
+
+
+@pytest.fixture
+def rgb():
+    return (np.random.default_rng(0).random((90, 110, 3)) * 255).astype(np.uint8)

@@ -1,0 +1,185 @@
+"""The engine end to end on tiny real-architecture models: inputs, outputs, caches, refine, fast paths."""
+import numpy as np
+import pytest
+import torch
+
+from napari_clipsam import Cancelled, ClipSAMResult
+from napari_clipsam.mmr.levels import component_prompts, decode_levels, refine_from_prompts
+from napari_clipsam.mmr.prompts import prompts_from_map
+
+RNG = np.random.default_rng(1)
+
+
+def check_result(r: ClipSAMResult, shape):
+    assert isinstance(r, ClipSAMResult)
+    for m in (r.rough_map, r.final_map):
+        assert m.shape == shape and m.dtype == np.float32
+        assert np.isfinite(m).all() and m.min() >= 0 and m.max() <= 1
+    assert r.mask.shape == shape and r.mask.dtype == bool
+    assert r.instances.shape == shape and r.instances.dtype == np.int32
+    assert r.points.ndim == 2 and r.points.shape[1] == 2 and r.point_labels.shape == (len(r.points),)
+    assert r.boxes.ndim == 2 and r.boxes.shape[1] == 4
+    np.testing.assert_array_equal(r.mask, r.final_map >= 0.5)
+    np.testing.assert_array_equal(r.instances > 0, r.mask)
+    assert r.score == pytest.approx(float(r.final_map.max()))
+    p = r.provenance
+    assert p["mode"] in ("umci", "training-free") and p["version"] and p["thresholds"]["alpha"] == 0.5
+
+
+@pytest.mark.parametrize("image", [
+    (RNG.random((64, 80)) * 255).astype(np.uint8),
+    (RNG.random((64, 80, 1)) * 255).astype(np.uint8),
+    (RNG.random((64, 80, 3)) * 255).astype(np.uint8),
+    (RNG.random((64, 80, 4)) * 255).astype(np.uint8),
+    (RNG.random((64, 80)) * 65535).astype(np.uint16),
+    (RNG.random((64, 80, 3)) * 4000).astype(np.uint16),
+    RNG.random((64, 80)).astype(np.float32),
+    RNG.normal(size=(64, 80, 3)) * 1e3,
+    RNG.random((64, 80)) > 0.5,
+], ids=["gray8", "gray8x1", "rgb8", "rgba8", "gray16", "rgb16", "f32", "f64rgb", "bool"])
+def test_every_input_kind(engine, image):
+    check_result(engine.segment(image, "bottle"), (64, 80))
+
+
+def test_umci_mode_result(umci_engine, rgb):
+    r = umci_engine.segment(rgb, "metal nut")
+    check_result(r, rgb.shape[:2])
+    assert r.provenance["mode"] == "umci"
+
+
+def test_training_free_is_labelled(engine, rgb):
+    r = engine.segment(rgb, "bottle")
+    assert r.provenance["mode"] == "training-free"
+    assert "lower quality" in r.provenance["rough_map"]
+
+
+def test_nan_pixels_are_background(engine):
+    img = RNG.random((64, 64)).astype(np.float32)
+    img[10:20, 10:20] = np.nan
+    r = engine.segment(img, "tile")
+    check_result(r, (64, 64))
+    assert not r.mask[10:20, 10:20].any() and (r.rough_map[10:20, 10:20] == 0).all()
+
+
+@pytest.mark.parametrize("image, name, match", [
+    (np.zeros((0, 10)), "x", "empty"),
+    (np.zeros(100), "x", "dimension"),
+    (np.zeros((2, 10, 10, 3)), "x", "dimension"),
+    (np.zeros((20, 20, 2)), "x", "2 channels"),
+    (np.zeros((20, 20, 5)), "x", "5 channels"),
+    (np.full((20, 20), np.nan), "x", "all NaN"),
+    (np.zeros((7, 20)), "x", "smaller than"),
+    (np.zeros((20, 20), np.uint8), "  ", "object_name is empty"),
+    (np.array([["a"] * 10] * 10), "x", "not numeric"),
+])
+def test_bad_input_raises_clear_value_error(engine, image, name, match):
+    with pytest.raises(ValueError, match=match):
+        engine.segment(image, name)
+
+
+def test_channel_first_hint(engine):
+    with pytest.raises(ValueError, match="channel-first"):
+        engine.segment(np.zeros((3, 40, 40), np.uint8), "x")
+
+
+def test_same_call_twice_hits_caches_and_matches(engine, rgb):
+    first = engine.segment(rgb, "bottle")
+    calls = (engine.vision.vision_calls, engine.sam.encoder_calls, engine.text.encoder_calls)
+    second = engine.segment(rgb, "bottle")
+    assert (engine.vision.vision_calls, engine.sam.encoder_calls, engine.text.encoder_calls) == calls == (1, 1, 1)
+    for a in ("rough_map", "final_map", "mask", "instances", "points", "boxes"):
+        np.testing.assert_array_equal(getattr(first, a), getattr(second, a))
+
+
+def test_cached_equals_uncached(rgb):
+    from napari_clipsam.testing import tiny_engine
+
+    cached = tiny_engine(seed=3)
+    cached.segment(rgb, "cable")
+    warm = cached.segment(rgb, "cable")
+    cold = tiny_engine(seed=3).segment(rgb, "cable")
+    for a in ("rough_map", "final_map", "instances"):
+        np.testing.assert_array_equal(getattr(warm, a), getattr(cold, a))
+
+
+def test_text_disk_cache_survives_a_new_engine(rgb):
+    from napari_clipsam.testing import tiny_engine
+
+    tiny_engine(seed=0).segment(rgb, "screw")
+    again = tiny_engine(seed=0)
+    again.segment(rgb, "screw")
+    assert again.text.encoder_calls == 0
+    other_weights = tiny_engine(seed=1)  # different weights: a different key, never a stale hit
+    other_weights.segment(rgb, "screw")
+    assert other_weights.text.encoder_calls == 1
+
+
+def test_refine_runs_no_encoder_and_follows_prompts(engine, rgb):
+    r = engine.segment(rgb, "bottle")
+    calls = (engine.vision.vision_calls, engine.sam.encoder_calls)
+    a = engine.refine(r, points=[[20, 20]], point_labels=[1])
+    b = engine.refine(r, boxes=[[40, 50, 80, 100]])
+    assert (engine.vision.vision_calls, engine.sam.encoder_calls) == calls
+    assert a.provenance["prompt_source"] == "user"
+    assert not np.array_equal(a.final_map, b.final_map)
+    np.testing.assert_array_equal(a.rough_map, r.rough_map)
+    check_result(a, rgb.shape[:2])
+    empty = engine.refine(r, points=np.zeros((0, 2)))
+    np.testing.assert_allclose(empty.final_map, 0.5 * r.rough_map, atol=1e-6)
+
+
+def test_batched_decoding_equals_one_at_a_time(engine, rgb):
+    r = engine.segment(rgb, "bottle")
+    rough = np.zeros(rgb.shape[:2], np.float32)
+    for i, (y, x) in enumerate([(15, 15), (15, 80), (60, 20), (60, 80)]):
+        rough[y - 6:y + 6, x - 6:x + 6] = 0.7 + 0.05 * i
+    prompts = prompts_from_map(rough, engine.config)
+    assert prompts.num_components == 4
+    emb = r.sam_embedding
+    before = engine.sam.decoder_calls
+    fast, maps_fast = refine_from_prompts(engine.sam, emb, prompts, rough, engine.config, batched=True)
+    assert engine.sam.decoder_calls - before == 3  # one call per level for all 4 components
+    plain, maps_plain = refine_from_prompts(engine.sam, emb, prompts, rough, engine.config, batched=False)
+    np.testing.assert_allclose(maps_fast, maps_plain, atol=1e-5)
+    np.testing.assert_array_equal(fast.instances, plain.instances)
+    cands = decode_levels(engine.sam, emb, component_prompts(prompts), ("point", "box", "box+point"))
+    assert all(len(c) == 3 and c[0][0].shape == (3, *rgb.shape[:2]) for c in cands)
+
+
+def test_segment_many_equals_segment(engine):
+    imgs = [(RNG.random((50 + 10 * i, 60, 3)) * 255).astype(np.uint8) for i in range(3)]
+    many = engine.segment_many(imgs, "pill", batch_size=2)
+    from napari_clipsam.testing import tiny_engine
+
+    single = [tiny_engine(seed=0).segment(im, "pill") for im in imgs]
+    for a, b in zip(many, single):
+        np.testing.assert_allclose(a.rough_map, b.rough_map, atol=1e-5)
+        np.testing.assert_allclose(a.final_map, b.final_map, atol=1e-4)
+
+
+def test_progress_and_cancel(engine, rgb):
+    seen = []
+    engine.segment(rgb, "bottle", progress=lambda s, f: seen.append(s))
+    assert {"text", "clip", "rough map", "prompts", "sam encoder", "sam decoder", "merge"} <= set(seen)
+    calls = []
+
+    def cancel_at_clip():
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(Cancelled):
+        engine.segment(rgb[::-1].copy(), "bottle", cancelled=cancel_at_clip)
+
+
+def test_normal_image_with_high_threshold_gives_no_prompts(engine, rgb):
+    eng = engine
+    eng.config = eng.config.replace(prompt_threshold=1.0)
+    r = eng.segment(rgb, "bottle")
+    assert len(r.points) == 0 and len(r.boxes) == 0
+    assert r.sam_embedding is not None  # kept so that refine can still run without an encoder
+
+
+def test_device_and_autocast_float32_on_cpu(engine):
+    assert engine.device.type == "cpu"
+    with engine.autocast():
+        assert not torch.is_autocast_enabled()

@@ -1,0 +1,106 @@
+"""Loading real weights through the product's code paths, with tiny local files (no network)."""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_clipsam import ClipSAM, ClipSAMConfig, IncompatibleCheckpointError, WeightsUnavailableError
+from napari_clipsam.testing import make_tiny_sam, tiny_config
+from napari_clipsam.weights.download import fetch, verify
+from napari_clipsam.weights.registry import SAM_CHECKPOINTS, WeightsFile, cache_dir
+
+
+def test_from_config_loads_local_tiny_models(tmp_path, rgb):
+    cfg = tiny_config(tmp_path)
+    engine = ClipSAM.from_config(cfg)
+    r = engine.segment(rgb, "bottle")
+    assert r.final_map.shape == rgb.shape[:2]
+    assert r.provenance["clip_weights"].startswith("sha256:")
+    assert r.provenance["sam_weights"].startswith("sha256:")
+    assert r.provenance["mode"] == "training-free"
+    # same files, same weights: identical results through a second load
+    again = ClipSAM.from_config(cfg).segment(rgb, "bottle")
+    np.testing.assert_array_equal(r.final_map, again.final_map)
+
+
+def test_from_config_with_umci_checkpoint_and_incompatible_clip(tmp_path, rgb):
+    from napari_clipsam.clip.umci import UMCI
+    from napari_clipsam.weights.umci_checkpoint import save_umci
+
+    cfg = tiny_config(tmp_path)
+    engine = ClipSAM.from_config(cfg)
+    umci = UMCI(64, 32, (1, 2, 3, 4), heads=4)
+    path = save_umci(tmp_path / "umci.pt", umci, clip_model=cfg.clip_model,
+                     clip_weights=engine.identity["clip_weights"], image_size=56,
+                     prompt_set_hash=cfg.prompt_set_hash())
+    with_umci = ClipSAM.from_config(cfg.replace(umci_weights=str(path)))
+    r = with_umci.segment(rgb, "bottle")
+    assert r.provenance["mode"] == "umci" and r.provenance["umci_weights"].startswith("sha256:")
+    for a, b in zip(with_umci.umci.state_dict().values(), umci.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    other = tiny_config(tmp_path / "other", seed=5)
+    with pytest.raises(IncompatibleCheckpointError, match="trained on CLIP"):
+        ClipSAM.from_config(other.replace(umci_weights=str(path)))
+
+
+def _fake_spec(tmp_path, payload: bytes, sha: str | None = None) -> WeightsFile:
+    src = tmp_path / "server" / "sam_tiny.pth"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(payload)
+    return WeightsFile("SAM tiny", "sam_tiny.pth", src.as_uri(), sha or hashlib.sha256(payload).hexdigest(),
+                       len(payload))
+
+
+def test_download_verifies_reports_progress_and_is_atomic(tmp_path):
+    spec = _fake_spec(tmp_path, b"x" * (3 << 20))
+    seen = []
+    path = fetch(spec, tmp_path / "cache", progress=lambda s, f: seen.append(f))
+    assert path.read_bytes() == b"x" * (3 << 20) and seen[-1] == 1.0 and len(seen) >= 3
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["sam_tiny.pth"]  # no temp file left
+
+
+def test_checksum_mismatch_raises_and_leaves_nothing(tmp_path):
+    spec = _fake_spec(tmp_path, b"corrupt", sha="0" * 64)
+    with pytest.raises(WeightsUnavailableError) as info:
+        fetch(spec, tmp_path / "cache")
+    msg = str(info.value)
+    assert "SHA-256" in msg and spec.url in msg and "sam_tiny.pth" in msg and str(tmp_path / "cache") in msg
+    assert list((tmp_path / "cache").iterdir()) == []
+    # an existing file with the wrong checksum is refused too
+    (tmp_path / "cache" / "sam_tiny.pth").write_bytes(b"other")
+    with pytest.raises(WeightsUnavailableError, match="expected 0000"):
+        verify(tmp_path / "cache" / "sam_tiny.pth", spec)
+
+
+def test_offline_download_error_says_how_to_place_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_CLIPSAM_CACHE", str(tmp_path / "c"))
+    spec = SAM_CHECKPOINTS["vit_b"]
+
+    def offline(url, timeout):
+        raise OSError("network is unreachable")
+
+    with pytest.raises(WeightsUnavailableError) as info:
+        fetch(spec, cache_dir() / "sam", opener=offline)
+    msg = str(info.value)
+    assert spec.url in msg and spec.filename in msg and spec.sha256 in msg and str(tmp_path / "c" / "sam") in msg
+
+
+def test_missing_and_wrong_architecture_files(tmp_path):
+    cfg = tiny_config(tmp_path)
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        ClipSAM.from_config(ClipSAMConfig.preset("cpu", clip_weights="random", sam_weights=str(tmp_path / "no.pth"),
+                                                 device="cpu"))
+    torch.save(make_tiny_sam().state_dict(), tmp_path / "tiny.pth")  # a tiny SAM is not a vit_b
+    from napari_clipsam.weights.loaders import load_sam
+
+    with pytest.raises(WeightsUnavailableError, match="could not be loaded as vit_b"):
+        load_sam(cfg.replace(sam_model="vit_b", sam_weights=str(tmp_path / "tiny.pth")))
+    with pytest.raises(WeightsUnavailableError, match="no weights tagged"):
+        ClipSAM.from_config(cfg.replace(clip_model="ViT-B-32", clip_weights="nonexistent-tag"))
+
+
+def test_cache_dir_env_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_CLIPSAM_CACHE", str(tmp_path / "x"))
+    assert cache_dir() == Path(tmp_path / "x")
