@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -44,19 +45,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class _LRU(OrderedDict):
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
+class _LRU:
+    """A small thread-safe least-recently-used cache (the widget prefetches in a background thread)."""
 
-    def get_or(self, key, make):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        value = self[key] = make()
-        while len(self) > self.size:
-            self.popitem(last=False)
-        return value
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
 
 class ClipSAM:
@@ -206,14 +219,14 @@ class ClipSAM:
     def _segment_chunk(self, prepared, T, object_name, step, done: float) -> list[ClipSAMResult]:
         keys = [image_key(rgb) for rgb, _ in prepared]
         step("clip", done)
-        feats = {k: self._features[k] for k in keys if k in self._features}
+        feats = {k: v for k in keys if (v := self._features.get(k)) is not None}
         todo = list(dict.fromkeys(k for k in keys if k not in feats))
         if todo:
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
             new = self.clip_features([rgb_of[k] for k in todo])
             feats.update({k: _take(new, j) for j, k in enumerate(todo)})
-        for k in keys:
-            self._features.get_or(k, lambda k=k: feats[k])
+        for k in todo:
+            self._features.put(k, feats[k])
         step("rough map", done)
         rough_small = self.rough_maps(_stack([feats[k] for k in keys]), T)
         roughs = []
@@ -224,15 +237,15 @@ class ClipSAM:
         step("prompts", done)
         prompts = [prompts_from_map(r, self.config) for r in roughs]
         step("sam encoder", done)
-        embs = {k: self._embeddings[k] for k in keys if k in self._embeddings}
+        embs = {k: v for k in keys if (v := self._embeddings.get(k)) is not None}
         need = list(dict.fromkeys(k for k, p in zip(keys, prompts) if k not in embs
                                   and (p.num_components or self.config.embed_without_prompts)))
         if need:
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
             with self.autocast():
                 embs.update(zip(need, self.sam.embed_many([rgb_of[k] for k in need])))
-        for k in embs:
-            self._embeddings.get_or(k, lambda k=k: embs[k])
+        for k in need:
+            self._embeddings.put(k, embs[k])
         step("sam decoder", done)
         return [self._finish(rough, pr, valid, key, embs.get(key), object_name)
                 for (rgb, valid), key, rough, pr in zip(prepared, keys, roughs, prompts)]
