@@ -88,9 +88,14 @@ class ClipSAMConfig:
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
     dtype: str = "float32"
-    """``float32``, or ``bfloat16`` (autocast, CUDA only)."""
+    """``float32``, or ``bfloat16`` autocast: the GPU option; on CPUs with AMX/AVX512-BF16 it also speeds up the
+    encoders (measure with ``napari-clipsam bench --compare-dtypes``), on older CPUs it is slower."""
     cache_size: int = 4
     """Images whose CLIP features and SAM embedding are kept in memory."""
+    decoder_batch_size: int | None = None
+    """Most prompts per SAM decoder call. None = auto: a whole prompt level in one call on CUDA, chunks of 2 on
+    a CPU. SAM's decoder repeats the 64×64 image embedding for every prompt, so on a CPU large batches are
+    memory-bound and slower per prompt than small ones (see ``napari-clipsam bench``); results are identical."""
     embed_without_prompts: bool = True
     """Compute SAM's image embedding even when the rough map yields no prompts, so that later ``refine``
     calls (a user adding points) never run an encoder. Batch evaluation can set False to skip SAM's encoder
@@ -137,6 +142,8 @@ class ClipSAMConfig:
         need(len(self.normal_states) > 0 and len(self.abnormal_states) > 0 and len(self.templates) > 0,
              "prompt lists (normal_states, abnormal_states, templates) must not be empty")
         need(all("{}" in t for t in self.templates), "every template must contain '{}' for the object description")
+        need(self.decoder_batch_size is None or self.decoder_batch_size >= 1,
+             f"decoder_batch_size must be None (auto) or ≥ 1, got {self.decoder_batch_size}")
         need(self.cache_size >= 1, f"cache_size must be ≥ 1, got {self.cache_size}")
         return self
 

@@ -163,9 +163,9 @@ class ClipSAM:
         return "umci" if self.umci is not None else "training-free"
 
     def autocast(self):
-        """bf16 autocast on CUDA when ``config.dtype == "bfloat16"``; a no-op otherwise (CPU runs float32)."""
-        if self.config.dtype == "bfloat16" and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 autocast when ``config.dtype == "bfloat16"`` (CUDA, or CPU as an opt-in); else a no-op."""
+        if self.config.dtype == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def text_embeddings(self, object_name: str) -> torch.Tensor:

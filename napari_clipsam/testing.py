@@ -29,7 +29,7 @@ def write_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
     torch.manual_seed(seed)
-    model = open_clip.create_model(f"local-dir:{folder}", load_weights=False)
+    model = open_clip.CLIP(**TINY_CLIP_CFG)
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
     return folder
 

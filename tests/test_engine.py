@@ -136,11 +136,19 @@ def test_batched_decoding_equals_one_at_a_time(engine, rgb):
     prompts = prompts_from_map(rough, engine.config)
     assert prompts.num_components == 4
     emb = r.sam_embedding
+    one_call = engine.config.replace(decoder_batch_size=64)
     before = engine.sam.decoder_calls
-    fast, maps_fast = refine_from_prompts(engine.sam, emb, prompts, rough, engine.config, batched=True)
+    fast, maps_fast = refine_from_prompts(engine.sam, emb, prompts, rough, one_call, batched=True)
     assert engine.sam.decoder_calls - before == 3  # one call per level for all 4 components
-    plain, maps_plain = refine_from_prompts(engine.sam, emb, prompts, rough, engine.config, batched=False)
+    before = engine.sam.decoder_calls
+    chunked, maps_chunked = refine_from_prompts(engine.sam, emb, prompts, rough, engine.config.replace(
+        decoder_batch_size=3), batched=True)
+    assert engine.sam.decoder_calls - before == 6  # 3 + 1 prompts per level
+    before = engine.sam.decoder_calls
+    plain, maps_plain = refine_from_prompts(engine.sam, emb, prompts, rough, one_call, batched=False)
+    assert engine.sam.decoder_calls - before == 12
     np.testing.assert_allclose(maps_fast, maps_plain, atol=1e-5)
+    np.testing.assert_allclose(maps_chunked, maps_plain, atol=1e-5)
     np.testing.assert_array_equal(fast.instances, plain.instances)
     cands = decode_levels(engine.sam, emb, component_prompts(prompts), ("point", "box", "box+point"))
     assert all(len(c) == 3 and c[0][0].shape == (3, *rgb.shape[:2]) for c in cands)

@@ -45,12 +45,13 @@ def component_prompts(prompts: Prompts) -> list[ComponentPrompt]:
     return out
 
 
-def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, ...], batched: bool = True):
+def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, ...], batched: bool = True,
+                  max_batch: int | None = None):
     """Candidates per component: lists of (masks (n, H, W) bool, scores (n,)).
 
     With ``batched`` every level is one decoder call per group of components with equally many points
-    (exactly one per level for derived prompts); otherwise one call per component and level (the plain path
-    the batched one is tested against).
+    (exactly one per level for derived prompts), split into calls of at most ``max_batch`` prompts when given;
+    otherwise one call per component and level (the plain path the batched one is tested against).
     """
     cands: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in comps]
     for level in levels:
@@ -60,7 +61,11 @@ def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, 
             if inp is not None:
                 key = (0 if inp[0] is None else len(inp[0]), inp[2] is not None)
                 groups[key if batched else (key, i)].append(i)
+        chunks = []
         for members in groups.values():
+            size = max_batch or len(members)
+            chunks += [members[i:i + size] for i in range(0, len(members), size)]
+        for members in chunks:
             inputs = [comps[i].level_inputs(level) for i in members]
             pts = None if inputs[0][0] is None else np.stack([x[0] for x in inputs])
             lab = None if inputs[0][1] is None else np.stack([x[1] for x in inputs])
@@ -76,7 +81,11 @@ def refine_from_prompts(runner, emb, prompts: Prompts, rough: np.ndarray, config
     """Steps 3–6 on a cached SAM embedding. Returns the final maps and the component maps (K, H, W)."""
     comps = component_prompts(prompts)
     H, W = rough.shape
-    cands = decode_levels(runner, emb, comps, tuple(config.levels), batched=batched) if comps else []
+    max_batch = config.decoder_batch_size
+    if max_batch is None:  # auto: one call per level on a GPU; small chunks on a CPU (see config docs)
+        max_batch = None if runner.device.type == "cuda" else 2
+    cands = decode_levels(runner, emb, comps, tuple(config.levels), batched=batched,
+                          max_batch=max_batch) if comps else []
     maps = []
     for c, (cp, cc) in enumerate(zip(comps, cands)):
         fallback = None if prompts.components is None else prompts.components == (c + 1)

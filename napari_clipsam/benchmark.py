@@ -1,0 +1,244 @@
+"""``napari-clipsam bench``: per-stage timings, fast-path comparisons and peak memory, measured in one run.
+
+Every comparison of the speed issue is a ratio of two timings taken side by side in the same process, so the
+machine's noise cancels. Models are the preset's real architectures (random weights with ``random_weights``).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+def _sync(device) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class PeakMemory:
+    """Peak resident memory (or CUDA memory) of a block, in MiB. On Linux the process's high-water mark is
+    reset through /proc/self/clear_refs; elsewhere the figure is the process peak so far."""
+
+    def __init__(self, device):
+        self.device, self.peak_mib = device, float("nan")
+
+    def __enter__(self):
+        import torch
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            with contextlib.suppress(OSError):
+                Path("/proc/self/clear_refs").write_text("5")
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.device.type == "cuda":
+            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+            return
+        for line in Path("/proc/self/status").read_text().splitlines() if Path("/proc/self/status").exists() else []:
+            if line.startswith("VmHWM:"):
+                self.peak_mib = int(line.split()[1]) / 1024
+                return
+        import resource
+
+        self.peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn: Callable, device, repeats: int = 1) -> tuple[float, Any]:
+    """Best wall time of ``repeats`` calls (seconds) and the last return value."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        _sync(device)
+        t = _now()
+        out = fn()
+        _sync(device)
+        best = min(best, _now() - t)
+    return best, out
+
+
+def synthetic_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """Distinct procedural defect images (uint8 RGB) from the synthetic generator."""
+    from .data.synthetic import CATEGORIES, synthetic_image
+
+    return [synthetic_image(CATEGORIES[i % len(CATEGORIES)], None if i % 3 == 2 else "scratch", size=size,
+                            seed=seed + i)[0] for i in range(n)]
+
+
+def blob_map(shape: tuple[int, int], n: int, seed: int = 0) -> np.ndarray:
+    """A rough map with ``n`` separate blobs above τ_prompt (for the refine comparison)."""
+    rng = np.random.default_rng(seed)
+    H, W = shape
+    m = np.zeros(shape, np.float32)
+    cols = int(np.ceil(np.sqrt(n)))
+    for i in range(n):
+        r = int((i // cols + 0.5) * H / cols)
+        c = int((i % cols + 0.5) * W / cols)
+        rad = max(4, min(H, W) // (4 * cols))
+        m[max(0, r - rad):r + rad, max(0, c - rad):c + rad] = 0.6 + 0.3 * rng.random()
+    return m
+
+
+def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: str = "auto",
+                  dtype: str = "float32", image_size: int = 512, batch: int = 4, umci: bool = False,
+                  compare_dtypes: bool | None = None, log: Callable[[str], None] = print,
+                  config=None) -> dict[str, Any]:
+    """Run every measurement and return a JSON-friendly dict (also logged line by line as it goes).
+
+    ``config`` replaces the preset (e.g. tiny local models in tests).
+    """
+    import torch
+
+    from . import __version__
+    from .clip.umci import UMCI
+    from .config import ClipSAMConfig
+    from .mmr.levels import refine_from_prompts
+    from .mmr.prompts import prompts_from_map
+    from .pipeline import ClipSAM
+
+    weights = dict(clip_weights="random", sam_weights="random") if random_weights else {}
+    if config is None:
+        config = ClipSAMConfig.preset(preset, device=device, dtype=dtype, **weights)
+    out: dict[str, Any] = {"version": __version__, "preset": preset, "random_weights": random_weights,
+                           "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
+                           "torch": torch.__version__, "threads": torch.get_num_threads(),
+                           "cpu": platform.processor() or platform.machine(), "image_px": image_size}
+    t, engine = timed(lambda: ClipSAM.from_config(config), None)
+    if umci:
+        vis = engine.vision
+        head = UMCI(vis.width, int(engine.text_embeddings("part").shape[1]), config.feature_layers,
+                    config.umci_heads, config.umci_scale_kernels, config.temperature)
+        engine = ClipSAM(engine.clip_model, engine.text.tokenizer, engine.sam.model, head, config,
+                         identity=engine.identity)
+    dev = engine.device
+    out.update(device=str(dev), gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+               mode=engine.mode, load_s=t)
+    log(f"napari-clipsam {__version__} bench: preset {preset}, {engine.mode}, {dev}, {dtype}, "
+        f"{torch.get_num_threads()} threads, load {t:.1f} s")
+    imgs = synthetic_images(batch * 2 + 4, image_size)
+    warm, alone, cold, *rest = imgs
+    stages: dict[str, float] = {}
+
+    # 3. text: truncated vs full context, on the same prompts; cached lookup
+    t_fast, T_fast = timed(lambda: engine.text.compute("metal bracket", config, truncate=True), dev)
+    t_full, T_full = timed(lambda: engine.text.compute("metal bracket", config, truncate=False), dev)
+    engine.text_embeddings("metal bracket")
+    t_cached, _ = timed(lambda: engine.text_embeddings("metal bracket"), dev, repeats=3)
+    n_prompts = len(config.templates) * (len(config.normal_states) + len(config.abnormal_states))
+    out["text"] = dict(prompts=n_prompts, truncated_s=t_fast, full_context_s=t_full, cached_s=t_cached,
+                       speedup=t_full / t_fast, max_abs_diff=float((T_fast - T_full).abs().max()))
+    log(f"text encoding ({n_prompts} prompts): truncated {t_fast:.2f} s, full 77-token context {t_full:.2f} s "
+        f"→ {t_full / t_fast:.1f}× faster (target ≥ 3×), max |Δ| {out['text']['max_abs_diff']:.1e} "
+        f"(target ≤ 1e-5); cached lookup {t_cached * 1e3:.2f} ms")
+
+    # encoders alone (after a warm-up image), with their own peak memory
+    with engine.autocast():
+        engine.clip_features([warm])
+        engine.sam.embed(warm)
+        with PeakMemory(dev) as m_clip:
+            t_clip, _ = timed(lambda: engine.clip_features([alone]), dev)
+        with PeakMemory(dev) as m_sam:
+            t_sam, _ = timed(lambda: engine.sam.embed(alone), dev)
+    out["encoders"] = dict(clip_s=t_clip, sam_s=t_sam, clip_peak_mib=m_clip.peak_mib, sam_peak_mib=m_sam.peak_mib)
+    log(f"CLIP vision alone {t_clip:.2f} s (peak {m_clip.peak_mib:.0f} MiB); "
+        f"SAM image encoder alone {t_sam:.2f} s (peak {m_sam.peak_mib:.0f} MiB)")
+
+    # 1. + 6. cold segment with the text cache warm; per-stage times from the progress callback
+    marks: list[tuple[str, float]] = []
+    engine.clear_caches()
+    with PeakMemory(dev) as m_seg:
+        t_seg, res = timed(lambda: engine.segment(cold, "metal bracket",
+                                                  progress=lambda s, f: marks.append((s, _now()))), dev)
+    t_end = _now()
+    for (s, t0), (_, t1) in zip(marks, marks[1:] + [("end", t_end)]):
+        stages[s] = stages.get(s, 0.0) + (t1 - t0)
+    budget = t_clip + t_sam
+    out["segment"] = dict(total_s=t_seg, stages_s=stages, components=int(res.prompts.num_components),
+                          ratio_to_encoders=t_seg / budget, peak_mib=m_seg.peak_mib,
+                          peak_ratio=m_seg.peak_mib / max(m_clip.peak_mib, m_sam.peak_mib))
+    log("cold segment stages: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in stages.items()))
+    log(f"cold segment {t_seg:.2f} s = {t_seg / budget:.3f} × (CLIP + SAM encoders alone, {budget:.2f} s) "
+        f"(target ≤ 1.10); {res.prompts.num_components} components")
+    log(f"peak memory of segment {m_seg.peak_mib:.0f} MiB = {out['segment']['peak_ratio']:.2f} × the larger "
+        "encoder's peak (target ≤ 1.2)")
+
+    # 4. second segment of the same image and object
+    t_again, _ = timed(lambda: engine.segment(cold, "metal bracket"), dev)
+    out["segment"]["again_s"] = t_again
+    out["segment"]["again_ratio"] = t_again / t_seg
+    log(f"second segment of the same image {t_again * 1e3:.0f} ms = {100 * t_again / t_seg:.1f} % of the first "
+        "(target < 10 %)")
+
+    # 2. refine with 10 components × 3 levels: chunked (engine default), one call per level, one prompt per call
+    rough = blob_map(res.rough_map.shape, 10)
+    prompts = prompts_from_map(rough, config)
+    emb = res.sam_embedding
+    runs = {}
+    with engine.autocast():
+        for name, cfg, batched in (("engine default", config, True),
+                                   ("one call per level", config.replace(decoder_batch_size=10 ** 6), True),
+                                   ("one prompt per call", config, False)):
+            refine_from_prompts(engine.sam, emb, prompts, rough, cfg, batched=batched)
+            runs[name] = timed(lambda: refine_from_prompts(engine.sam, emb, prompts, rough, cfg, batched=batched),
+                               dev, repeats=3)
+    base = runs["one prompt per call"][0]
+    diff = float(np.abs(runs["engine default"][1][1] - runs["one prompt per call"][1][1]).max())
+    out["refine"] = dict(components=prompts.num_components, prompts=3 * prompts.num_components,
+                         times_s={k: v[0] for k, v in runs.items()}, max_abs_diff=diff,
+                         speedup={k: base / v[0] for k, v in runs.items()})
+    log(f"refine, {prompts.num_components} components × 3 levels: " + ", ".join(
+        f"{k} {v[0] * 1e3:.0f} ms ({base / v[0]:.2f}×)" for k, v in runs.items())
+        + f"; max |Δ| {diff:.1e} (targets: ≥ 5× and < 150 ms)")
+
+    # 5. batched multi-image segment vs one image at a time (images per second)
+    engine.clear_caches()
+    first, second = rest[:batch], rest[batch:2 * batch]
+    t_loop, _ = timed(lambda: [engine.segment(im, "metal bracket") for im in first], dev)
+    engine.clear_caches()
+    t_batch, _ = timed(lambda: engine.segment_many(second, "metal bracket", batch_size=batch), dev)
+    out["throughput"] = dict(images=batch, one_by_one_ips=batch / t_loop, batched_ips=batch / t_batch,
+                             speedup=t_loop / t_batch)
+    log(f"{batch} images: one by one {batch / t_loop:.2f} img/s, segment_many {batch / t_batch:.2f} img/s "
+        f"({t_loop / t_batch:.2f}×)")
+
+    if compare_dtypes if compare_dtypes is not None else dev.type == "cuda":
+        out["dtype_comparison"] = _compare_dtypes(engine, second, batch, log)
+    return out
+
+
+def _compare_dtypes(engine, images, batch, log) -> dict[str, Any]:
+    """fp32 vs bf16 autocast on the same images: speed and the final masks' IoU."""
+    results, times = {}, {}
+    for dt in ("float32", "bfloat16"):
+        engine.config = engine.config.replace(dtype=dt)
+        engine.clear_caches()
+        engine.segment_many(images[:1], "metal bracket")  # warm-up for this dtype
+        engine.clear_caches()
+        times[dt], results[dt] = timed(lambda: engine.segment_many(images, "metal bracket", batch_size=batch),
+                                       engine.device)
+    ious = []
+    for a, b in zip(results["float32"], results["bfloat16"]):
+        union = np.logical_or(a.mask, b.mask).sum()
+        ious.append(1.0 if union == 0 else np.logical_and(a.mask, b.mask).sum() / union)
+    engine.config = engine.config.replace(dtype="float32")
+    out = dict(fp32_ips=len(images) / times["float32"], bf16_ips=len(images) / times["bfloat16"],
+               speedup=times["float32"] / times["bfloat16"], mask_iou_min=float(min(ious)),
+               mask_iou_mean=float(np.mean(ious)))
+    log(f"bf16 autocast {out['bf16_ips']:.2f} img/s vs fp32 {out['fp32_ips']:.2f} img/s ({out['speedup']:.2f}×); "
+        f"final-mask IoU vs fp32 min {out['mask_iou_min']:.3f} (target ≥ 0.98)")
+    return out

@@ -1,0 +1,45 @@
+"""``napari-clipsam bench``: measure the engine on this machine (see napari_clipsam.benchmark)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "bench", help="time every stage and the fast paths on synthetic images",
+        description="Builds the preset's real architectures (random weights with --random-weights, so no "
+                    "download is needed), runs segment and refine on synthetic images and prints per-stage "
+                    "times, the fast-path comparisons (each measured side by side in this run) and peak memory.")
+    p.add_argument("--preset", choices=("cpu", "accurate"), default="cpu")
+    p.add_argument("--random-weights", action="store_true", help="random weights: no download needed")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--image-px", type=int, default=512, help="side of the synthetic test images")
+    p.add_argument("--batch", type=int, default=4, help="images in the throughput comparison")
+    p.add_argument("--umci", action="store_true", help="time with a (random) UMCI head instead of training-free")
+    p.add_argument("--compare-dtypes", action="store_true", help="also compare bf16 autocast with fp32 "
+                   "(default on CUDA)")
+    p.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from ..benchmark import run_benchmark
+    from ..errors import WeightsUnavailableError
+
+    try:
+        figures = run_benchmark(args.preset, random_weights=args.random_weights, device=args.device,
+                                dtype=args.dtype, image_size=args.image_px, batch=args.batch, umci=args.umci,
+                                compare_dtypes=True if args.compare_dtypes else None)
+    except WeightsUnavailableError as exc:
+        print(f"error: {exc}\n(use --random-weights to benchmark without downloading weights)", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
+        print(f"figures written to {args.json}")
+    return 0

@@ -1,0 +1,26 @@
+"""The benchmark's code path on tiny models: every comparison is produced and the fast paths agree.
+
+Timings are not asserted here (noisy machines); `napari-clipsam bench` reports them.
+"""
+from napari_clipsam.benchmark import blob_map, run_benchmark
+from napari_clipsam.mmr.prompts import prompts_from_map
+from napari_clipsam.testing import tiny_config
+
+
+def test_blob_map_gives_ten_components():
+    from napari_clipsam import ClipSAMConfig
+
+    assert prompts_from_map(blob_map((200, 240), 10), ClipSAMConfig()).num_components == 10
+
+
+def test_benchmark_reports_every_comparison(tmp_path):
+    lines = []
+    out = run_benchmark(config=tiny_config(tmp_path), image_size=96, batch=2, compare_dtypes=True,
+                        log=lines.append)
+    assert out["text"]["max_abs_diff"] <= 1e-5 and out["text"]["prompts"] == 420
+    assert out["refine"]["components"] == 10 and out["refine"]["max_abs_diff"] <= 1e-5
+    assert set(out["refine"]["times_s"]) == {"engine default", "one call per level", "one prompt per call"}
+    assert {"clip", "rough map", "sam encoder", "sam decoder"} <= set(out["segment"]["stages_s"])
+    assert out["segment"]["peak_mib"] > 0 and out["throughput"]["batched_ips"] > 0
+    assert 0.98 <= out["dtype_comparison"]["mask_iou_min"] <= 1.0
+    assert any("target" in line for line in lines)
