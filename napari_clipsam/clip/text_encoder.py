@@ -33,20 +33,20 @@ def supports_truncation(clip_model) -> bool:
 
 
 @torch.no_grad()
-def encode_text(clip_model, tokens: torch.Tensor, truncate: bool = True, batch_size: int = 128) -> torch.Tensor:
+def encode_text(clip_model, tokens: torch.Tensor, truncate: bool = True, batch_size: int = 64) -> torch.Tensor:
     """L2-normalised text embeddings ``(N, D)`` float32 of tokenised prompts ``(N, context)`` int64.
 
-    ``truncate=True`` runs the causal transformer only up to the longest prompt's end token (exact for
-    open_clip's CLIP text tower; other towers fall back to ``encode_text``).
+    ``truncate=True`` sorts the prompts by length and runs the causal transformer on each batch only up to its
+    longest prompt's end token (exact for open_clip's CLIP text tower; other towers use ``encode_text``).
     """
-    out = []
+    fast = truncate and supports_truncation(clip_model)
+    order = torch.argsort(tokens.argmax(dim=-1).cpu()) if fast else torch.arange(tokens.shape[0])
+    chunks = []
     for start in range(0, tokens.shape[0], batch_size):
-        chunk = tokens[start:start + batch_size]
-        if truncate and supports_truncation(clip_model):
-            out.append(_encode_truncated(clip_model, chunk))
-        else:
-            out.append(clip_model.encode_text(chunk))
-    return F.normalize(torch.cat(out).float(), dim=-1)
+        chunk = tokens[order[start:start + batch_size].to(tokens.device)]
+        chunks.append((_encode_truncated(clip_model, chunk) if fast else clip_model.encode_text(chunk)).float())
+    out = torch.cat(chunks)[torch.argsort(order).to(chunks[0].device)]  # back to the input order
+    return F.normalize(out, dim=-1)
 
 
 def _encode_truncated(m, tokens: torch.Tensor) -> torch.Tensor:
