@@ -1,0 +1,397 @@
+"""The ClipSAM dock widget: a thin layer between napari and the Qt-free engine.
+
+Construction lives in :mod:`.controls`; behaviour is split by concern: :mod:`.source` (which image),
+:mod:`.workers` (background jobs), :mod:`.layers` (output layers), :mod:`.correction` (edit → refine),
+:mod:`.classes`, :mod:`.export_panel` and :mod:`.folder`. This class wires them together and owns the
+engine and the single Run slot.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from functools import partial
+
+from qtpy.QtCore import QEvent, Signal
+from qtpy.QtWidgets import QFileDialog, QWidget
+
+from ..config import ClipSAMConfig
+from ..errors import Cancelled, IncompatibleCheckpointError, WeightsUnavailableError
+from ..export import ExportError
+from .classes import ClassList
+from .controls import Controls, build_controls
+from .correction import CorrectionLoop
+from .export_panel import ExportPanel
+from .folder import FolderPanel
+from .layers import ROLE, OutputLayers
+from .settings import WidgetSettings
+from .source import SourcePicker, contrast_limits_for, current_frame, frame_count, plane_shape, read_frame
+from .workers import Outcome, Task, apply_thresholds, segment_job
+
+log = logging.getLogger(__name__)
+_USER_ERRORS = (WeightsUnavailableError, IncompatibleCheckpointError, ExportError, ValueError, OSError)
+
+
+class ClipSAMWidget(QWidget):
+    """ClipSAM for napari: segment an image layer, correct the prompts, export pseudo-labels, review folders.
+
+    Args:
+        viewer: the napari viewer.
+        engine: a ready :class:`~napari_clipsam.ClipSAM` (tests, scripts); by default one is built on the first
+            Run from the preset, UMCI file and device shown in the widget.
+        config: a :class:`~napari_clipsam.ClipSAMConfig` to build the engine from instead of the preset (e.g.
+            local weights on an offline machine); the widget's UMCI file, device and thresholds still apply.
+        settings_path: where settings are remembered (default: the user config folder, see
+            :mod:`.settings`).
+    """
+
+    run_finished = Signal(object)
+    """Emitted with the :class:`~.workers.Outcome` when any Run ends (done, failed or cancelled)."""
+
+    def __init__(self, viewer, engine=None, *, config: ClipSAMConfig | None = None,
+                 settings_path: str | os.PathLike | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.c: Controls = build_controls(self)
+        self._engine = engine
+        self._base_config = config
+        self._settings_path = settings_path
+        self.settings = WidgetSettings.load(settings_path)
+        self.task: Task | None = None
+        self._docked = self._closed = False
+        self._sessions: list[tuple[OutputLayers, CorrectionLoop]] = []
+        self._load_settings()
+        self.picker = SourcePicker(viewer, self.c.image, is_output=lambda layer: ROLE in layer.metadata)
+        self.classes = ClassList(self.c, self.settings.classes, self.sessions, self.current_outputs, self.set_status)
+        self.export_panel = ExportPanel(self.c, self.current_outputs, lambda: self.class_names, self.set_status,
+                                        self.save_settings)
+        self.folder = FolderPanel(self.c, self)
+        self._built_for = self._engine_key()
+        self._connect()
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def engine(self):
+        """The engine (None until the first Run when none was injected, or after settings needing a new one)."""
+        return self._engine
+
+    @property
+    def busy(self) -> bool:
+        """True while a Run (engine creation and/or segmentation) is going."""
+        return self.task is not None
+
+    @property
+    def status(self) -> str:
+        return self.c.status.text()
+
+    @property
+    def object_name(self) -> str:
+        return self.c.object_name.text().strip()
+
+    @property
+    def thresholds(self) -> tuple[float, float, float]:
+        """(τ_prompt, τ_mask, α) as set in the widget."""
+        return (self.c.prompt_threshold.value(), self.c.mask_threshold.value(), self.c.alpha.value())
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.classes.names
+
+    @property
+    def export_formats(self) -> list[str]:
+        return self.export_panel.formats
+
+    def set_status(self, text: str) -> None:
+        self.c.status.setText(text)
+
+    def select_source(self, layer) -> None:
+        self.picker.set_current(layer)
+
+    def sessions(self) -> list[OutputLayers]:
+        return [outputs for outputs, _ in self._sessions]
+
+    def outputs_for(self, layer) -> OutputLayers | None:
+        """The output layers made from ``layer`` (an image layer), or None."""
+        return next((o for o, _ in self._sessions if o.source is layer), None)
+
+    def correction_for(self, layer) -> CorrectionLoop | None:
+        return next((loop for o, loop in self._sessions if o.source is layer), None)
+
+    def current_outputs(self) -> OutputLayers | None:
+        return self.outputs_for(self.picker.current)
+
+    def engine_config(self) -> ClipSAMConfig:
+        """The config a new engine is built from: preset (or the given config) + UMCI file, device, thresholds."""
+        base = self._base_config or ClipSAMConfig.preset(self.c.preset.currentText())
+        tp, tm, a = self.thresholds
+        return base.replace(umci_weights=self.c.umci.text().strip() or None, device=self.c.device.currentText(),
+                            prompt_threshold=tp, mask_threshold=tm, alpha=a)
+
+    # ------------------------------------------------------------------ actions
+    def run(self, source=None, *, precomputed=None, on_done=None) -> bool:
+        """Segment ``source`` (default: the chosen image layer) in the background. Returns False when refused.
+
+        ``on_done(outcome)`` is called in the GUI thread when the run ends (done, failed or cancelled).
+        """
+        if self.task is not None:
+            self.set_status("ClipSAM is already running: wait for it to finish or press Cancel.")
+            return False
+        source = source if source is not None else self.picker.current
+        if source is None:
+            self.set_status("Add or choose an image layer first.")
+            return False
+        try:
+            n_frames = frame_count(source)
+            config = None if self._engine is not None else self.engine_config()
+        except ValueError as err:
+            self.set_status(str(err))
+            return False
+        if not self.object_name:
+            self.set_status("Enter what the image shows (Object), e.g. 'metal plate'.")
+            return False
+        if n_frames is None:
+            frames = [None]
+        elif self.c.all_frames.isChecked():
+            frames = list(range(n_frames))
+        else:
+            frames = [current_frame(self.viewer, source)]
+        for _, loop in self._sessions:
+            loop.cancel()
+        self.save_settings()
+        job = segment_job(self._engine, config, partial(read_frame, source), frames, self.object_name,
+                          self.thresholds, contrast_limits_for(source),
+                          precomputed=precomputed or self.folder.provider_for(source))
+        engine_generation = self._engine_generation
+        what = "frame" if len(frames) == 1 and frames[0] is not None else "frames"
+        where = "" if frames == [None] else f" ({what} {frames[0]}{'–' + str(frames[-1]) if len(frames) > 1 else ''})"
+        self.set_status(("Loading ClipSAM weights…" if config is not None else "Running ClipSAM…")
+                        + f" on {source.name!r}{where}")
+        self.c.progress.setValue(0)
+        self._set_running(True)
+        self.task = Task(job, self._on_progress,
+                         lambda outcome: self._on_run_done(source, n_frames, engine_generation, outcome, on_done))
+        self.task.start()
+        return True
+
+    def cancel(self) -> None:
+        """Stop the running job (the engine stops at its next stage); nothing half-made is shown."""
+        if self.task is not None:
+            self.task.cancel()
+            self.set_status("Cancelling…")
+
+    def refine(self) -> bool:
+        """Refine the chosen image's masks from the prompts now in its layers."""
+        loop = self.correction_for(self.picker.current)
+        if loop is None:
+            self.set_status("Run ClipSAM on this image first; then edit prompts or press Refine.")
+            return False
+        loop.refine_now(force=True)
+        return True
+
+    def flip(self) -> int:
+        loop = self.correction_for(self.picker.current)
+        if loop is None:
+            self.set_status("Run ClipSAM on this image first.")
+            return 0
+        return loop.flip_selected()
+
+    def forget(self, source, remove_layers: bool = False) -> None:
+        """Stop tracking the outputs of ``source`` (optionally removing its output layers from the viewer)."""
+        for item in [s for s in self._sessions if s[0].source is source]:
+            outputs, loop = item
+            loop.cancel()
+            outputs.disconnect()
+            self._sessions.remove(item)
+            if remove_layers:
+                for layer in outputs.layers():
+                    if layer in self.viewer.layers:
+                        self.viewer.layers.remove(layer)
+
+    def cleanup(self) -> None:
+        """Disconnect from the viewer: events, key bindings, running jobs (when the widget is closed/undocked)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.task is not None:
+            self.task.cancel()
+        for outputs, _ in list(self._sessions):
+            self.forget(outputs.source)
+        self.picker.disconnect_viewer()
+        self.folder.unbind_keys()
+        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self.save_settings()
+        self.cleanup()
+        super().closeEvent(event)
+
+    def event(self, event) -> bool:
+        # napari's remove_dock_widget (the dock's x button) only un-parents the widget, it does not close it
+        if event.type() == QEvent.Type.ParentChange and hasattr(self, "_closed"):
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.save_settings()
+                self.cleanup()
+        return super().event(event)
+
+    # ------------------------------------------------------------------ run plumbing
+    _engine_generation = 0
+
+    def _engine_for_refine(self):
+        if self.task is not None:
+            self.set_status("Wait for the running job to finish before refining.")
+            return None
+        if self._engine is None:
+            self.set_status("The engine settings changed since these results: press Run to rebuild the engine.")
+            return None
+        apply_thresholds(self._engine, *self.thresholds)
+        return self._engine
+
+    def restart_outputs(self, source) -> None:
+        """``source`` now holds another image: empty its output layers and forget its results (no undo)."""
+        item = next((s for s in self._sessions if s[0].source is source), None)
+        if item is not None:
+            item[1].cancel()
+            item[0].reset(frame_count(source), plane_shape(source))
+
+    def _session_for(self, source, n_frames) -> tuple[OutputLayers, CorrectionLoop]:
+        shape = plane_shape(source)
+        for item in self._sessions:
+            outputs = item[0]
+            if outputs.source is source:
+                if (outputs.n_frames, outputs.shape) != (n_frames, shape):
+                    outputs.reset(n_frames, shape)  # the layer's data changed shape: start afresh
+                return item
+        outputs = OutputLayers(self.viewer, source, n_frames, shape)
+        outputs.set_classes(self.class_names)
+        loop = CorrectionLoop(outputs, self._engine_for_refine, lambda: self.classes.selected, self.set_status, self)
+        self._sessions.append((outputs, loop))
+        return outputs, loop
+
+    def _on_progress(self, stage: str, fraction: float) -> None:
+        self.c.progress.setValue(int(round(100 * fraction)))
+        if self.task is not None and not self.task.cancelled:
+            self.set_status(f"{stage}…")
+
+    def _on_run_done(self, source, n_frames, engine_generation: int, outcome: Outcome, on_done) -> None:
+        self.task = None
+        self._set_running(False)
+        if outcome.ok:
+            engine, results = outcome.value
+            if engine_generation == self._engine_generation:
+                self._engine = engine
+            if source not in self.viewer.layers:
+                self.set_status(f"The image {source.name!r} was removed while ClipSAM ran; results dropped.")
+            else:
+                outputs, loop = self._session_for(source, n_frames)
+                outputs.set_classes(self.class_names)
+                outputs.show(results, self.classes.selected)
+                loop.reset(list(results))
+                self.c.progress.setValue(100)
+                n = sum(r.num_instances for r in results.values())
+                best = max(r.score for r in results.values())
+                mode = next(iter(results.values())).mode
+                self.set_status(f"Done: {n} instance(s) in {len(results)} image(s), anomaly score {best:.3f} "
+                                f"({mode}). Edit points/boxes to refine; F flips a selected point.")
+        else:
+            self.c.progress.setValue(0)
+            self._report_error(outcome)
+        if on_done is not None:
+            on_done(outcome)
+        self.run_finished.emit(outcome)
+
+    def _report_error(self, outcome: Outcome) -> None:
+        err = outcome.error
+        if isinstance(err, Cancelled):
+            self.set_status("Cancelled.")
+        elif isinstance(err, _USER_ERRORS):
+            self.set_status(str(err))
+        else:
+            log.error("ClipSAM run failed:\n%s", outcome.traceback)
+            self.set_status(f"ClipSAM failed ({type(err).__name__}: {err}); the traceback is in the log.")
+
+    def _set_running(self, running: bool) -> None:
+        self.c.run.setEnabled(not running)
+        self.c.cancel.setEnabled(running)
+
+    def _engine_key(self) -> tuple[str, str, str]:
+        c = self.c
+        return (c.preset.currentText(), c.umci.text().strip(), c.device.currentText())
+
+    def _engine_settings_changed(self, *args) -> None:
+        """Preset, UMCI file or device changed: the engine must be rebuilt (thresholds do not need this)."""
+        key = self._engine_key()
+        if key == self._built_for:
+            return
+        self._built_for = key
+        if self._engine is not None:
+            self.set_status("Engine settings changed: the next Run builds a new engine.")
+        self._engine = None
+        self._engine_generation += 1
+
+    def _classes_changed(self, names: list[str]) -> None:
+        for outputs in self.sessions():
+            outputs.set_classes(names)
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if any(o.source is layer for o, _ in self._sessions):
+            self.forget(layer)
+
+    # ------------------------------------------------------------------ settings
+    def _load_settings(self) -> None:
+        s, c = self.settings, self.c
+        c.object_name.setText(s.object_name)
+        c.preset.setCurrentText(s.preset)
+        c.device.setCurrentText(s.device)
+        c.umci.setText(s.umci_weights)
+        c.prompt_threshold.setValue(s.prompt_threshold)
+        c.mask_threshold.setValue(s.mask_threshold)
+        c.alpha.setValue(s.alpha)
+        c.all_frames.setChecked(s.all_frames)
+        c.export_dir.setText(s.export_dir)
+        for name, box in c.formats.items():
+            box.setChecked(name in s.formats)
+        c.overwrite.setChecked(s.overwrite)
+        c.qa_input.setText(s.qa_input)
+        c.qa_output.setText(s.qa_output)
+        if self._base_config is not None:
+            c.preset.setEnabled(False)
+            c.preset.setToolTip("Fixed by the config given to the widget.")
+
+    def save_settings(self, *args) -> None:
+        """Remember the current settings (also done on every change of a remembered control)."""
+        c = self.c
+        self.settings = WidgetSettings(
+            object_name=self.object_name or self.settings.object_name, preset=c.preset.currentText(),
+            umci_weights=c.umci.text().strip(), device=c.device.currentText(),
+            prompt_threshold=c.prompt_threshold.value(), mask_threshold=c.mask_threshold.value(),
+            alpha=c.alpha.value(), all_frames=c.all_frames.isChecked(), classes=self.class_names,
+            export_dir=c.export_dir.text().strip(), formats=self.export_formats, overwrite=c.overwrite.isChecked(),
+            qa_input=c.qa_input.text().strip(), qa_output=c.qa_output.text().strip())
+        self.settings.save(self._settings_path)
+
+    def _connect(self) -> None:
+        c = self.c
+        c.run.clicked.connect(lambda: self.run())
+        c.cancel.clicked.connect(self.cancel)
+        c.refine.clicked.connect(lambda: self.refine())
+        c.flip.clicked.connect(lambda: self.flip())
+        c.umci_browse.clicked.connect(self._browse_umci)
+        for signal in (c.preset.currentTextChanged, c.device.currentTextChanged, c.umci.editingFinished):
+            signal.connect(self._engine_settings_changed)
+        for signal in (c.object_name.editingFinished, c.preset.currentTextChanged, c.device.currentTextChanged,
+                       c.umci.editingFinished, c.prompt_threshold.valueChanged, c.mask_threshold.valueChanged,
+                       c.alpha.valueChanged, c.all_frames.toggled, c.export_dir.editingFinished,
+                       c.overwrite.toggled, c.qa_input.editingFinished, c.qa_output.editingFinished,
+                       self.classes.changed, *(box.toggled for box in c.formats.values())):
+            signal.connect(self.save_settings)
+        self.classes.changed.connect(self._classes_changed)
+
+    def _browse_umci(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "UMCI checkpoint", self.c.umci.text(), "Checkpoints (*.pt *.pth)")
+        if path:
+            self.c.umci.setText(path)
+            self._engine_settings_changed()
+            self.save_settings()

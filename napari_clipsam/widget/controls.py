@@ -1,0 +1,251 @@
+"""Construction of every control of the ClipSAM widget, and all their tooltips, in one place.
+
+Nothing here reacts to anything: :func:`build_controls` lays the controls out and returns them in a
+:class:`Controls` record; the behaviour modules connect to them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..config import PRESETS
+from ..export import FORMATS
+from .settings import DEVICES
+
+TOOLTIPS = {
+    "image": "Image layer to segment. Follows the selected layer; ClipSAM's own output layers are not listed.",
+    "all_frames": "For an N×H×W(×C) stack: segment every frame (checked) or only the frame shown now.",
+    "object_name": "What the image shows, in a few words (e.g. 'metal plate', 'pcb'). CLIP compares image "
+                   "patches with 'a photo of a damaged <object>' and similar prompts.",
+    "preset": "cpu: CLIP ViT-L/14 at 336 px + SAM ViT-B (faster). accurate: 518 px + SAM ViT-H (slow on a CPU). "
+              "Weights are downloaded once. Changing it rebuilds the engine on the next Run.",
+    "umci": "Optional trained UMCI checkpoint (.pt). Empty: the training-free rough map (lower quality). "
+            "Changing it rebuilds the engine on the next Run.",
+    "umci_browse": "Choose a UMCI checkpoint file.",
+    "device": "auto: the GPU when there is one, else the CPU. Changing it rebuilds the engine on the next Run.",
+    "prompt_threshold": "τ_prompt: the rough map is cut at this probability to find defect regions that become "
+                        "SAM prompts. Lower it when nothing is found. Applies from the next Run.",
+    "mask_threshold": "τ_mask: the final map (rough and SAM maps blended) is cut at this value to make the masks. "
+                      "Applies from the next Run or Refine.",
+    "alpha": "α: weight of CLIP's rough map in the final map (1 − α goes to SAM's masks). "
+             "Applies from the next Run or Refine.",
+    "run": "Segment the image (or the current frame / all frames). The engine is created on the first Run.",
+    "cancel": "Stop the running job; nothing half-made is added to the viewer.",
+    "refine": "Re-make the masks from the points and boxes now in the prompts and boxes layers (SAM decoder "
+              "only, fast). Edits to those layers refine automatically.",
+    "flip": "Switch the selected prompt points between positive and negative (key F on the prompts layer).",
+    "progress": "Progress of the running job.",
+    "status": "What the widget is doing, and errors you can act on.",
+    "classes": "Your defect classes. Double-click to rename. New instances get the selected class.",
+    "class_add": "Add a class.",
+    "class_remove": "Remove the selected class (instances keep their class name until reassigned).",
+    "class_assign": "Give the selected class to the label id selected in the masks layer (its label control).",
+    "export_dir": "Dataset folder the pseudo-labels are written into (created if missing).",
+    "export_browse": "Choose the export folder.",
+    "format_mvtec": "masks/<name>_mask.png: binary 0/255 masks (MVTec-AD style).",
+    "format_tiff": "labels/<name>.tif + .json: 16-bit instance ids and their classes.",
+    "format_coco": "coco/annotations.json: instances as RLE masks, shared by all images of the folder.",
+    "format_yolo": "yolo/labels/<name>.txt + yolo/data.yaml: YOLO segmentation polygons.",
+    "overwrite": "Replace this image's files if they exist (otherwise they are kept and reported as skipped).",
+    "export": "Export the masks of the chosen image (per frame for a stack: <name>_f003) with their classes, "
+              "the prompts and whether you edited them by hand.",
+    "qa_input": "Folder of images to review (read only).",
+    "qa_output": "Folder for the accepted pseudo-labels and the review manifest (resumable).",
+    "qa_browse": "Choose a folder.",
+    "qa_open": "Open the review: resumes at the first image without a verdict and runs ClipSAM on it.",
+    "qa_progress": "Position in the folder and the verdicts so far.",
+    "qa_verdict": "The current image and its verdict (undecided, accepted, rejected or skipped).",
+    "qa_accept": "Export the current masks with their classes and go to the next image (Alt+A).",
+    "qa_reject": "Mark the image as rejected (no labels) and go to the next image (Alt+R).",
+    "qa_skip": "Mark the image as skipped (seen, no decision) and go to the next image (Alt+S).",
+    "qa_previous": "Go back one image without a verdict change (Alt+Left).",
+    "qa_next": "Go to the next image without a verdict change (Alt+Right).",
+}
+
+
+@dataclass
+class Controls:
+    """Every control of the widget (built by :func:`build_controls`)."""
+
+    tabs: QTabWidget
+    image: QComboBox
+    all_frames: QCheckBox
+    object_name: QLineEdit
+    preset: QComboBox
+    umci: QLineEdit
+    umci_browse: QPushButton
+    device: QComboBox
+    prompt_threshold: QDoubleSpinBox
+    mask_threshold: QDoubleSpinBox
+    alpha: QDoubleSpinBox
+    run: QPushButton
+    cancel: QPushButton
+    refine: QPushButton
+    flip: QPushButton
+    progress: QProgressBar
+    status: QLabel
+    classes: QListWidget
+    class_add: QPushButton
+    class_remove: QPushButton
+    class_assign: QPushButton
+    export_dir: QLineEdit
+    export_browse: QPushButton
+    formats: dict[str, QCheckBox]
+    overwrite: QCheckBox
+    export: QPushButton
+    qa_input: QLineEdit
+    qa_input_browse: QPushButton
+    qa_output: QLineEdit
+    qa_output_browse: QPushButton
+    qa_open: QPushButton
+    qa_progress: QLabel
+    qa_verdict: QLabel
+    qa_accept: QPushButton
+    qa_reject: QPushButton
+    qa_skip: QPushButton
+    qa_previous: QPushButton
+    qa_next: QPushButton
+
+
+def _tip(widget, key: str):
+    widget.setToolTip(TOOLTIPS[key])
+    return widget
+
+
+def _spin(key: str) -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setRange(0.0, 1.0)
+    spin.setSingleStep(0.05)
+    spin.setDecimals(3)
+    return _tip(spin, key)
+
+
+def _row(*widgets) -> QWidget:
+    box = QWidget()
+    lay = QHBoxLayout(box)
+    lay.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        lay.addWidget(w)
+    return box
+
+
+def _folder_row(key: str, browse_key: str) -> tuple[QLineEdit, QPushButton, QWidget]:
+    edit, browse = _tip(QLineEdit(), key), _tip(QPushButton("Browse…"), browse_key)
+    return edit, browse, _row(edit, browse)
+
+
+def build_controls(parent: QWidget) -> Controls:
+    """Create all controls inside ``parent`` (tabs, then the progress bar and status line) and return them."""
+    c = {}
+    outer = QVBoxLayout(parent)
+    tabs = c["tabs"] = QTabWidget()
+    outer.addWidget(tabs)
+
+    # ---- Segment tab
+    seg = QWidget()
+    form = QFormLayout(seg)
+    c["image"] = _tip(QComboBox(), "image")
+    c["all_frames"] = _tip(QCheckBox("all frames"), "all_frames")
+    form.addRow("Image", _row(c["image"], c["all_frames"]))
+    c["object_name"] = _tip(QLineEdit(), "object_name")
+    form.addRow("Object", c["object_name"])
+    c["preset"] = _tip(QComboBox(), "preset")
+    c["preset"].addItems(list(PRESETS))
+    c["device"] = _tip(QComboBox(), "device")
+    c["device"].addItems(list(DEVICES))
+    form.addRow("Preset", _row(c["preset"], QLabel("Device"), c["device"]))
+    c["umci"], c["umci_browse"], umci_row = _folder_row("umci", "umci_browse")
+    c["umci"].setPlaceholderText("none: training-free rough map")
+    form.addRow("UMCI", umci_row)
+    for key, label in (("prompt_threshold", "τ_prompt"), ("mask_threshold", "τ_mask"), ("alpha", "α")):
+        c[key] = _spin(key)
+        form.addRow(label, c[key])
+    c["run"], c["cancel"] = _tip(QPushButton("Run"), "run"), _tip(QPushButton("Cancel"), "cancel")
+    c["cancel"].setEnabled(False)
+    form.addRow(_row(c["run"], c["cancel"]))
+    c["refine"], c["flip"] = _tip(QPushButton("Refine"), "refine"), _tip(QPushButton("Flip label (F)"), "flip")
+    form.addRow(_row(c["refine"], c["flip"]))
+    tabs.addTab(seg, "Segment")
+
+    # ---- Classes & export tab
+    cls = QWidget()
+    lay = QVBoxLayout(cls)
+    group = QGroupBox("Defect classes")
+    glay = QVBoxLayout(group)
+    c["classes"] = _tip(QListWidget(), "classes")
+    c["classes"].setMaximumHeight(110)
+    glay.addWidget(c["classes"])
+    c["class_add"], c["class_remove"] = _tip(QPushButton("Add"), "class_add"), _tip(QPushButton("Remove"),
+                                                                                    "class_remove")
+    glay.addWidget(_row(c["class_add"], c["class_remove"]))
+    c["class_assign"] = _tip(QPushButton("Assign class to selected label"), "class_assign")
+    glay.addWidget(c["class_assign"])
+    lay.addWidget(group)
+    group = QGroupBox("Export pseudo-labels")
+    gform = QFormLayout(group)
+    c["export_dir"], c["export_browse"], row = _folder_row("export_dir", "export_browse")
+    gform.addRow("Folder", row)
+    c["formats"] = {f: _tip(QCheckBox(f), f"format_{f}") for f in FORMATS}
+    gform.addRow("Formats", _row(*c["formats"].values()))
+    c["overwrite"] = _tip(QCheckBox("overwrite existing files"), "overwrite")
+    gform.addRow(c["overwrite"])
+    c["export"] = _tip(QPushButton("Export"), "export")
+    gform.addRow(c["export"])
+    lay.addWidget(group)
+    lay.addStretch(1)
+    tabs.addTab(cls, "Classes && export")
+
+    # ---- Folder review tab
+    qa = QWidget()
+    qform = QFormLayout(qa)
+    c["qa_input"], c["qa_input_browse"], row = _folder_row("qa_input", "qa_browse")
+    qform.addRow("Images", row)
+    c["qa_output"], c["qa_output_browse"], row = _folder_row("qa_output", "qa_browse")
+    qform.addRow("Labels", row)
+    c["qa_open"] = _tip(QPushButton("Open"), "qa_open")
+    qform.addRow(c["qa_open"])
+    c["qa_progress"] = _tip(QLabel("no folder open"), "qa_progress")
+    c["qa_verdict"] = _tip(QLabel(""), "qa_verdict")
+    qform.addRow(c["qa_progress"], c["qa_verdict"])
+    c["qa_accept"], c["qa_reject"], c["qa_skip"] = (_tip(QPushButton(t), k) for t, k in
+                                                    (("Accept", "qa_accept"), ("Reject", "qa_reject"),
+                                                     ("Skip", "qa_skip")))
+    qform.addRow(_row(c["qa_accept"], c["qa_reject"], c["qa_skip"]))
+    c["qa_previous"], c["qa_next"] = _tip(QPushButton("◀ Previous"), "qa_previous"), _tip(QPushButton("Next ▶"),
+                                                                                           "qa_next")
+    qform.addRow(_row(c["qa_previous"], c["qa_next"]))
+    tabs.addTab(qa, "Folder review")
+
+    # ---- shared progress and status
+    c["progress"] = _tip(QProgressBar(), "progress")
+    c["progress"].setRange(0, 100)
+    c["progress"].setValue(0)
+    outer.addWidget(c["progress"])
+    c["status"] = _tip(QLabel("Ready."), "status")
+    c["status"].setWordWrap(True)
+    c["status"].setTextInteractionFlags(c["status"].textInteractionFlags() | _selectable())
+    outer.addWidget(c["status"])
+    outer.addStretch(1)
+    return Controls(**c)
+
+
+def _selectable():
+    from qtpy.QtCore import Qt
+
+    return Qt.TextInteractionFlag.TextSelectableByMouse

@@ -1,0 +1,163 @@
+"""The correction loop: prompt edits → debounced refine in a worker → masks updated (undoably).
+
+Adding, moving or deleting points and boxes, or flipping a point's label, restarts a 150 ms single-shot timer;
+when it fires, every frame whose prompts differ from those that made its masks is refined from the result's
+cached SAM embedding (no encoder runs). One refine runs at a time; an edit made while it runs makes its result
+stale: it is discarded and a new refine starts with the latest prompts.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from .layers import OutputLayers
+from .workers import Outcome, Task, refine_job
+
+DEBOUNCE_MS = 150
+
+
+def _same_prompts(a, b) -> bool:
+    return all(x.shape == y.shape and np.allclose(x, y, atol=1e-3) for x, y in zip(a, b))
+
+
+def _empty_prompts():
+    return np.zeros((0, 2), np.float32), np.zeros(0, np.int32), np.zeros((0, 4), np.float32)
+
+
+class CorrectionLoop(QObject):
+    """Refines the masks of one :class:`OutputLayers` whenever its prompts are edited.
+
+    Args:
+        outputs: the layers and results to keep in step.
+        engine: returns the engine to refine with (thresholds applied), or None with a reason via ``status``.
+        default_class: the class given to new instances.
+        status: shows a message in the widget.
+    Signals:
+        refined(list): frames whose masks were just replaced (after a refine was applied).
+    """
+
+    refined = Signal(list)
+
+    def __init__(self, outputs: OutputLayers, engine: Callable[[], object], default_class: Callable[[], str],
+                 status: Callable[[str], None], parent: QObject | None = None):
+        super().__init__(parent)
+        self.outputs, self._engine, self._default_class, self._status = outputs, engine, default_class, status
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(DEBOUNCE_MS)
+        self.timer.timeout.connect(self.refine_now)
+        self.generation = 0
+        self.task: Task | None = None
+        self._pending = False
+        self._applied: dict = {}
+        self._edit_time: float | None = None
+        self.last_latency: float | None = None
+        self.last_compute: float | None = None
+        self._bound_to = None
+        outputs.on_prompts_edited = self._on_edit
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None or self.timer.isActive()
+
+    def reset(self, frames) -> None:
+        """New results were shown for ``frames``: their prompts are the reference; in-flight refines are stale."""
+        self.generation += 1
+        prompts = self.outputs.read_prompts()
+        for frame in frames:
+            self._applied[frame] = prompts.get(frame, _empty_prompts())
+        self.bind_keys()
+
+    def bind_keys(self) -> None:
+        """Bind F (flip label) on the prompts layer (again after it was recreated)."""
+        layer = self.outputs.prompts
+        if layer is not None and layer is not self._bound_to:
+            layer.bind_key("f", lambda _layer: self.flip_selected(), overwrite=True)
+            self._bound_to = layer
+
+    def flip_selected(self) -> int:
+        """Flip the selected points between positive and negative; returns how many were flipped."""
+        layer = self.outputs.prompts
+        if layer is None or not layer.selected_data:
+            self._status("Select prompt points first (points layer, select mode), then flip them.")
+            return 0
+        idx = sorted(layer.selected_data)
+        labels = layer.features["label"].astype(str).to_numpy().copy()
+        sources = layer.features["source"].astype(str).to_numpy().copy()
+        labels[idx] = np.where(labels[idx] == "positive", "negative", "positive")
+        sources[idx] = "user"
+        self.outputs.set_point_features(labels, sources)
+        self._on_edit(None)
+        return len(idx)
+
+    def cancel(self) -> None:
+        self.timer.stop()
+        self.generation += 1
+        if self.task is not None:
+            self.task.cancel()
+
+    def refine_now(self, force: bool = False) -> None:
+        """Refine the frames whose prompts changed (all frames with results when ``force``)."""
+        self.timer.stop()
+        if self.task is not None:
+            self._pending = True
+            return
+        prompts = self.outputs.read_prompts()
+        frames = [f for f in self.outputs.results if force or not _same_prompts(
+            prompts.get(f, _empty_prompts()), self._applied.get(f, _empty_prompts()))]
+        missing = sorted(f for f in prompts if f not in self.outputs.results and f is not None)
+        if missing:
+            self._status(f"Frame(s) {missing} have prompts but no ClipSAM result yet: run them first.")
+        if not frames:
+            self._edit_time = None
+            return
+        engine = self._engine()
+        if engine is None:
+            return
+        jobs = [(f, self.outputs.results[f], prompts.get(f, _empty_prompts())) for f in frames]
+        generation, started = self.generation, time.perf_counter()
+
+        def done(outcome: Outcome) -> None:
+            self._done(generation, started, jobs, outcome)
+
+        self.task = Task(refine_job(engine, jobs), None, done).start()
+
+    # ------------------------------------------------------------------ internals
+    def _on_edit(self, event) -> None:
+        if event is not None and str(getattr(event, "action", "")) == "changed" \
+                and event.source is self.outputs.prompts:
+            idx = [int(i) for i in np.atleast_1d(getattr(event, "data_indices", ())) if int(i) >= 0]
+            if idx:
+                layer = self.outputs.prompts
+                layer.features.loc[idx, "source"] = "user"
+        self.generation += 1
+        if self._edit_time is None:
+            self._edit_time = time.perf_counter()
+        self.timer.start()
+
+    def _done(self, generation: int, started: float, jobs, outcome: Outcome) -> None:
+        self.task = None
+        if not outcome.ok:
+            self._status(f"Refine failed: {outcome.error}")
+        elif generation != self.generation:
+            pass  # an edit came in while refining: this result is stale, the next refine supersedes it
+        else:
+            default = self._default_class()
+            for frame, result in outcome.value.items():
+                self.outputs.apply_refined(frame, result, default)
+            for frame, _, prompts in jobs:
+                self._applied[frame] = prompts
+            self.last_compute = time.perf_counter() - started
+            if self._edit_time is not None:
+                self.last_latency = time.perf_counter() - self._edit_time
+                self._edit_time = None
+            n = sum(r.num_instances for r in outcome.value.values())
+            self._status(f"Refined {len(outcome.value)} frame(s): {n} instance(s) "
+                         f"(refine {1000 * self.last_compute:.0f} ms). Ctrl+Z on the masks layer undoes it.")
+            self.refined.emit(list(outcome.value))
+        if self._pending or (generation != self.generation and not self.timer.isActive()):
+            self._pending = False
+            self.refine_now()

@@ -1,0 +1,70 @@
+"""The Export controls: folder, formats, overwrite → :func:`napari_clipsam.export.export_pseudo_labels`."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from qtpy.QtCore import QObject
+from qtpy.QtWidgets import QFileDialog
+
+from ..export import ExportError
+from .controls import Controls
+from .labels_export import export_label_image, frame_provenance
+
+
+class ExportPanel(QObject):
+    """Behaviour of the export controls.
+
+    Args:
+        controls: the widget's controls. current: returns the chosen image's OutputLayers (or None).
+        classes: returns the user's class list. status: shows a message.
+    """
+
+    def __init__(self, controls: Controls, current: Callable[[], object], classes: Callable[[], list[str]],
+                 status: Callable[[str], None], remember: Callable[[], None] | None = None):
+        super().__init__(controls.export)
+        self.c, self._current, self._classes, self._status = controls, current, classes, status
+        self._remember = remember
+        controls.export_browse.clicked.connect(self.browse)
+        controls.export.clicked.connect(lambda: self.export())
+
+    @property
+    def formats(self) -> list[str]:
+        return [f for f, box in self.c.formats.items() if box.isChecked()]
+
+    @property
+    def folder(self) -> str:
+        return self.c.export_dir.text().strip()
+
+    def browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.c.export, "Export pseudo-labels to", self.folder)
+        if folder:
+            self.c.export_dir.setText(folder)
+
+    def export(self) -> list | None:
+        """Export the chosen image's masks (every frame with a result, for a stack). Returns the reports or None."""
+        outputs = self._current()
+        if outputs is None or outputs.masks is None:
+            self._status("Nothing to export: run ClipSAM on this image first (or its masks layer was deleted).")
+            return None
+        if not self.folder:
+            self._status("Choose an export folder first (Classes & export tab).")
+            return None
+        if self._remember is not None:
+            self._remember()
+        masks = outputs.masks
+        frames = sorted(f for f in set(outputs.results) | set(outputs.records) if f is not None)
+        try:
+            reports = export_label_image(
+                Path(self.folder).expanduser(), outputs.source.name, masks.data, features=masks.features,
+                classes=self._classes(), provenance=lambda f: frame_provenance(masks.metadata, f),
+                frames=frames if outputs.stacked else None, formats=self.formats,
+                overwrite=self.c.overwrite.isChecked())
+        except ExportError as err:
+            self._status(f"Export failed: {err}")
+            return None
+        written = sum(len(r.written) for _, r in reports)
+        skipped = sum(len(r.skipped) for _, r in reports)
+        note = f", {skipped} existing file(s) kept (tick overwrite to replace them)" if skipped else ""
+        self._status(f"Exported {len(reports)} image(s) to {self.folder}: {written} file(s) written{note}.")
+        return reports

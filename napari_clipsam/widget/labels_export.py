@@ -1,0 +1,112 @@
+"""Export a napari Labels layer's instances as pseudo-labels (no Qt).
+
+One function, :func:`export_label_image`, serves the widget's Export button, the folder review's Accept and
+the npe2 writer :func:`write_pseudo_labels` (File ▸ Save Selected Layers ▸ "ClipSAM pseudo-labels (folder)").
+Everything below it is :func:`napari_clipsam.export.export_pseudo_labels`.
+
+What the masks layer carries (written by the widget, read here):
+
+* ``features``: a table with ``index`` (instance id) and ``class`` (class name) columns.
+* ``metadata["clipsam"]``: provenance of the latest ClipSAM result shown in the layer.
+* ``metadata["clipsam_frames"]``: ``{frame: {"provenance", "prompts", "edited"}}`` (frame is None for a 2-D
+  image), where ``prompts`` are the points/labels/boxes that made the masks and ``edited`` says whether the
+  user changed the prompts or painted the masks by hand.
+* ``metadata["clipsam_classes"]``: the user's class list (orders COCO ids and YOLO indices).
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..export import FORMATS, ExportError, ExportReport, export_pseudo_labels
+
+_UNSAFE = re.compile(r'[\\/<>:"|?*\x00-\x1f]')
+
+
+def safe_stem(name: str) -> str:
+    """A file stem made from a layer name: characters a file name cannot hold become ``_``."""
+    stem = _UNSAFE.sub("_", str(name)).strip().strip(".")
+    return stem or "image"
+
+
+def frame_stem(name: str, frame: int | None) -> str:
+    """``<name>`` for a 2-D image, ``<name>_f003`` for frame 3 of a stack."""
+    return safe_stem(name) if frame is None else f"{safe_stem(name)}_f{int(frame):03d}"
+
+
+def instance_classes(features) -> dict[int, str]:
+    """``{instance id: class name}`` from a Labels features table (``index`` and ``class`` columns)."""
+    if features is None or len(features) == 0 or "class" not in features:
+        return {}
+    ids = features["index"] if "index" in features else range(len(features))
+    return {int(i): str(c) for i, c in zip(ids, features["class"]) if int(i) > 0 and isinstance(c, str) and c}
+
+
+def frame_provenance(metadata: Mapping | None, frame: int | None) -> dict[str, Any] | None:
+    """The provenance to export for one frame: the result's provenance plus prompts and edited flags."""
+    metadata = metadata or {}
+    record = (metadata.get("clipsam_frames") or {}).get(frame)
+    if record is None:
+        base = metadata.get("clipsam")
+        return None if base is None else {**base, "frame": frame}
+    return {**record.get("provenance", {}), "frame": frame, "prompts": record.get("prompts"),
+            "edited": dict(record.get("edited", {}))}
+
+
+def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=None,
+                       classes: Iterable[str] | None = None,
+                       provenance: Mapping | Callable[[int | None], Mapping | None] | None = None,
+                       frames: Iterable[int] | None = None, formats: Iterable[str] = FORMATS,
+                       overwrite: bool = False) -> list[tuple[str, ExportReport]]:
+    """Export a (H, W) label image, or chosen frames of an (N, H, W) stack, under stems from ``name``.
+
+    Args:
+        out_dir: dataset folder. name: the image's name (stem for 2-D, ``<name>_f003`` per frame).
+        data: integer label image or stack. features: the layer's features (``index``/``class``).
+        classes: the user's class list. provenance: one mapping, or ``frame -> mapping`` (frame None for 2-D).
+        frames: frames of a stack to export (default: all). formats, overwrite: see export_pseudo_labels.
+
+    Returns:
+        ``[(stem, ExportReport), ...]`` in frame order.
+
+    Raises:
+        ExportError: bad labels, names or formats, or a file that could not be written. Frames exported
+            before the failing one stay written (each frame's export is all-or-nothing).
+    """
+    arr = np.asarray(data)
+    if arr.ndim not in (2, 3):
+        raise ExportError(f"labels must be (H, W) or a stack (N, H, W), got shape {arr.shape}")
+    id_class = instance_classes(features)
+    if arr.ndim == 2:
+        planes = [(None, arr)]
+    else:
+        chosen = range(arr.shape[0]) if frames is None else sorted(set(int(f) for f in frames))
+        bad = [f for f in chosen if not 0 <= f < arr.shape[0]]
+        if bad:
+            raise ExportError(f"frames {bad} are outside the stack of {arr.shape[0]} frames")
+        planes = [(f, arr[f]) for f in chosen]
+    reports = []
+    for frame, plane in planes:
+        prov = provenance(frame) if callable(provenance) else provenance
+        stem = frame_stem(name, frame)
+        reports.append((stem, export_pseudo_labels(out_dir, stem, plane, id_class, classes=classes, formats=formats,
+                                                   provenance=prov, overwrite=overwrite)))
+    return reports
+
+
+def write_pseudo_labels(path: str, data, meta: dict) -> list[str]:
+    """npe2 writer: save one Labels layer as a pseudo-label dataset folder (all formats, replacing files).
+
+    ``path`` is the folder; a 2-D layer is exported under its name, a stack frame by frame.
+    """
+    metadata = meta.get("metadata") or {}
+    reports = export_label_image(
+        Path(path), meta.get("name") or "labels", data, features=meta.get("features"),
+        classes=metadata.get("clipsam_classes"), provenance=lambda f: frame_provenance(metadata, f),
+        formats=FORMATS, overwrite=True)
+    return [str(p) for _, report in reports for p in report.written]

@@ -1,0 +1,394 @@
+"""The four output layers of one source image, created once and then updated in place.
+
+For a source image ``X``: ``X rough map`` (Image), ``X prompts`` (Points), ``X boxes`` (Shapes) and ``X masks``
+(Labels). They are held by reference: renaming them changes nothing, deleting one makes the next update
+recreate it. For an N×H×W stack the rough map and masks are N×H×W and points/boxes carry the frame index as
+their leading coordinate; instance ids are unique over the whole stack.
+
+Mask updates go through ``Labels.data_setitem`` (the changed pixels only, one undo step per update), so
+Ctrl+Z in napari restores exactly what was there before, hand painting included.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from napari.layers import Image, Labels, Points, Shapes
+
+ROLE = "clipsam_output"
+ROLES = ("rough map", "prompts", "boxes", "masks")
+LABELS = ("positive", "negative")
+SOURCES = ("clip", "user")
+POINT_COLOURS = {"positive": "#39ff14", "negative": "#ff2d55"}
+Frame = int | None
+
+
+# ---------------------------------------------------------------------- box <-> rectangle
+
+
+def box_to_corners(box, frame: Frame = None) -> np.ndarray:
+    """A (row0, col0, row1, col1) box (inclusive-exclusive) as napari rectangle corners around its pixels.
+
+    Pixel centres sit on integer coordinates in napari, so the drawn edges lie half a pixel outside them.
+    Returns (4, 2), or (4, 3) with the frame index first.
+    """
+    r0, c0, r1, c1 = (float(v) for v in box)
+    corners = np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], np.float64) - 0.5
+    return corners if frame is None else np.column_stack([np.full(4, frame, np.float64), corners])
+
+
+def corners_to_box(vertices: np.ndarray, stacked: bool) -> tuple[Frame, np.ndarray]:
+    """Inverse of :func:`box_to_corners` for any drawn shape: its bounding box and frame."""
+    v = np.asarray(vertices, np.float64)
+    frame = int(np.round(v[0, 0])) if stacked else None
+    rc = v[:, -2:]
+    return frame, np.concatenate([rc.min(0) + 0.5, rc.max(0) + 0.5])
+
+
+def _categorical(values, categories) -> pd.Categorical:
+    return pd.Categorical(list(values), categories=list(categories))
+
+
+# ---------------------------------------------------------------------- the layer set
+
+
+class OutputLayers:
+    """Output layers and results of one source image layer.
+
+    Attributes:
+        source: the source Image layer (its name names new output layers).
+        n_frames: None for a 2-D image, N for a stack. shape: (H, W).
+        rough, prompts, boxes, masks: the layers, or None before the first result / after deletion.
+        results: frame → latest ClipSAMResult (frame None for 2-D).
+        records: frame → {"provenance", "prompts", "edited": {"prompts", "masks"}} (also in masks.metadata).
+    """
+
+    def __init__(self, viewer, source: Image, n_frames: int | None, shape: tuple[int, int]):
+        self.viewer, self.source, self.n_frames, self.shape = viewer, source, n_frames, tuple(shape)
+        self.rough: Image | None = None
+        self.prompts: Points | None = None
+        self.boxes: Shapes | None = None
+        self.masks: Labels | None = None
+        self.results: dict = {}
+        self.records: dict = {}
+        self.classes: list[str] = ["defect"]
+        self.on_prompts_edited: Callable[[object], None] | None = None
+        self.on_masks_painted: Callable[[object], None] | None = None
+        self._quiet = 0
+        self._last_name = source.name
+        viewer.layers.events.removed.connect(self._on_removed)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def stacked(self) -> bool:
+        return self.n_frames is not None
+
+    @property
+    def full_shape(self) -> tuple[int, ...]:
+        return (self.n_frames, *self.shape) if self.stacked else self.shape
+
+    @property
+    def quiet(self) -> bool:
+        """True while this object writes to its own layers (edits then are not the user's)."""
+        return self._quiet > 0
+
+    def layers(self) -> list:
+        return [x for x in (self.rough, self.prompts, self.boxes, self.masks) if x is not None]
+
+    def owns(self, layer) -> bool:
+        return any(layer is x for x in self.layers())
+
+    def plane(self, frame: Frame) -> np.ndarray:
+        """The current masks of one frame (a view into the masks layer)."""
+        return self.masks.data if frame is None else self.masks.data[frame]
+
+    def displayed_frame(self) -> Frame:
+        """The frame the viewer shows (None for 2-D)."""
+        if not self.stacked:
+            return None
+        ref = self.masks if self.masks is not None else self.rough
+        point = np.asarray(self.viewer.dims.point)[-3:]
+        frame = ref.world_to_data(point)[0] if ref is not None else point[0]
+        return int(np.clip(np.round(frame), 0, self.n_frames - 1))
+
+    def read_prompts(self) -> dict:
+        """Prompts now in the layers, per frame: ``{frame: (points (K, 2), labels (K,), boxes (M, 4))}``."""
+        out: dict = {}
+
+        def entry(frame):
+            return out.setdefault(frame, ([], [], []))
+
+        if self.prompts is not None and len(self.prompts.data):
+            labels = self.prompts.features["label"] if "label" in self.prompts.features else None
+            for i, p in enumerate(np.asarray(self.prompts.data)):
+                frame = int(np.round(p[0])) if self.stacked else None
+                entry(frame)[0].append(p[-2:])
+                entry(frame)[1].append(0 if labels is not None and labels.iloc[i] == "negative" else 1)
+        if self.boxes is not None:
+            for vertices in self.boxes.data:
+                frame, box = corners_to_box(vertices, self.stacked)
+                box = np.clip(box, 0, [self.shape[0], self.shape[1]] * 2)
+                if box[2] - box[0] >= 1 and box[3] - box[1] >= 1:
+                    entry(frame)[2].append(box)
+        return {f: (np.array(p, np.float32).reshape(-1, 2), np.array(lb, np.int32), np.array(b, np.float32)
+                    .reshape(-1, 4)) for f, (p, lb, b) in out.items()}
+
+    def instance_classes(self) -> dict[int, str]:
+        from .labels_export import instance_classes
+
+        return instance_classes(self.masks.features) if self.masks is not None else {}
+
+    # ------------------------------------------------------------------ updates
+    def show(self, results: dict, default_class: str) -> None:
+        """Show new ClipSAM results (frame → result): rough maps, CLIP prompts and masks replace those frames."""
+        with self._writing():
+            self._ensure_layers()
+            self._set_rough(results)
+            self._set_prompts(results)
+            self._set_boxes(results)
+            with self.masks.block_history():
+                for frame, result in results.items():
+                    self._write_masks(frame, result.instances, default_class)
+            for frame, result in results.items():
+                self._record(frame, result, prompts_edited=False, masks_edited=False)
+            self.results.update(results)
+            self._refresh_classes()
+
+    def apply_refined(self, frame: Frame, result, default_class: str) -> int:
+        """Replace one frame's masks by a refined result (one undo step). Returns the number of pixels changed."""
+        with self._writing():
+            self._ensure_layers()
+            with self.masks.block_history():
+                changed = self._write_masks(frame, result.instances, default_class)
+            old = self.records.get(frame, {}).get("edited", {})
+            self._record(frame, result, prompts_edited=True, masks_edited=old.get("masks", False))
+            self.results[frame] = result
+            self._refresh_classes()
+        return changed
+
+    def reset(self, n_frames: int | None, shape: tuple[int, int]) -> None:
+        """Start over for a new image in the same source layer: empty data, no results, no undo history.
+
+        Layers are kept (removing a napari layer costs a full garbage collection); default-named ones are
+        renamed after the source. A change between 2-D and stack removes and later recreates them.
+        """
+        old_names = {role: f"{self._last_name} {role}" for role in ROLES}
+        if (n_frames is None) != (self.n_frames is None):
+            for layer in self.layers():
+                self.viewer.layers.remove(layer)  # _on_removed drops the references
+        self.n_frames, self.shape = n_frames, tuple(shape)
+        self.results.clear()
+        self.records.clear()
+        with self._writing():
+            if self.rough is not None:
+                self.rough.data = np.zeros(self.full_shape, np.float32)
+            if self.prompts is not None:
+                self.prompts.data = np.zeros((0, len(self.full_shape)))
+                self.set_point_features([], [])
+            if self.boxes is not None:
+                self.boxes.data = []
+            if self.masks is not None:
+                self.masks.data = np.zeros(self.full_shape, np.int32)
+                self._set_features({})
+                # napari has no public call to clear a Labels layer's undo history; without this, Ctrl+Z on
+                # the new image would paste the previous image's labels back.
+                getattr(self.masks, "_reset_history", lambda: None)()
+        for role, layer in zip(ROLES, (self.rough, self.prompts, self.boxes, self.masks)):
+            if layer is not None and layer.name == old_names[role]:
+                layer.name = self._name(role)
+        self._last_name = self.source.name
+
+    def set_point_features(self, labels, sources) -> None:
+        """Replace the prompts' ``label`` and ``source`` columns (one entry per point) and recolour them."""
+        layer = self.prompts
+        layer.features = pd.DataFrame({"label": _categorical(labels, LABELS), "source": _categorical(sources, SOURCES)})
+        layer.feature_defaults = {"label": "positive", "source": "user"}
+        layer.refresh_colors()
+
+    def set_classes(self, classes: list[str]) -> None:
+        self.classes = list(classes)
+        if self.masks is not None:
+            self.masks.metadata["clipsam_classes"] = list(classes)
+
+    def set_instance_class(self, instance_id: int, name: str) -> None:
+        """Give one instance id a class (creates the features row if the id is new)."""
+        table = self.instance_classes()
+        table[int(instance_id)] = name
+        self._set_features(table)
+
+    def rename_class(self, old: str, new: str) -> None:
+        self._set_features({i: (new if c == old else c) for i, c in self.instance_classes().items()})
+
+    def disconnect(self) -> None:
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
+        for layer in self.layers():
+            self._unhook(layer)
+
+    # ------------------------------------------------------------------ internals
+    @contextlib.contextmanager
+    def _writing(self):
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
+    def _name(self, role: str) -> str:
+        return f"{self.source.name} {role}"
+
+    def _meta(self, role: str) -> dict:
+        return {ROLE: role, "clipsam": {}}
+
+    def _ensure_layers(self) -> None:
+        self._last_name = self.source.name
+        scale = tuple(self.source.scale[-len(self.full_shape):]) if self.source.ndim == len(self.full_shape) \
+            else None
+        translate = tuple(self.source.translate[-len(self.full_shape):]) if scale is not None else None
+        geometry = {"scale": scale, "translate": translate} if scale is not None else {}
+        ndim = len(self.full_shape)
+        if self.rough is None:
+            self.rough = self.viewer.add_image(
+                np.zeros(self.full_shape, np.float32), name=self._name("rough map"), colormap="inferno",
+                contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive", metadata=self._meta("rough map"),
+                **geometry)
+        if self.masks is None:
+            self.masks = self.viewer.add_labels(
+                np.zeros(self.full_shape, np.int32), name=self._name("masks"), opacity=0.55,
+                metadata={**self._meta("masks"), "clipsam_frames": self.records,
+                          "clipsam_classes": list(self.classes)},
+                features=pd.DataFrame({"index": np.zeros(0, int), "class": np.zeros(0, object)}), **geometry)
+            self.masks.events.paint.connect(self._on_paint)
+        if self.boxes is None:
+            self.boxes = self.viewer.add_shapes(
+                ndim=ndim, name=self._name("boxes"), shape_type="rectangle", edge_color="#00e5ff",
+                face_color="transparent", edge_width=2, metadata=self._meta("boxes"), **geometry)
+            self.boxes.events.data.connect(self._on_prompt_data)
+        if self.prompts is None:
+            features = pd.DataFrame({"label": _categorical([], LABELS), "source": _categorical([], SOURCES)})
+            self.prompts = self.viewer.add_points(
+                np.zeros((0, ndim)), name=self._name("prompts"), features=features,
+                feature_defaults={"label": "positive", "source": "user"}, face_color="label",
+                face_color_cycle=POINT_COLOURS, border_color="white", size=max(6, min(self.shape) // 40),
+                metadata=self._meta("prompts"), **geometry)
+            self.prompts.events.data.connect(self._on_prompt_data)
+
+    def _frames_mask(self, coords: np.ndarray, frames) -> np.ndarray:
+        """Rows of ``coords`` (frame first) lying in one of ``frames``; all rows for 2-D."""
+        if not self.stacked:
+            return np.ones(len(coords), bool)
+        return np.isin(np.round(coords[:, 0]).astype(int), list(frames)) if len(coords) else np.zeros(0, bool)
+
+    def _set_rough(self, results: dict) -> None:
+        data = np.array(self.rough.data, np.float32, copy=True)
+        for frame, result in results.items():
+            if frame is None:
+                data = result.rough_map.astype(np.float32)
+            else:
+                data[frame] = result.rough_map
+        self.rough.data = data
+
+    def _set_prompts(self, results: dict) -> None:
+        layer = self.prompts
+        old = np.asarray(layer.data).reshape(-1, len(self.full_shape))
+        keep = ~self._frames_mask(old, results.keys())
+        feats = layer.features.iloc[np.flatnonzero(keep)] if len(keep) else layer.features.iloc[:0]
+        coords, labels, sources = [old[keep]], list(feats["label"]), list(feats["source"])
+        for frame, r in results.items():
+            pts = np.asarray(r.points, np.float64).reshape(-1, 2)
+            coords.append(pts if frame is None else np.column_stack([np.full(len(pts), frame), pts]))
+            labels += ["positive" if lb == 1 else "negative" for lb in r.point_labels]
+            sources += [r.prompts.source if r.prompts.source in SOURCES else "clip"] * len(pts)
+        layer.selected_data = set()
+        layer.data = np.concatenate(coords).reshape(-1, len(self.full_shape))
+        self.set_point_features(labels, sources)
+
+    def _set_boxes(self, results: dict) -> None:
+        layer = self.boxes
+        kept = [(v, t) for v, t in zip(layer.data, layer.shape_type)
+                if not self._frames_mask(np.asarray(v)[:1], results.keys()).all()]
+        new = [box_to_corners(b, frame) for frame, r in results.items() for b in r.boxes]
+        layer.selected_data = set()
+        layer.data = []
+        if kept:
+            layer.add([v for v, _ in kept], shape_type=[t for _, t in kept])
+        if new:
+            layer.add(new, shape_type="rectangle")
+
+    def _write_masks(self, frame: Frame, instances: np.ndarray, default_class: str) -> int:
+        """Write one frame's instances (ids offset to stay unique in a stack); keep classes where masks overlap."""
+        old_plane = np.array(self.plane(frame), copy=True)
+        inst = np.asarray(instances, np.int32)
+        if self.stacked:
+            offset = max((int(part.max()) for part in self._other_frames(frame) if part.size), default=0)
+            inst = np.where(inst > 0, inst + offset, 0).astype(np.int32)
+        old_classes = self.instance_classes()
+        changed = np.nonzero(old_plane != inst)
+        if changed[0].size:
+            index = changed if frame is None else (np.full(changed[0].size, frame), *changed)
+            self.masks.data_setitem(index, inst[changed])
+        table = {i: c for i, c in old_classes.items() if not (old_plane == i).any() or (inst == i).any()
+                 or self._present_elsewhere(i, frame)}
+        for new_id in np.unique(inst[inst > 0]).tolist():
+            overlap = old_plane[inst == new_id]
+            overlap = overlap[overlap > 0]
+            carried = old_classes.get(int(np.bincount(overlap).argmax())) if overlap.size else None
+            table[int(new_id)] = carried or default_class
+        self._set_features(table)
+        return int(changed[0].size)
+
+    def _other_frames(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """The frames before and after ``frame`` (views, no copy)."""
+        return self.masks.data[:frame], self.masks.data[frame + 1:]
+
+    def _present_elsewhere(self, instance_id: int, frame: Frame) -> bool:
+        return self.stacked and any(bool((part == instance_id).any()) for part in self._other_frames(frame))
+
+    def _set_features(self, table: dict[int, str]) -> None:
+        ids = sorted(table)
+        self.masks.features = pd.DataFrame({"index": np.array(ids, int), "class": [table[i] for i in ids]})
+
+    def _refresh_classes(self) -> None:
+        self.masks.metadata["clipsam_classes"] = list(self.classes)
+
+    def _record(self, frame: Frame, result, *, prompts_edited: bool, masks_edited: bool) -> None:
+        self.records[frame] = {
+            "provenance": dict(result.provenance),
+            "prompts": {"points": np.asarray(result.points).tolist(), "point_labels":
+                        np.asarray(result.point_labels).tolist(), "boxes": np.asarray(result.boxes).tolist(),
+                        "source": result.prompts.source},
+            "edited": {"prompts": bool(prompts_edited), "masks": bool(masks_edited)},
+        }
+        for layer in self.layers():
+            layer.metadata["clipsam"] = dict(result.provenance)
+        self.masks.metadata["clipsam_frames"] = self.records
+
+    def _on_paint(self, event=None) -> None:
+        if self.quiet:
+            return
+        frame = self.displayed_frame()
+        record = self.records.get(frame)
+        if record is not None:
+            record["edited"]["masks"] = True
+        if self.on_masks_painted is not None:
+            self.on_masks_painted(frame)
+
+    def _on_prompt_data(self, event) -> None:
+        if self.quiet or str(getattr(event, "action", "")) not in ("added", "removed", "changed"):
+            return
+        if self.on_prompts_edited is not None:
+            self.on_prompts_edited(event)
+
+    def _on_removed(self, event) -> None:
+        layer = event.value
+        for role in ("rough", "prompts", "boxes", "masks"):
+            if getattr(self, role) is layer:
+                self._unhook(layer)
+                setattr(self, role, None)
+
+    def _unhook(self, layer) -> None:
+        if isinstance(layer, Labels):
+            layer.events.paint.disconnect(self._on_paint)
+        elif isinstance(layer, (Points, Shapes)):
+            layer.events.data.disconnect(self._on_prompt_data)

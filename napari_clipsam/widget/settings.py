@@ -1,0 +1,99 @@
+"""The widget's remembered settings: a small JSON file in the user config folder (no Qt).
+
+The folder is ``platformdirs.user_config_dir("napari-clipsam")``; the environment variable
+``NAPARI_CLIPSAM_CONFIG_DIR`` overrides it (tests, portable installs). A missing, unreadable or hand-broken
+file never stops the widget: bad entries fall back to their defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import PRESETS
+from ..export import FORMATS
+
+log = logging.getLogger(__name__)
+FILE_NAME = "widget.json"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def settings_path() -> Path:
+    """Where the settings live: ``$NAPARI_CLIPSAM_CONFIG_DIR/widget.json`` or the user config folder."""
+    folder = os.environ.get("NAPARI_CLIPSAM_CONFIG_DIR")
+    if not folder:
+        import platformdirs
+
+        folder = platformdirs.user_config_dir("napari-clipsam", appauthor=False)
+    return Path(folder) / FILE_NAME
+
+
+@dataclass
+class WidgetSettings:
+    """Everything the widget remembers between sessions (thresholds default to the method's defaults)."""
+
+    object_name: str = "object"
+    preset: str = "cpu"
+    umci_weights: str = ""
+    device: str = "auto"
+    prompt_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    alpha: float = 0.5
+    all_frames: bool = False
+    classes: list[str] = field(default_factory=lambda: ["defect"])
+    export_dir: str = ""
+    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    overwrite: bool = False
+    qa_input: str = ""
+    qa_output: str = ""
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> WidgetSettings:
+        """Read the settings; defaults for a missing file or for any entry of the wrong type or value."""
+        path = Path(path) if path is not None else settings_path()
+        defaults = cls()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError) as err:
+            log.warning("Ignoring unreadable widget settings %s: %s", path, err)
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        values = {}
+        for f in dataclasses.fields(cls):
+            default = getattr(defaults, f.name)
+            value = data.get(f.name, default)
+            values[f.name] = value if _valid(f.name, value, default) else default
+        return cls(**values)
+
+    def save(self, path: str | os.PathLike | None = None) -> None:
+        """Write the settings (atomically: a crash never leaves half a file). Failures are only logged."""
+        path = Path(path) if path is not None else settings_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as err:
+            log.warning("Could not save widget settings to %s: %s", path, err)
+
+
+def _valid(name: str, value, default) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+    if isinstance(default, list):
+        if not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
+            return False
+        if name == "formats":
+            return all(v in FORMATS for v in value)
+        return bool(value)  # at least one class
+    if name == "preset":
+        return value in PRESETS
+    if name == "device":
+        return isinstance(value, str) and (value in DEVICES or value.startswith("cuda:"))
+    return isinstance(value, str)

@@ -1,0 +1,158 @@
+"""Background jobs: engine creation, segmentation and refinement in napari thread workers.
+
+A :class:`Task` runs ``fn(progress, cancelled)`` in napari's thread pool. ``progress(stage, fraction)`` may be
+called from the worker thread (it is relayed to the GUI thread by a Qt signal); ``cancelled()`` turns True
+after :meth:`Task.cancel`, and the engine polls it between stages and raises :class:`~napari_clipsam.Cancelled`.
+The job never raises into napari: its value or its exception arrives as an :class:`Outcome` in the GUI thread.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QObject, Signal
+
+from ..pipeline import STAGES
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class Outcome:
+    """What a job gave: its ``value``, or the ``error`` it raised (with the formatted traceback)."""
+
+    value: Any = None
+    error: Exception | None = None
+    traceback: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Relay(QObject):
+    progressed = Signal(str, float)
+
+
+class Task:
+    """One job in a napari thread worker, with progress relayed to the GUI thread and a cancel flag.
+
+    Args:
+        fn: ``fn(progress, cancelled) -> value``, run in the worker thread.
+        on_progress: called in the GUI thread with (stage, fraction 0..1).
+        on_done: called in the GUI thread with the :class:`Outcome`, once.
+    """
+
+    def __init__(self, fn: Callable[[Progress, Callable[[], bool]], Any],
+                 on_progress: Progress | None, on_done: Callable[[Outcome], None]):
+        self._fn = fn
+        self._cancel = threading.Event()
+        self._relay = _Relay()
+        if on_progress is not None:
+            self._relay.progressed.connect(on_progress)
+        self._on_done = on_done
+        self.finished = False
+        self.worker = create_worker(self._body, _start_thread=False)
+        self.worker.returned.connect(self._finish)
+
+    def start(self) -> Task:
+        self.worker.start()
+        return self
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _body(self) -> Outcome:
+        try:
+            return Outcome(value=self._fn(self._relay.progressed.emit, self._cancel.is_set))
+        except Exception as exc:  # delivered to the GUI thread, never raised into napari's notifications
+            return Outcome(error=exc, traceback=traceback.format_exc())
+
+    def _finish(self, outcome: Outcome) -> None:
+        self.finished = True
+        self._on_done(outcome)
+
+
+# ---------------------------------------------------------------------- jobs
+
+
+def apply_thresholds(engine, prompt_threshold: float, mask_threshold: float, alpha: float) -> None:
+    """Set the thresholds that need no new engine (``engine.config = engine.config.replace(...)``)."""
+    cfg = engine.config
+    wanted = dict(prompt_threshold=float(prompt_threshold), mask_threshold=float(mask_threshold), alpha=float(alpha))
+    if any(getattr(cfg, k) != v for k, v in wanted.items()):
+        engine.config = cfg.replace(**wanted)
+
+
+def stage_fraction(stage: str, fraction: float, n_images: int, batch: int = 4) -> float:
+    """Overall progress 0..1 of a segmentation from the engine's (stage, fraction-done-before-chunk) reports."""
+    if stage not in STAGES:
+        return min(1.0, max(0.0, fraction))
+    chunk = min(batch, max(n_images, 1)) / max(n_images, 1)
+    return min(1.0, fraction + chunk * (STAGES.index(stage) + 1) / len(STAGES))
+
+
+def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, object_name: str,
+                thresholds: tuple[float, float, float], contrast_limits, precomputed=None):
+    """A job that builds the engine if ``engine`` is None (from ``config``), then segments the frames.
+
+    ``precomputed(cancelled)``, if given, runs first in the worker thread and may return the results
+    (``{frame: result}``, e.g. from a prefetch) or None to segment as usual.
+    Returns ``(engine, {frame: ClipSAMResult})``. Engine loading reports stages prefixed ``"loading"``.
+    """
+
+    def job(progress: Progress, cancelled: Callable[[], bool]):
+        ready = precomputed(cancelled) if precomputed is not None else None
+        if ready is not None and engine is not None:
+            progress("prefetched", 1.0)
+            return engine, ready
+        eng = engine
+        if eng is None:
+            from ..pipeline import ClipSAM
+
+            def loading(stage: str, fraction: float) -> None:
+                progress(f"loading weights: {stage}", fraction)
+
+            eng = ClipSAM.from_config(config, progress=loading, cancelled=cancelled)
+        apply_thresholds(eng, *thresholds)
+        images = [read_frame(f) for f in frames]
+        n = len(images)
+
+        def seg_progress(stage: str, fraction: float) -> None:
+            progress(stage, stage_fraction(stage, fraction, n))
+
+        if n == 1:
+            results = [eng.segment(images[0], object_name, progress=seg_progress, cancelled=cancelled,
+                                   contrast_limits=contrast_limits)]
+        else:
+            results = eng.segment_many(images, object_name, progress=seg_progress, cancelled=cancelled,
+                                       contrast_limits=contrast_limits)
+        return eng, dict(zip(frames, results))
+
+    return job
+
+
+def refine_job(engine, jobs: list, thresholds: tuple[float, float, float] | None = None):
+    """A job that refines ``[(frame, result, (points, labels, boxes)), ...]`` → ``{frame: refined result}``."""
+
+    def job(progress: Progress, cancelled: Callable[[], bool]):
+        if thresholds is not None:
+            apply_thresholds(engine, *thresholds)
+        out = {}
+        for frame, result, (points, labels, boxes) in jobs:
+            if cancelled():
+                break
+            out[frame] = engine.refine(result, points, labels, boxes)
+        return out
+
+    return job
