@@ -177,6 +177,18 @@ def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: s
     log(f"peak memory of segment {m_seg.peak_mib:.0f} MiB = {out['segment']['peak_ratio']:.2f} × the larger "
         "encoder's peak (target ≤ 1.2)")
 
+    # 1b. random (or well-behaved) weights may leave nothing above τ_prompt, so nothing to decode: time a cold
+    # segment again with τ_prompt at a high quantile of another image's rough map, so components are decoded
+    tp = float(np.quantile(engine.segment(warm, "metal bracket").rough_map, 0.995))
+    engine.config = config.replace(prompt_threshold=tp)
+    engine.clear_caches()
+    t_dec, res_dec = timed(lambda: engine.segment(cold, "metal bracket"), dev)
+    engine.config = config
+    out["segment"].update(with_components_s=t_dec, with_components=int(res_dec.prompts.num_components),
+                          with_components_ratio=t_dec / budget, with_components_prompt_threshold=tp)
+    log(f"cold segment with τ_prompt {tp:.3f} (forces components): {t_dec:.2f} s = {t_dec / budget:.3f} × the "
+        f"encoders; {res_dec.prompts.num_components} components decoded at {len(config.levels)} levels")
+
     # 4. second segment of the same image and object
     t_again, _ = timed(lambda: engine.segment(cold, "metal bracket"), dev)
     out["segment"]["again_s"] = t_again
