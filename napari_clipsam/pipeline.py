@@ -269,7 +269,7 @@ class ClipSAM:
     # ------------------------------------------------------------------ internals
     def _finish(self, rough, prompts, valid, key, emb, object_name) -> ClipSAMResult:
         with self.autocast():
-            maps, comp_maps = refine_from_prompts(self.sam, emb, prompts, rough, self.config, valid)
+            maps, comp_maps = refine_from_prompts(self.sam, emb, prompts, rough, self.config, valid, reuse=True)
         return ClipSAMResult(
             rough_map=rough, points=prompts.points, point_labels=prompts.point_labels, boxes=prompts.boxes,
             final_map=maps.final_map, mask=maps.mask, instances=maps.instances, score=maps.score,

@@ -154,6 +154,29 @@ def test_batched_decoding_equals_one_at_a_time(engine, rgb):
     assert all(len(c) == 3 and c[0][0].shape == (3, *rgb.shape[:2]) for c in cands)
 
 
+def test_refine_redecodes_only_changed_components(engine, rgb):
+    engine.config = engine.config.replace(decoder_batch_size=1)  # one decoder call per prompt: calls = prompts
+    r = engine.segment(rgb, "bottle")
+    boxes = np.array([[5, 5, 30, 30], [5, 60, 30, 100], [50, 10, 80, 40]], np.float32)
+    points = np.array([[17, 17], [17, 80], [65, 25]], np.float32)
+    before = engine.sam.decoder_calls
+    first = engine.refine(r, points=points, boxes=boxes)
+    assert engine.sam.decoder_calls - before == 9  # 3 components × 3 levels
+    before = engine.sam.decoder_calls
+    again = engine.refine(first, points=points, boxes=boxes)
+    assert engine.sam.decoder_calls - before == 0
+    np.testing.assert_array_equal(again.final_map, first.final_map)
+    moved = points.copy()
+    moved[1] = [12, 70]
+    before = engine.sam.decoder_calls
+    edited = engine.refine(first, points=moved, boxes=boxes)
+    assert engine.sam.decoder_calls - before == 2  # only the edited component's point and box+point levels
+    r.sam_embedding.decoded.clear()  # the plain path: everything decoded afresh
+    plain = engine.refine(r, points=moved, boxes=boxes)
+    np.testing.assert_allclose(edited.component_maps, plain.component_maps, atol=1e-5)
+    np.testing.assert_array_equal(edited.instances, plain.instances)
+
+
 def test_segment_many_equals_segment(engine):
     imgs = [(RNG.random((50 + 10 * i, 60, 3)) * 255).astype(np.uint8) for i in range(3)]
     many = engine.segment_many(imgs, "pill", batch_size=2)

@@ -45,22 +45,40 @@ def component_prompts(prompts: Prompts) -> list[ComponentPrompt]:
     return out
 
 
+MEMO_ENTRIES = 64
+"""Decoded prompts remembered per SAM embedding (bit-packed masks: 3 × H × W / 8 bytes each)."""
+
+
+def _memo_key(tag: str, level: str, inp) -> tuple:
+    return (tag, level) + tuple(None if a is None else np.asarray(a, np.float32).tobytes() for a in inp)
+
+
 def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, ...], batched: bool = True,
-                  max_batch: int | None = None):
+                  max_batch: int | None = None, memo: dict | None = None, memo_tag: str = ""):
     """Candidates per component: lists of (masks (n, H, W) bool, scores (n,)).
 
     With ``batched`` every level is one decoder call per group of components with equally many points
     (exactly one per level for derived prompts), split into calls of at most ``max_batch`` prompts when given;
     otherwise one call per component and level (the plain path the batched one is tested against).
+    ``memo`` (an ordered dict kept with the embedding, ``memo_tag`` naming the precision) holds decoded prompts:
+    a prompt found there is not decoded again, so a correction re-decodes only the components it changed.
     """
-    cands: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in comps]
+    cands: list[list[tuple[np.ndarray, np.ndarray] | None]] = [[] for _ in comps]
+    width = emb.original_size[1]
     for level in levels:
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, cp in enumerate(comps):
             inp = cp.level_inputs(level)
-            if inp is not None:
-                key = (0 if inp[0] is None else len(inp[0]), inp[2] is not None)
-                groups[key if batched else (key, i)].append(i)
+            if inp is None:
+                continue
+            if memo is not None:
+                hit = memo.get(_memo_key(memo_tag, level, inp))
+                if hit is not None:
+                    memo.move_to_end(_memo_key(memo_tag, level, inp))
+                    cands[i].append((np.unpackbits(hit[0], axis=-1, count=width).astype(bool), hit[1]))
+                    continue
+            key = (0 if inp[0] is None else len(inp[0]), inp[2] is not None)
+            groups[key if batched else (key, i)].append(i)
         chunks = []
         for members in groups.values():
             size = max_batch or len(members)
@@ -73,19 +91,27 @@ def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, 
             masks, scores = runner.decode(emb, pts, lab, box)
             for j, i in enumerate(members):
                 cands[i].append((masks[j], scores[j]))
+                if memo is not None:
+                    memo[_memo_key(memo_tag, level, inputs[j])] = (np.packbits(masks[j], axis=-1), scores[j])
+                    while len(memo) > MEMO_ENTRIES:
+                        memo.popitem(last=False)
     return cands
 
 
 def refine_from_prompts(runner, emb, prompts: Prompts, rough: np.ndarray, config,
-                        valid: np.ndarray | None = None, batched: bool = True) -> tuple[FinalMaps, np.ndarray]:
-    """Steps 3–6 on a cached SAM embedding. Returns the final maps and the component maps (K, H, W)."""
+                        valid: np.ndarray | None = None, batched: bool = True,
+                        reuse: bool = False) -> tuple[FinalMaps, np.ndarray]:
+    """Steps 3–6 on a cached SAM embedding. Returns the final maps and the component maps (K, H, W).
+
+    ``reuse``: take prompts decoded before on this embedding from its memo (``emb.decoded``) instead of decoding
+    them again (the engine's default; the plain path decodes everything)."""
     comps = component_prompts(prompts)
     H, W = rough.shape
     max_batch = config.decoder_batch_size
     if max_batch is None:  # auto: one call per level on a GPU; small chunks on a CPU (see config docs)
         max_batch = None if runner.device.type == "cuda" else 2
-    cands = decode_levels(runner, emb, comps, tuple(config.levels), batched=batched,
-                          max_batch=max_batch) if comps else []
+    cands = decode_levels(runner, emb, comps, tuple(config.levels), batched=batched, max_batch=max_batch,
+                          memo=emb.decoded if reuse else None, memo_tag=config.dtype) if comps else []
     maps = []
     for c, (cp, cc) in enumerate(zip(comps, cands)):
         fallback = None if prompts.components is None else prompts.components == (c + 1)

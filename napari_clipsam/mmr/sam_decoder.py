@@ -6,7 +6,8 @@ The library works in (row, col); SAM in (x, y): :func:`rc_to_xy` is the one plac
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ class SamEmbedding:
     features: torch.Tensor
     input_size: tuple[int, int]
     original_size: tuple[int, int]
+    decoded: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
+    """Decoder outputs already computed on this embedding, by prompt (see :func:`..levels.decode_levels`): an
+    edit that changes one component's prompts re-decodes only that component."""
 
 
 class SamRunner:
