@@ -21,6 +21,7 @@ def test_benchmark_reports_every_comparison(tmp_path):
     assert out["refine"]["components"] == 10 and out["refine"]["max_abs_diff"] <= 1e-5
     assert set(out["refine"]["times_s"]) == {"engine default", "one call per level", "one prompt per call"}
     assert {"clip", "rough map", "sam encoder", "sam decoder"} <= set(out["segment"]["stages_s"])
+    assert out["refine"]["one_component_edit_s"] > 0
     assert out["segment"]["with_components"] >= 1  # the forced-τ_prompt cold segment decodes something
     assert out["segment"]["peak_mib"] > 0 and out["throughput"]["batched_ips"] > 0
     assert 0.98 <= out["dtype_comparison"]["mask_iou_min"] <= 1.0
