@@ -178,8 +178,9 @@ def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: s
         "encoder's peak (target ≤ 1.2)")
 
     # 1b. random (or well-behaved) weights may leave nothing above τ_prompt, so nothing to decode: time a cold
-    # segment again with τ_prompt at a high quantile of another image's rough map, so components are decoded
-    tp = float(np.quantile(engine.segment(warm, "metal bracket").rough_map, 0.995))
+    # segment again with τ_prompt at the 99th percentile of its rough map (which τ_prompt does not change), so
+    # components are decoded
+    tp = float(np.quantile(res.rough_map, 0.99))
     engine.config = config.replace(prompt_threshold=tp)
     engine.clear_caches()
     t_dec, res_dec = timed(lambda: engine.segment(cold, "metal bracket"), dev)

@@ -1,0 +1,220 @@
+"""What the subcommands share: engine options, building the engine, progress bars, atomic output files and
+clean error reporting.
+
+Exit codes of every subcommand: 0 success, 1 some work items failed (reported, the others were done),
+2 bad input or unavailable weights (one message on stderr, no traceback), 130 interrupted.
+
+Heavy libraries (torch, open_clip, SAM) are imported inside the functions, so ``--help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ..config import PRESETS
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DTYPES = ("float32", "bfloat16")
+TRAINING_FREE_NOTE = ("note: no --umci checkpoint given: the rough map is the training-free fallback (CLIP "
+                      "value-value attention), lower quality than a trained UMCI (train one with "
+                      "`napari-clipsam train`).")
+
+
+def note(message: str) -> None:
+    """A one-line message for the user, on stderr (stdout carries the results)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def split_list(values: Iterable[str] | None) -> list[str] | None:
+    """``["a,b", "c"]`` → ``["a", "b", "c"]`` (lists may be given space- or comma-separated)."""
+    if values is None:
+        return None
+    out = [v.strip() for item in values for v in str(item).split(",") if v.strip()]
+    return out or None
+
+
+# ----------------------------------------------------------------------------------------------- options
+def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sam: bool = True) -> None:
+    """The model options: preset, config file, device, dtype, CLIP, SAM and UMCI weights."""
+    g = parser.add_argument_group("engine")
+    g.add_argument("--preset", choices=PRESETS, default="cpu",
+                   help="cpu: CLIP at 336 px + SAM vit_b (default); accurate: 518 px + SAM vit_h")
+    g.add_argument("--config", type=Path, metavar="JSON",
+                   help="ClipSAMConfig fields as JSON (e.g. prompt lists, thresholds); applied over the preset, "
+                        "the flags below override it")
+    g.add_argument("--device", help="auto (CUDA when present, default), cpu, cuda or cuda:N")
+    g.add_argument("--dtype", choices=DTYPES, help="float32 (default) or bfloat16 autocast")
+    g.add_argument("--image-size", type=int, metavar="PX",
+                   help="CLIP input size (default: the preset's, or the UMCI checkpoint's)")
+    g.add_argument("--clip-model", metavar="NAME",
+                   help="open_clip architecture (default ViT-L-14-336-quickgelu) or local-dir:FOLDER holding "
+                        "open_clip_config.json and weights")
+    g.add_argument("--clip-weights", metavar="TAG|FILE",
+                   help="open_clip weights tag (default openai, downloaded once into the cache) or a local "
+                        "checkpoint file of that architecture (offline sites)")
+    if sam:
+        g.add_argument("--sam-model", metavar="NAME",
+                       help="vit_b, vit_l, vit_h (default: the preset's) or local-dir:FOLDER holding "
+                            "sam_config.json and sam.pth")
+        g.add_argument("--sam-checkpoint", metavar="FILE",
+                       help="local SAM checkpoint (default: Meta's file, downloaded once into the cache and "
+                            "checked; see `napari-clipsam weights`)")
+    if umci:
+        g.add_argument("--umci", type=Path, metavar="CHECKPOINT",
+                       help="trained UMCI checkpoint (`napari-clipsam train`); without it the lower-quality "
+                            "training-free rough map is used")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def engine_config(args: argparse.Namespace, **overrides):
+    """The :class:`~napari_clipsam.config.ClipSAMConfig` the options describe (validated).
+
+    Order: preset, then ``--config`` JSON, then flags, then ``overrides``. With ``--umci`` and no
+    ``--image-size``, the checkpoint's training size is used.
+    """
+    from ..config import ClipSAMConfig
+
+    cfg = ClipSAMConfig.preset(args.preset)
+    if getattr(args, "config", None) is not None:
+        path = Path(args.config).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"Config file {path} does not exist.")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"Config file {path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"Config file {path} must hold a JSON object of ClipSAMConfig fields.")
+        cfg = ClipSAMConfig.from_dict({**cfg.to_dict(), **data})
+    flags = {"device": "device", "dtype": "dtype", "image_size": "image_size", "clip_model": "clip_model",
+             "clip_weights": "clip_weights", "sam_model": "sam_model", "sam_checkpoint": "sam_weights"}
+    changes = {field: getattr(args, opt) for opt, field in flags.items() if getattr(args, opt, None) is not None}
+    umci = getattr(args, "umci", None)
+    if umci is not None:
+        changes["umci_weights"] = str(Path(umci).expanduser())
+        if getattr(args, "image_size", None) is None:
+            from ..weights.umci_checkpoint import read_umci
+
+            changes["image_size"] = int(read_umci(umci)["image_size"])
+    changes.update(overrides)
+    cfg = cfg.replace(**changes)
+    if cfg.sam_model.startswith("local-dir:") and changes.get("sam_weights") not in (None, "random"):
+        raise ValueError("--sam-checkpoint cannot be combined with a local-dir: SAM (the folder holds its own "
+                         "sam.pth); give one or the other.")
+    return cfg
+
+
+def without_sam(cfg):
+    """A config for work that never calls SAM (training, rough-only evaluation): Meta's checkpoints are not
+    downloaded or read; the smallest architecture is built with random weights instead. A ``local-dir:`` SAM
+    is kept (it is a local file)."""
+    if cfg.sam_model.startswith("local-dir:"):
+        return cfg
+    return cfg.replace(sam_model="vit_b", sam_weights="random")
+
+
+# ----------------------------------------------------------------------------------------------- engine
+class StageBars:
+    """``progress(stage, fraction)`` callback drawing one tqdm bar per download (other stages are quiet).
+
+    Bars count bytes when the file is in the weights registry (its size is known), else per mille.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bars = enabled, {}
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if not self.enabled or not stage.startswith("downloading"):
+            return
+        from tqdm.auto import tqdm
+
+        from ..weights.registry import SAM_CHECKPOINTS
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            size = next((s.size for s in SAM_CHECKPOINTS.values() if stage.endswith(s.filename)), None)
+            unit = dict(total=size, unit="B", unit_scale=True, unit_divisor=1024) if size else \
+                dict(total=1000, unit="‰")
+            bar = self.bars[stage] = tqdm(desc=stage, dynamic_ncols=True, **unit)
+        bar.update(int(fraction * bar.total) - bar.n)
+        if fraction >= 1.0:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def build_engine(cfg, progress: bool = True):
+    """Load the engine (:meth:`ClipSAM.from_config`), with download bars; says which rough map is used."""
+    from ..pipeline import ClipSAM
+
+    bars = StageBars(progress)
+    try:
+        engine = ClipSAM.from_config(cfg, progress=bars)
+    finally:
+        bars.close()
+    return engine
+
+
+def describe_engine(engine, sam: bool = True) -> str:
+    """One line: models, rough-map mode (when ``sam``, i.e. when the engine segments) and device."""
+    ident = engine.identity
+    text = f"CLIP {ident.get('clip_model')} ({_short(ident.get('clip_weights'))}) at {engine.config.image_size} px"
+    if sam:
+        text += (f", SAM {ident.get('sam_model')} ({_short(ident.get('sam_weights'))}), rough map: "
+                 f"{engine.provenance('')['rough_map']}")
+    return f"{text}, device {engine.device}"
+
+
+def _short(weights_id) -> str:
+    s = str(weights_id)
+    return s[:19] + "…" if s.startswith("sha256:") and len(s) > 20 else s
+
+
+# ----------------------------------------------------------------------------------------------- output
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write a text file all at once (temporary sibling, then rename), creating its folder."""
+    from ..export.atomic import AtomicBatch
+
+    path = Path(path).expanduser()
+    with AtomicBatch() as batch:
+        batch.stage(path, text.encode("utf-8"))
+        batch.commit()
+    return path
+
+
+def json_safe(value):
+    """``value`` with NaN/inf floats replaced by None (strict JSON), tuples as lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return json_safe(value.item())
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- errors
+def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a subcommand; expected failures become ``error: …`` on stderr and exit code 2 (no traceback,
+    unless ``--traceback``)."""
+    from ..errors import WeightsUnavailableError
+    from ..export.atomic import ExportError
+
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        note("interrupted")
+        return EXIT_INTERRUPTED
+    except (WeightsUnavailableError, ValueError, OSError, ExportError, ArithmeticError) as exc:
+        if getattr(args, "traceback", False):
+            raise
+        note(f"error: {exc}")
+        return EXIT_USAGE

@@ -1,0 +1,200 @@
+"""``napari-clipsam segment``: pseudo-label many images with the same exporter as the plugin.
+
+Inputs are image files, folders (their images, in natural order; ``--recursive`` for sub-folders) and glob
+patterns. Each image's outputs go under ``--out`` with an export stem made from its path relative to the
+folder it was found from (``sub/a.png`` → ``sub__a``; clashing names are told apart as in the folder review).
+
+Resumable: an image whose outputs exist in every requested format is skipped (``--overwrite`` redoes it);
+when only some formats exist, the missing ones are written. A failing image (unreadable file, unusable
+shape, export error) is reported and skipped; the others are still processed and the exit code is 1.
+
+``--object`` is required: it is the text the CLIP prompts describe ("a photo of a damaged {object}"), and a
+name guessed from folder names (often defect types such as ``scratch``) would silently hurt the rough map.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+from pathlib import Path
+
+from .common import (EXIT_FAILED, EXIT_OK, TRAINING_FREE_NOTE, add_engine_options, build_engine, describe_engine,
+                     engine_config, note, split_list)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..export import FORMATS
+    from ..qa.session import DEFAULT_EXTENSIONS
+
+    p = subparsers.add_parser(
+        "segment", help="pseudo-label images (files, folders or globs) in mvtec/tiff/coco/yolo formats",
+        description="Runs ClipSAM on every input image and writes its instance masks with the plugin's "
+                    "exporter. Images whose outputs already exist are skipped unless --overwrite; failing "
+                    "images are reported and skipped (exit code 1).")
+    p.add_argument("inputs", nargs="+", help="image files, folders, or glob patterns such as 'plates/*.png'")
+    p.add_argument("--object", required=True, metavar="NAME",
+                   help="what the images show, used in the text prompts (e.g. 'metal plate', 'pcb')")
+    p.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="output dataset folder")
+    p.add_argument("--formats", nargs="+", default=list(FORMATS), metavar="FORMAT",
+                   help=f"export formats among {' '.join(FORMATS)} (default: all), space- or comma-separated; "
+                        "give the inputs before list options")
+    p.add_argument("--class-name", default="defect", help="class of every instance (default: defect)")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
+    p.add_argument("--recursive", action="store_true", help="also take images in sub-folders of input folders")
+    p.add_argument("--extensions", nargs="+", default=list(DEFAULT_EXTENSIONS), metavar="EXT",
+                   help=f"file suffixes taken as images in folders and globs (default: {' '.join(DEFAULT_EXTENSIONS)})")
+    p.add_argument("--coco-segmentation", choices=("rle", "polygon"), default="rle",
+                   help="COCO masks as exact RLE (default) or polygons")
+    add_engine_options(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def collect_images(inputs: list[str], extensions, recursive: bool, exclude: Path | None = None) -> dict[Path, str]:
+    """The image files named by ``inputs`` (files, folders, globs) → their keys, in order, without duplicates.
+
+    A key is the file's path relative to the folder it was found from: the input folder, or the fixed leading
+    folders of a glob (``plates/**/*.png`` → relative to ``plates``); a file named directly is keyed by its name.
+    So ``segment plates --recursive`` and ``segment 'plates/**/*.png'`` give the same export stems.
+
+    Raises FileNotFoundError naming an input that does not exist or a pattern that matches nothing, and
+    ValueError when nothing at all was found.
+    """
+    from ..qa.session import _normalise_extensions, find_images
+
+    exts = _normalise_extensions(extensions)
+    found: dict[Path, str] = {}
+    taken: set[str] = set()
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            folder = path.resolve()
+            for f in find_images(folder, exts, recursive, exclude=exclude):
+                _add(found, taken, f, f.relative_to(folder).as_posix())
+        elif path.is_file():
+            _add(found, taken, path.resolve(), path.name)
+        elif glob.has_magic(item):
+            parts = path.parts
+            fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+            root = Path(os.path.abspath(Path(*parts[:fixed]) if fixed else "."))
+            matches = [Path(os.path.abspath(m)) for m in sorted(glob.glob(str(path), recursive=True))]
+            matches = [m for m in matches if m.is_file() and m.suffix.lower() in exts]
+            if not matches:
+                raise FileNotFoundError(f"No image file matches {item!r} (suffixes {', '.join(exts)}).")
+            for m in matches:
+                _add(found, taken, m.resolve(), m.relative_to(root).as_posix())
+        else:
+            raise FileNotFoundError(f"Input {item} does not exist; give image files, folders or glob patterns.")
+    if not found:
+        hint = "" if recursive else " (sub-folders were not searched; add --recursive)"
+        raise ValueError(f"No images found in {', '.join(map(str, inputs))}{hint}: looked for "
+                         f"{', '.join(exts)} files.")
+    return found
+
+
+def _add(found: dict[Path, str], taken: set[str], path: Path, key: str) -> None:
+    """Record ``path`` under ``key`` unless already listed; a key another file holds (``a.png`` from two input
+    folders) is made unique with the file's parent folder, then its whole path."""
+    if path in found:
+        return
+    for candidate in (key, f"{path.parent.name}/{key}", path.as_posix().lstrip("/")):
+        if candidate not in taken:
+            found[path] = candidate
+            taken.add(candidate)
+            return
+    raise ValueError(f"Cannot give {path} an export name distinct from the other inputs'.")
+
+
+def stems_for(keys: dict[Path, str]) -> dict[Path, str]:
+    """Export stem of each file from its key, as the folder review names them (``sub/a.png`` → ``sub__a``;
+    clashing names get their extension, then a number)."""
+    from ..qa.session import export_stems
+
+    stems = export_stems(keys.values())
+    return {f: stems[k] for f, k in keys.items()}
+
+
+def outputs_exist(out: Path, stem: str, formats, coco: dict | None) -> bool:
+    """Whether every requested format already holds this stem's output."""
+    from ..export.coco import find_coco_image
+    from ..export.mvtec import mvtec_mask_path
+    from ..export.tiff import label_tiff_paths
+    from ..export.yolo import yolo_label_path
+
+    checks = {"mvtec": lambda: mvtec_mask_path(out, stem).is_file(),
+              "tiff": lambda: all(p.is_file() for p in label_tiff_paths(out, stem)),
+              "coco": lambda: coco is not None and find_coco_image(coco, stem) is not None,
+              "yolo": lambda: yolo_label_path(out, stem).is_file()}
+    return all(checks[f]() for f in formats)
+
+
+def run(args) -> int:
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from ..clip.text_prompts import clean_object_name
+    from ..errors import Cancelled
+    from ..export import FORMATS, export_pseudo_labels
+    from ..export.coco import COCO_FILE, load_coco
+    from ..qa.session import read_image
+
+    formats = split_list(args.formats) or []
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"Unknown export format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}.")
+    formats = [f for f in FORMATS if f in formats]
+    if not formats:
+        raise ValueError(f"--formats is empty; give one or more of {','.join(FORMATS)}.")
+    clean_object_name(args.object)
+    if not args.class_name.strip():
+        raise ValueError("--class-name must not be empty.")
+    cfg = engine_config(args)  # refuse bad engine options before looking at any image
+    out = Path(args.out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; give a folder for the pseudo-labels.")
+    extensions = split_list(args.extensions)
+    if not extensions:
+        raise ValueError("--extensions is empty; give file suffixes such as .png,.tif")
+    keys = collect_images(args.inputs, extensions, args.recursive, exclude=out)
+    files, stems = list(keys), stems_for(keys)
+    coco = load_coco(out / COCO_FILE) if "coco" in formats and (out / COCO_FILE).exists() else None
+    todo = [f for f in files if args.overwrite or not outputs_exist(out, stems[f], formats, coco)]
+    skipped = len(files) - len(todo)
+    t0 = time.perf_counter()
+    done, failed, load_seconds = 0, [], 0.0
+    if todo:
+        engine = build_engine(cfg, args.progress)
+        load_seconds = time.perf_counter() - t0
+        note(f"engine: {describe_engine(engine)}")
+        if engine.umci is None:
+            note(TRAINING_FREE_NOTE)
+        with tqdm(todo, desc="segment", unit="img", disable=not args.progress, dynamic_ncols=True) as bar:
+            for path in bar:
+                try:
+                    result = engine.segment(read_image(path), args.object)
+                    ids = [int(i) for i in np.unique(result.instances) if i > 0]
+                    export_pseudo_labels(out, stems[path], result.instances, dict.fromkeys(ids, args.class_name),
+                                         classes=[args.class_name], formats=formats, provenance=result.provenance,
+                                         image_file=path, overwrite=args.overwrite,
+                                         coco_segmentation=args.coco_segmentation)
+                    done += 1
+                except (KeyboardInterrupt, Cancelled):
+                    raise
+                except Exception as exc:  # one bad image must not stop the others; it is reported below
+                    why = " ".join(f"{type(exc).__name__}: {exc}".split())
+                    failed.append((path, why))
+                    tqdm.write(f"failed: {path}: {why}", file=sys.stderr)
+                bar.set_postfix(done=done, failed=len(failed))
+    seconds = time.perf_counter() - t0
+    timing = ""
+    if todo:
+        per_image = (seconds - load_seconds) / len(todo)
+        timing = f" (loading models {load_seconds:.1f} s, then {per_image:.2f} s/image)"
+    print(f"segment: {len(files)} images: {done} done, {skipped} skipped (outputs exist"
+          f"{'' if args.overwrite else '; --overwrite redoes them'}), {len(failed)} failed, "
+          f"in {seconds:.1f} s{timing}; outputs in {out}")
+    for path, why in failed:
+        print(f"  failed: {path}: {why}")
+    return EXIT_FAILED if failed else EXIT_OK

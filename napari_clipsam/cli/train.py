@@ -1,0 +1,85 @@
+"""``napari-clipsam train``: train the UMCI head on frozen CLIP (method §2) from a dataset with masks.
+
+The checkpoint (``--out``) is rewritten atomically after every epoch and holds the optimizer and random state,
+so ``--resume`` continues exactly where a run stopped (on the CPU, a resumed run ends with the same weights as
+an uninterrupted one). SAM is not used: unless a ``local-dir:`` SAM is given, none is downloaded or read.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import EXIT_OK, add_engine_options, build_engine, describe_engine, engine_config, note, split_list, \
+    without_sam
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train", help="train the UMCI head (frozen CLIP) on a dataset with masks",
+        description="Trains UMCI on the test split (images + masks) of an auxiliary dataset, as in the paper "
+                    "(train on VisA to use on MVTec-AD and vice versa). Checkpoints every epoch; --resume "
+                    "continues an interrupted run with identical results.")
+    p.add_argument("--dataset-root", type=Path, required=True, metavar="FOLDER")
+    p.add_argument("--layout", choices=("auto", "mvtec", "visa", "folder"), default="auto",
+                   help="dataset layout (default: detected from the folder)")
+    p.add_argument("--categories", nargs="+", metavar="NAME", help="categories to train on (default: all)")
+    p.add_argument("--epochs", type=int, default=3, help="total epochs (default 3; the paper uses 15 on VisA)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, betas 0.5/0.999)")
+    p.add_argument("--seed", type=int, default=111, help="seeds the initialisation and batch order (default 111)")
+    p.add_argument("--feature-layers", type=int, nargs="+", metavar="N",
+                   help="1-based CLIP blocks feeding UMCI (default 6 12 18 24)")
+    p.add_argument("--out", type=Path, required=True, metavar="CHECKPOINT.pt", help="checkpoint to write")
+    p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
+                   help="continue training from --out (or from the checkpoint given) until --epochs are done")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out instead of refusing")
+    p.add_argument("--cache-gb", type=float, default=8.0,
+                   help="memory for cached CLIP features; beyond it they go to a temporary file (default 8)")
+    p.add_argument("--cache-dir", type=Path, help="folder of that temporary feature file")
+    add_engine_options(p, umci=False, sam=False)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from ..data import open_dataset
+    from ..training.trainer import TrainSettings, train_umci
+    from ..weights.umci_checkpoint import read_umci
+
+    out = Path(args.out).expanduser()
+    resume = None
+    if args.resume is not None:
+        resume = out if args.resume is True else Path(args.resume).expanduser()
+        if not resume.is_file():
+            raise FileNotFoundError(f"Nothing to resume: checkpoint {resume} does not exist; run without --resume "
+                                    "to start training.")
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give a checkpoint file name such as umci.pt.")
+    if out.exists() and not args.overwrite and (resume is None or out.resolve() != resume.resolve()):
+        raise FileExistsError(f"Checkpoint {out} already exists; add --resume to continue it or --overwrite to "
+                              "train a new one in its place.")
+    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.cache_gb <= 0:
+        raise ValueError("--epochs and --batch-size must be at least 1, --lr and --cache-gb greater than 0.")
+
+    dataset = open_dataset(args.dataset_root, args.layout, split_list(args.categories), split="test")
+    overrides = {}
+    if args.feature_layers:
+        overrides["feature_layers"] = tuple(args.feature_layers)
+    if resume is not None and args.image_size is None:
+        overrides["image_size"] = int(read_umci(resume)["image_size"])  # the size it was trained at
+    cfg = without_sam(engine_config(args, **overrides))
+    note(f"training set: {dataset!r}")
+    engine = build_engine(cfg, args.progress)
+    note(f"engine: {describe_engine(engine, sam=False)} (frozen; SAM is not used in training)")
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             cache_bytes=int(args.cache_gb * (1 << 30)),
+                             cache_dir=None if args.cache_dir is None else str(args.cache_dir),
+                             progress=args.progress)
+    report = train_umci(engine, dataset, settings, out=out, resume=resume, log=note)
+    losses = ", ".join(f"{v:.4f}" for v in report.epoch_losses)
+    resumed = f"resumed after epoch {report.resumed_from_epoch}, " if report.resumed_from_epoch else ""
+    written = f"checkpoint {report.checkpoint}" if report.checkpoint else f"nothing new written to {out}"
+    print(f"train: {report.epochs} epoch(s) on {report.images} images ({resumed}losses per epoch: {losses}); "
+          f"UMCI {report.parameters:,} parameters; CLIP features {report.feature_seconds:.1f} s, training "
+          f"{report.train_seconds:.1f} s; {written}")
+    return EXIT_OK

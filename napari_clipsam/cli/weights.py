@@ -1,0 +1,173 @@
+"""``napari-clipsam weights list|download|verify``: the model files ClipSAM uses and the local cache.
+
+Entries: ``vit_b``, ``vit_l``, ``vit_h`` (Meta's SAM checkpoints, with SHA-256 and size from the registry) and
+``clip`` (the default CLIP weights, OpenAI ViT-L/14@336, fetched by open_clip). Files live in the cache folder
+(``$NAPARI_CLIPSAM_CACHE`` or the user cache folder): ``<cache>/sam/<file>`` and ``<cache>/clip/``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from .common import EXIT_FAILED, EXIT_OK, StageBars, note
+
+SAM_NAMES = ("vit_b", "vit_l", "vit_h")
+CLIP = "clip"
+NAMES = (CLIP, *SAM_NAMES)
+PRESET_USE = {"clip": "cpu, accurate", "vit_b": "cpu", "vit_l": "-", "vit_h": "accurate"}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("weights", help="list, download or verify model weights in the cache",
+                              description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = sub.add_parser("list", help="show every model file, its cache path and whether it is present")
+    ls.set_defaults(func=run_list)
+    dl = sub.add_parser("download", help="download files into the cache (with progress and SHA-256 check)")
+    dl.add_argument("names", nargs="+", choices=(*NAMES, "all"), metavar="NAME",
+                    help=f"{', '.join(NAMES)} or all")
+    dl.add_argument("--url", metavar="URL",
+                    help="download a SAM file from this URL instead of Meta's (an internal mirror or a file:// "
+                         "path); the registry's SHA-256 is still checked. One SAM name only.")
+    dl.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    dl.set_defaults(func=run_download)
+    vf = sub.add_parser("verify", help="check the SHA-256 of SAM files in the cache (or of --file)")
+    vf.add_argument("names", nargs="*", metavar="NAME",
+                    help=f"{', '.join(SAM_NAMES)} (default: every SAM file present in the cache)")
+    vf.add_argument("--file", type=Path, metavar="PATH",
+                    help="check this file (e.g. copied by hand) against one NAME's checksum instead of the cache")
+    vf.set_defaults(func=run_verify)
+    return p
+
+
+def sam_folder() -> Path:
+    from ..weights.registry import cache_dir
+
+    return cache_dir() / "sam"
+
+
+def clip_folder() -> Path:
+    from ..weights.registry import cache_dir
+
+    return cache_dir() / "clip"
+
+
+def _clip_spec() -> tuple[str, str, dict]:
+    """(model, tag, open_clip pretrained config) of the default CLIP weights."""
+    import open_clip
+
+    from ..config import ClipSAMConfig
+
+    cfg = ClipSAMConfig()
+    return cfg.clip_model, cfg.clip_weights, open_clip.get_pretrained_cfg(cfg.clip_model, cfg.clip_weights)
+
+
+def clip_cached(spec: dict) -> Path | None:
+    """The cached CLIP weights file open_clip would use, if present (HF hub layout or the URL's file name)."""
+    folder = clip_folder()
+    hub = spec.get("hf_hub", "").strip("/")
+    if hub:
+        repo = hub if hub.count("/") == 1 else hub.rsplit("/", 1)[0]
+        snaps = folder / ("models--" + repo.replace("/", "--")) / "snapshots"
+        found = sorted(p for p in snaps.glob("*/*") if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+        if found:
+            return found[0]
+    url_file = folder / Path(spec.get("url", "")).name if spec.get("url") else None
+    return url_file if url_file is not None and url_file.is_file() else None
+
+
+def _status(path: Path, size: int) -> str:
+    if not path.is_file():
+        return "absent"
+    actual = path.stat().st_size
+    return "present" if actual == size else f"wrong size ({actual:,} bytes, run verify)"
+
+
+def run_list(args) -> int:
+    from ..weights.registry import CACHE_ENV, SAM_CHECKPOINTS, cache_dir
+
+    print(f"cache folder: {cache_dir()} (set {CACHE_ENV} to move it)")
+    print(f"{'name':<6} {'presets':<15} {'size':>9} {'status':<10} path / source")
+    model, tag, spec = _clip_spec()
+    cached = clip_cached(spec)
+    print(f"{CLIP:<6} {PRESET_USE[CLIP]:<15} {'~0.9 GB':>9} {'present' if cached else 'absent':<10} "
+          f"{cached or clip_folder()}  ({model} '{tag}', {spec.get('url')})")
+    for name, s in SAM_CHECKPOINTS.items():
+        path = sam_folder() / s.filename
+        size = f"{s.size / 1e9:.2f} GB"
+        print(f"{name:<6} {PRESET_USE.get(name, '-'):<15} {size:>9} {_status(path, s.size):<10} {path}  ({s.url}, "
+              f"sha256 {s.sha256[:12]}…)")
+    return EXIT_OK
+
+
+def run_download(args) -> int:
+    from ..weights.download import fetch
+    from ..weights.registry import SAM_CHECKPOINTS
+
+    names = list(NAMES) if "all" in args.names else list(dict.fromkeys(args.names))
+    if args.url is not None and (len(names) != 1 or names[0] not in SAM_NAMES):
+        raise ValueError("--url replaces the source of one SAM file: give exactly one of "
+                         f"{', '.join(SAM_NAMES)} with it.")
+    for name in names:
+        if name == CLIP:
+            path = _download_clip()
+        else:
+            spec = SAM_CHECKPOINTS[name]
+            if args.url is not None:
+                spec = dataclasses.replace(spec, url=args.url)
+            bars = StageBars(args.progress)
+            try:
+                path = fetch(spec, sam_folder(), progress=bars)
+            finally:
+                bars.close()
+        print(f"{name}: {path}")
+    return EXIT_OK
+
+
+def _download_clip() -> Path:
+    import open_clip
+
+    from ..errors import WeightsUnavailableError
+
+    model, tag, spec = _clip_spec()
+    try:
+        target = open_clip.download_pretrained(spec, cache_dir=str(clip_folder()))
+    except Exception as exc:  # open_clip / huggingface_hub raise many types (network, offline mode, 404)
+        raise WeightsUnavailableError(
+            f"Could not download the CLIP weights {model} '{tag}' into {clip_folder()}: {exc}. On a machine "
+            f"without internet access, download {spec.get('url')} elsewhere and pass the file with "
+            f"--clip-weights FILE (with --clip-model {model}).") from exc
+    if not target:
+        raise WeightsUnavailableError(f"open_clip has no download source for {model} '{tag}'.")
+    return Path(target)
+
+
+def run_verify(args) -> int:
+    from ..errors import WeightsUnavailableError
+    from ..weights.download import verify
+    from ..weights.registry import SAM_CHECKPOINTS
+
+    unknown = [n for n in args.names if n not in SAM_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown SAM weights {', '.join(unknown)}; choose from {', '.join(SAM_NAMES)}.")
+    if args.file is not None:
+        if len(args.names) != 1:
+            raise ValueError(f"--file needs exactly one NAME ({', '.join(SAM_NAMES)}) whose checksum to check.")
+        checks = [(args.names[0], Path(args.file).expanduser())]
+    else:
+        names = args.names or [n for n in SAM_NAMES if (sam_folder() / SAM_CHECKPOINTS[n].filename).exists()]
+        if not names:
+            print(f"No SAM file in {sam_folder()} to verify (`napari-clipsam weights download vit_b` fetches one).")
+            return EXIT_OK
+        checks = [(n, sam_folder() / SAM_CHECKPOINTS[n].filename) for n in names]
+    bad = 0
+    for name, path in checks:
+        try:
+            verify(path, SAM_CHECKPOINTS[name])
+        except WeightsUnavailableError as exc:
+            bad += 1
+            note(f"{name}: FAILED: {exc}")
+        else:
+            print(f"{name}: OK ({path}, sha256 {SAM_CHECKPOINTS[name].sha256[:12]}…)")
+    return EXIT_FAILED if bad else EXIT_OK

@@ -1,0 +1,174 @@
+"""Evaluate the engine on a dataset (method §4): rough map (CLIP only) and final map (ClipSAM) side by side.
+
+Published style: every map and mask is squashed to ``resolution`` × ``resolution`` (default: the CLIP input
+size), maps bilinearly and masks bilinearly then thresholded at 0.5; the rough map is Gaussian-smoothed with
+σ = ``sigma`` px at 518 (scaled with the CLIP input size; the published protocol uses 4). Metrics pool every
+pixel of a category (:func:`napari_clipsam.metrics.evaluate`); the mean is over categories. Image scores are
+the maximum of each evaluated map; image labels come from the dataset (normal vs defect folder).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from ..clip.rough_map import to_image_resolution
+from ..image_input import normalise_image
+from ..metrics import METRIC_NAMES, evaluate
+from .resize import squash_map, squash_mask
+from .trainer import object_name
+
+MAPS = ("rough", "final")
+PUBLISHED_SIGMA = 4.0
+SHORT = {"pixel_auroc": "pAUROC", "pixel_ap": "pAP", "pixel_f1_max": "pF1max", "aupro_official": "PRO",
+         "aupro_published": "PRO-pub", "image_auroc": "iAUROC", "image_ap": "iAP", "image_f1_max": "iF1max"}
+
+
+def spread_subset(n: int, limit: int | None) -> list[int]:
+    """At most ``limit`` indices evenly spread over ``range(n)`` (so every defect folder and the normal images of a
+    sorted category stay represented); all of them when ``limit`` is None or ≥ n."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    if limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}.")
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, limit)})
+
+
+def rough_maps_only(engine, images: list[np.ndarray], name: str) -> list[np.ndarray]:
+    """Rough maps at image resolution without SAM (CLIP and UMCI only), as ``segment`` computes them."""
+    prepared = [normalise_image(im) for im in images]
+    T = engine.text_embeddings(name)
+    with torch.no_grad():
+        small = engine.rough_maps(engine.clip_features([rgb for rgb, _ in prepared]), T)
+    out = []
+    for (rgb, valid), r in zip(prepared, small):
+        rough = to_image_resolution(r, rgb.shape[:2], engine.config.rough_sigma)
+        rough[~valid] = 0.0
+        out.append(rough)
+    return out
+
+
+def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None, resolution: int | None = None,
+                     sigma: float | None = PUBLISHED_SIGMA, limit: int | None = None, batch_size: int = 4,
+                     rough_only: bool = False, object_names: dict[str, str] | None = None,
+                     max_fpr: float = 0.3, progress: bool = True) -> dict:
+    """Run the engine over a dataset and compute every §4 metric per category and on average.
+
+    Args:
+        engine: a :class:`~napari_clipsam.pipeline.ClipSAM` (UMCI or training-free).
+        dataset: an :class:`~napari_clipsam.data.AnomalyDataset` (test split, with masks).
+        categories: the categories to evaluate (default: all of the dataset's).
+        resolution: side of the squashed maps and masks (default: the engine's CLIP input size).
+        sigma: rough-map smoothing σ at 518 px for this run (None: keep the engine's ``rough_sigma``).
+        limit: at most this many images per category, evenly spread over its samples.
+        batch_size: images per :meth:`~napari_clipsam.pipeline.ClipSAM.segment_many` call.
+        rough_only: skip SAM entirely and evaluate the rough map only (``final`` is None).
+        object_names: category → object name (default: the category with underscores as spaces).
+        max_fpr: FPR limit of both AUPRO flavours.
+
+    Returns:
+        ``{"categories": {cat: {"images", "anomalous", "rough": {metric: value}, "final": {...} | None}},
+        "mean": {"rough": {...}, "final": {...} | None}, "settings": {...}, "engine": provenance}``;
+        metric names are :data:`~napari_clipsam.metrics.METRIC_NAMES`, values in [0, 1] or nan.
+    """
+    from tqdm.auto import tqdm
+
+    resolution = int(resolution or engine.config.image_size)
+    if resolution < 8:
+        raise ValueError(f"resolution must be at least 8 px, got {resolution}.")
+    cats = list(categories) if categories is not None else list(dataset.categories)
+    subsets = {c: dataset.category(c) for c in cats}
+    picks = {c: spread_subset(len(s), limit) for c, s in subsets.items()}
+    names = {c: (object_names or {}).get(c, object_name(c)) for c in cats}
+    old = engine.config
+    engine.config = old.replace(rough_sigma=old.rough_sigma if sigma is None else float(sigma),
+                                embed_without_prompts=False)
+    results: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    try:
+        with tqdm(total=sum(map(len, picks.values())), disable=not progress, unit="img", dynamic_ncols=True) as bar:
+            for c in cats:
+                bar.set_description(c)
+                results[c] = _category(engine, subsets[c], picks[c], names[c], resolution, batch_size, rough_only,
+                                       max_fpr, bar)
+        provenance = engine.provenance("")
+    finally:
+        engine.config = old
+    provenance.pop("object_name", None)
+    provenance.pop("created", None)
+    mean = {m: (None if rough_only and m == "final" else _mean([results[c][m] for c in cats])) for m in MAPS}
+    settings = {"root": str(dataset.root), "layout": getattr(dataset, "layout", "generic"), "categories": cats,
+                "resolution": resolution, "sigma": sigma, "limit": limit, "rough_only": rough_only,
+                "max_fpr": max_fpr, "seconds": round(time.perf_counter() - t0, 3)}
+    return {"categories": results, "mean": mean, "settings": settings, "engine": provenance}
+
+
+def _category(engine, subset, picks, name, resolution, batch_size, rough_only, max_fpr, bar) -> dict:
+    maps = {m: [] for m in MAPS}
+    masks, labels = [], []
+    for start in range(0, len(picks), batch_size):
+        items = [subset[i] for i in picks[start:start + batch_size]]
+        images = [im for im, _, _ in items]
+        if rough_only:
+            roughs, finals = rough_maps_only(engine, images, name), None
+        else:
+            res = engine.segment_many(images, name, batch_size=batch_size)
+            roughs, finals = [r.rough_map for r in res], [r.final_map for r in res]
+        for j, (_, mask, sample) in enumerate(items):
+            maps["rough"].append(squash_map(roughs[j], resolution))
+            if finals is not None:
+                maps["final"].append(squash_map(finals[j], resolution))
+            masks.append(squash_mask(mask, resolution))
+            labels.append(int(sample.label))
+        bar.update(len(items))
+    masks, labels = np.stack(masks), np.asarray(labels)
+    out = {"images": len(labels), "anomalous": int(labels.sum())}
+    for m in MAPS:
+        out[m] = evaluate(np.stack(maps[m]), masks, labels=labels, max_fpr=max_fpr) if maps[m] else None
+    return out
+
+
+def _mean(rows: list[dict | None]) -> dict:
+    out = {}
+    for k in METRIC_NAMES:
+        vals = [r[k] for r in rows if r is not None and not math.isnan(r[k])]
+        out[k] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
+def result_rows(results: dict) -> list[dict]:
+    """Flat rows (one per category, then ``mean``): ``category, images, anomalous, rough_<metric>…,
+    final_<metric>…`` (final columns empty for a rough-only run)."""
+    rows = []
+    entries = list(results["categories"].items())
+    entries.append(("mean", {"images": sum(v["images"] for _, v in entries),
+                             "anomalous": sum(v["anomalous"] for _, v in entries), **results["mean"]}))
+    for cat, r in entries:
+        row = {"category": cat, "images": r["images"], "anomalous": r["anomalous"]}
+        for m in MAPS:
+            for k in METRIC_NAMES:
+                row[f"{m}_{k}"] = "" if r[m] is None else r[m][k]
+        rows.append(row)
+    return rows
+
+
+def format_table(results: dict) -> str:
+    """A fixed-width table in percent: two lines per category (rough, final), then the mean."""
+    header = f"{'category':<16} {'map':<6} {'n':>5} " + " ".join(f"{SHORT[k]:>8}" for k in METRIC_NAMES)
+    lines = [header, "-" * len(header)]
+    entries = list(results["categories"].items()) + [("mean", {"images": "", **results["mean"]})]
+    for cat, r in entries:
+        if cat == "mean":
+            lines.append("-" * len(header))
+        for m in MAPS:
+            if r[m] is None:
+                continue
+            vals = " ".join(f"{100 * r[m][k]:8.1f}" if not math.isnan(r[m][k]) else f"{'n/a':>8}"
+                            for k in METRIC_NAMES)
+            n = r["images"] if m == "rough" else ""
+            lines.append(f"{cat[:16]:<16} {m:<6} {n!s:>5} {vals}")
+            cat = ""
+    return "\n".join(lines)
