@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -132,13 +133,13 @@ class ClipSAM:
         verified; its message names the file, the folder searched, the URL and how to place it by hand.
         """
         from .weights.loaders import load_clip, load_sam
-        from .weights.umci_checkpoint import check_compatible, read_umci
+        from .weights.umci_checkpoint import check_compatible, read_umci, usage_mismatches
 
         config = (config or ClipSAMConfig.preset("cpu")).validated()
         device = resolve_device(config.device)
         clip_model, tokenizer, clip_id, clip_weights = load_clip(config, device="cpu", progress=progress)
         sam_model, sam_weights = load_sam(config, device="cpu", progress=progress, cancelled=cancelled)
-        umci, umci_id = None, None
+        umci, umci_id, mismatches = None, None, []
         if config.umci_weights:
             from .weights.loaders import file_id
 
@@ -153,8 +154,14 @@ class ClipSAM:
             umci.load_state_dict(ckpt["state_dict"])
             config = config.replace(feature_layers=tuple(h["layers"]))
             umci_id = file_id(config.umci_weights)
+            mismatches = usage_mismatches(ckpt, config)
+            if mismatches:
+                warnings.warn(f"UMCI checkpoint {config.umci_weights} is used differently from how it was "
+                              f"trained: {'; '.join(mismatches)}. Results may be worse.", UserWarning, stacklevel=2)
         identity = dict(clip_model=clip_id, clip_weights=clip_weights, sam_model=config.sam_model,
                         sam_weights=sam_weights, umci_weights=umci_id)
+        if mismatches:
+            identity["umci_usage_mismatch"] = mismatches
         return cls(clip_model.to(device), tokenizer, sam_model.to(device), umci, config, identity=identity)
 
     # ------------------------------------------------------------------ stages

@@ -38,6 +38,10 @@ def test_from_config_with_umci_checkpoint_and_incompatible_clip(tmp_path, rgb):
     with_umci = ClipSAM.from_config(cfg.replace(umci_weights=str(path)))
     r = with_umci.segment(rgb, "bottle")
     assert r.provenance["mode"] == "umci" and r.provenance["umci_weights"].startswith("sha256:")
+    assert "umci_usage_mismatch" not in r.provenance
+    with pytest.warns(UserWarning, match="trained at 56 px and the engine runs CLIP at 84 px"):
+        bigger = ClipSAM.from_config(cfg.replace(umci_weights=str(path), image_size=84))
+    assert "trained at 56 px" in bigger.provenance("bottle")["umci_usage_mismatch"][0]
     for a, b in zip(with_umci.umci.state_dict().values(), umci.state_dict().values()):
         torch.testing.assert_close(a, b)
     other = tiny_config(tmp_path / "other", seed=5)

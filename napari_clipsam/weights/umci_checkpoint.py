@@ -65,3 +65,20 @@ def check_compatible(ckpt: dict, path, *, clip_model: str, clip_weights: str, in
         raise IncompatibleCheckpointError(
             f"UMCI checkpoint {path} does not fit this engine: " + "; ".join(problems)
             + ". Use the CLIP model and weights it was trained with, or train a new one.")
+
+
+def usage_mismatches(ckpt: dict, config) -> list[str]:
+    """How ``config`` uses a checkpoint differently from how it was trained (image size, text prompt set).
+
+    Neither stops UMCI from running, but both move its inputs away from what it learned: the engine warns and
+    records them in every result's provenance.
+    """
+    out = []
+    size = ckpt.get("image_size")
+    if size is not None and int(size) != int(config.image_size):
+        out.append(f"it was trained at {size} px and the engine runs CLIP at {config.image_size} px "
+                   f"(set image_size={size} to match)")
+    trained = ckpt.get("prompt_set_hash")
+    if trained is not None and trained != config.prompt_set_hash():
+        out.append("it was trained with another text prompt set (states/templates) than the engine's")
+    return out
