@@ -62,9 +62,9 @@ def collect_images(inputs: list[str], extensions, recursive: bool, exclude: Path
     Raises FileNotFoundError naming an input that does not exist or a pattern that matches nothing, and
     ValueError when nothing at all was found.
     """
-    from ..qa.session import _normalise_extensions, find_images
+    from ..qa.session import normalise_extensions, find_images
 
-    exts = _normalise_extensions(extensions)
+    exts = normalise_extensions(extensions)
     found: dict[Path, str] = {}
     taken: set[str] = set()
     for item in inputs:

@@ -67,7 +67,7 @@ class QASession:
         if recursive and self.output_dir == self.input_dir:
             raise ValueError(f"The output folder is the input folder {self.input_dir}; in a recursive session its "
                              "exported masks would be read as images. Choose a separate output folder.")
-        self.extensions = _normalise_extensions(extensions)
+        self.extensions = normalise_extensions(extensions)
         self.recursive = bool(recursive)
         self.images: list[Path] = find_images(self.input_dir, self.extensions, self.recursive,
                                               exclude=self.output_dir)
@@ -328,7 +328,7 @@ def _safe_stem(text: str) -> str:
     return stem if stem not in ("", ".", "..") else "image"
 
 
-def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
+def normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
     if isinstance(extensions, str):
         extensions = [extensions]
     out = []
