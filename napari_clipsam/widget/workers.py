@@ -129,7 +129,7 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
         n = len(images)
 
         def seg_progress(stage: str, fraction: float) -> None:
-            progress(stage, stage_fraction(stage, fraction, n))
+            progress(stage, stage_fraction(stage, fraction, n, eng.default_batch_size))
 
         if n == 1:
             results = [eng.segment(images[0], object_name, progress=seg_progress, cancelled=cancelled,
