@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -33,3 +34,13 @@ def umci_engine():
 @pytest.fixture
 def rgb():
     return (np.random.default_rng(0).random((90, 110, 3)) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run faster on one thread, and OpenMP threads competing with other work on 2 cores stall
+    (training took 54 s instead of 5 s that way): modules that train use it through ``pytestmark``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,13 +28,7 @@ from napari_clipsam.weights.umci_checkpoint import read_umci
 TIMES: dict[str, list[float]] = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, and OpenMP threads competing with other work on 2 cores stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cli(*args) -> tuple[int, str, str]:

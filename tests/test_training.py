@@ -17,13 +17,7 @@ from napari_clipsam.training.trainer import TrainSettings, object_name, train_um
 from napari_clipsam.weights.umci_checkpoint import read_umci, save_umci
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread, and OpenMP threads competing with other work on 2 cores stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------ losses

@@ -38,6 +38,14 @@ def split_list(values: Iterable[str] | None) -> list[str] | None:
 
 
 # ----------------------------------------------------------------------------------------------- options
+def add_dataset_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``--dataset-root``, ``--layout`` and ``--categories`` (``verb``: what is done with the categories)."""
+    parser.add_argument("--dataset-root", type=Path, required=True, metavar="FOLDER")
+    parser.add_argument("--layout", choices=("auto", "mvtec", "visa", "folder"), default="auto",
+                        help="dataset layout (default: detected from the folder)")
+    parser.add_argument("--categories", nargs="+", metavar="NAME", help=f"categories to {verb} (default: all)")
+
+
 def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sam: bool = True) -> None:
     """The model options: preset, config file, device, dtype, CLIP, SAM and UMCI weights."""
     g = parser.add_argument_group("engine")

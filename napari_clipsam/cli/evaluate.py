@@ -8,8 +8,8 @@ import io
 import json
 from pathlib import Path
 
-from .common import (EXIT_OK, TRAINING_FREE_NOTE, add_engine_options, build_engine, describe_engine, engine_config,
-                     json_safe, note, split_list, without_sam, write_text_atomic)
+from .common import (EXIT_OK, TRAINING_FREE_NOTE, add_dataset_options, add_engine_options, build_engine,
+                     describe_engine, engine_config, json_safe, note, split_list, without_sam, write_text_atomic)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,10 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "AUROC, AP, F1-max, per category and their mean, for the rough and final maps. Maps and "
                     "masks are squashed to --resolution and the rough map is smoothed with --sigma, as in the "
                     "published tables.")
-    p.add_argument("--dataset-root", type=Path, required=True, metavar="FOLDER")
-    p.add_argument("--layout", choices=("auto", "mvtec", "visa", "folder"), default="auto",
-                   help="dataset layout (default: detected from the folder)")
-    p.add_argument("--categories", nargs="+", metavar="NAME", help="categories to evaluate (default: all)")
+    add_dataset_options(p, "evaluate")
     p.add_argument("--limit", type=int, metavar="N",
                    help="at most N images per category, evenly spread over its normal and defect images")
     p.add_argument("--rough-only", action="store_true",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import EXIT_OK, add_engine_options, build_engine, describe_engine, engine_config, note, split_list, \
-    without_sam
+from .common import (EXIT_OK, add_dataset_options, add_engine_options, build_engine, describe_engine, engine_config,
+                     note, split_list, without_sam)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,10 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Trains UMCI on the test split (images + masks) of an auxiliary dataset, as in the paper "
                     "(train on VisA to use on MVTec-AD and vice versa). Checkpoints every epoch; --resume "
                     "continues an interrupted run with identical results.")
-    p.add_argument("--dataset-root", type=Path, required=True, metavar="FOLDER")
-    p.add_argument("--layout", choices=("auto", "mvtec", "visa", "folder"), default="auto",
-                   help="dataset layout (default: detected from the folder)")
-    p.add_argument("--categories", nargs="+", metavar="NAME", help="categories to train on (default: all)")
+    add_dataset_options(p, "train on")
     p.add_argument("--epochs", type=int, default=3, help="total epochs (default 3; the paper uses 15 on VisA)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, betas 0.5/0.999)")
