@@ -163,6 +163,33 @@ def test_point_edit_refines_and_undo_restores(qtbot, make_widget, image):
     np.testing.assert_array_equal(out.masks.data, before)
 
 
+def test_moving_one_point_redecodes_only_its_component(qtbot, make_widget, image):
+    viewer, widget = make_widget()
+    src = viewer.add_image(image, name="part")
+    run_and_wait(qtbot, widget)
+    out, loop = widget.outputs_for(src), widget.correction_for(src)
+
+    def two_components():  # replace the derived prompts by two boxes with a point in each
+        for layer in (out.prompts, out.boxes):
+            layer.selected_data = set(range(len(layer.data)))
+            layer.remove_selected()
+        out.boxes.add_rectangles([[[5, 5], [40, 40]], [[50, 50], [90, 90]]])
+        out.prompts.add([[20.0, 20.0], [70.0, 70.0]])
+
+    refine_and_wait(qtbot, loop, two_components)
+    assert out.results[None].prompts.num_components == 2
+    memo = out.results[None].sam_embedding.decoded
+    known, calls = len(memo), widget.engine.sam.decoder_calls
+    data = np.array(out.prompts.data)
+    data[0] += 2.0
+    refine_and_wait(qtbot, loop, lambda: setattr(out.prompts, "data", data))
+    # only the moved point's component is decoded again, at the point and box+point levels (one call each;
+    # decoding both components would take 3 calls: 2 prompts per level in chunks of 2)
+    assert widget.engine.sam.decoder_calls - calls == 2
+    assert len(memo) - known == 2
+    assert out.results[None].prompts.num_components == 2
+
+
 def test_flip_box_edit_and_stale_results(qtbot, make_widget, image):
     viewer, widget = make_widget()
     src = viewer.add_image(image, name="part")
