@@ -177,6 +177,20 @@ def test_refine_redecodes_only_changed_components(engine, rgb):
     np.testing.assert_array_equal(edited.instances, plain.instances)
 
 
+def test_decoded_prompt_memo_is_bounded(engine, rgb, monkeypatch):
+    from napari_clipsam.mmr import levels
+
+    r = engine.segment(rgb, "bottle")
+    one = np.packbits(np.zeros((3, *rgb.shape[:2]), bool), axis=-1).nbytes
+    monkeypatch.setattr(levels, "MEMO_BYTES", 4 * one)
+    boxes = np.array([[5, 5, 30, 30], [5, 60, 30, 100], [50, 10, 80, 40]], np.float32)
+    points = np.array([[17, 17], [17, 80], [65, 25]], np.float32)
+    engine.refine(r, points=points, boxes=boxes)  # 9 decoded prompts, room for 4
+    memo = r.sam_embedding.decoded
+    assert len(memo) == 4 and sum(v[0].nbytes for v in memo.values()) <= 4 * one
+    assert all(key[1] == "box+point" or key[1] == "box" for key in memo)  # the most recently decoded are kept
+
+
 def test_segment_many_equals_segment(engine):
     imgs = [(RNG.random((50 + 10 * i, 60, 3)) * 255).astype(np.uint8) for i in range(3)]
     many = engine.segment_many(imgs, "pill", batch_size=2)

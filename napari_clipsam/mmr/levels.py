@@ -5,6 +5,7 @@ multimask output, so a component gathers up to 3 × levels candidates before fil
 """
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -46,7 +47,9 @@ def component_prompts(prompts: Prompts) -> list[ComponentPrompt]:
 
 
 MEMO_ENTRIES = 64
-"""Decoded prompts remembered per SAM embedding (bit-packed masks: 3 × H × W / 8 bytes each)."""
+MEMO_BYTES = 96 << 20
+"""Decoded prompts remembered per SAM embedding: at most this many, and this many bytes of bit-packed masks
+(3 × H × W / 8 bytes a prompt: all 3 levels of 10 components of a 5-megapixel image fit)."""
 
 
 def _memo_key(tag: str, level: str, inp) -> tuple:
@@ -63,7 +66,7 @@ def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, 
     ``memo`` (an ordered dict kept with the embedding, ``memo_tag`` naming the precision) holds decoded prompts:
     a prompt found there is not decoded again, so a correction re-decodes only the components it changed.
     """
-    cands: list[list[tuple[np.ndarray, np.ndarray] | None]] = [[] for _ in comps]
+    cands: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in comps]
     width = emb.original_size[1]
     for level in levels:
         groups: dict[tuple, list[int]] = defaultdict(list)
@@ -72,9 +75,10 @@ def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, 
             if inp is None:
                 continue
             if memo is not None:
-                hit = memo.get(_memo_key(memo_tag, level, inp))
+                key = _memo_key(memo_tag, level, inp)
+                hit = memo.pop(key, None)  # pop and put back: most recent last (each step atomic across threads)
                 if hit is not None:
-                    memo.move_to_end(_memo_key(memo_tag, level, inp))
+                    memo[key] = hit
                     cands[i].append((np.unpackbits(hit[0], axis=-1, count=width).astype(bool), hit[1]))
                     continue
             key = (0 if inp[0] is None else len(inp[0]), inp[2] is not None)
@@ -93,9 +97,15 @@ def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, 
                 cands[i].append((masks[j], scores[j]))
                 if memo is not None:
                     memo[_memo_key(memo_tag, level, inputs[j])] = (np.packbits(masks[j], axis=-1), scores[j])
-                    while len(memo) > MEMO_ENTRIES:
-                        memo.popitem(last=False)
+                    _trim(memo)
     return cands
+
+
+def _trim(memo: dict) -> None:
+    """Forget the least recently used decoded prompts beyond :data:`MEMO_ENTRIES` / :data:`MEMO_BYTES`."""
+    with contextlib.suppress(KeyError, RuntimeError):  # another thread trimming or touching the same memo
+        while len(memo) > MEMO_ENTRIES or (len(memo) > 1 and sum(v[0].nbytes for v in memo.values()) > MEMO_BYTES):
+            memo.popitem(last=False)
 
 
 def refine_from_prompts(runner, emb, prompts: Prompts, rough: np.ndarray, config,
