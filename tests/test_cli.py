@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 
@@ -390,3 +391,13 @@ def test_weights_download_failures_leave_nothing_behind(tmp_path):
     # CLIP through open_clip: offline (HF_HUB_OFFLINE=1 in the tests) it fails with the manual route
     code, _, err = cli("weights", "download", "clip")
     assert code == 2 and "--clip-weights FILE" in err and "ViT-L-14-336" in err
+
+
+def test_globs_leave_out_the_output_folder(tmp_path):
+    from napari_clipsam.cli.segment import collect_images
+
+    (tmp_path / "out" / "masks").mkdir(parents=True)
+    for p in (tmp_path / "a.png", tmp_path / "out" / "masks" / "a_mask.png"):
+        iio.imwrite(p, np.zeros((8, 8), np.uint8))
+    found = collect_images([str(tmp_path / "**" / "*.png")], [".png"], False, exclude=(tmp_path / "out").resolve())
+    assert [p.name for p in found] == ["a.png"]

@@ -135,6 +135,9 @@ def test_resume_refuses_incompatible_checkpoints(small_set, tmp_path):
     with pytest.raises(ValueError, match="another prompt set"):
         train_umci(tiny_engine(0, templates=("a photo of a {}.",)), small_set, _fast(), resume=path,
                    log=lambda m: None)
+    metal_only = open_dataset(small_set.root, categories="metal")
+    with pytest.raises(ValueError, match=r"trained on other data \(fabric: 6 images, metal: 6 images\) than this run.s \(metal: 6 images\)"):
+        train_umci(tiny_engine(0), metal_only, _fast(), resume=path, log=lambda m: None)
     engine = tiny_engine(0)
     bare = save_umci(tmp_path / "bare.pt", read_umci_module(path), clip_model=engine.identity["clip_model"],
                      clip_weights=engine.identity["clip_weights"], image_size=56,

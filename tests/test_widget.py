@@ -17,6 +17,7 @@ from napari_clipsam.data.synthetic import synthetic_image  # noqa: E402
 from napari_clipsam.export import read_label_tiff, read_mvtec_mask, read_yolo_labels  # noqa: E402
 from napari_clipsam.testing import tiny_engine  # noqa: E402
 from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
+from napari_clipsam.widget.correction import DEBOUNCE_MS  # noqa: E402
 
 WAIT_MS = 20_000
 TAU_PROMPT = 0.3  # the tiny random CLIP's rough map on these images peaks around 0.6
@@ -271,6 +272,35 @@ def test_cancel_and_second_run_refused(qtbot, make_widget, shared_engine, image)
     gated.gate = False  # the widget is still usable
     run_and_wait(qtbot, widget)
     assert widget.outputs_for(src).masks is not None
+
+
+@pytest.mark.parametrize("new_data", ["other shape", "same shape"])
+def test_new_layer_data_during_a_run_drops_its_results(qtbot, make_widget, shared_engine, image, new_data):
+    gated = GatedEngine(shared_engine)
+    viewer, widget = make_widget(engine=gated)
+    src = viewer.add_image(image, name="part")
+    assert widget.run()
+    assert gated.started.wait(10)
+    src.data = image[:50, :70] if new_data == "other shape" else image[::-1].copy()
+    gated.gate = False
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert "given new data while ClipSAM ran" in widget.status
+    assert list(viewer.layers) == [src] and widget.outputs_for(src) is None
+    run_and_wait(qtbot, widget)  # a new run uses the new pixels
+    assert widget.outputs_for(src).masks.data.shape == src.data.shape[:2]
+
+
+def test_removing_the_image_while_refining_stops_the_loop(qtbot, make_widget, image):
+    viewer, widget = make_widget()
+    src = viewer.add_image(image, name="part")
+    run_and_wait(qtbot, widget)
+    out, loop = widget.outputs_for(src), widget.correction_for(src)
+    out.prompts.add([20.0, 70.0])
+    loop.refine_now()
+    viewer.layers.remove(src)  # forgets the session and cancels its loop while the refine runs
+    qtbot.waitUntil(lambda: loop.task is None, timeout=WAIT_MS)
+    qtbot.wait(2 * DEBOUNCE_MS)
+    assert loop.task is None and not loop.busy and "Refined" not in widget.status
 
 
 def test_engine_from_settings_and_weights_error(qtbot, make_widget, tmp_path, image):

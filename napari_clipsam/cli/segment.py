@@ -80,7 +80,8 @@ def collect_images(inputs: list[str], extensions, recursive: bool, exclude: Path
             fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
             root = Path(os.path.abspath(Path(*parts[:fixed]) if fixed else "."))
             matches = [Path(os.path.abspath(m)) for m in sorted(glob.glob(str(path), recursive=True))]
-            matches = [m for m in matches if m.is_file() and m.suffix.lower() in exts]
+            matches = [m for m in matches if m.is_file() and m.suffix.lower() in exts
+                       and not (exclude is not None and m.resolve().is_relative_to(exclude))]
             if not matches:
                 raise FileNotFoundError(f"No image file matches {item!r} (suffixes {', '.join(exts)}).")
             for m in matches:

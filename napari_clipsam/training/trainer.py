@@ -94,6 +94,11 @@ def describe_dataset(dataset) -> dict:
             "categories": list(dataset.categories), "images": len(dataset), "counts": counts}
 
 
+def _data_summary(data: dict) -> str:
+    counts = data.get("counts") or {}
+    return ", ".join(f"{c}: {counts.get(c, {}).get('images', '?')} images" for c in data.get("categories") or [])
+
+
 class FeatureStore:
     """Frozen CLIP patch tokens of every training image, one (N, C, h, w) array per layer."""
 
@@ -163,7 +168,8 @@ def _batches(categories: list[str], batch_size: int, gen: torch.Generator) -> li
     return [batches[o] for o in order]
 
 
-def _resume_state(engine, path, settings: TrainSettings, in_dim, dim, log: Log) -> tuple[dict, TrainSettings]:
+def _resume_state(engine, path, settings: TrainSettings, in_dim, dim, log: Log,
+                  data: dict | None = None) -> tuple[dict, TrainSettings]:
     ckpt = read_umci(path)
     check_compatible(ckpt, path, clip_model=engine.identity["clip_model"],
                      clip_weights=engine.identity["clip_weights"], in_dim=in_dim, dim=dim)
@@ -176,6 +182,12 @@ def _resume_state(engine, path, settings: TrainSettings, in_dim, dim, log: Log) 
     if ckpt.get("prompt_set_hash") != engine.config.prompt_set_hash():
         raise ValueError(f"UMCI checkpoint {path} was trained with another prompt set; resume with the same "
                          "prompt lists (config file) it was trained with.")
+    trained = ckpt.get("training_data")
+    if data is not None and trained is not None and (trained.get("categories"), trained.get("counts")) != (
+            data["categories"], data["counts"]):
+        raise ValueError(f"UMCI checkpoint {path} was trained on other data ({_data_summary(trained)}) than this "
+                         f"run's ({_data_summary(data)}); resume with the same dataset and categories, or train a "
+                         "new checkpoint.")
     kept = dict(batch_size=int(ckpt["batch_size"]), lr=float(ckpt["lr"]), betas=tuple(ckpt["betas"]),
                 seed=int(ckpt["seed"]), focal_gamma=float(ckpt["focal_gamma"]))
     changed = {k: v for k, v in kept.items() if getattr(settings, k) != v}
@@ -207,7 +219,7 @@ def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: s
     in_dim, dim = clip_widths(engine)
     ckpt, start_epoch, losses = None, 0, []
     if resume is not None:
-        ckpt, settings = _resume_state(engine, resume, settings, in_dim, dim, log)
+        ckpt, settings = _resume_state(engine, resume, settings, in_dim, dim, log, describe_dataset(dataset))
         start_epoch, losses = int(ckpt["training_state"]["epoch"]), list(ckpt.get("epoch_losses", []))
         h = ckpt["hparams"]
         layers, heads, kernels, temperature = tuple(h["layers"]), h["heads"], tuple(h["kernels"]), h["temperature"]

@@ -168,8 +168,10 @@ class ClipSAMWidget(QWidget):
                         + f" on {source.name!r}{where}")
         self.c.progress.setValue(0)
         self._set_running(True)
+        data = source.data  # results are shown only if the layer still holds these pixels when the run ends
         self.task = Task(job, self._on_progress,
-                         lambda outcome: self._on_run_done(source, n_frames, engine_generation, outcome, on_done))
+                         lambda outcome: self._on_run_done(source, data, n_frames, engine_generation, outcome,
+                                                           on_done))
         self.task.start()
         return True
 
@@ -274,7 +276,7 @@ class ClipSAMWidget(QWidget):
         if self.task is not None and not self.task.cancelled:
             self.set_status(f"{stage}…")
 
-    def _on_run_done(self, source, n_frames, engine_generation: int, outcome: Outcome, on_done) -> None:
+    def _on_run_done(self, source, data, n_frames, engine_generation: int, outcome: Outcome, on_done) -> None:
         self.task = None
         self._set_running(False)
         if outcome.ok:
@@ -283,6 +285,9 @@ class ClipSAMWidget(QWidget):
                 self._engine = engine
             if source not in self.viewer.layers:
                 self.set_status(f"The image {source.name!r} was removed while ClipSAM ran; results dropped.")
+            elif source.data is not data:
+                self.set_status(f"The image {source.name!r} was given new data while ClipSAM ran; results "
+                                "dropped. Press Run again.")
             else:
                 outputs, loop = self._session_for(source, n_frames)
                 outputs.set_classes(self.class_names)

@@ -95,6 +95,7 @@ class CorrectionLoop(QObject):
 
     def cancel(self) -> None:
         self.timer.stop()
+        self._pending = False  # a cancelled loop does not start again by itself; only a new edit restarts it
         self.generation += 1
         if self.task is not None:
             self.task.cancel()
@@ -158,6 +159,6 @@ class CorrectionLoop(QObject):
             self._status(f"Refined {len(outcome.value)} frame(s): {n} instance(s) "
                          f"(refine {1000 * self.last_compute:.0f} ms). Ctrl+Z on the masks layer undoes it.")
             self.refined.emit(list(outcome.value))
-        if self._pending or (generation != self.generation and not self.timer.isActive()):
+        if self._pending:  # edits came in while refining (an edit whose timer still runs refines by itself)
             self._pending = False
             self.refine_now()
