@@ -105,3 +105,12 @@ def test_group_user_prompts():
         group_user_prompts([[1, 1]], [2], None, (10, 10))
     with pytest.raises(ValueError, match="row0 < row1"):
         group_user_prompts(None, None, [[5, 5, 5, 9]], (10, 10))
+    # a negative point inside overlapping boxes joins the smallest, not every component; outside all boxes it
+    # applies to every component
+    p = group_user_prompts([[20, 20], [55, 55], [2, 62]], [0, 1, 0],
+                           [[0, 0, 30, 30], [10, 10, 35, 35], [50, 50, 60, 60]], (64, 64))
+    assert p.point_component.tolist() == [1, 2, -1]
+    # half a pixel beyond the edge is the edge pixel; farther out is refused
+    assert group_user_prompts([[-0.4, 63.4]], [1], None, (64, 64)).points.tolist() == [[0, 63]]
+    with pytest.raises(ValueError, match=r"outside the 64×80 image, e.g. \(row 100.0, col 200.0\)"):
+        group_user_prompts([[10, 10], [100, 200]], [1, 1], None, (64, 80))

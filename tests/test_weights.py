@@ -108,3 +108,16 @@ def test_missing_and_wrong_architecture_files(tmp_path):
 def test_cache_dir_env_override(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_CLIPSAM_CACHE", str(tmp_path / "x"))
     assert cache_dir() == Path(tmp_path / "x")
+
+
+def test_unusable_umci_files_say_what_is_wrong(tmp_path):
+    from napari_clipsam.weights.umci_checkpoint import read_umci
+
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(WeightsUnavailableError, match="could not be read as a PyTorch checkpoint"):
+        read_umci(junk)
+    with pytest.raises(WeightsUnavailableError, match="is a folder; give the checkpoint file"):
+        read_umci(tmp_path)
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        read_umci(tmp_path / "missing.pt")

@@ -111,9 +111,10 @@ def _lowest_outside(rough: np.ndarray, components: np.ndarray, box: np.ndarray) 
 def group_user_prompts(points, point_labels, boxes, shape: tuple[int, int]) -> Prompts:
     """Group free-form user prompts into components (method §3 step 7).
 
-    Every box is a component; a positive point inside one or more boxes joins the smallest of them; any
-    other positive point is a component of its own (point level only); negative points join the components
-    whose box contains them, or every component when they lie in no box.
+    Every box is a component; a point inside one or more boxes joins the smallest of them; any other positive
+    point is a component of its own (point level only), and any other negative point applies to every
+    component. Points may lie up to half a pixel outside the image (the edge pixels' outer halves); farther out
+    they are refused, as a stray click there would otherwise become a prompt at the border.
     """
     pts = np.asarray(points if points is not None else np.zeros((0, 2)), np.float32).reshape(-1, 2)
     lab = np.asarray(point_labels if point_labels is not None else np.ones(len(pts)), np.int32).reshape(-1)
@@ -126,6 +127,11 @@ def group_user_prompts(points, point_labels, boxes, shape: tuple[int, int]) -> P
     if not (np.isfinite(pts).all() and np.isfinite(bxs).all()):
         raise ValueError("points and boxes must be finite numbers")
     H, W = shape
+    outside = (pts[:, 0] < -0.5) | (pts[:, 0] > H - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > W - 0.5)
+    if outside.any():
+        r, c = pts[np.flatnonzero(outside)[0]]
+        raise ValueError(f"{int(outside.sum())} point(s) lie outside the {H}×{W} image, e.g. (row {r:.1f}, col "
+                         f"{c:.1f}); delete them or move them onto the image.")
     pts = np.clip(pts, 0, [H - 1, W - 1]).astype(np.float32)
     bxs = np.stack([np.clip(bxs[:, 0], 0, H), np.clip(bxs[:, 1], 0, W), np.clip(bxs[:, 2], 0, H),
                     np.clip(bxs[:, 3], 0, W)], axis=1).astype(np.float32) if len(bxs) else bxs
@@ -136,12 +142,9 @@ def group_user_prompts(points, point_labels, boxes, shape: tuple[int, int]) -> P
     next_id = len(bxs)
     for i, (p, lb) in enumerate(zip(pts, lab)):
         inside = np.flatnonzero((bxs[:, 0] <= p[0]) & (p[0] < bxs[:, 2]) & (bxs[:, 1] <= p[1]) & (p[1] < bxs[:, 3]))
-        if lb == 1:
-            if inside.size:
-                comp[i] = inside[np.argmin(areas[inside])]
-            else:
-                comp[i], next_id = next_id, next_id + 1
-        elif inside.size == 1:
-            comp[i] = inside[0]
+        if inside.size:
+            comp[i] = inside[np.argmin(areas[inside])]
+        elif lb == 1:
+            comp[i], next_id = next_id, next_id + 1
     return Prompts(points=pts, point_labels=lab, boxes=bxs, point_component=comp,
                    box_component=np.arange(len(bxs), dtype=np.int32), components=None, source="user")

@@ -76,7 +76,7 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
     """
     from tqdm.auto import tqdm
 
-    resolution = int(resolution or engine.config.image_size)
+    resolution = int(engine.config.image_size if resolution is None else resolution)
     if resolution < 8:
         raise ValueError(f"resolution must be at least 8 px, got {resolution}.")
     cats = list(categories) if categories is not None else list(dataset.categories)

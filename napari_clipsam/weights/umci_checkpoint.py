@@ -38,6 +38,9 @@ def save_umci(path: str | Path, umci, *, clip_model: str, clip_weights: str, ima
 def read_umci(path: str | Path) -> dict:
     """Read a checkpoint dict (tensors on CPU); raises WeightsUnavailableError for a missing or foreign file."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise WeightsUnavailableError(f"UMCI checkpoint {path} is a folder; give the checkpoint file (.pt) that "
+                                      "`napari-clipsam train` wrote.")
     if not path.is_file():
         raise WeightsUnavailableError(f"UMCI checkpoint {path} does not exist. Train one with "
                                       "`napari-clipsam train` or leave the UMCI setting empty for the "
@@ -45,7 +48,9 @@ def read_umci(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsUnavailableError(f"UMCI checkpoint {path} could not be read: {exc}") from exc
+        raise WeightsUnavailableError(f"UMCI checkpoint {path} could not be read as a PyTorch checkpoint "
+                                      f"({type(exc).__name__}: {exc}); is it the .pt file `napari-clipsam train` "
+                                      "wrote, copied completely?") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise WeightsUnavailableError(f"{path} is not a napari-clipsam UMCI checkpoint (no '{FORMAT}' marker).")
     return ckpt
