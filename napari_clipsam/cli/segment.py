@@ -182,6 +182,9 @@ def run(args) -> int:
                                          coco_segmentation=args.coco_segmentation)
                     done += 1
                 except (KeyboardInterrupt, Cancelled):
+                    tqdm.write(f"interrupted after {done} image(s) done, {len(failed)} failed; their outputs are "
+                               "complete (each written atomically): run the same command again to continue.",
+                               file=sys.stderr)
                     raise
                 except Exception as exc:  # one bad image must not stop the others; it is reported below
                     why = " ".join(f"{type(exc).__name__}: {exc}".split())
