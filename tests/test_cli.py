@@ -364,6 +364,8 @@ def test_weights_list_and_verify(tmp_path):
     assert code == 1 and "vit_h: FAILED" in err and str(copied) in err
     code, _, err = cli("weights", "verify", "vit_x")
     assert code == 2 and "Unknown SAM weights vit_x" in err
+    code, _, err = cli("weights", "verify", "vit_b", "--file", tmp_path / "missing.pth")
+    assert code == 2 and "missing.pth does not exist" in err
 
     # CLIP weights fetched by open_clip into the Hugging Face cache layout count as present
     snap = cache_dir() / "clip" / "models--timm--vit_large_patch14_clip_336.openai" / "snapshots" / "abc123"

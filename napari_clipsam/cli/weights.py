@@ -155,6 +155,8 @@ def run_verify(args) -> int:
         if len(args.names) != 1:
             raise ValueError(f"--file needs exactly one NAME ({', '.join(SAM_NAMES)}) whose checksum to check.")
         checks = [(args.names[0], Path(args.file).expanduser())]
+        if not checks[0][1].is_file():
+            raise FileNotFoundError(f"--file {checks[0][1]} does not exist (or is not a file).")
     else:
         names = args.names or [n for n in SAM_NAMES if (sam_folder() / SAM_CHECKPOINTS[n].filename).exists()]
         if not names:
