@@ -228,3 +228,14 @@ def test_device_and_autocast_float32_on_cpu(engine):
     assert engine.device.type == "cpu"
     with engine.autocast():
         assert not torch.is_autocast_enabled()
+
+
+def test_importing_the_package_loads_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, napari_clipsam, napari_clipsam.widget, napari_clipsam.export, napari_clipsam.data\n"
+            "napari_clipsam.ClipSAMConfig.preset('accurate')\n"
+            "print(sorted(m for m in ('torch', 'open_clip', 'segment_anything', 'qtpy', 'napari') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
