@@ -458,3 +458,18 @@ def test_folder_moves_on_while_running(qtbot, make_widget, shared_engine, tmp_pa
     qtbot.waitUntil(lambda: not widget.busy and widget.folder.layer.name == "1.png"
                     and None in widget.outputs_for(widget.folder.layer).results, timeout=WAIT_MS)
     assert widget.folder.session.verdict(0).value == "skipped"
+
+
+def test_every_control_has_a_tooltip(make_widget):
+    from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QListWidget
+
+    _, widget = make_widget()
+    interactive = (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QListWidget)
+    controls = {}
+    for name, value in vars(widget.c).items():
+        for key, w in (value.items() if isinstance(value, dict) else [(name, value)]):
+            if isinstance(w, interactive):
+                controls[key] = w
+    assert {"image", "object_name", "preset", "umci", "prompt_threshold", "mask_threshold", "alpha", "device",
+            "run", "cancel", "refine", "export"} <= set(controls)
+    assert [name for name, w in controls.items() if not w.toolTip().strip()] == []
