@@ -213,6 +213,13 @@ def test_eval_prints_a_table_and_writes_csv_and_json(setup, tmp_path):
         for m in ("rough", "final"):
             assert len(cat[m]) == 8 and all(_in_unit_or_missing(v) for v in cat[m].values())
     assert data["categories"]["fabric"]["rough"]["pixel_auroc"] == pytest.approx(float(rows[0]["rough_pixel_auroc"]))
+    # a second run takes every map from the on-disk map cache and gives exactly the same figures
+    again_json = tmp_path / "res" / "again.json"
+    code, out, err = cli("eval", "--dataset-root", setup["data"], "--umci", setup["umci"], "--limit", 4,
+                         "--json", again_json, *setup["engine_args"])
+    assert code == 0 and "8 from the map cache" in out, err
+    again = json.loads(again_json.read_text())
+    assert again["categories"] == data["categories"] and again["settings"]["cached_images"] == 8
 
 
 def test_eval_rough_only(setup, tmp_path):

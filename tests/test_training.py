@@ -194,6 +194,21 @@ def test_evaluate_dataset_rough_and_final(small_set):
     assert "pAUROC" in table and "PRO-pub" in table and table.count("final") == 3
 
 
+def test_map_cache_reuses_maps_and_notices_retrained_weights(small_set, tmp_path):
+    engine = tiny_engine(0, umci=True)
+    first = evaluate_dataset(engine, small_set, rough_only=True, progress=False, map_cache=True)
+    again = evaluate_dataset(engine, small_set, rough_only=True, progress=False, map_cache=True)
+    assert first["settings"]["cached_images"] == 0 and again["settings"]["cached_images"] == len(small_set)
+    assert again["categories"] == first["categories"]
+    with_final = evaluate_dataset(engine, small_set, progress=False, map_cache=True)  # another setting: no reuse
+    assert with_final["settings"]["cached_images"] == 0
+    with torch.no_grad():  # the same engine with changed UMCI weights must not see the old maps
+        next(engine.umci.parameters()).add_(0.5)
+    changed = evaluate_dataset(engine, small_set, rough_only=True, progress=False, map_cache=True)
+    assert changed["settings"]["cached_images"] == 0
+    assert changed["categories"] != first["categories"]
+
+
 def test_spread_subset():
     assert spread_subset(10, None) == list(range(10))
     assert spread_subset(10, 3) == [0, 4, 9]  # first, middle and last: normal and defect folders both kept

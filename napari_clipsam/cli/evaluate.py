@@ -30,7 +30,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sigma", type=float, default=4.0,
                    help="Gaussian smoothing of the rough map, px at 518 (default 4, as published; 0 = off)")
     p.add_argument("--max-fpr", type=float, default=0.3, help="FPR limit of AUPRO (default 0.3)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per engine call (default 4)")
+    p.add_argument("--batch-size", type=int, help="images per engine call (default: 1 on the CPU, 4 on CUDA)")
+    p.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="do not keep the evaluated maps on disk (by default they are kept under the napari-clipsam "
+                        "cache, about 0.4 MB per image and map at 336 px, so a second run with the same engine "
+                        "and settings only recomputes the metrics)")
     p.add_argument("--csv", type=Path, metavar="FILE", help="write one row per category (and the mean) here")
     p.add_argument("--json", type=Path, metavar="FILE", help="write every figure, the settings and the engine here")
     add_engine_options(p)
@@ -44,7 +48,7 @@ def run(args) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}.")
-    if args.batch_size < 1 or args.sigma < 0 or not 0 < args.max_fpr <= 1:
+    if (args.batch_size is not None and args.batch_size < 1) or args.sigma < 0 or not 0 < args.max_fpr <= 1:
         raise ValueError("--batch-size must be ≥ 1, --sigma ≥ 0 and --max-fpr in (0, 1].")
     for path in (args.csv, args.json):
         if path is not None and Path(path).expanduser().is_dir():
@@ -59,11 +63,12 @@ def run(args) -> int:
         note(TRAINING_FREE_NOTE)
     results = evaluate_dataset(engine, dataset, resolution=args.resolution, sigma=args.sigma, limit=args.limit,
                                batch_size=args.batch_size, rough_only=args.rough_only, max_fpr=args.max_fpr,
-                               progress=args.progress)
+                               progress=args.progress, map_cache=args.cache)
     print(f"rough map: {results['engine']['rough_map']}")
     print(format_table(results))
+    cached = results["settings"]["cached_images"]
     print(f"({sum(r['images'] for r in results['categories'].values())} images, "
-          f"{results['settings']['seconds']:.1f} s)")
+          f"{results['settings']['seconds']:.1f} s{f', {cached} from the map cache' if cached else ''})")
     if args.csv is not None:
         buf = io.StringIO()
         rows = result_rows(results)

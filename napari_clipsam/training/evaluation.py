@@ -9,6 +9,7 @@ the maximum of each evaluated map; image labels come from the dataset (normal vs
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterable
 
@@ -18,6 +19,7 @@ import torch
 from ..clip.rough_map import to_image_resolution
 from ..image_input import normalise_image
 from ..metrics import METRIC_NAMES, evaluate
+from .map_cache import MapCache
 from .resize import squash_map, squash_mask
 from .trainer import object_name
 
@@ -52,9 +54,9 @@ def rough_maps_only(engine, images: list[np.ndarray], name: str) -> list[np.ndar
 
 
 def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None, resolution: int | None = None,
-                     sigma: float | None = PUBLISHED_SIGMA, limit: int | None = None, batch_size: int = 4,
+                     sigma: float | None = PUBLISHED_SIGMA, limit: int | None = None, batch_size: int | None = None,
                      rough_only: bool = False, object_names: dict[str, str] | None = None,
-                     max_fpr: float = 0.3, progress: bool = True) -> dict:
+                     max_fpr: float = 0.3, progress: bool = True, map_cache: bool | str | os.PathLike = False) -> dict:
     """Run the engine over a dataset and compute every §4 metric per category and on average.
 
     Args:
@@ -64,10 +66,14 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
         resolution: side of the squashed maps and masks (default: the engine's CLIP input size).
         sigma: rough-map smoothing σ at 518 px for this run (None: keep the engine's ``rough_sigma``).
         limit: at most this many images per category, evenly spread over its samples.
-        batch_size: images per :meth:`~napari_clipsam.pipeline.ClipSAM.segment_many` call.
+        batch_size: images per :meth:`~napari_clipsam.pipeline.ClipSAM.segment_many` call (None: the engine's
+            default, 1 on the CPU and 4 on CUDA).
         rough_only: skip SAM entirely and evaluate the rough map only (``final`` is None).
         object_names: category → object name (default: the category with underscores as spaces).
         max_fpr: FPR limit of both AUPRO flavours.
+        map_cache: keep each image's squashed maps on disk (:class:`.map_cache.MapCache`) and reuse them, so a
+            second run with the same engine and settings computes only the metrics: True for the default folder
+            under the napari-clipsam cache, or a folder.
 
     Returns:
         ``{"categories": {cat: {"images", "anomalous", "rough": {metric: value}, "final": {...} | None}},
@@ -89,11 +95,15 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
     try:
+        cache = None
+        if map_cache:
+            root = None if map_cache is True else map_cache
+            cache = MapCache.for_run(engine, resolution=resolution, rough_only=rough_only, root=root)
         with tqdm(total=sum(map(len, picks.values())), disable=not progress, unit="img", dynamic_ncols=True) as bar:
             for c in cats:
                 bar.set_description(c)
                 results[c] = _category(engine, subsets[c], picks[c], names[c], resolution, batch_size, rough_only,
-                                       max_fpr, bar)
+                                       max_fpr, bar, cache)
         provenance = engine.provenance("")
     finally:
         engine.config = old
@@ -102,25 +112,39 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
     mean = {m: (None if rough_only and m == "final" else _mean([results[c][m] for c in cats])) for m in MAPS}
     settings = {"root": str(dataset.root), "layout": getattr(dataset, "layout", "generic"), "categories": cats,
                 "resolution": resolution, "sigma": sigma, "limit": limit, "rough_only": rough_only,
-                "max_fpr": max_fpr, "seconds": round(time.perf_counter() - t0, 3)}
+                "max_fpr": max_fpr, "seconds": round(time.perf_counter() - t0, 3),
+                "cached_images": 0 if cache is None else cache.hits}
     return {"categories": results, "mean": mean, "settings": settings, "engine": provenance}
 
 
-def _category(engine, subset, picks, name, resolution, batch_size, rough_only, max_fpr, bar) -> dict:
+def _squashed_maps(engine, images, name, resolution, batch_size, rough_only) -> list[dict[str, np.ndarray]]:
+    """Each image's rough (and final) map, squashed to ``resolution``."""
+    if rough_only:
+        return [{"rough": squash_map(r, resolution)} for r in rough_maps_only(engine, images, name)]
+    return [{"rough": squash_map(r.rough_map, resolution), "final": squash_map(r.final_map, resolution)}
+            for r in engine.segment_many(images, name, batch_size=batch_size)]
+
+
+def _category(engine, subset, picks, name, resolution, batch_size, rough_only, max_fpr, bar, cache) -> dict:
     maps = {m: [] for m in MAPS}
     masks, labels = [], []
-    for start in range(0, len(picks), batch_size):
-        items = [subset[i] for i in picks[start:start + batch_size]]
+    step = batch_size or engine.default_batch_size
+    for start in range(0, len(picks), step):
+        items = [subset[i] for i in picks[start:start + step]]
         images = [im for im, _, _ in items]
-        if rough_only:
-            roughs, finals = rough_maps_only(engine, images, name), None
-        else:
-            res = engine.segment_many(images, name, batch_size=batch_size)
-            roughs, finals = [r.rough_map for r in res], [r.final_map for r in res]
+        rgbs = [normalise_image(im)[0] for im in images] if cache is not None else None
+        got = [cache.get(rgb, name) for rgb in rgbs] if cache is not None else [None] * len(items)
+        todo = [j for j, g in enumerate(got) if g is None]
+        if todo:
+            for j, new in zip(todo, _squashed_maps(engine, [images[j] for j in todo], name, resolution,
+                                                   batch_size, rough_only)):
+                got[j] = new
+                if cache is not None:
+                    cache.put(rgbs[j], name, new)
         for j, (_, mask, sample) in enumerate(items):
-            maps["rough"].append(squash_map(roughs[j], resolution))
-            if finals is not None:
-                maps["final"].append(squash_map(finals[j], resolution))
+            for m in MAPS:
+                if m in got[j]:
+                    maps[m].append(got[j][m])
             masks.append(squash_mask(mask, resolution))
             labels.append(int(sample.label))
         bar.update(len(items))
