@@ -282,6 +282,12 @@ def test_segment_folder_resume_overwrite_and_a_corrupt_image(setup, tmp_path):
                        "--formats", "mvtec,tiff,coco,yolo", "--no-progress", *setup["engine_args"])
     assert code == 0 and "1 done, 2 skipped" in out and (out_dir / "yolo" / "labels" / "img1.txt").is_file()
 
+    # skipping images labelled for another object is said, with what to do
+    code, out, err = cli("segment", *images, "--object", "bracket", "--out", out_dir, "--umci", setup["umci"],
+                         "--no-progress", *setup["engine_args"])
+    assert code == 0 and "0 done, 3 skipped" in out
+    assert "3 skipped image(s) were labelled for another object (metal), not 'bracket'; add --overwrite" in err
+
     # --overwrite rewrites them
     code, out, _ = cli("segment", *images, "--object", "metal", "--out", out_dir, "--umci", setup["umci"],
                        "--overwrite", "--no-progress", *setup["engine_args"])

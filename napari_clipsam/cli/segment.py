@@ -131,6 +131,24 @@ def outputs_exist(out: Path, stem: str, formats, coco: dict | None) -> bool:
     return all(checks[f]() for f in formats)
 
 
+def labelled_for_other_objects(out: Path, stems: list[str], object_name: str) -> list[str]:
+    """The object names other than ``object_name`` that the latest export of each stem was made for."""
+    import json
+
+    from ..export import PROVENANCE_DIR
+
+    others = []
+    for stem in stems:
+        try:
+            exports = json.loads((out / PROVENANCE_DIR / f"{stem}.json").read_text(encoding="utf-8"))["exports"]
+            made_for = (exports[-1].get("engine") or {}).get("object_name")
+        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+            continue  # no or unreadable provenance: nothing to compare
+        if made_for and made_for != object_name:
+            others.append(made_for)
+    return others
+
+
 def run(args) -> int:
     import numpy as np
     from tqdm.auto import tqdm
@@ -163,6 +181,10 @@ def run(args) -> int:
     coco = load_coco(out / COCO_FILE) if "coco" in formats and (out / COCO_FILE).exists() else None
     todo = [f for f in files if args.overwrite or not outputs_exist(out, stems[f], formats, coco)]
     skipped = len(files) - len(todo)
+    others = labelled_for_other_objects(out, [stems[f] for f in files if f not in set(todo)], args.object)
+    if others:
+        note(f"{len(others)} skipped image(s) were labelled for another object ({', '.join(sorted(set(others)))!s}"
+             f"), not {args.object!r}; add --overwrite to label them again.")
     t0 = time.perf_counter()
     done, failed, load_seconds = 0, [], 0.0
     if todo:
