@@ -172,6 +172,31 @@ def test_coco_is_shared_and_replaced_by_stem(tmp_path):
     COCO(str(path))  # still loads
 
 
+def test_coco_remembered_between_exports_equals_the_file_and_sees_outside_edits(tmp_path):
+    from napari_clipsam.export.coco import load_coco
+
+    path = tmp_path / "coco" / "annotations.json"
+    export(tmp_path, "a", formats=["coco"])
+    export(tmp_path, "b", formats=["coco"])
+    export(tmp_path, "a", formats=["coco"])  # skipped: the file is unchanged and stays remembered
+    remembered = load_coco(path)  # the fast path: handed over without parsing
+    assert remembered == json.loads(path.read_text())
+    assert load_coco(path) is not remembered  # handed over once; the next load parses the file
+    # another program edits the file: the next export builds on that edit, not on the remembered dict
+    export(tmp_path, "c", formats=["coco"])
+    data = json.loads(path.read_text())
+    data["info"]["description"] = "edited by hand"
+    path.write_text(json.dumps(data))
+    export(tmp_path, "d", formats=["coco"])
+    data = json.loads(path.read_text())
+    assert data["info"]["description"] == "edited by hand"
+    assert [i["stem"] for i in data["images"]] == ["a", "b", "c", "d"]
+    # a failed write leaves nothing remembered that the file does not hold
+    coco = load_coco(path)
+    coco["images"].append({"id": 999, "stem": "ghost"})
+    assert "ghost" not in {i["stem"] for i in load_coco(path)["images"]}
+
+
 def test_yolo_polygons_round_trip(tmp_path):
     inst = blobs()
     export(tmp_path, inst=inst, formats=["yolo"], instance_classes=CLASSES)

@@ -38,6 +38,7 @@ from .coco import (
     find_coco_image,
     load_coco,
     put_coco_image,
+    remember_coco,
 )
 from .mvtec import encode_mvtec_mask, mvtec_mask_path, read_mvtec_mask
 from .tiff import MAX_LABEL_ID, encode_label_classes, encode_label_tiff, label_tiff_paths, read_label_tiff
@@ -188,12 +189,15 @@ def export_pseudo_labels(
             add("tiff", tif, lambda: encode_label_tiff(instances))
             add("tiff", sidecar, lambda: encode_label_classes(stem, id_class, class_list, image_file))
 
+    coco_written = None
     if "coco" in formats:
         path = out_dir / COCO_FILE
         coco = load_coco(path)
         if find_coco_image(coco, stem) is not None and not overwrite:
             skipped.append(path)
+            remember_coco(path, coco)  # unchanged: the next export need not parse it again
         else:
+            coco_written = (path, coco)
             category_ids = coco_category_ids(coco, class_list)
             file_name = Path(image_file).name if image_file else stem
             put_coco_image(
@@ -246,6 +250,8 @@ def export_pseudo_labels(
         for path, data in outputs:
             batch.stage(path, data)
         written = batch.commit()
+    if coco_written is not None:
+        remember_coco(*coco_written)
     return ExportReport(written=written, skipped=skipped)
 
 

@@ -16,6 +16,7 @@ Outline tracing (:func:`mask_polygons`) lives here and is shared with the YOLO e
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "coco_category_ids",
     "put_coco_image",
     "encode_coco",
+    "remember_coco",
 ]
 
 COCO_FILE = Path("coco") / "annotations.json"
@@ -93,12 +95,38 @@ def _enclosed_area(contour: np.ndarray) -> float:
     return abs(float(np.dot(r, np.roll(c, 1)) - np.dot(c, np.roll(r, 1)))) / 2
 
 
+_PARSED: dict[Path, tuple[tuple[int, int, int], dict]] = {}
+"""COCO dicts this process wrote last, by file, with the file's (mtime, size, inode) when written: exporting
+many images into one folder then does not parse the growing ``annotations.json`` again for every image."""
+_PARSED_LOCK = threading.Lock()
+
+
+def _file_state(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def remember_coco(path: Path, coco: dict) -> None:
+    """Record that ``path`` now holds exactly ``coco`` (called after it was written or found unchanged)."""
+    with _PARSED_LOCK:
+        _PARSED[Path(path).resolve()] = (_file_state(path), coco)
+        while len(_PARSED) > 4:
+            _PARSED.pop(next(iter(_PARSED)))
+
+
 def load_coco(path: Path) -> dict:
     """The COCO dict in ``path``, or a new empty one when the file does not exist.
 
-    Raises :class:`ExportError` when the file exists but is not a readable COCO JSON, so that a
-    damaged file is never silently replaced.
+    The dict is the caller's to change: one remembered by :func:`remember_coco` is handed over (and
+    forgotten) when the file is still as it was written, so an edit that never reaches the file cannot leak
+    into a later load. Raises :class:`ExportError` when the file exists but is not a readable COCO JSON, so
+    that a damaged file is never silently replaced.
     """
+    if path.exists():
+        with _PARSED_LOCK:
+            state, remembered = _PARSED.pop(path.resolve(), (None, None))
+        if remembered is not None and state == _file_state(path):
+            return remembered
     if not path.exists():
         from .. import __version__
 
