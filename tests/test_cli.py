@@ -116,7 +116,7 @@ def test_train_writes_a_checkpoint_every_epoch(setup):
     assert "epoch 2/2" in err and "loss=" in err  # tqdm bar with the running loss
     ckpt = read_umci(setup["umci"])
     assert ckpt["epochs"] == 2 and len(ckpt["epoch_losses"]) == 2 and ckpt["image_size"] == 56
-    assert ckpt["hparams"]["layers"] == [1, 2, 3, 4] and ckpt["clip_model"] == f"local-dir:{setup['clip']}"
+    assert ckpt["hparams"]["layers"] == [1, 2, 3, 4] and ckpt["clip_model"].startswith("local-dir:config-")
     assert ckpt["training_data"]["categories"] == ["fabric", "metal"]
 
 

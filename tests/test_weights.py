@@ -1,5 +1,6 @@
 """Loading real weights through the product's code paths, with tiny local files (no network)."""
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def test_from_config_with_umci_checkpoint_and_incompatible_clip(tmp_path, rgb):
     cfg = tiny_config(tmp_path)
     engine = ClipSAM.from_config(cfg)
     umci = UMCI(64, 32, (1, 2, 3, 4), heads=4)
-    path = save_umci(tmp_path / "umci.pt", umci, clip_model=cfg.clip_model,
+    path = save_umci(tmp_path / "umci.pt", umci, clip_model=engine.identity["clip_model"],
                      clip_weights=engine.identity["clip_weights"], image_size=56,
                      prompt_set_hash=cfg.prompt_set_hash())
     with_umci = ClipSAM.from_config(cfg.replace(umci_weights=str(path)))
@@ -47,6 +48,11 @@ def test_from_config_with_umci_checkpoint_and_incompatible_clip(tmp_path, rgb):
     other = tiny_config(tmp_path / "other", seed=5)
     with pytest.raises(IncompatibleCheckpointError, match="trained on CLIP"):
         ClipSAM.from_config(other.replace(umci_weights=str(path)))
+    # the same CLIP folder moved elsewhere is the same CLIP: the checkpoint still fits
+    moved = tmp_path / "moved_clip"
+    shutil.move(cfg.clip_model.split(":", 1)[1], moved)
+    again = ClipSAM.from_config(cfg.replace(clip_model=f"local-dir:{moved}", umci_weights=str(path)))
+    assert again.identity["clip_model"] == engine.identity["clip_model"] and again.mode == "umci"
 
 
 def _fake_spec(tmp_path, payload: bytes, sha: str | None = None) -> WeightsFile:

@@ -5,6 +5,8 @@ every result's provenance and used as cache keys.
 """
 from __future__ import annotations
 
+import hashlib
+
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +40,7 @@ def load_clip(config, device="cpu", progress: Callable[[str, float], None] | Non
     import open_clip
 
     name, weights = config.clip_model, config.clip_weights
+    model_id = name
     kwargs = dict(force_image_size=config.image_size, device=device)
     if progress:
         progress("loading CLIP", 0.0)
@@ -52,6 +55,9 @@ def load_clip(config, device="cpu", progress: Callable[[str, float], None] | Non
             raise WeightsUnavailableError(f"CLIP folder {folder} holds no weights file (.safetensors/.bin/.pt).")
         model = _create(open_clip, name, None, kwargs, where=str(folder))
         weights_id = file_id(weight_files[0])
+        # identified by content, not by where the folder is: moving it keeps UMCI checkpoints and caches valid
+        config_hash = hashlib.sha256((folder / "open_clip_config.json").read_bytes()).hexdigest()[:16]
+        model_id = f"local-dir:config-{config_hash}"
     elif weights in (None, RANDOM):
         model = open_clip.create_model(name, pretrained=None, **kwargs)
         weights_id = RANDOM
@@ -76,7 +82,7 @@ def load_clip(config, device="cpu", progress: Callable[[str, float], None] | Non
     tokenizer = open_clip.get_tokenizer(name)
     if progress:
         progress("loading CLIP", 1.0)
-    return model, tokenizer, name, weights_id
+    return model, tokenizer, model_id, weights_id
 
 
 def _looks_like_path(weights: str) -> bool:
