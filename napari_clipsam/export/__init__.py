@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timezone
 from enum import Enum
@@ -57,6 +58,7 @@ __all__ = [
     "ExportError",
     "ExportReport",
     "export_pseudo_labels",
+    "safe_stem",
     "read_mvtec_mask",
     "read_label_tiff",
     "read_yolo_labels",
@@ -67,6 +69,16 @@ DEFAULT_CLASS = "defect"
 PROVENANCE_DIR = "provenance"
 _MAX_PROVENANCE_ARRAY = 1024  # elements; larger arrays (e.g. a whole anomaly map) do not belong in provenance
 _UNSAFE_STEM_CHARS = set('/\\<>:"|?*') | {os.sep, os.altsep or os.sep}
+
+
+_UNSAFE_IN_NAME = re.compile(r'[\\/<>:"|?*\x00-\x1f]')
+
+
+def safe_stem(text: str) -> str:
+    """A usable export stem made from free text (a layer name, a relative path): characters a file name cannot
+    hold become ``_``; an empty, ``.`` or ``..`` result becomes ``image``."""
+    stem = _UNSAFE_IN_NAME.sub("_", str(text)).strip()
+    return stem if stem not in ("", ".", "..") else "image"
 
 
 @dataclasses.dataclass

@@ -30,13 +30,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..export import FORMATS, ExportReport, export_pseudo_labels
+from ..export import FORMATS, ExportReport, export_pseudo_labels, safe_stem
 from .manifest import Entry, Manifest, Verdict, utc_now
 
 __all__ = ["DEFAULT_EXTENSIONS", "QASession", "export_stems", "find_images", "natural_key", "read_image"]
 
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-_UNSAFE = re.compile(r'[\\/<>:"|?*\x00-\x1f]')
 
 
 class QASession:
@@ -281,16 +280,16 @@ def export_stems(keys: Iterable[str], known: Mapping[str, str] | None = None) ->
     kept: set[str] = set()
     for key in keys:
         stem = known.get(key)
-        if stem and _safe_stem(stem) == stem and stem.casefold() not in kept:  # a hand-edited duplicate is redone
+        if stem and safe_stem(stem) == stem and stem.casefold() not in kept:  # a hand-edited duplicate is redone
             stems[key] = stem
             kept.add(stem.casefold())
     rest = [k for k in keys if k not in stems]
-    base = {k: _safe_stem("__".join(PurePosixPath(k).with_suffix("").parts)) for k in rest}
+    base = {k: safe_stem("__".join(PurePosixPath(k).with_suffix("").parts)) for k in rest}
     clashes = Counter(b.casefold() for b in base.values())
     for key in rest:
         stem = base[key]
         if clashes[stem.casefold()] > 1 or stem.casefold() in taken:
-            stem = _safe_stem(f"{stem}_{PurePosixPath(key).suffix.lstrip('.').lower()}")
+            stem = safe_stem(f"{stem}_{PurePosixPath(key).suffix.lstrip('.').lower()}")
         unique, n = stem, 1
         while unique.casefold() in taken:
             n += 1
@@ -321,11 +320,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except Exception as err:  # the decoders raise many unrelated types
         raise ValueError(f"Could not read image file {path}: {err}. Check that it is a valid image and not "
                          "truncated, or skip it.") from err
-
-
-def _safe_stem(text: str) -> str:
-    stem = _UNSAFE.sub("_", text).strip()
-    return stem if stem not in ("", ".", "..") else "image"
 
 
 def normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:

@@ -16,27 +16,22 @@ What the masks layer carries (written by the widget, read here):
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..export import FORMATS, ExportError, ExportReport, export_pseudo_labels
+from ..export import FORMATS, ExportError, ExportReport, export_pseudo_labels, safe_stem
 
-_UNSAFE = re.compile(r'[\\/<>:"|?*\x00-\x1f]')
-
-
-def safe_stem(name: str) -> str:
-    """A file stem made from a layer name: characters a file name cannot hold become ``_``."""
-    stem = _UNSAFE.sub("_", str(name)).strip().strip(".")
-    return stem or "image"
+def layer_stem(name: str) -> str:
+    """A file stem made from a layer name (:func:`~napari_clipsam.export.safe_stem`, without edge dots)."""
+    return safe_stem(name).strip(".") or "image"
 
 
 def frame_stem(name: str, frame: int | None) -> str:
     """``<name>`` for a 2-D image, ``<name>_f003`` for frame 3 of a stack."""
-    return safe_stem(name) if frame is None else f"{safe_stem(name)}_f{int(frame):03d}"
+    return layer_stem(name) if frame is None else f"{layer_stem(name)}_f{int(frame):03d}"
 
 
 def instance_classes(features) -> dict[int, str]:
