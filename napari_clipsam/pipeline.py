@@ -18,9 +18,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from . import __version__
+from .heavy_imports import prepare_heavy_imports
+
+prepare_heavy_imports()  # before torch & co.: napari may have mapped a GL driver's LLVM already
+
+import torch  # noqa: E402
+
+from . import __version__  # noqa: E402
 from .clip.rough_map import anomaly_from_logits, to_image_resolution, training_free_logits
 from .clip.text_encoder import TextEmbeddingCache, weights_fingerprint
 from .clip.text_prompts import clean_object_name
@@ -32,11 +37,11 @@ from .image_input import image_key, normalise_image
 from .mmr.levels import refine_from_prompts
 from .mmr.prompts import group_user_prompts, prompts_from_map
 from .mmr.sam_decoder import SamRunner
-from .result import ClipSAMResult
+from .result import ClipSAMResult  # noqa: E402
+from .stages import STAGES  # noqa: E402,F401  (re-exported: the order the engine reports stages in)
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
-STAGES = ("text", "clip", "rough map", "sam encoder", "prompts", "sam decoder", "merge")
 
 
 def resolve_device(name: str) -> torch.device:

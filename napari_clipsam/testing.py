@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .heavy_imports import prepare_heavy_imports
+
 TINY_CLIP_NAME = "clipsam-tiny"
 TINY_CLIP_CFG = {
     "embed_dim": 32,
@@ -22,6 +24,7 @@ TINY_SAM_CFG = dict(image_size=256, patch_size=16, encoder_embed_dim=32, encoder
 
 def write_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     """Write a ``local-dir:`` CLIP folder (open_clip_config.json + open_clip_pytorch_model.bin)."""
+    prepare_heavy_imports()
     import open_clip
     import torch
 
@@ -36,6 +39,7 @@ def write_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
 
 def make_tiny_clip(seed: int = 0, image_size: int = 56):
     """(model, tokenizer): an open_clip ``CLIP`` with the tiny config, random weights, QuickGELU."""
+    prepare_heavy_imports()
     import open_clip
     import torch
 
@@ -48,6 +52,7 @@ def make_tiny_clip(seed: int = 0, image_size: int = 56):
 
 def make_tiny_sam(seed: int = 0, **overrides):
     """A ``segment_anything.modeling.Sam`` with a tiny 256-px geometry and random weights."""
+    prepare_heavy_imports()
     import torch
 
     from .weights.sam_arch import build_sam

@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -40,6 +39,8 @@ def rgb():
 def one_torch_thread():
     """Tiny models run faster on one thread, and OpenMP threads competing with other work on 2 cores stall
     (training took 54 s instead of 5 s that way): modules that train use it through ``pytestmark``."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

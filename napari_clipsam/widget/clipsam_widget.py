@@ -23,7 +23,7 @@ from .correction import CorrectionLoop
 from .export_panel import ExportPanel
 from .folder import FolderPanel
 from .layers import ROLE, OutputLayers
-from .settings import WidgetSettings
+from .settings import WidgetSettings, weights_overrides
 from .source import SourcePicker, contrast_limits_for, current_frame, frame_count, plane_shape, read_frame
 from .workers import Outcome, Task, apply_thresholds, segment_job
 
@@ -35,7 +35,8 @@ class ClipSAMWidget(QWidget):
     """ClipSAM for napari: segment an image layer, correct the prompts, export pseudo-labels, review folders.
 
     Args:
-        viewer: the napari viewer.
+        napari_viewer: the napari viewer (napari injects it by this name when the widget is opened from the
+            Plugins menu).
         engine: a ready :class:`~napari_clipsam.ClipSAM` (tests, scripts); by default one is built on the first
             Run from the preset, UMCI file and device shown in the widget.
         config: a :class:`~napari_clipsam.ClipSAMConfig` to build the engine from instead of the preset (e.g.
@@ -47,10 +48,10 @@ class ClipSAMWidget(QWidget):
     run_finished = Signal(object)
     """Emitted with the :class:`~.workers.Outcome` when any Run ends (done, failed or cancelled)."""
 
-    def __init__(self, viewer, engine=None, *, config: ClipSAMConfig | None = None,
+    def __init__(self, napari_viewer, engine=None, *, config: ClipSAMConfig | None = None,
                  settings_path: str | os.PathLike | None = None, parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer = viewer
+        self.viewer = viewer = napari_viewer
         self.c: Controls = build_controls(self)
         self._engine = engine
         self._base_config = config
@@ -124,8 +125,9 @@ class ClipSAMWidget(QWidget):
         """The config a new engine is built from: preset (or the given config) + UMCI file, device, thresholds."""
         base = self._base_config or ClipSAMConfig.preset(self.c.preset.currentText())
         tp, tm, a = self.thresholds
+        local = weights_overrides(self.c.clip_weights.text(), self.c.sam_weights.text())
         return base.replace(umci_weights=self.c.umci.text().strip() or None, device=self.c.device.currentText(),
-                            prompt_threshold=tp, mask_threshold=tm, alpha=a)
+                            prompt_threshold=tp, mask_threshold=tm, alpha=a, **local)
 
     # ------------------------------------------------------------------ actions
     def run(self, source=None, *, precomputed=None, on_done=None) -> bool:
@@ -320,9 +322,10 @@ class ClipSAMWidget(QWidget):
         self.c.run.setEnabled(not running)
         self.c.cancel.setEnabled(running)
 
-    def _engine_key(self) -> tuple[str, str, str]:
+    def _engine_key(self) -> tuple[str, ...]:
         c = self.c
-        return (c.preset.currentText(), c.umci.text().strip(), c.device.currentText())
+        return (c.preset.currentText(), c.umci.text().strip(), c.device.currentText(),
+                c.clip_weights.text().strip(), c.sam_weights.text().strip())
 
     def _engine_settings_changed(self, *args) -> None:
         """Preset, UMCI file or device changed: the engine must be rebuilt (thresholds do not need this)."""
@@ -351,6 +354,8 @@ class ClipSAMWidget(QWidget):
         c.preset.setCurrentText(s.preset)
         c.device.setCurrentText(s.device)
         c.umci.setText(s.umci_weights)
+        c.clip_weights.setText(s.clip_weights)
+        c.sam_weights.setText(s.sam_weights)
         c.prompt_threshold.setValue(s.prompt_threshold)
         c.mask_threshold.setValue(s.mask_threshold)
         c.alpha.setValue(s.alpha)
@@ -370,7 +375,8 @@ class ClipSAMWidget(QWidget):
         c = self.c
         self.settings = WidgetSettings(
             object_name=self.object_name or self.settings.object_name, preset=c.preset.currentText(),
-            umci_weights=c.umci.text().strip(), device=c.device.currentText(),
+            umci_weights=c.umci.text().strip(), clip_weights=c.clip_weights.text().strip(),
+            sam_weights=c.sam_weights.text().strip(), device=c.device.currentText(),
             prompt_threshold=c.prompt_threshold.value(), mask_threshold=c.mask_threshold.value(),
             alpha=c.alpha.value(), all_frames=c.all_frames.isChecked(), classes=self.class_names,
             export_dir=c.export_dir.text().strip(), formats=self.export_formats, overwrite=c.overwrite.isChecked(),
@@ -384,15 +390,34 @@ class ClipSAMWidget(QWidget):
         c.refine.clicked.connect(lambda: self.refine())
         c.flip.clicked.connect(lambda: self.flip())
         c.umci_browse.clicked.connect(self._browse_umci)
-        for signal in (c.preset.currentTextChanged, c.device.currentTextChanged, c.umci.editingFinished):
+        c.clip_browse.clicked.connect(lambda: self._browse_weights(c.clip_weights, "CLIP weights",
+                                                                  "Checkpoints (*.pt *.pth *.bin *.safetensors)"))
+        c.sam_browse.clicked.connect(lambda: self._browse_weights(c.sam_weights, "SAM checkpoint",
+                                                                 "Checkpoints (*.pth *.pt)"))
+        for signal in (c.preset.currentTextChanged, c.device.currentTextChanged, c.umci.editingFinished,
+                       c.clip_weights.editingFinished, c.sam_weights.editingFinished):
             signal.connect(self._engine_settings_changed)
         for signal in (c.object_name.editingFinished, c.preset.currentTextChanged, c.device.currentTextChanged,
-                       c.umci.editingFinished, c.prompt_threshold.valueChanged, c.mask_threshold.valueChanged,
+                       c.umci.editingFinished, c.clip_weights.editingFinished, c.sam_weights.editingFinished,
+                       c.prompt_threshold.valueChanged, c.mask_threshold.valueChanged,
                        c.alpha.valueChanged, c.all_frames.toggled, c.export_dir.editingFinished,
                        c.overwrite.toggled, c.qa_input.editingFinished, c.qa_output.editingFinished,
                        self.classes.changed, *(box.toggled for box in c.formats.values())):
             signal.connect(self.save_settings)
         self.classes.changed.connect(self._classes_changed)
+
+    def _browse_weights(self, edit, title: str, filters: str) -> None:
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QApplication
+
+        if QApplication.keyboardModifiers() & Qt.KeyboardModifier.ShiftModifier:
+            path = QFileDialog.getExistingDirectory(self, title + " (local-dir folder)", edit.text())
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, title, edit.text(), filters)
+        if path:
+            edit.setText(path)
+            self._engine_settings_changed()
+            self.save_settings()
 
     def _browse_umci(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "UMCI checkpoint", self.c.umci.text(), "Checkpoints (*.pt *.pth)")

@@ -38,6 +38,12 @@ TOOLTIPS = {
     "umci": "Optional trained UMCI checkpoint (.pt). Empty: the training-free rough map (lower quality). "
             "Changing it rebuilds the engine on the next Run.",
     "umci_browse": "Choose a UMCI checkpoint file.",
+    "clip_weights": "Local CLIP weights instead of the download: a checkpoint file for the preset's model (e.g. "
+                    "ViT-L-14-336px.pt) or a folder with open_clip_config.json and weights. Empty: download once.",
+    "clip_browse": "Choose a CLIP weights file (Shift-click: a local-dir folder).",
+    "sam_weights": "Local SAM weights instead of the download: a checkpoint for the preset's SAM (e.g. "
+                   "sam_vit_b_01ec64.pth) or a folder with sam_config.json and sam.pth. Empty: download once.",
+    "sam_browse": "Choose a SAM checkpoint file (Shift-click: a local-dir folder).",
     "device": "auto: the GPU when there is one, else the CPU. Changing it rebuilds the engine on the next Run.",
     "prompt_threshold": "τ_prompt: the rough map is cut at this probability to find defect regions that become "
                         "SAM prompts. Lower it when nothing is found. Applies from the next Run.",
@@ -90,6 +96,10 @@ class Controls:
     preset: QComboBox
     umci: QLineEdit
     umci_browse: QPushButton
+    clip_weights: QLineEdit
+    clip_browse: QPushButton
+    sam_weights: QLineEdit
+    sam_browse: QPushButton
     device: QComboBox
     prompt_threshold: QDoubleSpinBox
     mask_threshold: QDoubleSpinBox
@@ -173,6 +183,12 @@ def build_controls(parent: QWidget) -> Controls:
     c["umci"], c["umci_browse"], umci_row = _folder_row("umci", "umci_browse")
     c["umci"].setPlaceholderText("none: training-free rough map")
     form.addRow("UMCI", umci_row)
+    c["clip_weights"], c["clip_browse"], row = _folder_row("clip_weights", "clip_browse")
+    c["clip_weights"].setPlaceholderText("download official weights")
+    form.addRow("CLIP weights", row)
+    c["sam_weights"], c["sam_browse"], row = _folder_row("sam_weights", "sam_browse")
+    c["sam_weights"].setPlaceholderText("download official weights")
+    form.addRow("SAM weights", row)
     for key, label in (("prompt_threshold", "τ_prompt"), ("mask_threshold", "τ_mask"), ("alpha", "α")):
         c[key] = _spin(key)
         form.addRow(label, c[key])

@@ -38,6 +38,8 @@ class WidgetSettings:
     object_name: str = "object"
     preset: str = "cpu"
     umci_weights: str = ""
+    clip_weights: str = ""
+    sam_weights: str = ""
     device: str = "auto"
     prompt_threshold: float = 0.5
     mask_threshold: float = 0.5
@@ -79,6 +81,25 @@ class WidgetSettings:
             os.replace(tmp, path)
         except OSError as err:
             log.warning("Could not save widget settings to %s: %s", path, err)
+
+
+def weights_overrides(clip_weights: str, sam_weights: str) -> dict:
+    """ClipSAMConfig fields for the widget's local weight choices ('' = the preset's official download).
+
+    A folder is a ``local-dir:`` model (CLIP: ``open_clip_config.json`` + weights; SAM: ``sam_config.json`` +
+    ``sam.pth``); a file is a checkpoint for the preset's architecture (e.g. ``ViT-L-14-336px.pt``,
+    ``sam_vit_b_01ec64.pth``).
+    """
+    out: dict = {}
+    for kind, text in (("clip", clip_weights), ("sam", sam_weights)):
+        if not text.strip():
+            continue
+        path = Path(text.strip()).expanduser()
+        if path.is_dir():
+            out.update({f"{kind}_model": f"local-dir:{path}", f"{kind}_weights": None})
+        else:
+            out[f"{kind}_weights"] = str(path)
+    return out
 
 
 def _valid(name: str, value, default) -> bool:

@@ -17,7 +17,8 @@ from typing import Any
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
-from ..pipeline import STAGES
+from ..heavy_imports import prepare_heavy_imports
+from ..stages import STAGES
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
@@ -118,6 +119,9 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
             return engine, ready
         eng = engine
         if eng is None:
+            progress("loading weights: libraries", 0.0)
+            decision = prepare_heavy_imports()
+            log.info("ClipSAM: loading torch & models (%s)", decision)
             from ..pipeline import ClipSAM
 
             def loading(stage: str, fraction: float) -> None:

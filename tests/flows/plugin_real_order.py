@@ -1,0 +1,71 @@
+"""The plugin as a napari user meets it, in one fresh process (run by tests/test_plugin_flows.py).
+
+Order: napari.Viewer(show=True) → Plugins ▸ ClipSAM (through the npe2 manifest) → choose local weights in the
+widget's own settings → Run on a sample → edit a prompt → refine → export. Nothing heavy is imported by this
+script before the widget's first Run: torch & co. load inside the widget, after the OpenGL context exists.
+
+Usage: python plugin_real_order.py CLIP_DIR SAM_DIR OUT_DIR
+Prints "[flow] ..." lines and "[flow] ok" at the end; any failure exits non-zero.
+"""
+import sys
+import time
+from pathlib import Path
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+HEAVY = ("torch", "torchvision", "triton", "open_clip", "segment_anything")
+
+
+def say(msg):
+    print(f"[flow] {msg}", flush=True)
+
+
+def wait(condition, timeout=120.0, what="condition"):
+    end = time.monotonic() + timeout
+    while not condition():
+        QApplication.processEvents()
+        time.sleep(0.01)
+        if time.monotonic() > end:
+            raise SystemExit(f"timed out waiting for {what}")
+
+
+clip_dir, sam_dir, out_dir = sys.argv[1:4]
+viewer = napari.Viewer(show=True)
+say("viewer created")
+dock, widget = viewer.window.add_plugin_dock_widget("napari-clipsam", "ClipSAM")
+say(f"opened from the manifest: {type(widget).__name__}")
+loaded = [m for m in HEAVY if m in sys.modules]
+assert not loaded, f"opening the widget imported {loaded}"
+viewer.open_sample("napari-clipsam", "metal")
+image = viewer.layers["metal plate"]
+widget.select_source(image)
+c = widget.c
+c.clip_weights.setText(clip_dir)
+c.clip_weights.editingFinished.emit()
+c.sam_weights.setText(sam_dir)
+c.sam_weights.editingFinished.emit()
+c.object_name.setText("metal plate")
+c.prompt_threshold.setValue(0.5)
+c.run.click()
+wait(lambda: not widget.busy, what="the first Run")
+assert widget.engine is not None, widget.status
+say(f"run done: {widget.status}")
+from napari_clipsam.heavy_imports import prepare_heavy_imports  # noqa: E402  (light: reports the decision)
+
+say(f"heavy imports: {prepare_heavy_imports()}")
+outputs = widget.current_outputs()
+masks_before = outputs.masks.data.copy()
+# edit a prompt: a positive point on the stain, as a click in "add" mode would
+outputs.prompts.add([[200.0, 95.0]])
+loop = widget.correction_for(image)
+wait(lambda: loop.last_latency is not None and not loop.busy, what="the refine after the edit")
+say(f"refined {loop.last_latency * 1000:.0f} ms after the edit; {int(outputs.masks.data.max())} instance(s)")
+assert (outputs.masks.data != masks_before).any(), "the edit did not change the masks"
+c.export_dir.setText(out_dir)
+c.export.click()
+files = sorted(p.relative_to(out_dir).as_posix() for p in Path(out_dir).rglob("*") if p.is_file())
+say(f"exported {files}")
+assert any(f.endswith(".tif") for f in files) and any(f.endswith(".png") for f in files), files
+viewer.close()
+say("ok")

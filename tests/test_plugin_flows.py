@@ -1,0 +1,40 @@
+"""The plugin in the order users meet it, each flow in a fresh process (nothing this test session imported
+can hide an import-order crash): viewer first, widget from the npe2 manifest, torch loaded by the first Run."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FLOWS = Path(__file__).parent / "flows"
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """local-dir CLIP and SAM folders with tiny random weights (the widget loads them like real ones)."""
+    from napari_clipsam.testing import write_tiny_clip, write_tiny_sam
+
+    root = tmp_path_factory.mktemp("weights")
+    return write_tiny_clip(root / "clip", seed=0), write_tiny_sam(root / "sam", seed=0)
+
+
+def run_flow(script: str, *args, tmp_path: Path, timeout: int = 300) -> str:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NAPARI_CLIPSAM_CONFIG_DIR=str(tmp_path / "config"),
+               NAPARI_CLIPSAM_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    env.pop("QT_QPA_PLATFORM", None)
+    assert env.get("DISPLAY"), "napari needs a display: run the tests with pytest-xvfb installed (dev extra)"
+    proc = subprocess.run([sys.executable, str(FLOWS / script), *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "[flow] ok" in out, f"exit {proc.returncode}:\n{out[-6000:]}"
+    return out
+
+
+def test_open_run_edit_refine_export_in_real_order(tiny_weights, tmp_path):
+    clip_dir, sam_dir = tiny_weights
+    out = run_flow("plugin_real_order.py", clip_dir, sam_dir, tmp_path / "export", tmp_path=tmp_path)
+    assert "opened from the manifest: ClipSAMWidget" in out
+    assert "refined" in out and "exported" in out
