@@ -298,7 +298,8 @@ class ClipSAM:
         return ClipSAMResult(
             rough_map=rough, points=prompts.points, point_labels=prompts.point_labels, boxes=prompts.boxes,
             final_map=maps.final_map, mask=maps.mask, instances=maps.instances, score=maps.score,
-            provenance=self.provenance(object_name, prompts.source), prompts=prompts, component_maps=comp_maps,
+            provenance=self.provenance(object_name, prompts.source), prompts=prompts,
+            instance_component=maps.instance_component, component_maps=comp_maps,
             valid=valid, image_key=key, sam_embedding=emb)
 
     def provenance(self, object_name: str, prompt_source: str = "clip") -> dict[str, Any]:

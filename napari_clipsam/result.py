@@ -20,6 +20,8 @@ class ClipSAMResult:
         final_map: (H, W) float32 in [0, 1] after SAM refinement; mask: final_map ≥ τ_mask, (H, W) bool.
         instances: (H, W) int32 instance ids, 0 = background; score: image anomaly score (max of final_map).
         provenance: package version, models and weights ids, mode ("umci" or "training-free"), thresholds.
+        instance_component: (num_instances,) int32, the prompt component each instance id came from
+            (``instance_component[i - 1]`` for id ``i``; -1: a piece of the mask that no component covers).
     """
 
     rough_map: np.ndarray
@@ -32,6 +34,7 @@ class ClipSAMResult:
     score: float
     provenance: dict[str, Any]
     prompts: Prompts = field(repr=False, default_factory=Prompts)
+    instance_component: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int32))
     component_maps: np.ndarray | None = field(repr=False, default=None)
     valid: np.ndarray | None = field(repr=False, default=None)
     image_key: str = field(repr=False, default="")

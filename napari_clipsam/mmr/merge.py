@@ -4,7 +4,7 @@ Shapes: candidate masks (n, H, W) bool, scores (n,) float; component maps (K, H,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -50,12 +50,17 @@ def merge_component(masks: np.ndarray, scores: np.ndarray, keep: np.ndarray,
 
 @dataclass
 class FinalMaps:
-    """final_map (H, W) float32 in [0, 1]; mask (H, W) bool; instances (H, W) int32 (0 = background); score."""
+    """final_map (H, W) float32 in [0, 1]; mask (H, W) bool; instances (H, W) int32 (0 = background); score.
+
+    ``instance_component`` (n_instances,) int32: the prompt component (0-based) instance id ``i`` came from, at
+    index ``i - 1``; -1 for mask pieces no component covers.
+    """
 
     final_map: np.ndarray
     mask: np.ndarray
     instances: np.ndarray
     score: float
+    instance_component: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
 def fuse_maps(rough: np.ndarray, component_maps: np.ndarray, config, valid: np.ndarray | None = None) -> FinalMaps:
@@ -81,13 +86,14 @@ def fuse_maps(rough: np.ndarray, component_maps: np.ndarray, config, valid: np.n
     if rest.any():
         extra, n = ndi.label(rest, structure=EIGHT_CONNECTED)
         instances[rest] = extra[rest] + K
-    instances = _consecutive(instances)
-    return FinalMaps(final, mask, instances, float(final.max()) if final.size else 0.0)
-
-
-def _consecutive(instances: np.ndarray) -> np.ndarray:
     ids = np.unique(instances)
     ids = ids[ids > 0]
+    origin = np.where(ids <= K, ids - 1, -1).astype(np.int32)
+    return FinalMaps(final, mask, _consecutive(instances, ids), float(final.max()) if final.size else 0.0, origin)
+
+
+def _consecutive(instances: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Renumber the (sorted, positive) ``ids`` present in ``instances`` to 1..n."""
     if ids.size == 0 or ids[-1] == ids.size:
         return instances
     lut = np.zeros(int(ids[-1]) + 1, np.int32)

@@ -23,9 +23,10 @@ from .correction import CorrectionLoop
 from .export_panel import ExportPanel
 from .folder import FolderPanel
 from .layers import ROLE, OutputLayers
+from .objects import delete_object, discard_corrections, lock_object, unlock_object
 from .settings import WidgetSettings, weights_overrides
 from .source import SourcePicker, contrast_limits_for, current_frame, frame_count, plane_shape, read_frame
-from .workers import Outcome, Task, apply_thresholds, segment_job
+from .workers import Outcome, Task, apply_thresholds, run_summary, segment_job
 
 log = logging.getLogger(__name__)
 _USER_ERRORS = (WeightsUnavailableError, IncompatibleCheckpointError, ExportError, ValueError, OSError)
@@ -199,6 +200,51 @@ class ClipSAMWidget(QWidget):
             return 0
         return loop.flip_selected()
 
+    def _selected_object(self):
+        """(outputs, frame, instance id) for the label selected in the chosen image's masks layer, or None."""
+        outputs = self.current_outputs()
+        if outputs is None or outputs.masks is None:
+            self.set_status("Run ClipSAM on this image first.")
+            return None
+        label = int(outputs.masks.selected_label)
+        frame = outputs.displayed_frame()
+        if label <= 0 or not (outputs.plane(frame) == label).any():
+            self.set_status("Select an object first: pick its label in the masks layer (or click it with the "
+                            "colour picker).")
+            return None
+        return outputs, frame, label
+
+    def delete_object(self) -> int:
+        """Delete the selected object (pixels and prompts) in the shown frame; returns the pixels erased."""
+        picked = self._selected_object()
+        if picked is None:
+            return 0
+        n = delete_object(*picked)
+        self.set_status(f"Deleted object {picked[2]} ({n} pixels). Ctrl+Z on the masks layer brings it back.")
+        return n
+
+    def lock_object(self) -> bool:
+        """Lock (or unlock, when locked) the selected object."""
+        picked = self._selected_object()
+        if picked is None:
+            return False
+        outputs, frame, label = picked
+        if unlock_object(outputs, label):
+            self.set_status(f"Object {label} unlocked: refines may change it again once you add prompts.")
+            return False
+        lock_object(outputs, frame, label)
+        self.set_status(f"Object {label} locked: no refine or Run will change it.")
+        return True
+
+    def discard_corrections(self) -> int:
+        outputs = self.current_outputs()
+        if outputs is None or outputs.masks is None:
+            self.set_status("Run ClipSAM on this image first.")
+            return 0
+        n = discard_corrections(outputs, outputs.displayed_frame())
+        self.set_status(f"Discarded hand corrections: {n} pixel(s) back to ClipSAM's masks (Ctrl+Z undoes it).")
+        return n
+
     def forget(self, source, remove_layers: bool = False) -> None:
         """Stop tracking the outputs of ``source`` (optionally removing its output layers from the viewer)."""
         for item in [s for s in self._sessions if s[0].source is source]:
@@ -293,14 +339,14 @@ class ClipSAMWidget(QWidget):
             else:
                 outputs, loop = self._session_for(source, n_frames)
                 outputs.set_classes(self.class_names)
-                outputs.show(results, self.classes.selected)
-                loop.reset(list(results))
+                kept = outputs.corrections(results)
+                defer = outputs.user_prompt_frames() & set(results)
+                outputs.show(results, self.classes.selected, defer_masks=defer)
+                loop.reset([f for f in results if f not in defer])
+                if defer:
+                    loop.refine_now(frames=sorted(defer, key=lambda f: -1 if f is None else f), report=False)
                 self.c.progress.setValue(100)
-                n = sum(r.num_instances for r in results.values())
-                best = max(r.score for r in results.values())
-                mode = next(iter(results.values())).mode
-                self.set_status(f"Done: {n} instance(s) in {len(results)} image(s), anomaly score {best:.3f} "
-                                f"({mode}). Edit points/boxes to refine; F flips a selected point.")
+                self.set_status(run_summary(results, outputs, kept))
         else:
             self.c.progress.setValue(0)
             self._report_error(outcome)
@@ -389,6 +435,9 @@ class ClipSAMWidget(QWidget):
         c.cancel.clicked.connect(self.cancel)
         c.refine.clicked.connect(lambda: self.refine())
         c.flip.clicked.connect(lambda: self.flip())
+        c.delete_object.clicked.connect(lambda: self.delete_object())
+        c.lock_object.clicked.connect(lambda: self.lock_object())
+        c.discard.clicked.connect(lambda: self.discard_corrections())
         c.umci_browse.clicked.connect(self._browse_umci)
         c.clip_browse.clicked.connect(lambda: self._browse_weights(c.clip_weights, "CLIP weights",
                                                                   "Checkpoints (*.pt *.pth *.bin *.safetensors)"))

@@ -56,6 +56,12 @@ TOOLTIPS = {
     "refine": "Re-make the masks from the points and boxes now in the prompts and boxes layers (SAM decoder "
               "only, fast). Edits to those layers refine automatically.",
     "flip": "Switch the selected prompt points between positive and negative (key F on the prompts layer).",
+    "delete_object": "Delete the object whose label is selected in the masks layer (its pixels and its prompts). "
+                     "Ctrl+Z on the masks layer brings the pixels back.",
+    "lock_object": "Lock (commit) the object whose label is selected in the masks layer: no refine or Run changes "
+                   "its pixels again, and its prompts are removed. Click again to unlock.",
+    "discard": "Discard your hand corrections in the shown frame: put back ClipSAM's last masks and unlock its "
+               "objects (Ctrl+Z undoes it).",
     "progress": "Progress of the running job.",
     "status": "What the widget is doing, and errors you can act on.",
     "classes": "Your defect classes. Double-click to rename. New instances get the selected class.",
@@ -108,6 +114,9 @@ class Controls:
     cancel: QPushButton
     refine: QPushButton
     flip: QPushButton
+    delete_object: QPushButton
+    lock_object: QPushButton
+    discard: QPushButton
     progress: QProgressBar
     status: QLabel
     classes: QListWidget
@@ -197,6 +206,10 @@ def build_controls(parent: QWidget) -> Controls:
     form.addRow(_row(c["run"], c["cancel"]))
     c["refine"], c["flip"] = _tip(QPushButton("Refine"), "refine"), _tip(QPushButton("Flip label (F)"), "flip")
     form.addRow(_row(c["refine"], c["flip"]))
+    c["delete_object"] = _tip(QPushButton("Delete object"), "delete_object")
+    c["lock_object"] = _tip(QPushButton("Lock object"), "lock_object")
+    c["discard"] = _tip(QPushButton("Discard corrections"), "discard")
+    form.addRow(_row(c["delete_object"], c["lock_object"], c["discard"]))
     tabs.addTab(seg, "Segment")
 
     # ---- Classes & export tab

@@ -57,6 +57,7 @@ class CorrectionLoop(QObject):
         self.last_latency: float | None = None
         self.last_compute: float | None = None
         self._bound_to = None
+        self._report = True
         outputs.on_prompts_edited = self._on_edit
 
     @property
@@ -100,15 +101,22 @@ class CorrectionLoop(QObject):
         if self.task is not None:
             self.task.cancel()
 
-    def refine_now(self, force: bool = False) -> None:
-        """Refine the frames whose prompts changed (all frames with results when ``force``)."""
+    def refine_now(self, force: bool = False, frames=None, report: bool = True) -> None:
+        """Refine the frames whose prompts changed (all frames with results when ``force``; also ``frames``).
+
+        ``report=False`` leaves the status line alone (a Run that refines frames holding the person's prompts
+        has already said what it did)."""
         self.timer.stop()
+        self._report = report
+        if frames:
+            for f in frames:
+                self._applied.pop(f, None)  # compared with nothing: they refine now, or after the running refine
         if self.task is not None:
             self._pending = True
             return
         prompts = self.outputs.read_prompts()
-        frames = [f for f in self.outputs.results if force or not _same_prompts(
-            prompts.get(f, _empty_prompts()), self._applied.get(f, _empty_prompts()))]
+        frames = [f for f in self.outputs.results if force or f not in self._applied or not _same_prompts(
+            prompts.get(f, _empty_prompts()), self._applied[f])]
         missing = sorted(f for f in prompts if f not in self.outputs.results and f is not None)
         if missing:
             self._status(f"Frame(s) {missing} have prompts but no ClipSAM result yet: run them first.")
@@ -128,11 +136,14 @@ class CorrectionLoop(QObject):
 
     # ------------------------------------------------------------------ internals
     def _on_edit(self, event) -> None:
-        if event is not None and str(getattr(event, "action", "")) == "changed" \
-                and event.source is self.outputs.prompts:
-            idx = [int(i) for i in np.atleast_1d(getattr(event, "data_indices", ())) if int(i) >= 0]
+        layer = getattr(event, "source", None)
+        if event is not None and str(getattr(event, "action", "")) in ("added", "changed") \
+                and layer is not None and self.outputs.owns(layer) and "source" in layer.features:
+            # added or moved prompts are the person's (a new Run keeps them). napari gives a new point the
+            # features of the point selected last, so "added" is marked here, not left to feature_defaults.
+            n = len(layer.data)
+            idx = sorted({int(i) % n for i in np.atleast_1d(getattr(event, "data_indices", ())) if -n <= int(i) < n})
             if idx:
-                layer = self.outputs.prompts
                 layer.features.loc[idx, "source"] = "user"
         self.generation += 1
         if self._edit_time is None:
@@ -156,8 +167,9 @@ class CorrectionLoop(QObject):
                 self.last_latency = time.perf_counter() - self._edit_time
                 self._edit_time = None
             n = sum(r.num_instances for r in outcome.value.values())
-            self._status(f"Refined {len(outcome.value)} frame(s): {n} instance(s) "
-                         f"(refine {1000 * self.last_compute:.0f} ms). Ctrl+Z on the masks layer undoes it.")
+            if self._report:
+                    self._status(f"Refined {len(outcome.value)} frame(s): {n} instance(s) "
+                             f"(refine {1000 * self.last_compute:.0f} ms). Ctrl+Z on the masks layer undoes it.")
             self.refined.emit(list(outcome.value))
         if self._pending:  # edits came in while refining (an edit whose timer still runs refines by itself)
             self._pending = False

@@ -6,7 +6,9 @@ recreate it. For an N×H×W stack the rough map and masks are N×H×W and points
 their leading coordinate; instance ids are unique over the whole stack.
 
 Mask updates go through ``Labels.data_setitem`` (the changed pixels only, one undo step per update), so
-Ctrl+Z in napari restores exactly what was there before, hand painting included.
+Ctrl+Z in napari restores exactly what was there before, hand painting included. Hand edits win: new masks are
+merged by :func:`.hand_edits.merge_result` (painted, erased and locked pixels never change; components whose
+prompts did not change keep their pixels, ids and classes).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Points, Shapes
+
+from .hand_edits import FrameMasks, merge_result
 
 ROLE = "clipsam_output"
 ROLES = ("rough map", "prompts", "boxes", "masks")
@@ -74,6 +78,9 @@ class OutputLayers:
         self.results: dict = {}
         self.records: dict = {}
         self.classes: list[str] = ["defect"]
+        self.frames: dict = {}  # frame → FrameMasks: what ClipSAM wrote, what the person edited
+        self.locked: set[int] = set()
+        self.next_id = 1  # first instance id never used in this layer (ids stay unique over a stack)
         self.on_prompts_edited: Callable[[object], None] | None = None
         self.on_masks_painted: Callable[[object], None] | None = None
         self._quiet = 0
@@ -141,8 +148,11 @@ class OutputLayers:
         return instance_classes(self.masks.features) if self.masks is not None else {}
 
     # ------------------------------------------------------------------ updates
-    def show(self, results: dict, default_class: str) -> None:
-        """Show new ClipSAM results (frame → result): rough maps, CLIP prompts and masks replace those frames."""
+    def show(self, results: dict, default_class: str, defer_masks=()) -> None:
+        """Show new ClipSAM results (frame → result): rough maps and CLIP prompts replace those of the frames;
+        the person's prompts stay. Masks are merged (hand edits, locked objects and unchanged components kept),
+        except in ``defer_masks`` frames, whose masks wait for the refine the caller starts (their prompts now
+        mix the new CLIP prompts with the person's)."""
         with self._writing():
             self._ensure_layers()
             self._set_rough(results)
@@ -150,9 +160,11 @@ class OutputLayers:
             self._set_boxes(results)
             with self.masks.block_history():
                 for frame, result in results.items():
-                    self._write_masks(frame, result.instances, default_class)
+                    if frame not in defer_masks:
+                        self._write_masks(frame, result, default_class, keep_extras=False)
             for frame, result in results.items():
-                self._record(frame, result, prompts_edited=False, masks_edited=False)
+                old = self.records.get(frame, {}).get("edited", {})
+                self._record(frame, result, prompts_edited=frame in defer_masks, masks_edited=old.get("masks", False))
             self.results.update(results)
             self._refresh_classes()
 
@@ -161,7 +173,7 @@ class OutputLayers:
         with self._writing():
             self._ensure_layers()
             with self.masks.block_history():
-                changed = self._write_masks(frame, result.instances, default_class)
+                changed = self._write_masks(frame, result, default_class, keep_extras=True)
             old = self.records.get(frame, {}).get("edited", {})
             self._record(frame, result, prompts_edited=True, masks_edited=old.get("masks", False))
             self.results[frame] = result
@@ -181,6 +193,9 @@ class OutputLayers:
         self.n_frames, self.shape = n_frames, tuple(shape)
         self.results.clear()
         self.records.clear()
+        self.frames.clear()
+        self.locked.clear()
+        self.next_id = 1
         with self._writing():
             if self.rough is not None:
                 self.rough.data = np.zeros(self.full_shape, np.float32)
@@ -216,6 +231,10 @@ class OutputLayers:
         """Give one instance id a class (creates the features row if the id is new)."""
         table = self.instance_classes()
         table[int(instance_id)] = name
+        self._set_features(table)
+
+    def set_instance_classes(self, table: dict[int, str]) -> None:
+        """Replace the whole instance id → class table."""
         self._set_features(table)
 
     def rename_class(self, old: str, new: str) -> None:
@@ -263,7 +282,9 @@ class OutputLayers:
         if self.boxes is None:
             self.boxes = self.viewer.add_shapes(
                 ndim=ndim, name=self._name("boxes"), shape_type="rectangle", edge_color="#00e5ff",
-                face_color="transparent", edge_width=2, metadata=self._meta("boxes"), **geometry)
+                face_color="transparent", edge_width=2, metadata=self._meta("boxes"),
+                features=pd.DataFrame({"source": _categorical([], SOURCES)}), feature_defaults={"source": "user"},
+                **geometry)
             self.boxes.events.data.connect(self._on_prompt_data)
         if self.prompts is None:
             features = pd.DataFrame({"label": _categorical([], LABELS), "source": _categorical([], SOURCES)})
@@ -290,9 +311,11 @@ class OutputLayers:
         self.rough.data = data
 
     def _set_prompts(self, results: dict) -> None:
+        """CLIP points of the updated frames are replaced; the person's points (source "user") stay."""
         layer = self.prompts
         old = np.asarray(layer.data).reshape(-1, len(self.full_shape))
-        keep = ~self._frames_mask(old, results.keys())
+        user = (layer.features["source"].astype(str).to_numpy() == "user") if len(old) else np.zeros(0, bool)
+        keep = ~self._frames_mask(old, results.keys()) | user
         feats = layer.features.iloc[np.flatnonzero(keep)] if len(keep) else layer.features.iloc[:0]
         coords, labels, sources = [old[keep]], list(feats["label"]), list(feats["source"])
         for frame, r in results.items():
@@ -305,36 +328,71 @@ class OutputLayers:
         self.set_point_features(labels, sources)
 
     def _set_boxes(self, results: dict) -> None:
+        """CLIP boxes of the updated frames are replaced; the person's boxes (source "user") stay."""
         layer = self.boxes
-        kept = [(v, t) for v, t in zip(layer.data, layer.shape_type)
-                if not self._frames_mask(np.asarray(v)[:1], results.keys()).all()]
+        sources = list(layer.features["source"].astype(str)) if "source" in layer.features \
+            else ["user"] * len(layer.data)
+        kept = [(v, t, src) for v, t, src in zip(layer.data, layer.shape_type, sources)
+                if src == "user" or not self._frames_mask(np.asarray(v)[:1], results.keys()).all()]
         new = [box_to_corners(b, frame) for frame, r in results.items() for b in r.boxes]
         layer.selected_data = set()
         layer.data = []
         if kept:
-            layer.add([v for v, _ in kept], shape_type=[t for _, t in kept])
+            layer.add([v for v, _, _ in kept], shape_type=[t for _, t, _ in kept])
         if new:
             layer.add(new, shape_type="rectangle")
+        layer.features = pd.DataFrame({"source": _categorical([s for _, _, s in kept] + ["clip"] * len(new),
+                                                             SOURCES)})
+        layer.feature_defaults = {"source": "user"}
 
-    def _write_masks(self, frame: Frame, instances: np.ndarray, default_class: str) -> int:
-        """Write one frame's instances (ids offset to stay unique in a stack); keep classes where masks overlap."""
-        old_plane = np.array(self.plane(frame), copy=True)
-        inst = np.asarray(instances, np.int32)
-        if self.stacked:
-            offset = max((int(part.max()) for part in self._other_frames(frame) if part.size), default=0)
-            inst = np.where(inst > 0, inst + offset, 0).astype(np.int32)
-        old_classes = self.instance_classes()
-        changed = np.nonzero(old_plane != inst)
+    def corrections(self, frames) -> dict[str, int]:
+        """The person's work in ``frames`` now: prompts they placed or moved, pixels they changed, locked objects."""
+        frames = set(frames)
+        n_prompts = 0
+        for layer in (self.prompts, self.boxes):
+            if layer is not None and len(layer.data) and "source" in layer.features:
+                user = layer.features["source"].astype(str).to_numpy() == "user"
+                firsts = np.array([np.asarray(v).reshape(-1, len(self.full_shape))[0] for v in layer.data])
+                n_prompts += int((user & self._frames_mask(firsts, frames)).sum()) if self.stacked else int(user.sum())
+        n_pixels = 0
+        for frame in frames:
+            state = self.frames.get(frame)
+            if state is not None and self.masks is not None:
+                n_pixels += int(state.note_edits(self.plane(frame)).sum())
+        return {"prompts": n_prompts, "pixels": n_pixels, "locked": len(self.locked)}
+
+    def user_prompt_frames(self) -> set:
+        """Frames holding at least one prompt the person added, moved or flipped."""
+        frames: set = set()
+        for layer in (self.prompts, self.boxes):
+            if layer is None or not len(layer.data) or "source" not in layer.features:
+                continue
+            user = layer.features["source"].astype(str).to_numpy() == "user"
+            firsts = np.array([np.asarray(v).reshape(-1, len(self.full_shape))[0] for v in layer.data])
+            for row in firsts[user]:
+                frames.add(int(np.round(row[0])) if self.stacked else None)
+        return frames
+
+    def _write_masks(self, frame: Frame, result, default_class: str, keep_extras: bool) -> int:
+        """Merge one frame's result into the layer (see :mod:`.hand_edits`); returns the pixels changed."""
+        current = np.asarray(self.plane(frame))
+        state = self.frames.get(frame) or FrameMasks.empty(self.shape)
+        first_free = max(self.next_id, int(current.max(initial=0)) + 1)
+        merged = merge_result(current, state, result, next_id=first_free, locked=self.locked,
+                              keep_extras=keep_extras)
+        changed = np.nonzero(current != merged.plane)
         if changed[0].size:
             index = changed if frame is None else (np.full(changed[0].size, frame), *changed)
-            self.masks.data_setitem(index, inst[changed])
-        table = {i: c for i, c in old_classes.items() if not (old_plane == i).any() or (inst == i).any()
-                 or self._present_elsewhere(i, frame)}
-        for new_id in np.unique(inst[inst > 0]).tolist():
-            overlap = old_plane[inst == new_id]
-            overlap = overlap[overlap > 0]
-            carried = old_classes.get(int(np.bincount(overlap).argmax())) if overlap.size else None
-            table[int(new_id)] = carried or default_class
+            self.masks.data_setitem(index, merged.plane[changed])
+        self.frames[frame], self.next_id = merged.state, merged.next_id
+        table = self.instance_classes()
+        present = set(np.unique(merged.plane).tolist())
+        for i in merged.new_ids:
+            if i in present:
+                table[i] = default_class
+        for i in merged.removed_ids:
+            if not self._present_elsewhere(i, frame):
+                table.pop(i, None)
         self._set_features(table)
         return int(changed[0].size)
 
@@ -367,6 +425,7 @@ class OutputLayers:
     def _on_paint(self, event=None) -> None:
         if self.quiet:
             return
+        self.next_id = max(self.next_id, int(self.masks.selected_label) + 1)
         frame = self.displayed_frame()
         record = self.records.get(frame)
         if record is not None:

@@ -160,3 +160,35 @@ def refine_job(engine, jobs: list, thresholds: tuple[float, float, float] | None
         return out
 
     return job
+
+
+def run_summary(results: dict, outputs, kept: dict[str, int]) -> str:
+    """The status line after a Run: what was found, what of the person's work was kept, and why nothing was."""
+    n = sum(r.num_instances for r in results.values())
+    best = max(r.score for r in results.values())
+    mode = next(iter(results.values())).mode
+    text = f"Done: {n} instance(s) in {len(results)} image(s), anomaly score {best:.3f} ({mode})."
+    if any(kept.values()):
+        text += (f" Kept your corrections: {kept['prompts']} prompt(s), {kept['pixels']} hand-edited pixel(s), "
+                 f"{kept['locked']} locked object(s) (Discard corrections starts over).")
+    if n == 0 and not kept["prompts"]:
+        text += " " + why_nothing(results.values())
+    else:
+        text += " Edit points/boxes to refine; F flips a selected point."
+    return text
+
+
+def why_nothing(results) -> str:
+    """Why a run found no instance, with a τ_prompt to try taken from the rough maps' range."""
+    results = list(results)
+    peak = max(float(r.rough_map.max()) for r in results)
+    thresholds = results[0].provenance.get("thresholds", {})
+    tau = float(thresholds.get("prompt_threshold", 0.5))
+    if all(len(r.boxes) == 0 for r in results) and peak < tau:
+        low = float(min(r.rough_map.min() for r in results))
+        suggest = max(low, round(low + 0.9 * (peak - low), 3))
+        return (f"No defect region: the rough map stayed below τ_prompt {tau:.3f} (its range is {low:.3f}–{peak:.3f})."
+                f" Lower τ_prompt (e.g. to {suggest:.3f}) or click points on the defect.")
+    tau_mask = float(thresholds.get("mask_threshold", 0.5))
+    return (f"Prompts were found but no pixel of the final map reached τ_mask {tau_mask:.3f}: lower τ_mask or α, "
+            "or correct the prompts.")

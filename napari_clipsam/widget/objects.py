@@ -1,0 +1,111 @@
+"""Actions on whole objects (instances) of one source's masks layer: delete, lock, discard corrections.
+
+All pixel changes go through ``Labels.data_setitem`` inside one history block, so each action is one Ctrl+Z.
+Deleting or locking an object also removes the prompts that made it, so no refine brings it back or redraws it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .hand_edits import FrameMasks
+from .layers import Frame, OutputLayers, corners_to_box
+
+
+def _prompt_rows(outputs: OutputLayers, frame: Frame, signature) -> tuple[list[int], list[int]]:
+    """Indices of the points and boxes (in their layers) that make the component with ``signature``."""
+    (boxes, points, _shared), _occurrence = signature
+    want_pts, want_boxes = set(points), set(boxes)
+    pts, bxs = [], []
+    layer = outputs.prompts
+    if layer is not None and len(layer.data):
+        labels = layer.features["label"].astype(str).to_numpy()
+        for i, p in enumerate(np.asarray(layer.data)):
+            if outputs.stacked and int(np.round(p[0])) != frame:
+                continue
+            key = (float(np.round(p[-2], 2)), float(np.round(p[-1], 2)), 0 if labels[i] == "negative" else 1)
+            if key in want_pts:
+                pts.append(i)
+    layer = outputs.boxes
+    if layer is not None:
+        for i, vertices in enumerate(layer.data):
+            f, box = corners_to_box(vertices, outputs.stacked)
+            if f == frame and tuple(float(v) for v in np.round(box, 2)) in want_boxes:
+                bxs.append(i)
+    return pts, bxs
+
+
+def _drop_prompts_of(outputs: OutputLayers, frame: Frame, instance_id: int) -> int:
+    state = outputs.frames.get(frame)
+    sigs = [s for s, i in (state.components.items() if state else ()) if i == instance_id]
+    removed = 0
+    for sig in sigs:
+        pts, bxs = _prompt_rows(outputs, frame, sig)
+        if pts:
+            outputs.prompts.selected_data = set(pts)
+            outputs.prompts.remove_selected()
+        if bxs:
+            outputs.boxes.selected_data = set(bxs)
+            outputs.boxes.remove_selected()
+        removed += len(pts) + len(bxs)
+    return removed
+
+
+def delete_object(outputs: OutputLayers, frame: Frame, instance_id: int) -> int:
+    """Erase one instance from a frame (one undo step) and remove its prompts. Returns the pixels erased."""
+    if outputs.masks is None or instance_id <= 0:
+        return 0
+    plane = outputs.plane(frame)
+    where = np.nonzero(plane == instance_id)
+    _drop_prompts_of(outputs, frame, instance_id)
+    if where[0].size:
+        index = where if frame is None else (np.full(where[0].size, frame), *where)
+        with outputs.masks.block_history():
+            outputs.masks.data_setitem(index, 0)
+    state = outputs.frames.get(frame)
+    if state is not None:
+        state.note_edits(outputs.plane(frame))  # the erased pixels are the person's: no refine redraws them
+        state.forget_instance(instance_id)
+    outputs.locked.discard(instance_id)
+    if not outputs.stacked or not (outputs.masks.data == instance_id).any():
+        table = outputs.instance_classes()
+        table.pop(instance_id, None)
+        outputs.set_instance_classes(table)
+    return int(where[0].size)
+
+
+def lock_object(outputs: OutputLayers, frame: Frame, instance_id: int) -> bool:
+    """Commit one instance: its pixels never change again (until unlocked) and its prompts are removed."""
+    if outputs.masks is None or instance_id <= 0 or not (outputs.plane(frame) == instance_id).any():
+        return False
+    _drop_prompts_of(outputs, frame, instance_id)
+    outputs.locked.add(int(instance_id))
+    for state in outputs.frames.values():
+        state.forget_instance(instance_id)
+    outputs.masks.metadata["clipsam_locked"] = sorted(outputs.locked)
+    return True
+
+
+def unlock_object(outputs: OutputLayers, instance_id: int) -> bool:
+    if instance_id not in outputs.locked:
+        return False
+    outputs.locked.discard(instance_id)
+    outputs.masks.metadata["clipsam_locked"] = sorted(outputs.locked)
+    return True
+
+
+def discard_corrections(outputs: OutputLayers, frame: Frame) -> int:
+    """Put back what ClipSAM last wrote in a frame (one undo step) and forget the hand edits and locks there."""
+    state = outputs.frames.get(frame)
+    if state is None or outputs.masks is None:
+        return 0
+    plane = np.asarray(outputs.plane(frame))
+    changed = np.nonzero(plane != state.written)
+    if changed[0].size:
+        index = changed if frame is None else (np.full(changed[0].size, frame), *changed)
+        with outputs.masks.block_history():
+            outputs.masks.data_setitem(index, state.written[changed])
+    outputs.frames[frame] = FrameMasks(state.written.copy(), np.zeros_like(state.edited), dict(state.components),
+                                       set(state.extras))
+    outputs.locked -= set(np.unique(state.written).tolist())
+    outputs.masks.metadata["clipsam_locked"] = sorted(outputs.locked)
+    return int(changed[0].size)

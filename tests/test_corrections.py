@@ -1,0 +1,167 @@
+"""A person's corrections are never lost: painted, erased, deleted, locked and classified objects survive
+refines and re-runs byte for byte where no prompt changed (napari widget under Xvfb, tiny real models)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_clipsam.data.synthetic import synthetic_image  # noqa: E402
+from napari_clipsam.testing import tiny_engine  # noqa: E402
+from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
+
+WAIT_MS = 20_000
+
+
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_CLIPSAM_CONFIG_DIR", str(tmp_path / "config"))
+
+
+@pytest.fixture(scope="module")
+def shared_engine():
+    return tiny_engine(seed=0)
+
+
+@pytest.fixture
+def session(qtbot, make_napari_viewer, shared_engine):
+    """A widget that ran on an image with two CLIP components (two instances)."""
+    viewer = make_napari_viewer()
+    widget = ClipSAMWidget(viewer, engine=shared_engine)
+    viewer.window.add_dock_widget(widget, name="ClipSAM")
+    widget.c.prompt_threshold.setValue(0.5)  # two components on this image with the tiny random CLIP
+    widget.c.object_name.setText("machined part")
+    src = viewer.add_image(synthetic_image("part", "crack", size=96, seed=1)[0], name="part")
+    run(qtbot, widget)
+    out = widget.outputs_for(src)
+    assert len(np.unique(out.masks.data)) - 1 >= 2, "the scenario needs two instances"
+    return viewer, widget, out
+
+
+def run(qtbot, widget):
+    assert widget.run()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    loop = widget.correction_for(widget.picker.current)
+    if loop is not None:
+        qtbot.waitUntil(lambda: not loop.busy, timeout=WAIT_MS)
+    assert "Done" in widget.status, widget.status
+
+
+def settle(qtbot, loop):
+    qtbot.wait(50)
+    qtbot.waitUntil(lambda: not loop.busy, timeout=WAIT_MS)
+
+
+def component_point(out, instance_id):
+    """Row index of the CLIP point inside instance ``instance_id``."""
+    plane = out.masks.data
+    for i, (r, c) in enumerate(np.asarray(out.prompts.data)):
+        if plane[int(round(r)), int(round(c))] == instance_id:
+            return i
+    raise AssertionError(f"no prompt point on instance {instance_id}")
+
+
+def background_block(plane, size=3):
+    """Top-left corner of a size×size block of background at least 4 px away from every instance."""
+    from scipy import ndimage as ndi
+
+    far = ndi.distance_transform_edt(plane == 0) > 4 + size
+    r, c = np.argwhere(far)[len(np.argwhere(far)) // 2]
+    return int(r), int(c)
+
+
+def hand_edit(out, widget):
+    """Paint a new object, erase part of instance A, delete instance B's neighbour... and classify A."""
+    masks = out.masks
+    plane = masks.data
+    ids = [int(i) for i in np.unique(plane) if i]
+    a, b = ids[0], ids[1]
+    # paint a new object (id 50) with a 3-px brush, as the paint tool does
+    r, c = background_block(plane)
+    masks.brush_size = 3
+    masks.selected_label = 50
+    masks.paint((r, c), 50)
+    # erase one pixel-disc of A
+    ar, ac = np.argwhere(plane == a)[0]
+    masks.paint((int(ar), int(ac)), 0)
+    # give A a class
+    widget.classes.add("scratch")
+    out.set_instance_class(a, "scratch")
+    return a, b, (r, c)
+
+
+def test_hand_edits_survive_a_refine_of_another_component(qtbot, session):
+    viewer, widget, out = session
+    loop = widget.correction_for(out.source)
+    a, b, painted_at = hand_edit(out, widget)
+    before = out.masks.data.copy()
+    edited = out.frames[None].note_edits(before).copy()
+    assert edited.sum() > 0
+    # move B's point by two pixels: only B may change
+    i = component_point(out, b)
+    data = np.asarray(out.prompts.data).copy()
+    data[i] += 2.0
+    out.prompts.data = data
+    settle(qtbot, loop)
+    after = out.masks.data
+    b_region = (before == b) | (after == b)
+    assert np.array_equal(after[~b_region], before[~b_region]), "pixels outside the edited component changed"
+    assert np.array_equal(after[edited], before[edited]), "a hand edit was overwritten"
+    assert after[painted_at] == 50
+    assert out.instance_classes()[a] == "scratch"
+
+
+def test_delete_lock_and_rerun_keep_the_persons_work(qtbot, session):
+    viewer, widget, out = session
+    loop = widget.correction_for(out.source)
+    a, b, painted_at = hand_edit(out, widget)
+    # delete B with the dock's button (its pixels and prompts go)
+    out.masks.selected_label = b
+    widget.c.delete_object.click()
+    assert not (out.masks.data == b).any()
+    assert b not in out.instance_classes()
+    settle(qtbot, loop)
+    # lock A, then add a user point and Run again
+    out.masks.selected_label = a
+    widget.c.lock_object.click()
+    assert a in out.locked
+    out.prompts.add([5.0, 5.0])
+    settle(qtbot, loop)
+    snapshot = out.masks.data.copy()
+    edited = out.frames[None].note_edits(snapshot).copy()
+    run(qtbot, widget)
+    settle(qtbot, loop)
+    after = out.masks.data
+    assert "Kept your corrections" in widget.status, widget.status
+    assert np.array_equal(after[edited], snapshot[edited]), "a hand edit was lost by Run"
+    assert np.array_equal(after == a, snapshot == a), "a locked object changed"
+    assert not (after == b).any(), "a deleted object came back"
+    assert after[painted_at] == 50
+    assert out.instance_classes()[a] == "scratch"
+    sources = list(out.prompts.features["source"].astype(str))
+    assert "user" in sources, "the person's point was dropped by Run"
+
+
+def test_fill_with_zero_is_not_undone_by_refine(qtbot, session):
+    viewer, widget, out = session
+    loop = widget.correction_for(out.source)
+    ids = [int(i) for i in np.unique(out.masks.data) if i]
+    r, c = np.argwhere(out.masks.data == ids[0])[0]
+    out.masks.fill((int(r), int(c)), 0)
+    erased = ~(out.masks.data == ids[0]).any()
+    widget.refine()
+    settle(qtbot, loop)
+    assert erased and not (out.masks.data == ids[0]).any()
+
+
+def test_discard_corrections_restores_clipsam_masks_and_undoes(qtbot, session):
+    viewer, widget, out = session
+    written = out.masks.data.copy()
+    hand_edit(out, widget)
+    edited = out.masks.data.copy()
+    assert widget.discard_corrections() > 0
+    assert np.array_equal(out.masks.data, written)
+    out.masks.undo()
+    assert np.array_equal(out.masks.data, edited)
