@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 FLOWS = Path(__file__).parent / "flows"
@@ -38,3 +39,20 @@ def test_open_run_edit_refine_export_in_real_order(tiny_weights, tmp_path):
     out = run_flow("plugin_real_order.py", clip_dir, sam_dir, tmp_path / "export", tmp_path=tmp_path)
     assert "opened from the manifest: ClipSAMWidget" in out
     assert "refined" in out and "exported" in out
+
+
+def test_folder_review_in_real_order(tiny_weights, tmp_path):
+    import tifffile
+    from PIL import Image
+
+    from napari_clipsam.data.synthetic import synthetic_image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(synthetic_image("part", "crack", size=96, seed=1)[0]).save(images / "a.png")
+    (images / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n this file was cut short")
+    stack = np.stack([synthetic_image("part", "crack", size=96, seed=s)[0][..., 0] for s in (2, 3)])
+    tifffile.imwrite(images / "c.tif", stack)
+    clip_dir, sam_dir = tiny_weights
+    out = run_flow("folder_review.py", clip_dir, sam_dir, images, tmp_path / "labels", tmp_path=tmp_path)
+    assert "multi-frame c.tif accepted" in out

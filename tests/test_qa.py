@@ -155,7 +155,9 @@ def test_reject_and_skip_recorded_files_left(folders):
     assert (out / "masks" / "img1_mask.png").exists(), "reject leaves earlier files on disk"
     entry = manifest_json(s)["images"]["img1.png"]
     assert entry["verdict"] == "rejected" and entry["note"] == "glare, not a defect"
-    assert entry["outputs"] == ["masks/img1_mask.png", "provenance/img1.json"] and entry["n_instances"] is None
+    # the review always keeps a label TIFF (what going back to the image shows), beside the formats asked for
+    assert entry["outputs"] == ["masks/img1_mask.png", "labels/img1.tif", "labels/img1.json",
+                                "provenance/img1.json"] and entry["n_instances"] is None
     s.next()
     s.skip()
     assert s.verdict(1) is Verdict.SKIPPED and s.verdict(2) is None

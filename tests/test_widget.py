@@ -452,7 +452,7 @@ def test_folder_moves_on_while_running(qtbot, make_widget, shared_engine, tmp_pa
     assert widget.folder.open(tmp_path, tmp_path / "labels")
     assert gated.started.wait(10) and widget.busy
     assert widget.folder.accept() is False and "not finished" in widget.status
-    viewer.keymap[KeyBinding.from_str("Alt-S")](viewer)  # skip while ClipSAM runs: cancel, then move on
+    viewer.keymap[KeyBinding.from_str("Alt-D")](viewer)  # skip while ClipSAM runs: cancel, then move on
     assert widget.folder._queued
     gated.gate = False
     qtbot.waitUntil(lambda: not widget.busy and widget.folder.layer.name == "1.png"

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..export import FORMATS, ExportReport, export_pseudo_labels, safe_stem
+from ..export import FORMATS, ExportError, ExportReport, export_pseudo_labels, label_tiff_paths, read_label_tiff, safe_stem
 from .manifest import Entry, Manifest, Verdict, utc_now
 
 __all__ = ["DEFAULT_EXTENSIONS", "QASession", "export_stems", "find_images", "natural_key", "read_image"]
@@ -172,13 +172,15 @@ class QASession:
     def accept(self, instances, instance_classes: Mapping[int, str] | None = None, *,
                classes: Iterable[str] | None = None, provenance: Mapping | None = None,
                formats: Iterable[str] = FORMATS, overwrite: bool = True, edited: bool = False,
-               note: str = "") -> ExportReport:
+               note: str = "", multi_frame: bool = False) -> ExportReport:
         """Export the current image's pseudo-labels and record it as accepted (does not move on).
 
-        ``instances`` ... ``overwrite`` are passed to :func:`~napari_clipsam.export.export_pseudo_labels`
-        (with this image's export stem and its path relative to the input folder as ``image_file``).
-        ``edited`` says the user corrected the engine's labels; it goes to the manifest and, as
-        ``"edited"``, to the provenance when that is a mapping without such a key.
+        ``instances`` is (H, W), or with ``multi_frame`` (N, H, W) for a multi-frame image (each frame under
+        ``<stem>_f003``, as the Export tab names frames). ``instance_classes`` ... ``overwrite`` are passed to
+        :func:`~napari_clipsam.export.export_pseudo_labels` (with this image's export stem and its path relative
+        to the input folder as ``image_file``). A label TIFF is always written (it is what :meth:`saved_labels`
+        reads back when the review returns to the image). ``edited`` says the user corrected the engine's labels;
+        it goes to the manifest and, as ``"edited"``, to the provenance when that is a mapping without such a key.
 
         Raises:
             ExportError: invalid labels, or a file (label or manifest) could not be written. The manifest
@@ -187,13 +189,42 @@ class QASession:
         key, stem = self.key(), self.stem()
         if isinstance(provenance, Mapping) and "edited" not in provenance:
             provenance = {**provenance, "edited": bool(edited)}
-        report = export_pseudo_labels(self.output_dir, stem, instances, instance_classes, classes=classes,
-                                      formats=formats, provenance=provenance, image_file=key, overwrite=overwrite)
-        ids = np.unique(np.asarray(instances))
+        formats = list(dict.fromkeys([*formats, "tiff"]))
+        arr = np.asarray(instances)
+        if multi_frame and arr.ndim != 3:
+            raise ExportError(f"multi-frame labels must be (N, H, W), got shape {arr.shape}")
+        planes = [(frame_stem(stem, f), arr[f]) for f in range(arr.shape[0])] if multi_frame else [(stem, arr)]
+        reports = [export_pseudo_labels(self.output_dir, s, plane, instance_classes, classes=classes,
+                                        formats=formats, provenance=provenance, image_file=key,
+                                        overwrite=overwrite) for s, plane in planes]
+        report = ExportReport(written=[p for r in reports for p in r.written],
+                              skipped=[p for r in reports for p in r.skipped])
+        ids = np.unique(arr)
         outputs = [p.relative_to(self.output_dir).as_posix() for p in report.written + report.skipped]
         self._manifest.set(key, Entry(Verdict.ACCEPTED, utc_now(), stem, outputs=list(dict.fromkeys(outputs)),
                                       n_instances=int((ids > 0).sum()), edited=bool(edited), note=str(note)))
         return report
+
+    def saved_labels(self, path_or_index=None, frames: int | None = None):
+        """The labels an earlier Accept saved for an image: ``(labels, {id: class})`` or None.
+
+        ``labels`` is (H, W), or (N, H, W) when ``frames`` is N (a multi-frame image). None when the image is not
+        accepted or its label TIFF is missing or unreadable (then there is nothing to show).
+        """
+        entry = self.entry(path_or_index)
+        if entry is None or entry.verdict is not Verdict.ACCEPTED:
+            return None
+        stems = [entry.stem] if frames is None else [frame_stem(entry.stem, f) for f in range(frames)]
+        planes, classes = [], {}
+        for stem in stems:
+            path = label_tiff_paths(self.output_dir, stem)[0]
+            try:
+                labels, table = read_label_tiff(path)
+            except (OSError, ValueError):
+                return None
+            planes.append(np.asarray(labels, np.int32))
+            classes.update(table)
+        return (planes[0] if frames is None else np.stack(planes)), classes
 
     def reject(self, note: str = "") -> None:
         """Record the current image as rejected. Label files of an earlier Accept are left on disk (and listed)."""
@@ -239,6 +270,11 @@ class QASession:
 
 
 # ---------------------------------------------------------------- folder helpers
+
+
+def frame_stem(stem: str, frame: int) -> str:
+    """The export stem of one frame of a multi-frame image: ``<stem>_f003``."""
+    return f"{stem}_f{int(frame):03d}"
 
 
 def natural_key(relative_path: str | PurePosixPath) -> tuple:

@@ -52,7 +52,11 @@ class ClipSAMWidget(QWidget):
     def __init__(self, napari_viewer, engine=None, *, config: ClipSAMConfig | None = None,
                  settings_path: str | os.PathLike | None = None, parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer = viewer = napari_viewer
+        # From the Plugins menu napari passes a PublicOnlyProxy of the viewer: each attribute read returns a new
+        # proxy, so a layer read twice is two objects and identity (``is``, dict keys), which this widget uses to
+        # tell its layers apart, never matches. The widget keeps the viewer itself (wrapt's documented
+        # ``__wrapped__``) and still uses only napari's public API on it.
+        self.viewer = viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self.c: Controls = build_controls(self)
         self._engine = engine
         self._base_config = config
@@ -131,10 +135,11 @@ class ClipSAMWidget(QWidget):
                             prompt_threshold=tp, mask_threshold=tm, alpha=a, **local)
 
     # ------------------------------------------------------------------ actions
-    def run(self, source=None, *, precomputed=None, on_done=None) -> bool:
+    def run(self, source=None, *, precomputed=None, on_done=None, all_frames: bool | None = None) -> bool:
         """Segment ``source`` (default: the chosen image layer) in the background. Returns False when refused.
 
         ``on_done(outcome)`` is called in the GUI thread when the run ends (done, failed or cancelled).
+        ``all_frames``: every frame of a stack (default: the *all frames* box decides).
         """
         if self.task is not None:
             self.set_status("ClipSAM is already running: wait for it to finish or press Cancel.")
@@ -154,7 +159,7 @@ class ClipSAMWidget(QWidget):
             return False
         if n_frames is None:
             frames = [None]
-        elif self.c.all_frames.isChecked():
+        elif self.c.all_frames.isChecked() if all_frames is None else all_frames:
             frames = list(range(n_frames))
         else:
             frames = [current_frame(self.viewer, source)]
@@ -199,6 +204,14 @@ class ClipSAMWidget(QWidget):
             self.set_status("Run ClipSAM on this image first.")
             return 0
         return loop.flip_selected()
+
+    def show_saved_labels(self, source, labels, classes: dict[int, str]) -> OutputLayers:
+        """Show labels saved earlier (e.g. an accepted review image) in ``source``'s masks layer, as the person's
+        work: a later Run or refine keeps these objects and only adds to the background around them."""
+        outputs, _ = self._session_for(source, frame_count(source))
+        outputs.set_classes(self.class_names)
+        outputs.show_saved(labels, classes)
+        return outputs
 
     def _selected_object(self):
         """(outputs, frame, instance id) for the label selected in the chosen image's masks layer, or None."""
@@ -267,7 +280,7 @@ class ClipSAMWidget(QWidget):
         for outputs, _ in list(self._sessions):
             self.forget(outputs.source)
         self.picker.disconnect_viewer()
-        self.folder.unbind_keys()
+        self.folder.disconnect()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)

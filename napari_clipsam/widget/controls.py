@@ -83,9 +83,11 @@ TOOLTIPS = {
     "qa_open": "Open the review: resumes at the first image without a verdict and runs ClipSAM on it.",
     "qa_progress": "Position in the folder and the verdicts so far.",
     "qa_verdict": "The current image and its verdict (undecided, accepted, rejected or skipped).",
-    "qa_accept": "Export the current masks with their classes and go to the next image (Alt+A).",
+    "qa_accept": "Export the current masks with their classes and go to the next image (Alt+A). Labels saved "
+                 "before for this image are replaced only with 'overwrite existing files' ticked.",
     "qa_reject": "Mark the image as rejected (no labels) and go to the next image (Alt+R).",
-    "qa_skip": "Mark the image as skipped (seen, no decision) and go to the next image (Alt+S).",
+    "qa_skip": "Mark the image as skipped (seen, no decision) and go to the next image (Alt+D).",
+    "qa_close": "Close the review: its keys are unbound; verdicts and labels stay in the labels folder.",
     "qa_previous": "Go back one image without a verdict change (Alt+Left).",
     "qa_next": "Go to the next image without a verdict change (Alt+Right).",
 }
@@ -140,6 +142,7 @@ class Controls:
     qa_skip: QPushButton
     qa_previous: QPushButton
     qa_next: QPushButton
+    qa_close: QPushButton
 
 
 def _tip(widget, key: str):
@@ -258,7 +261,8 @@ def build_controls(parent: QWidget) -> Controls:
     qform.addRow(_row(c["qa_accept"], c["qa_reject"], c["qa_skip"]))
     c["qa_previous"], c["qa_next"] = _tip(QPushButton("◀ Previous"), "qa_previous"), _tip(QPushButton("Next ▶"),
                                                                                            "qa_next")
-    qform.addRow(_row(c["qa_previous"], c["qa_next"]))
+    c["qa_close"] = _tip(QPushButton("Close review"), "qa_close")
+    qform.addRow(_row(c["qa_previous"], c["qa_next"], c["qa_close"]))
     tabs.addTab(qa, "Folder review")
 
     # ---- shared progress and status

@@ -59,7 +59,7 @@ class ExportPanel(QObject):
                 Path(self.folder).expanduser(), outputs.source.name, masks.data, features=masks.features,
                 classes=self._classes(), provenance=lambda f: frame_provenance(masks.metadata, f),
                 frames=frames if outputs.stacked else None, formats=self.formats,
-                overwrite=self.c.overwrite.isChecked())
+                overwrite=self.c.overwrite.isChecked(), image_file=outputs.source_info()["file"])
         except ExportError as err:
             self._status(f"Export failed: {err}")
             return None

@@ -5,7 +5,13 @@ the widget's normal Run, so Cancel, progress and the correction loop work as usu
 ``i``, a :class:`~napari_clipsam.qa.Prefetcher` segments image ``i + 1`` in the background; moving on then
 only waits for (or reuses) that result.
 
-Keys (on the viewer): Alt+Right next, Alt+Left previous, Alt+A accept, Alt+R reject, Alt+S skip.
+Keys, bound on the viewer only while a review is open (and exactly these unbound on Close): Alt+Right next,
+Alt+Left previous, Alt+A accept, Alt+R reject, Alt+D skip (defer). None of them is a napari shortcut (napari's
+Alt+S saves a screenshot).
+
+Going back to an accepted image shows the labels saved for it (no new run); Run re-segments it with the saved
+objects kept as corrections. An image that cannot be read clears the review layers and disables Accept. A
+multi-frame image (an N×H×W TIFF) is segmented and accepted frame by frame (``<stem>_f000``...).
 """
 from __future__ import annotations
 
@@ -20,9 +26,10 @@ from ..export import FORMATS, ExportError
 from ..qa import Prefetcher, QASession
 from .controls import Controls
 from .labels_export import frame_provenance
+from .source import frame_count
 
 KEYS = {"Alt-Right": "next_image", "Alt-Left": "previous_image", "Alt-A": "accept", "Alt-R": "reject",
-        "Alt-S": "skip"}
+        "Alt-D": "skip"}
 
 
 class FolderPanel(QObject):
@@ -36,6 +43,9 @@ class FolderPanel(QObject):
         self.prefetcher: Prefetcher | None = None
         self.prefetch_hits = 0  # runs that took their result from the prefetch
         self._queued = False
+        self._bound = False
+        self._image_ok = False
+        self._complete = False
         c = controls
         c.qa_input_browse.clicked.connect(lambda: self._browse(c.qa_input, "Folder of images to review"))
         c.qa_output_browse.clicked.connect(lambda: self._browse(c.qa_output, "Folder for the labels"))
@@ -45,8 +55,7 @@ class FolderPanel(QObject):
         c.qa_skip.clicked.connect(lambda: self.skip())
         c.qa_previous.clicked.connect(lambda: self.previous_image())
         c.qa_next.clicked.connect(lambda: self.next_image())
-        for key, method in KEYS.items():
-            widget.viewer.bind_key(key, self._key_handler(method), overwrite=True)
+        c.qa_close.clicked.connect(lambda: self.close())
         widget.run_finished.connect(self._on_run_finished)
         self._update_labels()
 
@@ -56,12 +65,33 @@ class FolderPanel(QObject):
 
         return handler
 
+    def bind_keys(self) -> None:
+        if not self._bound:
+            for key, method in KEYS.items():
+                self.widget.viewer.bind_key(key, self._key_handler(method), overwrite=True)
+            self._bound = True
+
     def unbind_keys(self) -> None:
-        for key in KEYS:
-            self.widget.viewer.bind_key(key, None)
-        self.widget.run_finished.disconnect(self._on_run_finished)
+        """Unbind exactly the review keys (nothing else of the viewer's)."""
+        if self._bound:
+            for key in KEYS:
+                self.widget.viewer.bind_key(key, None)
+            self._bound = False
+
+    def close(self) -> None:
+        """Close the review: keys unbound, prefetch stopped; verdicts and labels stay on disk."""
+        self.unbind_keys()
         if self.prefetcher is not None:
             self.prefetcher.cancel(wait=False)
+            self.prefetcher = None
+        self.session = None
+        self._image_ok = self._complete = False
+        self._update_labels()
+
+    def disconnect(self) -> None:
+        """The widget is closing: close the review and stop listening to it."""
+        self.close()
+        self.widget.run_finished.disconnect(self._on_run_finished)
 
     # ------------------------------------------------------------------ actions
     def open(self, input_dir: str | None = None, output_dir: str | None = None) -> bool:
@@ -80,6 +110,8 @@ class FolderPanel(QObject):
             self.widget.set_status(f"Cannot open the review: {err}")
             return False
         self.session = session
+        self._complete = False
+        self.bind_keys()
         self.widget.save_settings()
         session.resume()
         if session.manifest_recovered is not None:
@@ -89,39 +121,58 @@ class FolderPanel(QObject):
         return True
 
     def accept(self) -> bool:
-        """Export the current masks (with classes, provenance and edited flag) and go to the next image."""
-        if not self._ready():
+        """Export the current masks (with classes, provenance and edited flag) and go to the next image.
+
+        When labels were saved for this image before and differ from these, they are replaced only with
+        *overwrite* ticked (Classes & export tab); the status line says which happened.
+        """
+        if not self._can_decide():
+            return False
+        if not self._image_ok:
+            self.widget.set_status(f"{self.session.key()} could not be read: there is nothing to accept. "
+                                   "Reject or Skip it.")
             return False
         outputs = self.widget.outputs_for(self.layer)
-        if self.widget.busy or outputs is None or None not in outputs.results:
+        if self.widget.busy or outputs is None:
             self.widget.set_status("ClipSAM has not finished on this image yet: wait for it (or Reject / Skip).")
             return False
         if outputs.masks is None:
             self.widget.set_status("The masks layer was deleted: press Run to make it again, then Accept.")
             return False
-        edited = any(outputs.records.get(None, {}).get("edited", {}).values())
+        data = np.asarray(outputs.masks.data)
+        classes = outputs.instance_classes()
+        saved = self.session.saved_labels(frames=outputs.n_frames)
+        differs = saved is not None and not (np.array_equal(saved[0], data) and saved[1] == classes)
+        if differs and not self.c.overwrite.isChecked():
+            self.widget.set_status(f"{self.session.key()} already has saved labels that differ from these: tick "
+                                   "'overwrite existing files' (Classes & export) to replace them, or move on to "
+                                   "keep them.")
+            return False
+        edited = any(any(r.get("edited", {}).values()) for r in outputs.records.values()) or saved is not None
+        frames = None if outputs.n_frames is None else range(outputs.n_frames)
         try:
             report = self.session.accept(
-                np.asarray(outputs.masks.data), outputs.instance_classes(), classes=self.widget.class_names,
-                provenance=frame_provenance(outputs.masks.metadata, None),
-                formats=self.widget.export_formats or FORMATS, overwrite=True,
-                edited=edited)
+                data, classes, classes=self.widget.class_names,
+                provenance=frame_provenance(outputs.masks.metadata, None if frames is None else 0),
+                formats=self.widget.export_formats or FORMATS, overwrite=True, edited=edited,
+                multi_frame=outputs.stacked)
         except ExportError as err:
             self.widget.set_status(f"Accept failed, nothing recorded: {err}")
             return False
-        self.widget.set_status(f"Accepted {self.session.key()}: {len(report.written)} file(s) written.")
+        note = " (replaced the labels saved before)" if differs else ""
+        self.widget.set_status(f"Accepted {self.session.key()}: {len(report.written)} file(s) written{note}.")
         self._advance()
         return True
 
     def reject(self) -> bool:
-        if not self._ready():
+        if not self._can_decide():
             return False
         self.session.reject()
         self._advance()
         return True
 
     def skip(self) -> bool:
-        if not self._ready():
+        if not self._can_decide():
             return False
         self.session.skip()
         self._advance()
@@ -130,11 +181,13 @@ class FolderPanel(QObject):
     def next_image(self) -> None:
         if self._ready() and self.session.index < len(self.session) - 1:
             self.session.next()
+            self._complete = False
             self._show()
 
     def previous_image(self) -> None:
         if self._ready() and self.session.index > 0:
             self.session.previous()
+            self._complete = False
             self._show()
 
     def provider_for(self, layer):
@@ -142,7 +195,8 @@ class FolderPanel(QObject):
         pre = self.prefetcher
         if pre is None:
             return None
-        key = self._key(self.session.index) if self.session is not None and layer is self.layer else None
+        key = self._key(self.session.index) if self.session is not None and layer is self.layer \
+            and frame_count(layer) is None else None  # the prefetch segments single images only
 
         def provide(cancelled):
             if key is None or pre.key != key:
@@ -172,6 +226,15 @@ class FolderPanel(QObject):
             return False
         return True
 
+    def _can_decide(self) -> bool:
+        if not self._ready():
+            return False
+        if self._complete:
+            self.widget.set_status("Review complete: every image has a verdict. Go back (◀) to an image to "
+                                   "change its verdict.")
+            return False
+        return True
+
     def _browse(self, edit, title: str) -> None:
         folder = QFileDialog.getExistingDirectory(self.c.qa_open, title, edit.text())
         if folder:
@@ -184,6 +247,7 @@ class FolderPanel(QObject):
         else:
             undecided = s.first_undecided()
             if undecided is None:
+                self._complete = True
                 self._update_labels()
                 self.widget.set_status(f"Review complete: every one of the {len(s)} images has a verdict.")
                 return
@@ -191,7 +255,7 @@ class FolderPanel(QObject):
         self._show()
 
     def _show(self) -> None:
-        """Replace the review layer with the current image and run ClipSAM on it."""
+        """Replace the review layer with the current image; show its saved labels, or run ClipSAM on it."""
         self._update_labels()
         if self.widget.busy:  # a run on the previous image: stop it, then come back here
             self._queued = True
@@ -201,11 +265,33 @@ class FolderPanel(QObject):
         try:
             image = s.read_image()
         except (OSError, ValueError) as err:
-            self.widget.set_status(f"Cannot read {s.current}: {err}. Skip or Reject it.")
+            self._clear_review_layers()
+            self._set_image_ok(False)
+            self.widget.set_status(f"Cannot read {s.current}: {str(err).rstrip('.')}. Skip or Reject it.")
             return
+        self._set_image_ok(True)
         self._replace_image(image)
         self.widget.select_source(self.layer)
-        self.widget.run(source=self.layer, on_done=self._after_run)
+        saved = s.saved_labels(frames=frame_count(self.layer))
+        if saved is not None:
+            self.widget.show_saved_labels(self.layer, *saved)
+            self.widget.set_status(f"{s.key()} was accepted: showing the labels saved for it. Accept again to keep "
+                                   "them, or Run to re-segment (the saved objects are kept as corrections).")
+            self._prefetch(s.index + 1)
+            return
+        self.widget.run(source=self.layer, on_done=self._after_run, all_frames=True)
+
+    def _set_image_ok(self, ok: bool) -> None:
+        self._image_ok = ok
+        self.c.qa_accept.setEnabled(ok)
+
+    def _clear_review_layers(self) -> None:
+        layer, viewer = self.layer, self.widget.viewer
+        if layer is not None:
+            self.widget.forget(layer, remove_layers=True)
+            if layer in viewer.layers:
+                viewer.layers.remove(layer)
+        self.layer = None
 
     def _replace_image(self, image: np.ndarray) -> None:
         """Put the current image in the review layer: new data in the same layer (and the same output layers,
@@ -220,10 +306,7 @@ class FolderPanel(QObject):
             layer.reset_contrast_limits()
             self.widget.restart_outputs(layer)
             return
-        if layer is not None:
-            self.widget.forget(layer, remove_layers=True)
-            if layer in viewer.layers:
-                viewer.layers.remove(layer)
+        self._clear_review_layers()
         self.layer = viewer.add_image(image, name=name, rgb=rgb, metadata=meta)
 
     def _after_run(self, outcome) -> None:

@@ -12,6 +12,9 @@ What the masks layer carries (written by the widget, read here):
   image), where ``prompts`` are the points/labels/boxes that made the masks and ``edited`` says whether the
   user changed the prompts or painted the masks by hand.
 * ``metadata["clipsam_classes"]``: the user's class list (orders COCO ids and YOLO indices).
+* ``metadata["clipsam_source"]``: ``{"name", "file"}`` of the image the masks were made from: files are named
+  after ``name`` (by the Export tab and the writer alike) and COCO's ``file_name`` is ``file``'s name when the
+  image came from a file.
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=
                        classes: Iterable[str] | None = None,
                        provenance: Mapping | Callable[[int | None], Mapping | None] | None = None,
                        frames: Iterable[int] | None = None, formats: Iterable[str] = FORMATS,
-                       overwrite: bool = False) -> list[tuple[str, ExportReport]]:
+                       overwrite: bool = False, image_file: str | None = None) -> list[tuple[str, ExportReport]]:
     """Export a (H, W) label image, or chosen frames of an (N, H, W) stack, under stems from ``name``.
 
     Args:
@@ -65,6 +68,7 @@ def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=
         data: integer label image or stack. features: the layer's features (``index``/``class``).
         classes: the user's class list. provenance: one mapping, or ``frame -> mapping`` (frame None for 2-D).
         frames: frames of a stack to export (default: all). formats, overwrite: see export_pseudo_labels.
+        image_file: the image's file (a 2-D image that came from a file): COCO's ``file_name`` and provenance.
 
     Returns:
         ``[(stem, ExportReport), ...]`` in frame order.
@@ -90,18 +94,21 @@ def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=
         prov = provenance(frame) if callable(provenance) else provenance
         stem = frame_stem(name, frame)
         reports.append((stem, export_pseudo_labels(out_dir, stem, plane, id_class, classes=classes, formats=formats,
-                                                   provenance=prov, overwrite=overwrite)))
+                                                   provenance=prov, overwrite=overwrite,
+                                                   image_file=image_file if frame is None else None)))
     return reports
 
 
 def write_pseudo_labels(path: str, data, meta: dict) -> list[str]:
     """npe2 writer: save one Labels layer as a pseudo-label dataset folder (all formats, replacing files).
 
-    ``path`` is the folder; a 2-D layer is exported under its name, a stack frame by frame.
+    ``path`` is the folder; files are named as the Export tab names them (after the source image of a ClipSAM
+    masks layer, else after the layer), a stack frame by frame.
     """
     metadata = meta.get("metadata") or {}
+    source = metadata.get("clipsam_source") or {}
     reports = export_label_image(
-        Path(path), meta.get("name") or "labels", data, features=meta.get("features"),
+        Path(path), source.get("name") or meta.get("name") or "labels", data, features=meta.get("features"),
         classes=metadata.get("clipsam_classes"), provenance=lambda f: frame_provenance(metadata, f),
-        formats=FORMATS, overwrite=True)
+        formats=FORMATS, overwrite=True, image_file=source.get("file"))
     return [str(p) for _, report in reports for p in report.written]

@@ -168,6 +168,20 @@ class OutputLayers:
             self.results.update(results)
             self._refresh_classes()
 
+    def show_saved(self, labels: np.ndarray, classes: dict[int, str]) -> None:
+        """Show saved labels (2-D, or N×H×W for a stack) as the person's work: every saved object is protected
+        from later refines and Runs, which only draw into the background around them (see :mod:`.hand_edits`)."""
+        labels = np.asarray(labels, np.int32).reshape(self.full_shape)
+        with self._writing():
+            self._ensure_layers()
+            self.masks.data = labels.copy()
+            self._set_features({int(i): c for i, c in classes.items() if (labels == int(i)).any()})
+            planes = [(None, labels)] if not self.stacked else list(enumerate(labels))
+            for frame, plane in planes:
+                self.frames[frame] = FrameMasks(np.zeros(self.shape, np.int32), plane != 0)
+            self.next_id = int(labels.max(initial=0)) + 1
+            self._refresh_classes()
+
     def apply_refined(self, frame: Frame, result, default_class: str) -> int:
         """Replace one frame's masks by a refined result (one undo step). Returns the number of pixels changed."""
         with self._writing():
@@ -260,6 +274,12 @@ class OutputLayers:
     def _meta(self, role: str) -> dict:
         return {ROLE: role, "clipsam": {}}
 
+    def source_info(self) -> dict:
+        """``{"name", "file"}`` of the source image (``file``: the path it was opened from, or None)."""
+        path = getattr(getattr(self.source, "source", None), "path", None)
+        path = path or self.source.metadata.get("clipsam_qa")
+        return {"name": self.source.name, "file": str(path) if path else None}
+
     def _ensure_layers(self) -> None:
         self._last_name = self.source.name
         scale = tuple(self.source.scale[-len(self.full_shape):]) if self.source.ndim == len(self.full_shape) \
@@ -276,7 +296,7 @@ class OutputLayers:
             self.masks = self.viewer.add_labels(
                 np.zeros(self.full_shape, np.int32), name=self._name("masks"), opacity=0.55,
                 metadata={**self._meta("masks"), "clipsam_frames": self.records,
-                          "clipsam_classes": list(self.classes)},
+                          "clipsam_classes": list(self.classes), "clipsam_source": self.source_info()},
                 features=pd.DataFrame({"index": np.zeros(0, int), "class": np.zeros(0, object)}), **geometry)
             self.masks.events.paint.connect(self._on_paint)
         if self.boxes is None:
@@ -421,6 +441,7 @@ class OutputLayers:
         for layer in self.layers():
             layer.metadata["clipsam"] = dict(result.provenance)
         self.masks.metadata["clipsam_frames"] = self.records
+        self.masks.metadata["clipsam_source"] = self.source_info()
 
     def _on_paint(self, event=None) -> None:
         if self.quiet:
