@@ -13,6 +13,7 @@ prints such an error as one line and exits with code 2; any other exception is a
     │   └── EngineMismatchError                 a result refined by an engine other than the one that made it
     ├── InputFileError (OSError)                a file or folder that is unusable (empty, malformed, wrong kind)
     │   ├── MissingFileError (FileNotFoundError)
+    │   ├── OutputExistsError (FileExistsError)  an output that would be overwritten without the overwrite option
     │   └── PathKindError (IsADirectoryError, NotADirectoryError)   a folder where a file was expected, or back
     ├── WeightsUnavailableError (RuntimeError)  model weights that cannot be found, downloaded or verified
     │   └── DownloadError                       a download that failed (names the URL and how to place the file)
@@ -47,6 +48,10 @@ class InputFileError(ClipSAMUserError, OSError):
 
 class MissingFileError(InputFileError, FileNotFoundError):
     """A file or folder given by the user does not exist."""
+
+
+class OutputExistsError(InputFileError, FileExistsError):
+    """An output file already exists and would be overwritten without the overwrite option."""
 
 
 class PathKindError(InputFileError, IsADirectoryError, NotADirectoryError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from .errors import InvalidInputError
 
 MIN_SIDE = 8
 ACCEPTED = ("an H×W (grayscale), H×W×1, H×W×3 (RGB) or H×W×4 (RGBA) array of uint8, uint16, other integers, "
@@ -23,25 +24,25 @@ def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -
         ValueError: saying what was wrong and what is accepted.
     """
     if image is None:
-        raise ValueError(f"No image given; expected {ACCEPTED}.")
+        raise InvalidInputError(f"No image given; expected {ACCEPTED}.")
     a = np.asarray(image)
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise ValueError(f"Image has dtype {a.dtype}, which is not numeric; expected {ACCEPTED}.")
+        raise InvalidInputError(f"Image has dtype {a.dtype}, which is not numeric; expected {ACCEPTED}.")
     if a.size == 0:
-        raise ValueError(f"Image is empty (shape {a.shape}); expected {ACCEPTED}.")
+        raise InvalidInputError(f"Image is empty (shape {a.shape}); expected {ACCEPTED}.")
     if a.ndim < 2 or a.ndim > 3:
         hint = (" For a stack of frames, segment one frame at a time (or use segment_many)." if a.ndim == 4 else "")
-        raise ValueError(f"Image has {a.ndim} dimension(s) (shape {a.shape}); expected {ACCEPTED}.{hint}")
+        raise InvalidInputError(f"Image has {a.ndim} dimension(s) (shape {a.shape}); expected {ACCEPTED}.{hint}")
     if a.ndim == 3 and a.shape[-1] not in (1, 3, 4):
         hint = ""
         if a.shape[0] in (1, 3, 4) and a.shape[-1] > 4:
             hint = " It looks channel-first: move the channel axis last (np.moveaxis(image, 0, -1))."
         elif a.shape[-1] > 4:
             hint = " For a stack of frames (N×H×W), segment one frame at a time (or use segment_many)."
-        raise ValueError(f"Image has {a.shape[-1]} channels (shape {a.shape}); expected 1, 3 or 4 channels: "
+        raise InvalidInputError(f"Image has {a.shape[-1]} channels (shape {a.shape}); expected 1, 3 or 4 channels: "
                          f"{ACCEPTED}.{hint}")
     if a.shape[0] < MIN_SIDE or a.shape[1] < MIN_SIDE:
-        raise ValueError(f"Image is {a.shape[0]}×{a.shape[1]} pixels, smaller than the minimum "
+        raise InvalidInputError(f"Image is {a.shape[0]}×{a.shape[1]} pixels, smaller than the minimum "
                          f"{MIN_SIDE}×{MIN_SIDE}; expected {ACCEPTED}.")
     if a.ndim == 2:
         a = a[..., None]
@@ -52,7 +53,7 @@ def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -
     if np.issubdtype(a.dtype, np.floating):
         nan = np.isnan(a).any(axis=-1)
         if nan.all():
-            raise ValueError(f"Image is all NaN (shape {image.shape}); there is nothing to segment.")
+            raise InvalidInputError(f"Image is all NaN (shape {image.shape}); there is nothing to segment.")
         valid = ~nan
     else:
         valid = np.ones(a.shape[:2], bool)

@@ -33,6 +33,7 @@ from .mmr.levels import refine_from_prompts
 from .mmr.prompts import group_user_prompts, prompts_from_map
 from .mmr.sam_decoder import SamRunner
 from .result import ClipSAMResult
+from .errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
@@ -223,7 +224,7 @@ class ClipSAM:
         if batch_size is None:
             batch_size = self.default_batch_size
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+            raise InvalidInputError(f"batch_size must be at least 1, got {batch_size}.")
         step = _Stepper(progress, cancelled)
         clean_object_name(object_name)
         prepared = [normalise_image(im, contrast_limits) for im in images]  # validate everything first
@@ -281,7 +282,7 @@ class ClipSAM:
         prompts = group_user_prompts(points, point_labels, boxes, result.rough_map.shape)
         emb = result.sam_embedding
         if emb is None and prompts.num_components:
-            raise ValueError("This result carries no SAM embedding (it was made with embed_without_prompts=False "
+            raise InvalidInputError("This result carries no SAM embedding (it was made with embed_without_prompts=False "
                              "and had no prompts); run segment again with embed_without_prompts=True.")
         return self._finish(result.rough_map, prompts, result.valid, result.image_key, emb,
                             result.provenance.get("object_name", ""))

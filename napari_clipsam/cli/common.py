@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..config import PRESETS
+from ..errors import InvalidInputError, require_file
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DTYPES = ("float32", "bfloat16")
@@ -89,14 +90,13 @@ def engine_config(args: argparse.Namespace, **overrides):
     cfg = ClipSAMConfig.preset(args.preset)
     if getattr(args, "config", None) is not None:
         path = Path(args.config).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"Config file {path} does not exist.")
+        require_file(path, "Config file", "Give a JSON file of ClipSAMConfig fields.")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"Config file {path} is not valid JSON: {exc}") from exc
+            raise InvalidInputError(f"Config file {path} is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
-            raise ValueError(f"Config file {path} must hold a JSON object of ClipSAMConfig fields.")
+            raise InvalidInputError(f"Config file {path} must hold a JSON object of ClipSAMConfig fields.")
         cfg = ClipSAMConfig.from_dict({**cfg.to_dict(), **data})
     flags = {"device": "device", "dtype": "dtype", "image_size": "image_size", "clip_model": "clip_model",
              "clip_weights": "clip_weights", "sam_model": "sam_model", "sam_checkpoint": "sam_weights"}
@@ -111,7 +111,7 @@ def engine_config(args: argparse.Namespace, **overrides):
     changes.update(overrides)
     cfg = cfg.replace(**changes)
     if cfg.sam_model.startswith("local-dir:") and changes.get("sam_weights") not in (None, "random"):
-        raise ValueError("--sam-checkpoint cannot be combined with a local-dir: SAM (the folder holds its own "
+        raise InvalidInputError("--sam-checkpoint cannot be combined with a local-dir: SAM (the folder holds its own "
                          "sam.pth); give one or the other.")
     return cfg
 
@@ -211,18 +211,18 @@ def json_safe(value):
 
 # ----------------------------------------------------------------------------------------------- errors
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a subcommand; expected failures become ``error: …`` on stderr and exit code 2 (no traceback,
-    unless ``--traceback``)."""
-    from ..errors import WeightsUnavailableError
-    from ..export.atomic import ExportError
+    """Run a subcommand. A user error (:class:`~napari_clipsam.errors.ClipSAMUserError`: a bad setting, argument,
+    file, or unavailable weights) becomes one ``error: …`` line on stderr and exit code 2 (no traceback, unless
+    ``--traceback``). Any other exception is a bug: it propagates with its traceback (exit code 1)."""
+    from ..errors import ClipSAMUserError
 
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:
         note("interrupted")
         return EXIT_INTERRUPTED
-    except (WeightsUnavailableError, ValueError, OSError, ExportError, ArithmeticError) as exc:
+    except ClipSAMUserError as exc:
         if getattr(args, "traceback", False):
             raise
-        note(f"error: {exc}")
+        note("error: " + " ".join(str(exc).split()))
         return EXIT_USAGE

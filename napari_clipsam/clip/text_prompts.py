@@ -4,6 +4,7 @@ A prompt is ``template.format(state.format(object_name))``: for the object "bott
 "damaged {}" and the template "a cropped photo of the {}." give "a cropped photo of the damaged bottle.".
 """
 from __future__ import annotations
+from ..errors import InvalidInputError
 
 NORMAL_STATES: tuple[str, ...] = (
     "{}",
@@ -75,8 +76,8 @@ def expand_prompts(object_name: str, states: tuple[str, ...], templates: tuple[s
 def clean_object_name(object_name: str) -> str:
     """Normalise an object name ("  Metal_nut " → "metal nut"); raise ValueError when it is empty."""
     if not isinstance(object_name, str):
-        raise ValueError(f"object_name must be a string such as 'bottle', got {type(object_name).__name__}")
+        raise InvalidInputError(f"object_name must be a string such as 'bottle', got {type(object_name).__name__}")
     name = " ".join(object_name.replace("_", " ").split()).lower()
     if not name:
-        raise ValueError("object_name is empty: give the kind of object shown, e.g. 'bottle' or 'metal surface'.")
+        raise InvalidInputError("object_name is empty: give the kind of object shown, e.g. 'bottle' or 'metal surface'.")
     return name

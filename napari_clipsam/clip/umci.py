@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..errors import InvalidInputError
 
 
 class UMCILayer(nn.Module):
@@ -21,7 +22,7 @@ class UMCILayer(nn.Module):
                  temperature: float = 0.01):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"UMCI width {dim} is not divisible by {heads} attention heads; choose umci_heads "
+            raise InvalidInputError(f"UMCI width {dim} is not divisible by {heads} attention heads; choose umci_heads "
                              f"that divides {dim}.")
         self.kernels = tuple(int(k) for k in kernels)
         self.temperature = float(temperature)
@@ -90,7 +91,7 @@ class UMCI(nn.Module):
     def forward(self, tokens: list[torch.Tensor], T: torch.Tensor) -> list[torch.Tensor]:
         """``tokens``: one (B, C, h, w) per layer; ``T`` (2, D). Returns per-layer logits (B, 2, h, w)."""
         if len(tokens) != len(self.heads_per_layer):
-            raise ValueError(f"UMCI expects {len(self.heads_per_layer)} feature layers, got {len(tokens)}.")
+            raise InvalidInputError(f"UMCI expects {len(self.heads_per_layer)} feature layers, got {len(tokens)}.")
         return [head(t, T) for head, t in zip(self.heads_per_layer, tokens)]
 
     def num_parameters(self) -> int:

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from ..errors import InvalidInputError, MissingFileError
 
 DEFAULTS = dict(image_size=1024, patch_size=16, encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12,
                 encoder_global_attn_indexes=[2, 5, 8, 11], window_size=14, prompt_embed_dim=256,
@@ -31,7 +32,7 @@ def build_sam(cfg: dict):
 
     unknown = set(cfg) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"Unknown SAM config keys {sorted(unknown)}; known keys: {sorted(DEFAULTS)}")
+        raise InvalidInputError(f"Unknown SAM config keys {sorted(unknown)}; known keys: {sorted(DEFAULTS)}")
     c = {**DEFAULTS, **cfg}
     grid = c["image_size"] // c["patch_size"]
     return Sam(
@@ -66,6 +67,6 @@ def read_local_dir(folder: Path) -> tuple[dict, Path]:
     cfg_path, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for p in (cfg_path, weights):
         if not p.is_file():
-            raise FileNotFoundError(f"SAM folder {folder} lacks {p.name}; a local-dir SAM holds {CONFIG_FILE} "
+            raise MissingFileError(f"SAM folder {folder} lacks {p.name}; a local-dir SAM holds {CONFIG_FILE} "
                                     f"and {WEIGHTS_FILE}.")
     return json.loads(cfg_path.read_text()), weights
