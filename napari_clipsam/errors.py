@@ -14,7 +14,7 @@ prints such an error as one line and exits with code 2; any other exception is a
     ├── InputFileError (OSError)                a file or folder that is unusable (empty, malformed, wrong kind)
     │   ├── MissingFileError (FileNotFoundError)
     │   ├── OutputExistsError (FileExistsError)  an output that would be overwritten without the overwrite option
-    │   └── PathKindError (IsADirectoryError, NotADirectoryError)   a folder where a file was expected, or back
+    │   └── PathKindError (IsADirectoryError, NotADirectoryError)   a folder given for a file, or back
     ├── WeightsUnavailableError (RuntimeError)  model weights that cannot be found, downloaded or verified
     │   └── DownloadError                       a download that failed (names the URL and how to place the file)
     └── TrainingDivergedError (FloatingPointError)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 from .errors import InvalidInputError
@@ -15,13 +16,15 @@ def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -
     """Validate and convert an image for ClipSAM.
 
     Gray is repeated to 3 channels, alpha is dropped, uint8 is kept as is; any other dtype is rescaled to
-    0–255 with ``contrast_limits`` (e.g. a napari layer's) or the 0.5/99.5 percentiles of its finite values.
-    NaN pixels become black and are marked invalid (treated as background downstream).
+    0–255 with ``contrast_limits`` (e.g. a napari layer's: two finite numbers, low ≤ high, checked even for
+    uint8) or the 0.5/99.5 percentiles of its finite values. NaN pixels become black and are marked invalid
+    (treated as background downstream); +inf pixels become white and -inf black. Floats of any magnitude
+    (up to ±1.8e308, float64's range) are rescaled in float64 without overflow; float16/32 are exact there.
 
     Returns:
         rgb: (H, W, 3) uint8; valid: (H, W) bool, False where any channel was NaN.
     Raises:
-        ValueError: saying what was wrong and what is accepted.
+        InvalidInputError (a ValueError): saying what was wrong and what is accepted.
     """
     if image is None:
         raise InvalidInputError(f"No image given; expected {ACCEPTED}.")
@@ -40,10 +43,10 @@ def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -
         elif a.shape[-1] > 4:
             hint = " For a stack of frames (N×H×W), segment one frame at a time (or use segment_many)."
         raise InvalidInputError(f"Image has {a.shape[-1]} channels (shape {a.shape}); expected 1, 3 or 4 channels: "
-                         f"{ACCEPTED}.{hint}")
+                                f"{ACCEPTED}.{hint}")
     if a.shape[0] < MIN_SIDE or a.shape[1] < MIN_SIDE:
         raise InvalidInputError(f"Image is {a.shape[0]}×{a.shape[1]} pixels, smaller than the minimum "
-                         f"{MIN_SIDE}×{MIN_SIDE}; expected {ACCEPTED}.")
+                                f"{MIN_SIDE}×{MIN_SIDE}; expected {ACCEPTED}.")
     if a.ndim == 2:
         a = a[..., None]
     if a.shape[-1] == 4:
@@ -53,29 +56,55 @@ def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -
     if np.issubdtype(a.dtype, np.floating):
         nan = np.isnan(a).any(axis=-1)
         if nan.all():
-            raise InvalidInputError(f"Image is all NaN (shape {image.shape}); there is nothing to segment.")
+            raise InvalidInputError(f"Image is all NaN (shape {a.shape}); there is nothing to segment.")
         valid = ~nan
     else:
         valid = np.ones(a.shape[:2], bool)
+    limits = check_contrast_limits(contrast_limits)
     if a.dtype != np.uint8:
-        a = _rescale(a, valid, contrast_limits)
+        a = _rescale(a, valid, limits)
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
     return np.ascontiguousarray(a), valid
 
 
-def _rescale(a: np.ndarray, valid: np.ndarray, contrast_limits) -> np.ndarray:
-    a = a.astype(np.float32)
-    finite = a[valid & np.isfinite(a).all(axis=-1)]
-    if contrast_limits is not None:
-        lo, hi = float(contrast_limits[0]), float(contrast_limits[1])
+def check_contrast_limits(contrast_limits) -> tuple[float, float] | None:
+    """``None``, or two finite numbers (low, high) with low ≤ high, as floats; else InvalidInputError.
+
+    Equal limits (napari gives them for a constant layer) map the image as a constant image: to black."""
+    if contrast_limits is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in contrast_limits)
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise InvalidInputError(f"contrast_limits must be two finite numbers (low, high) with low ≤ high, got "
+                                f"{contrast_limits!r}; pass None to use the image's 0.5/99.5 percentiles.")
+    return lo, hi
+
+
+def _rescale(a: np.ndarray, valid: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
+    """Map ``a`` linearly from [low, high] to 0–255 (clipped), working in float64.
+
+    Every finite value a numpy float can hold is handled without overflow: values are halved before
+    subtracting (exact: a power of two), so high − low stays finite even for limits near ±1.8e308; values of
+    wider floats (float128) beyond the float64 range are first clipped to it. +inf pixels become 255 and -inf 0.
+    """
+    if np.issubdtype(a.dtype, np.floating) and np.finfo(a.dtype).max > np.finfo(np.float64).max:
+        big = np.finfo(np.float64).max
+        a = np.clip(a, -big, big)
+    half = a.astype(np.float64) * 0.5
+    finite = half[valid & np.isfinite(half).all(axis=-1)]
+    if limits is not None:
+        lo, hi = limits[0] * 0.5, limits[1] * 0.5
     elif finite.size:
         lo, hi = (float(v) for v in np.percentile(finite, (0.5, 99.5)))
     else:
-        lo, hi = 0.0, 1.0
-    if not hi > lo:  # constant image
-        hi = lo + 1.0
-    out = np.clip((np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo) - lo) / (hi - lo), 0.0, 1.0) * 255.0
+        lo, hi = 0.0, 0.5
+    if not hi > lo:  # constant image: its value maps to black
+        hi = lo + max(0.5, abs(lo) * 1e-6)
+    out = (np.clip(np.nan_to_num(half, nan=lo, posinf=hi, neginf=lo), lo, hi) - lo) / (hi - lo) * 255.0
     out[~valid] = 0.0
     return np.round(out).astype(np.uint8)
 

@@ -112,7 +112,7 @@ def engine_config(args: argparse.Namespace, **overrides):
     cfg = cfg.replace(**changes)
     if cfg.sam_model.startswith("local-dir:") and changes.get("sam_weights") not in (None, "random"):
         raise InvalidInputError("--sam-checkpoint cannot be combined with a local-dir: SAM (the folder holds its own "
-                         "sam.pth); give one or the other.")
+                                "sam.pth); give one or the other.")
     return cfg
 
 

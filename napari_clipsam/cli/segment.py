@@ -92,7 +92,7 @@ def collect_images(inputs: list[str], extensions, recursive: bool, exclude: Path
     if not found:
         hint = "" if recursive else " (sub-folders were not searched; add --recursive)"
         raise InvalidInputError(f"No images found in {', '.join(map(str, inputs))}{hint}: looked for "
-                         f"{', '.join(exts)} files.")
+                                f"{', '.join(exts)} files.")
     return found
 
 

@@ -50,12 +50,12 @@ def run(args) -> int:
         resume = out if args.resume is True else Path(args.resume).expanduser()
         if not resume.is_file():
             raise MissingFileError(f"Nothing to resume: checkpoint {resume} does not exist; run without --resume "
-                                    "to start training.")
+                                   "to start training.")
     if out.is_dir():
         raise PathKindError(f"--out {out} is a folder; give a checkpoint file name such as umci.pt.")
     if out.exists() and not args.overwrite and (resume is None or out.resolve() != resume.resolve()):
         raise OutputExistsError(f"Checkpoint {out} already exists; add --resume to continue it or --overwrite to "
-                              "train a new one in its place.")
+                                "train a new one in its place.")
     if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.cache_gb <= 0:
         raise InvalidInputError("--epochs and --batch-size must be at least 1, --lr and --cache-gb greater than 0.")
 

@@ -109,7 +109,7 @@ def run_download(args) -> int:
     names = list(NAMES) if "all" in args.names else list(dict.fromkeys(args.names))
     if args.url is not None and (len(names) != 1 or names[0] not in SAM_NAMES):
         raise InvalidInputError("--url replaces the source of one SAM file: give exactly one of "
-                         f"{', '.join(SAM_NAMES)} with it.")
+                                f"{', '.join(SAM_NAMES)} with it.")
     for name in names:
         if name == CLIP:
             path = _download_clip()

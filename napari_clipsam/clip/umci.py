@@ -23,7 +23,7 @@ class UMCILayer(nn.Module):
         super().__init__()
         if dim % heads:
             raise InvalidInputError(f"UMCI width {dim} is not divisible by {heads} attention heads; choose umci_heads "
-                             f"that divides {dim}.")
+                                    f"that divides {dim}.")
         self.kernels = tuple(int(k) for k in kernels)
         self.temperature = float(temperature)
         self.project = nn.Linear(in_dim, dim)

@@ -25,7 +25,7 @@ class ClipVision:
         self.visual = clip_model.visual
         if not hasattr(self.visual, "forward_intermediates") or not hasattr(self.visual, "transformer"):
             raise InvalidInputError("ClipSAM needs an open_clip ViT vision tower (VisionTransformer); "
-                             f"got {type(self.visual).__name__}.")
+                                    f"got {type(self.visual).__name__}.")
         size = self.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         patch = self.visual.patch_size
@@ -65,7 +65,7 @@ class ClipVision:
         bad = [i for i in layers if not 1 <= int(i) <= self.depth]
         if bad:
             raise InvalidInputError(f"feature_layers {tuple(layers)} are 1-based block numbers, but this CLIP vision "
-                             f"tower has {self.depth} blocks; choose numbers from 1 to {self.depth}.")
+                                    f"tower has {self.depth} blocks; choose numbers from 1 to {self.depth}.")
 
     def patch_tokens(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """Patch tokens (CLS dropped) of the residual stream after each 1-based block in ``layers``.

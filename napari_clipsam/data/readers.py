@@ -234,7 +234,8 @@ class FolderDataset(AnomalyDataset):
         category = category or root.name
         images = _image_files(images_dir)
         if not images:
-            raise InvalidInputError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}; {_listing(images_dir)}.")
+            raise InvalidInputError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}; "
+                                    f"{_listing(images_dir)}.")
         samples = []
         for image_path in images:
             mask_path = self._find_mask(masks_dir, image_path.stem)

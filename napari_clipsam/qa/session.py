@@ -65,8 +65,8 @@ class QASession:
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise InvalidInputError(f"The output folder {self.output_dir} is a file; choose a folder.")
         if recursive and self.output_dir == self.input_dir:
-            raise InvalidInputError(f"The output folder is the input folder {self.input_dir}; in a recursive session its "
-                             "exported masks would be read as images. Choose a separate output folder.")
+            raise InvalidInputError(f"The output folder is the input folder {self.input_dir}; in a recursive session "
+                                    "its exported masks would be read as images. Choose a separate output folder.")
         self.extensions = normalise_extensions(extensions)
         self.recursive = bool(recursive)
         self.images: list[Path] = find_images(self.input_dir, self.extensions, self.recursive,
@@ -74,7 +74,7 @@ class QASession:
         if not self.images:
             hint = "" if recursive else " (sub-folders were not searched; use recursive=True to include them)"
             raise InvalidInputError(f"No images found in {self.input_dir}{hint}: looked for files ending in "
-                             f"{', '.join(self.extensions)}. Choose a folder of images or add extensions.")
+                                    f"{', '.join(self.extensions)}. Choose a folder of images or add extensions.")
         self._manifest = Manifest.open(self.output_dir, self.input_dir)
         self._keys = [p.relative_to(self.input_dir).as_posix() for p in self.images]
         self._index_of = {key: i for i, key in enumerate(self._keys)}
@@ -236,7 +236,8 @@ class QASession:
             i = self._index_of.get(rel.as_posix())
             if i is not None:
                 return i
-        raise InvalidInputError(f"{path_or_index} is not one of the {len(self)} images of this session ({self.input_dir})")
+        raise InvalidInputError(f"{path_or_index} is not one of the {len(self)} images of this session "
+                                f"({self.input_dir})")
 
 
 # ---------------------------------------------------------------- folder helpers

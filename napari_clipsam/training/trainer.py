@@ -176,19 +176,19 @@ def _resume_state(engine, path, settings: TrainSettings, in_dim, dim, log: Log,
                      clip_weights=engine.identity["clip_weights"], in_dim=in_dim, dim=dim)
     if "training_state" not in ckpt:
         raise InvalidInputError(f"UMCI checkpoint {path} holds no training state (optimizer, epoch, random state), so "
-                         "training cannot resume from it; train a new one.")
+                                "training cannot resume from it; train a new one.")
     if int(ckpt["image_size"]) != engine.config.image_size:
         raise InvalidInputError(f"UMCI checkpoint {path} was trained at {ckpt['image_size']} px but the engine uses "
-                         f"{engine.config.image_size} px; resume with --image-size {ckpt['image_size']}.")
+                                f"{engine.config.image_size} px; resume with --image-size {ckpt['image_size']}.")
     if ckpt.get("prompt_set_hash") != engine.config.prompt_set_hash():
         raise InvalidInputError(f"UMCI checkpoint {path} was trained with another prompt set; resume with the same "
-                         "prompt lists (config file) it was trained with.")
+                                "prompt lists (config file) it was trained with.")
     trained = ckpt.get("training_data")
     if data is not None and trained is not None and (trained.get("categories"), trained.get("counts")) != (
             data["categories"], data["counts"]):
-        raise InvalidInputError(f"UMCI checkpoint {path} was trained on other data ({_data_summary(trained)}) than this "
-                         f"run's ({_data_summary(data)}); resume with the same dataset and categories, or train a "
-                         "new checkpoint.")
+        raise InvalidInputError(f"UMCI checkpoint {path} was trained on other data ({_data_summary(trained)}) than "
+                                f"this run's ({_data_summary(data)}); resume with the same dataset and categories, "
+                                "or train a new checkpoint.")
     kept = dict(batch_size=int(ckpt["batch_size"]), lr=float(ckpt["lr"]), betas=tuple(ckpt["betas"]),
                 seed=int(ckpt["seed"]), focal_gamma=float(ckpt["focal_gamma"]))
     changed = {k: v for k, v in kept.items() if getattr(settings, k) != v}
@@ -277,7 +277,7 @@ def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: s
             mean = total / max(seen, 1)
             if not math.isfinite(mean):
                 raise TrainingDivergedError(f"training diverged at epoch {epoch + 1} (loss {mean}); lower the "
-                                         "learning rate.")
+                                            "learning rate.")
             losses.append(mean)
             report.epochs = epoch + 1
             report.train_seconds = time.perf_counter() - t0

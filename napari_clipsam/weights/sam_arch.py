@@ -68,5 +68,5 @@ def read_local_dir(folder: Path) -> tuple[dict, Path]:
     for p in (cfg_path, weights):
         if not p.is_file():
             raise MissingFileError(f"SAM folder {folder} lacks {p.name}; a local-dir SAM holds {CONFIG_FILE} "
-                                    f"and {WEIGHTS_FILE}.")
+                                   f"and {WEIGHTS_FILE}.")
     return json.loads(cfg_path.read_text()), weights
