@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..config import PRESETS
+from ..strict_json import json_safe  # noqa: F401 (used by the subcommands)
 from ..errors import InvalidInputError, require_file
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -194,19 +194,6 @@ def write_text_atomic(path: Path, text: str) -> Path:
         batch.stage(path, text.encode("utf-8"))
         batch.commit()
     return path
-
-
-def json_safe(value):
-    """``value`` with NaN/inf floats replaced by None (strict JSON), tuples as lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return json_safe(value.item())
-    return value
 
 
 # ----------------------------------------------------------------------------------------------- errors

@@ -13,17 +13,32 @@ only read when a sample is indexed.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
 from .samples import IMAGE_SUFFIXES, AnomalyDataset, Sample
-from ..errors import InvalidInputError, MissingFileError, PathKindError
+from ..errors import InputFileError, InvalidInputError, MissingFileError, PathKindError
 
 SPLITS = ("train", "test")
 LAYOUTS = ("auto", "mvtec", "visa", "folder")
 VISA_CSV = Path("split_csv") / "1cls.csv"
 VISA_COLUMNS = ("object", "split", "label", "image", "mask")
+
+
+def _read_text(path: Path) -> str:
+    """A CSV's text: UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark (as spreadsheet
+    programs save "Unicode text"); anything else raises InputFileError saying how to save it."""
+    data = path.read_bytes()
+    try:
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return data.decode("utf-16")
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputFileError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as a UTF-8 CSV "
+                             "(comma-separated, 'CSV UTF-8' in spreadsheet programs).") from err
 
 
 def _existing_dir(root: str | Path, what: str) -> Path:
@@ -177,11 +192,13 @@ class VisADataset(AnomalyDataset):
     @staticmethod
     def _read_csv(root: Path) -> list[dict[str, str]]:
         csv_path = root / VISA_CSV
+        if csv_path.is_dir():
+            raise PathKindError(f"VisA split file {csv_path} is a folder; it must be the CSV file split_csv/1cls.csv.")
         if not csv_path.is_file():
             raise MissingFileError(
                 f"VisA split file {csv_path} not found; VisA needs split_csv/1cls.csv ({_listing(root)})."
             )
-        with csv_path.open(newline="") as handle:
+        with io.StringIO(_read_text(csv_path), newline="") as handle:
             reader = csv.DictReader(handle)
             missing = [c for c in VISA_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
