@@ -61,12 +61,12 @@ def _int_tuple(cfg, name: str, low: int, high: int, allow_empty: bool) -> None:
     setattr(cfg, name, tuple(int(v) for v in value))
 
 
-def _check_phrase(name: str, value: Any, phrase: str) -> None:
+def _check_phrase(name: str, phrase: Any) -> None:
     """A state or template must hold exactly one empty ``{}`` field (where the object / state goes)."""
-    what = "non-empty text with exactly one '{}' where the " + ("object name" if name != "templates" else
-                                                                "object description") + " goes (write '{{' for a brace)"
+    what = "non-empty text with exactly one '{}' where the " + ("object description" if name.startswith("templates")
+                                                                else "object name") + " goes (write '{{' for a brace)"
     if not isinstance(phrase, str) or not phrase.strip():
-        _fail(name, value, what)
+        _fail(name, phrase, what)
     try:
         fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(phrase) if f is not None]
     except ValueError:
@@ -122,8 +122,8 @@ def check_config(cfg) -> None:
         value = getattr(cfg, name)
         if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value:
             _fail(name, value, "a non-empty list of phrases, each with one '{}'")
-        for phrase in value:
-            _check_phrase(name, value, phrase)
+        for i, phrase in enumerate(value):
+            _check_phrase(f"{name}[{i}]", phrase)
         setattr(cfg, name, tuple(value))
     levels = cfg.levels
     if isinstance(levels, str) or not isinstance(levels, (tuple, list)) or not levels \
