@@ -88,12 +88,16 @@ def _rescale(a: np.ndarray, valid: np.ndarray, limits: tuple[float, float] | Non
     """Map ``a`` linearly from [low, high] to 0–255 (clipped), working in float64.
 
     Every finite value a numpy float can hold is handled without overflow: values are halved before
-    subtracting (exact: a power of two), so high − low stays finite even for limits near ±1.8e308; values of
-    wider floats (float128) beyond the float64 range are first clipped to it. +inf pixels become 255 and -inf 0.
+    subtracting (exact: a power of two), so high − low stays finite even for limits near ±1.8e308; wider floats
+    (float128) beyond the float64 range are first scaled into it by a power of two (with ``limits``, clipped to
+    it: the limits are float64 numbers). +inf pixels become 255 and -inf 0.
     """
-    if np.issubdtype(a.dtype, np.floating) and np.finfo(a.dtype).max > np.finfo(np.float64).max:
-        big = np.finfo(np.float64).max
-        a = np.clip(a, -big, big)
+    big = np.finfo(np.float64).max
+    if np.issubdtype(a.dtype, np.floating) and np.finfo(a.dtype).max > big:
+        peak = np.max(np.abs(a[np.isfinite(a)]), initial=0)
+        if limits is None and peak > big:  # scale by a power of two (exact) into float64's range
+            a = np.ldexp(a, -int(np.ceil(np.log2(peak / big))))
+        a = np.clip(a, -big, big)  # with limits (float64 numbers) anything beyond them saturates anyway
     half = a.astype(np.float64) * 0.5
     finite = half[valid & np.isfinite(half).all(axis=-1)]
     if limits is not None:

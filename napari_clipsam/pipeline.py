@@ -228,8 +228,8 @@ class ClipSAM:
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a whole number ≥ 1 (or None for automatic), got "
                                     f"{batch_size!r}.")
-        if isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.shape[-1] not in (1, 3, 4) \
-                or not isinstance(images, (Sequence, np.ndarray)):
+        if not isinstance(images, (Sequence, np.ndarray)) or isinstance(images, np.ndarray) and (
+                images.ndim == 2 or images.ndim == 3 and images.shape[-1] in (3, 4)):
             raise InvalidInputError("images must be a list of images (or an N×H×W[×C] stack); for one image use "
                                     f"segment(), got {type(images).__name__}"
                                     f"{'' if not isinstance(images, np.ndarray) else f' of shape {images.shape}'}.")

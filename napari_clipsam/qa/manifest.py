@@ -210,7 +210,7 @@ class Manifest:
         """UTF-8 with a byte-order mark so spreadsheet programs detect the encoding; outputs joined by ``;``.
         Text cells that a spreadsheet would run as a formula are escaped (:func:`spreadsheet_text`)."""
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a note holding \r or \n is then quoted
         writer.writerow(CSV_COLUMNS)
         for key, e in self.entries.items():
             writer.writerow([spreadsheet_text(key), e.verdict.value, e.time, spreadsheet_text(e.stem),
