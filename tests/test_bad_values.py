@@ -15,6 +15,7 @@ from napari_clipsam.image_input import normalise_image
 from napari_clipsam.testing import tiny_engine
 
 RNG = np.random.default_rng(5)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is faster, no stalls
 IMAGE = (RNG.random((48, 56, 3)) * 255).astype(np.uint8)
 
 
