@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import ConfigError
 
+
 LEVELS = ("point", "box", "box+point")
 SAM_MODELS = ("vit_b", "vit_l", "vit_h")
 DTYPES = ("float32", "bfloat16")

@@ -5,6 +5,7 @@ import hashlib
 import math
 
 import numpy as np
+
 from .errors import InvalidInputError
 
 MIN_SIDE = 8

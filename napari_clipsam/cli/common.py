@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..config import PRESETS
-from ..strict_json import json_safe  # noqa: F401 (used by the subcommands)
 from ..errors import InvalidInputError, require_file
+from ..strict_json import json_safe  # noqa: F401 (used by the subcommands)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DTYPES = ("float32", "bfloat16")

@@ -8,9 +8,9 @@ import io
 import json
 from pathlib import Path
 
+from ..errors import InvalidInputError, PathKindError
 from .common import (EXIT_OK, TRAINING_FREE_NOTE, add_dataset_options, add_engine_options, build_engine,
                      describe_engine, engine_config, json_safe, note, split_list, without_sam, write_text_atomic)
-from ..errors import InvalidInputError, PathKindError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

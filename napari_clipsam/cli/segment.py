@@ -18,11 +18,12 @@ import glob
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from ..errors import ClipSAMUserError, InvalidInputError, MissingFileError, PathKindError
 from .common import (EXIT_FAILED, EXIT_OK, TRAINING_FREE_NOTE, add_engine_options, build_engine, describe_engine,
                      engine_config, note, split_list)
-from ..errors import InvalidInputError, MissingFileError, PathKindError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -212,6 +213,8 @@ def run(args) -> int:
                 except Exception as exc:  # one bad image must not stop the others; it is reported below
                     why = " ".join(f"{type(exc).__name__}: {exc}".split())
                     failed.append((path, why))
+                    if not isinstance(exc, ClipSAMUserError):  # a bug, not a bad image: keep its traceback
+                        tqdm.write("".join(traceback.format_exception(exc)).rstrip(), file=sys.stderr)
                     tqdm.write(f"failed: {path}: {why}", file=sys.stderr)
                 bar.set_postfix(done=done, failed=len(failed))
     seconds = time.perf_counter() - t0

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import InvalidInputError, MissingFileError, OutputExistsError, PathKindError
 from .common import (EXIT_OK, add_dataset_options, add_engine_options, build_engine, describe_engine, engine_config,
                      note, split_list, without_sam)
-from ..errors import InvalidInputError, MissingFileError, OutputExistsError, PathKindError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -10,8 +10,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from .common import EXIT_FAILED, EXIT_OK, StageBars, note
 from ..errors import InvalidInputError, MissingFileError
+from .common import EXIT_FAILED, EXIT_OK, StageBars, note
 
 SAM_NAMES = ("vit_b", "vit_l", "vit_h")
 CLIP = "clip"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..errors import InvalidInputError
 
+
 NORMAL_STATES: tuple[str, ...] = (
     "{}",
     "flawless {}",

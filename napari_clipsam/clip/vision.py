@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from ..errors import InvalidInputError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -19,8 +19,8 @@ import io
 from collections.abc import Iterable
 from pathlib import Path
 
-from .samples import IMAGE_SUFFIXES, AnomalyDataset, Sample
 from ..errors import InputFileError, InvalidInputError, MissingFileError, PathKindError
+from .samples import IMAGE_SUFFIXES, AnomalyDataset, Sample
 
 SPLITS = ("train", "test")
 LAYOUTS = ("auto", "mvtec", "visa", "folder")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from ..errors import InvalidInputError, MissingFileError, require_file
 
 #: File suffixes (lower case) that the readers treat as images.

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..errors import ClipSAMUserError
 
+
 __all__ = ["ExportError", "AtomicBatch"]
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from scipy import ndimage as ndi
 
 from ..errors import InvalidInputError
 
+
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 

@@ -30,9 +30,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..errors import InvalidInputError, require_file
 from ..export import FORMATS, ExportReport, export_pseudo_labels, safe_stem
 from .manifest import Entry, Manifest, Verdict, utc_now
-from ..errors import InvalidInputError, require_file
 
 __all__ = ["DEFAULT_EXTENSIONS", "QASession", "export_stems", "find_images", "natural_key", "read_image"]
 

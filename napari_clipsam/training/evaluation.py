@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from ..clip.rough_map import to_image_resolution
+from ..errors import InvalidInputError
 from ..image_input import normalise_image
 from ..metrics import METRIC_NAMES, evaluate
 from .map_cache import MapCache
 from .resize import squash_map, squash_mask
 from .trainer import object_name
-from ..errors import InvalidInputError
 
 MAPS = ("rough", "final")
 PUBLISHED_SIGMA = 4.0

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from ..clip.umci import UMCI
+from ..errors import InvalidInputError, TrainingDivergedError
 from ..weights.umci_checkpoint import check_compatible, read_umci, save_umci
 from .losses import FOCAL_GAMMA, umci_loss
 from .resize import squash_mask
-from ..errors import InvalidInputError, TrainingDivergedError
 
 Log = Callable[[str], None]
 

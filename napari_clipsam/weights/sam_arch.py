@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+
 from ..errors import WeightsUnavailableError
 
 DEFAULTS = dict(image_size=1024, patch_size=16, encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12,

@@ -9,6 +9,7 @@ import torch
 
 from ..errors import IncompatibleCheckpointError, WeightsUnavailableError
 
+
 FORMAT = "napari-clipsam-umci"
 REQUIRED = ("state_dict", "hparams", "clip_model", "clip_weights", "image_size")
 REQUIRED_HPARAMS = ("in_dim", "dim", "layers", "heads", "kernels", "temperature")
