@@ -137,6 +137,6 @@ def check_config(cfg) -> None:
     if cfg.dtype not in DTYPES:
         _fail("dtype", cfg.dtype, " or ".join(map(repr, DTYPES)))
     b = cfg.decoder_batch_size
-    if b is not None and (not _is_int(b) or not 1 <= b <= 4096):
-        _fail("decoder_batch_size", b, "None (automatic) or a whole number from 1 to 4096")
+    if b is not None and (not _is_int(b) or b < 1):
+        _fail("decoder_batch_size", b, "None (automatic) or a whole number from 1 up")
     check_device("device", cfg.device)
