@@ -135,6 +135,10 @@ def test_cli_user_errors_are_one_line_exit_2_before_any_model(tmp_path, no_model
     template = tmp_path / "tpl.json"
     template.write_text(json.dumps({"templates": ["a photo of {x}"]}))
     seg = ["segment", img, "--out", tmp_path / "out", "--object"]
+    bad_sam = tmp_path / "badsam"
+    bad_sam.mkdir()
+    (bad_sam / "sam_config.json").write_text("{")
+    (bad_sam / "sam.pth").write_bytes(b"x")
     cases = {
         "device": ([*seg, "plate", "--device", "gpu"], "ClipSAMConfig.device = 'gpu'"),
         "config field": ([*seg, "plate", "--config", bad_json], "ClipSAMConfig.alpha = 7"),
@@ -145,6 +149,9 @@ def test_cli_user_errors_are_one_line_exit_2_before_any_model(tmp_path, no_model
         "missing input": (["segment", tmp_path / "nope.png", "--out", tmp_path / "o", "--object", "x"],
                           "does not exist"),
         "umci folder": ([*seg, "plate", "--umci", tmp_path], "is a folder"),
+        "local SAM missing": ([*seg, "plate", "--sam-model", f"local-dir:{tmp_path / 'nosam'}"], "does not exist"),
+        "local SAM bad config": ([*seg, "plate", "--sam-model", f"local-dir:{bad_sam}"], "is not valid JSON"),
+        "SAM checkpoint folder": ([*seg, "plate", "--sam-checkpoint", tmp_path], "is a folder, not a file"),
     }
     for name, (args, expected) in cases.items():
         code, out, err = cli(*args)

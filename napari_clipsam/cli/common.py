@@ -113,7 +113,33 @@ def engine_config(args: argparse.Namespace, **overrides):
     if cfg.sam_model.startswith("local-dir:") and changes.get("sam_weights") not in (None, "random"):
         raise InvalidInputError("--sam-checkpoint cannot be combined with a local-dir: SAM (the folder holds its own "
                                 "sam.pth); give one or the other.")
+    check_local_files(cfg)
     return cfg
+
+
+def check_local_files(cfg) -> None:
+    """Refuse missing or damaged local model files named by ``cfg`` before any model is loaded (cheap checks:
+    folders, file kinds, a local SAM's config, a UMCI checkpoint's keys); raises WeightsUnavailableError."""
+    from ..errors import WeightsUnavailableError
+    from ..weights.loaders import RANDOM, _looks_like_path
+    from ..weights.sam_arch import read_local_dir
+    from ..weights.umci_checkpoint import read_umci
+
+    if cfg.sam_model.startswith("local-dir:"):
+        read_local_dir(Path(cfg.sam_model.split(":", 1)[1]).expanduser())
+    if cfg.clip_model.startswith("local-dir:"):
+        folder = Path(cfg.clip_model.split(":", 1)[1]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise WeightsUnavailableError(f"CLIP folder {folder} has no open_clip_config.json; a 'local-dir:' CLIP is "
+                                          "a folder holding open_clip_config.json and its weights file.")
+    for what, value in (("SAM checkpoint", cfg.sam_weights), ("CLIP weights file", cfg.clip_weights)):
+        if value not in (None, RANDOM) and (what.startswith("SAM") or _looks_like_path(value)):
+            path = Path(value).expanduser()
+            if not path.is_file():
+                kind = "is a folder, not a file" if path.is_dir() else "does not exist"
+                raise WeightsUnavailableError(f"{what} {path} {kind}.")
+    if cfg.umci_weights:
+        read_umci(cfg.umci_weights)
 
 
 def without_sam(cfg):
