@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .clip.text_prompts import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES
+from .config_checks import check_config
+from .errors import ConfigError
 
 PRESETS = ("cpu", "accurate")
 
@@ -21,6 +23,10 @@ class ClipSAMConfig:
     """Settings of the ClipSAM engine. Defaults follow the method document (518 px, SAM vit_h).
 
     Use :meth:`preset` for the named presets ``"cpu"`` (336 px, SAM vit_b) and ``"accurate"``.
+    Every field is checked when the config is built (:func:`~napari_clipsam.config_checks.check_config`): a
+    wrong type, an out-of-range value, a template without its ``{}``, an unknown device or ``cuda`` on a machine
+    without a GPU raises :class:`~napari_clipsam.errors.ConfigError` naming the field, the value and what is
+    accepted. Lists are accepted for tuple fields and integers for float fields (they are converted).
     """
 
     # --- CLIP (method §1) -------------------------------------------------------------------
@@ -109,42 +115,23 @@ class ClipSAMConfig:
         elif name == "accurate":
             base = dict(image_size=518, sam_model="vit_h")
         else:
-            raise ValueError(f"Unknown preset {name!r}; choose one of {PRESETS}.")
+            raise ConfigError(f"Unknown preset {name!r}; choose one of {PRESETS}.")
         base.update(overrides)
-        return cls(**base).validated()
+        return cls(**base)
 
     def replace(self, **changes: Any) -> ClipSAMConfig:
         """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes).validated()
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        check_config(self)
 
     def validated(self) -> ClipSAMConfig:
-        """Check ranges and return self; raises ValueError naming the field and what is allowed."""
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"Invalid ClipSAMConfig: {msg}")
+        """Check every field again (after attribute assignments) and return self; kept for older callers.
 
-        need(self.image_size >= 14, f"image_size must be at least 14 px, got {self.image_size}")
-        need(len(self.feature_layers) > 0 and all(int(i) >= 1 for i in self.feature_layers),
-             f"feature_layers are 1-based block numbers, got {self.feature_layers}")
-        for name in ("prompt_threshold", "alpha", "mask_threshold", "min_predicted_iou", "max_outside_box",
-                     "min_component_frac"):
-            v = getattr(self, name)
-            need(0.0 <= v <= 1.0, f"{name} must lie in [0, 1], got {v}")
-        need(self.max_components >= 1, f"max_components must be ≥ 1, got {self.max_components}")
-        need(self.box_growth >= 0, f"box_growth must be ≥ 0, got {self.box_growth}")
-        need(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        need(self.rough_sigma >= 0, f"rough_sigma must be ≥ 0, got {self.rough_sigma}")
-        bad = [lv for lv in self.levels if lv not in ("point", "box", "box+point")]
-        need(not bad and len(self.levels) > 0, f"levels must be among 'point', 'box', 'box+point', got {self.levels}")
-        need(self.sam_model in ("vit_b", "vit_l", "vit_h") or self.sam_model.startswith("local-dir:"),
-             f"sam_model must be vit_b, vit_l, vit_h or local-dir:/folder, got {self.sam_model!r}")
-        need(self.dtype in ("float32", "bfloat16"), f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
-        need(len(self.normal_states) > 0 and len(self.abnormal_states) > 0 and len(self.templates) > 0,
-             "prompt lists (normal_states, abnormal_states, templates) must not be empty")
-        need(all("{}" in t for t in self.templates), "every template must contain '{}' for the object description")
-        need(self.decoder_batch_size is None or self.decoder_batch_size >= 1,
-             f"decoder_batch_size must be None (auto) or ≥ 1, got {self.decoder_batch_size}")
-        need(self.cache_size >= 1, f"cache_size must be ≥ 1, got {self.cache_size}")
+        Construction already validates (:func:`check_config`); raises :class:`~napari_clipsam.errors.ConfigError`.
+        """
+        check_config(self)
         return self
 
     def prompt_set_hash(self) -> str:
@@ -158,13 +145,12 @@ class ClipSAMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClipSAMConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError naming them."""
+        """Inverse of :meth:`to_dict` (lists become tuples); unknown keys raise ConfigError naming them."""
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise ValueError(f"Unknown ClipSAMConfig fields {unknown}; known fields: {sorted(names)}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**kw).validated()
+            raise ConfigError(f"Unknown ClipSAMConfig fields {unknown}; known fields: {sorted(names)}")
+        return cls(**data)
 
     def thresholds(self) -> dict[str, Any]:
         """The method settings that decide a result, recorded in every result's provenance."""

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
+
+from .errors import InvalidInputError
 
 MIN_SIDE = 8
 ACCEPTED = ("an H×W (grayscale), H×W×1, H×W×3 (RGB) or H×W×4 (RGBA) array of uint8, uint16, other integers, "
@@ -14,35 +17,37 @@ def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -
     """Validate and convert an image for ClipSAM.
 
     Gray is repeated to 3 channels, alpha is dropped, uint8 is kept as is; any other dtype is rescaled to
-    0–255 with ``contrast_limits`` (e.g. a napari layer's) or the 0.5/99.5 percentiles of its finite values.
-    NaN pixels become black and are marked invalid (treated as background downstream).
+    0–255 with ``contrast_limits`` (e.g. a napari layer's: two finite numbers, low ≤ high, checked even for
+    uint8) or the 0.5/99.5 percentiles of its finite values. NaN pixels become black and are marked invalid
+    (treated as background downstream); +inf pixels become white and -inf black. Floats of any magnitude
+    (up to ±1.8e308, float64's range) are rescaled in float64 without overflow; float16/32 are exact there.
 
     Returns:
         rgb: (H, W, 3) uint8; valid: (H, W) bool, False where any channel was NaN.
     Raises:
-        ValueError: saying what was wrong and what is accepted.
+        InvalidInputError (a ValueError): saying what was wrong and what is accepted.
     """
     if image is None:
-        raise ValueError(f"No image given; expected {ACCEPTED}.")
+        raise InvalidInputError(f"No image given; expected {ACCEPTED}.")
     a = np.asarray(image)
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise ValueError(f"Image has dtype {a.dtype}, which is not numeric; expected {ACCEPTED}.")
+        raise InvalidInputError(f"Image has dtype {a.dtype}, which is not numeric; expected {ACCEPTED}.")
     if a.size == 0:
-        raise ValueError(f"Image is empty (shape {a.shape}); expected {ACCEPTED}.")
+        raise InvalidInputError(f"Image is empty (shape {a.shape}); expected {ACCEPTED}.")
     if a.ndim < 2 or a.ndim > 3:
         hint = (" For a stack of frames, segment one frame at a time (or use segment_many)." if a.ndim == 4 else "")
-        raise ValueError(f"Image has {a.ndim} dimension(s) (shape {a.shape}); expected {ACCEPTED}.{hint}")
+        raise InvalidInputError(f"Image has {a.ndim} dimension(s) (shape {a.shape}); expected {ACCEPTED}.{hint}")
     if a.ndim == 3 and a.shape[-1] not in (1, 3, 4):
         hint = ""
         if a.shape[0] in (1, 3, 4) and a.shape[-1] > 4:
             hint = " It looks channel-first: move the channel axis last (np.moveaxis(image, 0, -1))."
         elif a.shape[-1] > 4:
             hint = " For a stack of frames (N×H×W), segment one frame at a time (or use segment_many)."
-        raise ValueError(f"Image has {a.shape[-1]} channels (shape {a.shape}); expected 1, 3 or 4 channels: "
-                         f"{ACCEPTED}.{hint}")
+        raise InvalidInputError(f"Image has {a.shape[-1]} channels (shape {a.shape}); expected 1, 3 or 4 channels: "
+                                f"{ACCEPTED}.{hint}")
     if a.shape[0] < MIN_SIDE or a.shape[1] < MIN_SIDE:
-        raise ValueError(f"Image is {a.shape[0]}×{a.shape[1]} pixels, smaller than the minimum "
-                         f"{MIN_SIDE}×{MIN_SIDE}; expected {ACCEPTED}.")
+        raise InvalidInputError(f"Image is {a.shape[0]}×{a.shape[1]} pixels, smaller than the minimum "
+                                f"{MIN_SIDE}×{MIN_SIDE}; expected {ACCEPTED}.")
     if a.ndim == 2:
         a = a[..., None]
     if a.shape[-1] == 4:
@@ -52,29 +57,59 @@ def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -
     if np.issubdtype(a.dtype, np.floating):
         nan = np.isnan(a).any(axis=-1)
         if nan.all():
-            raise ValueError(f"Image is all NaN (shape {image.shape}); there is nothing to segment.")
+            raise InvalidInputError(f"Image is all NaN (shape {a.shape}); there is nothing to segment.")
         valid = ~nan
     else:
         valid = np.ones(a.shape[:2], bool)
+    limits = check_contrast_limits(contrast_limits)
     if a.dtype != np.uint8:
-        a = _rescale(a, valid, contrast_limits)
+        a = _rescale(a, valid, limits)
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
     return np.ascontiguousarray(a), valid
 
 
-def _rescale(a: np.ndarray, valid: np.ndarray, contrast_limits) -> np.ndarray:
-    a = a.astype(np.float32)
-    finite = a[valid & np.isfinite(a).all(axis=-1)]
-    if contrast_limits is not None:
-        lo, hi = float(contrast_limits[0]), float(contrast_limits[1])
+def check_contrast_limits(contrast_limits) -> tuple[float, float] | None:
+    """``None``, or two finite numbers (low, high) with low ≤ high, as floats; else InvalidInputError.
+
+    Equal limits (napari gives them for a constant layer) map the image as a constant image: to black."""
+    if contrast_limits is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in contrast_limits)
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise InvalidInputError(f"contrast_limits must be two finite numbers (low, high) with low ≤ high, got "
+                                f"{contrast_limits!r}; pass None to use the image's 0.5/99.5 percentiles.")
+    return lo, hi
+
+
+def _rescale(a: np.ndarray, valid: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
+    """Map ``a`` linearly from [low, high] to 0–255 (clipped), working in float64.
+
+    Every finite value a numpy float can hold is handled without overflow: values are halved before
+    subtracting (exact: a power of two), so high − low stays finite even for limits near ±1.8e308; wider floats
+    (float128) beyond the float64 range are first scaled into it by a power of two (with ``limits``, clipped to
+    it: the limits are float64 numbers). +inf pixels become 255 and -inf 0.
+    """
+    big = np.finfo(np.float64).max
+    if np.issubdtype(a.dtype, np.floating) and np.finfo(a.dtype).max > big:
+        peak = np.max(np.abs(a[np.isfinite(a)]), initial=0)
+        if limits is None and peak > big:  # scale by a power of two (exact) into float64's range
+            a = np.ldexp(a, -int(np.ceil(np.log2(peak / big))))
+        a = np.clip(a, -big, big)  # with limits (float64 numbers) anything beyond them saturates anyway
+    half = a.astype(np.float64) * 0.5
+    finite = half[valid & np.isfinite(half).all(axis=-1)]
+    if limits is not None:
+        lo, hi = limits[0] * 0.5, limits[1] * 0.5
     elif finite.size:
         lo, hi = (float(v) for v in np.percentile(finite, (0.5, 99.5)))
     else:
-        lo, hi = 0.0, 1.0
-    if not hi > lo:  # constant image
-        hi = lo + 1.0
-    out = np.clip((np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo) - lo) / (hi - lo), 0.0, 1.0) * 255.0
+        lo, hi = 0.0, 0.5
+    if not hi > lo:  # constant image: its value maps to black
+        hi = lo + max(0.5, abs(lo) * 1e-6)
+    out = (np.clip(np.nan_to_num(half, nan=lo, posinf=hi, neginf=lo), lo, hi) - lo) / (hi - lo) * 255.0
     out[~valid] = 0.0
     return np.round(out).astype(np.uint8)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import threading
 import time
+import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -32,7 +34,7 @@ from .clip.text_prompts import clean_object_name
 from .clip.umci import UMCI
 from .clip.vision import ClipVision
 from .config import ClipSAMConfig
-from .errors import Cancelled
+from .errors import Cancelled, EngineMismatchError, InvalidInputError
 from .image_input import image_key, normalise_image
 from .mmr.levels import refine_from_prompts
 from .mmr.prompts import group_user_prompts, prompts_from_map
@@ -105,8 +107,9 @@ class ClipSAM:
         self.identity.setdefault("clip_model", type(clip_model).__name__)
         self.identity.setdefault("clip_weights", "fingerprint:" + weights_fingerprint(clip_model))
         self.identity.setdefault("sam_model", "custom")
-        self.identity.setdefault("sam_weights", "fingerprint:" + weights_fingerprint(sam_model.mask_decoder))
+        self.identity.setdefault("sam_weights", "fingerprint:" + weights_fingerprint(sam_model))
         self.identity.setdefault("umci_weights", None if umci is None else "fingerprint:" + weights_fingerprint(umci))
+        self.sam.model_id = sam_identity(self.identity, self.device, self.config.dtype)
         from .weights.registry import cache_dir
 
         self.text = TextEmbeddingCache(self.clip_model, tokenizer, self.identity["clip_model"],
@@ -227,8 +230,14 @@ class ClipSAM:
         """
         if batch_size is None:
             batch_size = self.default_batch_size
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a whole number ≥ 1 (or None for automatic), got "
+                                    f"{batch_size!r}.")
+        if not isinstance(images, (Sequence, np.ndarray)) or isinstance(images, np.ndarray) and (
+                images.ndim == 2 or images.ndim == 3 and images.shape[-1] in (3, 4)):
+            raise InvalidInputError("images must be a list of images (or an N×H×W[×C] stack); for one image use "
+                                    f"segment(), got {type(images).__name__}"
+                                    f"{'' if not isinstance(images, np.ndarray) else f' of shape {images.shape}'}.")
         step = _Stepper(progress, cancelled)
         clean_object_name(object_name)
         prepared = [normalise_image(im, contrast_limits) for im in images]  # validate everything first
@@ -276,20 +285,53 @@ class ClipSAM:
                 for (rgb, valid), key, rough, pr in zip(prepared, keys, roughs, prompts)]
 
     @torch.no_grad()
-    def refine(self, result: ClipSAMResult, points=None, point_labels=None, boxes=None) -> ClipSAMResult:
+    def refine(self, result: ClipSAMResult, points=None, point_labels=None, boxes=None, *, image=None,
+               contrast_limits: tuple[float, float] | None = None) -> ClipSAMResult:
         """Re-run SAM decoding and the merge (method §3 steps 3–6) with user prompts replacing the derived ones.
 
         ``points`` (N, 2) (row, col), ``point_labels`` (N,) 1/0 (default all positive), ``boxes`` (M, 4)
-        (row0, col0, row1, col1). Uses the SAM embedding the result carries: no image encoder runs (only a
-        result made with ``embed_without_prompts=False`` and no prompts lacks one; it is then computed once).
+        (row0, col0, row1, col1); wrong shapes, non-numbers, NaN/inf and labels other than 0/1 (e.g. 0.5) raise
+        ValueError naming the argument. Uses the SAM embedding the result carries: no image encoder runs.
+
+        The embedding is stamped with the SAM that made it (model, weights, device, precision). A result made by
+        another engine's SAM is not decoded on (its embedding and decoder memo belong to that SAM): this engine's
+        own cached embedding of the same image is used, or, when ``image`` (the image the result was made from)
+        is given, the image is embedded again; otherwise :class:`~napari_clipsam.errors.EngineMismatchError`.
+        The same applies to a result made with ``embed_without_prompts=False`` and no prompts (no embedding).
         """
         prompts = group_user_prompts(points, point_labels, boxes, result.rough_map.shape)
+        emb = self._embedding_for(result, prompts.num_components > 0, image, contrast_limits)
+        out = self._finish(result.rough_map, prompts, result.valid, result.image_key, emb,
+                           result.provenance.get("object_name", ""))
+        # the rough map (and so its CLIP, UMCI and prompt set) is the one the result came with
+        out.provenance.update({k: result.provenance[k] for k in ROUGH_MAP_PROVENANCE if k in result.provenance})
+        return out
+
+    def _embedding_for(self, result: ClipSAMResult, needed: bool, image, contrast_limits):
+        """The SAM embedding to refine ``result`` on, made by this engine's SAM (see :meth:`refine`)."""
         emb = result.sam_embedding
-        if emb is None and prompts.num_components:
-            raise ValueError("This result carries no SAM embedding (it was made with embed_without_prompts=False "
-                             "and had no prompts); run segment again with embed_without_prompts=True.")
-        return self._finish(result.rough_map, prompts, result.valid, result.image_key, emb,
-                            result.provenance.get("object_name", ""))
+        if emb is not None and getattr(emb, "model_id", None) == self.sam.model_id:
+            return emb
+        own = self._embeddings.get(result.image_key) if result.image_key else None
+        if own is not None or not needed:
+            return own
+        if image is not None:
+            rgb, _ = normalise_image(image, contrast_limits)
+            if image_key(rgb) != result.image_key:
+                raise InvalidInputError("image is not the image this result was made from (its content differs); "
+                                        "pass the same image and contrast_limits as to segment().")
+            with self.autocast():
+                own = self.sam.embed(rgb)
+            self._embeddings.put(result.image_key, own)
+            return own
+        if emb is None:
+            raise EngineMismatchError(
+                "This result carries no SAM embedding (it was made with embed_without_prompts=False and had no "
+                "prompts); pass image= to refine so that it is embedded, or run segment again.")
+        raise EngineMismatchError(
+            f"This result was made by another SAM ({emb.model_id or 'unknown'}) than this engine's "
+            f"({self.sam.model_id}); its embedding cannot be decoded here. Run segment with this engine again, or "
+            "pass image= (the same image) to refine so that it is embedded with this SAM.")
 
     # ------------------------------------------------------------------ internals
     def _finish(self, rough, prompts, valid, key, emb, object_name) -> ClipSAMResult:
@@ -330,6 +372,20 @@ class _Stepper:
             raise Cancelled(f"cancelled before stage {stage!r}")
         if self.progress is not None:
             self.progress(stage, fraction)
+
+
+ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "umci_weights", "umci_usage_mismatch",
+                        "prompt_set")
+"""Provenance keys that describe how a result's rough map was made; :meth:`ClipSAM.refine` keeps them."""
+
+
+def sam_identity(identity: dict[str, Any], device: torch.device, dtype: str) -> str:
+    """The stamp of a SAM's embeddings: model, weights, device and precision. Weights that are not identified by
+    content (``random``) get a token unique to this engine, as two random SAMs differ."""
+    weights = str(identity.get("sam_weights"))
+    if weights in ("random", "None", ""):
+        weights = f"{weights}#{uuid.uuid4().hex[:12]}"
+    return f"{identity.get('sam_model')}/{weights}/{device}/{dtype}"
 
 
 def _on_cpu(module) -> bool:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..config import PRESETS
+from ..errors import InvalidInputError, require_file
+from ..strict_json import json_safe  # noqa: F401 (used by the subcommands)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DTYPES = ("float32", "bfloat16")
@@ -89,14 +90,13 @@ def engine_config(args: argparse.Namespace, **overrides):
     cfg = ClipSAMConfig.preset(args.preset)
     if getattr(args, "config", None) is not None:
         path = Path(args.config).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"Config file {path} does not exist.")
+        require_file(path, "Config file", "Give a JSON file of ClipSAMConfig fields.")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"Config file {path} is not valid JSON: {exc}") from exc
+            raise InvalidInputError(f"Config file {path} is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
-            raise ValueError(f"Config file {path} must hold a JSON object of ClipSAMConfig fields.")
+            raise InvalidInputError(f"Config file {path} must hold a JSON object of ClipSAMConfig fields.")
         cfg = ClipSAMConfig.from_dict({**cfg.to_dict(), **data})
     flags = {"device": "device", "dtype": "dtype", "image_size": "image_size", "clip_model": "clip_model",
              "clip_weights": "clip_weights", "sam_model": "sam_model", "sam_checkpoint": "sam_weights"}
@@ -111,9 +111,35 @@ def engine_config(args: argparse.Namespace, **overrides):
     changes.update(overrides)
     cfg = cfg.replace(**changes)
     if cfg.sam_model.startswith("local-dir:") and changes.get("sam_weights") not in (None, "random"):
-        raise ValueError("--sam-checkpoint cannot be combined with a local-dir: SAM (the folder holds its own "
-                         "sam.pth); give one or the other.")
+        raise InvalidInputError("--sam-checkpoint cannot be combined with a local-dir: SAM (the folder holds its own "
+                                "sam.pth); give one or the other.")
+    check_local_files(cfg)
     return cfg
+
+
+def check_local_files(cfg) -> None:
+    """Refuse missing or damaged local model files named by ``cfg`` before any model is loaded (cheap checks:
+    folders, file kinds, a local SAM's config, a UMCI checkpoint's keys); raises WeightsUnavailableError."""
+    from ..errors import WeightsUnavailableError
+    from ..weights.loaders import RANDOM, _looks_like_path
+    from ..weights.sam_arch import read_local_dir
+    from ..weights.umci_checkpoint import read_umci
+
+    if cfg.sam_model.startswith("local-dir:"):
+        read_local_dir(Path(cfg.sam_model.split(":", 1)[1]).expanduser())
+    if cfg.clip_model.startswith("local-dir:"):
+        folder = Path(cfg.clip_model.split(":", 1)[1]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise WeightsUnavailableError(f"CLIP folder {folder} has no open_clip_config.json; a 'local-dir:' CLIP is "
+                                          "a folder holding open_clip_config.json and its weights file.")
+    for what, value in (("SAM checkpoint", cfg.sam_weights), ("CLIP weights file", cfg.clip_weights)):
+        if value not in (None, RANDOM) and (what.startswith("SAM") or _looks_like_path(value)):
+            path = Path(value).expanduser()
+            if not path.is_file():
+                kind = "is a folder, not a file" if path.is_dir() else "does not exist"
+                raise WeightsUnavailableError(f"{what} {path} {kind}.")
+    if cfg.umci_weights:
+        read_umci(cfg.umci_weights)
 
 
 def without_sam(cfg):
@@ -196,33 +222,20 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return path
 
 
-def json_safe(value):
-    """``value`` with NaN/inf floats replaced by None (strict JSON), tuples as lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return json_safe(value.item())
-    return value
-
-
 # ----------------------------------------------------------------------------------------------- errors
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a subcommand; expected failures become ``error: …`` on stderr and exit code 2 (no traceback,
-    unless ``--traceback``)."""
-    from ..errors import WeightsUnavailableError
-    from ..export.atomic import ExportError
+    """Run a subcommand. A user error (:class:`~napari_clipsam.errors.ClipSAMUserError`: a bad setting, argument,
+    file, or unavailable weights) becomes one ``error: …`` line on stderr and exit code 2 (no traceback, unless
+    ``--traceback``). Any other exception is a bug: it propagates with its traceback (exit code 1)."""
+    from ..errors import ClipSAMUserError
 
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:
         note("interrupted")
         return EXIT_INTERRUPTED
-    except (WeightsUnavailableError, ValueError, OSError, ExportError, ArithmeticError) as exc:
+    except ClipSAMUserError as exc:
         if getattr(args, "traceback", False):
             raise
-        note(f"error: {exc}")
+        note("error: " + " ".join(str(exc).split()))
         return EXIT_USAGE

@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+from ..errors import InvalidInputError, PathKindError
 from .common import (EXIT_OK, TRAINING_FREE_NOTE, add_dataset_options, add_engine_options, build_engine,
                      describe_engine, engine_config, json_safe, note, split_list, without_sam, write_text_atomic)
 
@@ -47,12 +48,12 @@ def run(args) -> int:
     from ..training.evaluation import evaluate_dataset, format_table, result_rows
 
     if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be at least 1, got {args.limit}.")
+        raise InvalidInputError(f"--limit must be at least 1, got {args.limit}.")
     if (args.batch_size is not None and args.batch_size < 1) or args.sigma < 0 or not 0 < args.max_fpr <= 1:
-        raise ValueError("--batch-size must be ≥ 1, --sigma ≥ 0 and --max-fpr in (0, 1].")
+        raise InvalidInputError("--batch-size must be ≥ 1, --sigma ≥ 0 and --max-fpr in (0, 1].")
     for path in (args.csv, args.json):
         if path is not None and Path(path).expanduser().is_dir():
-            raise IsADirectoryError(f"{path} is a folder; give a file name for the results.")
+            raise PathKindError(f"{path} is a folder; give a file name for the results.")
     dataset = open_dataset(args.dataset_root, args.layout, split_list(args.categories), split="test")
     cfg = engine_config(args)
     if args.rough_only:

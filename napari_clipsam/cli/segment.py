@@ -18,8 +18,10 @@ import glob
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from ..errors import ClipSAMUserError, InvalidInputError, MissingFileError, PathKindError
 from .common import (EXIT_FAILED, EXIT_OK, TRAINING_FREE_NOTE, add_engine_options, build_engine, describe_engine,
                      engine_config, note, split_list)
 
@@ -83,15 +85,15 @@ def collect_images(inputs: list[str], extensions, recursive: bool, exclude: Path
             matches = [m for m in matches if m.is_file() and m.suffix.lower() in exts
                        and not (exclude is not None and m.resolve().is_relative_to(exclude))]
             if not matches:
-                raise FileNotFoundError(f"No image file matches {item!r} (suffixes {', '.join(exts)}).")
+                raise MissingFileError(f"No image file matches {item!r} (suffixes {', '.join(exts)}).")
             for m in matches:
                 _add(found, taken, m.resolve(), m.relative_to(root).as_posix())
         else:
-            raise FileNotFoundError(f"Input {item} does not exist; give image files, folders or glob patterns.")
+            raise MissingFileError(f"Input {item} does not exist; give image files, folders or glob patterns.")
     if not found:
         hint = "" if recursive else " (sub-folders were not searched; add --recursive)"
-        raise ValueError(f"No images found in {', '.join(map(str, inputs))}{hint}: looked for "
-                         f"{', '.join(exts)} files.")
+        raise InvalidInputError(f"No images found in {', '.join(map(str, inputs))}{hint}: looked for "
+                                f"{', '.join(exts)} files.")
     return found
 
 
@@ -105,7 +107,7 @@ def _add(found: dict[Path, str], taken: set[str], path: Path, key: str) -> None:
             found[path] = candidate
             taken.add(candidate)
             return
-    raise ValueError(f"Cannot give {path} an export name distinct from the other inputs'.")
+    raise InvalidInputError(f"Cannot give {path} an export name distinct from the other inputs'.")
 
 
 def stems_for(keys: dict[Path, str]) -> dict[Path, str]:
@@ -162,20 +164,20 @@ def run(args) -> int:
     formats = split_list(args.formats) or []
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise ValueError(f"Unknown export format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}.")
+        raise InvalidInputError(f"Unknown export format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}.")
     formats = [f for f in FORMATS if f in formats]
     if not formats:
-        raise ValueError(f"--formats is empty; give one or more of {','.join(FORMATS)}.")
+        raise InvalidInputError(f"--formats is empty; give one or more of {','.join(FORMATS)}.")
     clean_object_name(args.object)
     if not args.class_name.strip():
-        raise ValueError("--class-name must not be empty.")
+        raise InvalidInputError("--class-name must not be empty.")
     cfg = engine_config(args)  # refuse bad engine options before looking at any image
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; give a folder for the pseudo-labels.")
+        raise PathKindError(f"--out {out} is a file; give a folder for the pseudo-labels.")
     extensions = split_list(args.extensions)
     if not extensions:
-        raise ValueError("--extensions is empty; give file suffixes such as .png,.tif")
+        raise InvalidInputError("--extensions is empty; give file suffixes such as .png,.tif")
     keys = collect_images(args.inputs, extensions, args.recursive, exclude=out)
     files, stems = list(keys), stems_for(keys)
     coco = load_coco(out / COCO_FILE) if "coco" in formats and (out / COCO_FILE).exists() else None
@@ -211,6 +213,8 @@ def run(args) -> int:
                 except Exception as exc:  # one bad image must not stop the others; it is reported below
                     why = " ".join(f"{type(exc).__name__}: {exc}".split())
                     failed.append((path, why))
+                    if not isinstance(exc, ClipSAMUserError):  # a bug, not a bad image: keep its traceback
+                        tqdm.write("".join(traceback.format_exception(exc)).rstrip(), file=sys.stderr)
                     tqdm.write(f"failed: {path}: {why}", file=sys.stderr)
                 bar.set_postfix(done=done, failed=len(failed))
     seconds = time.perf_counter() - t0

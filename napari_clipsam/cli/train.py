@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import InvalidInputError, MissingFileError, OutputExistsError, PathKindError
 from .common import (EXIT_OK, add_dataset_options, add_engine_options, build_engine, describe_engine, engine_config,
                      note, split_list, without_sam)
 
@@ -48,15 +49,15 @@ def run(args) -> int:
     if args.resume is not None:
         resume = out if args.resume is True else Path(args.resume).expanduser()
         if not resume.is_file():
-            raise FileNotFoundError(f"Nothing to resume: checkpoint {resume} does not exist; run without --resume "
-                                    "to start training.")
+            raise MissingFileError(f"Nothing to resume: checkpoint {resume} does not exist; run without --resume "
+                                   "to start training.")
     if out.is_dir():
-        raise IsADirectoryError(f"--out {out} is a folder; give a checkpoint file name such as umci.pt.")
+        raise PathKindError(f"--out {out} is a folder; give a checkpoint file name such as umci.pt.")
     if out.exists() and not args.overwrite and (resume is None or out.resolve() != resume.resolve()):
-        raise FileExistsError(f"Checkpoint {out} already exists; add --resume to continue it or --overwrite to "
-                              "train a new one in its place.")
+        raise OutputExistsError(f"Checkpoint {out} already exists; add --resume to continue it or --overwrite to "
+                                "train a new one in its place.")
     if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.cache_gb <= 0:
-        raise ValueError("--epochs and --batch-size must be at least 1, --lr and --cache-gb greater than 0.")
+        raise InvalidInputError("--epochs and --batch-size must be at least 1, --lr and --cache-gb greater than 0.")
 
     dataset = open_dataset(args.dataset_root, args.layout, split_list(args.categories), split="test")
     overrides = {}

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from ..errors import InvalidInputError, MissingFileError
 from .common import EXIT_FAILED, EXIT_OK, StageBars, note
 
 SAM_NAMES = ("vit_b", "vit_l", "vit_h")
@@ -107,8 +108,8 @@ def run_download(args) -> int:
 
     names = list(NAMES) if "all" in args.names else list(dict.fromkeys(args.names))
     if args.url is not None and (len(names) != 1 or names[0] not in SAM_NAMES):
-        raise ValueError("--url replaces the source of one SAM file: give exactly one of "
-                         f"{', '.join(SAM_NAMES)} with it.")
+        raise InvalidInputError("--url replaces the source of one SAM file: give exactly one of "
+                                f"{', '.join(SAM_NAMES)} with it.")
     for name in names:
         if name == CLIP:
             path = _download_clip()
@@ -150,13 +151,13 @@ def run_verify(args) -> int:
 
     unknown = [n for n in args.names if n not in SAM_NAMES]
     if unknown:
-        raise ValueError(f"Unknown SAM weights {', '.join(unknown)}; choose from {', '.join(SAM_NAMES)}.")
+        raise InvalidInputError(f"Unknown SAM weights {', '.join(unknown)}; choose from {', '.join(SAM_NAMES)}.")
     if args.file is not None:
         if len(args.names) != 1:
-            raise ValueError(f"--file needs exactly one NAME ({', '.join(SAM_NAMES)}) whose checksum to check.")
+            raise InvalidInputError(f"--file needs exactly one NAME ({', '.join(SAM_NAMES)}) whose checksum to check.")
         checks = [(args.names[0], Path(args.file).expanduser())]
         if not checks[0][1].is_file():
-            raise FileNotFoundError(f"--file {checks[0][1]} does not exist (or is not a file).")
+            raise MissingFileError(f"--file {checks[0][1]} does not exist (or is not a file).")
     else:
         names = args.names or [n for n in SAM_NAMES if (sam_folder() / SAM_CHECKPOINTS[n].filename).exists()]
         if not names:

@@ -5,6 +5,9 @@ A prompt is ``template.format(state.format(object_name))``: for the object "bott
 """
 from __future__ import annotations
 
+from ..errors import InvalidInputError
+
+
 NORMAL_STATES: tuple[str, ...] = (
     "{}",
     "flawless {}",
@@ -75,8 +78,14 @@ def expand_prompts(object_name: str, states: tuple[str, ...], templates: tuple[s
 def clean_object_name(object_name: str) -> str:
     """Normalise an object name ("  Metal_nut " → "metal nut"); raise ValueError when it is empty."""
     if not isinstance(object_name, str):
-        raise ValueError(f"object_name must be a string such as 'bottle', got {type(object_name).__name__}")
+        raise InvalidInputError(f"object_name must be a string such as 'bottle', got {type(object_name).__name__}")
+    try:
+        object_name.encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate (e.g. from a mis-decoded file name)
+        raise InvalidInputError(f"object_name {object_name!r} holds a character that is not valid text "
+                                f"({err.reason} at position {err.start}); type the name again.") from err
     name = " ".join(object_name.replace("_", " ").split()).lower()
     if not name:
-        raise ValueError("object_name is empty: give the kind of object shown, e.g. 'bottle' or 'metal surface'.")
+        raise InvalidInputError("object_name is empty: give the kind of object shown, e.g. 'bottle' or "
+                                "'metal surface'.")
     return name

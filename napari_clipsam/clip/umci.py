@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InvalidInputError
+
 
 class UMCILayer(nn.Module):
     """The Strip path, the Scale path and their fusion for one CLIP layer.
@@ -21,8 +23,8 @@ class UMCILayer(nn.Module):
                  temperature: float = 0.01):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"UMCI width {dim} is not divisible by {heads} attention heads; choose umci_heads "
-                             f"that divides {dim}.")
+            raise InvalidInputError(f"UMCI width {dim} is not divisible by {heads} attention heads; choose umci_heads "
+                                    f"that divides {dim}.")
         self.kernels = tuple(int(k) for k in kernels)
         self.temperature = float(temperature)
         self.project = nn.Linear(in_dim, dim)
@@ -90,7 +92,7 @@ class UMCI(nn.Module):
     def forward(self, tokens: list[torch.Tensor], T: torch.Tensor) -> list[torch.Tensor]:
         """``tokens``: one (B, C, h, w) per layer; ``T`` (2, D). Returns per-layer logits (B, 2, h, w)."""
         if len(tokens) != len(self.heads_per_layer):
-            raise ValueError(f"UMCI expects {len(self.heads_per_layer)} feature layers, got {len(tokens)}.")
+            raise InvalidInputError(f"UMCI expects {len(self.heads_per_layer)} feature layers, got {len(tokens)}.")
         return [head(t, T) for head, t in zip(self.heads_per_layer, tokens)]
 
     def num_parameters(self) -> int:

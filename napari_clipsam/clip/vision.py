@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidInputError
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -23,8 +25,8 @@ class ClipVision:
     def __init__(self, clip_model):
         self.visual = clip_model.visual
         if not hasattr(self.visual, "forward_intermediates") or not hasattr(self.visual, "transformer"):
-            raise ValueError("ClipSAM needs an open_clip ViT vision tower (VisionTransformer); "
-                             f"got {type(self.visual).__name__}.")
+            raise InvalidInputError("ClipSAM needs an open_clip ViT vision tower (VisionTransformer); "
+                                    f"got {type(self.visual).__name__}.")
         size = self.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         patch = self.visual.patch_size
@@ -63,8 +65,8 @@ class ClipVision:
     def check_layers(self, layers: tuple[int, ...]) -> None:
         bad = [i for i in layers if not 1 <= int(i) <= self.depth]
         if bad:
-            raise ValueError(f"feature_layers {tuple(layers)} are 1-based block numbers, but this CLIP vision "
-                             f"tower has {self.depth} blocks; choose numbers from 1 to {self.depth}.")
+            raise InvalidInputError(f"feature_layers {tuple(layers)} are 1-based block numbers, but this CLIP vision "
+                                    f"tower has {self.depth} blocks; choose numbers from 1 to {self.depth}.")
 
     def patch_tokens(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """Patch tokens (CLS dropped) of the residual stream after each 1-based block in ``layers``.
@@ -86,11 +88,11 @@ class ClipVision:
         Returns ``(B, h, w, D)`` in CLIP's joint embedding space (not normalised).
         """
         if self.depth < 2:
-            raise ValueError("The training-free rough map needs a CLIP vision tower with at least 2 blocks.")
+            raise InvalidInputError("The training-free rough map needs a CLIP vision tower with at least 2 blocks.")
         last = self.visual.transformer.resblocks[-1]
         attn = getattr(last, "attn", None)
         if not isinstance(attn, torch.nn.MultiheadAttention):
-            raise ValueError("The training-free rough map needs open_clip's standard residual attention blocks.")
+            raise InvalidInputError("The training-free rough map needs open_clip's standard residual attention blocks.")
         self.vision_calls += 1
         out = self.visual.forward_intermediates(x, indices=[self.depth - 2], stop_early=True,
                                                 intermediates_only=True, output_fmt="NLC",

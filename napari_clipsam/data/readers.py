@@ -13,10 +13,13 @@ only read when a sample is indexed.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import InputFileError, InvalidInputError, MissingFileError, PathKindError
 from .samples import IMAGE_SUFFIXES, AnomalyDataset, Sample
 
 SPLITS = ("train", "test")
@@ -25,12 +28,25 @@ VISA_CSV = Path("split_csv") / "1cls.csv"
 VISA_COLUMNS = ("object", "split", "label", "image", "mask")
 
 
+def _read_text(path: Path) -> str:
+    """A CSV's text: UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark (as spreadsheet
+    programs save "Unicode text"); anything else raises InputFileError saying how to save it."""
+    data = path.read_bytes()
+    try:
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return data.decode("utf-16")
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputFileError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as a UTF-8 CSV "
+                             "(comma-separated, 'CSV UTF-8' in spreadsheet programs).") from err
+
+
 def _existing_dir(root: str | Path, what: str) -> Path:
     root = Path(root).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"{what} root {root} does not exist; pass the folder that holds the dataset.")
+        raise MissingFileError(f"{what} root {root} does not exist; pass the folder that holds the dataset.")
     if not root.is_dir():
-        raise NotADirectoryError(f"{what} root {root} is a file, not a folder.")
+        raise PathKindError(f"{what} root {root} is a file, not a folder.")
     return root
 
 
@@ -49,7 +65,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+        raise InvalidInputError(f"split must be one of {SPLITS}, got {split!r}.")
 
 
 def _select(requested: str | Iterable[str] | None, available: list[str], root: Path) -> list[str]:
@@ -59,7 +75,7 @@ def _select(requested: str | Iterable[str] | None, available: list[str], root: P
     wanted = [requested] if isinstance(requested, str) else list(requested)
     unknown = [c for c in wanted if c not in available]
     if unknown:
-        raise ValueError(
+        raise InvalidInputError(
             f"Category {', '.join(map(repr, unknown))} not found in {root}; "
             f"available categories: {', '.join(available) or 'none'}."
         )
@@ -70,7 +86,7 @@ def _require_masks(samples: list[Sample], categories: list[str], root: Path, hin
     """Raise when a selected category has no anomalous (masked) test image."""
     for category in categories:
         if not any(s.label == 1 for s in samples if s.category == category):
-            raise ValueError(
+            raise InvalidInputError(
                 f"Category {category!r} in {root} has no anomalous images with masks at all, "
                 f"so pixel metrics cannot be computed; {hint}"
             )
@@ -95,7 +111,7 @@ class MVTecDataset(AnomalyDataset):
         _check_split(split)
         available = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "test").is_dir())
         if not available:
-            raise ValueError(
+            raise InvalidInputError(
                 f"No MVTec-AD categories in {root}: expected <root>/<category>/test/<defect>/*.png; "
                 f"{_listing(root)}."
             )
@@ -115,14 +131,14 @@ class MVTecDataset(AnomalyDataset):
         category = folder.name
         split_dir = folder / split
         if not split_dir.is_dir():
-            raise FileNotFoundError(f"Category {category!r} has no {split!r} folder: {split_dir} is missing.")
+            raise MissingFileError(f"Category {category!r} has no {split!r} folder: {split_dir} is missing.")
         defects = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
         if split == "train":
             defects = [d for d in defects if d == "good"]
         anomalous = [d for d in defects if d != "good"]
         gt_root = folder / "ground_truth"
         if anomalous and not gt_root.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Category {category!r} has no masks at all: {gt_root} is missing "
                 f"(needed for the defect folders {', '.join(anomalous)})."
             )
@@ -134,7 +150,7 @@ class MVTecDataset(AnomalyDataset):
                     continue
                 mask_path = gt_root / defect / f"{image_path.stem}_mask.png"
                 if not mask_path.is_file():
-                    raise FileNotFoundError(
+                    raise MissingFileError(
                         f"Mask missing for anomalous image {image_path}: expected {mask_path}."
                     )
                 samples.append(Sample(image_path, mask_path, category, defect, 1))
@@ -176,15 +192,17 @@ class VisADataset(AnomalyDataset):
     @staticmethod
     def _read_csv(root: Path) -> list[dict[str, str]]:
         csv_path = root / VISA_CSV
+        if csv_path.is_dir():
+            raise PathKindError(f"VisA split file {csv_path} is a folder; it must be the CSV file split_csv/1cls.csv.")
         if not csv_path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"VisA split file {csv_path} not found; VisA needs split_csv/1cls.csv ({_listing(root)})."
             )
-        with csv_path.open(newline="") as handle:
+        with io.StringIO(_read_text(csv_path), newline="") as handle:
             reader = csv.DictReader(handle)
             missing = [c for c in VISA_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{csv_path} lacks the column(s) {', '.join(missing)}; expected header "
                     f"{','.join(VISA_COLUMNS)}, got {','.join(reader.fieldnames or [])}."
                 )
@@ -195,17 +213,17 @@ class VisADataset(AnomalyDataset):
         where = f"{root / VISA_CSV} line {line}"
         image_path = root / row["image"]
         if not image_path.is_file():
-            raise FileNotFoundError(f"Image {image_path} listed in {where} does not exist.")
+            raise MissingFileError(f"Image {image_path} listed in {where} does not exist.")
         label = row["label"].lower()
         if label == "normal":
             return Sample(image_path, None, row["object"], "good", 0)
         if label != "anomaly":
-            raise ValueError(f"Unknown label {row['label']!r} in {where}; expected 'normal' or 'anomaly'.")
+            raise InvalidInputError(f"Unknown label {row['label']!r} in {where}; expected 'normal' or 'anomaly'.")
         if not row["mask"]:
-            raise ValueError(f"Anomalous image {image_path} has no mask in {where}; fill in its 'mask' column.")
+            raise InvalidInputError(f"Anomalous image {image_path} has no mask in {where}; fill in its 'mask' column.")
         mask_path = root / row["mask"]
         if not mask_path.is_file():
-            raise FileNotFoundError(f"Mask missing for anomalous image {image_path}: {mask_path} ({where}).")
+            raise MissingFileError(f"Mask missing for anomalous image {image_path}: {mask_path} ({where}).")
         return Sample(image_path, mask_path, row["object"], "anomaly", 1)
 
 
@@ -229,11 +247,12 @@ class FolderDataset(AnomalyDataset):
         root = _existing_dir(root, "Folder dataset")
         images_dir, masks_dir = root / "images", root / "masks"
         if not images_dir.is_dir():
-            raise FileNotFoundError(f"Folder dataset needs {images_dir} ({_listing(root)}).")
+            raise MissingFileError(f"Folder dataset needs {images_dir} ({_listing(root)}).")
         category = category or root.name
         images = _image_files(images_dir)
         if not images:
-            raise ValueError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}; {_listing(images_dir)}.")
+            raise InvalidInputError(f"No image files ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}; "
+                                    f"{_listing(images_dir)}.")
         samples = []
         for image_path in images:
             mask_path = self._find_mask(masks_dir, image_path.stem)
@@ -243,7 +262,7 @@ class FolderDataset(AnomalyDataset):
                 samples.append(Sample(image_path, mask_path, category, "anomaly", 1))
         if require_masks and not any(s.label for s in samples):
             found = _listing(masks_dir) if masks_dir.is_dir() else "the folder does not exist"
-            raise ValueError(
+            raise InvalidInputError(
                 f"Category {category!r} has no masks at all: none of the {len(images)} images in {images_dir} "
                 f"has a mask {masks_dir}/<stem>_mask.png or <stem>.png ({found})."
             )
@@ -280,7 +299,7 @@ def detect_layout(root: str | Path) -> str:
         return layout
     nested = [p.name for p in sorted(root.iterdir()) if p.is_dir() and _layout_of(p)]
     hint = f" Did you mean {root / nested[0]}?" if nested else ""
-    raise ValueError(
+    raise InvalidInputError(
         f"Cannot recognise the dataset layout of {root}: expected split_csv/1cls.csv (VisA), "
         f"an images/ folder (folder layout) or <category>/test/ folders (MVTec-AD); {_listing(root)}.{hint}"
     )
@@ -302,7 +321,7 @@ def open_dataset(
         split: ``"test"`` or ``"train"`` (MVTec-AD and VisA only).
     """
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+        raise InvalidInputError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
     if layout == "auto":
         layout = detect_layout(root)
     if layout == "mvtec":
@@ -310,8 +329,8 @@ def open_dataset(
     if layout == "visa":
         return VisADataset(root, categories, split)
     if split != "test":
-        raise ValueError(f"The folder layout has no {split!r} split ({root}); use split='test'.")
+        raise InvalidInputError(f"The folder layout has no {split!r} split ({root}); use split='test'.")
     names = [categories] if isinstance(categories, str) else list(categories or [])
     if len(names) > 1:
-        raise ValueError(f"The folder layout holds one category; got {names} for {root}.")
+        raise InvalidInputError(f"The folder layout holds one category; got {names} for {root}.")
     return FolderDataset(root, category=names[0] if names else None)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InvalidInputError, MissingFileError, require_file
+
 #: File suffixes (lower case) that the readers treat as images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -44,8 +46,7 @@ class Sample:
 def _read_array(path: Path) -> np.ndarray:
     """Read any image file into a numpy array, naming the file on failure."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Image file not found: {path}")
+    require_file(path, "Image file")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
@@ -55,7 +56,7 @@ def _read_array(path: Path) -> np.ndarray:
 
         return np.asarray(iio.imread(path))
     except Exception as exc:  # the readers raise many unrelated types
-        raise ValueError(
+        raise InvalidInputError(
             f"Could not read image file {path}: {exc}. "
             "Check that it is a valid PNG/JPEG/BMP/TIFF and not truncated."
         ) from exc
@@ -99,7 +100,7 @@ def to_rgb(array: np.ndarray, source: object = "array") -> np.ndarray:
         return np.repeat(array[:, :, :1], 3, axis=2)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         return array[:, :, :3]
-    raise ValueError(
+    raise InvalidInputError(
         f"{source}: expected a 2-D gray or (H, W, 3|4) colour image, got shape {array.shape}."
     )
 
@@ -146,7 +147,7 @@ def load_mask(sample: Sample, shape: Sequence[int] | None = None) -> np.ndarray:
         return np.zeros(tuple(shape[:2]), dtype=bool)
     mask_path = Path(sample.mask_path)
     if not mask_path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Mask file not found: {mask_path} (for image {sample.image_path})."
         )
     raw = _read_array(mask_path)
@@ -158,10 +159,10 @@ def load_mask(sample: Sample, shape: Sequence[int] | None = None) -> np.ndarray:
     if mask.ndim == 3:
         mask = mask.any(axis=-1)
     if mask.ndim != 2:
-        raise ValueError(f"Mask {mask_path} has unusable shape {raw.shape}; expected (H, W).")
+        raise InvalidInputError(f"Mask {mask_path} has unusable shape {raw.shape}; expected (H, W).")
     expected = tuple(shape[:2]) if shape is not None else _image_shape(Path(sample.image_path))
     if mask.shape != expected:
-        raise ValueError(
+        raise InvalidInputError(
             f"Mask {mask_path} is {mask.shape[0]}x{mask.shape[1]} (HxW) but image "
             f"{sample.image_path} is {expected[0]}x{expected[1]}; masks must have the "
             "image's size (re-export the mask at the image's resolution)."
@@ -208,7 +209,7 @@ class AnomalyDataset:
     def category(self, name: str) -> AnomalyDataset:
         """The subset of one category, as a dataset of the same kind of container."""
         if name not in self.categories:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Category {name!r} is not in this dataset ({self.root}); "
                 f"available: {', '.join(self.categories) or 'none'}."
             )

@@ -20,6 +20,7 @@ The module imports no torch, so the CLI and the widget can use it cheaply.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
+from .. import strict_json
 from .atomic import AtomicBatch, ExportError
 from .coco import (
     COCO_FILE,
@@ -74,10 +76,20 @@ _UNSAFE_STEM_CHARS = set('/\\<>:"|?*') | {os.sep, os.altsep or os.sep}
 _UNSAFE_IN_NAME = re.compile(r'[\\/<>:"|?*\x00-\x1f]')
 
 
+MAX_STEM_BYTES = 200
+"""Longest export stem in UTF-8 bytes: file systems allow 255 bytes per name, and the longest name an export
+writes is ``.<stem>_mask.png.<8 hex>.tmp`` (stem + 23), leaving room for suffixes."""
+
+
 def safe_stem(text: str) -> str:
     """A usable export stem made from free text (a layer name, a relative path): characters a file name cannot
-    hold become ``_``; an empty, ``.`` or ``..`` result becomes ``image``."""
+    hold become ``_``; an empty, ``.`` or ``..`` result becomes ``image``; a stem longer than
+    :data:`MAX_STEM_BYTES` is cut and ends with ``~`` and 8 hex digits of a hash of the whole text (stable)."""
     stem = _UNSAFE_IN_NAME.sub("_", str(text)).strip()
+    if len(stem.encode("utf-8", "surrogatepass")) > MAX_STEM_BYTES:
+        digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        head = stem.encode("utf-8", "surrogatepass")[:MAX_STEM_BYTES - 9].decode("utf-8", "ignore").rstrip()
+        stem = f"{head}~{digest}"
     return stem if stem not in ("", ".", "..") else "image"
 
 
@@ -299,6 +311,10 @@ def _check_stem(stem) -> str:
     bad = sorted({c for c in stem if c in _UNSAFE_STEM_CHARS or ord(c) < 32})
     if bad:
         raise ExportError(f"stem {stem!r} cannot be a file name: it contains {bad!r}; use the image file's stem only")
+    size = len(stem.encode("utf-8", "surrogatepass"))
+    if size > MAX_STEM_BYTES:
+        raise ExportError(f"stem {stem[:40]!r}… is {size} bytes long; file systems allow 255 bytes per file name and "
+                          f"the exports add suffixes, so use at most {MAX_STEM_BYTES} (safe_stem() shortens one).")
     return stem
 
 
@@ -409,4 +425,4 @@ def _encode_provenance(path: Path, stem: str, image_file: str | None, record: di
             covered |= formats
     exports = list(reversed(kept)) + [record]
     provenance = {"stem": stem, "image_file": image_file, "exports": exports}
-    return (json.dumps(provenance, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return (strict_json.dumps(provenance, indent=2, ensure_ascii=False) + "\n").encode("utf-8")  # no NaN tokens

@@ -10,20 +10,27 @@ phases by :class:`AtomicBatch`:
    removed, when they did not exist before), so the folder looks exactly as it did before the export.
 
 Every failure is raised as :class:`ExportError` naming the file and the reason, and no temporary or
-backup file is left behind.
+backup file is left behind. Should the rollback itself fail (the disk went away mid-export), the failure is
+logged with its traceback and the :class:`ExportError` says which file could not be restored and where its
+previous content was kept.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
 from pathlib import Path
 
+from ..errors import ClipSAMUserError
+
+
 __all__ = ["ExportError", "AtomicBatch"]
+log = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
+class ExportError(ClipSAMUserError, RuntimeError):
     """An export could not be done; the message says which input or file and why.
 
     Raised before anything is written when the input is invalid, or after rolling back when a
@@ -143,9 +150,12 @@ class AtomicBatch:
                         _remove_quietly(backup)
                     raise ExportError(f"could not write {target}: {err}") from err
                 replaced.append((target, backup))
-        except ExportError:
-            self._rollback(replaced)
+        except ExportError as err:
+            not_restored = self._rollback(replaced)
             self.discard()
+            if not_restored:
+                raise ExportError(f"{err}; the folder could NOT be restored as it was: "
+                                  + "; ".join(not_restored)) from err
             raise
         for _, backup in replaced:
             if backup is not None:
@@ -185,13 +195,19 @@ class AtomicBatch:
         return backup
 
     @staticmethod
-    def _rollback(replaced: list[tuple[Path, Path | None]]) -> None:
-        """Undo the replacements done so far, newest first (best effort)."""
+    def _rollback(replaced: list[tuple[Path, Path | None]]) -> list[str]:
+        """Undo the replacements done so far, newest first. Returns what could not be undone (each failure is
+        also logged with its traceback); the caller tells the user."""
+        failures = []
         for target, backup in reversed(replaced):
             try:
                 if backup is None:  # the file is new: remove it
-                    _remove_quietly(target)
+                    target.unlink(missing_ok=True)
                 else:
                     os.replace(backup, target)
-            except OSError:
-                pass
+            except OSError as err:
+                what = (f"{target} holds the new content; its previous content is kept in {backup}"
+                        if backup is not None else f"{target} was written and could not be removed")
+                log.error("Export rollback failed: %s (%s)", what, err, exc_info=True)
+                failures.append(f"{what} ({err}); restore it by hand")
+        return failures

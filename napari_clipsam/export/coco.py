@@ -152,7 +152,22 @@ def load_coco(path: Path) -> dict:
             f"{path} is not a COCO instance file (needs 'images', 'annotations' and 'categories' lists); "
             "fix it or move it away"
         )
+    _check_ids(coco, path)
     return coco
+
+
+def _check_ids(coco: dict, path: Path) -> None:
+    """Every image, annotation and category of a COCO file must be an object with an integer ``id`` (the
+    exporter computes new ids from them); ExportError naming the first entry that is not."""
+    for key in ("images", "annotations", "categories"):
+        for i, entry in enumerate(coco[key]):
+            ok = isinstance(entry, dict) and isinstance(entry.get("id"), int) and not isinstance(entry["id"], bool)
+            if ok and key == "categories":
+                ok = isinstance(entry.get("name"), str)
+            if not ok:
+                need = "an integer 'id'" + (" and a 'name'" if key == "categories" else "")
+                raise ExportError(f"{path}: {key}[{i}] lacks {need} (got {str(entry)[:80]}); every COCO entry needs "
+                                  "one. Fix the file or move it away (a new one is then started).")
 
 
 def find_coco_image(coco: dict, stem: str) -> dict | None:

@@ -120,8 +120,9 @@ def refine_from_prompts(runner, emb, prompts: Prompts, rough: np.ndarray, config
     max_batch = config.decoder_batch_size
     if max_batch is None:  # auto: one call per level on a GPU; small chunks on a CPU (see config docs)
         max_batch = None if runner.device.type == "cuda" else 2
-    cands = decode_levels(runner, emb, comps, tuple(config.levels), batched=batched, max_batch=max_batch,
-                          memo=emb.decoded if reuse else None, memo_tag=config.dtype) if comps else []
+    cands = (decode_levels(runner, emb, comps, tuple(config.levels), batched=batched, max_batch=max_batch,
+                           memo=emb.decoded if reuse else None, memo_tag=f"{emb.model_id}|{config.dtype}")
+             if comps else [])
     maps = []
     for c, (cp, cc) in enumerate(zip(comps, cands)):
         fallback = None if prompts.components is None else prompts.components == (c + 1)

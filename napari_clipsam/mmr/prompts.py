@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..errors import InvalidInputError
+
+
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -108,6 +111,52 @@ def _lowest_outside(rough: np.ndarray, components: np.ndarray, box: np.ndarray) 
     return r0 + r, c0 + c
 
 
+def _numeric(name: str, value) -> np.ndarray:
+    try:
+        a = np.asarray(value)
+    except ValueError as err:  # ragged nested lists
+        raise InvalidInputError(f"{name} must be a rectangular array of numbers, got {value!r:.80}: {err}") from err
+    if a.size and not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
+                       or a.dtype == bool):
+        raise InvalidInputError(f"{name} must hold real numbers, got dtype {a.dtype} ({value!r:.80}).")
+    return a
+
+
+def _prompt_array(name: str, value, width: int, layout: str) -> np.ndarray:
+    """``value`` as a (N, width) float32 array; None or an empty sequence → (0, width). Refuses other shapes."""
+    if value is None:
+        return np.zeros((0, width), np.float32)
+    a = _numeric(name, value)
+    if a.size == 0:
+        return np.zeros((0, width), np.float32)
+    if a.ndim != 2 or a.shape[1] != width:
+        hint = f" (wrap a single one as [[...]])" if a.shape == (width,) else ""
+        raise InvalidInputError(f"{name} must have shape (N, {width}), one {layout} row each, got shape {a.shape}"
+                                f"{hint}.")
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise InvalidInputError(f"{name} must be finite numbers; got NaN or infinity in {a.tolist()!r:.120}.")
+    return np.clip(a, -1e30, 1e30).astype(np.float32)  # far off the image either way; no float32 overflow
+
+
+def _point_labels(value, n: int) -> np.ndarray:
+    """``value`` as (n,) int32 of 0/1; None → all positive. Refuses fractions (0.5) and other values."""
+    if value is None:
+        return np.ones(n, np.int32)
+    a = _numeric("point_labels", value)
+    if a.ndim > 1 or (a.ndim == 0 and n != 1):
+        raise InvalidInputError(f"point_labels must be a list of {n} labels (1 positive, 0 negative), got shape "
+                                f"{a.shape}.")
+    a = a.reshape(-1)
+    if len(a) != n:
+        raise InvalidInputError(f"point_labels has {len(a)} entries but there are {n} points; give one label "
+                                "(1 positive, 0 negative) per point.")
+    if not np.isin(a.astype(np.float64), (0.0, 1.0)).all():
+        bad = sorted({float(v) for v in a.astype(np.float64) if v not in (0.0, 1.0)})[:5]
+        raise InvalidInputError(f"point_labels must be 1 (positive) or 0 (negative), got {bad}.")
+    return a.astype(np.int32)
+
+
 def group_user_prompts(points, point_labels, boxes, shape: tuple[int, int]) -> Prompts:
     """Group free-form user prompts into components (method §3 step 7).
 
@@ -116,27 +165,21 @@ def group_user_prompts(points, point_labels, boxes, shape: tuple[int, int]) -> P
     component. Points may lie up to half a pixel outside the image (the edge pixels' outer halves); farther out
     they are refused, as a stray click there would otherwise become a prompt at the border.
     """
-    pts = np.asarray(points if points is not None else np.zeros((0, 2)), np.float32).reshape(-1, 2)
-    lab = np.asarray(point_labels if point_labels is not None else np.ones(len(pts)), np.int32).reshape(-1)
-    bxs = np.asarray(boxes if boxes is not None else np.zeros((0, 4)), np.float32).reshape(-1, 4)
-    if len(lab) != len(pts):
-        raise ValueError(f"point_labels has {len(lab)} entries but there are {len(pts)} points; give one label "
-                         "(1 positive, 0 negative) per point.")
-    if not np.isin(lab, (0, 1)).all():
-        raise ValueError(f"point_labels must be 1 (positive) or 0 (negative), got {sorted(set(lab.tolist()))}")
-    if not (np.isfinite(pts).all() and np.isfinite(bxs).all()):
-        raise ValueError("points and boxes must be finite numbers")
+    pts = _prompt_array("points", points, 2, "(row, col)")
+    bxs = _prompt_array("boxes", boxes, 4, "(row0, col0, row1, col1)")
+    lab = _point_labels(point_labels, len(pts))
     H, W = shape
     outside = (pts[:, 0] < -0.5) | (pts[:, 0] > H - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > W - 0.5)
     if outside.any():
         r, c = pts[np.flatnonzero(outside)[0]]
-        raise ValueError(f"{int(outside.sum())} point(s) lie outside the {H}×{W} image, e.g. (row {r:.1f}, col "
-                         f"{c:.1f}); delete them or move them onto the image.")
+        raise InvalidInputError(f"{int(outside.sum())} point(s) lie outside the {H}×{W} image, e.g. (row {r:.1f}, "
+                                f"col {c:.1f}); delete them or move them onto the image.")
     pts = np.clip(pts, 0, [H - 1, W - 1]).astype(np.float32)
     bxs = np.stack([np.clip(bxs[:, 0], 0, H), np.clip(bxs[:, 1], 0, W), np.clip(bxs[:, 2], 0, H),
                     np.clip(bxs[:, 3], 0, W)], axis=1).astype(np.float32) if len(bxs) else bxs
     if len(bxs) and ((bxs[:, 2] <= bxs[:, 0]) | (bxs[:, 3] <= bxs[:, 1])).any():
-        raise ValueError("every box must satisfy row0 < row1 and col0 < col1 inside the image")
+        raise InvalidInputError("every box (boxes argument) must satisfy row0 < row1 and col0 < col1 inside the "
+                                "image")
     areas = (bxs[:, 2] - bxs[:, 0]) * (bxs[:, 3] - bxs[:, 1])
     comp = np.full(len(pts), -1, np.int32)
     next_id = len(bxs)

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from ..errors import EngineMismatchError
+
 
 def rc_to_xy(coords: np.ndarray) -> np.ndarray:
     """(row, col) points ``(..., 2)`` or (row0, col0, row1, col1) boxes ``(..., 4)`` → SAM's (x, y) order."""
@@ -34,13 +36,18 @@ class SamEmbedding:
     decoded: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
     """Decoder outputs already computed on this embedding, by prompt (see :func:`..levels.decode_levels`): an
     edit that changes one component's prompts re-decodes only that component."""
+    model_id: str = ""
+    """Identity of the SAM (model, weights, device, precision) that computed ``features`` and ``decoded``: an
+    engine refuses to decode on an embedding another SAM made (:meth:`ClipSAM.refine`)."""
 
 
 class SamRunner:
     """Wraps a ``segment_anything.modeling.Sam``; counts encoder calls (tests and benchmarks read them)."""
 
-    def __init__(self, sam_model):
+    def __init__(self, sam_model, model_id: str = ""):
         self.model = sam_model
+        self.model_id = model_id
+        """Stamped on every embedding this runner computes (see :attr:`SamEmbedding.model_id`)."""
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self.encoder_calls = 0
         self.decoder_calls = 0
@@ -66,7 +73,7 @@ class SamRunner:
         prepared = [self.prepare(im) for im in images]
         self.encoder_calls += 1
         feats = self.model.image_encoder(torch.cat([p[0] for p in prepared])).float()
-        return [SamEmbedding(feats[i:i + 1], prepared[i][1], tuple(im.shape[:2]))
+        return [SamEmbedding(feats[i:i + 1], prepared[i][1], tuple(im.shape[:2]), model_id=self.model_id)
                 for i, im in enumerate(images)]
 
     @torch.no_grad()
@@ -82,6 +89,9 @@ class SamRunner:
         """
         if points is None and boxes is None:
             raise ValueError("decode needs points, boxes or both")
+        if emb.model_id != self.model_id:
+            raise EngineMismatchError(f"This SAM embedding was made by another SAM ({emb.model_id or 'unknown'}), "
+                                      f"not this one ({self.model_id or 'unknown'}); embed the image again.")
         H, W = emb.original_size
         pts = None
         if points is not None:

@@ -207,14 +207,23 @@ class Manifest:
         return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
     def to_csv_bytes(self) -> bytes:
-        """UTF-8 with a byte-order mark so spreadsheet programs detect the encoding; outputs joined by ``;``."""
+        """UTF-8 with a byte-order mark so spreadsheet programs detect the encoding; outputs joined by ``;``.
+        Text cells that a spreadsheet would run as a formula are escaped (:func:`spreadsheet_text`)."""
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; a note holding \r or \n is then quoted
         writer.writerow(CSV_COLUMNS)
         for key, e in self.entries.items():
-            writer.writerow([key, e.verdict.value, e.time, e.stem, "" if e.n_instances is None else e.n_instances,
-                             str(e.edited).lower(), e.note, ";".join(e.outputs)])
+            writer.writerow([spreadsheet_text(key), e.verdict.value, e.time, spreadsheet_text(e.stem),
+                             "" if e.n_instances is None else e.n_instances, str(e.edited).lower(),
+                             spreadsheet_text(e.note), spreadsheet_text(";".join(e.outputs))])
         return buf.getvalue().encode("utf-8-sig")
+
+
+def spreadsheet_text(text) -> str:
+    """``text`` made safe for a spreadsheet cell: one starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+    return (which Excel/LibreOffice run as a formula: "formula injection") gets a leading ``'``, shown as text."""
+    text = "" if text is None else str(text)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:

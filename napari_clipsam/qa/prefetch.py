@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import Cancelled
 
+
 __all__ = ["Prefetcher"]
 
 

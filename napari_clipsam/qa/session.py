@@ -30,7 +30,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..export import FORMATS, ExportError, ExportReport, export_pseudo_labels, label_tiff_paths, read_label_tiff, safe_stem
+from ..errors import InvalidInputError, require_file
+from ..export import (FORMATS, ExportError, ExportReport, export_pseudo_labels, label_tiff_paths, read_label_tiff,
+                      safe_stem)
 from .manifest import Entry, Manifest, Verdict, utc_now
 
 __all__ = ["DEFAULT_EXTENSIONS", "QASession", "export_stems", "find_images", "natural_key", "read_image"]
@@ -62,18 +64,18 @@ class QASession:
         self.input_dir = _input_folder(input_dir)
         self.output_dir = Path(output_dir).expanduser().resolve()
         if self.output_dir.exists() and not self.output_dir.is_dir():
-            raise ValueError(f"The output folder {self.output_dir} is a file; choose a folder.")
+            raise InvalidInputError(f"The output folder {self.output_dir} is a file; choose a folder.")
         if recursive and self.output_dir == self.input_dir:
-            raise ValueError(f"The output folder is the input folder {self.input_dir}; in a recursive session its "
-                             "exported masks would be read as images. Choose a separate output folder.")
+            raise InvalidInputError(f"The output folder is the input folder {self.input_dir}; in a recursive session "
+                                    "its exported masks would be read as images. Choose a separate output folder.")
         self.extensions = normalise_extensions(extensions)
         self.recursive = bool(recursive)
         self.images: list[Path] = find_images(self.input_dir, self.extensions, self.recursive,
                                               exclude=self.output_dir)
         if not self.images:
             hint = "" if recursive else " (sub-folders were not searched; use recursive=True to include them)"
-            raise ValueError(f"No images found in {self.input_dir}{hint}: looked for files ending in "
-                             f"{', '.join(self.extensions)}. Choose a folder of images or add extensions.")
+            raise InvalidInputError(f"No images found in {self.input_dir}{hint}: looked for files ending in "
+                                    f"{', '.join(self.extensions)}. Choose a folder of images or add extensions.")
         self._manifest = Manifest.open(self.output_dir, self.input_dir)
         self._keys = [p.relative_to(self.input_dir).as_posix() for p in self.images]
         self._index_of = {key: i for i, key in enumerate(self._keys)}
@@ -266,7 +268,8 @@ class QASession:
             i = self._index_of.get(rel.as_posix())
             if i is not None:
                 return i
-        raise ValueError(f"{path_or_index} is not one of the {len(self)} images of this session ({self.input_dir})")
+        raise InvalidInputError(f"{path_or_index} is not one of the {len(self)} images of this session "
+                                f"({self.input_dir})")
 
 
 # ---------------------------------------------------------------- folder helpers
@@ -339,12 +342,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Raw pixels of an image file (tifffile for ``.tif``/``.tiff``, imageio otherwise), dtype kept.
 
     Raises:
-        FileNotFoundError: the file is gone.
+        FileNotFoundError / IsADirectoryError: the file is gone or is a folder.
         ValueError: the file cannot be decoded (the message names it).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Image file not found: {path} (was it moved or deleted since the folder was opened?)")
+    require_file(path, "Image file", "Give an image file (was it moved or deleted since the folder was opened?)")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
@@ -354,8 +356,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
         return np.asarray(iio.imread(path))
     except Exception as err:  # the decoders raise many unrelated types
-        raise ValueError(f"Could not read image file {path}: {err}. Check that it is a valid image and not "
-                         "truncated, or skip it.") from err
+        raise InvalidInputError(f"Could not read image file {path}: {err}. Check that it is a valid image and "
+                                "not truncated, or skip it.") from err
 
 
 def normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
@@ -364,19 +366,19 @@ def normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
     out = []
     for ext in extensions:
         if not isinstance(ext, str) or not ext.strip(". "):
-            raise ValueError(f"extensions must be file suffixes such as '.png', got {ext!r}")
+            raise InvalidInputError(f"extensions must be file suffixes such as '.png', got {ext!r}")
         ext = "." + ext.strip().lstrip(".").lower()
         if ext not in out:
             out.append(ext)
     if not out:
-        raise ValueError("extensions is empty; give at least one file suffix such as '.png'")
+        raise InvalidInputError("extensions is empty; give at least one file suffix such as '.png'")
     return tuple(out)
 
 
 def _input_folder(path: str | os.PathLike) -> Path:
     folder = Path(path).expanduser().resolve()
     if not folder.exists():
-        raise ValueError(f"The input folder {folder} does not exist; choose a folder of images.")
+        raise InvalidInputError(f"The input folder {folder} does not exist; choose a folder of images.")
     if not folder.is_dir():
-        raise ValueError(f"The input {folder} is a file, not a folder; choose the folder that holds the images.")
+        raise InvalidInputError(f"The input {folder} is a file, not a folder; choose the folder that holds the images.")
     return folder

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..clip.rough_map import to_image_resolution
+from ..errors import InvalidInputError
 from ..image_input import normalise_image
 from ..metrics import METRIC_NAMES, evaluate
 from .map_cache import MapCache
@@ -35,7 +36,7 @@ def spread_subset(n: int, limit: int | None) -> list[int]:
     if limit is None or limit >= n:
         return list(range(n))
     if limit < 1:
-        raise ValueError(f"--limit must be at least 1, got {limit}.")
+        raise InvalidInputError(f"--limit must be at least 1, got {limit}.")
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, limit)})
 
 
@@ -84,7 +85,7 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
 
     resolution = int(engine.config.image_size if resolution is None else resolution)
     if resolution < 8:
-        raise ValueError(f"resolution must be at least 8 px, got {resolution}.")
+        raise InvalidInputError(f"resolution must be at least 8 px, got {resolution}.")
     cats = list(categories) if categories is not None else list(dataset.categories)
     subsets = {c: dataset.category(c) for c in cats}
     picks = {c: spread_subset(len(s), limit) for c, s in subsets.items()}

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..clip.umci import UMCI
+from ..errors import InvalidInputError, TrainingDivergedError
 from ..weights.umci_checkpoint import check_compatible, read_umci, save_umci
 from .losses import FOCAL_GAMMA, umci_loss
 from .resize import squash_mask
@@ -174,20 +175,20 @@ def _resume_state(engine, path, settings: TrainSettings, in_dim, dim, log: Log,
     check_compatible(ckpt, path, clip_model=engine.identity["clip_model"],
                      clip_weights=engine.identity["clip_weights"], in_dim=in_dim, dim=dim)
     if "training_state" not in ckpt:
-        raise ValueError(f"UMCI checkpoint {path} holds no training state (optimizer, epoch, random state), so "
-                         "training cannot resume from it; train a new one.")
+        raise InvalidInputError(f"UMCI checkpoint {path} holds no training state (optimizer, epoch, random state), so "
+                                "training cannot resume from it; train a new one.")
     if int(ckpt["image_size"]) != engine.config.image_size:
-        raise ValueError(f"UMCI checkpoint {path} was trained at {ckpt['image_size']} px but the engine uses "
-                         f"{engine.config.image_size} px; resume with --image-size {ckpt['image_size']}.")
+        raise InvalidInputError(f"UMCI checkpoint {path} was trained at {ckpt['image_size']} px but the engine uses "
+                                f"{engine.config.image_size} px; resume with --image-size {ckpt['image_size']}.")
     if ckpt.get("prompt_set_hash") != engine.config.prompt_set_hash():
-        raise ValueError(f"UMCI checkpoint {path} was trained with another prompt set; resume with the same "
-                         "prompt lists (config file) it was trained with.")
+        raise InvalidInputError(f"UMCI checkpoint {path} was trained with another prompt set; resume with the same "
+                                "prompt lists (config file) it was trained with.")
     trained = ckpt.get("training_data")
     if data is not None and trained is not None and (trained.get("categories"), trained.get("counts")) != (
             data["categories"], data["counts"]):
-        raise ValueError(f"UMCI checkpoint {path} was trained on other data ({_data_summary(trained)}) than this "
-                         f"run's ({_data_summary(data)}); resume with the same dataset and categories, or train a "
-                         "new checkpoint.")
+        raise InvalidInputError(f"UMCI checkpoint {path} was trained on other data ({_data_summary(trained)}) than "
+                                f"this run's ({_data_summary(data)}); resume with the same dataset and categories, "
+                                "or train a new checkpoint.")
     kept = dict(batch_size=int(ckpt["batch_size"]), lr=float(ckpt["lr"]), betas=tuple(ckpt["betas"]),
                 seed=int(ckpt["seed"]), focal_gamma=float(ckpt["focal_gamma"]))
     changed = {k: v for k, v in kept.items() if getattr(settings, k) != v}
@@ -214,7 +215,7 @@ def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: s
     """
     settings = settings or TrainSettings()
     if len(dataset) == 0:
-        raise ValueError(f"The training set {dataset.root} holds no images.")
+        raise InvalidInputError(f"The training set {dataset.root} holds no images.")
     cfg, device = engine.config, engine.device
     in_dim, dim = clip_widths(engine)
     ckpt, start_epoch, losses = None, 0, []
@@ -228,7 +229,7 @@ def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: s
         temperature = cfg.temperature
     engine.vision.check_layers(layers)
     if settings.batch_size < 1 or settings.epochs < 1 or not settings.lr > 0:
-        raise ValueError(f"batch size and epochs must be ≥ 1 and the learning rate > 0; got {settings}.")
+        raise InvalidInputError(f"batch size and epochs must be ≥ 1 and the learning rate > 0; got {settings}.")
 
     torch.manual_seed(settings.seed)
     umci = UMCI(in_dim, dim, layers, heads, kernels, temperature).to(device)
@@ -275,8 +276,8 @@ def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: s
                     bar.set_postfix(loss=f"{total / seen:.4f}")
             mean = total / max(seen, 1)
             if not math.isfinite(mean):
-                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {mean}); lower the "
-                                         "learning rate.")
+                raise TrainingDivergedError(f"training diverged at epoch {epoch + 1} (loss {mean}); lower the "
+                                            "learning rate.")
             losses.append(mean)
             report.epochs = epoch + 1
             report.train_seconds = time.perf_counter() - t0

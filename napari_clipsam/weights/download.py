@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -9,7 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import Cancelled, WeightsUnavailableError
+from ..errors import Cancelled, DownloadError, WeightsUnavailableError
 from .registry import CACHE_ENV, WeightsFile
 
 Progress = Callable[[str, float], None]
@@ -71,21 +72,28 @@ def fetch(spec: WeightsFile, folder: Path, progress: Progress | None = None,
         with os.fdopen(fd, "wb") as out:
             try:
                 response = opener(spec.url, timeout=30)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                raise WeightsUnavailableError(
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+                raise DownloadError(
                     f"Could not download {spec.name} weights ({spec.filename}) from {spec.url}: {exc}. It was not "
                     f"found in {folder}. " + how_to_place(spec, folder)) from exc
             with response:
                 total = int(response.headers.get("Content-Length") or spec.size or 0)
                 done = 0
-                while block := response.read(CHUNK):
-                    if cancelled is not None and cancelled():
-                        raise Cancelled(f"download of {spec.filename} cancelled")
-                    out.write(block)
-                    h.update(block)
-                    done += len(block)
-                    if progress is not None and total:
-                        progress(stage, min(1.0, done / total))
+                try:
+                    while block := response.read(CHUNK):
+                        if cancelled is not None and cancelled():
+                            raise Cancelled(f"download of {spec.filename} cancelled")
+                        out.write(block)
+                        h.update(block)
+                        done += len(block)
+                        if progress is not None and total:
+                            progress(stage, min(1.0, done / total))
+                except (http.client.HTTPException, OSError) as exc:  # reset, timeout, IncompleteRead, disk full
+                    raise DownloadError(
+                        f"The download of {spec.name} weights from {spec.url} into {folder} failed after {done} of "
+                        f"{total or '?'} bytes ({type(exc).__name__}: {exc}); the partial file was discarded. "
+                        "Check the connection (and the free space there) and run again. "
+                        + how_to_place(spec, folder)) from exc
             out.flush()
             os.fsync(out.fileno())
         if h.hexdigest() != spec.sha256:

@@ -65,7 +65,7 @@ def load_clip(config, device="cpu", progress: Callable[[str, float], None] | Non
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsUnavailableError(
-                f"CLIP weights file {path} does not exist. Give the path of an open_clip/OpenAI checkpoint for "
+                f"CLIP weights file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}. Give the path of an open_clip/OpenAI checkpoint for "
                 f"{name}, or an open_clip tag such as 'openai'.")
         model = _create(open_clip, name, str(path), kwargs, where=str(path))
         weights_id = file_id(path)
@@ -114,10 +114,7 @@ def load_sam(config, device="cpu", progress: Callable[[str, float], None] | None
     kind, weights = config.sam_model, config.sam_weights
     if kind.startswith("local-dir:"):
         folder = Path(kind.split(":", 1)[1]).expanduser()
-        try:
-            arch, path = read_local_dir(folder)
-        except FileNotFoundError as exc:
-            raise WeightsUnavailableError(str(exc)) from exc
+        arch, path = read_local_dir(folder)
         what, url = f"the SAM in {folder}", None
     else:
         arch, spec = OFFICIAL[kind], SAM_CHECKPOINTS[kind]
@@ -130,7 +127,7 @@ def load_sam(config, device="cpu", progress: Callable[[str, float], None] | None
             path = Path(weights).expanduser()
             if not path.is_file():
                 raise WeightsUnavailableError(
-                    f"SAM checkpoint {path} does not exist. Give the path of {spec.filename} (from {spec.url}) "
+                    f"SAM checkpoint {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}. Give the path of {spec.filename} (from {spec.url}) "
                     f"or leave the SAM weights setting empty to download it into {cache_dir() / 'sam'}.")
     if progress:
         progress("loading SAM", 0.0)

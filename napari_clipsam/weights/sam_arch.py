@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import WeightsUnavailableError
+
 DEFAULTS = dict(image_size=1024, patch_size=16, encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12,
                 encoder_global_attn_indexes=[2, 5, 8, 11], window_size=14, prompt_embed_dim=256,
                 decoder_depth=2, decoder_mlp_dim=2048, decoder_num_heads=8, iou_head_hidden_dim=256)
@@ -29,9 +31,7 @@ def build_sam(cfg: dict):
     """A randomly initialised ``segment_anything.modeling.Sam`` with the given geometry."""
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"Unknown SAM config keys {sorted(unknown)}; known keys: {sorted(DEFAULTS)}")
+    check_geometry(cfg)
     c = {**DEFAULTS, **cfg}
     grid = c["image_size"] // c["patch_size"]
     return Sam(
@@ -62,10 +62,45 @@ def save_local_dir(folder: str | Path, sam, cfg: dict) -> Path:
 
 
 def read_local_dir(folder: Path) -> tuple[dict, Path]:
-    """The geometry and weights path of a ``local-dir:`` SAM folder (FileNotFoundError naming what is missing)."""
+    """The geometry and weights path of a ``local-dir:`` SAM folder.
+
+    Raises WeightsUnavailableError naming the file: a missing, empty or folder ``sam.pth``/``sam_config.json``,
+    or a config that is not a JSON object of the known keys with whole-number values.
+    """
+    if not folder.is_dir():
+        raise WeightsUnavailableError(f"SAM folder {folder} {'is a file' if folder.exists() else 'does not exist'}; "
+                                      f"a local-dir SAM is a folder holding {CONFIG_FILE} and {WEIGHTS_FILE}.")
     cfg_path, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for p in (cfg_path, weights):
         if not p.is_file():
-            raise FileNotFoundError(f"SAM folder {folder} lacks {p.name}; a local-dir SAM holds {CONFIG_FILE} "
-                                    f"and {WEIGHTS_FILE}.")
-    return json.loads(cfg_path.read_text()), weights
+            raise WeightsUnavailableError(f"SAM folder {folder} lacks the file {p.name}; a local-dir SAM holds "
+                                          f"{CONFIG_FILE} and {WEIGHTS_FILE}.")
+        if p.stat().st_size == 0:
+            raise WeightsUnavailableError(f"{p} is empty (0 bytes): an interrupted copy? Copy it again.")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightsUnavailableError(f"{cfg_path} is not valid JSON ({err}); it must be a JSON object such as "
+                                      f"{json.dumps(DEFAULTS)}.") from err
+    if not isinstance(cfg, dict):
+        raise WeightsUnavailableError(f"{cfg_path} must hold a JSON object of SAM geometry keys "
+                                      f"({', '.join(DEFAULTS)}), got {type(cfg).__name__}.")
+    check_geometry(cfg, str(cfg_path))
+    return cfg, weights
+
+
+def check_geometry(cfg: dict, where: str = "SAM config") -> None:
+    """Refuse unknown keys and values that are not positive whole numbers (lists of them for the attention
+    indexes), naming the key; ``where`` names the file."""
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise WeightsUnavailableError(f"{where}: unknown SAM config keys {sorted(unknown)}; known keys: "
+                                      f"{sorted(DEFAULTS)}")
+    for key, value in cfg.items():
+        items = value if isinstance(value, list) and key == "encoder_global_attn_indexes" else [value]
+        if isinstance(value, list) != (key == "encoder_global_attn_indexes") or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= (0 if isinstance(value, list) else 1)
+                for v in items):
+            raise WeightsUnavailableError(f"{where}: {key} = {value!r} is not valid; expected "
+                                          + ("a list of block indexes" if key == "encoder_global_attn_indexes"
+                                             else "a positive whole number") + f" (default {DEFAULTS[key]!r}).")

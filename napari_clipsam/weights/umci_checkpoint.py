@@ -9,7 +9,10 @@ import torch
 
 from ..errors import IncompatibleCheckpointError, WeightsUnavailableError
 
+
 FORMAT = "napari-clipsam-umci"
+REQUIRED = ("state_dict", "hparams", "clip_model", "clip_weights", "image_size")
+REQUIRED_HPARAMS = ("in_dim", "dim", "layers", "heads", "kernels", "temperature")
 
 
 def save_umci(path: str | Path, umci, *, clip_model: str, clip_weights: str, image_size: int,
@@ -38,6 +41,9 @@ def save_umci(path: str | Path, umci, *, clip_model: str, clip_weights: str, ima
 def read_umci(path: str | Path) -> dict:
     """Read a checkpoint dict (tensors on CPU); raises WeightsUnavailableError for a missing or foreign file."""
     path = Path(path).expanduser()
+    if path.is_file() and path.stat().st_size == 0:
+        raise WeightsUnavailableError(f"UMCI checkpoint {path} is empty (0 bytes): an interrupted copy or training "
+                                      "run? Copy it again or train a new one with `napari-clipsam train`.")
     if path.is_dir():
         raise WeightsUnavailableError(f"UMCI checkpoint {path} is a folder; give the checkpoint file (.pt) that "
                                       "`napari-clipsam train` wrote.")
@@ -53,6 +59,16 @@ def read_umci(path: str | Path) -> dict:
                                       "wrote, copied completely?") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise WeightsUnavailableError(f"{path} is not a napari-clipsam UMCI checkpoint (no '{FORMAT}' marker).")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    hparams = ckpt.get("hparams")
+    if isinstance(hparams, dict):
+        missing += [f"hparams.{k}" for k in REQUIRED_HPARAMS if k not in hparams]
+    elif "hparams" not in missing:
+        missing.append("hparams (not a dict)")
+    if missing or not isinstance(ckpt.get("state_dict"), dict):
+        raise WeightsUnavailableError(
+            f"UMCI checkpoint {path} is incomplete: it lacks {', '.join(missing) or 'a state_dict dict'}. It was "
+            "damaged or written by another program; train a new one with `napari-clipsam train`.")
     return ckpt
 
 

@@ -1,0 +1,142 @@
+"""What every :class:`~napari_clipsam.config.ClipSAMConfig` field accepts, checked when a config is built.
+
+:func:`check_config` converts the harmless spellings (a list for a tuple, an integer for a float, a path object
+for a weights path) and refuses everything else with a :class:`~napari_clipsam.errors.ConfigError` that names the
+field, the value given and what is accepted, e.g.::
+
+    ConfigError: ClipSAMConfig.alpha = 7: expected a number from 0 to 1.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import re
+import string
+from typing import Any
+
+from .errors import ConfigError
+
+
+LEVELS = ("point", "box", "box+point")
+SAM_MODELS = ("vit_b", "vit_l", "vit_h")
+DTYPES = ("float32", "bfloat16")
+DEVICES = "'auto', 'cpu', 'cuda' or 'cuda:N' (N = GPU index)"
+
+# field → (lowest, highest) for integers (None = unbounded above)
+INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "image_size": (14, 2048), "umci_heads": (1, 64), "opening_size": (0, 99), "min_component_px": (0, None),
+    "max_components": (1, 1000), "cache_size": (1, 1024),
+}
+# field → (lowest, highest, lowest excluded)
+FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "temperature": (0.0, 100.0, True), "rough_sigma": (0.0, 100.0, False), "box_growth": (0.0, 10.0, False),
+    **{name: (0.0, 1.0, False) for name in ("prompt_threshold", "min_component_frac", "min_predicted_iou",
+                                            "max_outside_box", "alpha", "mask_threshold")},
+}
+BOOLS = ("text_cache", "negative_points", "embed_without_prompts")
+WEIGHT_PATHS = ("clip_weights", "sam_weights", "umci_weights")
+PHRASE_LISTS = ("normal_states", "abnormal_states", "templates")
+
+
+def _fail(name: str, value: Any, accepted: str) -> None:
+    raise ConfigError(f"ClipSAMConfig.{name} = {value!r}: expected {accepted}.")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _int_tuple(cfg, name: str, low: int, high: int, allow_empty: bool) -> None:
+    value = getattr(cfg, name)
+    what = f"a list of whole numbers from {low} to {high}{'' if allow_empty else ' (at least one)'}, without repeats"
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+        _fail(name, value, what)
+    if not all(_is_int(v) and low <= v <= high for v in value) or len(set(value)) != len(value) \
+            or (not value and not allow_empty):
+        _fail(name, value, what)
+    setattr(cfg, name, tuple(int(v) for v in value))
+
+
+def _check_phrase(name: str, phrase: Any) -> None:
+    """A state or template must hold exactly one empty ``{}`` field (where the object / state goes)."""
+    what = "non-empty text with exactly one '{}' where the " + ("object description" if name.startswith("templates")
+                                                                else "object name") + " goes (write '{{' for a brace)"
+    if not isinstance(phrase, str) or not phrase.strip():
+        _fail(name, phrase, what)
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(phrase) if f is not None]
+    except ValueError:
+        _fail(name, phrase, what)
+    if fields != [("", "", None)]:
+        _fail(name, phrase, what)
+
+
+def check_device(name: str, device: Any) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; a CUDA device only where torch sees that GPU."""
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        _fail(name, device, DEVICES)
+    if device.startswith("cuda"):
+        import torch  # only for a CUDA setting: a plain config stays light
+
+        if not torch.cuda.is_available():
+            _fail(name, device, f"{DEVICES}; this machine has no CUDA GPU that torch can use, so choose "
+                                "'cpu' or 'auto'")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            _fail(name, device, f"a GPU index below {torch.cuda.device_count()} (the GPUs torch sees)")
+
+
+def check_config(cfg) -> None:
+    """Validate and normalise every field of ``cfg`` in place; raises ConfigError at the first bad field."""
+    for name, (low, high) in INT_RANGES.items():
+        v = getattr(cfg, name)
+        if not _is_int(v) or v < low or (high is not None and v > high):
+            _fail(name, v, f"a whole number from {low}" + (f" to {high}" if high is not None else " up"))
+        setattr(cfg, name, int(v))
+    for name, (low, high, open_low) in FLOAT_RANGES.items():
+        v = getattr(cfg, name)
+        ok = _is_real(v) and math.isfinite(v) and (low < v if open_low else low <= v) and v <= high
+        if not ok:
+            _fail(name, v, f"a number {'above' if open_low else 'from'} {low:g} {'and up ' if open_low else ''}"
+                           f"to {high:g}")
+        setattr(cfg, name, float(v))
+    for name in BOOLS:
+        v = getattr(cfg, name)
+        if not isinstance(v, bool):
+            _fail(name, v, "True or False")
+    for name in WEIGHT_PATHS:
+        v = getattr(cfg, name)
+        if isinstance(v, os.PathLike):
+            setattr(cfg, name, v := os.fspath(v))
+        if v is not None and (not isinstance(v, str) or not v.strip()):
+            _fail(name, v, "None, a non-empty file path or a weights tag")
+    if not isinstance(cfg.clip_model, str) or not cfg.clip_model.strip() or cfg.clip_model == "local-dir:":
+        _fail("clip_model", cfg.clip_model, "an open_clip architecture name or local-dir:/folder")
+    _int_tuple(cfg, "feature_layers", 1, 1000, allow_empty=False)
+    _int_tuple(cfg, "umci_scale_kernels", 1, 1000, allow_empty=True)
+    for name in PHRASE_LISTS:
+        value = getattr(cfg, name)
+        if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value:
+            _fail(name, value, "a non-empty list of phrases, each with one '{}'")
+        for i, phrase in enumerate(value):
+            _check_phrase(f"{name}[{i}]", phrase)
+        setattr(cfg, name, tuple(value))
+    levels = cfg.levels
+    if isinstance(levels, str) or not isinstance(levels, (tuple, list)) or not levels \
+            or not all(isinstance(lv, str) and lv in LEVELS for lv in levels) or len(set(levels)) != len(levels):
+        _fail("levels", levels, f"a non-empty list of distinct levels among {', '.join(map(repr, LEVELS))}")
+    cfg.levels = tuple(levels)
+    sam = cfg.sam_model
+    if not isinstance(sam, str) or not (sam in SAM_MODELS or (sam.startswith("local-dir:") and len(sam) > 10)):
+        _fail("sam_model", sam, "'vit_b', 'vit_l', 'vit_h' or 'local-dir:/folder'")
+    if cfg.dtype not in DTYPES:
+        _fail("dtype", cfg.dtype, " or ".join(map(repr, DTYPES)))
+    b = cfg.decoder_batch_size
+    if b is not None and (not _is_int(b) or b < 1):
+        _fail("decoder_batch_size", b, "None (automatic) or a whole number from 1 up")
+    check_device("device", cfg.device)
