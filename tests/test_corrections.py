@@ -165,3 +165,18 @@ def test_discard_corrections_restores_clipsam_masks_and_undoes(qtbot, session):
     assert np.array_equal(out.masks.data, written)
     out.masks.undo()
     assert np.array_equal(out.masks.data, edited)
+
+
+def test_refine_job_re_embeds_a_result_made_by_another_engine(shared_engine):
+    """After a preset/weights change the widget refines older results on the new engine's SAM (no error)."""
+    from napari_clipsam.widget.workers import refine_job
+
+    image = synthetic_image("part", "crack", size=96, seed=1)[0]
+    old = shared_engine.segment(image, "machined part")
+    other = tiny_engine(seed=1)
+    prompts = (np.array([[40.0, 40.0]], np.float32), np.array([1], np.int32), np.zeros((0, 4), np.float32))
+    job = refine_job(other, [(None, old, prompts)], read_image=lambda frame: image)
+    refined = job(lambda *a: None, lambda: False)[None]
+    direct = other.refine(other.segment(image, "machined part"), *prompts)
+    assert np.array_equal(refined.instances, direct.instances)
+    assert refined.provenance["sam_weights"] == direct.provenance["sam_weights"]

@@ -8,12 +8,14 @@ stale: it is discarded and a new refine starts with the latest prompts.
 from __future__ import annotations
 
 import time
+from functools import partial
 from collections.abc import Callable
 
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from .layers import OutputLayers
+from .source import contrast_limits_for, read_frame
 from .workers import Outcome, Task, refine_job
 
 DEBOUNCE_MS = 150
@@ -132,7 +134,10 @@ class CorrectionLoop(QObject):
         def done(outcome: Outcome) -> None:
             self._done(generation, started, jobs, outcome)
 
-        self.task = Task(refine_job(engine, jobs), None, done).start()
+        source = self.outputs.source
+        job = refine_job(engine, jobs, read_image=partial(read_frame, source),
+                         contrast_limits=contrast_limits_for(source))
+        self.task = Task(job, None, done).start()
 
     # ------------------------------------------------------------------ internals
     def _on_edit(self, event) -> None:

@@ -146,17 +146,30 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
     return job
 
 
-def refine_job(engine, jobs: list, thresholds: tuple[float, float, float] | None = None):
-    """A job that refines ``[(frame, result, (points, labels, boxes)), ...]`` → ``{frame: refined result}``."""
+def refine_job(engine, jobs: list, thresholds: tuple[float, float, float] | None = None, read_image=None,
+               contrast_limits=None):
+    """A job that refines ``[(frame, result, (points, labels, boxes)), ...]`` → ``{frame: refined result}``.
+
+    A result made by another engine (the preset or weights changed since) is refined on this engine's SAM:
+    ``read_image(frame)`` gives its image to embed again.
+    """
 
     def job(progress: Progress, cancelled: Callable[[], bool]):
+        from ..errors import EngineMismatchError
+
         if thresholds is not None:
             apply_thresholds(engine, *thresholds)
         out = {}
         for frame, result, (points, labels, boxes) in jobs:
             if cancelled():
                 break
-            out[frame] = engine.refine(result, points, labels, boxes)
+            try:
+                out[frame] = engine.refine(result, points, labels, boxes)
+            except EngineMismatchError:
+                if read_image is None:
+                    raise
+                out[frame] = engine.refine(result, points, labels, boxes, image=read_image(frame),
+                                           contrast_limits=contrast_limits)
         return out
 
     return job
