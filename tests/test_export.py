@@ -11,6 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+import yaml
 from pycocotools.coco import COCO
 from skimage import draw
 
@@ -24,7 +25,7 @@ from napari_clipsam.export import (
     read_mvtec_mask,
     read_yolo_labels,
 )
-from napari_clipsam.export import atomic
+from napari_clipsam.export import atomic, dataset_split
 
 SHAPE = (64, 80)
 
@@ -46,6 +47,15 @@ CLASSES = {3: "scratch", 7: "dent"}  # id 300 gets the default class "defect"
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
+
+
+def yolo_txt(out: Path, stem: str) -> Path:
+    """Where the YOLO labels of ``stem`` go (its split is a hash of the stem)."""
+    return out / "yolo" / "labels" / dataset_split(stem) / f"{stem}.txt"
+
+
+def yaml_names(out: Path) -> list[str]:
+    return yaml.safe_load((out / "yolo" / "data.yaml").read_text())["names"]
 
 
 def yolo_classes(path: Path) -> set[int]:
@@ -76,7 +86,7 @@ def test_layout_and_report(tmp_path):
         "labels/000.tif",
         "labels/000.json",
         "coco/annotations.json",
-        "yolo/labels/000.txt",
+        f"yolo/labels/{dataset_split('000')}/000.txt",
         "yolo/data.yaml",
         "provenance/000.json",
     ]
@@ -197,48 +207,41 @@ def test_coco_remembered_between_exports_equals_the_file_and_sees_outside_edits(
     assert "ghost" not in {i["stem"] for i in load_coco(path)["images"]}
 
 
-def test_yolo_polygons_round_trip(tmp_path):
+def test_yolo_one_polygon_per_instance_and_relative_data_yaml(tmp_path):
     inst = blobs()
     export(tmp_path, inst=inst, formats=["yolo"], instance_classes=CLASSES)
-    txt = tmp_path / "yolo" / "labels" / "000.txt"
+    txt = yolo_txt(tmp_path, "000")
     lines = txt.read_text().splitlines()
-    assert len(lines) == 4  # ellipse, two discs, rectangle
+    assert len(lines) == 3  # ellipse, two discs joined into one polygon, rectangle
     for line in lines:
         values = np.array(line.split()[1:], float)
         assert len(values) >= 6 and len(values) % 2 == 0
-        assert values.min() >= 0 and values.max() <= 1
-    yaml = (tmp_path / "yolo" / "data.yaml").read_text()
-    assert 'names: ["scratch", "dent", "defect"]' in yaml and "nc: 3" in yaml and "train: images" in yaml
-    expected_class = {3: 0, 7: 1, 300: 2}
-    polygons = read_yolo_labels(txt, SHAPE)
-    for instance_id, idx in expected_class.items():
-        back = np.zeros(SHAPE, bool)
-        for cls, vertices in polygons:
-            if cls == idx:
-                rr, cc = draw.polygon(vertices[:, 0], vertices[:, 1], SHAPE)
-                back[rr, cc] = True
-        assert iou(back, inst == instance_id) > 0.8, instance_id
-    assert sorted(cls for cls, _ in polygons) == [0, 1, 1, 2]
+        assert values.min() > 0 and values.max() < 1
+    data = yaml.safe_load((tmp_path / "yolo" / "data.yaml").read_text())
+    assert data == {"train": "images/train", "val": "images/val", "nc": 3, "names": ["scratch", "dent", "defect"]}
+    assert sorted(cls for cls, _ in read_yolo_labels(txt, SHAPE)) == [0, 1, 2]
 
 
 def test_yolo_empty_image_and_growing_names(tmp_path):
     export_pseudo_labels(tmp_path, "empty", np.zeros(SHAPE, np.uint16), formats=["yolo"])
-    assert (tmp_path / "yolo" / "labels" / "empty.txt").read_bytes() == b""
-    assert 'names: ["defect"]' in (tmp_path / "yolo" / "data.yaml").read_text()
+    assert (yolo_txt(tmp_path, "empty")).read_bytes() == b""
+    assert yaml_names(tmp_path) == ["defect"]
     export(tmp_path, "000", formats=["yolo"], instance_classes=CLASSES)
-    yaml = (tmp_path / "yolo" / "data.yaml").read_text()
-    assert 'names: ["defect", "scratch", "dent"]' in yaml and "nc: 3" in yaml
-    classes_used = yolo_classes(tmp_path / "yolo" / "labels" / "000.txt")
+    assert yaml_names(tmp_path) == ["defect", "scratch", "dent"]
+    classes_used = yolo_classes(yolo_txt(tmp_path, "000"))
     assert classes_used == {0, 1, 2}
 
 
-def test_yolo_reads_hand_written_block_names(tmp_path):
-    yaml = tmp_path / "yolo" / "data.yaml"
-    yaml.parent.mkdir(parents=True)
-    yaml.write_text("path: .\ntrain: images\nval: images\nnames:\n  0: dent\n  1: other\n")
+def test_yolo_reads_hand_written_block_names_and_drops_an_absolute_path(tmp_path):
+    yaml_file = tmp_path / "yolo" / "data.yaml"
+    yaml_file.parent.mkdir(parents=True)
+    yaml_file.write_text(f"path: {tmp_path / 'yolo'}\ntrain: images\nval: images\nnames:\n  0: dent\n  1: other\n"
+                         "download: none\n")
     export(tmp_path, formats=["yolo"], instance_classes=CLASSES)
-    assert 'names: ["dent", "other", "scratch", "defect"]' in yaml.read_text()
-    classes_used = yolo_classes(tmp_path / "yolo" / "labels" / "000.txt")
+    data = yaml.safe_load(yaml_file.read_text())
+    assert data["names"] == ["dent", "other", "scratch", "defect"] and data["nc"] == 4
+    assert "path" not in data and data["train"] == "images/train" and data["download"] == "none"
+    classes_used = yolo_classes(yolo_txt(tmp_path, "000"))
     assert classes_used == {0, 2, 3}
 
 
@@ -285,7 +288,8 @@ def test_existing_files_are_not_overwritten_by_default(tmp_path):
     report = export_pseudo_labels(tmp_path, "000", other)
     assert report.written == []
     assert sorted(p.relative_to(tmp_path).as_posix() for p in report.skipped) == sorted(
-        ["masks/000_mask.png", "labels/000.tif", "labels/000.json", "coco/annotations.json", "yolo/labels/000.txt"]
+        ["masks/000_mask.png", "labels/000.tif", "labels/000.json", "coco/annotations.json",
+         f"yolo/labels/{dataset_split('000')}/000.txt"]
     )
     assert snapshot(tmp_path) == before  # content and mtime unchanged
 
@@ -299,7 +303,7 @@ def test_overwrite_replaces(tmp_path):
     np.testing.assert_array_equal(read_mvtec_mask(tmp_path / "masks" / "000_mask.png"), other > 0)
     np.testing.assert_array_equal(read_label_tiff(tmp_path / "labels" / "000.tif")[0], other)
     assert len(json.loads((tmp_path / "coco" / "annotations.json").read_text())["annotations"]) == 1
-    assert len((tmp_path / "yolo" / "labels" / "000.txt").read_text().splitlines()) == 1
+    assert len((yolo_txt(tmp_path, "000")).read_text().splitlines()) == 1
 
 
 def test_new_format_is_added_next_to_skipped_ones(tmp_path):

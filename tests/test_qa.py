@@ -15,7 +15,7 @@ import pytest
 import tifffile
 
 from napari_clipsam.errors import Cancelled
-from napari_clipsam.export import FORMATS, ExportError
+from napari_clipsam.export import FORMATS, ExportError, dataset_split
 from napari_clipsam.qa import MANIFEST_NAME, Prefetcher, QASession, Verdict, export_stems, natural_key
 from napari_clipsam.qa.manifest import read_csv
 
@@ -125,7 +125,7 @@ def test_accept_exports_and_records(folders):
     assert s.index == 1, "accept must not move on"
     assert report.written and all(p.exists() for p in report.written)
     assert (out / "masks" / "img2_mask.png").exists()
-    assert (out / "labels" / "img2.tif").exists() and (out / "yolo" / "labels" / "img2.txt").exists()
+    assert (out / "labels" / "img2.tif").exists() and (out / "yolo" / "labels" / dataset_split("img2") / "img2.txt").exists()
     assert (out / "coco" / "annotations.json").exists()
     provenance = json.loads((out / "provenance" / "img2.json").read_text())
     assert provenance["exports"][-1]["engine"] == {"mode": "test", "edited": True}

@@ -46,7 +46,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--extensions", nargs="+", default=list(DEFAULT_EXTENSIONS), metavar="EXT",
                    help=f"file suffixes taken as images in folders and globs (default: {' '.join(DEFAULT_EXTENSIONS)})")
     p.add_argument("--coco-segmentation", choices=("rle", "polygon"), default="rle",
-                   help="COCO masks as exact RLE (default) or polygons")
+                   help="COCO masks as exact RLE (default) or polygons (RLE kept for instances with holes)")
+    p.add_argument("--no-images", dest="dataset_images", action="store_false",
+                   help="do not copy the images into coco/images/ and yolo/images/ (by default the output is a "
+                        "dataset the trainers read as it is)")
+    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                   help="share of images put in the 'val' split, chosen by a hash of each image's export name, "
+                        "so adding images never moves earlier ones (default: 0.2)")
+    p.add_argument("--split-seed", type=int, default=0, metavar="N", help="seed of the train/val hash (default: 0)")
+    p.add_argument("--yolo-min-piece-area", type=int, default=4, metavar="PX",
+                   help="leave pieces of an instance smaller than this many pixels out of its YOLO polygon "
+                        "(its largest piece is always kept; default: 4)")
     add_engine_options(p)
     p.set_defaults(func=run)
     return p
@@ -117,17 +127,24 @@ def stems_for(keys: dict[Path, str]) -> dict[Path, str]:
     return {f: stems[k] for f, k in keys.items()}
 
 
-def outputs_exist(out: Path, stem: str, formats, coco: dict | None) -> bool:
-    """Whether every requested format already holds this stem's output."""
-    from ..export.coco import find_coco_image
+def outputs_exist(out: Path, stem: str, formats, coco: dict | None, *, split: str = "train",
+                  image_suffix: str | None = None) -> bool:
+    """Whether every requested format already holds this stem's output (``image_suffix``: the dataset images'
+    suffix when they are written, else None)."""
+    from ..export.coco import COCO_FILE, find_coco_image
     from ..export.mvtec import mvtec_mask_path
     from ..export.tiff import label_tiff_paths
-    from ..export.yolo import yolo_label_path
+    from ..export.yolo import yolo_image_path, yolo_label_path
 
+    def image(path: Path) -> bool:
+        return image_suffix is None or path.is_file()
+
+    coco_image = (out / COCO_FILE).parent / "images" / split / f"{stem}{image_suffix}"
     checks = {"mvtec": lambda: mvtec_mask_path(out, stem).is_file(),
               "tiff": lambda: all(p.is_file() for p in label_tiff_paths(out, stem)),
-              "coco": lambda: coco is not None and find_coco_image(coco, stem) is not None,
-              "yolo": lambda: yolo_label_path(out, stem).is_file()}
+              "coco": lambda: coco is not None and find_coco_image(coco, stem) is not None and image(coco_image),
+              "yolo": lambda: yolo_label_path(out, stem, split).is_file()
+              and image(yolo_image_path(out, stem, split, image_suffix))}
     return all(checks[f]() for f in formats)
 
 
@@ -155,8 +172,9 @@ def run(args) -> int:
 
     from ..clip.text_prompts import clean_object_name
     from ..errors import Cancelled
-    from ..export import FORMATS, export_pseudo_labels
+    from ..export import FORMATS, dataset_split, export_pseudo_labels
     from ..export.coco import COCO_FILE, load_coco
+    from ..export.dataset import IMAGE_SUFFIXES, check_split_options
     from ..qa.session import read_image
 
     formats = split_list(args.formats) or []
@@ -169,6 +187,9 @@ def run(args) -> int:
     clean_object_name(args.object)
     if not args.class_name.strip():
         raise ValueError("--class-name must not be empty.")
+    check_split_options(args.val_fraction, args.split_seed)
+    if args.yolo_min_piece_area < 1:
+        raise ValueError(f"--yolo-min-piece-area must be at least 1 pixel, got {args.yolo_min_piece_area}.")
     cfg = engine_config(args)  # refuse bad engine options before looking at any image
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
@@ -179,7 +200,14 @@ def run(args) -> int:
     keys = collect_images(args.inputs, extensions, args.recursive, exclude=out)
     files, stems = list(keys), stems_for(keys)
     coco = load_coco(out / COCO_FILE) if "coco" in formats and (out / COCO_FILE).exists() else None
-    todo = [f for f in files if args.overwrite or not outputs_exist(out, stems[f], formats, coco)]
+    split = {f: dataset_split(stems[f], args.val_fraction, args.split_seed) for f in files}
+    with_images = args.dataset_images and bool({"coco", "yolo"} & set(formats))
+
+    def suffix(f: Path) -> str | None:
+        return (f.suffix.lower() if f.suffix.lower() in IMAGE_SUFFIXES else ".png") if with_images else None
+
+    todo = [f for f in files if args.overwrite
+            or not outputs_exist(out, stems[f], formats, coco, split=split[f], image_suffix=suffix(f))]
     skipped = len(files) - len(todo)
     others = labelled_for_other_objects(out, [stems[f] for f in files if f not in set(todo)], args.object)
     if others:
@@ -187,6 +215,7 @@ def run(args) -> int:
              f"), not {args.object!r}; add --overwrite to label them again.")
     t0 = time.perf_counter()
     done, failed, load_seconds = 0, [], 0.0
+    lost: dict[str, int] = {}
     if todo:
         engine = build_engine(cfg, args.progress)
         load_seconds = time.perf_counter() - t0
@@ -198,10 +227,14 @@ def run(args) -> int:
                 try:
                     result = engine.segment(read_image(path), args.object)
                     ids = [int(i) for i in np.unique(result.instances) if i > 0]
-                    export_pseudo_labels(out, stems[path], result.instances, dict.fromkeys(ids, args.class_name),
-                                         classes=[args.class_name], formats=formats, provenance=result.provenance,
-                                         image_file=path, overwrite=args.overwrite,
-                                         coco_segmentation=args.coco_segmentation)
+                    report = export_pseudo_labels(
+                        out, stems[path], result.instances, dict.fromkeys(ids, args.class_name),
+                        classes=[args.class_name], formats=formats, provenance=result.provenance, image_file=path,
+                        overwrite=args.overwrite, coco_segmentation=args.coco_segmentation,
+                        dataset_images=args.dataset_images, val_fraction=args.val_fraction,
+                        split_seed=args.split_seed, yolo_min_piece_area=args.yolo_min_piece_area)
+                    for key, value in report.summary.items():
+                        lost[key] = lost.get(key, 0) + value
                     done += 1
                 except (KeyboardInterrupt, Cancelled):
                     tqdm.write(f"interrupted after {done} image(s) done, {len(failed)} failed; their outputs are "
@@ -221,6 +254,13 @@ def run(args) -> int:
     print(f"segment: {len(files)} images: {done} done, {skipped} skipped (outputs exist"
           f"{'' if args.overwrite else '; --overwrite redoes them'}), {len(failed)} failed, "
           f"in {seconds:.1f} s{timing}; outputs in {out}")
+    if any(lost.values()):
+        print("  what the formats could not hold (README, Export formats): "
+              + ", ".join(f"{key} {value}" for key, value in lost.items() if value))
+    n_val = sum(split[f] == "val" for f in files)
+    if "yolo" in formats:
+        print(f"  split: {len(files) - n_val} train, {n_val} val" + (" (val is empty: Ultralytics needs val images; "
+              "raise --val-fraction or change --split-seed)" if n_val == 0 else ""))
     for path, why in failed:
         print(f"  failed: {path}: {why}")
     return EXIT_FAILED if failed else EXIT_OK

@@ -10,7 +10,12 @@ where pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``. So a bbox
 ``[col_min, row_min, n_cols, n_rows]`` and a polygon vertex at pixel-centre position ``(row, col)``
 is written as ``(x, y) = (col + 0.5, row + 0.5)``.
 
-Outline tracing (:func:`mask_polygons`) lives here and is shared with the YOLO exporter.
+Segmentation: ``"rle"`` (default) is exact. ``"polygon"`` writes the outer outline of every 4-connected
+piece (vertices on the pixel edges), except for an instance with a hole, which is written as RLE because
+a COCO polygon cannot hold a hole (``polygon_holes_as_rle`` in the export summary counts them).
+
+With the images written into the dataset, ``file_name`` is the image's path relative to the ``coco``
+folder (``images/train/000.png``) and each image entry has a ``split`` (see :mod:`.dataset`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from scipy import ndimage
 from skimage import measure
 
 from .atomic import ExportError
@@ -32,6 +38,7 @@ __all__ = [
     "SEGMENTATION_MODES",
     "iter_instance_crops",
     "mask_polygons",
+    "has_hole",
     "load_coco",
     "find_coco_image",
     "coco_category_ids",
@@ -87,6 +94,15 @@ def mask_polygons(crop: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[np
         vertices = simple if len(simple) >= 3 else outer[:-1]
         polygons.append(vertices + np.array([offset[0] + r0 - 1, offset[1] + c0 - 1], dtype=float))
     return polygons
+
+
+def has_hole(crop: np.ndarray) -> bool:
+    """Whether a bool mask encloses background that its 4-connected pieces' outer outlines would cover.
+
+    Background counts as enclosed when it is not 8-connected to the outside (the complement of
+    4-connected pieces), so pixels touching only diagonally enclose nothing.
+    """
+    return bool((ndimage.binary_fill_holes(crop, structure=np.ones((3, 3), bool)) != crop).any())
 
 
 def _enclosed_area(contour: np.ndarray) -> float:
@@ -190,7 +206,8 @@ def put_coco_image(
     instance_classes: dict[int, str],
     category_ids: dict[str, int],
     segmentation: str = "rle",
-) -> int:
+    split: str | None = None,
+) -> tuple[int, int]:
     """Add (or replace) the image ``stem`` and its annotations in ``coco`` (in place); returns its image id.
 
     Args:
@@ -198,7 +215,10 @@ def put_coco_image(
         instance_classes: class name of every id present in ``instances``.
         category_ids: ``{class name: category id}`` from :func:`coco_category_ids`.
         segmentation: ``"rle"`` (exact; compressed RLE with ``counts`` as str) or ``"polygon"``
-            (outer outlines of every piece, see :func:`mask_polygons`).
+            (outer outlines of every piece, see :func:`mask_polygons`; RLE for an instance with a hole).
+        split: ``"train"``/``"val"`` recorded in the image entry, or None.
+
+    Returns ``(image id, number of instances written as RLE in "polygon" mode because of a hole)``.
 
     Each annotation has ``id``, ``image_id``, ``category_id``, ``segmentation``, ``area`` (number
     of pixels), ``bbox`` ``[x, y, w, h]``, ``iscrowd`` 0 and ``instance_id`` (the id in the map).
@@ -211,12 +231,18 @@ def put_coco_image(
         coco["annotations"] = [a for a in coco["annotations"] if a.get("image_id") != image_id]
     else:
         image_id = max((int(i["id"]) for i in coco["images"]), default=0) + 1
-    coco["images"].append({"id": image_id, "file_name": file_name, "height": height, "width": width, "stem": stem})
+    entry = {"id": image_id, "file_name": file_name, "height": height, "width": width, "stem": stem}
+    if split is not None:
+        entry["split"] = split
+    coco["images"].append(entry)
+    holes_as_rle = 0
 
     next_ann = max((int(a["id"]) for a in coco["annotations"]), default=0) + 1
     for instance_id, (row0, col0), crop in iter_instance_crops(instances):
         h, w = crop.shape
-        if segmentation == "rle":
+        as_rle = segmentation == "rle" or has_hole(crop)
+        holes_as_rle += as_rle and segmentation != "rle"
+        if as_rle:
             full = np.zeros((height, width), dtype=np.uint8, order="F")
             full[row0 : row0 + h, col0 : col0 + w] = crop
             rle = mask_utils.encode(full)
@@ -239,7 +265,7 @@ def put_coco_image(
             }
         )
         next_ann += 1
-    return image_id
+    return image_id, holes_as_rle
 
 
 def encode_coco(coco: dict) -> bytes:
