@@ -26,6 +26,7 @@ from napari_clipsam.export import (
     read_yolo_labels,
 )
 from napari_clipsam.export import atomic, dataset_split
+from napari_clipsam.export.locking import LOCK_NAME
 
 SHAPE = (64, 80)
 
@@ -66,7 +67,8 @@ def yolo_classes(path: Path) -> set[int]:
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under root: relative path -> (content, mtime_ns)."""
     return {
-        p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
+        p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in root.rglob("*") if p.is_file() and p.name != LOCK_NAME
     }
 
 
@@ -82,16 +84,18 @@ def test_layout_and_report(tmp_path):
     report = export(tmp_path, instance_classes=CLASSES, image_file="/data/000.png")
     rel = [p.relative_to(tmp_path).as_posix() for p in report.written]
     assert rel == [
+        "provenance/000.json",  # first: a crash between renames leaves a record of what was being written
         "masks/000_mask.png",
         "labels/000.tif",
         "labels/000.json",
-        "coco/annotations.json",
+        "coco/shards/000.json",
         f"yolo/labels/{dataset_split('000')}/000.txt",
         "yolo/data.yaml",
-        "provenance/000.json",
+        "coco/annotations.json",  # the shard merged in
     ]
     assert report.skipped == []
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == sorted(rel)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        rel + [LOCK_NAME])
 
 
 def test_mvtec_mask_is_binary_0_255(tmp_path):
@@ -262,10 +266,9 @@ def test_provenance_record(tmp_path):
     assert record["engine"] == {"threshold": 0.5, "prompts": ["a", "b"], "sizes": [1, 2], "path": "m.pt"}
     assert record["formats"] == list(FORMATS)
     assert record["instance_classes"] == {"3": "scratch", "7": "dent", "300": "defect"}
-    assert record["class_ids"] == {
-        "coco": {"scratch": 1, "dent": 2, "defect": 3},
-        "yolo": {"scratch": 0, "dent": 1, "defect": 2},
-    }
+    assert record["class_ids"] == {"yolo": {"scratch": 0, "dent": 1, "defect": 2}}  # COCO ids: in the COCO file
+    files = [f for f in record["files"] if f not in ("provenance/000.json", "yolo/data.yaml")]
+    assert sorted(record["sha256"]) == sorted(files)  # every per-image file, with its hash
     assert datetime.fromisoformat(record["exported_at"]).utcoffset().total_seconds() == 0
 
 
@@ -288,7 +291,7 @@ def test_existing_files_are_not_overwritten_by_default(tmp_path):
     report = export_pseudo_labels(tmp_path, "000", other)
     assert report.written == []
     assert sorted(p.relative_to(tmp_path).as_posix() for p in report.skipped) == sorted(
-        ["masks/000_mask.png", "labels/000.tif", "labels/000.json", "coco/annotations.json",
+        ["masks/000_mask.png", "labels/000.tif", "labels/000.json", "coco/shards/000.json",
          f"yolo/labels/{dataset_split('000')}/000.txt"]
     )
     assert snapshot(tmp_path) == before  # content and mtime unchanged
@@ -310,7 +313,8 @@ def test_new_format_is_added_next_to_skipped_ones(tmp_path):
     export(tmp_path, formats=["mvtec"])
     report = export(tmp_path, formats=["mvtec", "tiff"])
     assert [p.name for p in report.skipped] == ["000_mask.png"]
-    assert [p.name for p in report.written] == ["000.tif", "000.json", "000.json"]
+    assert [p.relative_to(tmp_path).as_posix() for p in report.written] == [
+        "provenance/000.json", "labels/000.tif", "labels/000.json"]
 
 
 # ---------------------------------------------------------------- bad input writes nothing
@@ -366,20 +370,20 @@ def test_failed_replace_rolls_back_everything(tmp_path, monkeypatch):
     real_replace = os.replace
 
     def failing_replace(src, dst):
-        if Path(dst).name == "annotations.json":
+        if Path(dst).name == "000.json" and Path(dst).parent.name == "shards":
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", failing_replace)
     other = np.zeros(SHAPE, np.int32)
     other[0:5, 0:5] = 1
-    with pytest.raises(ExportError, match=r"annotations\.json.*No space left"):
+    with pytest.raises(ExportError, match=r"shards/000\.json.*No space left"):
         export_pseudo_labels(tmp_path, "000", other, formats=FORMATS, overwrite=True)
     monkeypatch.undo()
     # Mask and TIFF had already been replaced: restored. YOLO files were new: removed. No temp files.
     assert snapshot(tmp_path) == before  # contents and mtimes: the old files themselves are back
     assert not (tmp_path / "yolo").exists()
-    assert not [p for p in tmp_path.rglob(".*")]
+    assert not [p for p in tmp_path.rglob(".*") if p.name != LOCK_NAME]
 
 
 def test_failed_write_leaves_no_temp_files(tmp_path, monkeypatch):
@@ -390,9 +394,9 @@ def test_failed_write_leaves_no_temp_files(tmp_path, monkeypatch):
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
-    with pytest.raises(ExportError, match="000_mask.png.*Input/output error"):
+    with pytest.raises(ExportError, match="provenance/000.json.*Input/output error"):
         export(tmp_path, formats=["mvtec", "tiff"], overwrite=True)
     monkeypatch.undo()
     assert snapshot(tmp_path) == before
-    assert not [p for p in tmp_path.rglob(".*")]
+    assert not [p for p in tmp_path.rglob(".*") if p.name != LOCK_NAME]
     assert not (tmp_path / "labels").exists()

@@ -4,8 +4,11 @@ Inputs are image files, folders (their images, in natural order; ``--recursive``
 patterns. Each image's outputs go under ``--out`` with an export stem made from its path relative to the
 folder it was found from (``sub/a.png`` → ``sub__a``; clashing names are told apart as in the folder review).
 
-Resumable: an image whose outputs exist in every requested format is skipped (``--overwrite`` redoes it);
-when only some formats exist, the missing ones are written. A failing image (unreadable file, unusable
+Resumable: an image that is done (every file of every requested format in place, and its provenance: the
+exporter's own definition, :mod:`napari_clipsam.export.done`) is skipped (``--overwrite`` redoes it); the
+formats an interrupted run left missing or unfinished are written again. COCO shards are merged into
+``coco/annotations.json`` at the end of the run (also when interrupted), and temporary files left by a crashed
+run are removed at the start. A failing image (unreadable file, unusable
 shape, export error) is reported and skipped; the others are still processed and the exit code is 1.
 
 ``--object`` is required: it is the text the CLIP prompts describe ("a photo of a damaged {object}"), and a
@@ -127,27 +130,6 @@ def stems_for(keys: dict[Path, str]) -> dict[Path, str]:
     return {f: stems[k] for f, k in keys.items()}
 
 
-def outputs_exist(out: Path, stem: str, formats, coco: dict | None, *, split: str = "train",
-                  image_suffix: str | None = None) -> bool:
-    """Whether every requested format already holds this stem's output (``image_suffix``: the dataset images'
-    suffix when they are written, else None)."""
-    from ..export.coco import COCO_FILE, find_coco_image
-    from ..export.mvtec import mvtec_mask_path
-    from ..export.tiff import label_tiff_paths
-    from ..export.yolo import yolo_image_path, yolo_label_path
-
-    def image(path: Path) -> bool:
-        return image_suffix is None or path.is_file()
-
-    coco_image = (out / COCO_FILE).parent / "images" / split / f"{stem}{image_suffix}"
-    checks = {"mvtec": lambda: mvtec_mask_path(out, stem).is_file(),
-              "tiff": lambda: all(p.is_file() for p in label_tiff_paths(out, stem)),
-              "coco": lambda: coco is not None and find_coco_image(coco, stem) is not None and image(coco_image),
-              "yolo": lambda: yolo_label_path(out, stem, split).is_file()
-              and image(yolo_image_path(out, stem, split, image_suffix))}
-    return all(checks[f]() for f in formats)
-
-
 def labelled_for_other_objects(out: Path, stems: list[str], object_name: str) -> list[str]:
     """The object names other than ``object_name`` that the latest export of each stem was made for."""
     import json
@@ -172,8 +154,7 @@ def run(args) -> int:
 
     from ..clip.text_prompts import clean_object_name
     from ..errors import Cancelled
-    from ..export import FORMATS, dataset_split, export_pseudo_labels
-    from ..export.coco import COCO_FILE, load_coco
+    from ..export import FORMATS, clean_stale_files, dataset_split, export_pseudo_labels, image_done, merge_coco
     from ..export.dataset import IMAGE_SUFFIXES, check_split_options
     from ..qa.session import read_image
 
@@ -199,7 +180,12 @@ def run(args) -> int:
         raise ValueError("--extensions is empty; give file suffixes such as .png,.tif")
     keys = collect_images(args.inputs, extensions, args.recursive, exclude=out)
     files, stems = list(keys), stems_for(keys)
-    coco = load_coco(out / COCO_FILE) if "coco" in formats and (out / COCO_FILE).exists() else None
+    if out.is_dir():
+        stale = clean_stale_files(out)
+        if stale:
+            note(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run")
+        if "coco" in formats:
+            merge_coco(out)  # shards an interrupted run did not merge yet
     split = {f: dataset_split(stems[f], args.val_fraction, args.split_seed) for f in files}
     with_images = args.dataset_images and bool({"coco", "yolo"} & set(formats))
 
@@ -207,7 +193,7 @@ def run(args) -> int:
         return (f.suffix.lower() if f.suffix.lower() in IMAGE_SUFFIXES else ".png") if with_images else None
 
     todo = [f for f in files if args.overwrite
-            or not outputs_exist(out, stems[f], formats, coco, split=split[f], image_suffix=suffix(f))]
+            or not image_done(out, stems[f], formats, split=split[f], image_suffix=suffix(f))]
     skipped = len(files) - len(todo)
     others = labelled_for_other_objects(out, [stems[f] for f in files if f not in set(todo)], args.object)
     if others:
@@ -222,30 +208,35 @@ def run(args) -> int:
         note(f"engine: {describe_engine(engine)}")
         if engine.umci is None:
             note(TRAINING_FREE_NOTE)
-        with tqdm(todo, desc="segment", unit="img", disable=not args.progress, dynamic_ncols=True) as bar:
-            for path in bar:
-                try:
-                    result = engine.segment(read_image(path), args.object)
-                    ids = [int(i) for i in np.unique(result.instances) if i > 0]
-                    report = export_pseudo_labels(
-                        out, stems[path], result.instances, dict.fromkeys(ids, args.class_name),
-                        classes=[args.class_name], formats=formats, provenance=result.provenance, image_file=path,
-                        overwrite=args.overwrite, coco_segmentation=args.coco_segmentation,
-                        dataset_images=args.dataset_images, val_fraction=args.val_fraction,
-                        split_seed=args.split_seed, yolo_min_piece_area=args.yolo_min_piece_area)
-                    for key, value in report.summary.items():
-                        lost[key] = lost.get(key, 0) + value
-                    done += 1
-                except (KeyboardInterrupt, Cancelled):
-                    tqdm.write(f"interrupted after {done} image(s) done, {len(failed)} failed; their outputs are "
-                               "complete (each written atomically): run the same command again to continue.",
-                               file=sys.stderr)
-                    raise
-                except Exception as exc:  # one bad image must not stop the others; it is reported below
-                    why = " ".join(f"{type(exc).__name__}: {exc}".split())
-                    failed.append((path, why))
-                    tqdm.write(f"failed: {path}: {why}", file=sys.stderr)
-                bar.set_postfix(done=done, failed=len(failed))
+        try:
+            with tqdm(todo, desc="segment", unit="img", disable=not args.progress, dynamic_ncols=True) as bar:
+                for path in bar:
+                    try:
+                        result = engine.segment(read_image(path), args.object)
+                        ids = [int(i) for i in np.unique(result.instances) if i > 0]
+                        report = export_pseudo_labels(
+                            out, stems[path], result.instances, dict.fromkeys(ids, args.class_name),
+                            classes=[args.class_name], formats=formats, provenance=result.provenance,
+                            image_file=path, overwrite=args.overwrite, coco_merge=False,
+                            coco_segmentation=args.coco_segmentation,
+                            dataset_images=args.dataset_images, val_fraction=args.val_fraction,
+                            split_seed=args.split_seed, yolo_min_piece_area=args.yolo_min_piece_area)
+                        for key, value in report.summary.items():
+                            lost[key] = lost.get(key, 0) + value
+                        done += 1
+                    except (KeyboardInterrupt, Cancelled):
+                        tqdm.write(f"interrupted after {done} image(s) done, {len(failed)} failed; their outputs "
+                                   "are complete (each written atomically): run the same command again to "
+                                   "continue.", file=sys.stderr)
+                        raise
+                    except Exception as exc:  # one bad image must not stop the others; it is reported below
+                        why = " ".join(f"{type(exc).__name__}: {exc}".split())
+                        failed.append((path, why))
+                        tqdm.write(f"failed: {path}: {why}", file=sys.stderr)
+                    bar.set_postfix(done=done, failed=len(failed))
+        finally:
+            if done and "coco" in formats:
+                merge_coco(out)  # the shards of this run into coco/annotations.json, also when interrupted
     seconds = time.perf_counter() - t0
     timing = ""
     if todo:

@@ -7,7 +7,8 @@ Output layout inside ``out_dir`` (``<stem>`` is the image's file stem, ``<split>
 =========================================  ========================================================
 ``masks/<stem>_mask.png``                  "mvtec": binary uint8 mask, exactly 0 / 255
 ``labels/<stem>.tif`` + ``.json``          "tiff": uint16 instance ids + ``{id: class}`` sidecar
-``coco/annotations.json``                  "coco": shared by all images of the folder
+``coco/shards/<stem>.json``               "coco": this image's entry and annotations
+``coco/annotations.json``                  "coco": all shards merged (see :mod:`.coco_merge`)
 ``coco/images/<split>/<stem>.<ext>``       "coco" with ``dataset_images``: the image (``file_name``)
 ``yolo/labels/<split>/<stem>.txt``         "yolo": one polygon per instance, normalised coordinates
 ``yolo/images/<split>/<stem>.<ext>``       "yolo" with ``dataset_images``: the image
@@ -23,6 +24,7 @@ torch, so the CLI and the widget can use it cheaply.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -32,16 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import AtomicBatch, ExportError
-from .coco import (
-    COCO_FILE,
-    SEGMENTATION_MODES,
-    coco_category_ids,
-    encode_coco,
-    find_coco_image,
-    load_coco,
-    put_coco_image,
-    remember_coco,
-)
+from .coco import COCO_FILE, SEGMENTATION_MODES, coco_annotations
+from .coco_merge import encode_coco_shard, merge_coco
+from .done import format_files, image_done, unfinished_formats
+from .locking import clean_stale_files, folder_lock
 from .dataset import (
     DEFAULT_SPLIT_SEED,
     DEFAULT_VAL_FRACTION,
@@ -59,6 +55,7 @@ from .yolo import (
     data_yaml_path,
     encode_data_yaml,
     encode_yolo_labels,
+    check_class_order,
     read_data_yaml,
     read_yolo_labels,
     yolo_image_path,
@@ -73,6 +70,9 @@ __all__ = [
     "ExportReport",
     "export_pseudo_labels",
     "dataset_split",
+    "image_done",
+    "merge_coco",
+    "clean_stale_files",
     "safe_stem",
     "read_mvtec_mask",
     "read_label_tiff",
@@ -105,7 +105,8 @@ class ExportReport:
     """What one export did.
 
     Attributes:
-        written: files created or replaced, in writing order (provenance last).
+        written: files created or replaced, in writing order (provenance first; the merged
+            ``coco/annotations.json`` last when the shard was merged).
         skipped: existing files left untouched because ``overwrite`` was False.
         split: ``"train"`` or ``"val"``, the image's split in the dataset.
         summary: what the formats could not hold, in pixels or counts (0 when nothing was written):
@@ -133,6 +134,7 @@ def export_pseudo_labels(
     image_file: str | os.PathLike | None = None,
     overwrite: bool = False,
     coco_segmentation: str = "rle",
+    coco_merge: bool = True,
     dataset_images: bool = False,
     image: np.ndarray | None = None,
     val_fraction: float = DEFAULT_VAL_FRACTION,
@@ -161,6 +163,9 @@ def export_pseudo_labels(
         overwrite: replace this image's existing outputs (see below).
         coco_segmentation: ``"rle"`` (exact masks) or ``"polygon"`` (outer outlines of each piece; RLE
             for instances with a hole).
+        coco_merge: fold this image's COCO shard into ``coco/annotations.json`` now (default). Batch
+            writers pass False and call :func:`~.coco_merge.merge_coco` once at the end: the cost of one
+            image's export then does not grow with the folder.
         dataset_images: also write the image into ``coco/images/<split>/`` and ``yolo/images/<split>/``
             (for the requested formats of those two), making a folder the trainers read as it is. Needs
             ``image`` or an existing ``image_file``.
@@ -170,21 +175,20 @@ def export_pseudo_labels(
         yolo_min_piece_area: pieces of an instance smaller than this (pixels) are left out of its YOLO
             polygon, except its largest piece (see :mod:`.outline`).
 
-    Existing files:
-        * Per-image files (mask PNG, label TIFF + JSON, YOLO txt, dataset images) are replaced only
-          when ``overwrite`` is True. A format whose files all exist is skipped for this image and its
-          files listed in ``report.skipped``, untouched; a format with only some of its files (left by
-          an interrupted export) is written again in full, so it never pairs with another export.
-        * ``coco/annotations.json``: other images are always kept and a new stem is always added; an
-          existing entry for this stem is replaced only when ``overwrite`` is True (or its image is
-          missing), else the file is untouched and listed in ``report.skipped``. Categories keep their
-          ids; new ones are appended.
-        * ``yolo/data.yaml``: (re)written, when this image's YOLO labels are written, if it is
-          missing, lacks the relative layout or new class names have to be appended; existing names
-          keep their indices.
-        * ``provenance/<stem>.json``: a history updated whenever anything was written: the new record
-          is appended, and older records are dropped once every format they wrote has been written
-          again by a newer one. Nothing written means no new record.
+    Existing files (one definition of "done" with ``segment``'s resume, see :mod:`.done`):
+        * A format whose per-image files are all in place is skipped (files listed in
+          ``report.skipped``, untouched) unless ``overwrite``; a format with a file missing, or left
+          unfinished by an interrupted export, is written again in full. Files no export recorded
+          (made by hand) and files changed after their export are never replaced without ``overwrite``.
+        * COCO: the image's shard ``coco/shards/<stem>.json`` is its per-image file; the merge into
+          ``coco/annotations.json`` keeps other images, image ids by stem and category ids.
+        * ``yolo/data.yaml``: class names only ever grow (existing names keep their indices); an
+          explicit ``classes`` list that orders known classes differently is refused.
+        * ``provenance/<stem>.json``: a new record (first file of the batch, with the SHA-256 of each
+          per-image file) whenever anything is written or none exists; older records are dropped once
+          every format they wrote has been written again.
+        * The folder's lock (:mod:`.locking`) is held throughout: shared files are re-read, merged and
+          written by one process at a time.
 
     Returns:
         An :class:`ExportReport` of written and skipped files, the split and the summary.
@@ -224,12 +228,28 @@ def export_pseudo_labels(
                 f"image has shape {np.asarray(image).shape[:2]} but instances {instances.shape}; they must match"
             )
 
-    # ---- render every output in memory; reading the shared files may still refuse the export
+    image_suffix = payload[1] if payload is not None else None
+    with folder_lock(out_dir):  # shared files are read, merged and written by one process at a time
+        report, coco_written = _export_locked(
+            out_dir, stem, instances, formats, split, image_suffix, payload, overwrite, class_list, id_class,
+            classes is not None, image_file, engine, coco_segmentation, int(yolo_min_piece_area))
+        if coco_written and coco_merge:
+            merged = merge_coco(out_dir, [stem])
+            if merged is not None:
+                report.written.append(merged)
+    return report
+
+
+def _export_locked(out_dir, stem, instances, formats, split, image_suffix, payload, overwrite, class_list,
+                   id_class, classes_given, image_file, engine, coco_segmentation, yolo_min_piece_area):
+    """The body of :func:`export_pseudo_labels`, run under the folder lock: ``(report, coco shard written)``."""
     outputs: list[tuple[Path, bytes]] = []
     skipped: list[Path] = []
     done: list[str] = []
     class_ids: dict[str, dict[str, int]] = {}
     report = ExportReport(split=split)
+    unfinished = set(formats) if overwrite else set(
+        unfinished_formats(out_dir, stem, formats, split=split, image_suffix=image_suffix))
 
     def add(fmt: str, path: Path, encode) -> None:
         try:
@@ -241,77 +261,53 @@ def export_pseudo_labels(
         if fmt not in done:
             done.append(fmt)
 
-    def complete(paths: list[Path]) -> bool:
-        """Skip a format whose files all exist (unless overwrite); a partial one is written again."""
-        if not overwrite and all(p.is_file() for p in paths):
-            skipped.extend(paths)
-            return True
-        return False
+    for fmt in formats:
+        if fmt not in unfinished:
+            skipped.extend(format_files(out_dir, stem, fmt, split, image_suffix))
+    if "mvtec" in unfinished:
+        add("mvtec", mvtec_mask_path(out_dir, stem), lambda: encode_mvtec_mask(instances))
 
-    if "mvtec" in formats:
-        path = mvtec_mask_path(out_dir, stem)
-        if not complete([path]):
-            add("mvtec", path, lambda: encode_mvtec_mask(instances))
-
-    if "tiff" in formats:
+    if "tiff" in unfinished:
         tif, sidecar = label_tiff_paths(out_dir, stem)
-        if not complete([tif, sidecar]):
-            add("tiff", tif, lambda: encode_label_tiff(instances))
-            add("tiff", sidecar, lambda: encode_label_classes(stem, id_class, class_list, image_file))
+        add("tiff", tif, lambda: encode_label_tiff(instances))
+        add("tiff", sidecar, lambda: encode_label_classes(stem, id_class, class_list, image_file))
 
-    coco_written = None
-    if "coco" in formats:
-        path = out_dir / COCO_FILE
-        coco = load_coco(path)
-        coco_image = None if payload is None else path.parent / "images" / split / f"{stem}{payload[1]}"
-        entry = find_coco_image(coco, stem)
-        if entry is not None and not overwrite and (coco_image is None or coco_image.is_file()):
-            skipped.extend([path] + ([coco_image] if coco_image is not None else []))
-            remember_coco(path, coco)  # unchanged: the next export need not parse it again
+    if "coco" in unfinished:
+        shard, *image = format_files(out_dir, stem, "coco", split, image_suffix)
+        if image:
+            file_name = relative_posix(image[0], out_dir / COCO_FILE.parent)
+            add("coco", image[0], lambda: payload[0])
         else:
-            coco_written = (path, coco)
-            category_ids = coco_category_ids(coco, class_list)
-            if coco_image is not None:
-                file_name = relative_posix(coco_image, path.parent)
-            else:
-                file_name = Path(image_file).name if image_file else stem
-            _, holes = put_coco_image(
-                coco,
-                stem=stem,
-                file_name=file_name,
-                instances=instances,
-                instance_classes=id_class,
-                category_ids=category_ids,
-                segmentation=coco_segmentation,
-                split=split if coco_image is not None else None,
-            )
-            report.summary["coco_polygon_holes_as_rle"] = holes
-            if coco_image is not None:
-                add("coco", coco_image, lambda: payload[0])
-            add("coco", path, lambda: encode_coco(coco))
-            class_ids["coco"] = category_ids
+            file_name = Path(image_file).name if image_file else stem
+        annotations, holes = coco_annotations(instances, id_class, coco_segmentation)
+        report.summary["coco_polygon_holes_as_rle"] = holes
+        add("coco", shard, lambda: encode_coco_shard(stem=stem, file_name=file_name, shape=instances.shape,
+                                                     split=split if image else None, classes=class_list,
+                                                     annotations=annotations))
 
-    if "yolo" in formats:
-        path = yolo_label_path(out_dir, stem, split)
-        files = [path] + ([yolo_image_path(out_dir, stem, split, payload[1])] if payload is not None else [])
-        if not complete(files):
-            yaml_path = data_yaml_path(out_dir)
-            old = read_data_yaml(yaml_path)
-            old_names = old.get("names", [])
-            names = old_names + [c for c in class_list if c not in old_names]
-            index = {name: i for i, name in enumerate(names)}
-            labels, stats = encode_yolo_labels(instances, id_class, index, int(yolo_min_piece_area))
-            for key in ("dropped_pieces", "dropped_pixels", "hole_pixels", "bridge_pixels"):
-                report.summary[f"yolo_{key}"] = getattr(stats, key)
-            if payload is not None:
-                add("yolo", files[1], lambda: payload[0])
-            add("yolo", path, lambda: labels)
-            if names != old_names or old.get("train") != "images/train" or old.get("val") != "images/val" \
-                    or "path" in old and Path(str(old["path"])).is_absolute():
-                add("yolo", yaml_path, lambda: encode_data_yaml(names, old))
-            class_ids["yolo"] = index
+    if "yolo" in unfinished:
+        label, *image = format_files(out_dir, stem, "yolo", split, image_suffix)
+        yaml_path = data_yaml_path(out_dir)
+        old = read_data_yaml(yaml_path)
+        old_names = old.get("names", [])
+        if classes_given:
+            check_class_order(yaml_path, old_names, class_list)
+        names = old_names + [c for c in class_list if c not in old_names]
+        index = {name: i for i, name in enumerate(names)}
+        labels, stats = encode_yolo_labels(instances, id_class, index, yolo_min_piece_area)
+        for key in ("dropped_pieces", "dropped_pixels", "hole_pixels", "bridge_pixels"):
+            report.summary[f"yolo_{key}"] = getattr(stats, key)
+        if image:
+            add("yolo", image[0], lambda: payload[0])
+        add("yolo", label, lambda: labels)
+        if names != old_names or old.get("train") != "images/train" or old.get("val") != "images/val" \
+                or "path" in old and Path(str(old["path"])).is_absolute():
+            add("yolo", yaml_path, lambda: encode_data_yaml(names, old))
+        class_ids["yolo"] = {name: index[name] for name in class_list}
 
-    if outputs:
+    prov = provenance_path(out_dir, stem)
+    if outputs or not prov.exists():
+        shared = {data_yaml_path(out_dir)}
         record = {
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "package": "napari-clipsam",
@@ -321,6 +317,8 @@ def export_pseudo_labels(
             "split": split,
             "formats": done,
             "files": [_relative(p, out_dir) for p, _ in outputs],
+            "sha256": {_relative(p, out_dir): hashlib.sha256(data).hexdigest()
+                       for p, data in outputs if p not in shared},
             "skipped": [_relative(p, out_dir) for p in skipped],
             "overwrite": bool(overwrite),
             "classes": class_list,
@@ -329,8 +327,8 @@ def export_pseudo_labels(
             "summary": dict(report.summary),
             "engine": engine,
         }
-        path = provenance_path(out_dir, stem)
-        add("provenance", path, lambda: encode_provenance(path, stem, image_file, record))
+        # first in the batch: a crash between renames leaves a record of what was about to be written
+        outputs.insert(0, (prov, encode_provenance(prov, stem, image_file, record)))
 
     # ---- write: all files or none
     with AtomicBatch() as batch:
@@ -338,9 +336,7 @@ def export_pseudo_labels(
             batch.stage(path, data)
         report.written = batch.commit()
     report.skipped = skipped
-    if coco_written is not None:
-        remember_coco(*coco_written)
-    return report
+    return report, "coco" in done
 
 
 # ---------------------------------------------------------------- helpers

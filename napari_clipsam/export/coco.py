@@ -41,8 +41,9 @@ __all__ = [
     "has_hole",
     "load_coco",
     "find_coco_image",
+    "coco_file_stems",
     "coco_category_ids",
-    "put_coco_image",
+    "coco_annotations",
     "encode_coco",
     "remember_coco",
 ]
@@ -171,6 +172,29 @@ def load_coco(path: Path) -> dict:
     return coco
 
 
+_STEMS: dict[Path, tuple[tuple[int, int, int], frozenset]] = {}
+
+
+def coco_file_stems(path: Path) -> frozenset:
+    """The image stems of a COCO file (empty when it does not exist), remembered while the file is unchanged."""
+    path = Path(path)
+    if not path.exists():
+        return frozenset()
+    key, state = path.resolve(), _file_state(path)
+    with _PARSED_LOCK:
+        cached = _STEMS.get(key)
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    coco = load_coco(path)
+    stems = frozenset(str(i.get("stem", Path(str(i.get("file_name", ""))).stem)) for i in coco["images"])
+    remember_coco(path, coco)
+    with _PARSED_LOCK:
+        _STEMS[key] = (state, stems)
+        while len(_STEMS) > 4:
+            _STEMS.pop(next(iter(_STEMS)))
+    return stems
+
+
 def find_coco_image(coco: dict, stem: str) -> dict | None:
     """The image entry exported for ``stem`` (by its ``"stem"`` key, else by its file name's stem)."""
     for image in coco["images"]:
@@ -197,47 +221,23 @@ def coco_category_ids(coco: dict, classes: list[str]) -> dict[str, int]:
     return ids
 
 
-def put_coco_image(
-    coco: dict,
-    *,
-    stem: str,
-    file_name: str,
-    instances: np.ndarray,
-    instance_classes: dict[int, str],
-    category_ids: dict[str, int],
-    segmentation: str = "rle",
-    split: str | None = None,
-) -> tuple[int, int]:
-    """Add (or replace) the image ``stem`` and its annotations in ``coco`` (in place); returns its image id.
+def coco_annotations(
+    instances: np.ndarray, instance_classes: dict[int, str], segmentation: str = "rle"
+) -> tuple[list[dict], int]:
+    """The COCO annotations of an ``(H, W)`` instance map, without ids, and how many holes forced RLE.
 
     Args:
         instances: ``(H, W)`` integer instance map, 0 = background.
         instance_classes: class name of every id present in ``instances``.
-        category_ids: ``{class name: category id}`` from :func:`coco_category_ids`.
         segmentation: ``"rle"`` (exact; compressed RLE with ``counts`` as str) or ``"polygon"``
             (outer outlines of every piece, see :func:`mask_polygons`; RLE for an instance with a hole).
-        split: ``"train"``/``"val"`` recorded in the image entry, or None.
 
-    Returns ``(image id, number of instances written as RLE in "polygon" mode because of a hole)``.
-
-    Each annotation has ``id``, ``image_id``, ``category_id``, ``segmentation``, ``area`` (number
-    of pixels), ``bbox`` ``[x, y, w, h]``, ``iscrowd`` 0 and ``instance_id`` (the id in the map).
+    Returns ``(annotations, holes_as_rle)``. Each annotation has ``category`` (the class name; the merge
+    turns it into ``category_id``), ``segmentation``, ``area`` (number of pixels), ``bbox``
+    ``[x, y, w, h]``, ``iscrowd`` 0 and ``instance_id`` (the id in the map).
     """
     height, width = instances.shape
-    old = find_coco_image(coco, stem)
-    if old is not None:
-        image_id = int(old["id"])
-        coco["images"].remove(old)
-        coco["annotations"] = [a for a in coco["annotations"] if a.get("image_id") != image_id]
-    else:
-        image_id = max((int(i["id"]) for i in coco["images"]), default=0) + 1
-    entry = {"id": image_id, "file_name": file_name, "height": height, "width": width, "stem": stem}
-    if split is not None:
-        entry["split"] = split
-    coco["images"].append(entry)
-    holes_as_rle = 0
-
-    next_ann = max((int(a["id"]) for a in coco["annotations"]), default=0) + 1
+    annotations, holes_as_rle = [], 0
     for instance_id, (row0, col0), crop in iter_instance_crops(instances):
         h, w = crop.shape
         as_rle = segmentation == "rle" or has_hole(crop)
@@ -252,11 +252,9 @@ def put_coco_image(
                 np.round(np.stack([poly[:, 1] + 0.5, poly[:, 0] + 0.5], axis=1), 2).ravel().tolist()
                 for poly in mask_polygons(crop, (row0, col0))
             ]
-        coco["annotations"].append(
+        annotations.append(
             {
-                "id": next_ann,
-                "image_id": image_id,
-                "category_id": category_ids[instance_classes[instance_id]],
+                "category": instance_classes[instance_id],
                 "segmentation": segm,
                 "area": int(crop.sum()),
                 "bbox": [col0, row0, w, h],
@@ -264,8 +262,7 @@ def put_coco_image(
                 "instance_id": instance_id,
             }
         )
-        next_ann += 1
-    return image_id, holes_as_rle
+    return annotations, holes_as_rle
 
 
 def encode_coco(coco: dict) -> bytes:

@@ -36,6 +36,7 @@ __all__ = [
     "encode_yolo_labels",
     "read_data_yaml",
     "read_data_yaml_names",
+    "check_class_order",
     "encode_data_yaml",
     "read_yolo_labels",
 ]
@@ -109,6 +110,22 @@ def read_data_yaml(path: Path) -> dict:
         raise ExportError(f"{path}: 'names' must be a list of class names, got {type(names).__name__}")
     data["names"] = [str(n) for n in names]
     return data
+
+
+def check_class_order(path: Path, names: list[str], classes: list[str]) -> None:
+    """Refuse a class list that orders classes already numbered in ``data.yaml`` differently.
+
+    YOLO class ids are positions in ``names`` and only ever grow: labels written earlier use them, so a
+    writer whose class list says otherwise gets a clear error instead of silently meaning another class.
+    """
+    known = [c for c in classes if c in names]
+    if known != sorted(known, key=names.index):
+        numbered = ", ".join(f"{names.index(c)}={c}" for c in sorted(known, key=names.index))
+        raise ExportError(
+            f"{path} already numbers the classes {numbered}, but the class list given orders them "
+            f"{', '.join(known)}. YOLO class ids cannot change once labels use them: give the classes in the "
+            "file's order (new classes are appended), or export into a new folder"
+        )
 
 
 def read_data_yaml_names(path: Path) -> list[str]:
