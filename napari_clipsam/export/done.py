@@ -89,10 +89,17 @@ def unfinished_formats(
 
 
 def image_done(out_dir: Path, stem: str, formats, *, split: str, image_suffix: str | None) -> bool:
-    """Whether every file of every requested format and the provenance of ``stem`` are in place."""
-    return provenance_path(out_dir, stem).is_file() and not unfinished_formats(
-        out_dir, stem, formats, split=split, image_suffix=image_suffix
-    )
+    """Whether every file of every requested format and the provenance of ``stem`` are in place.
+
+    An unreadable provenance (or ``data.yaml``) means not done: exporting the image again then says what
+    is wrong with which file.
+    """
+    try:
+        return provenance_path(out_dir, stem).is_file() and not unfinished_formats(
+            out_dir, stem, formats, split=split, image_suffix=image_suffix
+        )
+    except ExportError:
+        return False
 
 
 def _present(path: Path, out_dir: Path, recorded: dict[str, str], prov_mtime: int | None) -> bool:
