@@ -23,7 +23,6 @@ from napari_clipsam.export import (
     dataset_split,
     export_pseudo_labels,
     image_done,
-    merge_coco,
 )
 from napari_clipsam.export.locking import LOCK_NAME
 

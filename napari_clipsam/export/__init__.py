@@ -36,8 +36,6 @@ import numpy as np
 from .atomic import AtomicBatch, ExportError
 from .coco import COCO_FILE, SEGMENTATION_MODES, coco_annotations
 from .coco_merge import encode_coco_shard, merge_coco
-from .done import format_files, image_done, unfinished_formats
-from .locking import clean_stale_files, folder_lock
 from .dataset import (
     DEFAULT_SPLIT_SEED,
     DEFAULT_VAL_FRACTION,
@@ -46,20 +44,20 @@ from .dataset import (
     image_payload,
     relative_posix,
 )
+from .done import format_files, image_done, unfinished_formats
+from .locking import clean_stale_files, folder_lock
 from .mvtec import encode_mvtec_mask, mvtec_mask_path, read_mvtec_mask
 from .provenance import PROVENANCE_DIR, encode_provenance, jsonable, package_version, provenance_path
-from .validation import DEFAULT_CLASS, FORMATS, check_formats, check_instances, check_stem, resolve_classes
 from .tiff import MAX_LABEL_ID, encode_label_classes, encode_label_tiff, label_tiff_paths, read_label_tiff
+from .validation import DEFAULT_CLASS, FORMATS, check_formats, check_instances, check_stem, resolve_classes
 from .yolo import (
     YOLO_MIN_PIECE_AREA,
+    check_class_order,
     data_yaml_path,
     encode_data_yaml,
     encode_yolo_labels,
-    check_class_order,
     read_data_yaml,
     read_yolo_labels,
-    yolo_image_path,
-    yolo_label_path,
 )
 
 __all__ = [
