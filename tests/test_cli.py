@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from napari_clipsam import __version__
+from napari_clipsam.export import dataset_split
 from napari_clipsam.cli import main
 from napari_clipsam.data import make_synthetic_dataset
 from napari_clipsam.testing import TINY_CLIP_CFG, write_tiny_clip, write_tiny_sam
@@ -261,7 +262,10 @@ def test_segment_folder_resume_overwrite_and_a_corrupt_image(setup, tmp_path):
         stem = p.stem
         assert (out_dir / "masks" / f"{stem}_mask.png").is_file()
         assert (out_dir / "labels" / f"{stem}.tif").is_file() and (out_dir / "labels" / f"{stem}.json").is_file()
-        assert (out_dir / "yolo" / "labels" / f"{stem}.txt").is_file()
+        assert (out_dir / "yolo" / "labels" / dataset_split(stem) / f"{stem}.txt").is_file()
+        # a dataset the trainers read as it is: the image beside its labels, COCO file_name pointing at it
+        assert (out_dir / "yolo" / "images" / dataset_split(stem) / p.name).read_bytes() == p.read_bytes()
+        assert (out_dir / "coco" / "images" / dataset_split(stem) / p.name).read_bytes() == p.read_bytes()
         prov = json.loads((out_dir / "provenance" / f"{stem}.json").read_text())
         assert prov["exports"][-1]["engine"]["mode"] == "umci"
         assert prov["exports"][-1]["engine"]["object_name"] == "metal"
@@ -277,10 +281,10 @@ def test_segment_folder_resume_overwrite_and_a_corrupt_image(setup, tmp_path):
     assert mask.stat().st_ino == before.st_ino and mask.stat().st_mtime_ns == before.st_mtime_ns
 
     # a missing output is redone, the others stay skipped
-    (out_dir / "yolo" / "labels" / "img1.txt").unlink()
+    (out_dir / "yolo" / "labels" / dataset_split("img1") / "img1.txt").unlink()
     code, out, _ = cli("segment", *images, "--object", "metal", "--out", out_dir, "--umci", setup["umci"],
                        "--formats", "mvtec,tiff,coco,yolo", "--no-progress", *setup["engine_args"])
-    assert code == 0 and "1 done, 2 skipped" in out and (out_dir / "yolo" / "labels" / "img1.txt").is_file()
+    assert code == 0 and "1 done, 2 skipped" in out and (out_dir / "yolo" / "labels" / dataset_split("img1") / "img1.txt").is_file()
 
     # skipping images labelled for another object is said, with what to do
     code, out, err = cli("segment", *images, "--object", "bracket", "--out", out_dir, "--umci", setup["umci"],
@@ -316,7 +320,7 @@ def test_segment_glob_formats_and_clip_weights_file(setup, tmp_path):
                          "--config", config, "--no-progress")
     assert code == 0, err
     assert "2 done" in out and "training-free" in err
-    assert sorted(p.name for p in out_dir.iterdir()) == ["coco", "masks", "provenance"]
+    assert sorted(p.name for p in out_dir.iterdir() if p.name != ".clipsam.lock") == ["coco", "masks", "provenance"]
     prov = json.loads((out_dir / "provenance" / "sub__img0.json").read_text())["exports"][-1]
     assert prov["formats"] == ["mvtec", "coco"]
     engine = prov["engine"]
@@ -400,7 +404,7 @@ def test_weights_download_failures_leave_nothing_behind(tmp_path):
     wrong.write_bytes(b"x" * 1000)
     code, _, err = cli("weights", "download", "vit_b", "--url", wrong.as_uri(), "--no-progress")
     assert code == 2 and "SHA-256" in err and "discarded" in err
-    assert not folder.exists() or list(folder.iterdir()) == []  # no partial file
+    assert not folder.exists() or [p for p in folder.iterdir() if p.suffix != ".lock"] == []  # no partial file
     code, _, err = cli("weights", "download", "vit_b", "vit_h", "--url", wrong.as_uri())
     assert code == 2 and "exactly one" in err
     # CLIP through open_clip: offline (HF_HUB_OFFLINE=1 in the tests) it fails with the manual route

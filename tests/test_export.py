@@ -11,6 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+import yaml
 from pycocotools.coco import COCO
 from skimage import draw
 
@@ -24,7 +25,8 @@ from napari_clipsam.export import (
     read_mvtec_mask,
     read_yolo_labels,
 )
-from napari_clipsam.export import atomic
+from napari_clipsam.export import atomic, dataset_split
+from napari_clipsam.export.locking import LOCK_NAME
 
 SHAPE = (64, 80)
 
@@ -48,6 +50,15 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
 
+def yolo_txt(out: Path, stem: str) -> Path:
+    """Where the YOLO labels of ``stem`` go (its split is a hash of the stem)."""
+    return out / "yolo" / "labels" / dataset_split(stem) / f"{stem}.txt"
+
+
+def yaml_names(out: Path) -> list[str]:
+    return yaml.safe_load((out / "yolo" / "data.yaml").read_text())["names"]
+
+
 def yolo_classes(path: Path) -> set[int]:
     """The class indices used in a YOLO label file."""
     return {int(line.split()[0]) for line in path.read_text().splitlines()}
@@ -56,7 +67,8 @@ def yolo_classes(path: Path) -> set[int]:
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under root: relative path -> (content, mtime_ns)."""
     return {
-        p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
+        p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in root.rglob("*") if p.is_file() and p.name != LOCK_NAME
     }
 
 
@@ -72,16 +84,18 @@ def test_layout_and_report(tmp_path):
     report = export(tmp_path, instance_classes=CLASSES, image_file="/data/000.png")
     rel = [p.relative_to(tmp_path).as_posix() for p in report.written]
     assert rel == [
+        "provenance/000.json",  # first: a crash between renames leaves a record of what was being written
         "masks/000_mask.png",
         "labels/000.tif",
         "labels/000.json",
-        "coco/annotations.json",
-        "yolo/labels/000.txt",
+        "coco/shards/000.json",
+        f"yolo/labels/{dataset_split('000')}/000.txt",
         "yolo/data.yaml",
-        "provenance/000.json",
+        "coco/annotations.json",  # the shard merged in
     ]
     assert report.skipped == []
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == sorted(rel)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        rel + [LOCK_NAME])
 
 
 def test_mvtec_mask_is_binary_0_255(tmp_path):
@@ -197,48 +211,41 @@ def test_coco_remembered_between_exports_equals_the_file_and_sees_outside_edits(
     assert "ghost" not in {i["stem"] for i in load_coco(path)["images"]}
 
 
-def test_yolo_polygons_round_trip(tmp_path):
+def test_yolo_one_polygon_per_instance_and_relative_data_yaml(tmp_path):
     inst = blobs()
     export(tmp_path, inst=inst, formats=["yolo"], instance_classes=CLASSES)
-    txt = tmp_path / "yolo" / "labels" / "000.txt"
+    txt = yolo_txt(tmp_path, "000")
     lines = txt.read_text().splitlines()
-    assert len(lines) == 4  # ellipse, two discs, rectangle
+    assert len(lines) == 3  # ellipse, two discs joined into one polygon, rectangle
     for line in lines:
         values = np.array(line.split()[1:], float)
         assert len(values) >= 6 and len(values) % 2 == 0
-        assert values.min() >= 0 and values.max() <= 1
-    yaml = (tmp_path / "yolo" / "data.yaml").read_text()
-    assert 'names: ["scratch", "dent", "defect"]' in yaml and "nc: 3" in yaml and "train: images" in yaml
-    expected_class = {3: 0, 7: 1, 300: 2}
-    polygons = read_yolo_labels(txt, SHAPE)
-    for instance_id, idx in expected_class.items():
-        back = np.zeros(SHAPE, bool)
-        for cls, vertices in polygons:
-            if cls == idx:
-                rr, cc = draw.polygon(vertices[:, 0], vertices[:, 1], SHAPE)
-                back[rr, cc] = True
-        assert iou(back, inst == instance_id) > 0.8, instance_id
-    assert sorted(cls for cls, _ in polygons) == [0, 1, 1, 2]
+        assert values.min() > 0 and values.max() < 1
+    data = yaml.safe_load((tmp_path / "yolo" / "data.yaml").read_text())
+    assert data == {"train": "images/train", "val": "images/val", "nc": 3, "names": ["scratch", "dent", "defect"]}
+    assert sorted(cls for cls, _ in read_yolo_labels(txt, SHAPE)) == [0, 1, 2]
 
 
 def test_yolo_empty_image_and_growing_names(tmp_path):
     export_pseudo_labels(tmp_path, "empty", np.zeros(SHAPE, np.uint16), formats=["yolo"])
-    assert (tmp_path / "yolo" / "labels" / "empty.txt").read_bytes() == b""
-    assert 'names: ["defect"]' in (tmp_path / "yolo" / "data.yaml").read_text()
+    assert (yolo_txt(tmp_path, "empty")).read_bytes() == b""
+    assert yaml_names(tmp_path) == ["defect"]
     export(tmp_path, "000", formats=["yolo"], instance_classes=CLASSES)
-    yaml = (tmp_path / "yolo" / "data.yaml").read_text()
-    assert 'names: ["defect", "scratch", "dent"]' in yaml and "nc: 3" in yaml
-    classes_used = yolo_classes(tmp_path / "yolo" / "labels" / "000.txt")
+    assert yaml_names(tmp_path) == ["defect", "scratch", "dent"]
+    classes_used = yolo_classes(yolo_txt(tmp_path, "000"))
     assert classes_used == {0, 1, 2}
 
 
-def test_yolo_reads_hand_written_block_names(tmp_path):
-    yaml = tmp_path / "yolo" / "data.yaml"
-    yaml.parent.mkdir(parents=True)
-    yaml.write_text("path: .\ntrain: images\nval: images\nnames:\n  0: dent\n  1: other\n")
+def test_yolo_reads_hand_written_block_names_and_drops_an_absolute_path(tmp_path):
+    yaml_file = tmp_path / "yolo" / "data.yaml"
+    yaml_file.parent.mkdir(parents=True)
+    yaml_file.write_text(f"path: {tmp_path / 'yolo'}\ntrain: images\nval: images\nnames:\n  0: dent\n  1: other\n"
+                         "download: none\n")
     export(tmp_path, formats=["yolo"], instance_classes=CLASSES)
-    assert 'names: ["dent", "other", "scratch", "defect"]' in yaml.read_text()
-    classes_used = yolo_classes(tmp_path / "yolo" / "labels" / "000.txt")
+    data = yaml.safe_load(yaml_file.read_text())
+    assert data["names"] == ["dent", "other", "scratch", "defect"] and data["nc"] == 4
+    assert "path" not in data and data["train"] == "images/train" and data["download"] == "none"
+    classes_used = yolo_classes(yolo_txt(tmp_path, "000"))
     assert classes_used == {0, 2, 3}
 
 
@@ -259,10 +266,9 @@ def test_provenance_record(tmp_path):
     assert record["engine"] == {"threshold": 0.5, "prompts": ["a", "b"], "sizes": [1, 2], "path": "m.pt"}
     assert record["formats"] == list(FORMATS)
     assert record["instance_classes"] == {"3": "scratch", "7": "dent", "300": "defect"}
-    assert record["class_ids"] == {
-        "coco": {"scratch": 1, "dent": 2, "defect": 3},
-        "yolo": {"scratch": 0, "dent": 1, "defect": 2},
-    }
+    assert record["class_ids"] == {"yolo": {"scratch": 0, "dent": 1, "defect": 2}}  # COCO ids: in the COCO file
+    files = [f for f in record["files"] if f not in ("provenance/000.json", "yolo/data.yaml")]
+    assert sorted(record["sha256"]) == sorted(files)  # every per-image file, with its hash
     assert datetime.fromisoformat(record["exported_at"]).utcoffset().total_seconds() == 0
 
 
@@ -285,7 +291,8 @@ def test_existing_files_are_not_overwritten_by_default(tmp_path):
     report = export_pseudo_labels(tmp_path, "000", other)
     assert report.written == []
     assert sorted(p.relative_to(tmp_path).as_posix() for p in report.skipped) == sorted(
-        ["masks/000_mask.png", "labels/000.tif", "labels/000.json", "coco/annotations.json", "yolo/labels/000.txt"]
+        ["masks/000_mask.png", "labels/000.tif", "labels/000.json", "coco/shards/000.json",
+         f"yolo/labels/{dataset_split('000')}/000.txt"]
     )
     assert snapshot(tmp_path) == before  # content and mtime unchanged
 
@@ -299,14 +306,15 @@ def test_overwrite_replaces(tmp_path):
     np.testing.assert_array_equal(read_mvtec_mask(tmp_path / "masks" / "000_mask.png"), other > 0)
     np.testing.assert_array_equal(read_label_tiff(tmp_path / "labels" / "000.tif")[0], other)
     assert len(json.loads((tmp_path / "coco" / "annotations.json").read_text())["annotations"]) == 1
-    assert len((tmp_path / "yolo" / "labels" / "000.txt").read_text().splitlines()) == 1
+    assert len((yolo_txt(tmp_path, "000")).read_text().splitlines()) == 1
 
 
 def test_new_format_is_added_next_to_skipped_ones(tmp_path):
     export(tmp_path, formats=["mvtec"])
     report = export(tmp_path, formats=["mvtec", "tiff"])
     assert [p.name for p in report.skipped] == ["000_mask.png"]
-    assert [p.name for p in report.written] == ["000.tif", "000.json", "000.json"]
+    assert [p.relative_to(tmp_path).as_posix() for p in report.written] == [
+        "provenance/000.json", "labels/000.tif", "labels/000.json"]
 
 
 # ---------------------------------------------------------------- bad input writes nothing
@@ -362,20 +370,20 @@ def test_failed_replace_rolls_back_everything(tmp_path, monkeypatch):
     real_replace = os.replace
 
     def failing_replace(src, dst):
-        if Path(dst).name == "annotations.json":
+        if Path(dst).name == "000.json" and Path(dst).parent.name == "shards":
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", failing_replace)
     other = np.zeros(SHAPE, np.int32)
     other[0:5, 0:5] = 1
-    with pytest.raises(ExportError, match=r"annotations\.json.*No space left"):
+    with pytest.raises(ExportError, match=r"shards/000\.json.*No space left"):
         export_pseudo_labels(tmp_path, "000", other, formats=FORMATS, overwrite=True)
     monkeypatch.undo()
     # Mask and TIFF had already been replaced: restored. YOLO files were new: removed. No temp files.
     assert snapshot(tmp_path) == before  # contents and mtimes: the old files themselves are back
     assert not (tmp_path / "yolo").exists()
-    assert not [p for p in tmp_path.rglob(".*")]
+    assert not [p for p in tmp_path.rglob(".*") if p.name != LOCK_NAME]
 
 
 def test_failed_write_leaves_no_temp_files(tmp_path, monkeypatch):
@@ -386,9 +394,9 @@ def test_failed_write_leaves_no_temp_files(tmp_path, monkeypatch):
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
-    with pytest.raises(ExportError, match="000_mask.png.*Input/output error"):
+    with pytest.raises(ExportError, match="provenance/000.json.*Input/output error"):
         export(tmp_path, formats=["mvtec", "tiff"], overwrite=True)
     monkeypatch.undo()
     assert snapshot(tmp_path) == before
-    assert not [p for p in tmp_path.rglob(".*")]
+    assert not [p for p in tmp_path.rglob(".*") if p.name != LOCK_NAME]
     assert not (tmp_path / "labels").exists()

@@ -15,7 +15,7 @@ import pytest
 import tifffile
 
 from napari_clipsam.errors import Cancelled
-from napari_clipsam.export import FORMATS, ExportError
+from napari_clipsam.export import FORMATS, ExportError, dataset_split
 from napari_clipsam.qa import MANIFEST_NAME, Prefetcher, QASession, Verdict, export_stems, natural_key
 from napari_clipsam.qa.manifest import read_csv
 
@@ -125,7 +125,7 @@ def test_accept_exports_and_records(folders):
     assert s.index == 1, "accept must not move on"
     assert report.written and all(p.exists() for p in report.written)
     assert (out / "masks" / "img2_mask.png").exists()
-    assert (out / "labels" / "img2.tif").exists() and (out / "yolo" / "labels" / "img2.txt").exists()
+    assert (out / "labels" / "img2.tif").exists() and (out / "yolo" / "labels" / dataset_split("img2") / "img2.txt").exists()
     assert (out / "coco" / "annotations.json").exists()
     provenance = json.loads((out / "provenance" / "img2.json").read_text())
     assert provenance["exports"][-1]["engine"] == {"mode": "test", "edited": True}
@@ -156,8 +156,8 @@ def test_reject_and_skip_recorded_files_left(folders):
     entry = manifest_json(s)["images"]["img1.png"]
     assert entry["verdict"] == "rejected" and entry["note"] == "glare, not a defect"
     # the review always keeps a label TIFF (what going back to the image shows), beside the formats asked for
-    assert entry["outputs"] == ["masks/img1_mask.png", "labels/img1.tif", "labels/img1.json",
-                                "provenance/img1.json"] and entry["n_instances"] is None
+    assert sorted(entry["outputs"]) == ["labels/img1.json", "labels/img1.tif", "masks/img1_mask.png",
+                                        "provenance/img1.json"] and entry["n_instances"] is None
     s.next()
     s.skip()
     assert s.verdict(1) is Verdict.SKIPPED and s.verdict(2) is None
@@ -257,7 +257,7 @@ def test_manifest_write_is_atomic(folders, monkeypatch):
         s.reject("never saved")
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in (s.manifest_path, s.manifest_csv_path)} == before
-    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(before)
+    assert sorted(p.name for p in out.iterdir() if p.is_file() and p.name != ".clipsam.lock") == sorted(before)
     assert s.verdict() is Verdict.ACCEPTED, "the in-memory state follows the disk"
     assert QASession(src, out).verdict(0) is Verdict.ACCEPTED
 

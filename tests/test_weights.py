@@ -68,7 +68,8 @@ def test_download_verifies_reports_progress_and_is_atomic(tmp_path):
     seen = []
     path = fetch(spec, tmp_path / "cache", progress=lambda s, f: seen.append(f))
     assert path.read_bytes() == b"x" * (3 << 20) and seen[-1] == 1.0 and len(seen) >= 3
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["sam_tiny.pth"]  # no temp file left
+    # no temp file left (the download lock file stays, as filelock leaves it)
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.suffix != ".lock"] == ["sam_tiny.pth"]
 
 
 def test_checksum_mismatch_raises_and_leaves_nothing(tmp_path):
@@ -77,11 +78,21 @@ def test_checksum_mismatch_raises_and_leaves_nothing(tmp_path):
         fetch(spec, tmp_path / "cache")
     msg = str(info.value)
     assert "SHA-256" in msg and spec.url in msg and "sam_tiny.pth" in msg and str(tmp_path / "cache") in msg
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".lock"] == []
     # an existing file with the wrong checksum is refused too
     (tmp_path / "cache" / "sam_tiny.pth").write_bytes(b"other")
     with pytest.raises(WeightsUnavailableError, match="expected 0000"):
         verify(tmp_path / "cache" / "sam_tiny.pth", spec)
+
+
+def test_a_killed_downloads_part_file_is_removed_by_the_next_download(tmp_path):
+    spec = _fake_spec(tmp_path, b"y" * 1000)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = cache / ".sam_tiny.pth.abc123.part"  # what a download killed with SIGKILL leaves
+    stale.write_bytes(b"y" * 500)
+    assert fetch(spec, cache).read_bytes() == b"y" * 1000
+    assert not stale.exists() and not list(cache.glob("*.part"))
 
 
 def test_offline_download_error_says_how_to_place_the_file(tmp_path, monkeypatch):

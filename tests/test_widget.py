@@ -14,7 +14,7 @@ pytest.importorskip("pytestqt")
 from napari.layers import Image, Labels, Points, Shapes  # noqa: E402
 
 from napari_clipsam.data.synthetic import synthetic_image  # noqa: E402
-from napari_clipsam.export import read_label_tiff, read_mvtec_mask, read_yolo_labels  # noqa: E402
+from napari_clipsam.export import dataset_split, read_label_tiff, read_mvtec_mask, read_yolo_labels  # noqa: E402
 from napari_clipsam.testing import tiny_engine  # noqa: E402
 from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
 from napari_clipsam.widget.correction import DEBOUNCE_MS  # noqa: E402
@@ -361,7 +361,7 @@ def test_export_round_trip(qtbot, make_widget, tmp_path, image):
         assert mask_utils.area(ann["segmentation"]) == ann["area"]
     np.testing.assert_array_equal(union, masks > 0)
     assert "scratch" in [c["name"] for c in coco.loadCats(coco.getCatIds())]
-    assert read_yolo_labels(tmp_path / "ds/yolo/labels/part 1.txt", masks.shape)
+    assert read_yolo_labels(tmp_path / "ds/yolo/labels" / dataset_split("part 1") / "part 1.txt", masks.shape)
     prov = json.loads((tmp_path / "ds/provenance/part 1.json").read_text())
     text = json.dumps(prov)
     assert '"edited"' in text and '"prompts"' in text and "training-free" in text

@@ -4,8 +4,11 @@ Inputs are image files, folders (their images, in natural order; ``--recursive``
 patterns. Each image's outputs go under ``--out`` with an export stem made from its path relative to the
 folder it was found from (``sub/a.png`` → ``sub__a``; clashing names are told apart as in the folder review).
 
-Resumable: an image whose outputs exist in every requested format is skipped (``--overwrite`` redoes it);
-when only some formats exist, the missing ones are written. A failing image (unreadable file, unusable
+Resumable: an image that is done (every file of every requested format in place, and its provenance: the
+exporter's own definition, :mod:`napari_clipsam.export.done`) is skipped (``--overwrite`` redoes it); the
+formats an interrupted run left missing or unfinished are written again. COCO shards are merged into
+``coco/annotations.json`` at the end of the run (also when interrupted), and temporary files left by a crashed
+run are removed at the start. A failing image (unreadable file, unusable
 shape, export error) is reported and skipped; the others are still processed and the exit code is 1.
 
 ``--object`` is required: it is the text the CLIP prompts describe ("a photo of a damaged {object}"), and a
@@ -48,7 +51,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--extensions", nargs="+", default=list(DEFAULT_EXTENSIONS), metavar="EXT",
                    help=f"file suffixes taken as images in folders and globs (default: {' '.join(DEFAULT_EXTENSIONS)})")
     p.add_argument("--coco-segmentation", choices=("rle", "polygon"), default="rle",
-                   help="COCO masks as exact RLE (default) or polygons")
+                   help="COCO masks as exact RLE (default) or polygons (RLE kept for instances with holes)")
+    p.add_argument("--no-images", dest="dataset_images", action="store_false",
+                   help="do not copy the images into coco/images/ and yolo/images/ (by default the output is a "
+                        "dataset the trainers read as it is)")
+    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                   help="share of images put in the 'val' split, chosen by a hash of each image's export name, "
+                        "so adding images never moves earlier ones (default: 0.2)")
+    p.add_argument("--split-seed", type=int, default=0, metavar="N", help="seed of the train/val hash (default: 0)")
+    p.add_argument("--yolo-min-piece-area", type=int, default=4, metavar="PX",
+                   help="leave pieces of an instance smaller than this many pixels out of its YOLO polygon "
+                        "(its largest piece is always kept; default: 4)")
     add_engine_options(p)
     p.set_defaults(func=run)
     return p
@@ -119,20 +132,6 @@ def stems_for(keys: dict[Path, str]) -> dict[Path, str]:
     return {f: stems[k] for f, k in keys.items()}
 
 
-def outputs_exist(out: Path, stem: str, formats, coco: dict | None) -> bool:
-    """Whether every requested format already holds this stem's output."""
-    from ..export.coco import find_coco_image
-    from ..export.mvtec import mvtec_mask_path
-    from ..export.tiff import label_tiff_paths
-    from ..export.yolo import yolo_label_path
-
-    checks = {"mvtec": lambda: mvtec_mask_path(out, stem).is_file(),
-              "tiff": lambda: all(p.is_file() for p in label_tiff_paths(out, stem)),
-              "coco": lambda: coco is not None and find_coco_image(coco, stem) is not None,
-              "yolo": lambda: yolo_label_path(out, stem).is_file()}
-    return all(checks[f]() for f in formats)
-
-
 def labelled_for_other_objects(out: Path, stems: list[str], object_name: str) -> list[str]:
     """The object names other than ``object_name`` that the latest export of each stem was made for."""
     import json
@@ -157,8 +156,8 @@ def run(args) -> int:
 
     from ..clip.text_prompts import clean_object_name
     from ..errors import Cancelled
-    from ..export import FORMATS, export_pseudo_labels
-    from ..export.coco import COCO_FILE, load_coco
+    from ..export import FORMATS, clean_stale_files, dataset_split, export_pseudo_labels, image_done, merge_coco
+    from ..export.dataset import IMAGE_SUFFIXES, check_split_options
     from ..qa.session import read_image
 
     formats = split_list(args.formats) or []
@@ -171,6 +170,12 @@ def run(args) -> int:
     clean_object_name(args.object)
     if not args.class_name.strip():
         raise InvalidInputError("--class-name must not be empty.")
+    try:
+        check_split_options(args.val_fraction, args.split_seed)
+    except ValueError as err:
+        raise InvalidInputError(str(err)) from None
+    if args.yolo_min_piece_area < 1:
+        raise InvalidInputError(f"--yolo-min-piece-area must be at least 1 pixel, got {args.yolo_min_piece_area}.")
     cfg = engine_config(args)  # refuse bad engine options before looking at any image
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
@@ -180,8 +185,20 @@ def run(args) -> int:
         raise InvalidInputError("--extensions is empty; give file suffixes such as .png,.tif")
     keys = collect_images(args.inputs, extensions, args.recursive, exclude=out)
     files, stems = list(keys), stems_for(keys)
-    coco = load_coco(out / COCO_FILE) if "coco" in formats and (out / COCO_FILE).exists() else None
-    todo = [f for f in files if args.overwrite or not outputs_exist(out, stems[f], formats, coco)]
+    if out.is_dir():
+        stale = clean_stale_files(out)
+        if stale:
+            note(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run")
+        if "coco" in formats:
+            merge_coco(out)  # shards an interrupted run did not merge yet
+    split = {f: dataset_split(stems[f], args.val_fraction, args.split_seed) for f in files}
+    with_images = args.dataset_images and bool({"coco", "yolo"} & set(formats))
+
+    def suffix(f: Path) -> str | None:
+        return (f.suffix.lower() if f.suffix.lower() in IMAGE_SUFFIXES else ".png") if with_images else None
+
+    todo = [f for f in files if args.overwrite
+            or not image_done(out, stems[f], formats, split=split[f], image_suffix=suffix(f))]
     skipped = len(files) - len(todo)
     others = labelled_for_other_objects(out, [stems[f] for f in files if f not in set(todo)], args.object)
     if others:
@@ -189,34 +206,44 @@ def run(args) -> int:
              f"), not {args.object!r}; add --overwrite to label them again.")
     t0 = time.perf_counter()
     done, failed, load_seconds = 0, [], 0.0
+    lost: dict[str, int] = {}
     if todo:
         engine = build_engine(cfg, args.progress)
         load_seconds = time.perf_counter() - t0
         note(f"engine: {describe_engine(engine)}")
         if engine.umci is None:
             note(TRAINING_FREE_NOTE)
-        with tqdm(todo, desc="segment", unit="img", disable=not args.progress, dynamic_ncols=True) as bar:
-            for path in bar:
-                try:
-                    result = engine.segment(read_image(path), args.object)
-                    ids = [int(i) for i in np.unique(result.instances) if i > 0]
-                    export_pseudo_labels(out, stems[path], result.instances, dict.fromkeys(ids, args.class_name),
-                                         classes=[args.class_name], formats=formats, provenance=result.provenance,
-                                         image_file=path, overwrite=args.overwrite,
-                                         coco_segmentation=args.coco_segmentation)
-                    done += 1
-                except (KeyboardInterrupt, Cancelled):
-                    tqdm.write(f"interrupted after {done} image(s) done, {len(failed)} failed; their outputs are "
-                               "complete (each written atomically): run the same command again to continue.",
-                               file=sys.stderr)
-                    raise
-                except Exception as exc:  # one bad image must not stop the others; it is reported below
-                    why = " ".join(f"{type(exc).__name__}: {exc}".split())
-                    failed.append((path, why))
-                    if not isinstance(exc, ClipSAMUserError):  # a bug, not a bad image: keep its traceback
-                        tqdm.write("".join(traceback.format_exception(exc)).rstrip(), file=sys.stderr)
-                    tqdm.write(f"failed: {path}: {why}", file=sys.stderr)
-                bar.set_postfix(done=done, failed=len(failed))
+        try:
+            with tqdm(todo, desc="segment", unit="img", disable=not args.progress, dynamic_ncols=True) as bar:
+                for path in bar:
+                    try:
+                        result = engine.segment(read_image(path), args.object)
+                        ids = [int(i) for i in np.unique(result.instances) if i > 0]
+                        report = export_pseudo_labels(
+                            out, stems[path], result.instances, dict.fromkeys(ids, args.class_name),
+                            classes=[args.class_name], formats=formats, provenance=result.provenance,
+                            image_file=path, overwrite=args.overwrite, coco_merge=False,
+                            coco_segmentation=args.coco_segmentation,
+                            dataset_images=args.dataset_images, val_fraction=args.val_fraction,
+                            split_seed=args.split_seed, yolo_min_piece_area=args.yolo_min_piece_area)
+                        for key, value in report.summary.items():
+                            lost[key] = lost.get(key, 0) + value
+                        done += 1
+                    except (KeyboardInterrupt, Cancelled):
+                        tqdm.write(f"interrupted after {done} image(s) done, {len(failed)} failed; their outputs "
+                                   "are complete (each written atomically): run the same command again to "
+                                   "continue.", file=sys.stderr)
+                        raise
+                    except Exception as exc:  # one bad image must not stop the others; it is reported below
+                        why = " ".join(f"{type(exc).__name__}: {exc}".split())
+                        failed.append((path, why))
+                        if not isinstance(exc, ClipSAMUserError):  # a bug, not a bad image: keep its traceback
+                            tqdm.write("".join(traceback.format_exception(exc)).rstrip(), file=sys.stderr)
+                        tqdm.write(f"failed: {path}: {why}", file=sys.stderr)
+                    bar.set_postfix(done=done, failed=len(failed))
+        finally:
+            if done and "coco" in formats:
+                merge_coco(out)  # the shards of this run into coco/annotations.json, also when interrupted
     seconds = time.perf_counter() - t0
     timing = ""
     if todo:
@@ -225,6 +252,13 @@ def run(args) -> int:
     print(f"segment: {len(files)} images: {done} done, {skipped} skipped (outputs exist"
           f"{'' if args.overwrite else '; --overwrite redoes them'}), {len(failed)} failed, "
           f"in {seconds:.1f} s{timing}; outputs in {out}")
+    if any(lost.values()):
+        print("  what the formats could not hold (README, Export formats): "
+              + ", ".join(f"{key} {value}" for key, value in lost.items() if value))
+    n_val = sum(split[f] == "val" for f in files)
+    if "yolo" in formats:
+        print(f"  split: {len(files) - n_val} train, {n_val} val" + (" (val is empty: Ultralytics needs val images; "
+              "raise --val-fraction or change --split-seed)" if n_val == 0 else ""))
     for path, why in failed:
         print(f"  failed: {path}: {why}")
     return EXIT_FAILED if failed else EXIT_OK

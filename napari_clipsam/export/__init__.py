@@ -2,83 +2,85 @@
 
 >>> report = export_pseudo_labels("out", "000", instances, {1: "scratch"}, classes=["defect", "scratch"])
 
-Output layout inside ``out_dir`` (``<stem>`` is the image's file stem):
+Output layout inside ``out_dir`` (``<stem>`` is the image's file stem, ``<split>`` ``train`` or ``val``):
 
-=====================================  ============================================================
-``masks/<stem>_mask.png``              "mvtec": binary uint8 mask, exactly 0 / 255
-``labels/<stem>.tif`` + ``.json``      "tiff": uint16 instance ids + ``{id: class}`` sidecar
-``coco/annotations.json``              "coco": shared by all images of the folder
-``yolo/labels/<stem>.txt``             "yolo": one polygon per line, normalised coordinates
-``yolo/data.yaml``                     "yolo": shared class names (only grows)
-``provenance/<stem>.json``             always: who/what/when produced the files above
-=====================================  ============================================================
+=========================================  ========================================================
+``masks/<stem>_mask.png``                  "mvtec": binary uint8 mask, exactly 0 / 255
+``labels/<stem>.tif`` + ``.json``          "tiff": uint16 instance ids + ``{id: class}`` sidecar
+``coco/shards/<stem>.json``               "coco": this image's entry and annotations
+``coco/annotations.json``                  "coco": all shards merged (see :mod:`.coco_merge`)
+``coco/images/<split>/<stem>.<ext>``       "coco" with ``dataset_images``: the image (``file_name``)
+``yolo/labels/<split>/<stem>.txt``         "yolo": one polygon per instance, normalised coordinates
+``yolo/images/<split>/<stem>.<ext>``       "yolo" with ``dataset_images``: the image
+``yolo/data.yaml``                         "yolo": relative paths, class names (only grows)
+``provenance/<stem>.json``                 always: who/what/when produced the files above
+=========================================  ========================================================
 
-Every file is written atomically and the whole export is all-or-nothing (see :mod:`.atomic`).
-The module imports no torch, so the CLI and the widget can use it cheaply.
+The split is a seeded hash of the stem (:mod:`.dataset`): stable when images are added. Every file is
+written atomically and the whole export is all-or-nothing (see :mod:`.atomic`). The module imports no
+torch, so the CLI and the widget can use it cheaply.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timezone
-from enum import Enum
-from pathlib import Path, PurePath
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
-from .. import strict_json
 from .atomic import AtomicBatch, ExportError
-from .coco import (
-    COCO_FILE,
-    SEGMENTATION_MODES,
-    coco_category_ids,
-    encode_coco,
-    find_coco_image,
-    load_coco,
-    put_coco_image,
-    remember_coco,
+from .coco import COCO_FILE, SEGMENTATION_MODES, coco_annotations
+from .coco_merge import encode_coco_shard, merge_coco
+from .dataset import (
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_VAL_FRACTION,
+    check_split_options,
+    dataset_split,
+    image_payload,
+    relative_posix,
 )
+from .done import format_files, image_done, unfinished_formats
+from .locking import clean_stale_files, folder_lock
 from .mvtec import encode_mvtec_mask, mvtec_mask_path, read_mvtec_mask
+from .provenance import PROVENANCE_DIR, encode_provenance, jsonable, package_version, provenance_path
 from .tiff import MAX_LABEL_ID, encode_label_classes, encode_label_tiff, label_tiff_paths, read_label_tiff
+from .validation import (DEFAULT_CLASS, FORMATS, MAX_STEM_BYTES, check_formats, check_instances, check_stem,
+                         resolve_classes)
 from .yolo import (
+    YOLO_MIN_PIECE_AREA,
+    check_class_order,
     data_yaml_path,
     encode_data_yaml,
     encode_yolo_labels,
-    read_data_yaml_names,
+    read_data_yaml,
     read_yolo_labels,
-    yolo_label_path,
 )
 
 __all__ = [
     "FORMATS",
     "DEFAULT_CLASS",
+    "PROVENANCE_DIR",
     "ExportError",
     "ExportReport",
     "export_pseudo_labels",
+    "dataset_split",
+    "image_done",
+    "merge_coco",
+    "clean_stale_files",
     "safe_stem",
     "read_mvtec_mask",
     "read_label_tiff",
     "read_yolo_labels",
 ]
 
-FORMATS = ("mvtec", "tiff", "coco", "yolo")
-DEFAULT_CLASS = "defect"
-PROVENANCE_DIR = "provenance"
-_MAX_PROVENANCE_ARRAY = 1024  # elements; larger arrays (e.g. a whole anomaly map) do not belong in provenance
-_UNSAFE_STEM_CHARS = set('/\\<>:"|?*') | {os.sep, os.altsep or os.sep}
 
 
 _UNSAFE_IN_NAME = re.compile(r'[\\/<>:"|?*\x00-\x1f]')
-
-
-MAX_STEM_BYTES = 200
-"""Longest export stem in UTF-8 bytes: file systems allow 255 bytes per name, and the longest name an export
-writes is ``.<stem>_mask.png.<8 hex>.tmp`` (stem + 23), leaving room for suffixes."""
 
 
 def safe_stem(text: str) -> str:
@@ -93,17 +95,35 @@ def safe_stem(text: str) -> str:
     return stem if stem not in ("", ".", "..") else "image"
 
 
+SUMMARY_KEYS = (
+    "yolo_dropped_pieces",
+    "yolo_dropped_pixels",
+    "yolo_hole_pixels",
+    "yolo_bridge_pixels",
+    "coco_polygon_holes_as_rle",
+)
+
+
 @dataclasses.dataclass
 class ExportReport:
     """What one export did.
 
     Attributes:
-        written: files created or replaced, in writing order (provenance last).
+        written: files created or replaced, in writing order (provenance first; the merged
+            ``coco/annotations.json`` last when the shard was merged).
         skipped: existing files left untouched because ``overwrite`` was False.
+        split: ``"train"`` or ``"val"``, the image's split in the dataset.
+        summary: what the formats could not hold, in pixels or counts (0 when nothing was written):
+            ``yolo_dropped_pieces`` / ``yolo_dropped_pixels`` (pieces below the minimum area),
+            ``yolo_hole_pixels`` (hole pixels a YOLO polygon fills), ``yolo_bridge_pixels`` (background
+            pixels drawn by the cuts joining pieces), ``coco_polygon_holes_as_rle`` (instances written as
+            RLE in polygon mode because they have a hole).
     """
 
     written: list[Path] = dataclasses.field(default_factory=list)
     skipped: list[Path] = dataclasses.field(default_factory=list)
+    split: str = "train"
+    summary: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SUMMARY_KEYS, 0))
 
 
 def export_pseudo_labels(
@@ -118,6 +138,12 @@ def export_pseudo_labels(
     image_file: str | os.PathLike | None = None,
     overwrite: bool = False,
     coco_segmentation: str = "rle",
+    coco_merge: bool = True,
+    dataset_images: bool = False,
+    image: np.ndarray | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+    yolo_min_piece_area: int = YOLO_MIN_PIECE_AREA,
 ) -> ExportReport:
     """Write the pseudo-labels of one image in the requested formats.
 
@@ -136,56 +162,98 @@ def export_pseudo_labels(
         formats: any subset of :data:`FORMATS`.
         provenance: engine information (version, models, thresholds, prompts, edited flags...). Numpy
             scalars and small arrays, paths, enums, dates and dataclasses are converted to JSON.
-        image_file: the original image file name, recorded in the COCO entry (its name only) and the
-            provenance (as given). Without it the COCO ``file_name`` is the stem.
+        image_file: the original image file, recorded in the COCO entry (its name only, unless the
+            images are written) and the provenance (as given); copied when ``dataset_images``.
         overwrite: replace this image's existing outputs (see below).
-        coco_segmentation: ``"rle"`` (exact masks) or ``"polygon"`` (outer outlines of each piece).
+        coco_segmentation: ``"rle"`` (exact masks) or ``"polygon"`` (outer outlines of each piece; RLE
+            for instances with a hole).
+        coco_merge: fold this image's COCO shard into ``coco/annotations.json`` now (default). Batch
+            writers pass False and call :func:`~.coco_merge.merge_coco` once at the end: the cost of one
+            image's export then does not grow with the folder.
+        dataset_images: also write the image into ``coco/images/<split>/`` and ``yolo/images/<split>/``
+            (for the requested formats of those two), making a folder the trainers read as it is. Needs
+            ``image`` or an existing ``image_file``.
+        image: the image pixels (``(H, W)`` or ``(H, W, 3)`` uint8/uint16), written as PNG when
+            ``dataset_images``; default: the bytes of ``image_file``.
+        val_fraction, split_seed: the train/val split (:func:`~.dataset.dataset_split`).
+        yolo_min_piece_area: pieces of an instance smaller than this (pixels) are left out of its YOLO
+            polygon, except its largest piece (see :mod:`.outline`).
 
-    Existing files:
-        * Per-image files (mask PNG, label TIFF + JSON, YOLO txt) are replaced only when ``overwrite``
-          is True. Otherwise the format is skipped for this image and its existing files are listed in
-          ``report.skipped``, untouched (for "tiff", both files are skipped if either exists, so a
-          TIFF never pairs with another export's JSON).
-        * ``coco/annotations.json``: other images are always kept and a new stem is always added; an
-          existing entry for this stem is replaced only when ``overwrite`` is True, else the file is
-          untouched and listed in ``report.skipped``. Categories keep their ids; new ones are appended.
-        * ``yolo/data.yaml``: (re)written, when this image's YOLO labels are written, if it is
-          missing or new class names have to be appended; existing names keep their indices.
-        * ``provenance/<stem>.json``: a history updated whenever anything was written: the new record
-          is appended, and older records are dropped once every format they wrote has been written
-          again by a newer one. Nothing written means no new record.
+    Existing files (one definition of "done" with ``segment``'s resume, see :mod:`.done`):
+        * A format whose per-image files are all in place is skipped (files listed in
+          ``report.skipped``, untouched) unless ``overwrite``; a format with a file missing, or left
+          unfinished by an interrupted export, is written again in full. Files no export recorded
+          (made by hand) and files changed after their export are never replaced without ``overwrite``.
+        * COCO: the image's shard ``coco/shards/<stem>.json`` is its per-image file; the merge into
+          ``coco/annotations.json`` keeps other images, image ids by stem and category ids.
+        * ``yolo/data.yaml``: class names only ever grow (existing names keep their indices); an
+          explicit ``classes`` list that orders known classes differently is refused.
+        * ``provenance/<stem>.json``: a new record (first file of the batch, with the SHA-256 of each
+          per-image file) whenever anything is written or none exists; older records are dropped once
+          every format they wrote has been written again.
+        * The folder's lock (:mod:`.locking`) is held throughout: shared files are re-read, merged and
+          written by one process at a time.
 
     Returns:
-        An :class:`ExportReport` of written and skipped files.
+        An :class:`ExportReport` of written and skipped files, the split and the summary.
 
     Raises:
         ExportError: invalid input (raised before anything is written), an unreadable shared file,
             or a file that could not be encoded or written (the folder is then left as it was).
     """
     # ---- validate everything before touching the disk
-    instances = _check_instances(instances)
-    stem = _check_stem(stem)
-    formats = _check_formats(formats)
+    instances = check_instances(instances)
+    stem = check_stem(stem)
+    formats = check_formats(formats)
     if coco_segmentation not in SEGMENTATION_MODES:
         raise ExportError(f"coco_segmentation must be one of {SEGMENTATION_MODES}, got {coco_segmentation!r}")
+    check_split_options(val_fraction, split_seed)
+    if isinstance(yolo_min_piece_area, bool) or not isinstance(yolo_min_piece_area, (int, np.integer)) \
+            or yolo_min_piece_area < 1:
+        raise ExportError(f"yolo_min_piece_area must be a whole number of pixels >= 1, got {yolo_min_piece_area!r}")
     ids = [int(i) for i in np.unique(instances) if i > 0]
     if "tiff" in formats and ids and ids[-1] > MAX_LABEL_ID:
         raise ExportError(
             f"instance id {ids[-1]} does not fit a uint16 label TIFF (max {MAX_LABEL_ID}); "
             "relabel the instances (e.g. skimage.segmentation.relabel_sequential) or leave out 'tiff'"
         )
-    class_list, id_class = _resolve_classes(ids, instance_classes, classes)
-    engine = _jsonable(provenance, "provenance") if provenance is not None else None
+    class_list, id_class = resolve_classes(ids, instance_classes, classes)
+    engine = jsonable(provenance, "provenance") if provenance is not None else None
     if image_file is not None and not isinstance(image_file, (str, os.PathLike)):
         raise ExportError(f"image_file must be a file name, got {type(image_file).__name__}")
     image_file = None if image_file is None else os.fspath(image_file)
     out_dir = Path(out_dir)
+    split = dataset_split(stem, float(val_fraction), int(split_seed))
+    payload = None
+    if dataset_images and {"coco", "yolo"} & set(formats):
+        payload = image_payload(image_file, image)
+        if image is not None and np.asarray(image).shape[:2] != instances.shape:
+            raise ExportError(
+                f"image has shape {np.asarray(image).shape[:2]} but instances {instances.shape}; they must match"
+            )
 
-    # ---- render every output in memory; reading the shared files may still refuse the export
+    image_suffix = payload[1] if payload is not None else None
+    with folder_lock(out_dir):  # shared files are read, merged and written by one process at a time
+        report, coco_written = _export_locked(
+            out_dir, stem, instances, formats, split, image_suffix, payload, overwrite, class_list, id_class,
+            classes is not None, image_file, engine, coco_segmentation, int(yolo_min_piece_area))
+        if coco_written and coco_merge:
+            merged = merge_coco(out_dir, [stem])
+            if merged is not None:
+                report.written.append(merged)
+    return report
+
+
+def _export_locked(out_dir, stem, instances, formats, split, image_suffix, payload, overwrite, class_list,
+                   id_class, classes_given, image_file, engine, coco_segmentation, yolo_min_piece_area):
+    """The body of :func:`export_pseudo_labels`, run under the folder lock: ``(report, coco shard written)``."""
     outputs: list[tuple[Path, bytes]] = []
     skipped: list[Path] = []
     done: list[str] = []
     class_ids: dict[str, dict[str, int]] = {}
+    report = ExportReport(split=split)
+    unfinished = set(formats) if overwrite else set(
+        unfinished_formats(out_dir, stem, formats, split=split, image_suffix=image_suffix))
 
     def add(fmt: str, path: Path, encode) -> None:
         try:
@@ -197,232 +265,86 @@ def export_pseudo_labels(
         if fmt not in done:
             done.append(fmt)
 
-    if "mvtec" in formats:
-        path = mvtec_mask_path(out_dir, stem)
-        if path.exists() and not overwrite:
-            skipped.append(path)
-        else:
-            add("mvtec", path, lambda: encode_mvtec_mask(instances))
+    for fmt in formats:
+        if fmt not in unfinished:
+            skipped.extend(format_files(out_dir, stem, fmt, split, image_suffix))
+    if "mvtec" in unfinished:
+        add("mvtec", mvtec_mask_path(out_dir, stem), lambda: encode_mvtec_mask(instances))
 
-    if "tiff" in formats:
+    if "tiff" in unfinished:
         tif, sidecar = label_tiff_paths(out_dir, stem)
-        existing = [p for p in (tif, sidecar) if p.exists()]
-        if existing and not overwrite:
-            skipped.extend(existing)
-        else:
-            add("tiff", tif, lambda: encode_label_tiff(instances))
-            add("tiff", sidecar, lambda: encode_label_classes(stem, id_class, class_list, image_file))
+        add("tiff", tif, lambda: encode_label_tiff(instances))
+        add("tiff", sidecar, lambda: encode_label_classes(stem, id_class, class_list, image_file))
 
-    coco_written = None
-    if "coco" in formats:
-        path = out_dir / COCO_FILE
-        coco = load_coco(path)
-        if find_coco_image(coco, stem) is not None and not overwrite:
-            skipped.append(path)
-            remember_coco(path, coco)  # unchanged: the next export need not parse it again
+    if "coco" in unfinished:
+        shard, *image = format_files(out_dir, stem, "coco", split, image_suffix)
+        if image:
+            file_name = relative_posix(image[0], out_dir / COCO_FILE.parent)
+            add("coco", image[0], lambda: payload[0])
         else:
-            coco_written = (path, coco)
-            category_ids = coco_category_ids(coco, class_list)
             file_name = Path(image_file).name if image_file else stem
-            put_coco_image(
-                coco,
-                stem=stem,
-                file_name=file_name,
-                instances=instances,
-                instance_classes=id_class,
-                category_ids=category_ids,
-                segmentation=coco_segmentation,
-            )
-            add("coco", path, lambda: encode_coco(coco))
-            class_ids["coco"] = category_ids
+        annotations, holes = coco_annotations(instances, id_class, coco_segmentation)
+        report.summary["coco_polygon_holes_as_rle"] = holes
+        add("coco", shard, lambda: encode_coco_shard(stem=stem, file_name=file_name, shape=instances.shape,
+                                                     split=split if image else None, classes=class_list,
+                                                     annotations=annotations))
 
-    if "yolo" in formats:
-        path = yolo_label_path(out_dir, stem)
-        if path.exists() and not overwrite:
-            skipped.append(path)
-        else:
-            yaml_path = data_yaml_path(out_dir)
-            old_names = read_data_yaml_names(yaml_path)
-            names = old_names + [c for c in class_list if c not in old_names]
-            index = {name: i for i, name in enumerate(names)}
-            add("yolo", path, lambda: encode_yolo_labels(instances, id_class, index))
-            if names != old_names or not yaml_path.exists():
-                add("yolo", yaml_path, lambda: encode_data_yaml(yaml_path.parent, names))
-            class_ids["yolo"] = index
+    if "yolo" in unfinished:
+        label, *image = format_files(out_dir, stem, "yolo", split, image_suffix)
+        yaml_path = data_yaml_path(out_dir)
+        old = read_data_yaml(yaml_path)
+        old_names = old.get("names", [])
+        if classes_given:
+            check_class_order(yaml_path, old_names, class_list)
+        names = old_names + [c for c in class_list if c not in old_names]
+        index = {name: i for i, name in enumerate(names)}
+        labels, stats = encode_yolo_labels(instances, id_class, index, yolo_min_piece_area)
+        for key in ("dropped_pieces", "dropped_pixels", "hole_pixels", "bridge_pixels"):
+            report.summary[f"yolo_{key}"] = getattr(stats, key)
+        if image:
+            add("yolo", image[0], lambda: payload[0])
+        add("yolo", label, lambda: labels)
+        if names != old_names or old.get("train") != "images/train" or old.get("val") != "images/val" \
+                or "path" in old and Path(str(old["path"])).is_absolute():
+            add("yolo", yaml_path, lambda: encode_data_yaml(names, old))
+        class_ids["yolo"] = {name: index[name] for name in class_list}
 
-    if outputs:
+    prov = provenance_path(out_dir, stem)
+    if outputs or not prov.exists():
+        shared = {data_yaml_path(out_dir)}
         record = {
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "package": "napari-clipsam",
-            "package_version": _package_version(),
+            "package_version": package_version(),
             "image_file": image_file,
             "image_shape": list(instances.shape),
+            "split": split,
             "formats": done,
             "files": [_relative(p, out_dir) for p, _ in outputs],
+            "sha256": {_relative(p, out_dir): hashlib.sha256(data).hexdigest()
+                       for p, data in outputs if p not in shared},
             "skipped": [_relative(p, out_dir) for p in skipped],
             "overwrite": bool(overwrite),
             "classes": class_list,
             "instance_classes": {str(i): name for i, name in sorted(id_class.items())},
             "class_ids": class_ids,
+            "summary": dict(report.summary),
             "engine": engine,
         }
-        path = out_dir / PROVENANCE_DIR / f"{stem}.json"
-        add("provenance", path, lambda: _encode_provenance(path, stem, image_file, record))
+        # first in the batch: a crash between renames leaves a record of what was about to be written
+        outputs.insert(0, (prov, encode_provenance(prov, stem, image_file, record)))
 
     # ---- write: all files or none
     with AtomicBatch() as batch:
         for path, data in outputs:
             batch.stage(path, data)
-        written = batch.commit()
-    if coco_written is not None:
-        remember_coco(*coco_written)
-    return ExportReport(written=written, skipped=skipped)
+        report.written = batch.commit()
+    report.skipped = skipped
+    return report, "coco" in done
 
 
-# ---------------------------------------------------------------- validation
-
-
-def _check_instances(instances) -> np.ndarray:
-    """The instance map as a non-negative integer ``(H, W)`` array (bool becomes uint8 0/1)."""
-    arr = np.asarray(instances)
-    if arr.ndim != 2:
-        raise ExportError(
-            f"instances must be a 2-D (H, W) label image, got shape {arr.shape}; export one plane at a time"
-        )
-    if arr.size == 0:
-        raise ExportError(f"instances is empty (shape {arr.shape})")
-    if arr.dtype == bool:
-        return arr.astype(np.uint8)
-    if arr.dtype.kind not in "iu":
-        raise ExportError(
-            f"instances must hold integer ids, got dtype {arr.dtype}; threshold or cast the map "
-            "(e.g. labels.astype(np.int32)) before exporting"
-        )
-    if arr.dtype.kind == "i" and int(arr.min()) < 0:
-        raise ExportError(
-            f"instances holds negative ids (min {int(arr.min())}); ids must be 0 (background) or positive"
-        )
-    return arr
-
-
-def _check_stem(stem) -> str:
-    if not isinstance(stem, str) or not stem or stem.strip() != stem or stem in (".", ".."):
-        raise ExportError(f"stem must be a non-empty file stem without surrounding spaces, got {stem!r}")
-    bad = sorted({c for c in stem if c in _UNSAFE_STEM_CHARS or ord(c) < 32})
-    if bad:
-        raise ExportError(f"stem {stem!r} cannot be a file name: it contains {bad!r}; use the image file's stem only")
-    size = len(stem.encode("utf-8", "surrogatepass"))
-    if size > MAX_STEM_BYTES:
-        raise ExportError(f"stem {stem[:40]!r}… is {size} bytes long; file systems allow 255 bytes per file name and "
-                          f"the exports add suffixes, so use at most {MAX_STEM_BYTES} (safe_stem() shortens one).")
-    return stem
-
-
-def _check_formats(formats) -> tuple[str, ...]:
-    """The requested formats in :data:`FORMATS` order."""
-    requested = [formats] if isinstance(formats, str) else list(formats)
-    unknown = [f for f in requested if f not in FORMATS]
-    if unknown:
-        raise ExportError(f"unknown export format(s) {unknown}; choose from {FORMATS}")
-    if not requested:
-        raise ExportError(f"no export format requested; choose from {FORMATS}")
-    return tuple(f for f in FORMATS if f in requested)
-
-
-def _resolve_classes(
-    ids: list[int], instance_classes: Mapping | None, classes: Iterable[str] | None
-) -> tuple[list[str], dict[int, str]]:
-    """``(class list, {id: class name} for every present id)``; see :func:`export_pseudo_labels`."""
-    if isinstance(classes, str):
-        raise ExportError(f"classes must be a list of class names, not the string {classes!r}")
-    class_list: list[str] = []
-    for name in () if classes is None else classes:
-        if not isinstance(name, str) or not name:
-            raise ExportError(f"class names must be non-empty strings, got {name!r} in classes")
-        if name not in class_list:
-            class_list.append(name)
-    given: dict[int, str] = {}
-    if instance_classes is not None:
-        if not isinstance(instance_classes, Mapping):
-            kind = type(instance_classes).__name__
-            raise ExportError(f"instance_classes must map instance id -> class name, got {kind}")
-        for key, name in instance_classes.items():
-            if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
-                raise ExportError(f"instance_classes keys must be integer ids, got {key!r}")
-            if not isinstance(name, str) or not name:
-                raise ExportError(f"instance_classes[{key!r}] must be a non-empty class name, got {name!r}")
-            given[int(key)] = name
-    id_class = {i: given.get(i, DEFAULT_CLASS) for i in ids}
-    for name in id_class.values():
-        if name not in class_list:
-            class_list.append(name)
-    return class_list or [DEFAULT_CLASS], id_class
-
-
-def _jsonable(value, where: str):
-    """``value`` converted to plain JSON types; ExportError naming the offending entry otherwise."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        if value.size > _MAX_PROVENANCE_ARRAY:
-            raise ExportError(f"{where}: array of shape {value.shape} is too large for provenance; store a summary")
-        return value.tolist()
-    if isinstance(value, PurePath):
-        return str(value)
-    if isinstance(value, Enum):
-        return _jsonable(value.value, where)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name), f"{where}.{f.name}") for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if isinstance(key, np.generic):
-                key = key.item()
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
-                raise ExportError(f"{where}: key {key!r} cannot be a JSON key; use strings")
-            out[str(key)] = _jsonable(item, f"{where}[{key!r}]")
-        return out
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-        return [_jsonable(item, f"{where}[{i}]") for i, item in enumerate(items)]
-    raise ExportError(
-        f"{where}: cannot store a {type(value).__name__} in JSON; convert it to numbers, strings, lists or dicts"
-    )
-
-
-# ---------------------------------------------------------------- provenance
-
-
-def _package_version() -> str:
-    from .. import __version__
-
-    return __version__
+# ---------------------------------------------------------------- helpers
 
 
 def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
-
-
-def _encode_provenance(path: Path, stem: str, image_file: str | None, record: dict) -> bytes:
-    """The provenance file with ``record`` appended to the records still describing existing files."""
-    history = []
-    if path.exists():
-        try:
-            history = json.loads(path.read_text(encoding="utf-8"))["exports"]
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
-            raise ExportError(
-                f"cannot read the existing provenance file {path}: {err}; fix it or move it away"
-            ) from err
-    kept, covered = [], set(record["formats"])
-    for old in reversed(history):  # newest first: keep a record while it is the latest for some format
-        formats = set(old.get("formats", []))
-        if formats - covered:
-            kept.append(old)
-            covered |= formats
-    exports = list(reversed(kept)) + [record]
-    provenance = {"stem": stem, "image_file": image_file, "exports": exports}
-    return (strict_json.dumps(provenance, indent=2, ensure_ascii=False) + "\n").encode("utf-8")  # no NaN tokens

@@ -29,6 +29,10 @@ from ..errors import ClipSAMUserError
 __all__ = ["ExportError", "AtomicBatch"]
 log = logging.getLogger(__name__)
 
+#: Fault-injection point for crash tests: when set, called with each target just before its
+#: :func:`os.replace` in :meth:`AtomicBatch.commit` (a test process sets it to ``os._exit`` at the n-th call).
+before_replace = None
+
 
 class ExportError(ClipSAMUserError, RuntimeError):
     """An export could not be done; the message says which input or file and why.
@@ -143,6 +147,8 @@ class AtomicBatch:
         try:
             for target, tmp in self._staged:
                 backup = self._backup(target)
+                if before_replace is not None:
+                    before_replace(target)
                 try:
                     os.replace(tmp, target)
                 except OSError as err:

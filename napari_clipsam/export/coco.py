@@ -10,7 +10,12 @@ where pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``. So a bbox
 ``[col_min, row_min, n_cols, n_rows]`` and a polygon vertex at pixel-centre position ``(row, col)``
 is written as ``(x, y) = (col + 0.5, row + 0.5)``.
 
-Outline tracing (:func:`mask_polygons`) lives here and is shared with the YOLO exporter.
+Segmentation: ``"rle"`` (default) is exact. ``"polygon"`` writes the outer outline of every 4-connected
+piece (vertices on the pixel edges), except for an instance with a hole, which is written as RLE because
+a COCO polygon cannot hold a hole (``polygon_holes_as_rle`` in the export summary counts them).
+
+With the images written into the dataset, ``file_name`` is the image's path relative to the ``coco``
+folder (``images/train/000.png``) and each image entry has a ``split`` (see :mod:`.dataset`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from scipy import ndimage
 from skimage import measure
 
 from .atomic import ExportError
@@ -32,10 +38,12 @@ __all__ = [
     "SEGMENTATION_MODES",
     "iter_instance_crops",
     "mask_polygons",
+    "has_hole",
     "load_coco",
     "find_coco_image",
+    "coco_file_stems",
     "coco_category_ids",
-    "put_coco_image",
+    "coco_annotations",
     "encode_coco",
     "remember_coco",
 ]
@@ -87,6 +95,15 @@ def mask_polygons(crop: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[np
         vertices = simple if len(simple) >= 3 else outer[:-1]
         polygons.append(vertices + np.array([offset[0] + r0 - 1, offset[1] + c0 - 1], dtype=float))
     return polygons
+
+
+def has_hole(crop: np.ndarray) -> bool:
+    """Whether a bool mask encloses background that its 4-connected pieces' outer outlines would cover.
+
+    Background counts as enclosed when it is not 8-connected to the outside (the complement of
+    4-connected pieces), so pixels touching only diagonally enclose nothing.
+    """
+    return bool((ndimage.binary_fill_holes(crop, structure=np.ones((3, 3), bool)) != crop).any())
 
 
 def _enclosed_area(contour: np.ndarray) -> float:
@@ -170,6 +187,29 @@ def _check_ids(coco: dict, path: Path) -> None:
                                   "one. Fix the file or move it away (a new one is then started).")
 
 
+_STEMS: dict[Path, tuple[tuple[int, int, int], frozenset]] = {}
+
+
+def coco_file_stems(path: Path) -> frozenset:
+    """The image stems of a COCO file (empty when it does not exist), remembered while the file is unchanged."""
+    path = Path(path)
+    if not path.exists():
+        return frozenset()
+    key, state = path.resolve(), _file_state(path)
+    with _PARSED_LOCK:
+        cached = _STEMS.get(key)
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    coco = load_coco(path)
+    stems = frozenset(str(i.get("stem", Path(str(i.get("file_name", ""))).stem)) for i in coco["images"])
+    remember_coco(path, coco)
+    with _PARSED_LOCK:
+        _STEMS[key] = (state, stems)
+        while len(_STEMS) > 4:
+            _STEMS.pop(next(iter(_STEMS)))
+    return stems
+
+
 def find_coco_image(coco: dict, stem: str) -> dict | None:
     """The image entry exported for ``stem`` (by its ``"stem"`` key, else by its file name's stem)."""
     for image in coco["images"]:
@@ -196,42 +236,28 @@ def coco_category_ids(coco: dict, classes: list[str]) -> dict[str, int]:
     return ids
 
 
-def put_coco_image(
-    coco: dict,
-    *,
-    stem: str,
-    file_name: str,
-    instances: np.ndarray,
-    instance_classes: dict[int, str],
-    category_ids: dict[str, int],
-    segmentation: str = "rle",
-) -> int:
-    """Add (or replace) the image ``stem`` and its annotations in ``coco`` (in place); returns its image id.
+def coco_annotations(
+    instances: np.ndarray, instance_classes: dict[int, str], segmentation: str = "rle"
+) -> tuple[list[dict], int]:
+    """The COCO annotations of an ``(H, W)`` instance map, without ids, and how many holes forced RLE.
 
     Args:
         instances: ``(H, W)`` integer instance map, 0 = background.
         instance_classes: class name of every id present in ``instances``.
-        category_ids: ``{class name: category id}`` from :func:`coco_category_ids`.
         segmentation: ``"rle"`` (exact; compressed RLE with ``counts`` as str) or ``"polygon"``
-            (outer outlines of every piece, see :func:`mask_polygons`).
+            (outer outlines of every piece, see :func:`mask_polygons`; RLE for an instance with a hole).
 
-    Each annotation has ``id``, ``image_id``, ``category_id``, ``segmentation``, ``area`` (number
-    of pixels), ``bbox`` ``[x, y, w, h]``, ``iscrowd`` 0 and ``instance_id`` (the id in the map).
+    Returns ``(annotations, holes_as_rle)``. Each annotation has ``category`` (the class name; the merge
+    turns it into ``category_id``), ``segmentation``, ``area`` (number of pixels), ``bbox``
+    ``[x, y, w, h]``, ``iscrowd`` 0 and ``instance_id`` (the id in the map).
     """
     height, width = instances.shape
-    old = find_coco_image(coco, stem)
-    if old is not None:
-        image_id = int(old["id"])
-        coco["images"].remove(old)
-        coco["annotations"] = [a for a in coco["annotations"] if a.get("image_id") != image_id]
-    else:
-        image_id = max((int(i["id"]) for i in coco["images"]), default=0) + 1
-    coco["images"].append({"id": image_id, "file_name": file_name, "height": height, "width": width, "stem": stem})
-
-    next_ann = max((int(a["id"]) for a in coco["annotations"]), default=0) + 1
+    annotations, holes_as_rle = [], 0
     for instance_id, (row0, col0), crop in iter_instance_crops(instances):
         h, w = crop.shape
-        if segmentation == "rle":
+        as_rle = segmentation == "rle" or has_hole(crop)
+        holes_as_rle += as_rle and segmentation != "rle"
+        if as_rle:
             full = np.zeros((height, width), dtype=np.uint8, order="F")
             full[row0 : row0 + h, col0 : col0 + w] = crop
             rle = mask_utils.encode(full)
@@ -241,11 +267,9 @@ def put_coco_image(
                 np.round(np.stack([poly[:, 1] + 0.5, poly[:, 0] + 0.5], axis=1), 2).ravel().tolist()
                 for poly in mask_polygons(crop, (row0, col0))
             ]
-        coco["annotations"].append(
+        annotations.append(
             {
-                "id": next_ann,
-                "image_id": image_id,
-                "category_id": category_ids[instance_classes[instance_id]],
+                "category": instance_classes[instance_id],
                 "segmentation": segm,
                 "area": int(crop.sum()),
                 "bbox": [col0, row0, w, h],
@@ -253,8 +277,7 @@ def put_coco_image(
                 "instance_id": instance_id,
             }
         )
-        next_ann += 1
-    return image_id
+    return annotations, holes_as_rle
 
 
 def encode_coco(coco: dict) -> bytes:

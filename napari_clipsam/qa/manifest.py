@@ -25,6 +25,10 @@ Two files in the output folder, always written together and atomically (both or 
 ``clipsam_manifest.csv``: the same entries, one row per image, for spreadsheet users (a view; the JSON is
 what is read back).
 
+Several review sessions (processes) may write one output folder: each verdict is merged into the manifest
+on disk under the folder's lock (:func:`~napari_clipsam.export.locking.folder_lock`), never overwriting
+the other sessions' verdicts.
+
 A manifest that cannot be read as ours is never overwritten: :meth:`Manifest.open` moves it aside to
 ``clipsam_manifest.json.corrupt-<UTC timestamp>`` and starts an empty one, with a logged warning.
 Nothing here imports torch or Qt.
@@ -42,6 +46,7 @@ from enum import Enum
 from pathlib import Path
 
 from ..export.atomic import AtomicBatch
+from ..export.locking import folder_lock
 
 __all__ = ["MANIFEST_NAME", "CSV_NAME", "FORMAT", "VERSION", "Verdict", "Entry", "Manifest", "read_csv", "utc_now"]
 
@@ -176,19 +181,23 @@ class Manifest:
     def set(self, key: str, entry: Entry) -> None:
         """Record ``entry`` for image ``key`` and save; on a failed save the previous state is kept.
 
+        Under the output folder's inter-process lock the manifest on disk is read again and this one entry
+        merged into it, so two sessions reviewing the same folder keep each other's verdicts (the other
+        entries are taken from the disk, this object's view is refreshed with them).
+
         Raises:
             ExportError: the manifest could not be written (the files on disk are as before).
         """
-        old = self.entries.get(key)
-        self.entries[key] = entry
-        try:
-            self.save()
-        except BaseException:
-            if old is None:
-                del self.entries[key]
-            else:
-                self.entries[key] = old
-            raise
+        with folder_lock(self.output_dir):
+            previous = dict(self.entries)
+            if self.path.exists():
+                self.entries = dict(Manifest.open(self.output_dir, self.input_dir).entries)
+            self.entries[key] = entry
+            try:
+                self.save()
+            except BaseException:
+                self.entries = previous
+                raise
 
     def save(self) -> None:
         """Write the JSON and the CSV view atomically, both or neither."""

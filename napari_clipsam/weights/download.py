@@ -10,6 +10,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import filelock
+
 from ..errors import Cancelled, DownloadError, WeightsUnavailableError
 from .registry import CACHE_ENV, WeightsFile
 
@@ -64,6 +66,32 @@ def fetch(spec: WeightsFile, folder: Path, progress: Progress | None = None,
     except OSError as exc:
         raise WeightsUnavailableError(f"Cannot create the weights folder {folder}: {exc}. "
                                       + how_to_place(spec, folder)) from exc
+    # One download of a file at a time (other processes wait, then find it in place). While holding the lock,
+    # any ".part" of this file was left by a download that died: remove it (it cannot be resumed safely).
+    lock = filelock.FileLock(folder / f".{spec.filename}.lock")
+    while True:
+        try:
+            lock.acquire(timeout=1.0)
+            break
+        except filelock.Timeout:
+            if cancelled is not None and cancelled():
+                raise Cancelled(f"download of {spec.filename} cancelled") from None
+        except OSError as exc:
+            raise WeightsUnavailableError(f"Cannot write in the weights folder {folder}: {exc}. "
+                                          + how_to_place(spec, folder)) from exc
+    try:
+        if target.is_file():
+            verify(target, spec)
+            return target
+        for stale in folder.glob(f".{spec.filename}.*.part"):
+            stale.unlink(missing_ok=True)
+        return _download(spec, folder, target, progress, cancelled, opener)
+    finally:
+        lock.release()
+
+
+def _download(spec: WeightsFile, folder: Path, target: Path, progress, cancelled, opener) -> Path:
+    """Download ``spec`` to a ``.part`` file in ``folder``, verify it, rename it to ``target``."""
     stage = f"downloading {spec.filename}"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=folder)
     tmp = Path(tmp_name)
