@@ -40,7 +40,7 @@ from .mmr.levels import refine_from_prompts
 from .mmr.prompts import group_user_prompts, prompts_from_map
 from .mmr.sam_decoder import SamRunner
 from .result import ClipSAMResult  # noqa: E402
-from .stages import STAGES  # noqa: E402,F401  (re-exported: the order the engine reports stages in)
+from .stages import STAGES, Stepper  # noqa: E402,F401  (STAGES re-exported: the order stages are reported in)
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
@@ -238,7 +238,7 @@ class ClipSAM:
             raise InvalidInputError("images must be a list of images (or an N×H×W[×C] stack); for one image use "
                                     f"segment(), got {type(images).__name__}"
                                     f"{'' if not isinstance(images, np.ndarray) else f' of shape {images.shape}'}.")
-        step = _Stepper(progress, cancelled)
+        step = Stepper(progress, cancelled)
         clean_object_name(object_name)
         prepared = [normalise_image(im, contrast_limits) for im in images]  # validate everything first
         step("text", 0.0)
@@ -246,41 +246,44 @@ class ClipSAM:
         results: list[ClipSAMResult] = []
         for start in range(0, len(prepared), batch_size):
             chunk = prepared[start:start + batch_size]
-            results += self._segment_chunk(chunk, T, object_name, step, start / len(prepared))
+            results += self._segment_chunk(chunk, T, object_name, step, start / len(prepared),
+                                           len(chunk) / len(prepared))
         step("merge", 1.0)
         return results
 
-    def _segment_chunk(self, prepared, T, object_name, step, done: float) -> list[ClipSAMResult]:
+    def _segment_chunk(self, prepared, T, object_name, step, done: float, span: float) -> list[ClipSAMResult]:
         keys = [image_key(rgb) for rgb, _ in prepared]
-        step("clip", done)
+        step("clip", done, span)
         feats = {k: v for k in keys if (v := self._features.get(k)) is not None}
         todo = list(dict.fromkeys(k for k in keys if k not in feats))
         if todo:
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
-            new = self.clip_features([rgb_of[k] for k in todo])
+            with step.per_block(_blocks(self.clip_model.visual, "transformer", "resblocks"), "clip", done, span):
+                new = self.clip_features([rgb_of[k] for k in todo])
             feats.update({k: _take(new, j) for j, k in enumerate(todo)})
         for k in todo:
             self._features.put(k, feats[k])
-        step("rough map", done)
+        step("rough map", done, span)
         rough_small = self.rough_maps(_stack([feats[k] for k in keys]), T)
         roughs = []
         for (rgb, valid), r in zip(prepared, rough_small):
             rough = to_image_resolution(r, rgb.shape[:2], self.config.rough_sigma)
             rough[~valid] = 0.0
             roughs.append(rough)
-        step("prompts", done)
+        step("prompts", done, span)
         prompts = [prompts_from_map(r, self.config) for r in roughs]
-        step("sam encoder", done)
+        step("sam encoder", done, span)
         embs = {k: v for k in keys if (v := self._embeddings.get(k)) is not None}
         need = list(dict.fromkeys(k for k, p in zip(keys, prompts) if k not in embs
                                   and (p.num_components or self.config.embed_without_prompts)))
         if need:
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
-            with self.autocast():
+            blocks = _blocks(self.sam.model, "image_encoder", "blocks")
+            with self.autocast(), step.per_block(blocks, "sam encoder", done, span):
                 embs.update(zip(need, self.sam.embed_many([rgb_of[k] for k in need])))
         for k in need:
             self._embeddings.put(k, embs[k])
-        step("sam decoder", done)
+        step("sam decoder", done, span)
         return [self._finish(rough, pr, valid, key, embs.get(key), object_name)
                 for (rgb, valid), key, rough, pr in zip(prepared, keys, roughs, prompts)]
 
@@ -361,17 +364,11 @@ class ClipSAM:
         self._embeddings.clear()
 
 
-class _Stepper:
-    """Reports progress and polls cancellation between stages."""
-
-    def __init__(self, progress, cancelled):
-        self.progress, self.cancelled = progress, cancelled
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        if self.cancelled is not None and self.cancelled():
-            raise Cancelled(f"cancelled before stage {stage!r}")
-        if self.progress is not None:
-            self.progress(stage, fraction)
+def _blocks(module, *path: str):
+    """The transformer blocks at ``module.<path>`` (for per-block progress), or () when the model has none."""
+    for name in path:
+        module = getattr(module, name, None)
+    return module if module is not None else ()
 
 
 ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "umci_weights", "umci_usage_mismatch",

@@ -63,6 +63,7 @@ class ClipSAMWidget(QWidget):
         self._settings_path = settings_path
         self.settings = WidgetSettings.load(settings_path)
         self.task: Task | None = None
+        self._task_source = None  # the image layer the running task works on
         self._docked = self._closed = False
         self._sessions: list[tuple[OutputLayers, CorrectionLoop]] = []
         self._load_settings()
@@ -180,6 +181,7 @@ class ClipSAMWidget(QWidget):
         self.task = Task(job, self._on_progress,
                          lambda outcome: self._on_run_done(source, data, n_frames, engine_generation, outcome,
                                                            on_done))
+        self._task_source = source
         self.task.start()
         return True
 
@@ -197,6 +199,28 @@ class ClipSAMWidget(QWidget):
             return False
         loop.refine_now(force=True)
         return True
+
+    def set_negative_mode(self, negative: bool) -> None:
+        """New points placed on the prompts layers are negative (True) or positive (False)."""
+        if self.c.negative.isChecked() != negative:
+            self.c.negative.setChecked(negative)  # toggled → comes back here
+            return
+        for outputs in self.sessions():
+            outputs.new_point_label = "negative" if negative else "positive"
+        self.set_status(f"New points are {'negative (background)' if negative else 'positive (defect)'} "
+                        "prompts. N on the prompts layer switches.")
+
+    def delete_prompts(self) -> int:
+        """Delete the selected points and boxes of the chosen image (the Delete key does it on the canvas)."""
+        outputs = self.current_outputs()
+        n = 0
+        for layer in (outputs.prompts, outputs.boxes) if outputs is not None else ():
+            if layer is not None and layer.selected_data:
+                n += len(layer.selected_data)
+                layer.remove_selected()
+        if not n:
+            self.set_status("Select points or boxes first (select mode on the prompts or boxes layer).")
+        return n
 
     def flip(self) -> int:
         loop = self.correction_for(self.picker.current)
@@ -328,12 +352,14 @@ class ClipSAMWidget(QWidget):
                 return item
         outputs = OutputLayers(self.viewer, source, n_frames, shape)
         outputs.set_classes(self.class_names)
+        outputs.new_point_label = "negative" if self.c.negative.isChecked() else "positive"
         loop = CorrectionLoop(outputs, self._engine_for_refine, lambda: self.classes.selected, self.set_status, self)
+        loop.bind_keys(toggle_negative=lambda: self.c.negative.toggle())
         self._sessions.append((outputs, loop))
         return outputs, loop
 
     def _on_progress(self, stage: str, fraction: float) -> None:
-        self.c.progress.setValue(int(round(100 * fraction)))
+        self.c.progress.setValue(max(self.c.progress.value(), int(round(100 * fraction))))  # never backwards
         if self.task is not None and not self.task.cancelled:
             self.set_status(f"{stage}…")
 
@@ -403,6 +429,8 @@ class ClipSAMWidget(QWidget):
 
     def _on_layer_removed(self, event) -> None:
         layer = event.value
+        if self.task is not None and self._task_source is layer:
+            self.cancel()  # its image is gone: stop working on it now
         if any(o.source is layer for o, _ in self._sessions):
             self.forget(layer)
 
@@ -448,6 +476,8 @@ class ClipSAMWidget(QWidget):
         c.cancel.clicked.connect(self.cancel)
         c.refine.clicked.connect(lambda: self.refine())
         c.flip.clicked.connect(lambda: self.flip())
+        c.negative.toggled.connect(self.set_negative_mode)
+        c.delete_prompts.clicked.connect(lambda: self.delete_prompts())
         c.delete_object.clicked.connect(lambda: self.delete_object())
         c.lock_object.clicked.connect(lambda: self.lock_object())
         c.discard.clicked.connect(lambda: self.discard_corrections())

@@ -56,6 +56,9 @@ TOOLTIPS = {
     "refine": "Re-make the masks from the points and boxes now in the prompts and boxes layers (SAM decoder "
               "only, fast). Edits to those layers refine automatically.",
     "flip": "Switch the selected prompt points between positive and negative (key F on the prompts layer).",
+    "negative": "Checked: points you place are negative (background: 'not this'); unchecked: positive (the "
+                "defect). Key N on the prompts layer switches; F flips points already placed.",
+    "delete_prompts": "Delete the selected points and boxes (the Delete key does the same on the canvas).",
     "delete_object": "Delete the object whose label is selected in the masks layer (its pixels and its prompts). "
                      "Ctrl+Z on the masks layer brings the pixels back.",
     "lock_object": "Lock (commit) the object whose label is selected in the masks layer: no refine or Run changes "
@@ -116,6 +119,8 @@ class Controls:
     cancel: QPushButton
     refine: QPushButton
     flip: QPushButton
+    negative: QPushButton
+    delete_prompts: QPushButton
     delete_object: QPushButton
     lock_object: QPushButton
     discard: QPushButton
@@ -208,7 +213,10 @@ def build_controls(parent: QWidget) -> Controls:
     c["cancel"].setEnabled(False)
     form.addRow(_row(c["run"], c["cancel"]))
     c["refine"], c["flip"] = _tip(QPushButton("Refine"), "refine"), _tip(QPushButton("Flip label (F)"), "flip")
-    form.addRow(_row(c["refine"], c["flip"]))
+    c["negative"] = _tip(QPushButton("Negative points (N)"), "negative")
+    c["negative"].setCheckable(True)
+    c["delete_prompts"] = _tip(QPushButton("Delete prompts"), "delete_prompts")
+    form.addRow(_row(c["refine"], c["flip"], c["negative"], c["delete_prompts"]))
     c["delete_object"] = _tip(QPushButton("Delete object"), "delete_object")
     c["lock_object"] = _tip(QPushButton("Lock object"), "lock_object")
     c["discard"] = _tip(QPushButton("Discard corrections"), "discard")

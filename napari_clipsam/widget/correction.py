@@ -60,6 +60,7 @@ class CorrectionLoop(QObject):
         self.last_compute: float | None = None
         self._bound_to = None
         self._report = True
+        self._toggle_negative: Callable[[], None] | None = None
         outputs.on_prompts_edited = self._on_edit
 
     @property
@@ -74,11 +75,15 @@ class CorrectionLoop(QObject):
             self._applied[frame] = prompts.get(frame, _empty_prompts())
         self.bind_keys()
 
-    def bind_keys(self) -> None:
-        """Bind F (flip label) on the prompts layer (again after it was recreated)."""
+    def bind_keys(self, toggle_negative: Callable[[], None] | None = None) -> None:
+        """Bind F (flip label) and N (negative mode) on the prompts layer (again after it was recreated)."""
+        if toggle_negative is not None:
+            self._toggle_negative = toggle_negative
         layer = self.outputs.prompts
         if layer is not None and layer is not self._bound_to:
             layer.bind_key("f", lambda _layer: self.flip_selected(), overwrite=True)
+            if self._toggle_negative is not None:
+                layer.bind_key("n", lambda _layer: self._toggle_negative(), overwrite=True)
             self._bound_to = layer
 
     def flip_selected(self) -> int:
@@ -150,6 +155,9 @@ class CorrectionLoop(QObject):
             idx = sorted({int(i) % n for i in np.atleast_1d(getattr(event, "data_indices", ())) if -n <= int(i) < n})
             if idx:
                 layer.features.loc[idx, "source"] = "user"
+                if str(event.action) == "added" and layer is self.outputs.prompts:
+                    layer.features.loc[idx, "label"] = self.outputs.new_point_label
+                    layer.refresh_colors()
         self.generation += 1
         if self._edit_time is None:
             self._edit_time = time.perf_counter()

@@ -82,6 +82,7 @@ class OutputLayers:
         self.locked: set[int] = set()
         self.next_id = 1  # first instance id never used in this layer (ids stay unique over a stack)
         self.on_prompts_edited: Callable[[object], None] | None = None
+        self.new_point_label = "positive"  # label of points the person places (the widget's negative mode)
         self.on_masks_painted: Callable[[object], None] | None = None
         self._quiet = 0
         self._last_name = source.name

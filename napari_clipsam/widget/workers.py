@@ -18,10 +18,11 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
 from ..heavy_imports import prepare_heavy_imports
-from ..stages import STAGES
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
+LOADING_SHARE = 0.3
+"""Share of the progress bar a Run gives to loading the engine when it must (the engine then reports the rest)."""
 
 
 @dataclass
@@ -95,14 +96,6 @@ def apply_thresholds(engine, prompt_threshold: float, mask_threshold: float, alp
         engine.config = cfg.replace(**wanted)
 
 
-def stage_fraction(stage: str, fraction: float, n_images: int, batch: int = 4) -> float:
-    """Overall progress 0..1 of a segmentation from the engine's (stage, fraction-done-before-chunk) reports."""
-    if stage not in STAGES:
-        return min(1.0, max(0.0, fraction))
-    chunk = min(batch, max(n_images, 1)) / max(n_images, 1)
-    return min(1.0, fraction + chunk * (STAGES.index(stage) + 1) / len(STAGES))
-
-
 def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, object_name: str,
                 thresholds: tuple[float, float, float], contrast_limits, precomputed=None):
     """A job that builds the engine if ``engine`` is None (from ``config``), then segments the frames.
@@ -118,14 +111,16 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
             progress("prefetched", 1.0)
             return engine, ready
         eng = engine
+        base = 0.0  # share of the bar given to loading the engine (the first Run only)
         if eng is None:
+            base = LOADING_SHARE
             progress("loading weights: libraries", 0.0)
             decision = prepare_heavy_imports()
             log.info("ClipSAM: loading torch & models (%s)", decision)
             from ..pipeline import ClipSAM
 
             def loading(stage: str, fraction: float) -> None:
-                progress(f"loading weights: {stage}", fraction)
+                progress(f"loading weights: {stage}", LOADING_SHARE * min(1.0, max(0.0, fraction)))
 
             eng = ClipSAM.from_config(config, progress=loading, cancelled=cancelled)
         apply_thresholds(eng, *thresholds)
@@ -133,7 +128,7 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
         n = len(images)
 
         def seg_progress(stage: str, fraction: float) -> None:
-            progress(stage, stage_fraction(stage, fraction, n, eng.default_batch_size))
+            progress(stage, base + (1.0 - base) * fraction)
 
         if n == 1:
             results = [eng.segment(images[0], object_name, progress=seg_progress, cancelled=cancelled,

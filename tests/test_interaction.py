@@ -1,0 +1,96 @@
+"""What an annotator expects of the dock: negative points placed directly, prompts deleted from the dock, a
+progress bar that never goes back, a run that stops when its image is removed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_clipsam.data.synthetic import synthetic_image  # noqa: E402
+from napari_clipsam.testing import tiny_engine  # noqa: E402
+from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
+
+WAIT_MS = 20_000
+
+
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_CLIPSAM_CONFIG_DIR", str(tmp_path / "config"))
+
+
+@pytest.fixture(scope="module")
+def shared_engine():
+    return tiny_engine(seed=0)
+
+
+@pytest.fixture
+def dock(make_napari_viewer, shared_engine):
+    viewer = make_napari_viewer()
+    widget = ClipSAMWidget(viewer, engine=shared_engine)
+    viewer.window.add_dock_widget(widget, name="ClipSAM")
+    widget.c.prompt_threshold.setValue(0.5)
+    widget.c.object_name.setText("machined part")
+    src = viewer.add_image(synthetic_image("part", "crack", size=96, seed=1)[0], name="part")
+    return viewer, widget, src
+
+
+def run(qtbot, widget):
+    assert widget.run()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+
+
+def test_negative_mode_places_negative_points_and_delete_from_dock(qtbot, dock):
+    viewer, widget, src = dock
+    run(qtbot, widget)
+    out = widget.outputs_for(src)
+    n = len(out.prompts.data)
+    widget.c.negative.click()
+    out.prompts.selected_data = {0}  # napari would copy the selected point's features to a new one
+    out.prompts.add([5.0, 5.0])
+    assert list(out.prompts.features["label"].astype(str))[-1] == "negative"
+    assert list(out.prompts.features["source"].astype(str))[-1] == "user"
+    widget.c.negative.click()
+    out.prompts.add([6.0, 80.0])
+    assert list(out.prompts.features["label"].astype(str))[-1] == "positive"
+    out.prompts.selected_data = {n, n + 1}
+    widget.c.delete_prompts.click()
+    assert len(out.prompts.data) == n
+
+
+def test_progress_bar_never_goes_backwards(qtbot, dock):
+    viewer, widget, src = dock
+    values = []
+    widget.c.progress.valueChanged.connect(values.append)
+    widget.c.all_frames.setChecked(False)
+    run(qtbot, widget)
+    assert values and values == sorted(values) and values[-1] == 100
+
+
+def test_removing_the_image_cancels_its_run(qtbot, dock):
+    viewer, widget, src = dock
+    gate = {"open": False}
+    engine = widget.engine
+
+    class Slow:
+        """The tiny engine, held at its first stage until the test lets it go (or the run is cancelled)."""
+
+        def __getattr__(self, name):
+            return getattr(engine, name)
+
+        def segment(self, image, name, *, progress=None, cancelled=None, contrast_limits=None):
+            import time
+
+            deadline = time.monotonic() + 10
+            while not gate["open"] and not cancelled() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            return engine.segment(image, name, progress=progress, cancelled=cancelled,
+                                  contrast_limits=contrast_limits)
+
+    widget._engine = Slow()
+    assert widget.run()
+    viewer.layers.remove(src)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert "Cancelled" in widget.status, widget.status
+    assert not widget.sessions()
