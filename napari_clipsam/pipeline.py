@@ -140,12 +140,14 @@ class ClipSAM:
         Raises :class:`~napari_clipsam.WeightsUnavailableError` when a file cannot be found, downloaded or
         verified; its message names the file, the folder searched, the URL and how to place it by hand.
         """
-        from .weights.loaders import load_clip, load_sam
+        from .weights.loaders import fetch_all, load_clip, load_sam
         from .weights.umci_checkpoint import check_compatible, read_umci, usage_mismatches
 
         config = (config or ClipSAMConfig.preset("cpu")).validated()
         device = resolve_device(config.device)
-        clip_model, tokenizer, clip_id, clip_weights = load_clip(config, device="cpu", progress=progress)
+        fetch_all(config, progress=progress, cancelled=cancelled)  # every missing file named in one message
+        clip_model, tokenizer, clip_id, clip_weights = load_clip(config, device="cpu", progress=progress,
+                                                                 cancelled=cancelled)
         sam_model, sam_weights = load_sam(config, device="cpu", progress=progress, cancelled=cancelled)
         umci, umci_id, mismatches = None, None, []
         if config.umci_weights:

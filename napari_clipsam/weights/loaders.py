@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import WeightsUnavailableError
 from .download import fetch, sha256_of
-from .registry import SAM_CHECKPOINTS, cache_dir
+from .registry import CLIP_CHECKPOINTS, SAM_CHECKPOINTS, WeightsFile, cache_dir
 
 log = logging.getLogger(__name__)
 RANDOM = "random"
@@ -30,7 +30,7 @@ def file_id(path: str | Path) -> str:
     return "sha256:" + _file_digests[key]
 
 
-def load_clip(config, device="cpu", progress: Callable[[str, float], None] | None = None):
+def load_clip(config, device="cpu", progress: Callable[[str, float], None] | None = None, cancelled=None):
     """Build the CLIP model of ``config`` with QuickGELU where its weights need it.
 
     ``config.clip_weights``: an open_clip tag (``"openai"``, downloaded once into the cache), a local
@@ -69,6 +69,16 @@ def load_clip(config, device="cpu", progress: Callable[[str, float], None] | Non
                 f"{name}, or an open_clip tag such as 'openai'.")
         model = _create(open_clip, name, str(path), kwargs, where=str(path))
         weights_id = file_id(path)
+    elif (name, weights) in CLIP_CHECKPOINTS:  # the default CLIP: our own checksummed download / offline place
+        spec = CLIP_CHECKPOINTS[(name, weights)]
+        path = fetch(spec, cache_dir() / "clip", progress=progress, cancelled=cancelled)
+        model = _create(open_clip, name, None, kwargs, where=str(path))
+        try:  # OpenAI ships TorchScript archives; this file's SHA-256 was verified, so it may be unpickled
+            open_clip.load_checkpoint(model, str(path), weights_only=False)
+        except Exception as exc:
+            raise WeightsUnavailableError(f"{spec.name} weights {path} could not be loaded into {name}: {exc}. "
+                                          "Delete the file and download it again.") from exc
+        weights_id = weights
     else:
         cfg = open_clip.get_pretrained_cfg(name, weights)
         if not cfg:
@@ -83,6 +93,34 @@ def load_clip(config, device="cpu", progress: Callable[[str, float], None] | Non
     if progress:
         progress("loading CLIP", 1.0)
     return model, tokenizer, model_id, weights_id
+
+
+def downloads_needed(config) -> list[tuple[WeightsFile, Path]]:
+    """The official files ``config`` needs that are not in the cache yet: ``[(file, where it goes), ...]``."""
+    wanted = []
+    if (config.clip_model, config.clip_weights) in CLIP_CHECKPOINTS:
+        wanted.append((CLIP_CHECKPOINTS[(config.clip_model, config.clip_weights)], cache_dir() / "clip"))
+    if config.sam_weights is None and config.sam_model in SAM_CHECKPOINTS:
+        wanted.append((SAM_CHECKPOINTS[config.sam_model], cache_dir() / "sam"))
+    return [(spec, folder) for spec, folder in wanted if not (folder / spec.filename).is_file()]
+
+
+def fetch_all(config, progress: Callable[[str, float], None] | None = None, cancelled=None) -> None:
+    """Download every missing official file ``config`` needs, trying each; when any cannot be had, raise one
+    :class:`WeightsUnavailableError` listing **all** of them with URL, SHA-256 and the exact path to place it."""
+    failed = []
+    for spec, folder in downloads_needed(config):
+        try:
+            fetch(spec, folder, progress=progress, cancelled=cancelled)
+        except WeightsUnavailableError as exc:
+            failed.append((spec, folder, exc))
+    if failed:
+        lines = [f"- {spec.name}: download {spec.url}\n  SHA-256 {spec.sha256}\n  place it at "
+                 f"{folder / spec.filename}\n  (failed: {str(exc).split('. ')[0]})" for spec, folder, exc in failed]
+        raise WeightsUnavailableError(
+            f"{len(failed)} model file(s) could not be downloaded:\n" + "\n".join(lines) + "\nOn a machine with "
+            f"internet access, download each file, check its SHA-256 and copy it to the path shown (set "
+            f"NAPARI_CLIPSAM_CACHE to use another folder), or choose local files as the CLIP / SAM weights.")
 
 
 def _looks_like_path(weights: str) -> bool:

@@ -1,4 +1,5 @@
-"""Where model files come from: Meta's official SAM checkpoints (URL, SHA-256, size) and the cache folder."""
+"""Where model files come from: Meta's official SAM checkpoints, OpenAI's CLIP ViT-L/14@336 (URL, SHA-256, size)
+and the cache folder they are downloaded into (and where an offline user places them)."""
 from __future__ import annotations
 
 import os
@@ -30,6 +31,19 @@ SAM_CHECKPOINTS: dict[str, WeightsFile] = {
                          "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
                          "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2_564_550_879),
 }
+
+
+_VITL14_336 = WeightsFile(
+    "CLIP ViT-L/14@336 (OpenAI)", "ViT-L-14-336px.pt",
+    "https://openaipublic.azureedge.net/clip/models/"
+    "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02/ViT-L-14-336px.pt",
+    "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02", 0)  # OpenAI names the file by its SHA-256
+CLIP_CHECKPOINTS: dict[tuple[str, str], WeightsFile] = {
+    ("ViT-L-14-336-quickgelu", "openai"): _VITL14_336,
+    ("ViT-L-14-336", "openai"): _VITL14_336,
+}
+"""(open_clip model name, pretrained tag) → the file ClipSAM downloads itself into ``<cache>/clip`` (other tags are
+left to open_clip's own download)."""
 
 
 def cache_dir() -> Path:

@@ -399,6 +399,10 @@ class ClipSAMWidget(QWidget):
             self.set_status("Cancelled.")
         elif isinstance(err, _USER_ERRORS):
             self.set_status(str(err))
+            if isinstance(err, WeightsUnavailableError):  # also where napari shows problems, with every file
+                from napari.utils.notifications import show_error
+
+                show_error(str(err))
         else:
             log.error("ClipSAM run failed:\n%s", outcome.traceback)
             self.set_status(f"ClipSAM failed ({type(err).__name__}: {err}); the traceback is in the log.")
