@@ -98,6 +98,9 @@ class ClipSAMConfig:
     encoders (measure with ``napari-clipsam bench --compare-dtypes``), on older CPUs it is slower."""
     cache_size: int = 4
     """Images whose CLIP features and SAM embedding are kept in memory."""
+    embedding_cache_bytes: int = 2 * 1024**3
+    """Bound of the on-disk SAM embedding cache (``<cache>/embeddings``; 4 MiB per image, least recently used
+    entries go first): reopening an image skips SAM's encoder. 0 disables it."""
     decoder_batch_size: int | None = None
     """Most prompts per SAM decoder call. None = auto: a whole prompt level in one call on CUDA, chunks of 2 on
     a CPU. SAM's decoder repeats the 64×64 image embedding for every prompt, so on a CPU large batches are

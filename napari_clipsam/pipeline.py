@@ -38,7 +38,8 @@ from .errors import Cancelled, EngineMismatchError, InvalidInputError
 from .image_input import image_key, normalise_image
 from .mmr.levels import refine_from_prompts
 from .mmr.prompts import group_user_prompts, prompts_from_map
-from .mmr.sam_decoder import SamRunner
+from .mmr.embedding_store import EmbeddingStore
+from .mmr.sam_decoder import SamEmbedding, SamRunner
 from .result import ClipSAMResult  # noqa: E402
 from .stages import STAGES, Stepper  # noqa: E402,F401  (STAGES re-exported: the order stages are reported in)
 
@@ -116,6 +117,9 @@ class ClipSAM:
                                        self.identity["clip_weights"], cache_dir() / "text", self.device)
         self._features = _LRU(self.config.cache_size)
         self._embeddings = _LRU(self.config.cache_size)
+        # SAMs not identified by their weights' content (random weights) can never meet their embeddings again
+        stored = 0 if "#" in self.sam.model_id else self.config.embedding_cache_bytes
+        self._stored = EmbeddingStore(cache_dir() / "embeddings", stored)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -278,6 +282,8 @@ class ClipSAM:
         embs = {k: v for k in keys if (v := self._embeddings.get(k)) is not None}
         need = list(dict.fromkeys(k for k, p in zip(keys, prompts) if k not in embs
                                   and (p.num_components or self.config.embed_without_prompts)))
+        embs.update({k: e for k in need if (e := self._stored_embedding(k)) is not None})
+        need = [k for k in need if k not in embs]
         if need:
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
             blocks = _blocks(self.sam.model, "image_encoder", "blocks")
@@ -285,6 +291,8 @@ class ClipSAM:
                 embs.update(zip(need, self.sam.embed_many([rgb_of[k] for k in need])))
         for k in need:
             self._embeddings.put(k, embs[k])
+            e = embs[k]
+            self._stored.put(k, self.sam.model_id, e.features.float().cpu().numpy(), e.input_size, e.original_size)
         step("sam decoder", done, span)
         return [self._finish(rough, pr, valid, key, embs.get(key), object_name)
                 for (rgb, valid), key, rough, pr in zip(prepared, keys, roughs, prompts)]
@@ -359,6 +367,17 @@ class ClipSAM:
             "prompt_source": prompt_source, "device": str(self.device), "thresholds": self.config.thresholds(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+
+    def _stored_embedding(self, key: str):
+        """The SAM embedding of image ``key`` from the on-disk store (then also kept in memory), or None."""
+        found = self._stored.get(key, self.sam.model_id)
+        if found is None:
+            return None
+        features, input_size, original_size = found
+        emb = SamEmbedding(torch.from_numpy(features).to(self.device), input_size, original_size,
+                           model_id=self.sam.model_id)
+        self._embeddings.put(key, emb)
+        return emb
 
     def clear_caches(self) -> None:
         """Forget cached CLIP features and SAM embeddings (text embeddings stay)."""
