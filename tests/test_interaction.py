@@ -94,3 +94,26 @@ def test_removing_the_image_cancels_its_run(qtbot, dock):
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
     assert "Cancelled" in widget.status, widget.status
     assert not widget.sessions()
+
+
+def test_object_table_assigns_classes_and_colours_by_class(qtbot, dock):
+    viewer, widget, src = dock
+    run(qtbot, widget)
+    out = widget.outputs_for(src)
+    table = widget.c.objects
+    ids = sorted(int(i) for i in np.unique(out.masks.data) if i)
+    assert [int(table.item(r, 0).text()) for r in range(table.rowCount())] == ids
+    widget.classes.add("scratch")
+    table.selectRow(1)
+    assert out.masks.selected_label == ids[1]
+    table.cellWidget(1, 2).setCurrentText("scratch")
+    assert out.instance_classes()[ids[1]] == "scratch" and out.instance_classes()[ids[0]] == "defect"
+    widget.c.colour_by_class.setChecked(True)
+    colour = out.masks.colormap.map(np.array(ids))
+    assert not np.allclose(colour[0], colour[1]), "two classes drawn in one colour"
+    widget.c.colour_by_class.setChecked(False)
+    # a painted object appears in the table
+    out.masks.selected_label = 60
+    out.masks.paint((3, 3), 60)
+    qtbot.wait(20)
+    assert 60 in [int(table.item(r, 0).text()) for r in range(table.rowCount())]

@@ -11,7 +11,7 @@ import logging
 import os
 from functools import partial
 
-from qtpy.QtCore import QEvent, Signal
+from qtpy.QtCore import QEvent, QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ..config import ClipSAMConfig
@@ -22,6 +22,7 @@ from .controls import Controls, build_controls
 from .correction import CorrectionLoop
 from .export_panel import ExportPanel
 from .folder import FolderPanel
+from .instances import InstanceTable
 from .layers import ROLE, OutputLayers
 from .objects import delete_object, discard_corrections, lock_object, unlock_object
 from .settings import WidgetSettings, weights_overrides
@@ -72,6 +73,7 @@ class ClipSAMWidget(QWidget):
         self.export_panel = ExportPanel(self.c, self.current_outputs, lambda: self.class_names, self.set_status,
                                         self.save_settings)
         self.folder = FolderPanel(self.c, self)
+        self.objects = InstanceTable(self.c, self.current_outputs, lambda: self.class_names, self.set_status)
         self._built_for = self._engine_key()
         self._connect()
         viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -235,6 +237,7 @@ class ClipSAMWidget(QWidget):
         outputs, _ = self._session_for(source, frame_count(source))
         outputs.set_classes(self.class_names)
         outputs.show_saved(labels, classes)
+        self.objects.refresh()
         return outputs
 
     def _selected_object(self):
@@ -257,6 +260,7 @@ class ClipSAMWidget(QWidget):
         if picked is None:
             return 0
         n = delete_object(*picked)
+        self.objects.refresh()
         self.set_status(f"Deleted object {picked[2]} ({n} pixels). Ctrl+Z on the masks layer brings it back.")
         return n
 
@@ -270,6 +274,7 @@ class ClipSAMWidget(QWidget):
             self.set_status(f"Object {label} unlocked: refines may change it again once you add prompts.")
             return False
         lock_object(outputs, frame, label)
+        self.objects.refresh()
         self.set_status(f"Object {label} locked: no refine or Run will change it.")
         return True
 
@@ -279,6 +284,7 @@ class ClipSAMWidget(QWidget):
             self.set_status("Run ClipSAM on this image first.")
             return 0
         n = discard_corrections(outputs, outputs.displayed_frame())
+        self.objects.refresh()
         self.set_status(f"Discarded hand corrections: {n} pixel(s) back to ClipSAM's masks (Ctrl+Z undoes it).")
         return n
 
@@ -355,6 +361,9 @@ class ClipSAMWidget(QWidget):
         outputs.new_point_label = "negative" if self.c.negative.isChecked() else "positive"
         loop = CorrectionLoop(outputs, self._engine_for_refine, lambda: self.classes.selected, self.set_status, self)
         loop.bind_keys(toggle_negative=lambda: self.c.negative.toggle())
+        loop.refined.connect(lambda frames: self.objects.refresh())
+        # napari emits "paint" before it writes the pixels: refresh once the stroke is in the data
+        outputs.on_masks_painted = lambda frame: QTimer.singleShot(0, self.objects.refresh)
         self._sessions.append((outputs, loop))
         return outputs, loop
 
@@ -386,6 +395,7 @@ class ClipSAMWidget(QWidget):
                     loop.refine_now(frames=sorted(defer, key=lambda f: -1 if f is None else f), report=False)
                 self.c.progress.setValue(100)
                 self.set_status(run_summary(results, outputs, kept))
+                self.objects.refresh()
         else:
             self.c.progress.setValue(0)
             self._report_error(outcome)
@@ -430,6 +440,7 @@ class ClipSAMWidget(QWidget):
     def _classes_changed(self, names: list[str]) -> None:
         for outputs in self.sessions():
             outputs.set_classes(names)
+        self.objects.refresh()
 
     def _on_layer_removed(self, event) -> None:
         layer = event.value
@@ -501,6 +512,7 @@ class ClipSAMWidget(QWidget):
                        self.classes.changed, *(box.toggled for box in c.formats.values())):
             signal.connect(self.save_settings)
         self.classes.changed.connect(self._classes_changed)
+        self.picker.changed.connect(lambda layer: self.objects.refresh())
 
     def _browse_weights(self, edit, title: str, filters: str) -> None:
         from qtpy.QtCore import Qt

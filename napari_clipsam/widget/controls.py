@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -19,6 +20,7 @@ from qtpy.QtWidgets import (
     QListWidget,
     QProgressBar,
     QPushButton,
+    QTableWidget,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -70,7 +72,11 @@ TOOLTIPS = {
     "classes": "Your defect classes. Double-click to rename. New instances get the selected class.",
     "class_add": "Add a class.",
     "class_remove": "Remove the selected class (instances keep their class name until reassigned).",
-    "class_assign": "Give the selected class to the label id selected in the masks layer (its label control).",
+    "class_assign": "Give the selected class to the label id selected in the masks layer (pick it with the "
+                    "masks layer's colour picker: a click on the object).",
+    "objects": "The objects of the shown frame: click a row to select that label (Delete/Lock object act on it); "
+               "choose its class in the menu.",
+    "colour_by_class": "Colour the masks by class (one colour per class) instead of one colour per object.",
     "export_dir": "Dataset folder the pseudo-labels are written into (created if missing).",
     "export_browse": "Choose the export folder.",
     "format_mvtec": "masks/<name>_mask.png: binary 0/255 masks (MVTec-AD style).",
@@ -130,6 +136,8 @@ class Controls:
     class_add: QPushButton
     class_remove: QPushButton
     class_assign: QPushButton
+    objects: QTableWidget
+    colour_by_class: QCheckBox
     export_dir: QLineEdit
     export_browse: QPushButton
     formats: dict[str, QCheckBox]
@@ -236,6 +244,19 @@ def build_controls(parent: QWidget) -> Controls:
     glay.addWidget(_row(c["class_add"], c["class_remove"]))
     c["class_assign"] = _tip(QPushButton("Assign class to selected label"), "class_assign")
     glay.addWidget(c["class_assign"])
+    lay.addWidget(group)
+    group = QGroupBox("Objects")
+    olay = QVBoxLayout(group)
+    c["objects"] = _tip(QTableWidget(0, 3), "objects")
+    c["objects"].setHorizontalHeaderLabels(["id", "size", "class"])
+    c["objects"].setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    c["objects"].setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    c["objects"].setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    c["objects"].verticalHeader().setVisible(False)
+    c["objects"].setMaximumHeight(150)
+    olay.addWidget(c["objects"])
+    c["colour_by_class"] = _tip(QCheckBox("colour by class"), "colour_by_class")
+    olay.addWidget(c["colour_by_class"])
     lay.addWidget(group)
     group = QGroupBox("Export pseudo-labels")
     gform = QFormLayout(group)
