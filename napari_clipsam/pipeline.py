@@ -149,10 +149,17 @@ class ClipSAM:
 
         config = (config or ClipSAMConfig.preset("cpu")).validated()
         device = resolve_device(config.device)
+        def check(what: str) -> None:  # between the loading steps (each builds or reads one model)
+            if cancelled is not None and cancelled():
+                raise Cancelled(f"cancelled while loading the models ({what})")
+
         fetch_all(config, progress=progress, cancelled=cancelled)  # every missing file named in one message
+        check("CLIP")
         clip_model, tokenizer, clip_id, clip_weights = load_clip(config, device="cpu", progress=progress,
                                                                  cancelled=cancelled)
+        check("SAM")
         sam_model, sam_weights = load_sam(config, device="cpu", progress=progress, cancelled=cancelled)
+        check("UMCI")
         umci, umci_id, mismatches = None, None, []
         if config.umci_weights:
             from .weights.loaders import file_id
