@@ -112,7 +112,7 @@ def main() -> None:
         if not len(data):
             out.prompts.add([100.0, 100.0])
         else:
-            data[0] += 2.0 if k % 2 == 0 else -2.0
+            data[0] += 2.0  # a new position every time: nothing is served from the decoder memo
             out.prompts.data = data
         loop.last_latency = None
         wait(lambda: loop.last_latency is not None and not loop.busy)
