@@ -36,7 +36,7 @@ from .result import ClipSAMResult
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
-STAGES = ("text", "clip", "rough map", "sam encoder", "prompts", "sam decoder", "merge")
+STAGES = ("text", "clip", "rough map", "few-shot", "sam encoder", "prompts", "sam decoder", "merge")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -108,6 +108,8 @@ class ClipSAM:
                                        self.identity["clip_weights"], cache_dir() / "text", self.device)
         self._features = _LRU(self.config.cache_size)
         self._embeddings = _LRU(self.config.cache_size)
+        self._normal: dict[str | None, Any] = {}  # object name (None = any) → clip.fewshot.NormalBank
+        self._normal_lock = threading.Lock()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -238,22 +240,7 @@ class ClipSAM:
 
     def _segment_chunk(self, prepared, T, object_name, step, done: float) -> list[ClipSAMResult]:
         keys = [image_key(rgb) for rgb, _ in prepared]
-        step("clip", done)
-        feats = {k: v for k in keys if (v := self._features.get(k)) is not None}
-        todo = list(dict.fromkeys(k for k in keys if k not in feats))
-        if todo:
-            rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
-            new = self.clip_features([rgb_of[k] for k in todo])
-            feats.update({k: _take(new, j) for j, k in enumerate(todo)})
-        for k in todo:
-            self._features.put(k, feats[k])
-        step("rough map", done)
-        rough_small = self.rough_maps(_stack([feats[k] for k in keys]), T)
-        roughs = []
-        for (rgb, valid), r in zip(prepared, rough_small):
-            rough = to_image_resolution(r, rgb.shape[:2], self.config.rough_sigma)
-            rough[~valid] = 0.0
-            roughs.append(rough)
+        roughs = self._rough_maps_for(prepared, keys, T, object_name, step, done)
         step("prompts", done)
         prompts = [prompts_from_map(r, self.config) for r in roughs]
         step("sam encoder", done)
@@ -269,6 +256,122 @@ class ClipSAM:
         step("sam decoder", done)
         return [self._finish(rough, pr, valid, key, embs.get(key), object_name)
                 for (rgb, valid), key, rough, pr in zip(prepared, keys, roughs, prompts)]
+
+    def _rough_maps_for(self, prepared, keys, T, object_name, step, done: float = 0.0) -> list[np.ndarray]:
+        """Rough maps at image resolution (fused with the few-shot map when references apply), from cached or
+        new CLIP features of the prepared ``(rgb, valid)`` images."""
+        bank = self.normal_bank(object_name)
+        fuse = bank is not None and self.config.fewshot_weight > 0
+        step("clip", done)
+        feats = {k: v for k in keys if (v := self._features.get(k)) is not None and (v[1] is not None or not fuse)}
+        todo = list(dict.fromkeys(k for k in keys if k not in feats))
+        if todo:
+            rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
+            x = self.vision.preprocess([rgb_of[k] for k in todo])
+            layers = tuple(self.config.feature_layers)
+            with self.autocast():
+                if self.umci is not None:
+                    rough_in = layer_in = [t.float() for t in self.vision.patch_tokens(x, layers)]
+                elif fuse:
+                    rough_in, layer_in = self.vision.training_free_and_patch_tokens(x, layers)
+                    rough_in, layer_in = rough_in.float(), [t.float() for t in layer_in]
+                else:
+                    rough_in, layer_in = self.vision.training_free_tokens(x).float(), None
+            for j, k in enumerate(todo):
+                feats[k] = (_take(rough_in, j), None if layer_in is None else _take(layer_in, j))
+                self._features.put(k, feats[k])
+        step("rough map", done)
+        w = float(self.config.fewshot_weight) if fuse else 0.0
+        rough_small = self.rough_maps(_stack([feats[k][0] for k in keys]), T) if w < 1.0 else 0.0
+        if fuse:
+            step("few-shot", done)
+            few = bank.anomaly_map(_stack([feats[k][1] for k in keys]), self.config.image_size)
+            rough_small = (1.0 - w) * rough_small + w * few.to(self.device)
+        roughs = []
+        for (rgb, valid), r in zip(prepared, rough_small):
+            rough = to_image_resolution(r, rgb.shape[:2], self.config.rough_sigma)
+            rough[~valid] = 0.0
+            roughs.append(rough)
+        return roughs
+
+    @torch.no_grad()
+    def rough_maps_for_images(self, images: Sequence, object_name: str) -> list[np.ndarray]:
+        """Rough maps (H, W) float32 in [0, 1] of images as :meth:`segment` computes them (few-shot fusion
+        included), without SAM."""
+        clean_object_name(object_name)
+        prepared = [normalise_image(im) for im in images]
+        bank = self.normal_bank(object_name)
+        few_only = bank is not None and self.config.fewshot_weight >= 1.0  # the text is not needed
+        T = None if few_only else self.text_embeddings(object_name)
+        return self._rough_maps_for(prepared, [image_key(rgb) for rgb, _ in prepared], T, object_name,
+                                    _Stepper(None, None))
+
+    # ------------------------------------------------------------------ few-shot normal references
+    @torch.no_grad()
+    def set_normal_references(self, images: Sequence, object_name: str | None = None, *,
+                              progress: Progress | None = None,
+                              cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Use defect-free images as normal references: from now on :meth:`segment` fuses a few-shot map
+        (nearest-reference patch distances, ``clip/fewshot.py``) into the rough map with ``fewshot_weight``.
+
+        ``images``: a sequence of images (each as :meth:`segment` accepts); duplicates count once.
+        ``object_name``: the references apply to this object only (None: to every object without its own).
+        The bank is cached on disk by the references' content, the CLIP model and the few-shot settings, so
+        setting the same references again costs no CLIP pass. Returns :meth:`normal_references` for them.
+        """
+        from .clip import fewshot
+        from .weights.registry import cache_dir
+
+        fewshot.check_settings(self.config)
+        if object_name is not None:
+            clean_object_name(object_name)
+        if isinstance(images, np.ndarray) or len(images) == 0:
+            raise ValueError("set_normal_references needs a list of one or more defect-free images "
+                             f"(got {type(images).__name__}{'' if isinstance(images, np.ndarray) else ' of 0'}); "
+                             "call clear_normal_references() to stop using references.")
+        rgbs: dict[str, np.ndarray] = {}
+        for i, im in enumerate(images):
+            try:
+                rgb, _ = normalise_image(im)
+            except ValueError as exc:
+                raise ValueError(f"Normal reference {i}: {exc}") from None
+            rgbs.setdefault(image_key(rgb), rgb)
+        keys = sorted(rgbs)
+        path = fewshot.bank_cache_path(cache_dir() / "references", self.identity, self.config, keys)
+        bank = fewshot.load_bank(path)
+        if bank is None:
+            views = [v for k in keys for v in fewshot.augmented_views(rgbs[k], self.config.fewshot_augment)]
+            stepper = _Stepper(progress, cancelled)
+            tokens = fewshot.reference_tokens(self.vision, views, tuple(self.config.feature_layers),
+                                              max(self.default_batch_size, 1), self.autocast,
+                                              lambda i, n: stepper("references", i / n))
+            bank = fewshot.NormalBank.build(tokens, tuple(self.config.feature_layers), keys,
+                                            bank_size=int(self.config.fewshot_bank_size),
+                                            neighbourhood=int(self.config.fewshot_neighbourhood))
+            fewshot.save_bank(path, bank)
+        with self._normal_lock:
+            self._normal[object_name] = bank
+        return self.normal_references(object_name)
+
+    def clear_normal_references(self) -> None:
+        """Stop using normal references (for every object): rough maps are zero-shot again."""
+        with self._normal_lock:
+            self._normal.clear()
+
+    def normal_bank(self, object_name: str | None):
+        """The reference bank that applies to ``object_name`` (its own, else the one for every object) or None."""
+        with self._normal_lock:
+            return self._normal.get(object_name, self._normal.get(None))
+
+    def normal_references(self, object_name: str | None = None) -> dict[str, Any] | None:
+        """What the references applying to ``object_name`` are (recorded in provenance), or None."""
+        bank = self.normal_bank(object_name)
+        if bank is None:
+            return None
+        return {"references": list(bank.reference_keys), "count": len(bank.reference_keys),
+                "weight": float(self.config.fewshot_weight), "layers": list(bank.layers),
+                "bank_patches_per_layer": bank.patches_per_layer, "views": bank.views,
+                "augment": bool(self.config.fewshot_augment), "neighbourhood": bank.neighbourhood}
 
     @torch.no_grad()
     def refine(self, result: ClipSAMResult, points=None, point_labels=None, boxes=None) -> ClipSAMResult:
@@ -298,10 +401,14 @@ class ClipSAM:
 
     def provenance(self, object_name: str, prompt_source: str = "clip") -> dict[str, Any]:
         """What made a result: versions, model identities, mode, prompt set and every threshold."""
+        refs = self.normal_references(object_name or None)
+        rough = ("UMCI (trained)" if self.umci is not None else
+                 "training-free (CLIP value-value attention; lower quality than a trained UMCI)")
+        if refs is not None and refs["weight"] > 0:
+            rough += f" + few-shot ({refs['count']} normal references, weight {refs['weight']:g})"
         return {
-            "package": "napari-clipsam", "version": __version__, "mode": self.mode,
-            "rough_map": "UMCI (trained)" if self.umci is not None else
-                         "training-free (CLIP value-value attention; lower quality than a trained UMCI)",
+            "package": "napari-clipsam", "version": __version__, "mode": self.mode, "rough_map": rough,
+            "fewshot": refs,
             **self.identity, "object_name": object_name, "prompt_set": self.config.prompt_set_hash(),
             "prompt_source": prompt_source, "device": str(self.device), "thresholds": self.config.thresholds(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
