@@ -363,6 +363,12 @@ class ClipSAM:
         with self._normal_lock:
             return self._normal.get(object_name, self._normal.get(None))
 
+    def reference_sets(self) -> dict[str, Any]:
+        """Every reference set in use: object name (``"*"`` for every object) → :meth:`normal_references`."""
+        with self._normal_lock:
+            names = list(self._normal)
+        return {("*" if n is None else n): self.normal_references(n) for n in names}
+
     def normal_references(self, object_name: str | None = None) -> dict[str, Any] | None:
         """What the references applying to ``object_name`` are (recorded in provenance), or None."""
         bank = self.normal_bank(object_name)

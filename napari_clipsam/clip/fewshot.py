@@ -45,8 +45,9 @@ AUGMENTATIONS = ("identity", "flip_rows", "flip_cols", "rot90", "rot180", "rot27
 CALIBRATION_QUANTILE = 0.99
 #: At most this many reference patches per layer are used to measure the calibration distances.
 CALIBRATION_SAMPLE = 1024
-#: Dimension of the random projection used by the greedy coreset (PatchCore uses 128).
-CORESET_PROJECTION = 128
+#: Dimension of the random projection used by the greedy coreset (PatchCore uses 128; 32 measured as good here
+#: and 4× cheaper per step).
+CORESET_PROJECTION = 32
 _CHUNK = 4096  # test patches per similarity matrix (bounds memory to _CHUNK × M floats)
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ class NormalBank:
         return out
 
     def anomaly_map(self, tokens: list[torch.Tensor], size: int) -> torch.Tensor:
-        """Few-shot map (B, size, size) in [0, 1): per layer ``1 - 2^(-d / scale)``, bilinearly upsampled to
+        """Few-shot map (B, size, size) in [0, 1]: per layer ``1 - 2^(-d / scale)``, bilinearly upsampled to
         ``size`` (the CLIP input size), averaged over layers."""
         maps = []
         for bank, d in zip(self.banks, self.distances(tokens)):
