@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .clip.references import ReferenceSets, bank_from_images
 from .clip.rough_map import anomaly_from_logits, to_image_resolution, training_free_logits
 from .clip.text_encoder import TextEmbeddingCache, weights_fingerprint
 from .clip.text_prompts import clean_object_name
@@ -108,8 +109,7 @@ class ClipSAM:
                                        self.identity["clip_weights"], cache_dir() / "text", self.device)
         self._features = _LRU(self.config.cache_size)
         self._embeddings = _LRU(self.config.cache_size)
-        self._normal: dict[str | None, Any] = {}  # object name (None = any) → clip.fewshot.NormalBank
-        self._normal_lock = threading.Lock()
+        self._references = ReferenceSets()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -310,74 +310,40 @@ class ClipSAM:
     @torch.no_grad()
     def set_normal_references(self, images: Sequence, object_name: str | None = None, *,
                               progress: Progress | None = None,
-                              cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
+                              cancelled: Callable[[], bool] | None = None, cache: bool = True) -> dict[str, Any]:
         """Use defect-free images as normal references: from now on :meth:`segment` fuses a few-shot map
         (nearest-reference patch distances, ``clip/fewshot.py``) into the rough map with ``fewshot_weight``.
 
         ``images``: a sequence of images (each as :meth:`segment` accepts); duplicates count once.
         ``object_name``: the references apply to this object only (None: to every object without its own).
         The bank is cached on disk by the references' content, the CLIP model and the few-shot settings, so
-        setting the same references again costs no CLIP pass. Returns :meth:`normal_references` for them.
+        setting the same references again costs no CLIP pass (``cache=False``: neither read nor written).
+        Returns :meth:`normal_references` for them.
         """
-        from .clip import fewshot
-        from .weights.registry import cache_dir
-
-        fewshot.check_settings(self.config)
         if object_name is not None:
             clean_object_name(object_name)
-        if isinstance(images, np.ndarray) or len(images) == 0:
-            raise ValueError("set_normal_references needs a list of one or more defect-free images "
-                             f"(got {type(images).__name__}{'' if isinstance(images, np.ndarray) else ' of 0'}); "
-                             "call clear_normal_references() to stop using references.")
-        rgbs: dict[str, np.ndarray] = {}
-        for i, im in enumerate(images):
-            try:
-                rgb, _ = normalise_image(im)
-            except ValueError as exc:
-                raise ValueError(f"Normal reference {i}: {exc}") from None
-            rgbs.setdefault(image_key(rgb), rgb)
-        keys = sorted(rgbs)
-        path = fewshot.bank_cache_path(cache_dir() / "references", self.identity, self.config, keys)
-        bank = fewshot.load_bank(path)
-        if bank is None:
-            views = [v for k in keys for v in fewshot.augmented_views(rgbs[k], self.config.fewshot_augment)]
-            stepper = _Stepper(progress, cancelled)
-            tokens = fewshot.reference_tokens(self.vision, views, tuple(self.config.feature_layers),
-                                              max(self.default_batch_size, 1), self.autocast,
-                                              lambda i, n: stepper("references", i / n))
-            bank = fewshot.NormalBank.build(tokens, tuple(self.config.feature_layers), keys,
-                                            bank_size=int(self.config.fewshot_bank_size),
-                                            neighbourhood=int(self.config.fewshot_neighbourhood))
-            fewshot.save_bank(path, bank)
-        with self._normal_lock:
-            self._normal[object_name] = bank
+        stepper = _Stepper(progress, cancelled)
+        bank = bank_from_images(images, self.vision, self.identity, self.config, self.autocast,
+                                batch_size=self.default_batch_size, cache=cache,
+                                step=lambda i, n: stepper("references", i / n))
+        self._references.put(object_name, bank)
         return self.normal_references(object_name)
 
     def clear_normal_references(self) -> None:
         """Stop using normal references (for every object): rough maps are zero-shot again."""
-        with self._normal_lock:
-            self._normal.clear()
+        self._references.clear()
 
     def normal_bank(self, object_name: str | None):
-        """The reference bank that applies to ``object_name`` (its own, else the one for every object) or None."""
-        with self._normal_lock:
-            return self._normal.get(object_name, self._normal.get(None))
-
-    def reference_sets(self) -> dict[str, Any]:
-        """Every reference set in use: object name (``"*"`` for every object) → :meth:`normal_references`."""
-        with self._normal_lock:
-            names = list(self._normal)
-        return {("*" if n is None else n): self.normal_references(n) for n in names}
+        """The :class:`~napari_clipsam.clip.fewshot.NormalBank` that applies to ``object_name``, or None."""
+        return self._references.bank(object_name)
 
     def normal_references(self, object_name: str | None = None) -> dict[str, Any] | None:
         """What the references applying to ``object_name`` are (recorded in provenance), or None."""
-        bank = self.normal_bank(object_name)
-        if bank is None:
-            return None
-        return {"references": list(bank.reference_keys), "count": len(bank.reference_keys),
-                "weight": float(self.config.fewshot_weight), "layers": list(bank.layers),
-                "bank_patches_per_layer": bank.patches_per_layer, "views": bank.views,
-                "augment": bool(self.config.fewshot_augment), "neighbourhood": bank.neighbourhood}
+        return self._references.describe(object_name, self.config)
+
+    def reference_sets(self) -> dict[str, Any]:
+        """Every reference set in use: object name (``"*"`` for every object) → :meth:`normal_references`."""
+        return self._references.describe_all(self.config)
 
     @torch.no_grad()
     def refine(self, result: ClipSAMResult, points=None, point_labels=None, boxes=None) -> ClipSAMResult:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_clipsam.clip.fewshot import (AUGMENTATIONS, NormalBank, augmented_views, bank_cache_path,
-                                         greedy_coreset, neighbourhood_mean)
+from napari_clipsam.clip.fewshot import AUGMENTATIONS, NormalBank, augmented_views, greedy_coreset, neighbourhood_mean
+from napari_clipsam.clip.references import bank_cache_path
 from napari_clipsam.config import ClipSAMConfig
 from napari_clipsam.data.synthetic import CATEGORIES, CATEGORY_DEFECTS, _image_seed, synthetic_image
 from napari_clipsam.metrics.pixel import pixel_auroc

@@ -27,13 +27,8 @@ Choices (each measured on the synthetic categories with the tiny random CLIP, se
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import logging
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,7 +45,6 @@ CALIBRATION_SAMPLE = 1024
 CORESET_PROJECTION = 32
 _CHUNK = 4096  # test patches per similarity matrix (bounds memory to _CHUNK × M floats)
 FORMAT_VERSION = 1
-log = logging.getLogger(__name__)
 
 
 def augmented_views(rgb: np.ndarray, augment: bool) -> list[np.ndarray]:
@@ -259,7 +253,7 @@ def _calibration_scale(emb: torch.Tensor, keep: torch.Tensor, view_of: torch.Ten
     return max(float(torch.quantile(d, CALIBRATION_QUANTILE)), 1e-6)
 
 
-# ---------------------------------------------------------------------- settings and the on-disk bank cache
+# ---------------------------------------------------------------------- settings
 def check_settings(config) -> None:
     """Raise ValueError naming the few-shot field of ``config`` that is out of range and what is allowed."""
     if not 0.0 <= config.fewshot_weight <= 1.0:
@@ -269,57 +263,3 @@ def check_settings(config) -> None:
     n = int(config.fewshot_neighbourhood)
     if n < 1 or n % 2 == 0:
         raise ValueError(f"fewshot_neighbourhood must be an odd window side ≥ 1 (1 = off), got {n}.")
-
-
-def bank_cache_path(folder, identity: dict, config, reference_keys: list[str]) -> Path:
-    """Where the bank of these references (content hashes), this CLIP (model and weights ids) and these
-    settings (input size, layers, bank size, neighbourhood, augmentation) is cached: ``folder/<hash>.npz``."""
-    setting = json.dumps({"format": FORMAT_VERSION, "clip_model": identity.get("clip_model"),
-                          "clip_weights": identity.get("clip_weights"), "image_size": int(config.image_size),
-                          "layers": [int(i) for i in config.feature_layers], "dtype": config.dtype,
-                          "bank_size": int(config.fewshot_bank_size),
-                          "neighbourhood": int(config.fewshot_neighbourhood),
-                          "augment": bool(config.fewshot_augment), "references": sorted(reference_keys)},
-                         sort_keys=True, default=str)
-    return Path(folder) / f"{hashlib.sha256(setting.encode()).hexdigest()[:32]}.npz"
-
-
-def load_bank(path: Path) -> NormalBank | None:
-    """The cached bank at ``path``, or None when it is absent or unreadable (then it is simply rebuilt)."""
-    try:
-        return NormalBank.from_bytes(Path(path).read_bytes())
-    except (OSError, ValueError, KeyError, SyntaxError, EOFError, zipfile.BadZipFile) as exc:
-        if Path(path).exists():
-            log.warning("ignoring unreadable reference bank %s (%s); it will be rebuilt", path, exc)
-        return None
-
-
-def save_bank(path: Path, bank: NormalBank) -> None:
-    """Write the bank atomically (all or nothing); a failure is logged, not raised (the cache is optional)."""
-    from ..export.atomic import AtomicBatch, ExportError
-
-    try:
-        with AtomicBatch() as batch:
-            batch.stage(path, bank.to_bytes())
-            batch.commit()
-    except (ExportError, OSError) as exc:
-        log.warning("could not cache the reference bank in %s: %s", path, exc)
-
-
-def reference_tokens(vision, views: list[np.ndarray], layers: tuple[int, ...], batch_size: int,
-                     autocast=None, step=None) -> list[torch.Tensor]:
-    """Patch tokens of the reference views at ``layers``: one (V, C, h, w) float32 tensor per layer.
-
-    ``vision`` is a :class:`~napari_clipsam.clip.vision.ClipVision`; ``step(i, n)`` (optional) is called before
-    each batch and may raise to cancel.
-    """
-    import contextlib
-
-    chunks: list[list[torch.Tensor]] = []
-    for s in range(0, len(views), batch_size):
-        if step is not None:
-            step(s, len(views))
-        x = vision.preprocess(views[s:s + batch_size])
-        with torch.no_grad(), (autocast() if autocast is not None else contextlib.nullcontext()):
-            chunks.append([t.float() for t in vision.patch_tokens(x, layers)])
-    return [torch.cat([c[i] for c in chunks]) for i in range(len(layers))]

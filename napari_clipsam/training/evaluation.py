@@ -14,9 +14,7 @@ import time
 from collections.abc import Iterable
 
 import numpy as np
-import torch
 
-from ..clip.rough_map import to_image_resolution
 from ..image_input import normalise_image
 from ..metrics import METRIC_NAMES, evaluate
 from .map_cache import MapCache
