@@ -326,7 +326,7 @@ class ClipSAM:
         bank = bank_from_images(images, self.vision, self.identity, self.config, self.autocast,
                                 batch_size=self.default_batch_size, cache=cache,
                                 step=lambda i, n: stepper("references", i / n))
-        self._references.put(object_name, bank)
+        self._references.put(object_name, bank.to(self.device))
         return self.normal_references(object_name)
 
     def clear_normal_references(self) -> None:

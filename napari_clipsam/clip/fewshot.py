@@ -132,6 +132,12 @@ class NormalBank:
         self.banks, self.reference_keys = banks, list(reference_keys)
         self.neighbourhood, self.views = int(neighbourhood), int(views)
 
+    def to(self, device) -> NormalBank:
+        """This bank with every tensor on ``device`` (the engine's), so scoring moves no bank memory."""
+        banks = [LayerBank(b.layer, b.patches.to(device), b.mean.to(device), b.std.to(device), b.scale)
+                 for b in self.banks]
+        return NormalBank(banks, self.reference_keys, self.neighbourhood, self.views)
+
     @property
     def layers(self) -> tuple[int, ...]:
         return tuple(b.layer for b in self.banks)
@@ -160,7 +166,7 @@ class NormalBank:
             raise ValueError(f"got tokens for {len(tokens)} layers but {len(layers)} layer numbers.")
         drafts, embs = [], []
         for layer, t in zip(layers, tokens):
-            flat = _flatten(neighbourhood_mean(t.float(), neighbourhood))
+            flat = _flatten(neighbourhood_mean(t.float().cpu(), neighbourhood))  # built on the CPU
             draft = LayerBank(int(layer), flat, flat.mean(0), flat.std(0).clamp_min(1e-6), 1.0)
             drafts.append(draft)
             embs.append(draft.embed(flat))
@@ -187,7 +193,8 @@ class NormalBank:
             if C != bank.patches.shape[1]:
                 raise ValueError(f"layer {bank.layer}: tokens have {C} channels, the bank {bank.patches.shape[1]}; "
                                  "the references were encoded by another CLIP: set them again.")
-            out.append(_nearest_distance(bank.embed(_flatten(t)), bank.patches.to(t.device)).view(B, h, w))
+            queries = bank.embed(_flatten(t.to(bank.patches.device)))
+            out.append(_nearest_distance(queries, bank.patches).view(B, h, w))
         return out
 
     def anomaly_map(self, tokens: list[torch.Tensor], size: int) -> torch.Tensor:
