@@ -256,7 +256,8 @@ def test_few_shot_map_reaches_095_mean_pixel_auroc(few_shot_auroc):
 
 
 @pytest.mark.xfail(strict=True, reason="pcb's missing chip leaves exactly the board drawn under it, which looks like "
-                   "normal board everywhere else: no local map can find it (measured pcb 0.80 with it, 0.98 without; data seed 1: 0.76)")
+                   "normal board everywhere else: no local map can find it (measured pcb 0.80 with it, 0.98 "
+                   "without; data seed 1: 0.76)")
 def test_few_shot_map_has_no_category_below_085(few_shot_auroc):
     per = {c: float(np.mean(v)) for c, v in few_shot_auroc["all"].items()}
     assert min(per.values()) >= 0.85, per
