@@ -80,6 +80,18 @@ def synthetic_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
                             seed=seed + i)[0] for i in range(n)]
 
 
+def _staged_segment(engine, image, dev) -> tuple[float, dict[str, float]]:
+    """One ``segment`` of ``image``: total seconds and seconds per stage (from the progress callback)."""
+    marks: list[tuple[str, float]] = []
+    t, _ = timed(lambda: engine.segment(image, "metal bracket", progress=lambda s, f: marks.append((s, _now()))),
+                 dev)
+    t_end = _now()
+    stages: dict[str, float] = {}
+    for (s, t0), (_, t1) in zip(marks, marks[1:] + [("end", t_end)]):
+        stages[s] = stages.get(s, 0.0) + (t1 - t0)
+    return t, stages
+
+
 def blob_map(shape: tuple[int, int], n: int, seed: int = 0) -> np.ndarray:
     """A rough map with ``n`` separate blobs above τ_prompt (for the refine comparison)."""
     rng = np.random.default_rng(seed)
@@ -196,6 +208,26 @@ def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: s
     out["segment"]["again_ratio"] = t_again / t_seg
     log(f"second segment of the same image {t_again * 1e3:.0f} ms = {100 * t_again / t_seg:.1f} % of the first "
         "(target < 10 %)")
+
+    # 7. few-shot (issue 11): K = 4 normal references set once (not from the disk cache); then cold segments of
+    # the same image with and without them, back to back (so machine load drifts little between the two)
+    refs = synthetic_images(4, image_size, seed=1000)
+    t_refs, info = timed(lambda: engine.set_normal_references(refs, "metal bracket", cache=False), dev)
+    few = {}
+    for name in ("with", "without"):
+        engine.clear_caches()
+        few[name] = _staged_segment(engine, cold, dev)
+        engine.clear_normal_references()
+    engine.clear_caches()
+    (t0_, st0), (t1_, st1) = few["without"], few["with"]
+    out["fewshot"] = dict(shots=4, views=info["views"], bank_patches_per_layer=info["bank_patches_per_layer"],
+                          set_references_s=t_refs, cold_segment_s=t1_, cold_segment_without_s=t0_,
+                          stages_s=st1, ratio_to_zero_shot=t1_ / t0_, stage_s=st1.get("few-shot", 0.0))
+    log(f"few-shot, 4 normal references: set once in {t_refs:.1f} s ({info['views']} CLIP passes, bank of "
+        f"{info['bank_patches_per_layer']} patches per layer; then cached on disk); cold segment {t1_:.2f} s with "
+        f"them vs {t0_:.2f} s without = {t1_ / t0_:.3f}× (target ≤ 1.10); few-shot stage "
+        f"{st1.get('few-shot', 0.0) * 1e3:.0f} ms, clip stage {st1.get('clip', 0.0) * 1e3:.0f} vs "
+        f"{st0.get('clip', 0.0) * 1e3:.0f} ms")
 
     # 2. refine with 10 components × 3 levels: chunked (engine default), one call per level, one prompt per call
     rough = blob_map(res.rough_map.shape, 10)

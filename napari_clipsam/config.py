@@ -90,6 +90,21 @@ class ClipSAMConfig:
     mask_threshold: float = 0.5
     """τ_mask: the final mask is final map ≥ this."""
 
+    # --- Few-shot normal references (beyond the paper; ``clip/fewshot.py``) ---------------------------------
+    fewshot_weight: float = 0.5
+    """With normal references set (``engine.set_normal_references``), the rough map is
+    (1 - w) × zero-shot map + w × few-shot map, before prompts are extracted; 1.0 = few-shot only, 0.0 = ignore
+    the references. 0.5 adds the two with equal weight, as WinCLIP+ and APRIL-GAN's few-shot mode do."""
+    fewshot_bank_size: int = 4096
+    """Reference patches kept per feature layer; above it the bank is reduced by a greedy k-centre coreset
+    (PatchCore). Memory is bank size × CLIP width × 4 bytes per layer (64 MiB for 4 layers of ViT-L at 4096)."""
+    fewshot_neighbourhood: int = 1
+    """Odd side of the PatchCore-style local aggregation window applied to patch tokens before the
+    nearest-neighbour search; 1 = off (measured worse on a 16×16 grid, see the README)."""
+    fewshot_augment: bool = True
+    """Also put each reference's up–down and left–right flips and 90°/180°/270° rotations in the bank
+    (6 views, 6 CLIP passes per reference, once: the bank is cached). Turn off when orientation matters."""
+
     # --- Runtime ------------------------------------------------------------------------------
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""

@@ -27,14 +27,15 @@ DEVICES = "'auto', 'cpu', 'cuda' or 'cuda:N' (N = GPU index)"
 INT_RANGES: dict[str, tuple[int, int | None]] = {
     "image_size": (14, 2048), "umci_heads": (1, 64), "opening_size": (0, 99), "min_component_px": (0, None),
     "max_components": (1, 1000), "cache_size": (1, 1024), "embedding_cache_bytes": (0, None),
+    "fewshot_bank_size": (1, None), "fewshot_neighbourhood": (1, 99),
 }
 # field → (lowest, highest, lowest excluded)
 FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "temperature": (0.0, 100.0, True), "rough_sigma": (0.0, 100.0, False), "box_growth": (0.0, 10.0, False),
     **{name: (0.0, 1.0, False) for name in ("prompt_threshold", "min_component_frac", "min_predicted_iou",
-                                            "max_outside_box", "alpha", "mask_threshold")},
+                                            "max_outside_box", "alpha", "mask_threshold", "fewshot_weight")},
 }
-BOOLS = ("text_cache", "negative_points", "embed_without_prompts")
+BOOLS = ("text_cache", "negative_points", "embed_without_prompts", "fewshot_augment")
 WEIGHT_PATHS = ("clip_weights", "sam_weights", "umci_weights")
 PHRASE_LISTS = ("normal_states", "abnormal_states", "templates")
 

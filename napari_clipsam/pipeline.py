@@ -28,6 +28,7 @@ prepare_heavy_imports()  # before torch & co.: napari may have mapped a GL drive
 import torch  # noqa: E402
 
 from . import __version__  # noqa: E402
+from .clip.references import ReferenceSets, bank_from_images  # noqa: E402
 from .clip.rough_map import anomaly_from_logits, to_image_resolution, training_free_logits
 from .clip.text_encoder import TextEmbeddingCache, weights_fingerprint
 from .clip.text_prompts import clean_object_name
@@ -120,6 +121,7 @@ class ClipSAM:
         # SAMs not identified by their weights' content (random weights) can never meet their embeddings again
         stored = 0 if "#" in self.sam.model_id else self.config.embedding_cache_bytes
         self._stored = EmbeddingStore(cache_dir() / "embeddings", stored)
+        self._references = ReferenceSets()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -266,23 +268,7 @@ class ClipSAM:
 
     def _segment_chunk(self, prepared, T, object_name, step, done: float, span: float) -> list[ClipSAMResult]:
         keys = [image_key(rgb) for rgb, _ in prepared]
-        step("clip", done, span)
-        feats = {k: v for k in keys if (v := self._features.get(k)) is not None}
-        todo = list(dict.fromkeys(k for k in keys if k not in feats))
-        if todo:
-            rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
-            with step.per_block(_blocks(self.clip_model.visual, "transformer", "resblocks"), "clip", done, span):
-                new = self.clip_features([rgb_of[k] for k in todo])
-            feats.update({k: _take(new, j) for j, k in enumerate(todo)})
-        for k in todo:
-            self._features.put(k, feats[k])
-        step("rough map", done, span)
-        rough_small = self.rough_maps(_stack([feats[k] for k in keys]), T)
-        roughs = []
-        for (rgb, valid), r in zip(prepared, rough_small):
-            rough = to_image_resolution(r, rgb.shape[:2], self.config.rough_sigma)
-            rough[~valid] = 0.0
-            roughs.append(rough)
+        roughs = self._rough_maps_for(prepared, keys, T, object_name, step, done, span)
         step("prompts", done, span)
         prompts = [prompts_from_map(r, self.config) for r in roughs]
         step("sam encoder", done, span)
@@ -303,6 +289,96 @@ class ClipSAM:
         step("sam decoder", done, span)
         return [self._finish(rough, pr, valid, key, embs.get(key), object_name)
                 for (rgb, valid), key, rough, pr in zip(prepared, keys, roughs, prompts)]
+
+    def _rough_maps_for(self, prepared, keys, T, object_name, step, done: float = 0.0,
+                        span: float = 0.0) -> list[np.ndarray]:
+        """Rough maps at image resolution (fused with the few-shot map when references apply), from cached or
+        new CLIP features of the prepared ``(rgb, valid)`` images."""
+        bank = self.normal_bank(object_name)
+        fuse = bank is not None and self.config.fewshot_weight > 0
+        step("clip", done, span)
+        feats = {k: v for k in keys if (v := self._features.get(k)) is not None and (v[1] is not None or not fuse)}
+        todo = list(dict.fromkeys(k for k in keys if k not in feats))
+        if todo:
+            rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
+            x = self.vision.preprocess([rgb_of[k] for k in todo])
+            layers = tuple(self.config.feature_layers)
+            blocks = _blocks(self.clip_model.visual, "transformer", "resblocks")
+            with self.autocast(), step.per_block(blocks, "clip", done, span):
+                if self.umci is not None:
+                    rough_in = layer_in = [t.float() for t in self.vision.patch_tokens(x, layers)]
+                elif fuse:
+                    rough_in, layer_in = self.vision.training_free_and_patch_tokens(x, layers)
+                    rough_in, layer_in = rough_in.float(), [t.float() for t in layer_in]
+                else:
+                    rough_in, layer_in = self.vision.training_free_tokens(x).float(), None
+            for j, k in enumerate(todo):
+                feats[k] = (_take(rough_in, j), None if layer_in is None else _take(layer_in, j))
+                self._features.put(k, feats[k])
+        step("rough map", done, span)
+        w = float(self.config.fewshot_weight) if fuse else 0.0
+        rough_small = self.rough_maps(_stack([feats[k][0] for k in keys]), T) if w < 1.0 else 0.0
+        if fuse:
+            step("few-shot", done, span)
+            few = bank.anomaly_map(_stack([feats[k][1] for k in keys]), self.config.image_size)
+            rough_small = (1.0 - w) * rough_small + w * few.to(self.device)
+        roughs = []
+        for (rgb, valid), r in zip(prepared, rough_small):
+            rough = to_image_resolution(r, rgb.shape[:2], self.config.rough_sigma)
+            rough[~valid] = 0.0
+            roughs.append(rough)
+        return roughs
+
+    @torch.no_grad()
+    def rough_maps_for_images(self, images: Sequence, object_name: str) -> list[np.ndarray]:
+        """Rough maps (H, W) float32 in [0, 1] of images as :meth:`segment` computes them (few-shot fusion
+        included), without SAM."""
+        clean_object_name(object_name)
+        prepared = [normalise_image(im) for im in images]
+        bank = self.normal_bank(object_name)
+        few_only = bank is not None and self.config.fewshot_weight >= 1.0  # the text is not needed
+        T = None if few_only else self.text_embeddings(object_name)
+        return self._rough_maps_for(prepared, [image_key(rgb) for rgb, _ in prepared], T, object_name,
+                                    Stepper(None, None))
+
+    # ------------------------------------------------------------------ few-shot normal references
+    @torch.no_grad()
+    def set_normal_references(self, images: Sequence, object_name: str | None = None, *,
+                              progress: Progress | None = None,
+                              cancelled: Callable[[], bool] | None = None, cache: bool = True) -> dict[str, Any]:
+        """Use defect-free images as normal references: from now on :meth:`segment` fuses a few-shot map
+        (nearest-reference patch distances, ``clip/fewshot.py``) into the rough map with ``fewshot_weight``.
+
+        ``images``: a sequence of images (each as :meth:`segment` accepts); duplicates count once.
+        ``object_name``: the references apply to this object only (None: to every object without its own).
+        The bank is cached on disk by the references' content, the CLIP model and the few-shot settings, so
+        setting the same references again costs no CLIP pass (``cache=False``: neither read nor written).
+        Returns :meth:`normal_references` for them.
+        """
+        if object_name is not None:
+            clean_object_name(object_name)
+        stepper = Stepper(progress, cancelled)
+        bank = bank_from_images(images, self.vision, self.identity, self.config, self.autocast,
+                                batch_size=self.default_batch_size, cache=cache,
+                                step=lambda i, n: stepper("references", i / n))
+        self._references.put(object_name, bank.to(self.device))
+        return self.normal_references(object_name)
+
+    def clear_normal_references(self) -> None:
+        """Stop using normal references (for every object): rough maps are zero-shot again."""
+        self._references.clear()
+
+    def normal_bank(self, object_name: str | None):
+        """The :class:`~napari_clipsam.clip.fewshot.NormalBank` that applies to ``object_name``, or None."""
+        return self._references.bank(object_name)
+
+    def normal_references(self, object_name: str | None = None) -> dict[str, Any] | None:
+        """What the references applying to ``object_name`` are (recorded in provenance), or None."""
+        return self._references.describe(object_name, self.config)
+
+    def reference_sets(self) -> dict[str, Any]:
+        """Every reference set in use: object name (``"*"`` for every object) → :meth:`normal_references`."""
+        return self._references.describe_all(self.config)
 
     @torch.no_grad()
     def refine(self, result: ClipSAMResult, points=None, point_labels=None, boxes=None, *, image=None,
@@ -366,10 +442,14 @@ class ClipSAM:
 
     def provenance(self, object_name: str, prompt_source: str = "clip") -> dict[str, Any]:
         """What made a result: versions, model identities, mode, prompt set and every threshold."""
+        refs = self.normal_references(object_name or None)
+        rough = ("UMCI (trained)" if self.umci is not None else
+                 "training-free (CLIP value-value attention; lower quality than a trained UMCI)")
+        if refs is not None and refs["weight"] > 0:
+            rough += f" + few-shot ({refs['count']} normal references, weight {refs['weight']:g})"
         return {
-            "package": "napari-clipsam", "version": __version__, "mode": self.mode,
-            "rough_map": "UMCI (trained)" if self.umci is not None else
-                         "training-free (CLIP value-value attention; lower quality than a trained UMCI)",
+            "package": "napari-clipsam", "version": __version__, "mode": self.mode, "rough_map": rough,
+            "fewshot": refs,
             **self.identity, "object_name": object_name, "prompt_set": self.config.prompt_set_hash(),
             "prompt_source": prompt_source, "device": str(self.device), "thresholds": self.config.thresholds(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 from .errors import Cancelled
 
-STAGES = ("text", "clip", "rough map", "prompts", "sam encoder", "sam decoder", "merge")
-STAGE_WEIGHTS = {"text": 0.04, "clip": 0.18, "rough map": 0.01, "prompts": 0.01, "sam encoder": 0.70,
-                 "sam decoder": 0.05, "merge": 0.01}
+STAGES = ("text", "clip", "rough map", "few-shot", "prompts", "sam encoder", "sam decoder", "merge")
+STAGE_WEIGHTS = {"text": 0.04, "clip": 0.18, "rough map": 0.01, "few-shot": 0.01, "prompts": 0.01,
+                 "sam encoder": 0.69, "sam decoder": 0.05, "merge": 0.01}
 """Approximate share of each stage in a cold CPU run (``napari-clipsam bench``: SAM vit_b ~80 %, CLIP ~18 %)."""
 _START = {s: sum(STAGE_WEIGHTS[t] for t in STAGES[:i]) / sum(STAGE_WEIGHTS.values()) for i, s in enumerate(STAGES)}
 _SHARE = {s: STAGE_WEIGHTS[s] / sum(STAGE_WEIGHTS.values()) for s in STAGES}
@@ -32,9 +32,10 @@ class Stepper:
         self.last = 0.0
 
     def __call__(self, stage: str, done: float, span: float = 0.0, within: float = 0.0) -> None:
+        """Report ``stage``; a stage outside :data:`STAGES` (e.g. ``"references"``) reports ``done`` as it is."""
         if self.cancelled is not None and self.cancelled():
             raise Cancelled(f"cancelled during stage {stage!r}")
-        overall = done + span * (_START[stage] + within * _SHARE[stage])
+        overall = done + span * (_START[stage] + within * _SHARE[stage]) if stage in _START else done
         self.last = max(self.last, min(1.0, overall))
         if self.progress is not None:
             self.progress(stage, self.last)

@@ -26,3 +26,6 @@ def test_benchmark_reports_every_comparison(tmp_path):
     assert out["segment"]["peak_mib"] > 0 and out["throughput"]["batched_ips"] > 0
     assert 0.98 <= out["dtype_comparison"]["mask_iou_min"] <= 1.0
     assert any("target" in line for line in lines)
+    few = out["fewshot"]
+    assert few["shots"] == 4 and few["views"] == 24 and few["stage_s"] > 0 and few["ratio_to_zero_shot"] > 0
+    assert any(line.startswith("few-shot, 4 normal references") for line in lines)

@@ -36,6 +36,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="do not keep the evaluated maps on disk (by default they are kept under the napari-clipsam "
                         "cache, about 0.4 MB per image and map at 336 px, so a second run with the same engine "
                         "and settings only recomputes the metrics)")
+    p.add_argument("--shots", type=int, nargs="+", metavar="K",
+                   help="also evaluate with K normal training images per category as references (few-shot), "
+                        "for each K given (e.g. --shots 1 2 4), each over --seeds random draws: mean ± std rows "
+                        "under the zero-shot rows")
+    p.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="random draws of the references per K (default 3)")
+    p.add_argument("--fewshot-weight", type=float, metavar="W",
+                   help="rough map = (1 - W) zero-shot + W few-shot (default: the config's, 0.5; 1 = few-shot only)")
     p.add_argument("--csv", type=Path, metavar="FILE", help="write one row per category (and the mean) here")
     p.add_argument("--json", type=Path, metavar="FILE", help="write every figure, the settings and the engine here")
     add_engine_options(p)
@@ -45,7 +53,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..data import open_dataset
-    from ..training.evaluation import evaluate_dataset, format_table, result_rows
+    from ..training.evaluation import (evaluate_dataset, evaluate_few_shot, few_shot_rows, format_few_shot_rows,
+                                       format_table, result_rows)
 
     if args.limit is not None and args.limit < 1:
         raise InvalidInputError(f"--limit must be at least 1, got {args.limit}.")
@@ -54,8 +63,13 @@ def run(args) -> int:
     for path in (args.csv, args.json):
         if path is not None and Path(path).expanduser().is_dir():
             raise PathKindError(f"{path} is a folder; give a file name for the results.")
+    shots = sorted(set(args.shots or []))
+    if any(k < 1 for k in shots) or args.seeds < 1:
+        raise InvalidInputError("--shots must be ≥ 1 (normal images per category) and --seeds ≥ 1.")
     dataset = open_dataset(args.dataset_root, args.layout, split_list(args.categories), split="test")
-    cfg = engine_config(args)
+    train = open_dataset(args.dataset_root, args.layout, split_list(args.categories), split="train") if shots else None
+    weight = {} if args.fewshot_weight is None else {"fewshot_weight": args.fewshot_weight}
+    cfg = engine_config(args, **weight)
     if args.rough_only:
         cfg = without_sam(cfg)
     engine = build_engine(cfg, args.progress)
@@ -65,8 +79,23 @@ def run(args) -> int:
     results = evaluate_dataset(engine, dataset, resolution=args.resolution, sigma=args.sigma, limit=args.limit,
                                batch_size=args.batch_size, rough_only=args.rough_only, max_fpr=args.max_fpr,
                                progress=args.progress, map_cache=args.cache)
+    few = {}
+    if shots:
+        from ..clip.fewshot import check_settings
+
+        check_settings(engine.config)
+        few = evaluate_few_shot(engine, dataset, train, shots, range(args.seeds), resolution=args.resolution,
+                                sigma=args.sigma, limit=args.limit, batch_size=args.batch_size,
+                                rough_only=args.rough_only, max_fpr=args.max_fpr, progress=args.progress,
+                                map_cache=args.cache)
     print(f"rough map: {results['engine']['rough_map']}")
-    print(format_table(results))
+    if few:
+        print(f"few-shot rows: K normal training images per category as references, mean ± std over "
+              f"{args.seeds} draws; rough = {1 - engine.config.fewshot_weight:g} × zero-shot + "
+              f"{engine.config.fewshot_weight:g} × few-shot")
+        print(format_few_shot_rows(results, few))
+    else:
+        print(format_table(results))
     cached = results["settings"]["cached_images"]
     print(f"({sum(r['images'] for r in results['categories'].values())} images, "
           f"{results['settings']['seconds']:.1f} s{f', {cached} from the map cache' if cached else ''})")
@@ -76,8 +105,16 @@ def run(args) -> int:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+        if few:
+            few_rows = few_shot_rows(few)
+            buf.write("\n")
+            writer = csv.DictWriter(buf, fieldnames=list(few_rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(few_rows)
         print(f"CSV written to {write_text_atomic(args.csv, buf.getvalue())}")
     if args.json is not None:
-        text = json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n"
+        payload = results if not few else {**results, "few_shot": {str(k): {kk: vv for kk, vv in v.items()
+                                                                           if kk != "runs"} for k, v in few.items()}}
+        text = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
         print(f"JSON written to {write_text_atomic(args.json, text)}")
     return EXIT_OK

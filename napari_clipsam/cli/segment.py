@@ -62,6 +62,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--yolo-min-piece-area", type=int, default=4, metavar="PX",
                    help="leave pieces of an instance smaller than this many pixels out of its YOLO polygon "
                         "(its largest piece is always kept; default: 4)")
+    p.add_argument("--normal", type=Path, metavar="FOLDER",
+                   help="defect-free images of the same object (a few are enough): they become normal references "
+                        "and a few-shot map is fused into the rough map (see --fewshot-weight)")
+    p.add_argument("--fewshot-weight", type=float, metavar="W",
+                   help="with --normal: rough map = (1 - W) zero-shot + W few-shot (default: the config's, 0.5)")
     add_engine_options(p)
     p.set_defaults(func=run)
     return p
@@ -108,6 +113,21 @@ def collect_images(inputs: list[str], extensions, recursive: bool, exclude: Path
         raise InvalidInputError(f"No images found in {', '.join(map(str, inputs))}{hint}: looked for "
                                 f"{', '.join(exts)} files.")
     return found
+
+
+def normal_images(folder: Path, extensions) -> list[Path]:
+    """The image files directly in ``--normal FOLDER``; a clear error when it is not a folder or holds none."""
+    from ..qa.session import find_images, normalise_extensions
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise PathKindError(f"--normal {folder} is not a folder; give a folder of defect-free images.")
+    exts = normalise_extensions(split_list(extensions) or [])
+    files = find_images(folder.resolve(), exts, False)
+    if not files:
+        raise InvalidInputError(f"--normal {folder} holds no images ({', '.join(exts)}); put a few defect-free images "
+                         "of the same object there.")
+    return files
 
 
 def _add(found: dict[Path, str], taken: set[str], path: Path, key: str) -> None:
@@ -176,7 +196,13 @@ def run(args) -> int:
         raise InvalidInputError(str(err)) from None
     if args.yolo_min_piece_area < 1:
         raise InvalidInputError(f"--yolo-min-piece-area must be at least 1 pixel, got {args.yolo_min_piece_area}.")
-    cfg = engine_config(args)  # refuse bad engine options before looking at any image
+    weight = {} if args.fewshot_weight is None else {"fewshot_weight": args.fewshot_weight}
+    cfg = engine_config(args, **weight)  # refuse bad engine options before looking at any image
+    normal = normal_images(args.normal, args.extensions) if args.normal is not None else []
+    if normal:
+        from ..clip.fewshot import check_settings
+
+        check_settings(cfg)
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise PathKindError(f"--out {out} is a file; give a folder for the pseudo-labels.")
@@ -213,6 +239,11 @@ def run(args) -> int:
         note(f"engine: {describe_engine(engine)}")
         if engine.umci is None:
             note(TRAINING_FREE_NOTE)
+        if normal:
+            t_ref = time.perf_counter()
+            engine.set_normal_references([read_image(f) for f in normal], args.object)
+            note(f"few-shot: {len(normal)} normal reference(s) from {args.normal}, weight "
+                 f"{engine.config.fewshot_weight:g} ({time.perf_counter() - t_ref:.1f} s; cached for next time)")
         try:
             with tqdm(todo, desc="segment", unit="img", disable=not args.progress, dynamic_ncols=True) as bar:
                 for path in bar:

@@ -87,17 +87,43 @@ class ClipVision:
         block's output projection, CLIP's ``ln_post`` and ``proj``. The residual and MLP of that block are skipped.
         Returns ``(B, h, w, D)`` in CLIP's joint embedding space (not normalised).
         """
-        if self.depth < 2:
-            raise InvalidInputError("The training-free rough map needs a CLIP vision tower with at least 2 blocks.")
-        last = self.visual.transformer.resblocks[-1]
-        attn = getattr(last, "attn", None)
-        if not isinstance(attn, torch.nn.MultiheadAttention):
-            raise InvalidInputError("The training-free rough map needs open_clip's standard residual attention blocks.")
+        self._check_training_free()
         self.vision_calls += 1
         out = self.visual.forward_intermediates(x, indices=[self.depth - 2], stop_early=True,
                                                 intermediates_only=True, output_fmt="NLC",
                                                 output_extra_tokens=True)
-        tokens = torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
+        return self._value_value(out["image_intermediates_prefix"][0], out["image_intermediates"][0])
+
+    def training_free_and_patch_tokens(self, x: torch.Tensor,
+                                       layers: tuple[int, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`training_free_tokens` and :meth:`patch_tokens` of the same images from one forward pass:
+        ``((B, h, w, D), [(B, C, h, w) per layer])`` (few-shot references in training-free mode)."""
+        self._check_training_free()
+        self.check_layers(layers)
+        self.vision_calls += 1
+        wanted = sorted({int(i) - 1 for i in layers} | {self.depth - 2})
+        out = self.visual.forward_intermediates(x, indices=wanted, stop_early=True, intermediates_only=True,
+                                                output_fmt="NLC", output_extra_tokens=True)
+        by_index = dict(zip(wanted, zip(out["image_intermediates_prefix"], out["image_intermediates"])))
+        tf = self._value_value(*by_index[self.depth - 2])
+        g = self.grid
+        patch = [by_index[int(i) - 1][1].reshape(x.shape[0], g, g, -1).permute(0, 3, 1, 2).contiguous()
+                 for i in layers]
+        return tf, patch
+
+    def _check_training_free(self) -> None:
+        if self.depth < 2:
+            raise InvalidInputError("The training-free rough map needs a CLIP vision tower with at least 2 blocks.")
+        if not isinstance(getattr(self.visual.transformer.resblocks[-1], "attn", None), torch.nn.MultiheadAttention):
+            raise InvalidInputError("The training-free rough map needs open_clip's standard residual attention "
+                                    "blocks.")
+
+    def _value_value(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """The last block's value-value attention on the tokens entering it: (B, 1, C) class token and
+        (B, L, C) patch tokens → (B, h, w, D)."""
+        last = self.visual.transformer.resblocks[-1]
+        attn = last.attn
+        tokens = torch.cat([prefix, patches], dim=1)
         y = last.ln_1(tokens)
         width = y.shape[-1]
         v = F.linear(y, attn.in_proj_weight[2 * width:], None if attn.in_proj_bias is None

@@ -14,9 +14,7 @@ import time
 from collections.abc import Iterable
 
 import numpy as np
-import torch
 
-from ..clip.rough_map import to_image_resolution
 from ..errors import InvalidInputError
 from ..image_input import normalise_image
 from ..metrics import METRIC_NAMES, evaluate
@@ -41,17 +39,9 @@ def spread_subset(n: int, limit: int | None) -> list[int]:
 
 
 def rough_maps_only(engine, images: list[np.ndarray], name: str) -> list[np.ndarray]:
-    """Rough maps at image resolution without SAM (CLIP and UMCI only), as ``segment`` computes them."""
-    prepared = [normalise_image(im) for im in images]
-    T = engine.text_embeddings(name)
-    with torch.no_grad():
-        small = engine.rough_maps(engine.clip_features([rgb for rgb, _ in prepared]), T)
-    out = []
-    for (rgb, valid), r in zip(prepared, small):
-        rough = to_image_resolution(r, rgb.shape[:2], engine.config.rough_sigma)
-        rough[~valid] = 0.0
-        out.append(rough)
-    return out
+    """Rough maps at image resolution without SAM (CLIP, UMCI and few-shot references), as ``segment``
+    computes them."""
+    return engine.rough_maps_for_images(images, name)
 
 
 def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None, resolution: int | None = None,
@@ -197,3 +187,114 @@ def format_table(results: dict) -> str:
             lines.append(f"{cat[:16]:<16} {m:<6} {n!s:>5} {vals}")
             cat = ""
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ few-shot (issue 11)
+def pick_shots(n_train: int, k: int, seed: int) -> list[int]:
+    """K distinct indices into a category's ``n_train`` normal training images, drawn with ``seed`` (the usual
+    few-shot protocol: a new random draw of references per seed)."""
+    if k > n_train:
+        raise InvalidInputError(f"{k} shots asked for, but the category has only {n_train} normal training image(s); "
+                         f"give --shots ≤ {n_train}.")
+    return sorted(int(i) for i in np.random.default_rng([seed, k]).choice(n_train, size=k, replace=False))
+
+
+def evaluate_few_shot(engine, dataset, train_dataset, shots: Iterable[int], seeds: Iterable[int] = (0, 1, 2), *,
+                      categories: Iterable[str] | None = None, object_names: dict[str, str] | None = None,
+                      **kwargs) -> dict:
+    """:func:`evaluate_dataset` with K normal references per category, for each K in ``shots`` and each seed.
+
+    For each (K, seed), every category gets K normal images of ``train_dataset`` (its train split) drawn with
+    :func:`pick_shots` as references (``engine.set_normal_references(..., object_name)``); the engine's
+    ``fewshot_weight`` decides the fusion. The references are cleared afterwards.
+
+    Returns ``{K: {"categories": {cat: {"images", "anomalous", map: {metric: mean}, map + "_std": {…}}},
+    "mean": {map: {…}, map + "_std": {…}}, "seeds": [...], "references": {seed: {cat: [file names]}},
+    "runs": [evaluate_dataset results]}}``; std is the standard deviation over seeds (0 with one seed).
+    """
+    cats = list(categories) if categories is not None else list(dataset.categories)
+    names = {c: (object_names or {}).get(c, object_name(c)) for c in cats}
+    seeds, out = list(seeds), {}
+    if not seeds:
+        raise InvalidInputError("give at least one seed for the few-shot evaluation.")
+    train = {c: train_dataset.category(c) for c in cats}
+    try:
+        for k in shots:
+            runs, refs = [], {}
+            for seed in seeds:
+                engine.clear_normal_references()
+                refs[seed] = {}
+                for c in cats:
+                    idx = pick_shots(len(train[c]), int(k), seed)
+                    engine.set_normal_references([train[c][i][0] for i in idx], names[c])
+                    refs[seed][c] = [train[c].samples[i].image_path.name for i in idx]
+                runs.append(evaluate_dataset(engine, dataset, categories=cats, object_names=names, **kwargs))
+            out[int(k)] = _summarise(runs, cats) | {"seeds": seeds, "references": refs, "runs": runs}
+    finally:
+        engine.clear_normal_references()
+    return out
+
+
+def _summarise(runs: list[dict], cats: list[str]) -> dict:
+    def stats(entries: list[dict]) -> dict:
+        res: dict = {}
+        for m in MAPS:
+            if entries[0].get(m) is None:
+                res[m] = res[m + "_std"] = None
+                continue
+            res[m] = {k: _nanstat(np.nanmean, [e[m][k] for e in entries]) for k in METRIC_NAMES}
+            res[m + "_std"] = {k: _nanstat(np.nanstd, [e[m][k] for e in entries]) for k in METRIC_NAMES}
+        return res
+
+    categories = {c: {"images": runs[0]["categories"][c]["images"], "anomalous": runs[0]["categories"][c]["anomalous"],
+                      **stats([r["categories"][c] for r in runs])} for c in cats}
+    return {"categories": categories, "mean": stats([r["mean"] for r in runs])}
+
+
+def _nanstat(fn, values) -> float:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return float(fn(vals)) if vals else float("nan")
+
+
+def format_few_shot_rows(results: dict, few_shot: dict) -> str:
+    """The zero-shot table of :func:`format_table` with, under each category's rows, one row per map and K:
+    ``rough K-shot`` with mean±std over the seeds (in percent)."""
+    header = f"{'category':<16} {'map':<11} {'n':>5} " + " ".join(f"{SHORT[k]:>10}" for k in METRIC_NAMES)
+    lines = [header, "-" * len(header)]
+    entries = list(results["categories"].items()) + [("mean", {"images": "", **results["mean"]})]
+    for cat, r in entries:
+        if cat == "mean":
+            lines.append("-" * len(header))
+        rows = [(m, r[m], None, r["images"] if m == "rough" else "") for m in MAPS if r[m] is not None]
+        for k, fs in few_shot.items():
+            src = fs["mean"] if cat == "mean" else fs["categories"][cat]
+            rows += [(f"{m} {k}-shot", src[m], src[m + "_std"], "") for m in MAPS if src[m] is not None]
+        for label, vals, std, n in rows:
+            cells = []
+            for key in METRIC_NAMES:
+                v = vals[key]
+                if math.isnan(v):
+                    cells.append(f"{'n/a':>10}")
+                elif std is None:
+                    cells.append(f"{100 * v:10.1f}")
+                else:
+                    cells.append(f"{f'{100 * v:.1f}±{100 * std[key]:.1f}':>10}")
+            lines.append(f"{cat[:16]:<16} {label:<11} {n!s:>5} {' '.join(cells)}")
+            cat = ""
+    return "\n".join(lines)
+
+
+def few_shot_rows(few_shot: dict) -> list[dict]:
+    """Flat CSV rows of a few-shot evaluation: ``shots, category, images, <map>_<metric>, <map>_<metric>_std``."""
+    rows = []
+    for k, fs in few_shot.items():
+        entries = list(fs["categories"].items()) + [("mean", {"images": sum(v["images"] for v in
+                                                                            fs["categories"].values()), **fs["mean"]})]
+        for cat, r in entries:
+            row = {"shots": k, "category": cat, "images": r["images"]}
+            for m in MAPS:
+                for key in METRIC_NAMES:
+                    row[f"{m}_{key}"] = "" if r[m] is None else r[m][key]
+                    row[f"{m}_{key}_std"] = "" if r[m] is None else r[m + "_std"][key]
+            rows.append(row)
+    return rows

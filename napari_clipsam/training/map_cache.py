@@ -40,7 +40,8 @@ class MapCache:
         umci = None if engine.umci is None else weights_fingerprint(engine.umci)  # as trained now, not as loaded
         setting = json.dumps({"version": __version__, "identity": engine.identity, "umci": umci, "mode": engine.mode,
                               "thresholds": engine.config.thresholds(), "prompts": engine.config.prompt_set_hash(),
-                              "resolution": int(resolution), "rough_only": bool(rough_only)},
+                              "resolution": int(resolution), "rough_only": bool(rough_only),
+                              "fewshot": engine.reference_sets()},
                              sort_keys=True, default=str)
         return cls(Path(root) if root is not None else cache_dir() / "eval" / _digest(setting))
 
