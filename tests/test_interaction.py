@@ -117,3 +117,21 @@ def test_object_table_assigns_classes_and_colours_by_class(qtbot, dock):
     out.masks.paint((3, 3), 60)
     qtbot.wait(20)
     assert 60 in [int(table.item(r, 0).text()) for r in range(table.rowCount())]
+
+
+def test_normal_references_from_selected_layers_reach_the_engine(qtbot, dock):
+    viewer, widget, src = dock
+    good = [synthetic_image("part", None, size=96, seed=s)[0] for s in (5, 6)]
+    layers = [viewer.add_image(g, name=f"good {i}") for i, g in enumerate(good)]
+    viewer.layers.selection = set(layers)
+    widget.c.ref_layers.click()
+    assert widget.references.images and "2 normal reference(s)" in widget.c.ref_info.text()
+    viewer.layers.selection.active = src
+    widget.select_source(src)
+    run(qtbot, widget)
+    assert "few-shot" in widget.status, widget.status
+    out = widget.outputs_for(src)
+    assert "few-shot" in out.rough.metadata["clipsam"]["rough_map"]
+    widget.c.ref_clear.click()
+    run(qtbot, widget)
+    assert "few-shot" not in widget.status, widget.status

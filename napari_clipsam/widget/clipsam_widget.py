@@ -23,6 +23,7 @@ from .correction import CorrectionLoop
 from .export_panel import ExportPanel
 from .folder import FolderPanel
 from .instances import InstanceTable
+from .references import ReferencePanel
 from .layers import ROLE, OutputLayers
 from .objects import delete_object, discard_corrections, lock_object, unlock_object
 from .settings import WidgetSettings, weights_overrides
@@ -65,6 +66,8 @@ class ClipSAMWidget(QWidget):
         self.settings = WidgetSettings.load(settings_path)
         self.task: Task | None = None
         self._task_source = None  # the image layer the running task works on
+        self._applied_refs: tuple | None = None  # (engine, references key) the engine last got
+        self._pending_refs = ""
         self._docked = self._closed = False
         self._sessions: list[tuple[OutputLayers, CorrectionLoop]] = []
         self._load_settings()
@@ -73,6 +76,7 @@ class ClipSAMWidget(QWidget):
         self.export_panel = ExportPanel(self.c, self.current_outputs, lambda: self.class_names, self.set_status,
                                         self.save_settings)
         self.folder = FolderPanel(self.c, self)
+        self.references = ReferencePanel(self.c, self._selected_images, self.set_status)
         self.objects = InstanceTable(self.c, self.current_outputs, lambda: self.class_names, self.set_status)
         self._built_for = self._engine_key()
         self._connect()
@@ -169,9 +173,14 @@ class ClipSAMWidget(QWidget):
         for _, loop in self._sessions:
             loop.cancel()
         self.save_settings()
+        key = self.references.key
+        refs = None if self._engine is not None and self._applied_refs == (id(self._engine), key) \
+            else (key, self.references.images)
+        self._pending_refs = key
         job = segment_job(self._engine, config, partial(read_frame, source), frames, self.object_name,
                           self.thresholds, contrast_limits_for(source),
-                          precomputed=precomputed or self.folder.provider_for(source))
+                          precomputed=precomputed or self.folder.provider_for(source),
+                          references=refs)
         engine_generation = self._engine_generation
         what = "frame" if len(frames) == 1 and frames[0] is not None else "frames"
         where = "" if frames == [None] else f" ({what} {frames[0]}{'–' + str(frames[-1]) if len(frames) > 1 else ''})"
@@ -239,6 +248,10 @@ class ClipSAMWidget(QWidget):
         outputs.show_saved(labels, classes)
         self.objects.refresh()
         return outputs
+
+    def _selected_images(self) -> list:
+        """Image layers selected in napari's layer list (ClipSAM's own output layers left out)."""
+        return [x for x in self.viewer.layers.selection if x in self.picker.candidates()]
 
     def _selected_object(self):
         """(outputs, frame, instance id) for the label selected in the chosen image's masks layer, or None."""
@@ -377,6 +390,7 @@ class ClipSAMWidget(QWidget):
         self._set_running(False)
         if outcome.ok:
             engine, results = outcome.value
+            self._applied_refs = (id(engine), self._pending_refs)
             if engine_generation == self._engine_generation:
                 self._engine = engine
             if source not in self.viewer.layers:

@@ -47,6 +47,12 @@ TOOLTIPS = {
                    "sam_vit_b_01ec64.pth) or a folder with sam_config.json and sam.pth. Empty: download once.",
     "sam_browse": "Choose a SAM checkpoint file (Shift-click: a local-dir folder).",
     "device": "auto: the GPU when there is one, else the CPU. Changing it rebuilds the engine on the next Run.",
+    "ref_layers": "Use the image layers selected in the layer list as normal references: defect-free parts, taken "
+                  "the same way. The next Run fuses a few-shot map (nearest reference patch) into the rough map.",
+    "ref_folder": "Add every image of a folder of defect-free parts as normal references.",
+    "ref_clear": "Stop using normal references (zero-shot rough maps again).",
+    "ref_info": "The normal references the next Run uses (none: zero-shot). In a folder review, Alt+G accepts a "
+                "good image with no objects and adds it here.",
     "prompt_threshold": "τ_prompt: the rough map is cut at this probability to find defect regions that become "
                         "SAM prompts. Lower it when nothing is found. Applies from the next Run.",
     "mask_threshold": "τ_mask: the final map (rough and SAM maps blended) is cut at this value to make the masks. "
@@ -96,6 +102,7 @@ TOOLTIPS = {
                  "before for this image are replaced only with 'overwrite existing files' ticked.",
     "qa_reject": "Mark the image as rejected (no labels) and go to the next image (Alt+R).",
     "qa_skip": "Mark the image as skipped (seen, no decision) and go to the next image (Alt+D).",
+    "qa_good": "Good part (Alt+G): accept this image with no objects and add it to the normal references.",
     "qa_close": "Close the review: its keys are unbound; verdicts and labels stay in the labels folder.",
     "qa_previous": "Go back one image without a verdict change (Alt+Left).",
     "qa_next": "Go to the next image without a verdict change (Alt+Right).",
@@ -118,6 +125,10 @@ class Controls:
     sam_weights: QLineEdit
     sam_browse: QPushButton
     device: QComboBox
+    ref_layers: QPushButton
+    ref_folder: QPushButton
+    ref_clear: QPushButton
+    ref_info: QLabel
     prompt_threshold: QDoubleSpinBox
     mask_threshold: QDoubleSpinBox
     alpha: QDoubleSpinBox
@@ -156,6 +167,7 @@ class Controls:
     qa_previous: QPushButton
     qa_next: QPushButton
     qa_close: QPushButton
+    qa_good: QPushButton
 
 
 def _tip(widget, key: str):
@@ -214,6 +226,12 @@ def build_controls(parent: QWidget) -> Controls:
     c["sam_weights"], c["sam_browse"], row = _folder_row("sam_weights", "sam_browse")
     c["sam_weights"].setPlaceholderText("download official weights")
     form.addRow("SAM weights", row)
+    c["ref_layers"] = _tip(QPushButton("Selected layers"), "ref_layers")
+    c["ref_folder"] = _tip(QPushButton("Folder…"), "ref_folder")
+    c["ref_clear"] = _tip(QPushButton("Clear"), "ref_clear")
+    form.addRow("Normal refs", _row(c["ref_layers"], c["ref_folder"], c["ref_clear"]))
+    c["ref_info"] = _tip(QLabel(""), "ref_info")
+    form.addRow("", c["ref_info"])
     for key, label in (("prompt_threshold", "τ_prompt"), ("mask_threshold", "τ_mask"), ("alpha", "α")):
         c[key] = _spin(key)
         form.addRow(label, c[key])
@@ -287,7 +305,8 @@ def build_controls(parent: QWidget) -> Controls:
     c["qa_accept"], c["qa_reject"], c["qa_skip"] = (_tip(QPushButton(t), k) for t, k in
                                                     (("Accept", "qa_accept"), ("Reject", "qa_reject"),
                                                      ("Skip", "qa_skip")))
-    qform.addRow(_row(c["qa_accept"], c["qa_reject"], c["qa_skip"]))
+    c["qa_good"] = _tip(QPushButton("Good → reference"), "qa_good")
+    qform.addRow(_row(c["qa_accept"], c["qa_reject"], c["qa_skip"], c["qa_good"]))
     c["qa_previous"], c["qa_next"] = _tip(QPushButton("◀ Previous"), "qa_previous"), _tip(QPushButton("Next ▶"),
                                                                                            "qa_next")
     c["qa_close"] = _tip(QPushButton("Close review"), "qa_close")

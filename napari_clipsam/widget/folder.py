@@ -6,7 +6,8 @@ the widget's normal Run, so Cancel, progress and the correction loop work as usu
 only waits for (or reuses) that result.
 
 Keys, bound on the viewer only while a review is open (and exactly these unbound on Close): Alt+Right next,
-Alt+Left previous, Alt+A accept, Alt+R reject, Alt+D skip (defer). None of them is a napari shortcut (napari's
+Alt+Left previous, Alt+A accept, Alt+R reject, Alt+D skip (defer), Alt+G good part (accepted with no objects and
+added to the normal references). None of them is a napari shortcut (napari's
 Alt+S saves a screenshot).
 
 Going back to an accepted image shows the labels saved for it (no new run); Run re-segments it with the saved
@@ -29,7 +30,7 @@ from .labels_export import frame_provenance
 from .source import frame_count
 
 KEYS = {"Alt-Right": "next_image", "Alt-Left": "previous_image", "Alt-A": "accept", "Alt-R": "reject",
-        "Alt-D": "skip"}
+        "Alt-D": "skip", "Alt-G": "accept_as_reference"}
 
 
 class FolderPanel(QObject):
@@ -56,6 +57,7 @@ class FolderPanel(QObject):
         c.qa_previous.clicked.connect(lambda: self.previous_image())
         c.qa_next.clicked.connect(lambda: self.next_image())
         c.qa_close.clicked.connect(lambda: self.close())
+        c.qa_good.clicked.connect(lambda: self.accept_as_reference())
         widget.run_finished.connect(self._on_run_finished)
         self._update_labels()
 
@@ -162,6 +164,25 @@ class FolderPanel(QObject):
         note = " (replaced the labels saved before)" if differs else ""
         self.widget.set_status(f"Accepted {self.session.key()}: {len(report.written)} file(s) written{note}.")
         self._advance()
+        return True
+
+    def accept_as_reference(self) -> bool:
+        """A good part: accept the current image with no objects and add it to the widget's normal references."""
+        if not self._can_decide() or not self._image_ok:
+            return False
+        outputs = self.widget.outputs_for(self.layer)
+        if outputs is not None and outputs.masks is not None and np.asarray(outputs.masks.data).any():
+            self.widget.set_status("This image has objects: delete them first (it must be a defect-free part), "
+                                   "or Accept it as it is.")
+            return False
+        data = np.asarray(self.layer.data)
+        name = self.session.key()
+        frames = data if outputs is not None and outputs.stacked else [data]
+        added = sum(self.widget.references.add(plane, name) for plane in frames)  # before the next image runs
+        if not self.accept():
+            return False
+        self.widget.set_status(f"{name} accepted as a good part and added to the normal references "
+                               f"({added} image(s); {len(self.widget.references.images)} in all).")
         return True
 
     def reject(self) -> bool:

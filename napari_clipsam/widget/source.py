@@ -39,6 +39,10 @@ class SourcePicker(QObject):
     def current(self) -> Image | None:
         return self._current
 
+    def candidates(self) -> list[Image]:
+        """The image layers that can be segmented (ClipSAM's own outputs left out)."""
+        return self._candidates()
+
     def set_current(self, layer: Image | None) -> None:
         """Choose ``layer`` (it must be one of the listed image layers, or None)."""
         if layer is None or any(layer is x for x in self._layers):

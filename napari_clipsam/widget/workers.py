@@ -97,16 +97,17 @@ def apply_thresholds(engine, prompt_threshold: float, mask_threshold: float, alp
 
 
 def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, object_name: str,
-                thresholds: tuple[float, float, float], contrast_limits, precomputed=None):
+                thresholds: tuple[float, float, float], contrast_limits, precomputed=None, references=None):
     """A job that builds the engine if ``engine`` is None (from ``config``), then segments the frames.
 
     ``precomputed(cancelled)``, if given, runs first in the worker thread and may return the results
-    (``{frame: result}``, e.g. from a prefetch) or None to segment as usual.
+    (``{frame: result}``, e.g. from a prefetch) or None to segment as usual. ``references``: ``(key, images)``
+    of new normal references for the engine (empty key: none any more); None leaves the engine's as they are.
     Returns ``(engine, {frame: ClipSAMResult})``. Engine loading reports stages prefixed ``"loading"``.
     """
 
     def job(progress: Progress, cancelled: Callable[[], bool]):
-        ready = precomputed(cancelled) if precomputed is not None else None
+        ready = precomputed(cancelled) if precomputed is not None and not (references and references[0]) else None
         if ready is not None and engine is not None:
             progress("prefetched", 1.0)
             return engine, ready
@@ -124,6 +125,13 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
 
             eng = ClipSAM.from_config(config, progress=loading, cancelled=cancelled)
         apply_thresholds(eng, *thresholds)
+        if references is not None:  # the set changed since this engine last got one
+            key, refs = references
+            if key:
+                eng.set_normal_references(refs, None, progress=lambda s, f: progress("normal references", base),
+                                          cancelled=cancelled)
+            else:
+                eng.clear_normal_references()
         images = [read_frame(f) for f in frames]
         n = len(images)
 
@@ -174,8 +182,9 @@ def run_summary(results: dict, outputs, kept: dict[str, int]) -> str:
     """The status line after a Run: what was found, what of the person's work was kept, and why nothing was."""
     n = sum(r.num_instances for r in results.values())
     best = max(r.score for r in results.values())
-    mode = next(iter(results.values())).mode
-    text = f"Done: {n} instance(s) in {len(results)} image(s), anomaly score {best:.3f} ({mode})."
+    first = next(iter(results.values()))
+    made_by = first.provenance.get("rough_map") or first.mode
+    text = f"Done: {n} instance(s) in {len(results)} image(s), anomaly score {best:.3f}. Rough map: {made_by}."
     if any(kept.values()):
         text += (f" Kept your corrections: {kept['prompts']} prompt(s), {kept['pixels']} hand-edited pixel(s), "
                  f"{kept['locked']} locked object(s) (Discard corrections starts over).")
