@@ -16,6 +16,20 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path, monkeypatch):
+    """The widget remembers its settings in a private folder per test (never the user's)."""
+    monkeypatch.setenv("NAPARI_CLIPSAM_CONFIG_DIR", str(tmp_path / "config"))
+
+
+@pytest.fixture(scope="module")
+def shared_engine():
+    """One tiny engine for a whole test module (widget tests inject it instead of loading weights)."""
+    from napari_clipsam.testing import tiny_engine
+
+    return tiny_engine(seed=0)
+
+
 @pytest.fixture
 def engine():
     from napari_clipsam.testing import tiny_engine

@@ -15,16 +15,6 @@ from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
 WAIT_MS = 20_000
 
 
-@pytest.fixture(autouse=True)
-def _private_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_CLIPSAM_CONFIG_DIR", str(tmp_path / "config"))
-
-
-@pytest.fixture(scope="module")
-def shared_engine():
-    return tiny_engine(seed=0)
-
-
 @pytest.fixture
 def session(qtbot, make_napari_viewer, shared_engine):
     """A widget that ran on an image with two CLIP components (two instances)."""

@@ -9,20 +9,9 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_clipsam.data.synthetic import synthetic_image  # noqa: E402
-from napari_clipsam.testing import tiny_engine  # noqa: E402
 from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
 
 WAIT_MS = 20_000
-
-
-@pytest.fixture(autouse=True)
-def _private_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_CLIPSAM_CONFIG_DIR", str(tmp_path / "config"))
-
-
-@pytest.fixture(scope="module")
-def shared_engine():
-    return tiny_engine(seed=0)
 
 
 @pytest.fixture

@@ -15,22 +15,11 @@ from napari.layers import Image, Labels, Points, Shapes  # noqa: E402
 
 from napari_clipsam.data.synthetic import synthetic_image  # noqa: E402
 from napari_clipsam.export import dataset_split, read_label_tiff, read_mvtec_mask, read_yolo_labels  # noqa: E402
-from napari_clipsam.testing import tiny_engine  # noqa: E402
 from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
 from napari_clipsam.widget.correction import DEBOUNCE_MS  # noqa: E402
 
 WAIT_MS = 20_000
 TAU_PROMPT = 0.3  # the tiny random CLIP's rough map on these images peaks around 0.6
-
-
-@pytest.fixture(autouse=True)
-def _private_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_CLIPSAM_CONFIG_DIR", str(tmp_path / "config"))
-
-
-@pytest.fixture(scope="module")
-def shared_engine():
-    return tiny_engine(seed=0)
 
 
 @pytest.fixture

@@ -12,22 +12,10 @@ import time
 from pathlib import Path
 
 import napari
+from _flow import say, wait
 import numpy as np
 from napari.utils.key_bindings import KeyBinding
 from qtpy.QtWidgets import QApplication
-
-
-def say(msg):
-    print(f"[flow] {msg}", flush=True)
-
-
-def wait(condition, timeout=120.0, what="condition"):
-    end = time.monotonic() + timeout
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.01)
-        if time.monotonic() > end:
-            raise SystemExit(f"timed out waiting for {what}")
 
 
 def settle(widget):

@@ -8,26 +8,12 @@ Usage: python plugin_real_order.py CLIP_DIR SAM_DIR OUT_DIR
 Prints "[flow] ..." lines and "[flow] ok" at the end; any failure exits non-zero.
 """
 import sys
-import time
 from pathlib import Path
 
 import napari
-from qtpy.QtWidgets import QApplication
+from _flow import say, wait
 
 HEAVY = ("torch", "torchvision", "triton", "open_clip", "segment_anything")
-
-
-def say(msg):
-    print(f"[flow] {msg}", flush=True)
-
-
-def wait(condition, timeout=120.0, what="condition"):
-    end = time.monotonic() + timeout
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.01)
-        if time.monotonic() > end:
-            raise SystemExit(f"timed out waiting for {what}")
 
 
 clip_dir, sam_dir, out_dir = sys.argv[1:4]
