@@ -27,6 +27,7 @@ from .common import TRAINING_FREE_NOTE, add_engine_options, build_engine, descri
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..distributed.options import add_ray_options
     from ..export import FORMATS
     from ..qa.session import DEFAULT_EXTENSIONS
 
@@ -60,6 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="leave pieces of an instance smaller than this many pixels out of its YOLO polygon "
                         "(its largest piece is always kept; default: 4)")
     add_engine_options(p)
+    add_ray_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -148,11 +150,14 @@ def labelled_for_other_objects(out: Path, stems: list[str], object_name: str) ->
 
 
 def run(args) -> int:
+    from ..distributed.options import check_ray_options
     from .segment_job import plan_job
 
+    if getattr(args, "ray", None) is not None:
+        check_ray_options(args)
     job = plan_job(args)
     if getattr(args, "ray", None) is not None:
-        from ..distributed.segment import segment_on_ray  # Ray is imported only here
+        from ..distributed.segment import segment_on_ray  # Ray is imported only there
 
         return segment_on_ray(job)
     return _segment_here(job)
