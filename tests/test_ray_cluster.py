@@ -39,8 +39,10 @@ def test_two_nodes_on_one_machine_share_the_work(models, local_reference, tmp_pa
                                     "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1)
             assert code == 0, err
             assert "on a cluster of 2 node(s)" in err
-            per_node = dict(item.rsplit(" ", 1) for item in stdout.split("images per node: ")[1].strip().split(", "))
-            assert sorted(per_node) == nodes and all(int(n) > 0 for n in per_node.values())
+            listed = stdout.split("images per node (address/node id): ")[1].strip().split(", ")
+            per_node = dict(item.rsplit(" ", 1) for item in listed)
+            assert sorted(per_node) == sorted(f"127.0.0.1/{n[:8]}" for n in nodes)
+            assert all(int(n) > 0 for n in per_node.values())
             assert sum(map(int, per_node.values())) == N_IMAGES
             assert_same_outputs(out, local_reference)
         finally:

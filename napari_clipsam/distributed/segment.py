@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 from ..cli.common import TRAINING_FREE_NOTE, note
+from ..errors import ClusterError
 from .cluster import connect, disconnect, pool_shape
 from .pool import EnginePool
 from .workers import unpack_instances
@@ -39,10 +40,21 @@ def start_pool(args, cfg):
     return pool, info[0]
 
 
-def lost_call(exc) -> str:
-    """Why a call's images failed when Ray gave up on it (first line of Ray's message)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else 'the call failed'} (Ray gave up after its retries)"
+def failed_call(paths: list[str], exc: Exception) -> list[dict]:
+    """Per-image failures for a call that returned no results: an error raised by the worker's own code (a bug:
+    its traceback is shown), or Ray giving up on the call after its retries (first line of Ray's message)."""
+    import ray
+
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+        why, trace = f"{type(cause).__name__}: {cause}", str(exc)
+    elif isinstance(exc, ClusterError):
+        why, trace = str(exc), None
+    else:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = f"{type(exc).__name__}: {lines[0] if lines else 'the call failed'} (Ray gave up after its retries)"
+        trace = None
+    return [{"path": p, "error": why, "trace": trace} for p in paths]
 
 
 def segment_on_ray(job) -> int:
@@ -60,6 +72,9 @@ def segment_on_ray(job) -> int:
     pool = None
     per_node: Counter = Counter()
     try:
+        import ray
+
+        address = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
         pool, _ = start_pool(args, job.cfg)
         load_seconds = time.perf_counter() - t0
         by_name = {str(p): p for p in job.todo}
@@ -70,7 +85,7 @@ def segment_on_ray(job) -> int:
                       dynamic_ncols=True) as bar:
                 for (paths,), result in pool.run("segment", chunks, {"object_name": args.object}):
                     if isinstance(result, Exception):
-                        result = [{"path": p, "error": lost_call(result), "trace": None} for p in paths]
+                        result = failed_call(paths, result)
                     for item in result:
                         path = by_name[item["path"]]
                         if "error" in item:
@@ -97,5 +112,6 @@ def segment_on_ray(job) -> int:
     timing = (f" (starting {pool.shape.actors} actor(s) {load_seconds:.1f} s, then {work / len(job.todo):.2f} "
               f"s/image, {len(job.todo) / max(work, 1e-9):.2f} img/s)")
     code = job.report(seconds, timing)
-    print("  ray: images per node: " + (", ".join(f"{node} {n}" for node, n in sorted(per_node.items())) or "none"))
+    print("  ray: images per node (address/node id): " + (", ".join(
+        f"{address.get(node, '?')}/{node[:8]} {n}" for node, n in sorted(per_node.items())) or "none"))
     return code
