@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -120,3 +121,34 @@ def ray_processes_gone(started: dict[int, str], timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+def listening_addresses(pids) -> set[str]:
+    """The hex local addresses (as /proc/net/tcp{,6} writes them) of the TCP sockets ``pids`` listen on."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = str(fd.readlink()) if fd.is_symlink() else ""
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                found.add(fields[1].split(":")[0])
+    return found
+
+
+def assert_ray_listens_on_loopback_only(started: dict[int, str]) -> None:
+    """Every TCP socket the Ray processes (``started``, those titled ``ray::`` and this driver) listen on is on
+    loopback."""
+    pids = set(started) | {pid for pid, cmd in processes().items() if cmd.startswith("ray::")} | {os.getpid()}
+    addresses = listening_addresses(pids)
+    assert addresses and addresses <= LOOPBACK, addresses

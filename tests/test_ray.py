@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ray_helpers import (N_IMAGES, RAY_ENV, assert_same_outputs, cli, local_reference, models,  # noqa: F401
-                         processes, ray_processes_gone)
+from ray_helpers import (N_IMAGES, RAY_ENV, assert_ray_listens_on_loopback_only, assert_same_outputs,  # noqa: F401
+                         cli, local_reference, models, processes, ray_processes_gone)
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_torch_thread")]
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +39,7 @@ def local_ray(models):
             assert ctx.address_info["node_ip_address"] == "127.0.0.1"
             started = {pid: cmd for pid, cmd in processes(descendants_of=os.getpid()).items() if pid not in before}
             yield ctx
+            assert_ray_listens_on_loopback_only(started)
         finally:
             ray.shutdown()
         assert ray_processes_gone(started), "Ray processes outlived ray.shutdown()"

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from ray_helpers import (N_IMAGES, RAY_ENV, assert_same_outputs, cli, local_reference, models,  # noqa: F401
-                         processes, ray_processes_gone)
+from ray_helpers import (N_IMAGES, RAY_ENV, assert_ray_listens_on_loopback_only, assert_same_outputs,  # noqa: F401
+                         cli, local_reference, models, processes, ray_processes_gone)
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -45,6 +45,7 @@ def test_two_nodes_on_one_machine_share_the_work(models, local_reference, tmp_pa
             assert all(int(n) > 0 for n in per_node.values())
             assert sum(map(int, per_node.values())) == N_IMAGES
             assert_same_outputs(out, local_reference)
+            assert_ray_listens_on_loopback_only(started)
         finally:
             ray.shutdown()
             cluster.shutdown()
