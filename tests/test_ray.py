@@ -139,6 +139,8 @@ def test_eval_on_ray_equals_eval(models, local_ray, tmp_path):
     assert "pAUROC" in stdout
     local, ray = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "ray"))
     assert ray["engine"] == local["engine"]
+    assert {k: v for k, v in ray["settings"].items() if k != "seconds"} == \
+        {k: v for k, v in local["settings"].items() if k != "seconds"}
     assert list(ray["categories"]) == list(local["categories"]) == ["fabric", "metal"]
     compared = 0
     for where in [*(("categories", c) for c in local["categories"]), ("mean",)]:
