@@ -74,6 +74,11 @@ class TrainingDivergedError(ClipSAMUserError, FloatingPointError):
     """UMCI training produced a non-finite loss (lower the learning rate)."""
 
 
+class ClusterError(ClipSAMUserError, RuntimeError):
+    """``--ray``: Ray is not installed, the cluster cannot be reached, or it cannot host the engine actors
+    (the message says which, and what to do)."""
+
+
 class Cancelled(Exception):
     """Raised inside long work when the caller's ``cancelled()`` callback returned True."""
 

@@ -14,6 +14,8 @@ from .common import (EXIT_OK, TRAINING_FREE_NOTE, add_dataset_options, add_engin
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..distributed.options import add_ray_options
+
     p = subparsers.add_parser(
         "eval", help="pixel/image AUROC, AP, F1-max and AUPRO of the rough and final maps on a dataset",
         description="Evaluates the engine on the test split of a dataset with masks (MVTec-AD, VisA or a "
@@ -47,6 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, metavar="FILE", help="write one row per category (and the mean) here")
     p.add_argument("--json", type=Path, metavar="FILE", help="write every figure, the settings and the engine here")
     add_engine_options(p)
+    add_ray_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -66,28 +69,40 @@ def run(args) -> int:
     shots = sorted(set(args.shots or []))
     if any(k < 1 for k in shots) or args.seeds < 1:
         raise InvalidInputError("--shots must be ≥ 1 (normal images per category) and --seeds ≥ 1.")
+    if getattr(args, "ray", None) is not None:
+        from ..distributed.options import check_ray_options
+
+        check_ray_options(args)
     dataset = open_dataset(args.dataset_root, args.layout, split_list(args.categories), split="test")
     train = open_dataset(args.dataset_root, args.layout, split_list(args.categories), split="train") if shots else None
     weight = {} if args.fewshot_weight is None else {"fewshot_weight": args.fewshot_weight}
     cfg = engine_config(args, **weight)
     if args.rough_only:
         cfg = without_sam(cfg)
-    engine = build_engine(cfg, args.progress)
-    note(f"engine: {describe_engine(engine)}")
-    if engine.umci is None:
-        note(TRAINING_FREE_NOTE)
-    results = evaluate_dataset(engine, dataset, resolution=args.resolution, sigma=args.sigma, limit=args.limit,
-                               batch_size=args.batch_size, rough_only=args.rough_only, max_fpr=args.max_fpr,
-                               progress=args.progress, map_cache=args.cache)
-    few = {}
-    if shots:
-        from ..clip.fewshot import check_settings
+    if getattr(args, "ray", None) is not None:
+        if shots:
+            raise InvalidInputError("--shots is not available with --ray yet: run the few-shot rows without --ray.")
+        from ..distributed.evaluate import evaluate_on_ray  # Ray is imported only there
 
-        check_settings(engine.config)
-        few = evaluate_few_shot(engine, dataset, train, shots, range(args.seeds), resolution=args.resolution,
-                                sigma=args.sigma, limit=args.limit, batch_size=args.batch_size,
-                                rough_only=args.rough_only, max_fpr=args.max_fpr, progress=args.progress,
-                                map_cache=args.cache)
+        results = evaluate_on_ray(args, dataset, cfg, split_list(args.categories))
+        few = {}
+    else:
+        engine = build_engine(cfg, args.progress)
+        note(f"engine: {describe_engine(engine)}")
+        if engine.umci is None:
+            note(TRAINING_FREE_NOTE)
+        results = evaluate_dataset(engine, dataset, resolution=args.resolution, sigma=args.sigma,
+                                   limit=args.limit, batch_size=args.batch_size, rough_only=args.rough_only,
+                                   max_fpr=args.max_fpr, progress=args.progress, map_cache=args.cache)
+        few = {}
+        if shots:
+            from ..clip.fewshot import check_settings
+
+            check_settings(engine.config)
+            few = evaluate_few_shot(engine, dataset, train, shots, range(args.seeds), resolution=args.resolution,
+                                    sigma=args.sigma, limit=args.limit, batch_size=args.batch_size,
+                                    rough_only=args.rough_only, max_fpr=args.max_fpr, progress=args.progress,
+                                    map_cache=args.cache)
     print(f"rough map: {results['engine']['rough_map']}")
     if few:
         print(f"few-shot rows: K normal training images per category as references, mean ± std over "

@@ -19,17 +19,15 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import sys
 import time
-import traceback
 from pathlib import Path
 
-from ..errors import ClipSAMUserError, InvalidInputError, MissingFileError, PathKindError
-from .common import (EXIT_FAILED, EXIT_OK, TRAINING_FREE_NOTE, add_engine_options, build_engine, describe_engine,
-                     engine_config, note, split_list)
+from ..errors import InvalidInputError, MissingFileError, PathKindError
+from .common import TRAINING_FREE_NOTE, add_engine_options, build_engine, describe_engine, note, split_list
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..distributed.options import add_ray_options
     from ..export import FORMATS
     from ..qa.session import DEFAULT_EXTENSIONS
 
@@ -68,6 +66,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fewshot-weight", type=float, metavar="W",
                    help="with --normal: rough map = (1 - W) zero-shot + W few-shot (default: the config's, 0.5)")
     add_engine_options(p)
+    add_ray_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -171,125 +170,57 @@ def labelled_for_other_objects(out: Path, stems: list[str], object_name: str) ->
 
 
 def run(args) -> int:
-    import numpy as np
+    from ..distributed.options import check_ray_options
+    from .segment_job import plan_job
+
+    if getattr(args, "ray", None) is not None:
+        check_ray_options(args)
+    job = plan_job(args)
+    if getattr(args, "ray", None) is not None:
+        from ..distributed.segment import segment_on_ray  # Ray is imported only there
+
+        return segment_on_ray(job)
+    return _segment_here(job)
+
+
+def _segment_here(job) -> int:
+    """Compute every image of ``job.todo`` with one engine in this process, exporting each as it is done."""
     from tqdm.auto import tqdm
 
-    from ..clip.text_prompts import clean_object_name
     from ..errors import Cancelled
-    from ..export import FORMATS, clean_stale_files, dataset_split, export_pseudo_labels, image_done, merge_coco
-    from ..export.dataset import IMAGE_SUFFIXES, check_split_options
     from ..qa.session import read_image
 
-    formats = split_list(args.formats) or []
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise InvalidInputError(f"Unknown export format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}.")
-    formats = [f for f in FORMATS if f in formats]
-    if not formats:
-        raise InvalidInputError(f"--formats is empty; give one or more of {','.join(FORMATS)}.")
-    clean_object_name(args.object)
-    if not args.class_name.strip():
-        raise InvalidInputError("--class-name must not be empty.")
-    try:
-        check_split_options(args.val_fraction, args.split_seed)
-    except ValueError as err:
-        raise InvalidInputError(str(err)) from None
-    if args.yolo_min_piece_area < 1:
-        raise InvalidInputError(f"--yolo-min-piece-area must be at least 1 pixel, got {args.yolo_min_piece_area}.")
-    weight = {} if args.fewshot_weight is None else {"fewshot_weight": args.fewshot_weight}
-    cfg = engine_config(args, **weight)  # refuse bad engine options before looking at any image
-    normal = normal_images(args.normal, args.extensions) if args.normal is not None else []
-    if normal:
-        from ..clip.fewshot import check_settings
-
-        check_settings(cfg)
-    out = Path(args.out).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise PathKindError(f"--out {out} is a file; give a folder for the pseudo-labels.")
-    extensions = split_list(args.extensions)
-    if not extensions:
-        raise InvalidInputError("--extensions is empty; give file suffixes such as .png,.tif")
-    keys = collect_images(args.inputs, extensions, args.recursive, exclude=out)
-    files, stems = list(keys), stems_for(keys)
-    if out.is_dir():
-        stale = clean_stale_files(out)
-        if stale:
-            note(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run")
-        if "coco" in formats:
-            merge_coco(out)  # shards an interrupted run did not merge yet
-    split = {f: dataset_split(stems[f], args.val_fraction, args.split_seed) for f in files}
-    with_images = args.dataset_images and bool({"coco", "yolo"} & set(formats))
-
-    def suffix(f: Path) -> str | None:
-        return (f.suffix.lower() if f.suffix.lower() in IMAGE_SUFFIXES else ".png") if with_images else None
-
-    todo = [f for f in files if args.overwrite
-            or not image_done(out, stems[f], formats, split=split[f], image_suffix=suffix(f))]
-    skipped = len(files) - len(todo)
-    others = labelled_for_other_objects(out, [stems[f] for f in files if f not in set(todo)], args.object)
-    if others:
-        note(f"{len(others)} skipped image(s) were labelled for another object ({', '.join(sorted(set(others)))!s}"
-             f"), not {args.object!r}; add --overwrite to label them again.")
+    args = job.args
     t0 = time.perf_counter()
-    done, failed, load_seconds = 0, [], 0.0
-    lost: dict[str, int] = {}
-    if todo:
-        engine = build_engine(cfg, args.progress)
+    load_seconds = 0.0
+    if job.todo:
+        engine = build_engine(job.cfg, args.progress)
         load_seconds = time.perf_counter() - t0
         note(f"engine: {describe_engine(engine)}")
         if engine.umci is None:
             note(TRAINING_FREE_NOTE)
-        if normal:
+        if job.normal:
             t_ref = time.perf_counter()
-            engine.set_normal_references([read_image(f) for f in normal], args.object)
-            note(f"few-shot: {len(normal)} normal reference(s) from {args.normal}, weight "
+            engine.set_normal_references([read_image(f) for f in job.normal], args.object)
+            note(f"few-shot: {len(job.normal)} normal reference(s) from {args.normal}, weight "
                  f"{engine.config.fewshot_weight:g} ({time.perf_counter() - t_ref:.1f} s; cached for next time)")
         try:
-            with tqdm(todo, desc="segment", unit="img", disable=not args.progress, dynamic_ncols=True) as bar:
+            with tqdm(job.todo, desc="segment", unit="img", disable=not args.progress, dynamic_ncols=True) as bar:
                 for path in bar:
                     try:
                         result = engine.segment(read_image(path), args.object)
-                        ids = [int(i) for i in np.unique(result.instances) if i > 0]
-                        report = export_pseudo_labels(
-                            out, stems[path], result.instances, dict.fromkeys(ids, args.class_name),
-                            classes=[args.class_name], formats=formats, provenance=result.provenance,
-                            image_file=path, overwrite=args.overwrite, coco_merge=False,
-                            coco_segmentation=args.coco_segmentation,
-                            dataset_images=args.dataset_images, val_fraction=args.val_fraction,
-                            split_seed=args.split_seed, yolo_min_piece_area=args.yolo_min_piece_area)
-                        for key, value in report.summary.items():
-                            lost[key] = lost.get(key, 0) + value
-                        done += 1
+                        job.export(path, result.instances, result.provenance)
                     except (KeyboardInterrupt, Cancelled):
-                        tqdm.write(f"interrupted after {done} image(s) done, {len(failed)} failed; their outputs "
-                                   "are complete (each written atomically): run the same command again to "
-                                   "continue.", file=sys.stderr)
+                        job.say_interrupted()
                         raise
                     except Exception as exc:  # one bad image must not stop the others; it is reported below
-                        why = " ".join(f"{type(exc).__name__}: {exc}".split())
-                        failed.append((path, why))
-                        if not isinstance(exc, ClipSAMUserError):  # a bug, not a bad image: keep its traceback
-                            tqdm.write("".join(traceback.format_exception(exc)).rstrip(), file=sys.stderr)
-                        tqdm.write(f"failed: {path}: {why}", file=sys.stderr)
-                    bar.set_postfix(done=done, failed=len(failed))
+                        job.fail_with(path, exc)
+                    bar.set_postfix(done=job.done, failed=len(job.failed))
         finally:
-            if done and "coco" in formats:
-                merge_coco(out)  # the shards of this run into coco/annotations.json, also when interrupted
+            job.merge()  # the shards of this run into coco/annotations.json, also when interrupted
     seconds = time.perf_counter() - t0
     timing = ""
-    if todo:
-        per_image = (seconds - load_seconds) / len(todo)
+    if job.todo:
+        per_image = (seconds - load_seconds) / len(job.todo)
         timing = f" (loading models {load_seconds:.1f} s, then {per_image:.2f} s/image)"
-    print(f"segment: {len(files)} images: {done} done, {skipped} skipped (outputs exist"
-          f"{'' if args.overwrite else '; --overwrite redoes them'}), {len(failed)} failed, "
-          f"in {seconds:.1f} s{timing}; outputs in {out}")
-    if any(lost.values()):
-        print("  what the formats could not hold (README, Export formats): "
-              + ", ".join(f"{key} {value}" for key, value in lost.items() if value))
-    n_val = sum(split[f] == "val" for f in files)
-    if "yolo" in formats:
-        print(f"  split: {len(files) - n_val} train, {n_val} val" + (" (val is empty: Ultralytics needs val images; "
-              "raise --val-fraction or change --split-seed)" if n_val == 0 else ""))
-    for path, why in failed:
-        print(f"  failed: {path}: {why}")
-    return EXIT_FAILED if failed else EXIT_OK
+    return job.report(seconds, timing)

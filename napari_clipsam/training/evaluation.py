@@ -73,16 +73,11 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
     """
     from tqdm.auto import tqdm
 
-    resolution = int(engine.config.image_size if resolution is None else resolution)
-    if resolution < 8:
-        raise InvalidInputError(f"resolution must be at least 8 px, got {resolution}.")
-    cats = list(categories) if categories is not None else list(dataset.categories)
+    resolution, cats, picks, names = plan_evaluation(engine.config.image_size, dataset, categories, resolution,
+                                                     limit, object_names)
     subsets = {c: dataset.category(c) for c in cats}
-    picks = {c: spread_subset(len(s), limit) for c, s in subsets.items()}
-    names = {c: (object_names or {}).get(c, object_name(c)) for c in cats}
     old = engine.config
-    engine.config = old.replace(rough_sigma=old.rough_sigma if sigma is None else float(sigma),
-                                embed_without_prompts=False)
+    engine.config = evaluation_config(old, sigma)
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
     try:
@@ -98,13 +93,42 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
         provenance = engine.provenance("")
     finally:
         engine.config = old
+    return summarise(results, provenance, dataset=dataset, resolution=resolution, sigma=sigma, limit=limit,
+                     rough_only=rough_only, max_fpr=max_fpr, seconds=time.perf_counter() - t0,
+                     cached=0 if cache is None else cache.hits)
+
+
+def plan_evaluation(image_size: int, dataset, categories=None, resolution: int | None = None,
+                    limit: int | None = None, object_names: dict[str, str] | None = None):
+    """``(resolution, categories, picks, names)``: the evaluation resolution (default ``image_size``), the
+    categories, each category's picked sample indices (:func:`spread_subset`) and its object name."""
+    resolution = int(image_size if resolution is None else resolution)
+    if resolution < 8:
+        raise InvalidInputError(f"resolution must be at least 8 px, got {resolution}.")
+    cats = list(categories) if categories is not None else list(dataset.categories)
+    picks = {c: spread_subset(len(dataset.category(c)), limit) for c in cats}
+    names = {c: (object_names or {}).get(c, object_name(c)) for c in cats}
+    return resolution, cats, picks, names
+
+
+def evaluation_config(config, sigma: float | None):
+    """The engine settings an evaluation runs with: rough-map σ ``sigma`` (None: unchanged), and no SAM
+    embedding for images without prompts (nothing refines them)."""
+    return config.replace(rough_sigma=config.rough_sigma if sigma is None else float(sigma),
+                          embed_without_prompts=False)
+
+
+def summarise(results: dict[str, dict], provenance: dict, *, dataset, resolution, sigma, limit, rough_only,
+              max_fpr, seconds: float, cached: int) -> dict:
+    """The :func:`evaluate_dataset` return value from per-category results and the engine's provenance."""
+    provenance = dict(provenance)
     provenance.pop("object_name", None)
     provenance.pop("created", None)
+    cats = list(results)
     mean = {m: (None if rough_only and m == "final" else _mean([results[c][m] for c in cats])) for m in MAPS}
     settings = {"root": str(dataset.root), "layout": getattr(dataset, "layout", "generic"), "categories": cats,
                 "resolution": resolution, "sigma": sigma, "limit": limit, "rough_only": rough_only,
-                "max_fpr": max_fpr, "seconds": round(time.perf_counter() - t0, 3),
-                "cached_images": 0 if cache is None else cache.hits}
+                "max_fpr": max_fpr, "seconds": round(seconds, 3), "cached_images": cached}
     return {"categories": results, "mean": mean, "settings": settings, "engine": provenance}
 
 
@@ -116,34 +140,44 @@ def _squashed_maps(engine, images, name, resolution, batch_size, rough_only) -> 
             for r in engine.segment_many(images, name, batch_size=batch_size)]
 
 
+def squashed_maps(engine, images, name, resolution, batch_size, rough_only, cache=None) -> list[dict]:
+    """Each image's evaluated maps ``{"rough": (R, R) float32[, "final": ...]}``, from ``cache`` (a
+    :class:`.map_cache.MapCache`) where it holds them, computed (and stored there) otherwise. The engine must be
+    configured for evaluation (:func:`evaluation_config`)."""
+    rgbs = [normalise_image(im)[0] for im in images] if cache is not None else None
+    got = [cache.get(rgb, name) for rgb in rgbs] if cache is not None else [None] * len(images)
+    todo = [j for j, g in enumerate(got) if g is None]
+    if todo:
+        for j, new in zip(todo, _squashed_maps(engine, [images[j] for j in todo], name, resolution, batch_size,
+                                               rough_only)):
+            got[j] = new
+            if cache is not None:
+                cache.put(rgbs[j], name, new)
+    return got
+
+
+def category_metrics(maps: list[dict], masks: list[np.ndarray], labels: list[int], max_fpr: float) -> dict:
+    """One category's result from its images' evaluated maps, squashed masks and labels (in the same order)."""
+    labels = np.asarray(labels)
+    out = {"images": len(labels), "anomalous": int(labels.sum())}
+    masks = np.stack(masks)
+    for m in MAPS:
+        found = [g[m] for g in maps if m in g]
+        out[m] = evaluate(np.stack(found), masks, labels=labels, max_fpr=max_fpr) if found else None
+    return out
+
+
 def _category(engine, subset, picks, name, resolution, batch_size, rough_only, max_fpr, bar, cache) -> dict:
-    maps = {m: [] for m in MAPS}
-    masks, labels = [], []
+    maps, masks, labels = [], [], []
     step = batch_size or engine.default_batch_size
     for start in range(0, len(picks), step):
         items = [subset[i] for i in picks[start:start + step]]
-        images = [im for im, _, _ in items]
-        rgbs = [normalise_image(im)[0] for im in images] if cache is not None else None
-        got = [cache.get(rgb, name) for rgb in rgbs] if cache is not None else [None] * len(items)
-        todo = [j for j, g in enumerate(got) if g is None]
-        if todo:
-            for j, new in zip(todo, _squashed_maps(engine, [images[j] for j in todo], name, resolution,
-                                                   batch_size, rough_only)):
-                got[j] = new
-                if cache is not None:
-                    cache.put(rgbs[j], name, new)
-        for j, (_, mask, sample) in enumerate(items):
-            for m in MAPS:
-                if m in got[j]:
-                    maps[m].append(got[j][m])
+        maps += squashed_maps(engine, [im for im, _, _ in items], name, resolution, batch_size, rough_only, cache)
+        for _, mask, sample in items:
             masks.append(squash_mask(mask, resolution))
             labels.append(int(sample.label))
         bar.update(len(items))
-    masks, labels = np.stack(masks), np.asarray(labels)
-    out = {"images": len(labels), "anomalous": int(labels.sum())}
-    for m in MAPS:
-        out[m] = evaluate(np.stack(maps[m]), masks, labels=labels, max_fpr=max_fpr) if maps[m] else None
-    return out
+    return category_metrics(maps, masks, labels, max_fpr)
 
 
 def _mean(rows: list[dict | None]) -> dict:

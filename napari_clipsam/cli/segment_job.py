@@ -1,0 +1,173 @@
+"""One ``segment`` job, whoever computes the masks: the plan (which images, their stems and splits, what resume
+skips), the export of one image's instances, failure and interruption reporting, the end-of-run COCO merge and
+the summary. The local loop (:mod:`.segment`) and the Ray driver (:mod:`napari_clipsam.distributed.segment`)
+both go through :class:`SegmentJob`, so they write the same files and say the same things.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ClipSAMUserError, InvalidInputError, PathKindError
+from .common import EXIT_FAILED, EXIT_OK, engine_config, note, split_list
+
+
+@dataclass
+class SegmentJob:
+    """What a ``segment`` run does, and what it did so far.
+
+    Attributes:
+        args: the parsed command line; cfg: the validated engine config; out: the output folder (absolute).
+        formats: the export formats in canonical order; files: every input image, in input order;
+        stems: file → export stem; split: file → ``"train"``/``"val"``; todo: the files to compute (not done,
+        or ``--overwrite``); skipped: how many were done already; normal: ``--normal`` reference images.
+        done: images exported in this run; failed: ``(file, why)`` of the images that failed;
+        lost: what the formats could not hold, summed over this run's exports.
+    """
+
+    args: object
+    cfg: object
+    out: Path
+    formats: list[str]
+    files: list[Path]
+    stems: dict[Path, str]
+    split: dict[Path, str]
+    todo: list[Path]
+    skipped: int
+    normal: list[Path] = field(default_factory=list)
+    done: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    lost: dict[str, int] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ per image
+    def export(self, path: Path, instances, provenance: dict) -> None:
+        """Write one image's instances ((H, W) int ids, 0 background) in every requested format; counts it done.
+        COCO shards are merged later (:meth:`merge`)."""
+        import numpy as np
+
+        from ..export import export_pseudo_labels
+
+        a = self.args
+        ids = [int(i) for i in np.unique(instances) if i > 0]
+        report = export_pseudo_labels(
+            self.out, self.stems[path], instances, dict.fromkeys(ids, a.class_name), classes=[a.class_name],
+            formats=self.formats, provenance=provenance, image_file=path, overwrite=a.overwrite, coco_merge=False,
+            coco_segmentation=a.coco_segmentation, dataset_images=a.dataset_images, val_fraction=a.val_fraction,
+            split_seed=a.split_seed, yolo_min_piece_area=a.yolo_min_piece_area)
+        for key, value in report.summary.items():
+            self.lost[key] = self.lost.get(key, 0) + value
+        self.done += 1
+
+    def fail(self, path: Path, why: str, trace: str | None = None) -> None:
+        """Record a failed image and say so on stderr (with ``trace``, the traceback of a bug, first)."""
+        from tqdm.auto import tqdm
+
+        why = " ".join(why.split())
+        self.failed.append((path, why))
+        if trace:
+            tqdm.write(trace.rstrip(), file=sys.stderr)
+        tqdm.write(f"failed: {path}: {why}", file=sys.stderr)
+
+    def fail_with(self, path: Path, exc: BaseException) -> None:
+        """:meth:`fail` for an exception: a user error (bad image) without traceback, anything else with it."""
+        trace = None if isinstance(exc, ClipSAMUserError) else "".join(traceback.format_exception(exc))
+        self.fail(path, f"{type(exc).__name__}: {exc}", trace)
+
+    def say_interrupted(self) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"interrupted after {self.done} image(s) done, {len(self.failed)} failed; their outputs are "
+                   "complete (each written atomically): run the same command again to continue.", file=sys.stderr)
+
+    def merge(self) -> None:
+        """Fold this run's COCO shards into ``coco/annotations.json`` (also after an interruption)."""
+        from ..export import merge_coco
+
+        if self.done and "coco" in self.formats:
+            merge_coco(self.out)
+
+    # ------------------------------------------------------------------ end of run
+    def report(self, seconds: float, timing: str = "") -> int:
+        """Print the summary (stdout) and return the exit code (1 when an image failed)."""
+        a = self.args
+        print(f"segment: {len(self.files)} images: {self.done} done, {self.skipped} skipped (outputs exist"
+              f"{'' if a.overwrite else '; --overwrite redoes them'}), {len(self.failed)} failed, "
+              f"in {seconds:.1f} s{timing}; outputs in {self.out}")
+        if any(self.lost.values()):
+            print("  what the formats could not hold (README, Export formats): "
+                  + ", ".join(f"{key} {value}" for key, value in self.lost.items() if value))
+        n_val = sum(self.split[f] == "val" for f in self.files)
+        if "yolo" in self.formats:
+            print(f"  split: {len(self.files) - n_val} train, {n_val} val" + (
+                " (val is empty: Ultralytics needs val images; raise --val-fraction or change --split-seed)"
+                if n_val == 0 else ""))
+        for path, why in self.failed:
+            print(f"  failed: {path}: {why}")
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+
+def plan_job(args) -> SegmentJob:
+    """Check the options, find the images and decide what to compute (resume: the images not done, by the
+    exporter's own definition). Removes temporary files an interrupted run left and merges its COCO shards.
+    Raises a :class:`~napari_clipsam.errors.ClipSAMUserError` naming a bad option or input."""
+    from ..clip.text_prompts import clean_object_name
+    from ..export import FORMATS, clean_stale_files, dataset_split, image_done, merge_coco
+    from ..export.dataset import IMAGE_SUFFIXES, check_split_options
+    from .segment import collect_images, labelled_for_other_objects, normal_images, stems_for
+
+    formats = split_list(args.formats) or []
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise InvalidInputError(f"Unknown export format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}.")
+    formats = [f for f in FORMATS if f in formats]
+    if not formats:
+        raise InvalidInputError(f"--formats is empty; give one or more of {','.join(FORMATS)}.")
+    clean_object_name(args.object)
+    if not args.class_name.strip():
+        raise InvalidInputError("--class-name must not be empty.")
+    try:
+        check_split_options(args.val_fraction, args.split_seed)
+    except ValueError as err:
+        raise InvalidInputError(str(err)) from None
+    if args.yolo_min_piece_area < 1:
+        raise InvalidInputError(f"--yolo-min-piece-area must be at least 1 pixel, got {args.yolo_min_piece_area}.")
+    weight = {} if args.fewshot_weight is None else {"fewshot_weight": args.fewshot_weight}
+    cfg = engine_config(args, **weight)  # refuse bad engine options before looking at any image
+    normal = normal_images(args.normal, args.extensions) if args.normal is not None else []
+    if normal:
+        from ..clip.fewshot import check_settings
+
+        check_settings(cfg)
+        if getattr(args, "ray", None) is not None:
+            raise InvalidInputError("--normal is not available with --ray yet: run it without --ray.")
+    out = Path(args.out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise PathKindError(f"--out {out} is a file; give a folder for the pseudo-labels.")
+    extensions = split_list(args.extensions)
+    if not extensions:
+        raise InvalidInputError("--extensions is empty; give file suffixes such as .png,.tif")
+    keys = collect_images(args.inputs, extensions, args.recursive, exclude=out)
+    files, stems = list(keys), stems_for(keys)
+    if out.is_dir():
+        stale = clean_stale_files(out)
+        if stale:
+            note(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run")
+        if "coco" in formats:
+            merge_coco(out)  # shards an interrupted run did not merge yet
+    split = {f: dataset_split(stems[f], args.val_fraction, args.split_seed) for f in files}
+    with_images = args.dataset_images and bool({"coco", "yolo"} & set(formats))
+
+    def suffix(f: Path) -> str | None:
+        return (f.suffix.lower() if f.suffix.lower() in IMAGE_SUFFIXES else ".png") if with_images else None
+
+    todo = [f for f in files if args.overwrite
+            or not image_done(out, stems[f], formats, split=split[f], image_suffix=suffix(f))]
+    pending = set(todo)
+    others = labelled_for_other_objects(out, [stems[f] for f in files if f not in pending], args.object)
+    if others:
+        note(f"{len(others)} skipped image(s) were labelled for another object ({', '.join(sorted(set(others)))!s}"
+             f"), not {args.object!r}; add --overwrite to label them again.")
+    return SegmentJob(args=args, cfg=cfg, out=out, formats=formats, files=files, stems=stems, split=split,
+                      todo=todo, skipped=len(files) - len(todo), normal=normal)

@@ -1,0 +1,117 @@
+"""``segment --ray``: the engine actors compute, the driver exports (the only writer of the output folder).
+
+The job (which images, their stems, what resume skips, how an image is exported and a failure reported) is the
+local command's :class:`~napari_clipsam.cli.segment_job.SegmentJob`; only where the masks are computed differs.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from ..cli.common import TRAINING_FREE_NOTE, note
+from ..errors import ClusterError
+from .cluster import connect, disconnect, pool_shape
+from .pool import EnginePool
+from .workers import unpack_instances
+
+
+def cluster_shape(args):
+    """The :class:`~.cluster.PoolShape` for the connected cluster, and how many nodes it has."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    shape = pool_shape(args, ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in nodes])
+    return shape, len(nodes)
+
+
+def start_pool(args, cfg):
+    """Size and start the engine actors on the connected cluster; returns (pool, first actor's ready info)."""
+    shape, n_nodes = cluster_shape(args)
+    note(f"ray: {shape.describe()}, on a cluster of {n_nodes} node(s)")
+    pool = EnginePool(cfg, shape, args.ray_retries)
+    try:
+        info = pool.ready()
+    except BaseException:
+        pool.close()
+        raise
+    note(f"engine: {info[0]['engine']}")
+    if info[0]["training_free"]:
+        note(TRAINING_FREE_NOTE)
+    return pool, info[0]
+
+
+def failed_call(paths: list[str], exc: Exception) -> list[dict]:
+    """Per-image failures for a call that returned no results: an error raised by the worker's own code (a bug:
+    its traceback is shown), or Ray giving up on the call after its retries (first line of Ray's message)."""
+    import ray
+
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+        why, trace = f"{type(cause).__name__}: {cause}", str(exc)
+    elif isinstance(exc, ClusterError):
+        why, trace = str(exc), None
+    else:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = f"{type(exc).__name__}: {lines[0] if lines else 'the call failed'} (Ray gave up after its retries)"
+        trace = None
+    return [{"path": p, "error": why, "trace": trace} for p in paths]
+
+
+def segment_on_ray(job) -> int:
+    """Compute ``job.todo`` on the Ray cluster named by ``job.args.ray`` and export each result as it arrives.
+
+    Progress (done/total, img/s, ETA), per-image failures, Ctrl+C and the summary are the local command's.
+    """
+    from tqdm.auto import tqdm
+
+    args = job.args
+    t0 = time.perf_counter()
+    if not job.todo:  # everything is done: no cluster needed
+        return job.report(time.perf_counter() - t0)
+    started = connect(args.ray)
+    pool = None
+    per_node: Counter = Counter()
+    try:
+        import ray
+
+        address = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+        pool, _ = start_pool(args, job.cfg)
+        load_seconds = time.perf_counter() - t0
+        by_name = {str(p): p for p in job.todo}
+        batch = pool.shape.batch
+        chunks = [([str(p) for p in job.todo[i:i + batch]],) for i in range(0, len(job.todo), batch)]
+        try:
+            with tqdm(total=len(job.todo), desc="segment", unit="img", disable=not args.progress,
+                      dynamic_ncols=True) as bar:
+                for (paths,), result in pool.run("segment", chunks, {"object_name": args.object}):
+                    if isinstance(result, Exception):
+                        result = failed_call(paths, result)
+                    for item in result:
+                        path = by_name[item["path"]]
+                        if "error" in item:
+                            job.fail(path, item["error"], item.get("trace"))
+                        else:
+                            try:
+                                job.export(path, unpack_instances(item["instances"]), item["provenance"])
+                                per_node[item["node"]] += 1
+                            except Exception as exc:  # an export error: reported, the others go on
+                                job.fail_with(path, exc)
+                        bar.update(1)
+                    bar.set_postfix(done=job.done, failed=len(job.failed))
+        except KeyboardInterrupt:
+            job.say_interrupted()
+            raise
+        finally:
+            job.merge()  # this run's shards into coco/annotations.json, also when interrupted
+    finally:
+        if pool is not None:
+            pool.close()
+        disconnect(started)
+    seconds = time.perf_counter() - t0
+    work = seconds - load_seconds
+    timing = (f" (starting {pool.shape.actors} actor(s) {load_seconds:.1f} s, then {work / len(job.todo):.2f} "
+              f"s/image, {len(job.todo) / max(work, 1e-9):.2f} img/s)")
+    code = job.report(seconds, timing)
+    print("  ray: images per node (address/node id): " + (", ".join(
+        f"{address.get(node, '?')}/{node[:8]} {n}" for node, n in sorted(per_node.items())) or "none"))
+    return code

@@ -1,0 +1,120 @@
+"""The engine actor: loads the models once, reads images from paths and returns compact per-image results.
+
+The class is plain Python; :mod:`.pool` makes it a Ray actor. Results are small dicts of plain values (the
+instance map zlib-compressed), so they travel cheaply back to the driver, which alone writes the outputs.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+import zlib
+
+import numpy as np
+
+
+def pack_instances(instances: np.ndarray) -> dict:
+    """(H, W) integer ids → ``{"shape", "dtype", "data"}`` with the bytes zlib-compressed (lossless)."""
+    a = np.ascontiguousarray(instances)
+    return {"shape": a.shape, "dtype": a.dtype.str, "data": zlib.compress(a.tobytes(), 1)}
+
+
+def unpack_instances(packed: dict) -> np.ndarray:
+    """The inverse of :func:`pack_instances`."""
+    return np.frombuffer(zlib.decompress(packed["data"]), np.dtype(packed["dtype"])).reshape(packed["shape"])
+
+
+def _failure(exc: BaseException) -> dict:
+    """What the driver needs to report a failed image as the local command does."""
+    from ..errors import ClipSAMUserError
+
+    user = isinstance(exc, ClipSAMUserError)
+    return {"error": f"{type(exc).__name__}: {exc}",
+            "trace": None if user else "".join(traceback.format_exception(exc))}
+
+
+class EngineWorker:
+    """One engine (:meth:`~napari_clipsam.pipeline.ClipSAM.from_config`) in a Ray worker process.
+
+    Args:
+        config: the :class:`~napari_clipsam.config.ClipSAMConfig` (local model paths must exist on every node).
+        threads: torch threads (the CPUs the actor reserved).
+    """
+
+    def __init__(self, config, threads: int):
+        import torch
+
+        from ..cli.common import build_engine
+
+        torch.set_num_threads(int(threads))
+        self.engine = build_engine(config, progress=False)
+        self.datasets: dict = {}
+
+    def ready(self) -> dict:
+        """Where this actor runs and what it loaded: node id, pid, a one-line engine description, whether the
+        rough map is training-free, and the engine's provenance (for ``eval``'s report)."""
+        import ray
+
+        from ..cli.common import describe_engine
+
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "engine": describe_engine(self.engine), "training_free": self.engine.umci is None,
+                "provenance": self.engine.provenance("")}
+
+    def segment(self, paths: list[str], object_name: str) -> list[dict]:
+        """Segment the images at ``paths`` (read here): per path, ``{"path", "instances": packed,
+        "provenance", "node", "pid", "seconds"}`` or ``{"path", "error", "trace", ...}``. The encoders run
+        on all readable images at once (the engine's batch size); an image that fails alone is reported alone."""
+        import ray
+
+        from ..qa.session import read_image
+
+        node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
+        t0 = time.perf_counter()
+        out: dict[int, dict] = {}
+        images: dict[int, np.ndarray] = {}
+        for i, path in enumerate(paths):
+            try:
+                images[i] = read_image(path)
+            except Exception as exc:  # reported per image, as the local command does
+                out[i] = _failure(exc)
+        try:
+            results = dict(zip(images, self.engine.segment_many(list(images.values()), object_name)))
+        except Exception:  # one bad image spoils a batch: run them one by one to tell which
+            results = {}
+            for i, image in images.items():
+                try:
+                    results[i] = self.engine.segment(image, object_name)
+                except Exception as exc:
+                    out[i] = _failure(exc)
+        for i, r in results.items():
+            out[i] = {"instances": pack_instances(r.instances), "provenance": r.provenance}
+        seconds = (time.perf_counter() - t0) / max(len(paths), 1)
+        return [{"path": p, "node": node, "pid": pid, "seconds": seconds, **out[i]} for i, p in enumerate(paths)]
+
+    def eval_maps(self, category: str, indices: list[int], name: str, *, dataset: dict, resolution: int,
+                  batch_size: int | None, rough_only: bool, map_cache: bool) -> list[dict]:
+        """The evaluated maps of samples ``indices`` of ``category`` (the dataset opened here from ``dataset``:
+        ``{"root", "layout", "categories"}``): per sample ``{"maps": {"rough"[, "final"]}, "mask": squashed
+        bool, "label", "cached", "node"}``. The engine was built with the evaluation config."""
+        import ray
+
+        from ..data import open_dataset
+        from ..training.evaluation import squashed_maps
+        from ..training.map_cache import MapCache
+        from ..training.resize import squash_mask
+
+        key = (dataset["root"], dataset["layout"], tuple(dataset["categories"] or ()))
+        if key not in self.datasets:
+            self.datasets[key] = open_dataset(dataset["root"], dataset["layout"], dataset["categories"],
+                                              split="test")
+        subset = self.datasets[key].category(category)
+        items = [subset[i] for i in indices]
+        cache = MapCache.for_run(self.engine, resolution=resolution, rough_only=rough_only) if map_cache else None
+        hits = 0 if cache is None else cache.hits
+        maps = squashed_maps(self.engine, [im for im, _, _ in items], name, resolution, batch_size, rough_only,
+                             cache)
+        cached = 0 if cache is None else cache.hits - hits
+        node = ray.get_runtime_context().get_node_id()
+        return [{"maps": m, "mask": squash_mask(mask, resolution), "label": int(sample.label), "node": node,
+                 "cached": cached if j == 0 else 0} for j, (m, (_, mask, sample)) in enumerate(zip(maps, items))]

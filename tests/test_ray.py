@@ -1,0 +1,155 @@
+"""``segment --ray`` and ``eval --ray`` on a real Ray (tiny ``local-dir:`` models): same outputs as one machine.
+
+Marked ``ray`` (left out of the default run, which is ``-m "not ray and not slow"``): run them with
+``python -m pytest -q -m ray``. Every Ray started here binds to 127.0.0.1 with the dashboard off and usage
+statistics disabled, and each fixture checks that no Ray process outlives it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ray_helpers import (N_IMAGES, RAY_ENV, assert_ray_listens_on_loopback_only, assert_same_outputs,  # noqa: F401
+                         cli, local_reference, models, processes, ray_processes_gone)
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_torch_thread")]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def local_ray(models):
+    """One local Ray with 2 CPUs for this module (loopback only, no dashboard, no usage statistics)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**RAY_ENV, "NAPARI_CLIPSAM_CACHE": str(models["cache"])}.items():
+            mp.setenv(key, value)
+        import ray
+
+        before = processes(descendants_of=os.getpid())
+        ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            assert ctx.address_info["node_ip_address"] == "127.0.0.1"
+            started = {pid: cmd for pid, cmd in processes(descendants_of=os.getpid()).items() if pid not in before}
+            yield ctx
+            assert_ray_listens_on_loopback_only(started)
+        finally:
+            ray.shutdown()
+        assert ray_processes_gone(started), "Ray processes outlived ray.shutdown()"
+
+
+def test_segment_on_ray_writes_what_the_local_command_writes(models, local_ray, local_reference, tmp_path):
+    out = tmp_path / "ray"
+    code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"],
+                            "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1, "--ray-batch-size", 2)
+    assert code == 0, err
+    assert f"{N_IMAGES} done, 0 skipped" in stdout and "0 failed" in stdout and "img/s" in stdout
+    assert "2 CPU actor(s), 1 CPU(s) each, 2 image(s) per call" in err and f"{N_IMAGES}/{N_IMAGES}" in err
+    assert_same_outputs(out, local_reference)
+    instances = sum(len(json.loads((out / "labels" / f"img{i:02d}.json").read_text())) for i in range(N_IMAGES))
+    assert instances > 0  # the comparison covers real masks, not only empty ones
+    # everything done: a rerun skips all of it without starting an actor
+    code, stdout, _ = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"], "--ray")
+    assert code == 0 and f"0 done, {N_IMAGES} skipped" in stdout
+
+
+def test_a_bad_image_fails_alone_on_ray(models, local_ray, tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    for name in ("img00.png", "img01.png"):
+        shutil.copy(models["images"] / name, images / name)
+    (images / "broken.png").write_bytes(b"this is not a png")
+    code, stdout, err = cli("segment", images, "--object", "metal", "--out", tmp_path / "o", *models["args"],
+                            "--ray=local", "--ray-actors", 1, "--ray-cpus-per-actor", 1, "--ray-batch-size", 3)
+    assert code == 1, err
+    assert "2 done, 0 skipped" in stdout and "1 failed" in stdout and "broken.png" in stdout
+    assert "failed: " in err and "broken.png" in err and "Traceback" not in err
+
+
+def test_resume_after_the_driver_is_interrupted(models, local_ray, local_reference, tmp_path):
+    out = tmp_path / "ray"
+    command = [sys.executable, "-m", "napari_clipsam", "segment", str(models["images"]), "--object", "metal",
+               "--out", str(out), *map(str, models["args"]), "--ray", local_ray.address_info["gcs_address"],
+               "--ray-actors", 1, "--ray-cpus-per-actor", 1, "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen([str(c) for c in command], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    deadline = time.monotonic() + 90
+    while len(list((out / "provenance").glob("*.json"))) < 2 and driver.poll() is None:
+        assert time.monotonic() < deadline, "the driver exported nothing in 90 s"
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGINT)  # Ctrl+C
+    stdout, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, (stdout, err)
+    assert "interrupted after" in err and "run the same command again to continue" in err
+    first = len(list((out / "provenance").glob("*.json")))
+    assert 2 <= first < N_IMAGES
+    code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"],
+                            "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1)
+    assert code == 0, err
+    done = int(stdout.split(" done,")[0].rsplit(" ", 1)[1])
+    assert f"{N_IMAGES - done} skipped" in stdout and done <= N_IMAGES - first
+    assert_same_outputs(out, local_reference)
+
+
+def test_a_killed_worker_costs_no_image_and_no_duplicate(models, local_ray, local_reference, tmp_path):
+    out = tmp_path / "ray"
+    killed: list[int] = []
+
+    def kill_a_busy_worker() -> None:
+        """SIGKILL the first engine actor seen running a segment call (so the call is surely unanswered)."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for pid, title in processes().items():
+                if title.startswith("ray::EngineWorker.segment"):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=kill_a_busy_worker, daemon=True)
+    watcher.start()
+    code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"],
+                            "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1, "--ray-batch-size", 1)
+    watcher.join(timeout=5)
+    assert killed, "no engine actor was seen in a segment call to kill"
+    assert code == 0, err
+    assert f"{N_IMAGES} done, 0 skipped" in stdout and "0 failed" in stdout
+    assert_same_outputs(out, local_reference)
+    for i in range(N_IMAGES):  # exported once each: one provenance record per image
+        assert len(json.loads((out / "provenance" / f"img{i:02d}.json").read_text())["exports"]) == 1
+    coco = json.loads((out / "coco" / "annotations.json").read_text())
+    assert sorted(im["stem"] for im in coco["images"]) == [f"img{i:02d}" for i in range(N_IMAGES)]
+
+
+def test_eval_on_ray_equals_eval(models, local_ray, tmp_path):
+    args = ("eval", "--dataset-root", models["data"], "--limit", 4, "--no-cache", "--no-progress", *models["args"])
+    code, _, err = cli(*args, "--json", tmp_path / "local.json")
+    assert code == 0, err
+    code, stdout, err = cli(*args, "--json", tmp_path / "ray.json", "--ray", "--ray-actors", 2,
+                            "--ray-cpus-per-actor", 1, "--ray-batch-size", 2)
+    assert code == 0, err
+    assert "pAUROC" in stdout
+    local, ray = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "ray"))
+    assert ray["engine"] == local["engine"]
+    assert {k: v for k, v in ray["settings"].items() if k != "seconds"} == \
+        {k: v for k, v in local["settings"].items() if k != "seconds"}
+    assert list(ray["categories"]) == list(local["categories"]) == ["fabric", "metal"]
+    compared = 0
+    for where in [*(("categories", c) for c in local["categories"]), ("mean",)]:
+        a, b = local, ray
+        for key in where:
+            a, b = a[key], b[key]
+        for m in ("rough", "final"):
+            for k, v in a[m].items():
+                w = b[m][k]
+                assert (v is None and w is None) or abs(v - w) <= 1e-9, (where, m, k, v, w)
+                compared += v is not None
+    assert compared > 20
