@@ -138,8 +138,12 @@ class ClipSAM:
 
     @classmethod
     def from_config(cls, config: ClipSAMConfig | None = None, progress: Progress | None = None,
-                    cancelled: Callable[[], bool] | None = None) -> ClipSAM:
+                    cancelled: Callable[[], bool] | None = None, prepare_sam: bool = True) -> ClipSAM:
         """Load real weights (CLIP via open_clip, SAM from Meta's checkpoints, UMCI from a local file).
+
+        With the OpenVINO backend the encoders are converted (once, cached) or loaded here, reported through
+        ``progress`` ("preparing the fast CPU model, once: …"); ``prepare_sam=False`` leaves SAM's encoder to its
+        first use (work that never calls SAM: training, rough-only evaluation).
 
         Raises :class:`~napari_clipsam.WeightsUnavailableError` when a file cannot be found, downloaded or
         verified; its message names the file, the folder searched, the URL and how to place it by hand.
@@ -175,7 +179,7 @@ class ClipSAM:
         if mismatches:
             identity["umci_usage_mismatch"] = mismatches
         engine = cls(clip_model.to(device), tokenizer, sam_model.to(device), umci, config, identity=identity)
-        engine.backend.prepare(progress)  # converts an OpenVINO encoder once (cached), with progress
+        engine.backend.prepare(progress, sam=prepare_sam)  # converts an OpenVINO encoder once (cached)
         return engine
 
     # ------------------------------------------------------------------ stages

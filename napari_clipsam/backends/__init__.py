@@ -92,9 +92,10 @@ class EncoderBackend:
     plan: BackendPlan
     encoders: list = field(default_factory=list)
 
-    def prepare(self, progress=None) -> None:
-        """Convert (once) or load each OpenVINO encoder now, reporting a conversion through ``progress``."""
-        for enc in self.encoders:
+    def prepare(self, progress=None, sam: bool = True) -> None:
+        """Convert (once) or load the OpenVINO encoders now (SAM's only with ``sam``), reporting a conversion
+        through ``progress``; an encoder not prepared here is prepared on its first use."""
+        for enc in self.encoders[:1] + (self.encoders[1:] if sam else []):
             enc.prepare(progress)
 
 
@@ -120,7 +121,7 @@ def attach_backend(engine) -> EncoderBackend:
         clip_enc = tower.encoder_for(tuple(i - 1 for i in engine.config.feature_layers), "NCHW", False)
     else:
         clip_enc = tower.encoder_for((engine.vision.depth - 2,), "NLC", True)
-    return EncoderBackend(plan, [engine.sam.encoder, clip_enc])
+    return EncoderBackend(plan, [clip_enc, engine.sam.encoder])
 
 
 def _weights_key(weights_id, module) -> str:

@@ -58,7 +58,7 @@ def run(args) -> int:
     cfg = engine_config(args)
     if args.rough_only:
         cfg = without_sam(cfg)
-    engine = build_engine(cfg, args.progress)
+    engine = build_engine(cfg, args.progress, sam=not args.rough_only)
     note(f"engine: {describe_engine(engine)}")
     if engine.umci is None:
         note(TRAINING_FREE_NOTE)
