@@ -94,8 +94,9 @@ class ClipSAMConfig:
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
     dtype: str = "float32"
-    """``float32``, or ``bfloat16`` autocast: the GPU option; on CPUs with AMX/AVX512-BF16 it also speeds up the
-    encoders (measure with ``napari-clipsam bench --compare-dtypes``), on older CPUs it is slower."""
+    """``float32``, or ``bfloat16`` autocast of the torch modules: the GPU option; on CPUs with AMX/AVX512-BF16 it
+    also speeds up torch encoders, on older CPUs it is slower (``napari-clipsam bench`` compares). The OpenVINO
+    encoders use ``sam_precision`` / ``clip_precision`` instead."""
     backend: str = "auto"
     """Who runs the two encoders (SAM image encoder, CLIP vision tower): ``"torch"``, ``"openvino"`` (on the CPU;
     ``pip install "napari-clipsam[openvino]"``; each encoder is converted once, "preparing the fast CPU model",

@@ -12,8 +12,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from napari_clipsam.backends import BackendPlan, plan_backend, resolve_precision
-from napari_clipsam.backends.cpu_features import CpuFeatures, features_from_cpuinfo
+from napari_clipsam.backends import plan_backend, resolve_precision
+from napari_clipsam.backends.cpu_features import features_from_cpuinfo
 from napari_clipsam.backends.fidelity import cosine, max_abs_diff, relative_l2, sam_mask_ious
 from napari_clipsam.config import ClipSAMConfig
 from napari_clipsam.errors import ConfigError, EngineMismatchError

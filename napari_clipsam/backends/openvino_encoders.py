@@ -9,7 +9,6 @@ engine's code around the encoders is the same for every backend.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,7 +55,7 @@ class OpenVinoEncoder:
 
     def prepare(self, progress: Progress | None = None) -> None:
         """Convert (once, cached on disk) and compile; ``progress`` hears a conversion (see IRCache)."""
-        from .openvino_runtime import compile_for_cpu, converter_telemetry_off, openvino_version
+        from .openvino_runtime import compile_for_cpu, openvino_version
 
         with self._lock:
             if self._compiled is not None:
@@ -139,5 +138,3 @@ class OpenVinoClipTower:
             result["image_intermediates_prefix"] = list(outs[n:])
         return result
 
-
-Factory = Callable[..., Any]
