@@ -193,6 +193,10 @@ def test_converted_model_is_cached_reused_and_rebuilt_when_damaged(tmp_path):
         assert stages == [("preparing the fast CPU model, once: test encoder", 0.0),
                           ("preparing the fast CPU model, once: test encoder", 1.0)]
         np.testing.assert_allclose(enc(x)[0].numpy(), module(x).detach().numpy(), atol=1e-5)
+        same = _tiny_encoder(cache)[1]
+        same.prepare()
+        assert same._compiled is enc._compiled  # one compiled model per process for one entry and precision
+        del enc, same  # (while an encoder holds it, the compiled model is reused without reading the disk)
         (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
         meta = json.loads((entry / "manifest.json").read_text())
         assert meta["fields"]["openvino"] == openvino.get_version() and meta["fields"]["ir_precision"] == "f32"
@@ -205,6 +209,7 @@ def test_converted_model_is_cached_reused_and_rebuilt_when_damaged(tmp_path):
         _, rebuilt = _tiny_encoder(cache)
         np.testing.assert_allclose(rebuilt(x)[0].numpy(), module(x).detach().numpy(), atol=1e-5)
         assert len(calls) == 2  # the damaged entry was converted again, not trusted
+        del rebuilt
         (entry / "manifest.json").write_text("{not json")
         _tiny_encoder(cache)[1].prepare()
         assert len(calls) == 3

@@ -9,6 +9,7 @@ engine's code around the encoders is the same for every backend.
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 import torch
@@ -34,6 +35,21 @@ class ClipIntermediates(torch.nn.Module):
                                                 output_fmt=self.fmt, output_extra_tokens=self.extra)
         return tuple(out["image_intermediates"]) + tuple(out.get("image_intermediates_prefix", ()) if self.extra
                                                          else ())
+
+
+class _Compiled:
+    """One compiled model and the lock that serialises its inference (an OpenVINO ``CompiledModel`` call reuses one
+    infer request, which is not safe from two threads: the widget prefetches while the user works)."""
+
+    def __init__(self, compiled):
+        self.compiled, self.lock = compiled, threading.Lock()
+
+
+_shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()
+"""Compiled models by (cache entry, precision, threads), shared by every encoder of the process that needs the
+same one (engines over the same models, the benchmark's variants): a compiled SAM keeps gigabytes of working
+memory, so it exists once. An entry goes when the last encoder using it goes."""
 
 
 class OpenVinoEncoder:
@@ -62,8 +78,16 @@ class OpenVinoEncoder:
                 return
             cache = self.cache or IRCache()
             fields = {**self.key, "openvino": openvino_version(), "torch": torch.__version__.split("+")[0]}
-            model = cache.get_or_convert(fields, self._convert, self.what, progress)
-            self._compiled = compile_for_cpu(model, self.precision, torch.get_num_threads())
+            threads = torch.get_num_threads()
+            share = (str(cache.entry(fields)), self.precision, threads)
+            with _shared_lock:
+                shared = _shared.get(share)
+            if shared is None:
+                model = cache.get_or_convert(fields, self._convert, self.what, progress)
+                shared = _Compiled(compile_for_cpu(model, self.precision, threads))
+                with _shared_lock:
+                    shared = _shared.setdefault(share, shared)
+            self._compiled = shared
 
     def _convert(self):
         from ..errors import ClipSAMUserError
@@ -82,10 +106,11 @@ class OpenVinoEncoder:
         self.prepare()
         self.calls += 1
         x = x.detach().float().cpu().contiguous()
-        per_image = []
+        compiled, per_image = self._compiled.compiled, []
         for i in range(x.shape[0]):
-            result = self._compiled(x[i:i + 1].numpy())
-            per_image.append([torch.from_numpy(result[out].copy()) for out in self._compiled.outputs])
+            with self._compiled.lock:
+                result = compiled(x[i:i + 1].numpy())
+                per_image.append([torch.from_numpy(result[out].copy()) for out in compiled.outputs])
         return tuple(torch.cat([p[j] for p in per_image]) for j in range(len(per_image[0])))
 
 
