@@ -222,7 +222,9 @@ def describe_engine(engine, sam: bool = True) -> str:
     if sam:
         text += (f", SAM {ident.get('sam_model')} ({_short(ident.get('sam_weights'))}), rough map: "
                  f"{engine.provenance('')['rough_map']}")
-    return f"{text}, device {engine.device}"
+    plan = engine.backend.plan
+    encoders = "torch" if plan.name == "torch" else f"OpenVINO (SAM {plan.sam_precision}, CLIP {plan.clip_precision})"
+    return f"{text}, device {engine.device}, encoders on {encoders}"
 
 
 def _short(weights_id) -> str:
