@@ -108,15 +108,20 @@ def blob_map(shape: tuple[int, int], n: int, seed: int = 0) -> np.ndarray:
 
 def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: str = "auto",
                   dtype: str = "float32", image_size: int = 512, batch: int = 4, umci: bool = False,
-                  compare_dtypes: bool | None = None, log: Callable[[str], None] = print,
-                  config=None) -> dict[str, Any]:
+                  compare_backends: bool = True, rounds: int = 3, variants: tuple[str, ...] | None = None,
+                  backend: str = "auto",
+                  log: Callable[[str], None] = print, config=None) -> dict[str, Any]:
     """Run every measurement and return a JSON-friendly dict (also logged line by line as it goes).
 
+    The per-stage measurements use the engine as configured (``backend``, ``dtype``); ``compare_backends`` then
+    runs the backends and precisions side by side (:mod:`.benchmark_backends`, ``rounds`` interleaved rounds;
+    ``variants``: their names, default all).
     ``config`` replaces the preset (e.g. tiny local models in tests).
     """
     import torch
 
     from . import __version__
+    from .backends import detect_cpu
     from .clip.umci import UMCI
     from .config import ClipSAMConfig
     from .mmr.levels import refine_from_prompts
@@ -125,11 +130,11 @@ def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: s
 
     weights = dict(clip_weights="random", sam_weights="random") if random_weights else {}
     if config is None:
-        config = ClipSAMConfig.preset(preset, device=device, dtype=dtype, **weights)
+        config = ClipSAMConfig.preset(preset, device=device, dtype=dtype, backend=backend, **weights)
     out: dict[str, Any] = {"version": __version__, "preset": preset, "random_weights": random_weights,
                            "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
                            "torch": torch.__version__, "threads": torch.get_num_threads(),
-                           "cpu": platform.processor() or platform.machine(), "image_px": image_size}
+                           "cpu": detect_cpu().as_dict(), "image_px": image_size}
     t, engine = timed(lambda: ClipSAM.from_config(config), None)
     if umci:
         vis = engine.vision
@@ -140,8 +145,11 @@ def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: s
     dev = engine.device
     out.update(device=str(dev), gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
                mode=engine.mode, load_s=t)
-    log(f"napari-clipsam {__version__} bench: preset {preset}, {engine.mode}, {dev}, {dtype}, "
-        f"{torch.get_num_threads()} threads, load {t:.1f} s")
+    plan = engine.backend.plan
+    out["encoders"] = plan.describe()
+    log(f"napari-clipsam {__version__} bench: preset {preset}, {engine.mode}, {dev}, encoders on {plan.name} "
+        f"(SAM {plan.sam_precision}, CLIP {plan.clip_precision}), {torch.get_num_threads()} threads, CPU "
+        f"{plan.cpu.model} ({' '.join(plan.cpu.flags)}), load {t:.1f} s")
     imgs = synthetic_images(batch * 2 + 4, image_size)
     warm, alone, cold, *rest = imgs
     stages: dict[str, float] = {}
@@ -271,29 +279,8 @@ def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: s
     log(f"{batch} images: one by one {batch / t_loop:.2f} img/s, segment_many {batch / t_batch:.2f} img/s "
         f"({t_loop / t_batch:.2f}×)")
 
-    if compare_dtypes if compare_dtypes is not None else dev.type == "cuda":
-        out["dtype_comparison"] = _compare_dtypes(engine, second, batch, log)
-    return out
+    if compare_backends:
+        from .benchmark_backends import compare_backends as compare
 
-
-def _compare_dtypes(engine, images, batch, log) -> dict[str, Any]:
-    """fp32 vs bf16 autocast on the same images: speed and the final masks' IoU."""
-    results, times = {}, {}
-    for dt in ("float32", "bfloat16"):
-        engine.config = engine.config.replace(dtype=dt)
-        engine.clear_caches()
-        engine.segment_many(images[:1], "metal bracket")  # warm-up for this dtype
-        engine.clear_caches()
-        times[dt], results[dt] = timed(lambda: engine.segment_many(images, "metal bracket", batch_size=batch),
-                                       engine.device)
-    ious = []
-    for a, b in zip(results["float32"], results["bfloat16"]):
-        union = np.logical_or(a.mask, b.mask).sum()
-        ious.append(1.0 if union == 0 else np.logical_and(a.mask, b.mask).sum() / union)
-    engine.config = engine.config.replace(dtype="float32")
-    out = dict(fp32_ips=len(images) / times["float32"], bf16_ips=len(images) / times["bfloat16"],
-               speedup=times["float32"] / times["bfloat16"], mask_iou_min=float(min(ious)),
-               mask_iou_mean=float(np.mean(ious)))
-    log(f"bf16 autocast {out['bf16_ips']:.2f} img/s vs fp32 {out['fp32_ips']:.2f} img/s ({out['speedup']:.2f}×); "
-        f"final-mask IoU vs fp32 min {out['mask_iou_min']:.3f} (target ≥ 0.98)")
+        out["backends"] = compare(engine, [warm, cold], "metal bracket", rounds=rounds, only=variants, log=log)
     return out

@@ -109,8 +109,22 @@ class ClipSAMConfig:
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
     dtype: str = "float32"
-    """``float32``, or ``bfloat16`` autocast: the GPU option; on CPUs with AMX/AVX512-BF16 it also speeds up the
-    encoders (measure with ``napari-clipsam bench --compare-dtypes``), on older CPUs it is slower."""
+    """``float32``, or ``bfloat16`` autocast of the torch modules: the GPU option; on CPUs with AMX/AVX512-BF16 it
+    also speeds up torch encoders, on older CPUs it is slower (``napari-clipsam bench`` compares). The OpenVINO
+    encoders use ``sam_precision`` / ``clip_precision`` instead."""
+    backend: str = "auto"
+    """Who runs the two encoders (SAM image encoder, CLIP vision tower): ``"torch"``, ``"openvino"`` (on the CPU;
+    ``pip install "napari-clipsam[openvino]"``; each encoder is converted once, "preparing the fast CPU model",
+    and cached on disk) or ``"auto"``: OpenVINO on the CPU when installed, torch otherwise and on CUDA. See
+    :mod:`napari_clipsam.backends`; the README's Performance section has measured speed-ups."""
+    sam_precision: str = "auto"
+    """SAM image encoder precision under OpenVINO: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bfloat16 where the
+    CPU has native bf16, AMX or AVX-512 BF16, detected at run time; float32 elsewhere). SAM masks measured
+    IoU ≥ 0.98 against float32. The torch backend uses ``dtype`` instead."""
+    clip_precision: str = "float32"
+    """CLIP vision tower precision under OpenVINO (same choices as ``sam_precision``), separate because the rough
+    map depends on small differences of CLIP features; float32 until bf16 is confirmed on real weights
+    (``napari-clipsam eval`` with both)."""
     cache_size: int = 4
     """Images whose CLIP features and SAM embedding are kept in memory."""
     embedding_cache_bytes: int = 2 * 1024**3
@@ -174,7 +188,8 @@ class ClipSAMConfig:
         """The method settings that decide a result, recorded in every result's provenance."""
         keep = ("image_size", "feature_layers", "temperature", "rough_sigma", "prompt_threshold", "opening_size",
                 "min_component_px", "min_component_frac", "max_components", "box_growth", "negative_points",
-                "levels", "min_predicted_iou", "max_outside_box", "alpha", "mask_threshold", "dtype")
+                "levels", "min_predicted_iou", "max_outside_box", "alpha", "mask_threshold", "dtype", "backend",
+                "sam_precision", "clip_precision")
         d = self.to_dict()
         return {k: d[k] for k in keep}
 

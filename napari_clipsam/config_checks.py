@@ -21,6 +21,8 @@ from .errors import ConfigError
 LEVELS = ("point", "box", "box+point")
 SAM_MODELS = ("vit_b", "vit_l", "vit_h")
 DTYPES = ("float32", "bfloat16")
+BACKENDS = ("auto", "torch", "openvino")
+PRECISIONS = ("auto", "float32", "bfloat16")
 DEVICES = "'auto', 'cpu', 'cuda' or 'cuda:N' (N = GPU index)"
 
 # field → (lowest, highest) for integers (None = unbounded above)
@@ -92,6 +94,25 @@ def check_device(name: str, device: Any) -> None:
             _fail(name, device, f"a GPU index below {torch.cuda.device_count()} (the GPUs torch sees)")
 
 
+def check_backend(cfg) -> None:
+    """``backend`` and the two encoder precisions; ``"openvino"`` only where OpenVINO is installed (looked up,
+    not imported) and not with a CUDA device (OpenVINO runs the encoders on the CPU)."""
+    if cfg.backend not in BACKENDS:
+        _fail("backend", cfg.backend, " or ".join(map(repr, BACKENDS)))
+    for name in ("sam_precision", "clip_precision"):
+        if getattr(cfg, name) not in PRECISIONS:
+            _fail(name, getattr(cfg, name), " or ".join(map(repr, PRECISIONS)))
+    if cfg.backend == "openvino":
+        import importlib.util
+
+        if isinstance(cfg.device, str) and cfg.device.startswith("cuda"):
+            _fail("backend", cfg.backend, "'auto' or 'torch' with a CUDA device ('openvino' runs the encoders on "
+                                          "the CPU; choose device 'cpu' for it)")
+        if importlib.util.find_spec("openvino") is None:
+            _fail("backend", cfg.backend, "'auto' or 'torch': OpenVINO is not installed (install it with "
+                                          "pip install \"napari-clipsam[openvino]\")")
+
+
 def check_config(cfg) -> None:
     """Validate and normalise every field of ``cfg`` in place; raises ConfigError at the first bad field."""
     for name, (low, high) in INT_RANGES.items():
@@ -137,6 +158,7 @@ def check_config(cfg) -> None:
         _fail("sam_model", sam, "'vit_b', 'vit_l', 'vit_h' or 'local-dir:/folder'")
     if cfg.dtype not in DTYPES:
         _fail("dtype", cfg.dtype, " or ".join(map(repr, DTYPES)))
+    check_backend(cfg)
     b = cfg.decoder_batch_size
     if b is not None and (not _is_int(b) or b < 1):
         _fail("decoder_batch_size", b, "None (automatic) or a whole number from 1 up")

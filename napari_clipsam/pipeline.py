@@ -111,7 +111,11 @@ class ClipSAM:
         self.identity.setdefault("sam_model", "custom")
         self.identity.setdefault("sam_weights", "fingerprint:" + weights_fingerprint(sam_model))
         self.identity.setdefault("umci_weights", None if umci is None else "fingerprint:" + weights_fingerprint(umci))
-        self.sam.model_id = sam_identity(self.identity, self.device, self.config.dtype)
+        from .backends import attach_backend
+
+        self.backend = attach_backend(self)  # the encoders' runner (torch or OpenVINO), see napari_clipsam.backends
+        self.identity["encoders"] = self.backend.plan.describe()
+        self.sam.model_id = sam_identity(self.identity, self.device, self.config.dtype, self.backend.plan.stamp)
         from .weights.registry import cache_dir
 
         self.text = TextEmbeddingCache(self.clip_model, tokenizer, self.identity["clip_model"],
@@ -140,8 +144,12 @@ class ClipSAM:
 
     @classmethod
     def from_config(cls, config: ClipSAMConfig | None = None, progress: Progress | None = None,
-                    cancelled: Callable[[], bool] | None = None) -> ClipSAM:
+                    cancelled: Callable[[], bool] | None = None, prepare_sam: bool = True) -> ClipSAM:
         """Load real weights (CLIP via open_clip, SAM from Meta's checkpoints, UMCI from a local file).
+
+        With the OpenVINO backend the encoders are converted (once, cached) or loaded here, reported through
+        ``progress`` ("preparing the fast CPU model, once: …"); ``prepare_sam=False`` leaves SAM's encoder to its
+        first use (work that never calls SAM: training, rough-only evaluation).
 
         Raises :class:`~napari_clipsam.WeightsUnavailableError` when a file cannot be found, downloaded or
         verified; its message names the file, the folder searched, the URL and how to place it by hand.
@@ -185,7 +193,9 @@ class ClipSAM:
                         sam_weights=sam_weights, umci_weights=umci_id)
         if mismatches:
             identity["umci_usage_mismatch"] = mismatches
-        return cls(clip_model.to(device), tokenizer, sam_model.to(device), umci, config, identity=identity)
+        engine = cls(clip_model.to(device), tokenizer, sam_model.to(device), umci, config, identity=identity)
+        engine.backend.prepare(progress, sam=prepare_sam)  # converts an OpenVINO encoder once (cached)
+        return engine
 
     # ------------------------------------------------------------------ stages
     @property
@@ -484,13 +494,14 @@ ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "umci
 """Provenance keys that describe how a result's rough map was made; :meth:`ClipSAM.refine` keeps them."""
 
 
-def sam_identity(identity: dict[str, Any], device: torch.device, dtype: str) -> str:
-    """The stamp of a SAM's embeddings: model, weights, device and precision. Weights that are not identified by
-    content (``random``) get a token unique to this engine, as two random SAMs differ."""
+def sam_identity(identity: dict[str, Any], device: torch.device, dtype: str, backend: str = "torch") -> str:
+    """The stamp of a SAM's embeddings: model, weights, device, precision and backend (``torch`` or e.g.
+    ``openvino-bfloat16``). Weights that are not identified by content (``random``) get a token unique to this
+    engine, as two random SAMs differ."""
     weights = str(identity.get("sam_weights"))
     if weights in ("random", "None", ""):
         weights = f"{weights}#{uuid.uuid4().hex[:12]}"
-    return f"{identity.get('sam_model')}/{weights}/{device}/{dtype}"
+    return f"{identity.get('sam_model')}/{weights}/{device}/{dtype}/{backend}"
 
 
 def _on_cpu(module) -> bool:

@@ -2,6 +2,8 @@
 
 For tests, examples and the README screenshot: they load through exactly the same code paths as real
 weights (``local-dir:`` folders read by :meth:`ClipSAM.from_config`) and run in milliseconds on a CPU.
+:func:`tiny_config` and :func:`tiny_engine` choose ``backend="torch"`` unless told otherwise: converting even a
+tiny encoder to OpenVINO takes seconds, more than it saves (``tests/test_backends.py`` covers OpenVINO).
 """
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ def tiny_config(folder: str | Path, seed: int = 0, **overrides):
     clip_dir = write_tiny_clip(folder / "clip", seed)
     sam_dir = write_tiny_sam(folder / "sam", seed)
     base = dict(clip_model=f"local-dir:{clip_dir}", clip_weights=None, image_size=56, feature_layers=(1, 2, 3, 4),
-                sam_model=f"local-dir:{sam_dir}", device="cpu")
+                sam_model=f"local-dir:{sam_dir}", device="cpu", backend="torch")
     base.update(overrides)
     return ClipSAMConfig(**base).validated()
 
@@ -90,6 +92,7 @@ def tiny_engine(seed: int = 0, umci: bool = False, **config_overrides):
     clip, tok = make_tiny_clip(seed)
     sam = make_tiny_sam(seed)
     head = UMCI(64, 32, (1, 2, 3, 4), heads=4) if umci else None
+    config_overrides.setdefault("backend", "torch")
     cfg = ClipSAMConfig(image_size=56, feature_layers=(1, 2, 3, 4), device="cpu", umci_heads=4,
                         **config_overrides)
     return ClipSAM.from_models(clip, tok, sam, head, cfg)

@@ -15,8 +15,8 @@ def test_blob_map_gives_ten_components():
 
 def test_benchmark_reports_every_comparison(tmp_path):
     lines = []
-    out = run_benchmark(config=tiny_config(tmp_path), image_size=96, batch=2, compare_dtypes=True,
-                        log=lines.append)
+    out = run_benchmark(config=tiny_config(tmp_path), image_size=96, batch=2, rounds=1,
+                        variants=("torch bf16 autocast", "openvino fp32"), log=lines.append)
     assert out["text"]["max_abs_diff"] <= 1e-5 and out["text"]["prompts"] == 420
     assert out["refine"]["components"] == 10 and out["refine"]["max_abs_diff"] <= 1e-5
     assert set(out["refine"]["times_s"]) == {"engine default", "one call per level", "one prompt per call"}
@@ -24,7 +24,20 @@ def test_benchmark_reports_every_comparison(tmp_path):
     assert out["refine"]["one_component_edit_s"] > 0
     assert out["segment"]["with_components"] >= 1  # the forced-τ_prompt cold segment decodes something
     assert out["segment"]["peak_mib"] > 0 and out["throughput"]["batched_ips"] > 0
-    assert 0.98 <= out["dtype_comparison"]["mask_iou_min"] <= 1.0
+    variants = out["backends"]["variants"]
+    from napari_clipsam.backends import openvino_available
+
+    assert set(variants) == {"torch fp32", "torch bf16 autocast"} | ({"openvino fp32"} if openvino_available() else
+                                                                    set())
+    assert "flags" in out["backends"]["cpu"]
+    for name, v in variants.items():
+        assert len(v["segment_s"]) == 1 and v["segment"]["min_s"] <= v["segment"]["median_s"]
+        if v["plan"]["backend"] == "openvino" or name == "torch fp32":  # torch bf16 autocast: noisier
+            assert v["sam_mask_iou_min"] >= (0.999 if v["plan"]["sam_precision"] == "float32" else 0.98)
+    # (final masks of other variants are not asserted: random CLIP weights give a rough map so flat that τ_prompt
+    # at its 99th percentile decides components by single pixels; tests/test_backends.py checks the encoders)
+    ref = variants["torch fp32"]
+    assert ref["components"] >= 1 and ref["final_mask_iou"] == 1.0 and ref["sam_cosine"] > 0.999999
     assert any("target" in line for line in lines)
     few = out["fewshot"]
     assert few["shots"] == 4 and few["views"] == 24 and few["stage_s"] > 0 and few["ratio_to_zero_shot"] > 0

@@ -73,7 +73,8 @@ def setup(tmp_path_factory):
         data = make_synthetic_dataset(root / "data", ("metal", "fabric"), n_train_good=0, n_test_good=3,
                                       n_test_defect=1, image_size=64, seed=0)
         s = {"root": root, "clip": clip, "sam": sam, "other_clip": other_clip, "data": data}
-        s["clip_args"] = ["--clip-model", f"local-dir:{clip}", "--image-size", "56", "--device", "cpu"]
+        s["clip_args"] = ["--clip-model", f"local-dir:{clip}", "--image-size", "56", "--device", "cpu",
+                          "--backend", "torch"]  # OpenVINO's CLI path: tests/test_backends.py
         s["engine_args"] = [*s["clip_args"], "--sam-model", f"local-dir:{sam}"]
         s["umci"] = root / "umci.pt"
         s["train"] = cli("train", "--dataset-root", data, "--feature-layers", 1, 2, 3, 4, "--epochs", 2,
@@ -149,7 +150,8 @@ def test_train_refuses_a_checkpoint_of_another_clip(setup, tmp_path):
     path = tmp_path / "umci.pt"
     shutil.copy(setup["umci"], path)
     code, _, err = cli("train", "--dataset-root", setup["data"], "--epochs", 3, "--out", path, "--resume",
-                       "--clip-model", f"local-dir:{setup['other_clip']}", "--device", "cpu", "--no-progress")
+                       "--clip-model", f"local-dir:{setup['other_clip']}", "--device", "cpu", "--backend", "torch",
+                       "--no-progress")
     assert code == 2 and "does not fit this engine" in err and "trained on CLIP" in err
     assert "Traceback" not in err
     assert read_umci(path)["epochs"] == 2  # untouched
@@ -317,7 +319,7 @@ def test_segment_glob_formats_and_clip_weights_file(setup, tmp_path):
     code, out, err = cli("segment", str(tmp_path / "in" / "**" / "*.png"), "--object", "metal plate", "--out",
                          out_dir, "--formats", "mvtec", "coco", "--clip-model", "clipsam-tiny-cli", "--clip-weights",
                          weights, "--image-size", 56, "--sam-model", f"local-dir:{setup['sam']}", "--device", "cpu",
-                         "--config", config, "--no-progress")
+                         "--config", config, "--backend", "torch", "--no-progress")
     assert code == 0, err
     assert "2 done" in out and "training-free" in err
     assert sorted(p.name for p in out_dir.iterdir() if p.name != ".clipsam.lock") == ["coco", "masks", "provenance"]

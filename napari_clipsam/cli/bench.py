@@ -12,7 +12,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "bench", help="time every stage and the fast paths on synthetic images",
         description="Builds the preset's real architectures (random weights with --random-weights, so no "
                     "download is needed), runs segment and refine on synthetic images and prints per-stage "
-                    "times, the fast-path comparisons (each measured side by side in this run) and peak memory.")
+                    "times, the fast-path comparisons (each measured side by side in this run), peak memory, the "
+                    "CPU's features, and the encoder backends and precisions side by side (speed and fidelity "
+                    "against torch fp32).")
     p.add_argument("--preset", choices=("cpu", "accurate"), default="cpu")
     p.add_argument("--random-weights", action="store_true", help="random weights: no download needed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -20,8 +22,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--image-px", type=int, default=512, help="side of the synthetic test images")
     p.add_argument("--batch", type=int, default=4, help="images in the throughput comparison")
     p.add_argument("--umci", action="store_true", help="time with a (random) UMCI head instead of training-free")
-    p.add_argument("--compare-dtypes", action="store_true", help="also compare bf16 autocast with fp32 "
-                   "(default on CUDA)")
+    p.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto",
+                   help="the encoders' backend for the per-stage figures (default auto)")
+    p.add_argument("--no-compare-backends", dest="compare_backends", action="store_false",
+                   help="skip the side-by-side comparison of backends and precisions (torch fp32 / bf16 autocast, "
+                        "OpenVINO fp32 / bf16; interleaved rounds, min and median)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of that comparison (default 3)")
     p.add_argument("--json", type=Path, help="write the figures to this JSON file")
     p.set_defaults(func=run)
     return p
@@ -34,7 +40,8 @@ def run(args) -> int:
     try:
         figures = run_benchmark(args.preset, random_weights=args.random_weights, device=args.device,
                                 dtype=args.dtype, image_size=args.image_px, batch=args.batch, umci=args.umci,
-                                compare_dtypes=True if args.compare_dtypes else None)
+                                backend=args.backend, compare_backends=args.compare_backends,
+                                rounds=max(1, args.rounds))
     except WeightsUnavailableError as exc:
         print(f"error: {exc}\n(use --random-weights to benchmark without downloading weights)", file=sys.stderr)
         return 2

@@ -57,6 +57,14 @@ def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sa
                         "the flags below override it")
     g.add_argument("--device", help="auto (CUDA when present, default), cpu, cuda or cuda:N")
     g.add_argument("--dtype", choices=DTYPES, help="float32 (default) or bfloat16 autocast")
+    g.add_argument("--backend", choices=("auto", "torch", "openvino"),
+                   help="who runs the SAM and CLIP encoders: auto (OpenVINO on the CPU when installed, default), "
+                        "torch, or openvino (converted once per model and cached; see the README's Performance)")
+    g.add_argument("--sam-precision", choices=("auto", "float32", "bfloat16"),
+                   help="SAM image encoder precision with OpenVINO (default auto: bfloat16 where the CPU has native "
+                        "bf16, AMX or AVX-512 BF16)")
+    g.add_argument("--clip-precision", choices=("auto", "float32", "bfloat16"),
+                   help="CLIP vision tower precision with OpenVINO (default float32)")
     g.add_argument("--image-size", type=int, metavar="PX",
                    help="CLIP input size (default: the preset's, or the UMCI checkpoint's)")
     g.add_argument("--clip-model", metavar="NAME",
@@ -98,7 +106,8 @@ def engine_config(args: argparse.Namespace, **overrides):
         if not isinstance(data, dict):
             raise InvalidInputError(f"Config file {path} must hold a JSON object of ClipSAMConfig fields.")
         cfg = ClipSAMConfig.from_dict({**cfg.to_dict(), **data})
-    flags = {"device": "device", "dtype": "dtype", "image_size": "image_size", "clip_model": "clip_model",
+    flags = {"device": "device", "dtype": "dtype", "backend": "backend", "sam_precision": "sam_precision",
+             "clip_precision": "clip_precision", "image_size": "image_size", "clip_model": "clip_model",
              "clip_weights": "clip_weights", "sam_model": "sam_model", "sam_checkpoint": "sam_weights"}
     changes = {field: getattr(args, opt) for opt, field in flags.items() if getattr(args, opt, None) is not None}
     umci = getattr(args, "umci", None)
@@ -153,15 +162,25 @@ def without_sam(cfg):
 
 # ----------------------------------------------------------------------------------------------- engine
 class StageBars:
-    """``progress(stage, fraction)`` callback drawing one tqdm bar per download (other stages are quiet).
+    """``progress(stage, fraction)`` callback drawing one tqdm bar per download and a line at the start and end of
+    an OpenVINO conversion ("preparing the fast CPU model, once: …"); other stages are quiet.
 
     Bars count bytes when the file is in the weights registry (its size is known), else per mille.
     """
 
     def __init__(self, enabled: bool = True):
-        self.enabled, self.bars = enabled, {}
+        self.enabled, self.bars, self.started = enabled, {}, {}
 
     def __call__(self, stage: str, fraction: float) -> None:
+        if self.enabled and stage.startswith("preparing"):
+            import time
+
+            if fraction <= 0.0:
+                self.started[stage] = time.perf_counter()
+                note(f"{stage} (minutes for a full-size model; later runs load it from the cache)")
+            else:
+                note(f"{stage}: done in {time.perf_counter() - self.started.pop(stage, time.perf_counter()):.0f} s")
+            return
         if not self.enabled or not stage.startswith("downloading"):
             return
         from tqdm.auto import tqdm
@@ -183,13 +202,14 @@ class StageBars:
             bar.close()
 
 
-def build_engine(cfg, progress: bool = True):
-    """Load the engine (:meth:`ClipSAM.from_config`), with download bars; says which rough map is used."""
+def build_engine(cfg, progress: bool = True, sam: bool = True):
+    """Load the engine (:meth:`ClipSAM.from_config`), with download bars; says which rough map is used.
+    ``sam=False``: the work never calls SAM (training, rough-only evaluation), so its encoder is not prepared."""
     from ..pipeline import ClipSAM
 
     bars = StageBars(progress)
     try:
-        engine = ClipSAM.from_config(cfg, progress=bars)
+        engine = ClipSAM.from_config(cfg, progress=bars, prepare_sam=sam)
     finally:
         bars.close()
     return engine
@@ -202,7 +222,9 @@ def describe_engine(engine, sam: bool = True) -> str:
     if sam:
         text += (f", SAM {ident.get('sam_model')} ({_short(ident.get('sam_weights'))}), rough map: "
                  f"{engine.provenance('')['rough_map']}")
-    return f"{text}, device {engine.device}"
+    plan = engine.backend.plan
+    encoders = "torch" if plan.name == "torch" else f"OpenVINO (SAM {plan.sam_precision}, CLIP {plan.clip_precision})"
+    return f"{text}, device {engine.device}, encoders on {encoders}"
 
 
 def _short(weights_id) -> str:

@@ -87,7 +87,7 @@ def run(args) -> int:
         results = evaluate_on_ray(args, dataset, cfg, split_list(args.categories))
         few = {}
     else:
-        engine = build_engine(cfg, args.progress)
+        engine = build_engine(cfg, args.progress, sam=not args.rough_only)
         note(f"engine: {describe_engine(engine)}")
         if engine.umci is None:
             note(TRAINING_FREE_NOTE)

@@ -67,7 +67,7 @@ def run(args) -> int:
         overrides["image_size"] = int(read_umci(resume)["image_size"])  # the size it was trained at
     cfg = without_sam(engine_config(args, **overrides))
     note(f"training set: {dataset!r}")
-    engine = build_engine(cfg, args.progress)
+    engine = build_engine(cfg, args.progress, sam=False)
     note(f"engine: {describe_engine(engine, sam=False)} (frozen; SAM is not used in training)")
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                              cache_bytes=int(args.cache_gb * (1 << 30)),

@@ -37,6 +37,9 @@ class ClipVision:
         self.mean = tuple(cfg.get("mean", OPENAI_MEAN))
         self.std = tuple(cfg.get("std", OPENAI_STD))
         self.vision_calls = 0  # how many times the tower really ran (tests, benchmarks)
+        self.tower = None
+        """What runs the tower: None = the torch module; else a callable ``tower(x, indices, fmt, extra)`` with
+        the contract of :meth:`intermediates` (an OpenVINO tower, see :mod:`napari_clipsam.backends`)."""
 
     @property
     def grid(self) -> int:
@@ -68,6 +71,14 @@ class ClipVision:
             raise InvalidInputError(f"feature_layers {tuple(layers)} are 1-based block numbers, but this CLIP vision "
                                     f"tower has {self.depth} blocks; choose numbers from 1 to {self.depth}.")
 
+    def intermediates(self, x: torch.Tensor, indices: list[int], fmt: str, extra: bool) -> dict:
+        """``visual.forward_intermediates(x, indices, stop_early=True, intermediates_only=True, output_fmt=fmt,
+        output_extra_tokens=extra)`` (0-based indices), run by :attr:`tower` when one is set."""
+        if self.tower is not None:
+            return self.tower(x, indices, fmt, extra)
+        return self.visual.forward_intermediates(x, indices=indices, stop_early=True, intermediates_only=True,
+                                                 output_fmt=fmt, output_extra_tokens=extra)
+
     def patch_tokens(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """Patch tokens (CLS dropped) of the residual stream after each 1-based block in ``layers``.
 
@@ -75,9 +86,7 @@ class ClipVision:
         """
         self.check_layers(layers)
         self.vision_calls += 1
-        out = self.visual.forward_intermediates(x, indices=[int(i) - 1 for i in layers], stop_early=True,
-                                                intermediates_only=True, output_fmt="NCHW")
-        return out["image_intermediates"]
+        return self.intermediates(x, [int(i) - 1 for i in layers], "NCHW", False)["image_intermediates"]
 
     def training_free_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Training-free dense features (method §2, fallback): the final block's value-value attention.
@@ -89,9 +98,7 @@ class ClipVision:
         """
         self._check_training_free()
         self.vision_calls += 1
-        out = self.visual.forward_intermediates(x, indices=[self.depth - 2], stop_early=True,
-                                                intermediates_only=True, output_fmt="NLC",
-                                                output_extra_tokens=True)
+        out = self.intermediates(x, [self.depth - 2], "NLC", True)
         return self._value_value(out["image_intermediates_prefix"][0], out["image_intermediates"][0])
 
     def training_free_and_patch_tokens(self, x: torch.Tensor,
@@ -102,8 +109,7 @@ class ClipVision:
         self.check_layers(layers)
         self.vision_calls += 1
         wanted = sorted({int(i) - 1 for i in layers} | {self.depth - 2})
-        out = self.visual.forward_intermediates(x, indices=wanted, stop_early=True, intermediates_only=True,
-                                                output_fmt="NLC", output_extra_tokens=True)
+        out = self.intermediates(x, wanted, "NLC", True)
         by_index = dict(zip(wanted, zip(out["image_intermediates_prefix"], out["image_intermediates"])))
         tf = self._value_value(*by_index[self.depth - 2])
         g = self.grid

@@ -49,6 +49,9 @@ class SamRunner:
         self.model_id = model_id
         """Stamped on every embedding this runner computes (see :attr:`SamEmbedding.model_id`)."""
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self.encoder = None
+        """What runs the image encoder: None = the torch module; else a callable with the same contract
+        ``(B, 3, S, S)`` → ``(B, 256, 64, 64)`` (an OpenVINO encoder, see :mod:`napari_clipsam.backends`)."""
         self.encoder_calls = 0
         self.decoder_calls = 0
 
@@ -72,7 +75,8 @@ class SamRunner:
         """Run the image encoder on a batch of uint8 RGB images (any sizes) in one forward pass."""
         prepared = [self.prepare(im) for im in images]
         self.encoder_calls += 1
-        feats = self.model.image_encoder(torch.cat([p[0] for p in prepared])).float()
+        encoder = self.encoder if self.encoder is not None else self.model.image_encoder
+        feats = encoder(torch.cat([p[0] for p in prepared])).float()
         return [SamEmbedding(feats[i:i + 1], prepared[i][1], tuple(im.shape[:2]), model_id=self.model_id)
                 for i, im in enumerate(images)]
 

@@ -1,0 +1,134 @@
+"""Inference backends for the two encoders: the SAM image encoder and the CLIP vision tower.
+
+``ClipSAMConfig.backend`` chooses who runs them (the prompt encoder, mask decoder, UMCI and text encoder stay in
+torch)::
+
+    "torch"     torch modules, with ``config.dtype`` autocast (float32 or bfloat16)
+    "openvino"  OpenVINO on the CPU (``pip install "napari-clipsam[openvino]"``), each encoder converted once
+                and cached on disk (openvino_encoders, ir_cache); no usage telemetry (openvino_runtime)
+    "auto"      OpenVINO when the engine runs on the CPU and OpenVINO is installed; torch otherwise and on CUDA
+
+With OpenVINO, ``config.sam_precision`` and ``config.clip_precision`` set each encoder's inference precision
+(``"float32"``, ``"bfloat16"``, or ``"auto"``: bfloat16 where the CPU computes it natively, AMX or AVX-512 BF16,
+detected at run time by :func:`~.cpu_features.detect_cpu`). What was chosen, and why, is in every result's
+provenance (``encoders``) and in the stamp of every SAM embedding, so results of different backends never mix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cpu_features import CpuFeatures, detect_cpu
+from .openvino_runtime import openvino_available
+
+BACKENDS = ("auto", "torch", "openvino")
+PRECISIONS = ("auto", "float32", "bfloat16")
+INSTALL_HINT = 'pip install "napari-clipsam[openvino]"'
+
+
+@dataclass(frozen=True)
+class BackendPlan:
+    """What runs the encoders. name: ``"torch"`` or ``"openvino"``; sam_precision / clip_precision: resolved
+    ``"float32"`` or ``"bfloat16"`` (with torch: ``config.dtype``); reason: why, in words."""
+
+    name: str
+    sam_precision: str
+    clip_precision: str
+    reason: str
+    cpu: CpuFeatures
+    openvino: str | None = None
+
+    @property
+    def stamp(self) -> str:
+        """The backend part of a SAM embedding's stamp, e.g. ``"torch"`` or ``"openvino-bfloat16"``."""
+        return "torch" if self.name == "torch" else f"openvino-{self.sam_precision}"
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly record for provenance."""
+        return {"backend": self.name, "sam_precision": self.sam_precision, "clip_precision": self.clip_precision,
+                "reason": self.reason, "openvino": self.openvino, "cpu": self.cpu.model,
+                "cpu_bf16_native": self.cpu.bf16_native, "cpu_bf16_source": self.cpu.bf16_source}
+
+
+def resolve_precision(setting: str, cpu: CpuFeatures) -> str:
+    """``"auto"`` → ``"bfloat16"`` where the CPU has native bf16, else ``"float32"``; others unchanged."""
+    if setting == "auto":
+        return "bfloat16" if cpu.bf16_native else "float32"
+    return setting
+
+
+def plan_backend(config, device) -> BackendPlan:
+    """The :class:`BackendPlan` for ``config`` on the torch ``device`` the engine runs on.
+
+    Raises ConfigError for ``backend="openvino"`` without OpenVINO installed or with a CUDA device.
+    """
+    from ..errors import ConfigError
+
+    cpu = detect_cpu()
+    on_cpu = getattr(device, "type", str(device)) == "cpu"
+    if config.backend == "torch" or (config.backend == "auto" and not on_cpu):
+        why = "backend='torch'" if config.backend == "torch" else f"auto: the engine runs on {device}"
+        return BackendPlan("torch", config.dtype, config.dtype, why, cpu)
+    if not on_cpu:
+        raise ConfigError(f"ClipSAMConfig.backend = 'openvino' runs the encoders on the CPU, but the engine runs on "
+                          f"{device}; use backend 'auto' or 'torch' with a GPU, or device 'cpu'.")
+    if not openvino_available():
+        if config.backend == "openvino":
+            raise ConfigError(f"ClipSAMConfig.backend = 'openvino' needs OpenVINO, which is not installed: "
+                              f"{INSTALL_HINT} (or choose backend 'auto' or 'torch').")
+        return BackendPlan("torch", config.dtype, config.dtype, f"auto: OpenVINO is not installed ({INSTALL_HINT})",
+                           cpu)
+    from .openvino_runtime import openvino_version
+
+    why = "backend='openvino'" if config.backend == "openvino" else "auto: CPU with OpenVINO installed"
+    return BackendPlan("openvino", resolve_precision(config.sam_precision, cpu),
+                       resolve_precision(config.clip_precision, cpu), why, cpu, openvino_version())
+
+
+@dataclass
+class EncoderBackend:
+    """A plan and the OpenVINO encoders installed on an engine (none with torch)."""
+
+    plan: BackendPlan
+    encoders: list = field(default_factory=list)
+
+    def prepare(self, progress=None, sam: bool = True) -> None:
+        """Convert (once) or load the OpenVINO encoders now (SAM's only with ``sam``), reporting a conversion
+        through ``progress``; an encoder not prepared here is prepared on its first use."""
+        for enc in self.encoders[:1] + (self.encoders[1:] if sam else []):
+            enc.prepare(progress)
+
+
+def attach_backend(engine) -> EncoderBackend:
+    """Install the encoders ``engine.config`` asks for on ``engine.sam`` and ``engine.vision``.
+
+    With OpenVINO the CLIP tower's converted request is the engine's own (its feature layers, or the
+    training-free block), so :meth:`EncoderBackend.prepare` converts exactly what the engine will run.
+    """
+    plan = plan_backend(engine.config, engine.device)
+    if plan.name == "torch":
+        return EncoderBackend(plan)
+    from .openvino_encoders import OpenVinoClipTower, OpenVinoSamEncoder
+
+    ident = engine.identity
+    sam_key = {"model": ident.get("sam_model"), "weights": _weights_key(ident.get("sam_weights"), engine.sam.model)}
+    clip_key = {"model": ident.get("clip_model"),
+                "weights": _weights_key(ident.get("clip_weights"), engine.clip_model)}
+    engine.sam.encoder = OpenVinoSamEncoder(engine.sam.model.image_encoder, sam_key, plan.sam_precision)
+    tower = OpenVinoClipTower(engine.vision.visual, engine.vision.image_size, clip_key, plan.clip_precision)
+    engine.vision.tower = tower
+    if engine.umci is not None:
+        clip_enc = tower.encoder_for(tuple(i - 1 for i in engine.config.feature_layers), "NCHW", False)
+    else:
+        clip_enc = tower.encoder_for((engine.vision.depth - 2,), "NLC", True)
+    return EncoderBackend(plan, [clip_enc, engine.sam.encoder])
+
+
+def _weights_key(weights_id, module) -> str:
+    """A weights identity fit for a cache key: a file hash or tag as it is; random or unnamed weights by content."""
+    text = str(weights_id)
+    if text in ("random", "None", "") or text.startswith("fingerprint:"):
+        from ..clip.text_encoder import weights_fingerprint
+
+        return "fingerprint:" + weights_fingerprint(module)
+    return text

@@ -1,0 +1,122 @@
+"""Converted encoders on disk: an OpenVINO IR (``model.xml`` + ``model.bin``) per model, input and version.
+
+Layout: ``<cache>/openvino/<key>/{model.xml, model.bin, manifest.json}``. The key is a hash of everything that
+determines the converted graph (:func:`cache_key`): which encoder and which part of it, the model's identity
+(architecture and weights, by content where they are not a known file), the input shape, the precision the IR
+stores (fp32: bf16 or fp32 inference is a compile-time hint on the same IR, so one conversion serves both) and
+the OpenVINO and package versions. The three files are written together by
+:class:`~napari_clipsam.export.atomic.AtomicBatch` (all or nothing) under an inter-process lock, so two processes
+never convert the same model at once. ``manifest.json`` records the key's fields and the SHA-256 of the other two
+files; an entry whose manifest is missing, unreadable, for another key, or whose files do not match their hashes
+or cannot be read by OpenVINO is converted again, never trusted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+"""Bump when the way encoders are exported changes: older entries are then converted again."""
+IR_PRECISION = "f32"
+
+Progress = Callable[[str, float], None]
+
+
+def cache_key(fields: dict[str, Any]) -> str:
+    """A short stable hash of the key fields (JSON with sorted keys)."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class IRCache:
+    """Converted models under ``root`` (``<cache_dir>/openvino`` by default)."""
+
+    def __init__(self, root: str | Path | None = None):
+        if root is None:
+            from ..weights.registry import cache_dir
+
+            root = cache_dir() / "openvino"
+        self.root = Path(root)
+
+    def entry(self, fields: dict[str, Any]) -> Path:
+        return self.root / cache_key(fields)
+
+    def load(self, fields: dict[str, Any]):
+        """The cached ``openvino.Model`` for ``fields``, or None when absent, stale or damaged (logged)."""
+        from .openvino_runtime import import_openvino
+
+        folder = self.entry(fields)
+        manifest = folder / "manifest.json"
+        if not manifest.is_file():
+            return None
+        try:
+            meta = json.loads(manifest.read_text(encoding="utf-8"))
+            if meta.get("fields") != json.loads(json.dumps(fields, sort_keys=True, default=str)):
+                raise ValueError("its manifest is for other settings")
+            for name in ("model.xml", "model.bin"):
+                if _sha256(folder / name) != meta["sha256"][name]:
+                    raise ValueError(f"{name} does not match its recorded SHA-256")
+            return import_openvino().Core().read_model(str(folder / "model.xml"))
+        except Exception as exc:  # unreadable JSON, missing file, wrong hash, OpenVINO cannot parse it
+            log.warning("napari-clipsam: converted model in %s is not usable (%s); converting again.", folder, exc)
+            return None
+
+    def get_or_convert(self, fields: dict[str, Any], convert: Callable[[], Any], what: str,
+                       progress: Progress | None = None):
+        """The cached model for ``fields``; else ``convert()`` (returns an ``openvino.Model``), save, return it.
+
+        ``progress(stage, fraction)`` hears ``"preparing the fast CPU model, once: <what>"`` at 0 and 1 around a
+        conversion (nothing when the cache has it).
+        """
+        from filelock import FileLock
+
+        model = self.load(fields)
+        if model is not None:
+            return model
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.entry(fields)) + ".lock"):
+            model = self.load(fields)  # another process may have converted it meanwhile
+            if model is not None:
+                return model
+            stage = f"preparing the fast CPU model, once: {what}"
+            log.warning("napari-clipsam: %s (takes a while; later runs load it from %s)", stage, self.root)
+            if progress:
+                progress(stage, 0.0)
+            model = convert()
+            self._save(fields, model)
+            if progress:
+                progress(stage, 1.0)
+            return model
+
+    def _save(self, fields: dict[str, Any], model) -> None:
+        from ..export.atomic import AtomicBatch
+        from .openvino_runtime import import_openvino
+
+        folder = self.entry(fields)
+        scratch = Path(tempfile.mkdtemp(prefix=".ir-", dir=self.root))
+        try:
+            import_openvino().save_model(model, str(scratch / "model.xml"), compress_to_fp16=False)
+            files = {name: (scratch / name).read_bytes() for name in ("model.xml", "model.bin")}
+            meta = {"format": FORMAT, "fields": fields,
+                    "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
+            with AtomicBatch() as batch:
+                for name, data in files.items():
+                    batch.stage(folder / name, data)
+                batch.stage(folder / "manifest.json", json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
+                batch.commit()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,165 @@
+"""The SAM image encoder and the CLIP vision tower, converted to OpenVINO and run on the CPU.
+
+Each encoder is converted once from the torch module the engine already holds (``openvino.convert_model`` of the
+module traced on a ``(1, 3, S, S)`` example; weights are never read twice from disk), cached by
+:class:`~.ir_cache.IRCache`, and compiled for one image at a time (on the CPU, batches measured slower than
+single images, so a batch of ``B`` images runs as ``B`` calls). Inputs and outputs are torch tensors, so the
+engine's code around the encoders is the same for every backend.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import torch
+
+from .ir_cache import FORMAT, IR_PRECISION, IRCache, Progress
+
+
+class ClipIntermediates(torch.nn.Module):
+    """The part of an open_clip ``VisionTransformer`` up to the last requested block, as one traceable module.
+
+    ``forward(x)``: ``(1, 3, S, S)`` → the outputs of ``visual.forward_intermediates(x, indices, stop_early=True,
+    intermediates_only=True, output_fmt=fmt, output_extra_tokens=extra)`` as a flat tuple: one tensor per index
+    (``(1, C, h, w)`` for NCHW, ``(1, h·w, C)`` for NLC), then, with ``extra``, one ``(1, P, C)`` prefix (CLS)
+    tensor per index.
+    """
+
+    def __init__(self, visual, indices: tuple[int, ...], fmt: str, extra: bool):
+        super().__init__()
+        self.visual, self.indices, self.fmt, self.extra = visual, list(indices), fmt, extra
+
+    def forward(self, x):
+        out = self.visual.forward_intermediates(x, indices=self.indices, stop_early=True, intermediates_only=True,
+                                                output_fmt=self.fmt, output_extra_tokens=self.extra)
+        return tuple(out["image_intermediates"]) + tuple(out.get("image_intermediates_prefix", ()) if self.extra
+                                                         else ())
+
+
+class _Compiled:
+    """One compiled model and the lock that serialises its inference (an OpenVINO ``CompiledModel`` call reuses one
+    infer request, which is not safe from two threads: the widget prefetches while the user works)."""
+
+    def __init__(self, compiled):
+        self.compiled, self.lock = compiled, threading.Lock()
+
+
+_shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()
+"""Compiled models by (cache entry, precision, threads), shared by every encoder of the process that needs the
+same one (engines over the same models, the benchmark's variants): a compiled SAM keeps gigabytes of working
+memory, so it exists once. An entry goes when the last encoder using it goes."""
+
+
+class OpenVinoEncoder:
+    """A torch module run through OpenVINO: ``encoder(x)`` with ``x`` ``(B, 3, S, S)`` float32 → the module's
+    outputs as a tuple of float32 torch tensors, batch ``B`` (images run one at a time).
+
+    Conversion (or loading from the cache) and compilation happen on the first call or on :meth:`prepare`.
+    """
+
+    def __init__(self, module: torch.nn.Module, input_size: int, key: dict[str, Any], what: str, precision: str,
+                 cache: IRCache | None = None):
+        self.module, self.input_size, self.what, self.precision = module, int(input_size), what, precision
+        self.key = {**key, "format": FORMAT, "input": [1, 3, self.input_size, self.input_size],
+                    "ir_precision": IR_PRECISION}
+        self.cache = cache
+        self.calls = 0
+        self._compiled = None
+        self._lock = threading.Lock()
+
+    def prepare(self, progress: Progress | None = None) -> None:
+        """Convert (once, cached on disk) and compile; ``progress`` hears a conversion (see IRCache)."""
+        from .openvino_runtime import compile_for_cpu, openvino_version
+
+        with self._lock:
+            if self._compiled is not None:
+                return
+            cache = self.cache or IRCache()
+            fields = {**self.key, "openvino": openvino_version(), "torch": torch.__version__.split("+")[0]}
+            threads = torch.get_num_threads()
+            share = (str(cache.entry(fields)), self.precision, threads)
+            with _shared_lock:
+                shared = _shared.get(share)
+            if shared is None:
+                model = cache.get_or_convert(fields, self._convert, self.what, progress)
+                shared = _Compiled(compile_for_cpu(model, self.precision, threads))
+                with _shared_lock:
+                    shared = _shared.setdefault(share, shared)
+            self._compiled = shared
+
+    def _convert(self):
+        from ..errors import ClipSAMUserError
+        from .openvino_runtime import converter_telemetry_off, import_openvino
+
+        ov = import_openvino()
+        if not converter_telemetry_off():
+            raise ClipSAMUserError(
+                "OpenVINO's converter was imported by other code in this program with its usage telemetry on, so "
+                "napari-clipsam does not convert with it. Run `opt_in_out --opt_out` once, or use backend='torch'.")
+        example = torch.zeros(1, 3, self.input_size, self.input_size)
+        with torch.no_grad():
+            return ov.convert_model(self.module.eval(), example_input=example)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.prepare()
+        self.calls += 1
+        x = x.detach().float().cpu().contiguous()
+        compiled, per_image = self._compiled.compiled, []
+        for i in range(x.shape[0]):
+            with self._compiled.lock:
+                result = compiled(x[i:i + 1].numpy())
+                per_image.append([torch.from_numpy(result[out].copy()) for out in compiled.outputs])
+        return tuple(torch.cat([p[j] for p in per_image]) for j in range(len(per_image[0])))
+
+
+class OpenVinoSamEncoder:
+    """SAM's image encoder through OpenVINO: ``(B, 3, 1024, 1024)`` → ``(B, 256, 64, 64)`` (as SamRunner needs)."""
+
+    def __init__(self, image_encoder, model_key: dict[str, Any], precision: str, cache: IRCache | None = None):
+        self.encoder = OpenVinoEncoder(image_encoder, image_encoder.img_size, {"encoder": "sam_image_encoder",
+                                       **model_key}, "SAM image encoder", precision, cache)
+
+    def prepare(self, progress: Progress | None = None) -> None:
+        self.encoder.prepare(progress)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)[0]
+
+
+class OpenVinoClipTower:
+    """CLIP's vision tower through OpenVINO, in ``forward_intermediates``' terms (see :class:`ClipIntermediates`).
+
+    One converted model per request (indices, format, extra tokens): the engine makes one kind of request (its
+    feature layers, or the training-free block), so one conversion.
+    """
+
+    def __init__(self, visual, image_size: int, model_key: dict[str, Any], precision: str,
+                 cache: IRCache | None = None):
+        self.visual, self.image_size, self.model_key, self.precision, self.cache = (visual, image_size, model_key,
+                                                                                      precision, cache)
+        self._encoders: dict[tuple, OpenVinoEncoder] = {}
+        self._lock = threading.Lock()
+
+    def encoder_for(self, indices: tuple[int, ...], fmt: str, extra: bool) -> OpenVinoEncoder:
+        req = (tuple(int(i) for i in indices), fmt, bool(extra))
+        with self._lock:
+            if req not in self._encoders:
+                key = {"encoder": "clip_vision", "indices": list(req[0]), "fmt": fmt, "extra": req[2],
+                       **self.model_key}
+                self._encoders[req] = OpenVinoEncoder(ClipIntermediates(self.visual, *req), self.image_size, key,
+                                                      "CLIP vision tower", self.precision, self.cache)
+            return self._encoders[req]
+
+    def __call__(self, x: torch.Tensor, indices, fmt: str, extra: bool) -> dict[str, list[torch.Tensor]]:
+        """Like ``visual.forward_intermediates(x, indices, stop_early=True, intermediates_only=True,
+        output_fmt=fmt, output_extra_tokens=extra)``: ``{"image_intermediates": [...]}`` and, with ``extra``,
+        ``"image_intermediates_prefix"``."""
+        outs = self.encoder_for(indices, fmt, extra)(x)
+        n = len(tuple(indices))
+        result = {"image_intermediates": list(outs[:n])}
+        if extra:
+            result["image_intermediates_prefix"] = list(outs[n:])
+        return result
+
