@@ -139,7 +139,8 @@ class ClipSAMWidget(QWidget):
         tp, tm, a = self.thresholds
         local = weights_overrides(self.c.clip_weights.text(), self.c.sam_weights.text())
         return base.replace(umci_weights=self.c.umci.text().strip() or None, device=self.c.device.currentText(),
-                            prompt_threshold=tp, mask_threshold=tm, alpha=a, **local)
+                            backend=self.c.backend.currentText(), prompt_threshold=tp, mask_threshold=tm, alpha=a,
+                            **local)
 
     # ------------------------------------------------------------------ actions
     def run(self, source=None, *, precomputed=None, on_done=None, all_frames: bool | None = None) -> bool:
@@ -437,7 +438,7 @@ class ClipSAMWidget(QWidget):
 
     def _engine_key(self) -> tuple[str, ...]:
         c = self.c
-        return (c.preset.currentText(), c.umci.text().strip(), c.device.currentText(),
+        return (c.preset.currentText(), c.umci.text().strip(), c.device.currentText(), c.backend.currentText(),
                 c.clip_weights.text().strip(), c.sam_weights.text().strip())
 
     def _engine_settings_changed(self, *args) -> None:
@@ -469,6 +470,7 @@ class ClipSAMWidget(QWidget):
         c.object_name.setText(s.object_name)
         c.preset.setCurrentText(s.preset)
         c.device.setCurrentText(s.device)
+        c.backend.setCurrentText(s.backend)
         c.umci.setText(s.umci_weights)
         c.clip_weights.setText(s.clip_weights)
         c.sam_weights.setText(s.sam_weights)
@@ -492,7 +494,7 @@ class ClipSAMWidget(QWidget):
         self.settings = WidgetSettings(
             object_name=self.object_name or self.settings.object_name, preset=c.preset.currentText(),
             umci_weights=c.umci.text().strip(), clip_weights=c.clip_weights.text().strip(),
-            sam_weights=c.sam_weights.text().strip(), device=c.device.currentText(),
+            sam_weights=c.sam_weights.text().strip(), device=c.device.currentText(), backend=c.backend.currentText(),
             prompt_threshold=c.prompt_threshold.value(), mask_threshold=c.mask_threshold.value(),
             alpha=c.alpha.value(), all_frames=c.all_frames.isChecked(), classes=self.class_names,
             export_dir=c.export_dir.text().strip(), formats=self.export_formats, overwrite=c.overwrite.isChecked(),
@@ -515,10 +517,11 @@ class ClipSAMWidget(QWidget):
                                                                   "Checkpoints (*.pt *.pth *.bin *.safetensors)"))
         c.sam_browse.clicked.connect(lambda: self._browse_weights(c.sam_weights, "SAM checkpoint",
                                                                  "Checkpoints (*.pth *.pt)"))
-        for signal in (c.preset.currentTextChanged, c.device.currentTextChanged, c.umci.editingFinished,
-                       c.clip_weights.editingFinished, c.sam_weights.editingFinished):
+        for signal in (c.preset.currentTextChanged, c.device.currentTextChanged, c.backend.currentTextChanged,
+                       c.umci.editingFinished, c.clip_weights.editingFinished, c.sam_weights.editingFinished):
             signal.connect(self._engine_settings_changed)
         for signal in (c.object_name.editingFinished, c.preset.currentTextChanged, c.device.currentTextChanged,
+                       c.backend.currentTextChanged,
                        c.umci.editingFinished, c.clip_weights.editingFinished, c.sam_weights.editingFinished,
                        c.prompt_threshold.valueChanged, c.mask_threshold.valueChanged,
                        c.alpha.valueChanged, c.all_frames.toggled, c.export_dir.editingFinished,

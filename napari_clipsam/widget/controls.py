@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 
 from ..config import PRESETS
 from ..export import FORMATS
-from .settings import DEVICES
+from .settings import BACKENDS, DEVICES
 
 TOOLTIPS = {
     "image": "Image layer to segment. Follows the selected layer; ClipSAM's own output layers are not listed.",
@@ -46,6 +46,8 @@ TOOLTIPS = {
     "sam_weights": "Local SAM weights instead of the download: a checkpoint for the preset's SAM (e.g. "
                    "sam_vit_b_01ec64.pth) or a folder with sam_config.json and sam.pth. Empty: download once.",
     "sam_browse": "Choose a SAM checkpoint file (Shift-click: a local-dir folder).",
+    "backend": "Encoder backend. auto: OpenVINO on the CPU when installed (converted once, then 1.5–4× faster "
+               "encoders), torch otherwise and on a GPU. Changing it rebuilds the engine on the next Run.",
     "device": "auto: the GPU when there is one, else the CPU. Changing it rebuilds the engine on the next Run.",
     "ref_layers": "Use the image layers selected in the layer list as normal references: defect-free parts, taken "
                   "the same way. The next Run fuses a few-shot map (nearest reference patch) into the rough map.",
@@ -125,6 +127,7 @@ class Controls:
     sam_weights: QLineEdit
     sam_browse: QPushButton
     device: QComboBox
+    backend: QComboBox
     ref_layers: QPushButton
     ref_folder: QPushButton
     ref_clear: QPushButton
@@ -216,7 +219,9 @@ def build_controls(parent: QWidget) -> Controls:
     c["preset"].addItems(list(PRESETS))
     c["device"] = _tip(QComboBox(), "device")
     c["device"].addItems(list(DEVICES))
-    form.addRow("Preset", _row(c["preset"], QLabel("Device"), c["device"]))
+    c["backend"] = _tip(QComboBox(), "backend")
+    c["backend"].addItems(list(BACKENDS))
+    form.addRow("Preset", _row(c["preset"], QLabel("Device"), c["device"], QLabel("Backend"), c["backend"]))
     c["umci"], c["umci_browse"], umci_row = _folder_row("umci", "umci_browse")
     c["umci"].setPlaceholderText("none: training-free rough map")
     form.addRow("UMCI", umci_row)

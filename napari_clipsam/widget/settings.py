@@ -19,6 +19,7 @@ from ..export import FORMATS
 log = logging.getLogger(__name__)
 FILE_NAME = "widget.json"
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "torch", "openvino")
 
 
 def settings_path() -> Path:
@@ -41,6 +42,7 @@ class WidgetSettings:
     clip_weights: str = ""
     sam_weights: str = ""
     device: str = "auto"
+    backend: str = "auto"
     prompt_threshold: float = 0.5
     mask_threshold: float = 0.5
     alpha: float = 0.5
@@ -115,6 +117,8 @@ def _valid(name: str, value, default) -> bool:
         return bool(value)  # at least one class
     if name == "preset":
         return value in PRESETS
+    if name == "backend":
+        return value in BACKENDS
     if name == "device":
         return isinstance(value, str) and (value in DEVICES or value.startswith("cuda:"))
     return isinstance(value, str)
