@@ -201,10 +201,8 @@ def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: s
     # segment again with τ_prompt at the 99th percentile of its rough map (which τ_prompt does not change), so
     # components are decoded
     tp = float(np.quantile(res.rough_map, 0.99))
-    engine.config = config.replace(prompt_threshold=tp)
     engine.clear_caches()
-    t_dec, res_dec = timed(lambda: engine.segment(cold, "metal bracket"), dev)
-    engine.config = config
+    t_dec, res_dec = timed(lambda: engine.segment(cold, "metal bracket", settings={"prompt_threshold": tp}), dev)
     out["segment"].update(with_components_s=t_dec, with_components=int(res_dec.prompts.num_components),
                           with_components_ratio=t_dec / budget, with_components_prompt_threshold=tp)
     log(f"cold segment with τ_prompt {tp:.3f} (forces components): {t_dec:.2f} s = {t_dec / budget:.3f} × the "

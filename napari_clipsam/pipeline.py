@@ -45,6 +45,11 @@ from .result import ClipSAMResult  # noqa: E402
 from .stages import STAGES, Stepper  # noqa: E402,F401  (STAGES re-exported: the order stages are reported in)
 
 log = logging.getLogger(__name__)
+PER_CALL_FIELDS = ("prompt_threshold", "mask_threshold", "alpha", "opening_size", "min_component_px",
+                   "min_component_frac", "max_components", "box_growth", "negative_points", "levels",
+                   "min_predicted_iou", "max_outside_box", "rough_sigma", "embed_without_prompts",
+                   "decoder_batch_size", "fewshot_weight")
+"""Settings a call may change (:meth:`ClipSAM.using`, ``settings=``): they change no model or cache key."""
 Progress = Callable[[str, float], None]
 
 
@@ -91,20 +96,21 @@ class ClipSAM:
 
     def __init__(self, clip_model, tokenizer, sam_model, umci: UMCI | None = None,
                  config: ClipSAMConfig | None = None, *, identity: dict[str, Any] | None = None):
-        self.config = (config or ClipSAMConfig()).validated()
+        self._local = threading.local()  # per-call settings of the calling thread (see `using`)
+        self._config = (config or ClipSAMConfig()).validated()
         self.device = resolve_device(self.config.device)
         self.clip_model = clip_model.to(self.device).eval().requires_grad_(False)
         self.vision = ClipVision(self.clip_model)
         if self.vision.image_size != self.config.image_size:
             log.info("CLIP model input is %d px; using it instead of config.image_size=%d",
                      self.vision.image_size, self.config.image_size)
-            self.config = self.config.replace(image_size=self.vision.image_size)
+            self._config = self._config.replace(image_size=self.vision.image_size)
         self.sam = SamRunner(sam_model.to(self.device).eval().requires_grad_(False))
         self.umci = umci.to(self.device).eval() if umci is not None else None
         if self.umci is not None:
             self.vision.check_layers(self.umci.layers)
             if tuple(self.umci.layers) != tuple(self.config.feature_layers):
-                self.config = self.config.replace(feature_layers=tuple(self.umci.layers))
+                self._config = self._config.replace(feature_layers=tuple(self.umci.layers))
         self.identity = dict(identity or {})
         self.identity.setdefault("clip_model", type(clip_model).__name__)
         self.identity.setdefault("clip_weights", "fingerprint:" + weights_fingerprint(clip_model))
@@ -126,6 +132,36 @@ class ClipSAM:
         stored = 0 if "#" in self.sam.model_id else self.config.embedding_cache_bytes
         self._stored = EmbeddingStore(cache_dir() / "embeddings", stored)
         self._references = ReferenceSets()
+
+    @property
+    def config(self) -> ClipSAMConfig:
+        """The engine's settings; inside :meth:`using` (or a call given ``settings=``), with that call's changes.
+
+        Fixed once the engine is built (the models were loaded for them): build a new engine to change models,
+        image size or device, and pass thresholds per call. Each thread sees its own per-call settings, so a
+        prefetch in the background and a refine in the foreground never see each other's.
+        """
+        return getattr(self._local, "config", None) or self._config
+
+    @config.setter
+    def config(self, value) -> None:
+        raise AttributeError("An engine's settings are fixed when it is built. Pass per-call settings "
+                             "(segment(..., settings={'prompt_threshold': 0.3}), engine.using(...)) or build a new "
+                             "engine with ClipSAM.from_config(config).")
+
+    @contextlib.contextmanager
+    def using(self, **changes: Any):
+        """Within the block, this thread's calls run with ``changes`` (fields of :data:`PER_CALL_FIELDS` only)."""
+        bad = sorted(set(changes) - set(PER_CALL_FIELDS))
+        if bad:
+            raise InvalidInputError(f"{bad} cannot change per call (the engine's models depend on them); per-call "
+                                    f"settings are {sorted(PER_CALL_FIELDS)}. Build a new engine for the others.")
+        before = getattr(self._local, "config", None)
+        self._local.config = (before or self._config).replace(**changes) if changes else before
+        try:
+            yield self.config
+        finally:
+            self._local.config = before
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -234,10 +270,11 @@ class ClipSAM:
     @torch.no_grad()
     def segment(self, image, object_name: str, *, progress: Progress | None = None,
                 cancelled: Callable[[], bool] | None = None,
-                contrast_limits: tuple[float, float] | None = None) -> ClipSAMResult:
-        """Run ClipSAM on one image (H×W, H×W×3 or H×W×4; uint8/uint16/float). See :class:`ClipSAMResult`."""
+                contrast_limits: tuple[float, float] | None = None, settings: dict | None = None) -> ClipSAMResult:
+        """Run ClipSAM on one image (H×W, H×W×3 or H×W×4; uint8/uint16/float). See :class:`ClipSAMResult`.
+        ``settings``: per-call changes of :data:`PER_CALL_FIELDS` (e.g. ``{"prompt_threshold": 0.3}``)."""
         return self.segment_many([image], object_name, progress=progress, cancelled=cancelled,
-                                 contrast_limits=contrast_limits)[0]
+                                 contrast_limits=contrast_limits, settings=settings)[0]
 
     @property
     def default_batch_size(self) -> int:
@@ -247,12 +284,18 @@ class ClipSAM:
     @torch.no_grad()
     def segment_many(self, images: Sequence, object_name: str, *, batch_size: int | None = None,
                      progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
-                     contrast_limits: tuple[float, float] | None = None) -> list[ClipSAMResult]:
+                     contrast_limits: tuple[float, float] | None = None,
+                     settings: dict | None = None) -> list[ClipSAMResult]:
         """Run ClipSAM on several images, batching the CLIP and SAM encoders ``batch_size`` images at a time.
 
         ``batch_size`` None: 4 on CUDA; 1 on the CPU, where batched encoders measured slower than one image at a
         time (`napari-clipsam bench`: 0.67× at batch 4 for the cpu preset on a 2-core machine).
         """
+        with self.using(**(settings or {})):
+            return self._segment_many(images, object_name, batch_size, progress, cancelled, contrast_limits)
+
+    def _segment_many(self, images, object_name, batch_size, progress, cancelled,
+                      contrast_limits) -> list[ClipSAMResult]:
         if batch_size is None:
             batch_size = self.default_batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -392,7 +435,7 @@ class ClipSAM:
 
     @torch.no_grad()
     def refine(self, result: ClipSAMResult, points=None, point_labels=None, boxes=None, *, image=None,
-               contrast_limits: tuple[float, float] | None = None) -> ClipSAMResult:
+               contrast_limits: tuple[float, float] | None = None, settings: dict | None = None) -> ClipSAMResult:
         """Re-run SAM decoding and the merge (method §3 steps 3–6) with user prompts replacing the derived ones.
 
         ``points`` (N, 2) (row, col), ``point_labels`` (N,) 1/0 (default all positive), ``boxes`` (M, 4)
@@ -404,7 +447,12 @@ class ClipSAM:
         own cached embedding of the same image is used, or, when ``image`` (the image the result was made from)
         is given, the image is embedded again; otherwise :class:`~napari_clipsam.errors.EngineMismatchError`.
         The same applies to a result made with ``embed_without_prompts=False`` and no prompts (no embedding).
+        ``settings``: per-call changes of :data:`PER_CALL_FIELDS` (e.g. ``{"mask_threshold": 0.6}``).
         """
+        with self.using(**(settings or {})):
+            return self._refine(result, points, point_labels, boxes, image, contrast_limits)
+
+    def _refine(self, result, points, point_labels, boxes, image, contrast_limits) -> ClipSAMResult:
         prompts = group_user_prompts(points, point_labels, boxes, result.rough_map.shape)
         emb = self._embedding_for(result, prompts.num_components > 0, image, contrast_limits)
         out = self._finish(result.rough_map, prompts, result.valid, result.image_key, emb,

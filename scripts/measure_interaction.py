@@ -23,6 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--edits", type=int, default=5)
+    parser.add_argument("--backend", default="torch", help="encoder backend (openvino converts the models first)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     os.environ["NAPARI_CLIPSAM_CACHE"] = str(work / "cache")
@@ -41,7 +42,8 @@ def main() -> None:
     from napari_clipsam.pipeline import ClipSAM
     from napari_clipsam.data.synthetic import synthetic_image
 
-    config = ClipSAMConfig.preset(args.preset, clip_weights="random", sam_weights="random", device="cpu")
+    config = ClipSAMConfig.preset(args.preset, clip_weights="random", sam_weights="random", device="cpu",
+                                  backend=args.backend)
     image = synthetic_image("metal", "scratch", size=512, seed=0)[0]
 
     # --- cancel during model loading

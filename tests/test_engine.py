@@ -155,7 +155,9 @@ def test_batched_decoding_equals_one_at_a_time(engine, rgb):
 
 
 def test_refine_redecodes_only_changed_components(engine, rgb):
-    engine.config = engine.config.replace(decoder_batch_size=1)  # one decoder call per prompt: calls = prompts
+    from napari_clipsam.testing import tiny_engine
+
+    engine = tiny_engine(seed=0, decoder_batch_size=1)  # one decoder call per prompt: calls = prompts
     r = engine.segment(rgb, "bottle")
     boxes = np.array([[5, 5, 30, 30], [5, 60, 30, 100], [50, 10, 80, 40]], np.float32)
     points = np.array([[17, 17], [17, 80], [65, 25]], np.float32)
@@ -217,9 +219,7 @@ def test_progress_and_cancel(engine, rgb):
 
 
 def test_normal_image_with_high_threshold_gives_no_prompts(engine, rgb):
-    eng = engine
-    eng.config = eng.config.replace(prompt_threshold=1.0)
-    r = eng.segment(rgb, "bottle")
+    r = engine.segment(rgb, "bottle", settings={"prompt_threshold": 1.0})
     assert len(r.points) == 0 and len(r.boxes) == 0
     assert r.sam_embedding is not None  # kept so that refine can still run without an encoder
 
@@ -239,3 +239,34 @@ def test_importing_the_package_loads_no_heavy_library():
             "print(sorted(m for m in ('torch', 'open_clip', 'segment_anything', 'qtpy', 'napari') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_settings_are_fixed_per_engine_and_per_call_per_thread(engine, rgb):
+    """An engine's settings never change after construction; per-call settings apply to that call (and thread)
+    only, so a background prefetch and a foreground refine never see each other's thresholds."""
+    import threading
+
+    base = engine.config
+    with pytest.raises(AttributeError, match="fixed when it is built"):
+        engine.config = base.replace(prompt_threshold=0.1)
+    with pytest.raises(ValueError, match="cannot change per call"):
+        engine.segment(rgb, "bottle", settings={"image_size": 112})
+    high = engine.segment(rgb, "bottle", settings={"prompt_threshold": 1.0})
+    assert high.provenance["thresholds"]["prompt_threshold"] == 1.0 and engine.config is base
+    seen = {}
+    inside = threading.Event()
+    release = threading.Event()
+
+    def other_thread():
+        with engine.using(mask_threshold=0.9):
+            inside.set()
+            release.wait(5)
+            seen["other"] = engine.config.mask_threshold
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    inside.wait(5)
+    seen["main"] = engine.config.mask_threshold  # not the other thread's 0.9
+    release.set()
+    t.join()
+    assert seen == {"other": 0.9, "main": base.mask_threshold}

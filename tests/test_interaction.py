@@ -68,14 +68,14 @@ def test_removing_the_image_cancels_its_run(qtbot, dock):
         def __getattr__(self, name):
             return getattr(engine, name)
 
-        def segment(self, image, name, *, progress=None, cancelled=None, contrast_limits=None):
+        def segment(self, image, name, *, progress=None, cancelled=None, contrast_limits=None, settings=None):
             import time
 
             deadline = time.monotonic() + 10
             while not gate["open"] and not cancelled() and time.monotonic() < deadline:
                 time.sleep(0.005)
             return engine.segment(image, name, progress=progress, cancelled=cancelled,
-                                  contrast_limits=contrast_limits)
+                                  contrast_limits=contrast_limits, settings=settings)
 
     widget._engine = Slow()
     assert widget.run()

@@ -59,18 +59,10 @@ class GatedEngine:
         self.gate = True
         self.started = threading.Event()
 
-    @property
-    def config(self):
-        return self._engine.config
-
-    @config.setter
-    def config(self, value):
-        self._engine.config = value
-
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    def segment(self, image, object_name, *, progress=None, cancelled=None, contrast_limits=None):
+    def segment(self, image, object_name, *, progress=None, cancelled=None, contrast_limits=None, settings=None):
         def blocking(stage, fraction):
             self.started.set()
             deadline = time.monotonic() + 15
@@ -80,7 +72,7 @@ class GatedEngine:
                 progress(stage, fraction)
 
         return self._engine.segment(image, object_name, progress=blocking, cancelled=cancelled,
-                                    contrast_limits=contrast_limits)
+                                    contrast_limits=contrast_limits, settings=settings)
 
 
 # ---------------------------------------------------------------------- run and layers
@@ -131,7 +123,8 @@ def test_rerun_updates_layers_and_recreates_deleted_ones(qtbot, make_widget, ima
     assert out.rough is rough and out.prompts is prompts and out.masks is masks
     assert out.boxes is not None and out.boxes in viewer.layers
     assert len(viewer.layers) == 5
-    assert widget.engine.config.mask_threshold == pytest.approx(0.6)
+    assert out.results[None].provenance["thresholds"]["mask_threshold"] == pytest.approx(0.6)  # per call
+    assert widget.engine.config.mask_threshold == pytest.approx(0.5)  # the engine itself is unchanged
 
 
 # ---------------------------------------------------------------------- correction loop

@@ -51,11 +51,13 @@ class Prefetcher:
         engine: a :class:`~napari_clipsam.pipeline.ClipSAM` (anything with ``segment(image, object_name,
             cancelled=...)``).
         object_name: passed to ``segment``; may be changed later (``prefetcher.object_name = ...``).
+        settings: per-call engine settings for ``segment`` (e.g. the widget's thresholds); may be changed later.
     """
 
-    def __init__(self, engine, object_name: str):
+    def __init__(self, engine, object_name: str, settings: dict | None = None):
         self.engine = engine
         self.object_name = object_name
+        self.settings = dict(settings or {})
         self._job: _Job | None = None
         self._lock = threading.Lock()
 
@@ -129,7 +131,8 @@ class Prefetcher:
                 raise Cancelled(f"prefetch of {job.key!r} cancelled before it started")
             image = job.source() if callable(job.source) else job.source
             job.source = None  # the job keeps the result, not the pixels
-            job.result = self.engine.segment(image, job.object_name, cancelled=job.cancel.is_set)
+            job.result = self.engine.segment(image, job.object_name, cancelled=job.cancel.is_set,
+                                             settings=dict(self.settings))
         except BaseException as err:  # handed to result(); a daemon thread must not die noisily
             job.error = err
         finally:

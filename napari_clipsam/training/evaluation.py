@@ -76,11 +76,9 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
     resolution, cats, picks, names = plan_evaluation(engine.config.image_size, dataset, categories, resolution,
                                                      limit, object_names)
     subsets = {c: dataset.category(c) for c in cats}
-    old = engine.config
-    engine.config = evaluation_config(old, sigma)
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
-    try:
+    with engine.using(**evaluation_settings(engine.config, sigma)):
         cache = None
         if map_cache:
             root = None if map_cache is True else map_cache
@@ -91,8 +89,6 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
                 results[c] = _category(engine, subsets[c], picks[c], names[c], resolution, batch_size, rough_only,
                                        max_fpr, bar, cache)
         provenance = engine.provenance("")
-    finally:
-        engine.config = old
     return summarise(results, provenance, dataset=dataset, resolution=resolution, sigma=sigma, limit=limit,
                      rough_only=rough_only, max_fpr=max_fpr, seconds=time.perf_counter() - t0,
                      cached=0 if cache is None else cache.hits)
@@ -111,11 +107,15 @@ def plan_evaluation(image_size: int, dataset, categories=None, resolution: int |
     return resolution, cats, picks, names
 
 
-def evaluation_config(config, sigma: float | None):
-    """The engine settings an evaluation runs with: rough-map σ ``sigma`` (None: unchanged), and no SAM
+def evaluation_settings(config, sigma: float | None) -> dict:
+    """The per-call engine settings an evaluation runs with: rough-map σ ``sigma`` (None: unchanged), and no SAM
     embedding for images without prompts (nothing refines them)."""
-    return config.replace(rough_sigma=config.rough_sigma if sigma is None else float(sigma),
-                          embed_without_prompts=False)
+    return dict(rough_sigma=config.rough_sigma if sigma is None else float(sigma), embed_without_prompts=False)
+
+
+def evaluation_config(config, sigma: float | None):
+    """The config an evaluation's maps are made with (what its map cache is keyed by)."""
+    return config.replace(**evaluation_settings(config, sigma))
 
 
 def summarise(results: dict[str, dict], provenance: dict, *, dataset, resolution, sigma, limit, rough_only,

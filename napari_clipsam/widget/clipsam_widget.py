@@ -28,7 +28,7 @@ from .layers import ROLE, OutputLayers
 from .objects import delete_object, discard_corrections, lock_object, unlock_object
 from .settings import WidgetSettings, weights_overrides
 from .source import SourcePicker, contrast_limits_for, current_frame, frame_count, plane_shape, read_frame
-from .workers import Outcome, Task, apply_thresholds, run_summary, segment_job
+from .workers import Outcome, Task, run_summary, segment_job
 
 log = logging.getLogger(__name__)
 _USER_ERRORS = (WeightsUnavailableError, IncompatibleCheckpointError, ExportError, ValueError, OSError)
@@ -352,7 +352,6 @@ class ClipSAMWidget(QWidget):
         if self._engine is None:
             self.set_status("The engine settings changed since these results: press Run to rebuild the engine.")
             return None
-        apply_thresholds(self._engine, *self.thresholds)
         return self._engine
 
     def restart_outputs(self, source) -> None:
@@ -373,7 +372,8 @@ class ClipSAMWidget(QWidget):
         outputs = OutputLayers(self.viewer, source, n_frames, shape)
         outputs.set_classes(self.class_names)
         outputs.new_point_label = "negative" if self.c.negative.isChecked() else "positive"
-        loop = CorrectionLoop(outputs, self._engine_for_refine, lambda: self.classes.selected, self.set_status, self)
+        loop = CorrectionLoop(outputs, self._engine_for_refine, lambda: self.classes.selected, self.set_status, self,
+                              thresholds=lambda: self.thresholds)
         loop.bind_keys(toggle_negative=lambda: self.c.negative.toggle())
         loop.refined.connect(lambda frames: self.objects.refresh())
         # napari emits "paint" before it writes the pixels: refresh once the stroke is in the data

@@ -34,7 +34,8 @@ class CorrectionLoop(QObject):
 
     Args:
         outputs: the layers and results to keep in step.
-        engine: returns the engine to refine with (thresholds applied), or None with a reason via ``status``.
+        engine: returns the engine to refine with, or None with a reason via ``status``.
+        thresholds: returns (τ_prompt, τ_mask, α) for each refine (per-call settings; the engine is not changed).
         default_class: the class given to new instances.
         status: shows a message in the widget.
     Signals:
@@ -44,8 +45,10 @@ class CorrectionLoop(QObject):
     refined = Signal(list)
 
     def __init__(self, outputs: OutputLayers, engine: Callable[[], object], default_class: Callable[[], str],
-                 status: Callable[[str], None], parent: QObject | None = None):
+                 status: Callable[[str], None], parent: QObject | None = None,
+                 thresholds: Callable[[], tuple[float, float, float]] | None = None):
         super().__init__(parent)
+        self._thresholds = thresholds
         self.outputs, self._engine, self._default_class, self._status = outputs, engine, default_class, status
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
@@ -140,8 +143,8 @@ class CorrectionLoop(QObject):
             self._done(generation, started, jobs, outcome)
 
         source = self.outputs.source
-        job = refine_job(engine, jobs, read_image=partial(read_frame, source),
-                         contrast_limits=contrast_limits_for(source))
+        job = refine_job(engine, jobs, self._thresholds() if self._thresholds is not None else None,
+                         read_image=partial(read_frame, source), contrast_limits=contrast_limits_for(source))
         self.task = Task(job, None, done).start()
 
     # ------------------------------------------------------------------ internals

@@ -16,6 +16,7 @@ multi-frame image (an N×H×W TIFF) is segmented and accepted frame by frame (``
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,9 @@ from ..qa import Prefetcher, QASession
 from .controls import Controls
 from .labels_export import frame_provenance
 from .source import frame_count
+from .workers import threshold_settings
 
+log = logging.getLogger(__name__)
 KEYS = {"Alt-Right": "next_image", "Alt-Left": "previous_image", "Alt-A": "accept", "Alt-R": "reject",
         "Alt-D": "skip", "Alt-G": "accept_as_reference"}
 
@@ -231,7 +234,11 @@ class FolderPanel(QObject):
                         pre.cancel(wait=False)
                         raise Cancelled("cancelled while waiting for the prefetched result") from None
                     continue
-                except Exception:  # the prefetch failed or was cancelled: segment afresh
+                except Cancelled:  # the prefetch was cancelled: segment afresh
+                    return None
+                except Exception:  # the prefetch failed: say so (with its traceback in the log), segment afresh
+                    log.warning("The background segmentation of %s failed; segmenting it again now.", key[0],
+                                exc_info=True)
                     return None
                 if result is None:
                     return None
@@ -352,6 +359,7 @@ class FolderPanel(QObject):
                 self.prefetcher.cancel(wait=False)
             self.prefetcher = Prefetcher(engine, self.widget.object_name)
         self.prefetcher.object_name = self.widget.object_name
+        self.prefetcher.settings = threshold_settings(*self.widget.thresholds)
         session = self.session
         self.prefetcher.request(lambda: session.read_image(index), self._key(index))
 

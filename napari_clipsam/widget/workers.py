@@ -88,12 +88,9 @@ class Task:
 # ---------------------------------------------------------------------- jobs
 
 
-def apply_thresholds(engine, prompt_threshold: float, mask_threshold: float, alpha: float) -> None:
-    """Set the thresholds that need no new engine (``engine.config = engine.config.replace(...)``)."""
-    cfg = engine.config
-    wanted = dict(prompt_threshold=float(prompt_threshold), mask_threshold=float(mask_threshold), alpha=float(alpha))
-    if any(getattr(cfg, k) != v for k, v in wanted.items()):
-        engine.config = cfg.replace(**wanted)
+def threshold_settings(prompt_threshold: float, mask_threshold: float, alpha: float) -> dict:
+    """The widget's thresholds as per-call engine settings (the engine's own settings never change)."""
+    return dict(prompt_threshold=float(prompt_threshold), mask_threshold=float(mask_threshold), alpha=float(alpha))
 
 
 def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, object_name: str,
@@ -124,7 +121,7 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
                 progress(f"loading weights: {stage}", LOADING_SHARE * min(1.0, max(0.0, fraction)))
 
             eng = ClipSAM.from_config(config, progress=loading, cancelled=cancelled)
-        apply_thresholds(eng, *thresholds)
+        settings = threshold_settings(*thresholds)
         if references is not None:  # the set changed since this engine last got one
             key, refs = references
             if key:
@@ -140,10 +137,10 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
 
         if n == 1:
             results = [eng.segment(images[0], object_name, progress=seg_progress, cancelled=cancelled,
-                                   contrast_limits=contrast_limits)]
+                                   contrast_limits=contrast_limits, settings=settings)]
         else:
             results = eng.segment_many(images, object_name, progress=seg_progress, cancelled=cancelled,
-                                       contrast_limits=contrast_limits)
+                                       contrast_limits=contrast_limits, settings=settings)
         return eng, dict(zip(frames, results))
 
     return job
@@ -160,19 +157,18 @@ def refine_job(engine, jobs: list, thresholds: tuple[float, float, float] | None
     def job(progress: Progress, cancelled: Callable[[], bool]):
         from ..errors import EngineMismatchError
 
-        if thresholds is not None:
-            apply_thresholds(engine, *thresholds)
+        settings = threshold_settings(*thresholds) if thresholds is not None else None
         out = {}
         for frame, result, (points, labels, boxes) in jobs:
             if cancelled():
                 break
             try:
-                out[frame] = engine.refine(result, points, labels, boxes)
+                out[frame] = engine.refine(result, points, labels, boxes, settings=settings)
             except EngineMismatchError:
                 if read_image is None:
                     raise
                 out[frame] = engine.refine(result, points, labels, boxes, image=read_image(frame),
-                                           contrast_limits=contrast_limits)
+                                           contrast_limits=contrast_limits, settings=settings)
         return out
 
     return job
