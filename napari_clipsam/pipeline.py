@@ -13,9 +13,6 @@ import logging
 import numbers
 import threading
 import time
-import uuid
-import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,12 +32,13 @@ from .clip.text_prompts import clean_object_name
 from .clip.umci import UMCI
 from .clip.vision import ClipVision
 from .config import ClipSAMConfig
-from .errors import Cancelled, EngineMismatchError, InvalidInputError
+from .errors import EngineMismatchError, InvalidInputError
 from .image_input import image_key, normalise_image
 from .mmr.levels import refine_from_prompts
 from .mmr.prompts import group_user_prompts, prompts_from_map
 from .mmr.embedding_store import EmbeddingStore
 from .mmr.sam_decoder import SamEmbedding, SamRunner
+from .engine_runtime import LRU, on_cpu, resolve_device, sam_identity, stack, take, transformer_blocks  # noqa: E402
 from .result import ClipSAMResult  # noqa: E402
 from .stages import STAGES, Stepper  # noqa: E402,F401  (STAGES re-exported: the order stages are reported in)
 
@@ -51,40 +49,6 @@ PER_CALL_FIELDS = ("prompt_threshold", "mask_threshold", "alpha", "opening_size"
                    "decoder_batch_size", "fewshot_weight")
 """Settings a call may change (:meth:`ClipSAM.using`, ``settings=``): they change no model or cache key."""
 Progress = Callable[[str, float], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-class _LRU:
-    """A small thread-safe least-recently-used cache (the widget prefetches in a background thread)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            if key not in self._items:
-                return None
-            self._items.move_to_end(key)
-            return self._items[key]
-
-    def put(self, key, value) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 class ClipSAM:
@@ -126,8 +90,8 @@ class ClipSAM:
 
         self.text = TextEmbeddingCache(self.clip_model, tokenizer, self.identity["clip_model"],
                                        self.identity["clip_weights"], cache_dir() / "text", self.device)
-        self._features = _LRU(self.config.cache_size)
-        self._embeddings = _LRU(self.config.cache_size)
+        self._features = LRU(self.config.cache_size)
+        self._embeddings = LRU(self.config.cache_size)
         # SAMs not identified by their weights' content (random weights) can never meet their embeddings again
         stored = 0 if "#" in self.sam.model_id else self.config.embedding_cache_bytes
         self._stored = EmbeddingStore(cache_dir() / "embeddings", stored)
@@ -175,7 +139,7 @@ class ClipSAM:
             depth = len(clip_model.visual.transformer.resblocks)
             layers = tuple(umci.layers) if umci is not None else tuple(
                 sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)}))
-            config = ClipSAMConfig(feature_layers=layers, device="cpu" if _on_cpu(clip_model) else "auto")
+            config = ClipSAMConfig(feature_layers=layers, device="cpu" if on_cpu(clip_model) else "auto")
         return cls(clip_model, tokenizer, sam_model, umci, config)
 
     @classmethod
@@ -190,45 +154,11 @@ class ClipSAM:
         Raises :class:`~napari_clipsam.WeightsUnavailableError` when a file cannot be found, downloaded or
         verified; its message names the file, the folder searched, the URL and how to place it by hand.
         """
-        from .weights.loaders import fetch_all, load_clip, load_sam
-        from .weights.umci_checkpoint import check_compatible, read_umci, usage_mismatches
+        from .weights.engine_loading import load_models
 
         config = (config or ClipSAMConfig.preset("cpu")).validated()
         device = resolve_device(config.device)
-        def check(what: str) -> None:  # between the loading steps (each builds or reads one model)
-            if cancelled is not None and cancelled():
-                raise Cancelled(f"cancelled while loading the models ({what})")
-
-        fetch_all(config, progress=progress, cancelled=cancelled)  # every missing file named in one message
-        check("CLIP")
-        clip_model, tokenizer, clip_id, clip_weights = load_clip(config, device="cpu", progress=progress,
-                                                                 cancelled=cancelled)
-        check("SAM")
-        sam_model, sam_weights = load_sam(config, device="cpu", progress=progress, cancelled=cancelled)
-        check("UMCI")
-        umci, umci_id, mismatches = None, None, []
-        if config.umci_weights:
-            from .weights.loaders import file_id
-
-            ckpt = read_umci(config.umci_weights)
-            h = ckpt["hparams"]
-            check_compatible(ckpt, config.umci_weights, clip_model=clip_id, clip_weights=clip_weights,
-                             in_dim=int(clip_model.visual.transformer.width),
-                             dim=int(clip_model.text_projection.shape[1]
-                                     if isinstance(clip_model.text_projection, torch.nn.Parameter)
-                                     else clip_model.text_projection.out_features))
-            umci = UMCI(h["in_dim"], h["dim"], tuple(h["layers"]), h["heads"], tuple(h["kernels"]), h["temperature"])
-            umci.load_state_dict(ckpt["state_dict"])
-            config = config.replace(feature_layers=tuple(h["layers"]))
-            umci_id = file_id(config.umci_weights)
-            mismatches = usage_mismatches(ckpt, config)
-            if mismatches:
-                warnings.warn(f"UMCI checkpoint {config.umci_weights} is used differently from how it was "
-                              f"trained: {'; '.join(mismatches)}. Results may be worse.", UserWarning, stacklevel=2)
-        identity = dict(clip_model=clip_id, clip_weights=clip_weights, sam_model=config.sam_model,
-                        sam_weights=sam_weights, umci_weights=umci_id)
-        if mismatches:
-            identity["umci_usage_mismatch"] = mismatches
+        clip_model, tokenizer, sam_model, umci, config, identity = load_models(config, progress, cancelled)
         engine = cls(clip_model.to(device), tokenizer, sam_model.to(device), umci, config, identity=identity)
         engine.backend.prepare(progress, sam=prepare_sam)  # converts an OpenVINO encoder once (cached)
         return engine
@@ -332,7 +262,7 @@ class ClipSAM:
         need = [k for k in need if k not in embs]
         if need:
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
-            blocks = _blocks(self.sam.model, "image_encoder", "blocks")
+            blocks = transformer_blocks(self.sam.model, "image_encoder", "blocks")
             with self.autocast(), step.per_block(blocks, "sam encoder", done, span):
                 embs.update(zip(need, self.sam.embed_many([rgb_of[k] for k in need])))
         for k in need:
@@ -356,7 +286,7 @@ class ClipSAM:
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
             x = self.vision.preprocess([rgb_of[k] for k in todo])
             layers = tuple(self.config.feature_layers)
-            blocks = _blocks(self.clip_model.visual, "transformer", "resblocks")
+            blocks = transformer_blocks(self.clip_model.visual, "transformer", "resblocks")
             with self.autocast(), step.per_block(blocks, "clip", done, span):
                 if self.umci is not None:
                     rough_in = layer_in = [t.float() for t in self.vision.patch_tokens(x, layers)]
@@ -366,14 +296,14 @@ class ClipSAM:
                 else:
                     rough_in, layer_in = self.vision.training_free_tokens(x).float(), None
             for j, k in enumerate(todo):
-                feats[k] = (_take(rough_in, j), None if layer_in is None else _take(layer_in, j))
+                feats[k] = (take(rough_in, j), None if layer_in is None else take(layer_in, j))
                 self._features.put(k, feats[k])
         step("rough map", done, span)
         w = float(self.config.fewshot_weight) if fuse else 0.0
-        rough_small = self.rough_maps(_stack([feats[k][0] for k in keys]), T) if w < 1.0 else 0.0
+        rough_small = self.rough_maps(stack([feats[k][0] for k in keys]), T) if w < 1.0 else 0.0
         if fuse:
             step("few-shot", done, span)
-            few = bank.anomaly_map(_stack([feats[k][1] for k in keys]), self.config.image_size)
+            few = bank.anomaly_map(stack([feats[k][1] for k in keys]), self.config.image_size)
             rough_small = (1.0 - w) * rough_small + w * few.to(self.device)
         roughs = []
         for (rgb, valid), r in zip(prepared, rough_small):
@@ -530,37 +460,6 @@ class ClipSAM:
         self._embeddings.clear()
 
 
-def _blocks(module, *path: str):
-    """The transformer blocks at ``module.<path>`` (for per-block progress), or () when the model has none."""
-    for name in path:
-        module = getattr(module, name, None)
-    return module if module is not None else ()
-
-
 ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "umci_weights", "umci_usage_mismatch",
                         "prompt_set")
 """Provenance keys that describe how a result's rough map was made; :meth:`ClipSAM.refine` keeps them."""
-
-
-def sam_identity(identity: dict[str, Any], device: torch.device, dtype: str, backend: str = "torch") -> str:
-    """The stamp of a SAM's embeddings: model, weights, device, precision and backend (``torch`` or e.g.
-    ``openvino-bfloat16``). Weights that are not identified by content (``random``) get a token unique to this
-    engine, as two random SAMs differ."""
-    weights = str(identity.get("sam_weights"))
-    if weights in ("random", "None", ""):
-        weights = f"{weights}#{uuid.uuid4().hex[:12]}"
-    return f"{identity.get('sam_model')}/{weights}/{device}/{dtype}/{backend}"
-
-
-def _on_cpu(module) -> bool:
-    return next(module.parameters()).device.type == "cpu"
-
-
-def _take(feats, j):
-    return [f[j:j + 1] for f in feats] if isinstance(feats, list) else feats[j:j + 1]
-
-
-def _stack(items):
-    if isinstance(items[0], list):
-        return [torch.cat([it[i] for it in items]) for i in range(len(items[0]))]
-    return torch.cat(items)

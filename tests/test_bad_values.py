@@ -152,7 +152,7 @@ def test_engines_with_the_same_sam_share_embeddings_and_the_decoder_memo_is_stam
 
 
 def test_random_weights_get_an_engine_unique_stamp():
-    from napari_clipsam.pipeline import sam_identity
+    from napari_clipsam.engine_runtime import sam_identity
 
     ident = {"sam_model": "vit_b", "sam_weights": "random"}
     assert sam_identity(ident, "cpu", "float32") != sam_identity(ident, "cpu", "float32")

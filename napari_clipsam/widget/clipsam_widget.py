@@ -25,8 +25,9 @@ from .folder import FolderPanel
 from .instances import InstanceTable
 from .references import ReferencePanel
 from .layers import ROLE, OutputLayers
-from .objects import delete_object, discard_corrections, lock_object, unlock_object
+from .objects import ObjectActions
 from .settings import WidgetSettings, weights_overrides
+from .settings_binding import change_signals, read_settings, show_settings
 from .source import SourcePicker, contrast_limits_for, current_frame, frame_count, plane_shape, read_frame
 from .workers import Outcome, Task, run_summary, segment_job
 
@@ -78,6 +79,7 @@ class ClipSAMWidget(QWidget):
         self.folder = FolderPanel(self.c, self)
         self.references = ReferencePanel(self.c, self._selected_images, self.set_status)
         self.objects = InstanceTable(self.c, self.current_outputs, lambda: self.class_names, self.set_status)
+        self.object_actions = ObjectActions(self.current_outputs, self.set_status, self.objects.refresh)
         self._built_for = self._engine_key()
         self._connect()
         viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -254,53 +256,17 @@ class ClipSAMWidget(QWidget):
         """Image layers selected in napari's layer list (ClipSAM's own output layers left out)."""
         return [x for x in self.viewer.layers.selection if x in self.picker.candidates()]
 
-    def _selected_object(self):
-        """(outputs, frame, instance id) for the label selected in the chosen image's masks layer, or None."""
-        outputs = self.current_outputs()
-        if outputs is None or outputs.masks is None:
-            self.set_status("Run ClipSAM on this image first.")
-            return None
-        label = int(outputs.masks.selected_label)
-        frame = outputs.displayed_frame()
-        if label <= 0 or not (outputs.plane(frame) == label).any():
-            self.set_status("Select an object first: pick its label in the masks layer (or click it with the "
-                            "colour picker).")
-            return None
-        return outputs, frame, label
-
     def delete_object(self) -> int:
-        """Delete the selected object (pixels and prompts) in the shown frame; returns the pixels erased."""
-        picked = self._selected_object()
-        if picked is None:
-            return 0
-        n = delete_object(*picked)
-        self.objects.refresh()
-        self.set_status(f"Deleted object {picked[2]} ({n} pixels). Ctrl+Z on the masks layer brings it back.")
-        return n
+        """Delete the object selected in the masks layer (pixels and prompts); returns the pixels erased."""
+        return self.object_actions.delete()
 
     def lock_object(self) -> bool:
-        """Lock (or unlock, when locked) the selected object."""
-        picked = self._selected_object()
-        if picked is None:
-            return False
-        outputs, frame, label = picked
-        if unlock_object(outputs, label):
-            self.set_status(f"Object {label} unlocked: refines may change it again once you add prompts.")
-            return False
-        lock_object(outputs, frame, label)
-        self.objects.refresh()
-        self.set_status(f"Object {label} locked: no refine or Run will change it.")
-        return True
+        """Lock (or unlock, when locked) the object selected in the masks layer; True when it is now locked."""
+        return self.object_actions.lock()
 
     def discard_corrections(self) -> int:
-        outputs = self.current_outputs()
-        if outputs is None or outputs.masks is None:
-            self.set_status("Run ClipSAM on this image first.")
-            return 0
-        n = discard_corrections(outputs, outputs.displayed_frame())
-        self.objects.refresh()
-        self.set_status(f"Discarded hand corrections: {n} pixel(s) back to ClipSAM's masks (Ctrl+Z undoes it).")
-        return n
+        """Put back ClipSAM's last masks in the shown frame; returns the pixels changed."""
+        return self.object_actions.discard()
 
     def forget(self, source, remove_layers: bool = False) -> None:
         """Stop tracking the outputs of ``source`` (optionally removing its output layers from the viewer)."""
@@ -466,39 +432,16 @@ class ClipSAMWidget(QWidget):
 
     # ------------------------------------------------------------------ settings
     def _load_settings(self) -> None:
-        s, c = self.settings, self.c
-        c.object_name.setText(s.object_name)
-        c.preset.setCurrentText(s.preset)
-        c.device.setCurrentText(s.device)
-        c.backend.setCurrentText(s.backend)
-        c.umci.setText(s.umci_weights)
-        c.clip_weights.setText(s.clip_weights)
-        c.sam_weights.setText(s.sam_weights)
-        c.prompt_threshold.setValue(s.prompt_threshold)
-        c.mask_threshold.setValue(s.mask_threshold)
-        c.alpha.setValue(s.alpha)
-        c.all_frames.setChecked(s.all_frames)
-        c.export_dir.setText(s.export_dir)
-        for name, box in c.formats.items():
-            box.setChecked(name in s.formats)
-        c.overwrite.setChecked(s.overwrite)
-        c.qa_input.setText(s.qa_input)
-        c.qa_output.setText(s.qa_output)
+        show_settings(self.c, self.settings)
         if self._base_config is not None:
-            c.preset.setEnabled(False)
-            c.preset.setToolTip("Fixed by the config given to the widget.")
+            self.c.preset.setEnabled(False)
+            self.c.preset.setToolTip("Fixed by the config given to the widget.")
 
     def save_settings(self, *args) -> None:
         """Remember the current settings (also done on every change of a remembered control)."""
-        c = self.c
-        self.settings = WidgetSettings(
-            object_name=self.object_name or self.settings.object_name, preset=c.preset.currentText(),
-            umci_weights=c.umci.text().strip(), clip_weights=c.clip_weights.text().strip(),
-            sam_weights=c.sam_weights.text().strip(), device=c.device.currentText(), backend=c.backend.currentText(),
-            prompt_threshold=c.prompt_threshold.value(), mask_threshold=c.mask_threshold.value(),
-            alpha=c.alpha.value(), all_frames=c.all_frames.isChecked(), classes=self.class_names,
-            export_dir=c.export_dir.text().strip(), formats=self.export_formats, overwrite=c.overwrite.isChecked(),
-            qa_input=c.qa_input.text().strip(), qa_output=c.qa_output.text().strip())
+        values = read_settings(self.c)
+        values["object_name"] = values["object_name"] or self.settings.object_name
+        self.settings = WidgetSettings(**values, classes=self.class_names, formats=self.export_formats)
         self.settings.save(self._settings_path)
 
     def _connect(self) -> None:
@@ -520,13 +463,7 @@ class ClipSAMWidget(QWidget):
         for signal in (c.preset.currentTextChanged, c.device.currentTextChanged, c.backend.currentTextChanged,
                        c.umci.editingFinished, c.clip_weights.editingFinished, c.sam_weights.editingFinished):
             signal.connect(self._engine_settings_changed)
-        for signal in (c.object_name.editingFinished, c.preset.currentTextChanged, c.device.currentTextChanged,
-                       c.backend.currentTextChanged,
-                       c.umci.editingFinished, c.clip_weights.editingFinished, c.sam_weights.editingFinished,
-                       c.prompt_threshold.valueChanged, c.mask_threshold.valueChanged,
-                       c.alpha.valueChanged, c.all_frames.toggled, c.export_dir.editingFinished,
-                       c.overwrite.toggled, c.qa_input.editingFinished, c.qa_output.editingFinished,
-                       self.classes.changed, *(box.toggled for box in c.formats.values())):
+        for signal in (*change_signals(c), self.classes.changed):
             signal.connect(self.save_settings)
         self.classes.changed.connect(self._classes_changed)
         self.picker.changed.connect(lambda layer: self.objects.refresh())

@@ -109,3 +109,61 @@ def discard_corrections(outputs: OutputLayers, frame: Frame) -> int:
     outputs.locked -= set(np.unique(state.written).tolist())
     outputs.masks.metadata["clipsam_locked"] = sorted(outputs.locked)
     return int(changed[0].size)
+
+
+class ObjectActions:
+    """The dock's Delete object, Lock object and Discard corrections, on the chosen image's shown frame.
+
+    Args:
+        current: returns the chosen image's OutputLayers (or None). status: shows a message.
+        changed: called after an action changed the objects (the object table refreshes).
+    """
+
+    def __init__(self, current, status, changed):
+        self._current, self._status, self._changed = current, status, changed
+
+    def selected(self):
+        """(outputs, frame, instance id) of the label selected in the masks layer, or None (with a message)."""
+        outputs = self._current()
+        if outputs is None or outputs.masks is None:
+            self._status("Run ClipSAM on this image first.")
+            return None
+        label = int(outputs.masks.selected_label)
+        frame = outputs.displayed_frame()
+        if label <= 0 or not (outputs.plane(frame) == label).any():
+            self._status("Select an object first: pick its label in the masks layer (or click it with the "
+                         "colour picker), or click its row in the Objects table.")
+            return None
+        return outputs, frame, label
+
+    def delete(self) -> int:
+        picked = self.selected()
+        if picked is None:
+            return 0
+        n = delete_object(*picked)
+        self._changed()
+        self._status(f"Deleted object {picked[2]} ({n} pixels). Ctrl+Z on the masks layer brings it back.")
+        return n
+
+    def lock(self) -> bool:
+        picked = self.selected()
+        if picked is None:
+            return False
+        outputs, frame, label = picked
+        if unlock_object(outputs, label):
+            self._status(f"Object {label} unlocked: refines may change it again once you add prompts.")
+            return False
+        lock_object(outputs, frame, label)
+        self._changed()
+        self._status(f"Object {label} locked: no refine or Run will change it.")
+        return True
+
+    def discard(self) -> int:
+        outputs = self._current()
+        if outputs is None or outputs.masks is None:
+            self._status("Run ClipSAM on this image first.")
+            return 0
+        n = discard_corrections(outputs, outputs.displayed_frame())
+        self._changed()
+        self._status(f"Discarded hand corrections: {n} pixel(s) back to ClipSAM's masks (Ctrl+Z undoes it).")
+        return n

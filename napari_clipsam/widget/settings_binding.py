@@ -1,0 +1,67 @@
+"""One table between the remembered settings (:class:`.settings.WidgetSettings`) and the dock's controls.
+
+Each remembered field names the control that shows it; reading and writing go by the control's kind (line edit:
+text, combo box: current text, spin box: value, check box: checked). Classes and formats are lists and are
+handled by their own panels.
+"""
+from __future__ import annotations
+
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit
+
+from .controls import Controls
+
+CONTROL_OF = {  # WidgetSettings field → Controls attribute
+    "object_name": "object_name", "preset": "preset", "device": "device", "backend": "backend",
+    "umci_weights": "umci", "clip_weights": "clip_weights", "sam_weights": "sam_weights",
+    "prompt_threshold": "prompt_threshold", "mask_threshold": "mask_threshold", "alpha": "alpha",
+    "all_frames": "all_frames", "export_dir": "export_dir", "overwrite": "overwrite",
+    "qa_input": "qa_input", "qa_output": "qa_output",
+}
+
+
+def read_control(widget):
+    if isinstance(widget, QLineEdit):
+        return widget.text().strip()
+    if isinstance(widget, QComboBox):
+        return widget.currentText()
+    if isinstance(widget, QDoubleSpinBox):
+        return widget.value()
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
+    raise TypeError(f"no settings binding for {type(widget).__name__}")
+
+
+def write_control(widget, value) -> None:
+    if isinstance(widget, QLineEdit):
+        widget.setText(value)
+    elif isinstance(widget, QComboBox):
+        widget.setCurrentText(value)
+    elif isinstance(widget, QDoubleSpinBox):
+        widget.setValue(value)
+    elif isinstance(widget, QCheckBox):
+        widget.setChecked(value)
+    else:
+        raise TypeError(f"no settings binding for {type(widget).__name__}")
+
+
+def show_settings(controls: Controls, settings) -> None:
+    """Put remembered ``settings`` into the controls."""
+    for field, name in CONTROL_OF.items():
+        write_control(getattr(controls, name), getattr(settings, field))
+    for name, box in controls.formats.items():
+        box.setChecked(name in settings.formats)
+
+
+def read_settings(controls: Controls) -> dict:
+    """The remembered fields as the controls show them now (without classes and formats)."""
+    return {field: read_control(getattr(controls, name)) for field, name in CONTROL_OF.items()}
+
+
+def change_signals(controls: Controls) -> list:
+    """The signals that mean "a remembered control changed"."""
+    out = []
+    for name in CONTROL_OF.values():
+        w = getattr(controls, name)
+        out.append(w.editingFinished if isinstance(w, QLineEdit) else w.currentTextChanged
+                   if isinstance(w, QComboBox) else w.valueChanged if isinstance(w, QDoubleSpinBox) else w.toggled)
+    return out + [box.toggled for box in controls.formats.values()]
