@@ -70,6 +70,22 @@ def write_tiny_sam(folder: str | Path, seed: int = 0) -> Path:
     return save_local_dir(folder, make_tiny_sam(seed), TINY_SAM_CFG)
 
 
+def run_cli(*args) -> tuple[int, str, str]:
+    """Run ``napari-clipsam ARGS`` in this process: ``(exit code, stdout, stderr)`` (argparse exits included)."""
+    import contextlib
+    import io
+
+    from .cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, --version, usage errors
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
 def tiny_config(folder: str | Path, seed: int = 0, **overrides):
     """Write tiny CLIP and SAM folders under ``folder`` and return a ClipSAMConfig that loads them."""
     from .config import ClipSAMConfig

@@ -2,8 +2,6 @@
 gets, tiny models and images, the in-process CLI, output comparison and a process census from ``/proc``."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -12,22 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from napari_clipsam.cli import main
+from napari_clipsam.testing import run_cli
 
 # loopback only (Ray's single-machine switch makes the node address 127.0.0.1), no usage statistics
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HF_HUB_OFFLINE": "1"}
 N_IMAGES = 12
 
 
-def cli(*args) -> tuple[int, str, str]:
-    """Run ``napari-clipsam ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+cli = run_cli
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@ real weights) and a tiny synthetic dataset. Subcommands run in-process through `
 installed console script."""
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
 import shutil
@@ -21,9 +19,8 @@ import torch
 
 from napari_clipsam import __version__
 from napari_clipsam.export import dataset_split
-from napari_clipsam.cli import main
 from napari_clipsam.data import make_synthetic_dataset
-from napari_clipsam.testing import TINY_CLIP_CFG, write_tiny_clip, write_tiny_sam
+from napari_clipsam.testing import TINY_CLIP_CFG, run_cli, write_tiny_clip, write_tiny_sam
 from napari_clipsam.weights.registry import SAM_CHECKPOINTS
 from napari_clipsam.weights.umci_checkpoint import read_umci
 
@@ -35,17 +32,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def cli(*args) -> tuple[int, str, str]:
     """Run ``napari-clipsam ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:  # argparse: --help, --version, usage errors
-            code = exc.code
+    code, out, err = run_cli(*args)
     name = " ".join(str(a) for a in args[:2]) if args and args[0] == "weights" else str(args[0] if args else "-")
     if not name.startswith("-"):
         TIMES.setdefault(name, []).append(time.perf_counter() - t0)
-    return code, out.getvalue(), err.getvalue()
+    return code, out, err
 
 
 @pytest.fixture(scope="module", autouse=True)

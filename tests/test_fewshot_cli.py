@@ -1,29 +1,19 @@
 """``segment --normal DIR`` and ``eval --shots K`` end to end, with tiny checkpoints on disk and a synthetic dataset."""
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import shutil
 
 import pytest
 
-from napari_clipsam.cli import main
 from napari_clipsam.data import make_synthetic_dataset
-from napari_clipsam.testing import write_tiny_clip, write_tiny_sam
+from napari_clipsam.testing import run_cli, write_tiny_clip, write_tiny_sam
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+cli = run_cli
 
 
 @pytest.fixture(scope="module")

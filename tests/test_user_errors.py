@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_clipsam.cli import main
+from napari_clipsam.testing import run_cli
 from napari_clipsam.cli.common import run_guarded
 from napari_clipsam.config import ClipSAMConfig
 from napari_clipsam.errors import (ClipSAMUserError, ConfigError, DownloadError, InputFileError, PathKindError,
@@ -100,14 +100,7 @@ def test_config_accepts_and_normalises_harmless_spellings():
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
+cli = run_cli
 
 
 @pytest.fixture

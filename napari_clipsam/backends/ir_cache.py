@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..weights.download import sha256_of
+
 log = logging.getLogger(__name__)
 FORMAT = 1
 """Bump when the way encoders are exported changes: older entries are then converted again."""
@@ -32,14 +34,6 @@ Progress = Callable[[str, float], None]
 def cache_key(fields: dict[str, Any]) -> str:
     """A short stable hash of the key fields (JSON with sorted keys)."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class IRCache:
@@ -68,7 +62,7 @@ class IRCache:
             if meta.get("fields") != json.loads(json.dumps(fields, sort_keys=True, default=str)):
                 raise ValueError("its manifest is for other settings")
             for name in ("model.xml", "model.bin"):
-                if _sha256(folder / name) != meta["sha256"][name]:
+                if sha256_of(folder / name) != meta["sha256"][name]:
                     raise ValueError(f"{name} does not match its recorded SHA-256")
             return import_openvino().Core().read_model(str(folder / "model.xml"))
         except Exception as exc:  # unreadable JSON, missing file, wrong hash, OpenVINO cannot parse it

@@ -23,9 +23,9 @@ without ``overwrite``.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from ..weights.download import sha256_of
 from .atomic import ExportError
 from .coco import COCO_FILE, coco_file_stems
 from .coco_merge import coco_shard_path
@@ -34,7 +34,7 @@ from .provenance import provenance_path, read_provenance
 from .tiff import label_tiff_paths
 from .yolo import data_yaml_path, read_data_yaml, yolo_image_path, yolo_label_path
 
-__all__ = ["format_files", "sha256_file", "unfinished_formats", "image_done"]
+__all__ = ["format_files", "unfinished_formats", "image_done"]
 
 
 def format_files(out_dir: Path, stem: str, fmt: str, split: str, image_suffix: str | None) -> list[Path]:
@@ -51,14 +51,6 @@ def format_files(out_dir: Path, stem: str, fmt: str, split: str, image_suffix: s
         image = [yolo_image_path(out_dir, stem, split, image_suffix)] if image_suffix else []
         return [yolo_label_path(out_dir, stem, split)] + image
     raise ValueError(f"unknown format {fmt!r}")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def unfinished_formats(
@@ -108,7 +100,7 @@ def _present(path: Path, out_dir: Path, recorded: dict[str, str], prov_mtime: in
     digest = recorded.get(path.relative_to(out_dir).as_posix())
     if digest is None or prov_mtime is None:
         return True  # not ours, or no record: a file someone placed there counts as present
-    if sha256_file(path) == digest:
+    if sha256_of(path) == digest:
         return True
     return path.stat().st_mtime_ns >= prov_mtime  # changed after the export: a person's edit, keep it
 

@@ -369,12 +369,7 @@ class OutputLayers:
     def corrections(self, frames) -> dict[str, int]:
         """The person's work in ``frames`` now: prompts they placed or moved, pixels they changed, locked objects."""
         frames = set(frames)
-        n_prompts = 0
-        for layer in (self.prompts, self.boxes):
-            if layer is not None and len(layer.data) and "source" in layer.features:
-                user = layer.features["source"].astype(str).to_numpy() == "user"
-                firsts = np.array([np.asarray(v).reshape(-1, len(self.full_shape))[0] for v in layer.data])
-                n_prompts += int((user & self._frames_mask(firsts, frames)).sum()) if self.stacked else int(user.sum())
+        n_prompts = sum(f in frames for f in self._user_prompt_frame_list())
         n_pixels = 0
         for frame in frames:
             state = self.frames.get(frame)
@@ -384,15 +379,19 @@ class OutputLayers:
 
     def user_prompt_frames(self) -> set:
         """Frames holding at least one prompt the person added, moved or flipped."""
-        frames: set = set()
+        return set(self._user_prompt_frame_list())
+
+    def _user_prompt_frame_list(self) -> list:
+        """The frame of every point and box whose source is the person (None for a 2-D image)."""
+        out = []
         for layer in (self.prompts, self.boxes):
             if layer is None or not len(layer.data) or "source" not in layer.features:
                 continue
             user = layer.features["source"].astype(str).to_numpy() == "user"
-            firsts = np.array([np.asarray(v).reshape(-1, len(self.full_shape))[0] for v in layer.data])
-            for row in firsts[user]:
-                frames.add(int(np.round(row[0])) if self.stacked else None)
-        return frames
+            for i in np.flatnonzero(user):
+                first = np.asarray(layer.data[i]).reshape(-1, len(self.full_shape))[0]
+                out.append(int(np.round(first[0])) if self.stacked else None)
+        return out
 
     def _write_masks(self, frame: Frame, result, default_class: str, keep_extras: bool) -> int:
         """Merge one frame's result into the layer (see :mod:`.hand_edits`); returns the pixels changed."""

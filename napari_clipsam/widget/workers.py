@@ -104,7 +104,8 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
     """
 
     def job(progress: Progress, cancelled: Callable[[], bool]):
-        ready = precomputed(cancelled) if precomputed is not None and not (references and references[0]) else None
+        # a prefetched result was made with the engine's references as they were: not when they change now
+        ready = precomputed(cancelled) if precomputed is not None and references is None else None
         if ready is not None and engine is not None:
             progress("prefetched", 1.0)
             return engine, ready
