@@ -238,7 +238,7 @@ def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: s
     # 2. refine with 10 components × 3 levels: chunked (engine default), one call per level, one prompt per call
     rough = blob_map(res.rough_map.shape, 10)
     prompts = prompts_from_map(rough, config)
-    emb = res.sam_embedding
+    emb = engine.sam_embedding(res, image=cold)
     runs = {}
     with engine.autocast():
         for name, cfg, batched in (("engine default", config, True),

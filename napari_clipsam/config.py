@@ -125,8 +125,11 @@ class ClipSAMConfig:
     """CLIP vision tower precision under OpenVINO (same choices as ``sam_precision``), separate because the rough
     map depends on small differences of CLIP features; float32 until bf16 is confirmed on real weights
     (``napari-clipsam eval`` with both)."""
-    cache_size: int = 4
-    """Images whose CLIP features and SAM embedding are kept in memory."""
+    cache_bytes: int = 512 * 1024**2
+    """Bound of the engine's in-memory per-image cache, all kinds together: CLIP features, SAM embeddings (4 MiB an
+    image at full size) and decoded prompts (bit-packed masks, 3·H·W/8 bytes a prompt level); least recently
+    used entries go first. Results hold none of it, so a refine after eviction embeds the image again (or reads
+    the on-disk store)."""
     embedding_cache_bytes: int = 2 * 1024**3
     """Bound of the on-disk SAM embedding cache (``<cache>/embeddings``; 4 MiB per image, least recently used
     entries go first): reopening an image skips SAM's encoder. 0 disables it."""

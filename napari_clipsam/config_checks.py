@@ -28,7 +28,7 @@ DEVICES = "'auto', 'cpu', 'cuda' or 'cuda:N' (N = GPU index)"
 # field → (lowest, highest) for integers (None = unbounded above)
 INT_RANGES: dict[str, tuple[int, int | None]] = {
     "image_size": (14, 2048), "umci_heads": (1, 64), "opening_size": (0, 99), "min_component_px": (0, None),
-    "max_components": (1, 1000), "cache_size": (1, 1024), "embedding_cache_bytes": (0, None),
+    "max_components": (1, 1000), "cache_bytes": (0, None), "embedding_cache_bytes": (0, None),
     "fewshot_bank_size": (1, None), "fewshot_neighbourhood": (1, 99),
 }
 # field → (lowest, highest, lowest excluded)

@@ -38,7 +38,7 @@ from .mmr.levels import refine_from_prompts
 from .mmr.prompts import group_user_prompts, prompts_from_map
 from .mmr.embedding_store import EmbeddingStore
 from .mmr.sam_decoder import SamEmbedding, SamRunner
-from .engine_runtime import LRU, on_cpu, resolve_device, sam_identity, stack, take, transformer_blocks  # noqa: E402
+from .engine_runtime import EngineCache, on_cpu, resolve_device, sam_identity, stack, take, transformer_blocks  # noqa: E402
 from .result import ClipSAMResult  # noqa: E402
 from .stages import STAGES, Stepper  # noqa: E402,F401  (STAGES re-exported: the order stages are reported in)
 
@@ -54,8 +54,10 @@ Progress = Callable[[str, float], None]
 class ClipSAM:
     """The engine. Build it with :meth:`from_config` (real weights) or :meth:`from_models` (modules you built).
 
-    Per-image caches (CLIP features, SAM embedding) are keyed by the normalised image's content; text
-    embeddings by (model, weights, object name, prompt set), in memory and on disk.
+    Per-image caches (CLIP features, SAM embedding, decoded prompts) live in one engine-wide cache bounded in
+    bytes (``config.cache_bytes``), keyed by the normalised image's content; SAM embeddings also on disk
+    (``embedding_cache_bytes``); text embeddings by (model, weights, object name, prompt set), in memory and on
+    disk. Results hold none of it.
     """
 
     def __init__(self, clip_model, tokenizer, sam_model, umci: UMCI | None = None,
@@ -90,8 +92,7 @@ class ClipSAM:
 
         self.text = TextEmbeddingCache(self.clip_model, tokenizer, self.identity["clip_model"],
                                        self.identity["clip_weights"], cache_dir() / "text", self.device)
-        self._features = LRU(self.config.cache_size)
-        self._embeddings = LRU(self.config.cache_size)
+        self._cache = EngineCache(self.config.cache_bytes)  # CLIP features, SAM embeddings, decoded prompts
         # SAMs not identified by their weights' content (random weights) can never meet their embeddings again
         stored = 0 if "#" in self.sam.model_id else self.config.embedding_cache_bytes
         self._stored = EmbeddingStore(cache_dir() / "embeddings", stored)
@@ -255,7 +256,7 @@ class ClipSAM:
         step("prompts", done, span)
         prompts = [prompts_from_map(r, self.config) for r in roughs]
         step("sam encoder", done, span)
-        embs = {k: v for k in keys if (v := self._embeddings.get(k)) is not None}
+        embs = {k: v for k in keys if (v := self._cache.get(("embedding", k))) is not None}
         need = list(dict.fromkeys(k for k, p in zip(keys, prompts) if k not in embs
                                   and (p.num_components or self.config.embed_without_prompts)))
         embs.update({k: e for k in need if (e := self._stored_embedding(k)) is not None})
@@ -266,7 +267,7 @@ class ClipSAM:
             with self.autocast(), step.per_block(blocks, "sam encoder", done, span):
                 embs.update(zip(need, self.sam.embed_many([rgb_of[k] for k in need])))
         for k in need:
-            self._embeddings.put(k, embs[k])
+            self._cache.put(("embedding", k), embs[k])
             e = embs[k]
             self._stored.put(k, self.sam.model_id, e.features.float().cpu().numpy(), e.input_size, e.original_size)
         step("sam decoder", done, span)
@@ -280,7 +281,8 @@ class ClipSAM:
         bank = self.normal_bank(object_name)
         fuse = bank is not None and self.config.fewshot_weight > 0
         step("clip", done, span)
-        feats = {k: v for k in keys if (v := self._features.get(k)) is not None and (v[1] is not None or not fuse)}
+        feats = {k: v for k in keys
+                 if (v := self._cache.get(("features", k))) is not None and (v[1] is not None or not fuse)}
         todo = list(dict.fromkeys(k for k in keys if k not in feats))
         if todo:
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
@@ -297,7 +299,7 @@ class ClipSAM:
                     rough_in, layer_in = self.vision.training_free_tokens(x).float(), None
             for j, k in enumerate(todo):
                 feats[k] = (take(rough_in, j), None if layer_in is None else take(layer_in, j))
-                self._features.put(k, feats[k])
+                self._cache.put(("features", k), feats[k])
         step("rough map", done, span)
         w = float(self.config.fewshot_weight) if fuse else 0.0
         rough_small = self.rough_maps(stack([feats[k][0] for k in keys]), T) if w < 1.0 else 0.0
@@ -370,13 +372,12 @@ class ClipSAM:
 
         ``points`` (N, 2) (row, col), ``point_labels`` (N,) 1/0 (default all positive), ``boxes`` (M, 4)
         (row0, col0, row1, col1); wrong shapes, non-numbers, NaN/inf and labels other than 0/1 (e.g. 0.5) raise
-        ValueError naming the argument. Uses the SAM embedding the result carries: no image encoder runs.
+        ValueError naming the argument. Decodes on this engine's cached SAM embedding of the result's image (in
+        memory, else the on-disk store): no image encoder runs.
 
-        The embedding is stamped with the SAM that made it (model, weights, device, precision). A result made by
-        another engine's SAM is not decoded on (its embedding and decoder memo belong to that SAM): this engine's
-        own cached embedding of the same image is used, or, when ``image`` (the image the result was made from)
-        is given, the image is embedded again; otherwise :class:`~napari_clipsam.errors.EngineMismatchError`.
-        The same applies to a result made with ``embed_without_prompts=False`` and no prompts (no embedding).
+        When neither holds it (evicted from ``cache_bytes``, a result made by another engine, or one made with
+        ``embed_without_prompts=False`` and no prompts), ``image`` (the image the result was made from) is
+        embedded again; without ``image``, :class:`~napari_clipsam.errors.EngineMismatchError` says so.
         ``settings``: per-call changes of :data:`PER_CALL_FIELDS` (e.g. ``{"mask_threshold": 0.6}``).
         """
         with self.using(**(settings or {})):
@@ -391,42 +392,48 @@ class ClipSAM:
         out.provenance.update({k: result.provenance[k] for k in ROUGH_MAP_PROVENANCE if k in result.provenance})
         return out
 
+    def sam_embedding(self, result: ClipSAMResult, image=None, contrast_limits=None):
+        """This engine's :class:`~napari_clipsam.mmr.sam_decoder.SamEmbedding` of ``result``'s image (from the
+        cache, the on-disk store, or ``image`` embedded again; see :meth:`refine`), for tools and benchmarks."""
+        return self._embedding_for(result, True, image, contrast_limits)
+
     def _embedding_for(self, result: ClipSAMResult, needed: bool, image, contrast_limits):
-        """The SAM embedding to refine ``result`` on, made by this engine's SAM (see :meth:`refine`)."""
-        emb = result.sam_embedding
-        if emb is not None and getattr(emb, "model_id", None) == self.sam.model_id:
-            return emb
-        own = self._embeddings.get(result.image_key) if result.image_key else None
+        """This engine's SAM embedding of ``result``'s image, to refine on (see :meth:`refine`)."""
+        key = result.image_key
+        own = (self._cache.get(("embedding", key)) or self._stored_embedding(key)) if key else None
         if own is not None or not needed:
             return own
         if image is not None:
             rgb, _ = normalise_image(image, contrast_limits)
-            if image_key(rgb) != result.image_key:
+            if image_key(rgb) != key:
                 raise InvalidInputError("image is not the image this result was made from (its content differs); "
                                         "pass the same image and contrast_limits as to segment().")
             with self.autocast():
                 own = self.sam.embed(rgb)
-            self._embeddings.put(result.image_key, own)
+            self._cache.put(("embedding", key), own)
             return own
-        if emb is None:
-            raise EngineMismatchError(
-                "This result carries no SAM embedding (it was made with embed_without_prompts=False and had no "
-                "prompts); pass image= to refine so that it is embedded, or run segment again.")
-        raise EngineMismatchError(
-            f"This result was made by another SAM ({emb.model_id or 'unknown'}) than this engine's "
-            f"({self.sam.model_id}); its embedding cannot be decoded here. Run segment with this engine again, or "
-            "pass image= (the same image) to refine so that it is embedded with this SAM.")
+        if not result.sam_id:
+            why = "this result has no SAM embedding (it was made with embed_without_prompts=False and had no prompts)"
+        elif result.sam_id != self.sam.model_id:
+            why = (f"this result was made by another SAM ({result.sam_id}) than this engine's ({self.sam.model_id}), "
+                   "whose embedding cannot be decoded here")
+        else:
+            why = ("this image's SAM embedding is no longer in the engine's cache (config.cache_bytes "
+                   f"{self.config.cache_bytes} bytes; results do not hold embeddings)")
+        raise EngineMismatchError(f"Cannot refine: {why}. Pass image= (the same image) to refine so that it is "
+                                  "embedded with this SAM, or run segment again.")
 
     # ------------------------------------------------------------------ internals
     def _finish(self, rough, prompts, valid, key, emb, object_name) -> ClipSAMResult:
         with self.autocast():
-            maps, comp_maps = refine_from_prompts(self.sam, emb, prompts, rough, self.config, valid, reuse=True)
+            maps, _ = refine_from_prompts(self.sam, emb, prompts, rough, self.config, valid, memo=self._cache,
+                                          memo_tag=(self.sam.model_id, key, self.config.dtype))
         return ClipSAMResult(
             rough_map=rough, points=prompts.points, point_labels=prompts.point_labels, boxes=prompts.boxes,
             final_map=maps.final_map, mask=maps.mask, instances=maps.instances, score=maps.score,
             provenance=self.provenance(object_name, prompts.source), prompts=prompts,
-            instance_component=maps.instance_component, component_maps=comp_maps,
-            valid=valid, image_key=key, sam_embedding=emb)
+            instance_component=maps.instance_component, valid=valid, image_key=key,
+            sam_id="" if emb is None else emb.model_id)
 
     def provenance(self, object_name: str, prompt_source: str = "clip") -> dict[str, Any]:
         """What made a result: versions, model identities, mode, prompt set and every threshold."""
@@ -451,13 +458,17 @@ class ClipSAM:
         features, input_size, original_size = found
         emb = SamEmbedding(torch.from_numpy(features).to(self.device), input_size, original_size,
                            model_id=self.sam.model_id)
-        self._embeddings.put(key, emb)
+        self._cache.put(("embedding", key), emb)
         return emb
 
-    def clear_caches(self) -> None:
-        """Forget cached CLIP features and SAM embeddings (text embeddings stay)."""
-        self._features.clear()
-        self._embeddings.clear()
+    def cache_info(self) -> dict[str, int]:
+        """The in-memory cache now: ``entries``, ``bytes`` held and ``max_bytes`` (``config.cache_bytes``)."""
+        return {"entries": len(self._cache), "bytes": self._cache.bytes, "max_bytes": self._cache.max_bytes}
+
+    def clear_caches(self, kind: str | None = None) -> None:
+        """Forget cached CLIP features, SAM embeddings and decoded prompts, or one kind of them (``"features"``,
+        ``"embedding"``, ``"decoded"``); text embeddings and the on-disk stores stay."""
+        self._cache.clear(kind)
 
 
 ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "umci_weights", "umci_usage_mismatch",

@@ -22,6 +22,10 @@ class ClipSAMResult:
         provenance: package version, models and weights ids, mode ("umci" or "training-free"), thresholds.
         instance_component: (num_instances,) int32, the prompt component each instance id came from
             (``instance_component[i - 1]`` for id ``i``; -1: a piece of the mask that no component covers).
+        valid: (H, W) bool, pixels that exist in the input (NaN pixels do not); None = all.
+        image_key, sam_id: the handle of the image's SAM embedding (content hash of the normalised image, and the
+            SAM that embedded it; ``""`` when none was computed). A result is a plain value: the embedding itself
+            and everything decoded on it stay in the engine's cache (:meth:`ClipSAM.refine` finds them there).
     """
 
     rough_map: np.ndarray
@@ -35,10 +39,9 @@ class ClipSAMResult:
     provenance: dict[str, Any]
     prompts: Prompts = field(repr=False, default_factory=Prompts)
     instance_component: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int32))
-    component_maps: np.ndarray | None = field(repr=False, default=None)
     valid: np.ndarray | None = field(repr=False, default=None)
     image_key: str = field(repr=False, default="")
-    sam_embedding: Any = field(repr=False, default=None)
+    sam_id: str = field(repr=False, default="")
 
     @property
     def mode(self) -> str:

@@ -154,12 +154,12 @@ def test_openvino_float32_segment_gives_torch_results_with_its_own_stamp(engines
     enc = r_ov.provenance["encoders"]
     assert enc["backend"] == "openvino" and enc["sam_precision"] == "float32" and "cpu_bf16_native" in enc
     assert r_ref.provenance["encoders"]["backend"] == "torch"
-    assert r_ov.sam_embedding.model_id.endswith("/openvino-float32")
+    assert r_ov.sam_id.endswith("/openvino-float32")
     ref.clear_caches()  # (with its own embedding of this image cached, the torch engine would use that one)
     with pytest.raises(EngineMismatchError):  # the torch engine never decodes on OpenVINO's embedding
         ref.refine(r_ov, points=[[40, 40]], point_labels=[1])
     again = ref.refine(r_ov, points=[[40, 40]], point_labels=[1], image=image)  # re-embedded with torch
-    assert again.sam_embedding.model_id == ref.sam.model_id
+    assert again.sam_id == ref.sam.model_id
 
 
 # ----------------------------------------------------------------------------------------------- cache

@@ -122,16 +122,16 @@ def test_object_names_that_are_not_text_are_refused(eng, name):
 # ------------------------------------------------------------------------------------------ engine identity
 def test_refine_refuses_a_result_made_by_another_sam_or_re_embeds_with_the_image(result):
     other = tiny_engine(seed=1)  # another SAM (other weights)
-    assert other.sam.model_id != result.sam_embedding.model_id
+    assert other.sam.model_id != result.sam_id
     calls = other.sam.decoder_calls
-    with pytest.raises(EngineMismatchError, match="made by another SAM.*pass image="):
+    with pytest.raises(EngineMismatchError, match="made by another SAM.*Pass image="):
         other.refine(result, points=[[20, 20]])
     assert other.sam.decoder_calls == calls  # nothing was decoded on the foreign embedding
     encoder_calls = other.sam.encoder_calls
     redone = other.refine(result, points=[[20, 20]], image=IMAGE)
-    assert other.sam.encoder_calls == encoder_calls + 1 and redone.sam_embedding.model_id == other.sam.model_id
-    direct = other.refine(other.segment(IMAGE, "plate"), points=[[20, 20]])  # uses the cached embedding
-    np.testing.assert_array_equal(redone.component_maps, direct.component_maps)  # same SAM masks
+    assert other.sam.encoder_calls == encoder_calls + 1 and redone.sam_id == other.sam.model_id
+    direct = other.refine(result, points=[[20, 20]])  # now on the embedding it cached: no image needed
+    np.testing.assert_array_equal(redone.final_map, direct.final_map)  # same SAM masks
     assert other.sam.encoder_calls == encoder_calls + 1
     with pytest.raises(InvalidInputError, match="not the image this result was made from"):
         tiny_engine(seed=1).refine(result, points=[[20, 20]], image=IMAGE[::-1])
@@ -140,15 +140,14 @@ def test_refine_refuses_a_result_made_by_another_sam_or_re_embeds_with_the_image
     assert redone.provenance["sam_weights"] == other.identity["sam_weights"] != result.provenance["sam_weights"]
 
 
-def test_engines_with_the_same_sam_share_embeddings_and_the_decoder_memo_is_stamped(eng, result):
-    twin = tiny_engine(seed=0)  # same weights: its embeddings are interchangeable
+def test_engines_with_the_same_sam_give_the_same_refine_and_a_runner_refuses_a_foreign_embedding(eng, result):
+    twin = tiny_engine(seed=0)  # same weights: same SAM stamp
     assert twin.sam.model_id == eng.sam.model_id
-    a = twin.refine(result, points=[[20, 20]])
+    a = twin.refine(result, points=[[20, 20]], image=IMAGE)  # the twin has no embedding of IMAGE yet
     np.testing.assert_array_equal(a.final_map, eng.refine(result, points=[[20, 20]]).final_map)
-    assert all(key[0].startswith(eng.sam.model_id) for key in result.sam_embedding.decoded)
     stranger = tiny_engine(seed=1)
-    with pytest.raises(EngineMismatchError):  # the SAM runner itself refuses a foreign embedding too
-        stranger.sam.decode(result.sam_embedding, boxes=np.array([[0, 0, 10, 10]], np.float32))
+    with pytest.raises(EngineMismatchError):  # the SAM runner itself refuses a foreign embedding
+        stranger.sam.decode(eng.sam_embedding(result), boxes=np.array([[0, 0, 10, 10]], np.float32))
 
 
 def test_random_weights_get_an_engine_unique_stamp():

@@ -1,9 +1,12 @@
 """The engine end to end on tiny real-architecture models: inputs, outputs, caches, refine, fast paths."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from napari_clipsam import Cancelled, ClipSAMResult
+from napari_clipsam.errors import EngineMismatchError
 from napari_clipsam.mmr.levels import component_prompts, decode_levels, refine_from_prompts
 from napari_clipsam.mmr.prompts import prompts_from_map
 
@@ -135,7 +138,7 @@ def test_batched_decoding_equals_one_at_a_time(engine, rgb):
         rough[y - 6:y + 6, x - 6:x + 6] = 0.7 + 0.05 * i
     prompts = prompts_from_map(rough, engine.config)
     assert prompts.num_components == 4
-    emb = r.sam_embedding
+    emb = engine.sam_embedding(r)
     one_call = engine.config.replace(decoder_batch_size=64)
     before = engine.sam.decoder_calls
     fast, maps_fast = refine_from_prompts(engine.sam, emb, prompts, rough, one_call, batched=True)
@@ -151,7 +154,7 @@ def test_batched_decoding_equals_one_at_a_time(engine, rgb):
     np.testing.assert_allclose(maps_chunked, maps_plain, atol=1e-5)
     np.testing.assert_array_equal(fast.instances, plain.instances)
     cands = decode_levels(engine.sam, emb, component_prompts(prompts), ("point", "box", "box+point"))
-    assert all(len(c) == 3 and c[0][0].shape == (3, *rgb.shape[:2]) for c in cands)
+    assert all(len(c) == 3 and c[0][0].shape[0] == 3 for c in cands)  # 3 levels of 3 low-res masks
 
 
 def test_refine_redecodes_only_changed_components(engine, rgb):
@@ -173,24 +176,44 @@ def test_refine_redecodes_only_changed_components(engine, rgb):
     before = engine.sam.decoder_calls
     edited = engine.refine(first, points=moved, boxes=boxes)
     assert engine.sam.decoder_calls - before == 2  # only the edited component's point and box+point levels
-    r.sam_embedding.decoded.clear()  # the plain path: everything decoded afresh
+    engine.clear_caches("decoded")  # the plain path: everything decoded afresh
     plain = engine.refine(r, points=moved, boxes=boxes)
-    np.testing.assert_allclose(edited.component_maps, plain.component_maps, atol=1e-5)
+    np.testing.assert_array_equal(edited.final_map, plain.final_map)
     np.testing.assert_array_equal(edited.instances, plain.instances)
 
 
-def test_decoded_prompt_memo_is_bounded(engine, rgb, monkeypatch):
-    from napari_clipsam.mmr import levels
+def test_the_engine_cache_stays_within_its_byte_bound_and_results_hold_no_cache(engine, rgb):
+    from napari_clipsam.testing import tiny_engine
 
-    r = engine.segment(rgb, "bottle")
-    one = np.packbits(np.zeros((3, *rgb.shape[:2]), bool), axis=-1).nbytes
-    monkeypatch.setattr(levels, "MEMO_BYTES", 4 * one)
     boxes = np.array([[5, 5, 30, 30], [5, 60, 30, 100], [50, 10, 80, 40]], np.float32)
     points = np.array([[17, 17], [17, 80], [65, 25]], np.float32)
-    engine.refine(r, points=points, boxes=boxes)  # 9 decoded prompts, room for 4
-    memo = r.sam_embedding.decoded
-    assert len(memo) == 4 and sum(v[0].nbytes for v in memo.values()) <= 4 * one
-    assert all(key[1] == "box+point" or key[1] == "box" for key in memo)  # the most recently decoded are kept
+    roomy = tiny_engine(seed=0)
+    want = roomy.refine(roomy.segment(rgb, "bottle"), points=points, boxes=boxes)
+    full = roomy.cache_info()
+    assert full["entries"] >= 2 + 9 and full["bytes"] <= full["max_bytes"]  # features, embedding, 9 decoded
+    bound = full["bytes"] // 3
+    tight = tiny_engine(seed=0, cache_bytes=bound)
+    r = tight.segment(rgb, "bottle")
+    got = tight.refine(r, points=points, boxes=boxes, image=rgb)
+    assert tight.cache_info()["bytes"] <= bound
+    np.testing.assert_array_equal(got.final_map, want.final_map)  # evictions never change a result
+    held = [f.name for f in dataclasses.fields(got) if isinstance(getattr(got, f.name), torch.Tensor)]
+    assert held == [] and not hasattr(got, "sam_embedding") and not hasattr(got, "component_maps")
+
+
+def test_refine_after_the_embedding_was_evicted_asks_for_the_image_then_embeds_it(rgb):
+    from napari_clipsam.testing import tiny_engine
+
+    engine = tiny_engine(seed=0, embedding_cache_bytes=0)  # nothing on disk to fall back on
+    r = engine.segment(rgb, "bottle")
+    engine.clear_caches("embedding")
+    calls = engine.sam.encoder_calls
+    with pytest.raises(EngineMismatchError, match="no longer in the engine's cache.*Pass image="):
+        engine.refine(r, points=[[20, 20]])
+    again = engine.refine(r, points=[[20, 20]], image=rgb)
+    assert engine.sam.encoder_calls == calls + 1 and again.sam_id == engine.sam.model_id
+    engine.refine(r, points=[[21, 20]])  # cached again: no image needed
+    assert engine.sam.encoder_calls == calls + 1
 
 
 def test_segment_many_equals_segment(engine):
@@ -221,7 +244,10 @@ def test_progress_and_cancel(engine, rgb):
 def test_normal_image_with_high_threshold_gives_no_prompts(engine, rgb):
     r = engine.segment(rgb, "bottle", settings={"prompt_threshold": 1.0})
     assert len(r.points) == 0 and len(r.boxes) == 0
-    assert r.sam_embedding is not None  # kept so that refine can still run without an encoder
+    assert r.sam_id == engine.sam.model_id  # embedded anyway, so that refine can run without an encoder
+    calls = engine.sam.encoder_calls
+    engine.refine(r, points=[[10, 10]])
+    assert engine.sam.encoder_calls == calls
 
 
 def test_device_and_autocast_float32_on_cpu(engine):

@@ -44,7 +44,7 @@ BAD_FIELDS = [
     ("umci_heads", 0, "from 1 to 64"),
     ("opening_size", 10000, "from 0 to 99"),
     ("image_size", 8, "from 14 to 2048"),
-    ("cache_size", 0, "from 1"),
+    ("cache_bytes", -1, "from 0"),
     ("feature_layers", (6, 6), "without repeats"),
     ("levels", ("box", "mask"), "'point', 'box', 'box+point'"),
     ("sam_model", "vit_x", "'vit_b', 'vit_l', 'vit_h'"),

@@ -5,11 +5,11 @@ multimask output, so a component gathers up to 3 × levels candidates before fil
 """
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .merge import FinalMaps, fuse_maps, keep_candidates, merge_component
 from .prompts import Prompts
@@ -46,27 +46,26 @@ def component_prompts(prompts: Prompts) -> list[ComponentPrompt]:
     return out
 
 
-MEMO_ENTRIES = 64
-MEMO_BYTES = 96 << 20
-"""Decoded prompts remembered per SAM embedding: at most this many, and this many bytes of bit-packed masks
-(3 × H × W / 8 bytes a prompt: all 3 levels of 10 components of a 5-megapixel image fit)."""
-
-
-def _memo_key(tag: str, level: str, inp) -> tuple:
-    return (tag, level) + tuple(None if a is None else np.asarray(a, np.float32).tobytes() for a in inp)
+def _memo_key(memo_tag: tuple, level: str, inp) -> tuple:
+    return ("decoded", *memo_tag, level) + tuple(None if a is None else np.asarray(a, np.float32).tobytes()
+                                                 for a in inp)
 
 
 def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, ...], batched: bool = True,
-                  max_batch: int | None = None, memo: dict | None = None, memo_tag: str = ""):
-    """Candidates per component: lists of (masks (n, H, W) bool, scores (n,)).
+                  max_batch: int | None = None, memo=None, memo_tag: tuple = ()):
+    """Candidates per component, in level order: lists of ``(masks, scores, key)``.
+
+    A prompt decoded now gives SAM's low-resolution logits (n, 256, 256) and predicted IoUs (n,) as tensors on
+    the device, with its memo ``key``; a prompt found in ``memo`` gives its masks (n, H, W) bool at image
+    resolution and IoUs as arrays, with key None (it is not decoded again, so a correction re-decodes only the
+    components it changed). ``memo`` is the engine's cache (``get``/``put``); ``memo_tag`` names the SAM, the
+    image and the precision; :func:`candidate_masks` turns a component's candidates into masks and fills it.
 
     With ``batched`` every level is one decoder call per group of components with equally many points
     (exactly one per level for derived prompts), split into calls of at most ``max_batch`` prompts when given;
     otherwise one call per component and level (the plain path the batched one is tested against).
-    ``memo`` (an ordered dict kept with the embedding, ``memo_tag`` naming the precision) holds decoded prompts:
-    a prompt found there is not decoded again, so a correction re-decodes only the components it changed.
     """
-    cands: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in comps]
+    cands: list[list] = [[] for _ in comps]
     width = emb.original_size[1]
     for level in levels:
         groups: dict[tuple, list[int]] = defaultdict(list)
@@ -74,13 +73,10 @@ def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, 
             inp = cp.level_inputs(level)
             if inp is None:
                 continue
-            if memo is not None:
-                key = _memo_key(memo_tag, level, inp)
-                hit = memo.pop(key, None)  # pop and put back: most recent last (each step atomic across threads)
-                if hit is not None:
-                    memo[key] = hit
-                    cands[i].append((np.unpackbits(hit[0], axis=-1, count=width).astype(bool), hit[1]))
-                    continue
+            hit = memo.get(_memo_key(memo_tag, level, inp)) if memo is not None else None
+            if hit is not None:
+                cands[i].append((np.unpackbits(hit[0], axis=-1, count=width).astype(bool), hit[1], None))
+                continue
             key = (0 if inp[0] is None else len(inp[0]), inp[2] is not None)
             groups[key if batched else (key, i)].append(i)
         chunks = []
@@ -92,36 +88,47 @@ def decode_levels(runner, emb, comps: list[ComponentPrompt], levels: tuple[str, 
             pts = None if inputs[0][0] is None else np.stack([x[0] for x in inputs])
             lab = None if inputs[0][1] is None else np.stack([x[1] for x in inputs])
             box = None if inputs[0][2] is None else np.stack([x[2] for x in inputs])
-            masks, scores = runner.decode(emb, pts, lab, box)
+            low_res, scores = runner.decode_logits(emb, pts, lab, box)
             for j, i in enumerate(members):
-                cands[i].append((masks[j], scores[j]))
-                if memo is not None:
-                    memo[_memo_key(memo_tag, level, inputs[j])] = (np.packbits(masks[j], axis=-1), scores[j])
-                    _trim(memo)
+                cands[i].append((low_res[j], scores[j], _memo_key(memo_tag, level, inputs[j])))
     return cands
 
 
-def _trim(memo: dict) -> None:
-    """Forget the least recently used decoded prompts beyond :data:`MEMO_ENTRIES` / :data:`MEMO_BYTES`."""
-    with contextlib.suppress(KeyError, RuntimeError):  # another thread trimming or touching the same memo
-        while len(memo) > MEMO_ENTRIES or (len(memo) > 1 and sum(v[0].nbytes for v in memo.values()) > MEMO_BYTES):
-            memo.popitem(last=False)
+def candidate_masks(runner, emb, cands: list, memo=None) -> tuple[np.ndarray, np.ndarray]:
+    """One component's candidates (from :func:`decode_levels`) → masks (n, H, W) bool and scores (n,).
+
+    The logits decoded now go through one upsampling together (on the device); their masks are then kept in
+    ``memo``, bit-packed (3·H·W/8 bytes a prompt)."""
+    new = [c for c in cands if c[2] is not None]
+    if new:
+        masks = iter(np.split(runner.masks_at_image(emb, torch.cat([low for low, _, _ in new])), len(new)))
+    out_masks, out_scores = [], []
+    for m, score, key in cands:
+        if key is not None:
+            m, score = next(masks), score.cpu().numpy()
+            if memo is not None:
+                memo.put(key, (np.packbits(m, axis=-1), score))
+        out_masks.append(m)
+        out_scores.append(score)
+    return np.concatenate(out_masks), np.concatenate(out_scores)
 
 
 def refine_from_prompts(runner, emb, prompts: Prompts, rough: np.ndarray, config,
                         valid: np.ndarray | None = None, batched: bool = True,
-                        reuse: bool = False) -> tuple[FinalMaps, np.ndarray]:
+                        memo=None, memo_tag: tuple = ()) -> tuple[FinalMaps, np.ndarray]:
     """Steps 3–6 on a cached SAM embedding. Returns the final maps and the component maps (K, H, W).
 
-    ``reuse``: take prompts decoded before on this embedding from its memo (``emb.decoded``) instead of decoding
-    them again (the engine's default; the plain path decodes everything)."""
+    Candidates stay SAM's low-resolution logits on the device until their component is merged: one upsampling
+    per component, then the filter and the merge (steps 4–5) on masks at image resolution, as the method
+    defines them. ``memo``/``memo_tag``: see :func:`decode_levels` (None: the plain path, everything decoded
+    afresh)."""
     comps = component_prompts(prompts)
     H, W = rough.shape
     max_batch = config.decoder_batch_size
     if max_batch is None:  # auto: one call per level on a GPU; small chunks on a CPU (see config docs)
         max_batch = None if runner.device.type == "cuda" else 2
     cands = (decode_levels(runner, emb, comps, tuple(config.levels), batched=batched, max_batch=max_batch,
-                           memo=emb.decoded if reuse else None, memo_tag=f"{emb.model_id}|{config.dtype}")
+                           memo=memo, memo_tag=memo_tag)
              if comps else [])
     maps = []
     for c, (cp, cc) in enumerate(zip(comps, cands)):
@@ -129,8 +136,7 @@ def refine_from_prompts(runner, emb, prompts: Prompts, rough: np.ndarray, config
         if not cc:
             maps.append(fallback.astype(np.float32) if fallback is not None else np.zeros((H, W), np.float32))
             continue
-        masks = np.concatenate([m for m, _ in cc])
-        scores = np.concatenate([s for _, s in cc])
+        masks, scores = candidate_masks(runner, emb, cc, memo)
         keep = keep_candidates(masks, scores, cp.box, config)
         maps.append(merge_component(masks, scores, keep, fallback))
     comp_maps = np.stack(maps) if maps else np.zeros((0, H, W), np.float32)

@@ -6,8 +6,7 @@ The library works in (row, col); SAM in (x, y): :func:`rc_to_xy` is the one plac
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,12 +32,9 @@ class SamEmbedding:
     features: torch.Tensor
     input_size: tuple[int, int]
     original_size: tuple[int, int]
-    decoded: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
-    """Decoder outputs already computed on this embedding, by prompt (see :func:`..levels.decode_levels`): an
-    edit that changes one component's prompts re-decodes only that component."""
     model_id: str = ""
-    """Identity of the SAM (model, weights, device, precision) that computed ``features`` and ``decoded``: an
-    engine refuses to decode on an embedding another SAM made (:meth:`ClipSAM.refine`)."""
+    """Identity of the SAM (model, weights, device, precision) that computed ``features``: a runner refuses to
+    decode on an embedding another SAM made."""
 
 
 class SamRunner:
@@ -83,13 +79,24 @@ class SamRunner:
     @torch.no_grad()
     def decode(self, emb: SamEmbedding, points: np.ndarray | None = None, point_labels: np.ndarray | None = None,
                boxes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Decode a batch of K prompts on one embedding with multimask output.
+        """Decode a batch of K prompts with multimask output: masks (K, 3, H, W) bool at image resolution and
+        predicted IoUs (K, 3) float32 (arguments as :meth:`decode_logits`)."""
+        low_res, iou = self.decode_logits(emb, points, point_labels, boxes)
+        masks = self.masks_at_image(emb, low_res.flatten(0, 1)).reshape(*low_res.shape[:2], *emb.original_size)
+        return masks, iou.float().cpu().numpy()
+
+    @torch.no_grad()
+    def decode_logits(self, emb: SamEmbedding, points: np.ndarray | None = None,
+                      point_labels: np.ndarray | None = None,
+                      boxes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode a batch of K prompts on one embedding with multimask output, staying on the device.
 
         Args:
             points: (K, P, 2) (row, col) or None; point_labels: (K, P) with 1 positive / 0 negative;
             boxes: (K, 4) (row0, col0, row1, col1) or None. At least one of points and boxes.
         Returns:
-            masks (K, 3, H, W) bool at image resolution and predicted IoUs (K, 3) float32.
+            SAM's low-resolution mask logits (K, 3, 256, 256) float32 and predicted IoUs (K, 3), on the device
+            (:meth:`masks_at_image` turns logits into masks).
         """
         if points is None and boxes is None:
             raise ValueError("decode needs points, boxes or both")
@@ -115,5 +122,13 @@ class SamRunner:
             dense_prompt_embeddings=dense,
             multimask_output=True,
         )
-        logits = self.model.postprocess_masks(low_res.float(), emb.input_size, emb.original_size)
-        return (logits > self.model.mask_threshold).cpu().numpy(), iou.float().cpu().numpy()
+        return low_res.float(), iou.float()
+
+    @torch.no_grad()
+    def masks_at_image(self, emb: SamEmbedding, low_res: torch.Tensor) -> np.ndarray:
+        """Low-resolution logits (n, 256, 256) → masks (n, H, W) bool at the image's resolution: one upsampling
+        for all n (SAM's own ``postprocess_masks``: to the encoder size, crop the padding, to the image size)."""
+        if len(low_res) == 0:
+            return np.zeros((0, *emb.original_size), bool)
+        logits = self.model.postprocess_masks(low_res[:, None], emb.input_size, emb.original_size)[:, 0]
+        return (logits > self.model.mask_threshold).cpu().numpy()

@@ -119,6 +119,18 @@ class ClipSAMWidget(QWidget):
     def set_status(self, text: str) -> None:
         self.c.status.setText(text)
 
+    def run_inputs(self) -> tuple:
+        """(engine or None, object name, thresholds) a Run would use now (the folder review's prefetch key)."""
+        return self._engine, self.object_name, self.thresholds
+
+    def export_options(self) -> tuple[list[str], list[str]]:
+        return self.class_names, self.export_formats
+
+    def add_references(self, images, name: str) -> tuple[int, int]:
+        """Add defect-free images (planes) as normal references: (added, references in all)."""
+        added = sum(self.references.add(plane, name) for plane in images)
+        return added, len(self.references.images)
+
     def select_source(self, layer) -> None:
         self.picker.set_current(layer)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from qtpy.QtCore import QObject
@@ -36,10 +37,35 @@ KEYS = {"Alt-Right": "next_image", "Alt-Left": "previous_image", "Alt-A": "accep
         "Alt-D": "skip", "Alt-G": "accept_as_reference"}
 
 
-class FolderPanel(QObject):
-    """Behaviour of the Folder review tab. ``widget`` is the ClipSAMWidget that owns it."""
+class ReviewHost(Protocol):
+    """All the review uses of the dock that owns it (:class:`ClipSAMWidget` implements it): the viewer, the
+    status line, Run on a layer, that layer's outputs, and what a Run / an export / a good part needs."""
 
-    def __init__(self, controls: Controls, widget):
+    viewer: Any
+    run_finished: Any  # Qt signal(Outcome), emitted after every Run
+    busy: bool
+
+    def set_status(self, text: str) -> None: ...
+    def run(self, source=None, *, precomputed=None, on_done=None, all_frames: bool | None = None) -> bool: ...
+    def cancel(self) -> None: ...
+    def outputs_for(self, layer): ...
+    def select_source(self, layer) -> None: ...
+    def restart_outputs(self, source) -> None: ...
+    def show_saved_labels(self, source, labels, classes: dict[int, str]): ...
+    def forget(self, source, remove_layers: bool = False) -> None: ...
+    def save_settings(self, *args) -> None: ...
+    def run_inputs(self) -> tuple[Any, str, tuple[float, float, float]]:
+        """(engine or None, object name, (τ_prompt, τ_mask, α)) a Run would use now."""
+    def export_options(self) -> tuple[list[str], list[str]]:
+        """(class names, export formats) chosen in the dock."""
+    def add_references(self, images, name: str) -> tuple[int, int]:
+        """Add defect-free images as normal references: (added, references in all)."""
+
+
+class FolderPanel(QObject):
+    """Behaviour of the Folder review tab, driving its :class:`ReviewHost` (the dock)."""
+
+    def __init__(self, controls: Controls, widget: ReviewHost):
         super().__init__(controls.qa_open)
         self.c, self.widget = controls, widget
         self.session: QASession | None = None
@@ -155,11 +181,12 @@ class FolderPanel(QObject):
             return False
         edited = any(any(r.get("edited", {}).values()) for r in outputs.records.values()) or saved is not None
         frames = None if outputs.n_frames is None else range(outputs.n_frames)
+        class_names, formats = self.widget.export_options()
         try:
             report = self.session.accept(
-                data, classes, classes=self.widget.class_names,
+                data, classes, classes=class_names,
                 provenance=frame_provenance(outputs.masks.metadata, None if frames is None else 0),
-                formats=self.widget.export_formats or FORMATS, overwrite=True, edited=edited,
+                formats=formats or FORMATS, overwrite=True, edited=edited,
                 multi_frame=outputs.stacked)
         except ExportError as err:
             self.widget.set_status(f"Accept failed, nothing recorded: {err}")
@@ -181,11 +208,11 @@ class FolderPanel(QObject):
         data = np.asarray(self.layer.data)
         name = self.session.key()
         frames = data if outputs is not None and outputs.stacked else [data]
-        added = sum(self.widget.references.add(plane, name) for plane in frames)  # before the next image runs
+        added, total = self.widget.add_references(frames, name)  # before the next image runs
         if not self.accept():
             return False
         self.widget.set_status(f"{name} accepted as a good part and added to the normal references "
-                               f"({added} image(s); {len(self.widget.references.images)} in all).")
+                               f"({added} image(s); {total} in all).")
         return True
 
     def reject(self) -> bool:
@@ -347,19 +374,19 @@ class FolderPanel(QObject):
             self._show()
 
     def _key(self, index: int) -> tuple:
-        w = self.widget
-        return (str(self.session.images[index]), w.object_name, w.thresholds)
+        _, object_name, thresholds = self.widget.run_inputs()
+        return (str(self.session.images[index]), object_name, thresholds)
 
     def _prefetch(self, index: int) -> None:
-        engine = self.widget.engine
+        engine, object_name, thresholds = self.widget.run_inputs()
         if engine is None or self.session is None or index >= len(self.session):
             return
         if self.prefetcher is None or self.prefetcher.engine is not engine:
             if self.prefetcher is not None:
                 self.prefetcher.cancel(wait=False)
-            self.prefetcher = Prefetcher(engine, self.widget.object_name)
-        self.prefetcher.object_name = self.widget.object_name
-        self.prefetcher.settings = threshold_settings(*self.widget.thresholds)
+            self.prefetcher = Prefetcher(engine, object_name)
+        self.prefetcher.object_name = object_name
+        self.prefetcher.settings = threshold_settings(*thresholds)
         session = self.session
         self.prefetcher.request(lambda: session.read_image(index), self._key(index))
 
