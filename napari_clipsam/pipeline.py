@@ -31,7 +31,7 @@ from .clip.text_encoder import TextEmbeddingCache, weights_fingerprint
 from .clip.text_prompts import clean_object_name
 from .clip.umci import UMCI
 from .clip.vision import ClipVision
-from .config import ClipSAMConfig
+from .config import PER_CALL_FIELDS, ClipSAMConfig
 from .errors import EngineMismatchError, InvalidInputError
 from .image_input import image_key, normalise_image
 from .mmr.levels import refine_from_prompts
@@ -43,11 +43,6 @@ from .result import ClipSAMResult  # noqa: E402
 from .stages import STAGES, Stepper  # noqa: E402,F401  (STAGES re-exported: the order stages are reported in)
 
 log = logging.getLogger(__name__)
-PER_CALL_FIELDS = ("prompt_threshold", "mask_threshold", "alpha", "opening_size", "min_component_px",
-                   "min_component_frac", "max_components", "box_growth", "negative_points", "levels",
-                   "min_predicted_iou", "max_outside_box", "rough_sigma", "embed_without_prompts",
-                   "decoder_batch_size", "fewshot_weight")
-"""Settings a call may change (:meth:`ClipSAM.using`, ``settings=``): they change no model or cache key."""
 Progress = Callable[[str, float], None]
 
 
@@ -156,7 +151,7 @@ class ClipSAM:
         """
         from .weights.engine_loading import load_models
 
-        config = (config or ClipSAMConfig.preset("cpu")).validated()
+        config = (config or ClipSAMConfig()).validated()
         device = resolve_device(config.device)
         clip_model, tokenizer, sam_model, umci, config, identity = load_models(config, progress, cancelled)
         engine = cls(clip_model.to(device), tokenizer, sam_model.to(device), umci, config, identity=identity)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..config import PRESETS
+from ..config import DEFAULT_PRESET, PRESETS, preset_help
 from ..errors import InvalidInputError, require_file
 from ..strict_json import json_safe  # noqa: F401 (used by the subcommands)
 
@@ -50,8 +50,7 @@ def add_dataset_options(parser: argparse.ArgumentParser, verb: str) -> None:
 def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sam: bool = True) -> None:
     """The model options: preset, config file, device, dtype, CLIP, SAM and UMCI weights."""
     g = parser.add_argument_group("engine")
-    g.add_argument("--preset", choices=PRESETS, default="cpu",
-                   help="cpu: CLIP at 336 px + SAM vit_b (default); accurate: 518 px + SAM vit_h")
+    g.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=preset_help())
     g.add_argument("--config", type=Path, metavar="JSON",
                    help="ClipSAMConfig fields as JSON (e.g. prompt lists, thresholds); applied over the preset, "
                         "the flags below override it")
