@@ -89,8 +89,8 @@ def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sa
 def engine_config(args: argparse.Namespace, **overrides):
     """The :class:`~napari_clipsam.config.ClipSAMConfig` the options describe (validated).
 
-    Order: preset, then ``--config`` JSON, then flags, then ``overrides``. With ``--umci`` and no
-    ``--image-size``, the checkpoint's training size is used.
+    Order: preset, then ``--config`` JSON, then flags, then ``overrides``. With ``--umci``, the checkpoint's
+    feature layers are used, and its training size when ``--image-size`` is not given.
     """
     from ..config import ClipSAMConfig
 
@@ -111,11 +111,12 @@ def engine_config(args: argparse.Namespace, **overrides):
     changes = {field: getattr(args, opt) for opt, field in flags.items() if getattr(args, opt, None) is not None}
     umci = getattr(args, "umci", None)
     if umci is not None:
-        changes["umci_weights"] = str(Path(umci).expanduser())
-        if getattr(args, "image_size", None) is None:
-            from ..weights.umci_checkpoint import read_umci
+        from ..weights.umci_checkpoint import read_umci
 
-            changes["image_size"] = int(read_umci(umci)["image_size"])
+        ckpt = read_umci(umci)
+        changes.update(umci_weights=str(Path(umci).expanduser()), feature_layers=tuple(ckpt["hparams"]["layers"]))
+        if getattr(args, "image_size", None) is None:
+            changes["image_size"] = int(ckpt["image_size"])
     changes.update(overrides)
     cfg = cfg.replace(**changes)
     if cfg.sam_model.startswith("local-dir:") and changes.get("sam_weights") not in (None, "random"):
