@@ -106,7 +106,7 @@ def blob_map(shape: tuple[int, int], n: int, seed: int = 0) -> np.ndarray:
     return m
 
 
-def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: str = "auto",
+def run_benchmark(preset: str | None = None, *, random_weights: bool = True, device: str = "auto",
                   dtype: str = "float32", image_size: int = 512, batch: int = 4, umci: bool = False,
                   compare_backends: bool = True, rounds: int = 3, variants: tuple[str, ...] | None = None,
                   backend: str = "auto",
@@ -116,18 +116,20 @@ def run_benchmark(preset: str = "cpu", *, random_weights: bool = True, device: s
     The per-stage measurements use the engine as configured (``backend``, ``dtype``); ``compare_backends`` then
     runs the backends and precisions side by side (:mod:`.benchmark_backends`, ``rounds`` interleaved rounds;
     ``variants``: their names, default all).
-    ``config`` replaces the preset (e.g. tiny local models in tests).
+    ``preset``: a name of :data:`~napari_clipsam.config.PRESETS` (None: the default config). ``config`` replaces
+    the preset (e.g. tiny local models in tests).
     """
     import torch
 
     from . import __version__
     from .backends import detect_cpu
     from .clip.umci import UMCI
-    from .config import ClipSAMConfig
+    from .config import DEFAULT_PRESET, ClipSAMConfig
     from .mmr.levels import refine_from_prompts
     from .mmr.prompts import prompts_from_map
     from .pipeline import ClipSAM
 
+    preset = preset or DEFAULT_PRESET
     weights = dict(clip_weights="random", sam_weights="random") if random_weights else {}
     if config is None:
         config = ClipSAMConfig.preset(preset, device=device, dtype=dtype, backend=backend, **weights)

@@ -2,27 +2,53 @@
 
 Each ``[choice]`` of the method document is a field here with the document's default, so a user who
 has the paper or better data can change it without touching code.
+
+**One default.** ``ClipSAMConfig()`` *is* the default everywhere: the engine without a config
+(``ClipSAM.from_config()``), the command line (``--preset`` defaults to :data:`DEFAULT_PRESET`, which changes
+nothing) and the napari widget all start from it. It is the method document's setting except for two model sizes: CLIP
+runs at 336 px (ViT-L/14@336's own 24×24 grid, no positional-embedding resize) and SAM is ``vit_b``. The paper's
+518 px + SAM ``vit_h`` is the ``"accurate"`` preset. Why: the package is mostly run interactively on a laptop or
+workstation CPU. There the cpu setting's cold ``segment`` already takes 13 s on the measured 2-core machine, 11 s
+of it SAM vit_b's encoder (README, Performance); SAM vit_h's encoder has about 7× vit_b's parameters and compute
+(632 M against 89 M; a 2.6 GB download against 375 MB) and 518 px gives CLIP 2.4× the tokens, so the paper's
+setting would take over a minute per image (an estimate from those figures). On a GPU choose
+``preset("accurate")``. Every other threshold is the document's.
+
+Presets are the default with a few fields changed (:data:`PRESET_CHANGES`). Field roles are field metadata, not
+lists kept by hand: ``per_call`` fields may change per call (:data:`PER_CALL_FIELDS`, ``engine.using``),
+``recorded`` fields decide a result and are written into its provenance (:meth:`ClipSAMConfig.thresholds`).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .clip.text_prompts import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES
 from .config_checks import check_config
 from .errors import ConfigError
 
-PRESETS = ("cpu", "accurate")
+DEFAULT_PRESET = "cpu"
+"""The preset that is the field defaults (no changes): what the CLI and the widget start from."""
+PRESET_CHANGES: dict[str, dict[str, Any]] = {
+    DEFAULT_PRESET: {}, "accurate": {"image_size": 518, "sam_model": "vit_h"}}
+"""Each preset as changes of the default config; ``accurate`` is the method document's (paper's) input size and SAM."""
+PRESETS = tuple(PRESET_CHANGES)
+
+
+def setting(default: Any, *, per_call: bool = False, recorded: bool = False):
+    """A config field with its roles as metadata: ``per_call`` (a call may change it without a new engine: it
+    changes no model or cache key) and ``recorded`` (it decides a result: kept in the result's provenance)."""
+    return field(default=default, metadata={"per_call": per_call, "recorded": recorded})
 
 
 @dataclass
 class ClipSAMConfig:
-    """Settings of the ClipSAM engine. Defaults follow the method document (518 px, SAM vit_h).
+    """Settings of the ClipSAM engine. ``ClipSAMConfig()`` is the one default (336 px, SAM vit_b, the method
+    document's thresholds; the module docstring says why); :meth:`preset` gives the named presets.
 
-    Use :meth:`preset` for the named presets ``"cpu"`` (336 px, SAM vit_b) and ``"accurate"``.
     Every field is checked when the config is built (:func:`~napari_clipsam.config_checks.check_config`): a
     wrong type, an out-of-range value, a template without its ``{}``, an unknown device or ``cuda`` on a machine
     without a GPU raises :class:`~napari_clipsam.errors.ConfigError` naming the field, the value and what is
@@ -36,9 +62,10 @@ class ClipSAMConfig:
     clip_weights: str | None = "openai"
     """open_clip pretrained tag (downloaded once into the cache), a local checkpoint file, or ``"random"``
     (architecture only, benchmarks)."""
-    image_size: int = 518
-    """CLIP input size; images are squashed (not cropped) with bicubic resize to this square."""
-    feature_layers: tuple[int, ...] = (6, 12, 18, 24)
+    image_size: int = setting(336, recorded=True)
+    """CLIP input size; images are squashed (not cropped) with bicubic resize to this square. 336 is ViT-L/14@336's
+    own size; the method document (and the ``accurate`` preset) uses 518 (positional embedding resized at load)."""
+    feature_layers: tuple[int, ...] = setting((6, 12, 18, 24), recorded=True)
     """1-based residual-stream blocks whose patch tokens feed UMCI [choice, as APRIL-GAN/AdaCLIP]."""
     normal_states: tuple[str, ...] = NORMAL_STATES
     abnormal_states: tuple[str, ...] = ABNORMAL_STATES
@@ -53,45 +80,45 @@ class ClipSAMConfig:
     """Attention heads in every UMCI attention [choice]."""
     umci_scale_kernels: tuple[int, ...] = (2, 4)
     """Scale-path average-pooling kernels (stride = kernel) [choice]."""
-    temperature: float = 0.01
+    temperature: float = setting(0.01, recorded=True)
     """Softmax temperature of the patch-text similarity (logits = cos / temperature)."""
-    rough_sigma: float = 0.0
+    rough_sigma: float = setting(0.0, per_call=True, recorded=True)
     """Gaussian smoothing of the rough map in pixels at 518 px (scaled with image size); 0 = off.
     The published-protocol evaluation uses 4."""
 
     # --- MMR (method §3) --------------------------------------------------------------------
-    sam_model: str = "vit_h"
+    sam_model: str = "vit_b"
     """SAM variant: ``vit_b``, ``vit_l`` or ``vit_h`` (Meta's official checkpoints), or ``local-dir:/folder``
     holding ``sam_config.json`` (geometry) and ``sam.pth`` (custom or tiny models)."""
     sam_weights: str | None = None
     """Local SAM checkpoint; ``None`` downloads Meta's official file into the cache once; ``"random"`` builds
     the architecture with random weights (benchmarks only)."""
-    prompt_threshold: float = 0.5
+    prompt_threshold: float = setting(0.5, per_call=True, recorded=True)
     """τ_prompt: the rough map is binarised at this absolute probability (normal images give no prompts)."""
-    opening_size: int = 3
+    opening_size: int = setting(3, per_call=True, recorded=True)
     """Side of the square structuring element of the morphological opening (0 or 1 = none)."""
-    min_component_px: int = 16
-    min_component_frac: float = 0.0002
+    min_component_px: int = setting(16, per_call=True, recorded=True)
+    min_component_frac: float = setting(0.0002, per_call=True, recorded=True)
     """Components smaller than max(min_component_px, min_component_frac × image area) are dropped."""
-    max_components: int = 10
+    max_components: int = setting(10, per_call=True, recorded=True)
     """K: at most this many components (ranked by their peak rough value) become prompts."""
-    box_growth: float = 0.10
+    box_growth: float = setting(0.10, per_call=True, recorded=True)
     """Each component's bounding box grows by this fraction of its size per side (clipped to the image)."""
-    negative_points: bool = False
+    negative_points: bool = setting(False, per_call=True, recorded=True)
     """Add one negative point per component (the lowest rough value inside its grown box, outside it)."""
-    levels: tuple[str, ...] = ("point", "box", "box+point")
+    levels: tuple[str, ...] = setting(("point", "box", "box+point"), per_call=True, recorded=True)
     """Prompt levels sent to SAM, each with multimask output (3 masks per prompt)."""
-    min_predicted_iou: float = 0.5
+    min_predicted_iou: float = setting(0.5, per_call=True, recorded=True)
     """Drop SAM candidates whose predicted IoU is below this."""
-    max_outside_box: float = 0.30
+    max_outside_box: float = setting(0.30, per_call=True, recorded=True)
     """Drop SAM candidates with more than this fraction of their area outside the grown box."""
-    alpha: float = 0.5
+    alpha: float = setting(0.5, per_call=True, recorded=True)
     """Final map = alpha × rough + (1 - alpha) × SAM map."""
-    mask_threshold: float = 0.5
+    mask_threshold: float = setting(0.5, per_call=True, recorded=True)
     """τ_mask: the final mask is final map ≥ this."""
 
     # --- Few-shot normal references (beyond the paper; ``clip/fewshot.py``) ---------------------------------
-    fewshot_weight: float = 0.5
+    fewshot_weight: float = setting(0.5, per_call=True)
     """With normal references set (``engine.set_normal_references``), the rough map is
     (1 - w) × zero-shot map + w × few-shot map, before prompts are extracted; 1.0 = few-shot only, 0.0 = ignore
     the references. 0.5 adds the two with equal weight, as WinCLIP+ and APRIL-GAN's few-shot mode do."""
@@ -108,20 +135,20 @@ class ClipSAMConfig:
     # --- Runtime ------------------------------------------------------------------------------
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
-    dtype: str = "float32"
+    dtype: str = setting("float32", recorded=True)
     """``float32``, or ``bfloat16`` autocast of the torch modules: the GPU option; on CPUs with AMX/AVX512-BF16 it
     also speeds up torch encoders, on older CPUs it is slower (``napari-clipsam bench`` compares). The OpenVINO
     encoders use ``sam_precision`` / ``clip_precision`` instead."""
-    backend: str = "auto"
+    backend: str = setting("auto", recorded=True)
     """Who runs the two encoders (SAM image encoder, CLIP vision tower): ``"torch"``, ``"openvino"`` (on the CPU;
     ``pip install "napari-clipsam[openvino]"``; each encoder is converted once, "preparing the fast CPU model",
     and cached on disk) or ``"auto"``: OpenVINO on the CPU when installed, torch otherwise and on CUDA. See
     :mod:`napari_clipsam.backends`; the README's Performance section has measured speed-ups."""
-    sam_precision: str = "auto"
+    sam_precision: str = setting("auto", recorded=True)
     """SAM image encoder precision under OpenVINO: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bfloat16 where the
     CPU has native bf16, AMX or AVX-512 BF16, detected at run time; float32 elsewhere). SAM masks measured
     IoU ≥ 0.98 against float32. The torch backend uses ``dtype`` instead."""
-    clip_precision: str = "float32"
+    clip_precision: str = setting("float32", recorded=True)
     """CLIP vision tower precision under OpenVINO (same choices as ``sam_precision``), separate because the rough
     map depends on small differences of CLIP features; float32 until bf16 is confirmed on real weights
     (``napari-clipsam eval`` with both)."""
@@ -133,26 +160,27 @@ class ClipSAMConfig:
     embedding_cache_bytes: int = 2 * 1024**3
     """Bound of the on-disk SAM embedding cache (``<cache>/embeddings``; 4 MiB per image, least recently used
     entries go first): reopening an image skips SAM's encoder. 0 disables it."""
-    decoder_batch_size: int | None = None
+    decoder_batch_size: int | None = setting(None, per_call=True)
     """Most prompts per SAM decoder call. None = auto: a whole prompt level in one call on CUDA, chunks of 2 on
     a CPU. SAM's decoder repeats the 64×64 image embedding for every prompt, so on a CPU large batches are
     memory-bound and slower per prompt than small ones (see ``napari-clipsam bench``); results are identical."""
-    embed_without_prompts: bool = True
+    embed_without_prompts: bool = setting(True, per_call=True)
     """Compute SAM's image embedding even when the rough map yields no prompts, so that later ``refine``
     calls (a user adding points) never run an encoder. Batch evaluation can set False to skip SAM's encoder
     on images CLIP finds normal."""
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> ClipSAMConfig:
-        """A named preset: ``"cpu"`` (336 px, SAM vit_b) or ``"accurate"`` (518 px, SAM vit_h)."""
-        if name == "cpu":
-            base = dict(image_size=336, sam_model="vit_b")
-        elif name == "accurate":
-            base = dict(image_size=518, sam_model="vit_h")
-        else:
+    def preset(cls, name: str = DEFAULT_PRESET, **overrides: Any) -> ClipSAMConfig:
+        """A named preset (:data:`PRESETS`): the default config with :data:`PRESET_CHANGES` ``[name]``, then
+        ``overrides``. ``"cpu"`` is the default itself; ``"accurate"`` is 518 px + SAM vit_h (the paper's)."""
+        if name not in PRESET_CHANGES:
             raise ConfigError(f"Unknown preset {name!r}; choose one of {PRESETS}.")
-        base.update(overrides)
-        return cls(**base)
+        return cls().replace(**{**PRESET_CHANGES[name], **overrides})
+
+    @classmethod
+    def fields_where(cls, role: str) -> tuple[str, ...]:
+        """Names of the fields whose metadata sets ``role`` (``"per_call"`` or ``"recorded"``), in field order."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(role))
 
     def replace(self, **changes: Any) -> ClipSAMConfig:
         """A copy with some fields changed (validated)."""
@@ -188,12 +216,22 @@ class ClipSAMConfig:
         return cls(**data)
 
     def thresholds(self) -> dict[str, Any]:
-        """The method settings that decide a result, recorded in every result's provenance."""
-        keep = ("image_size", "feature_layers", "temperature", "rough_sigma", "prompt_threshold", "opening_size",
-                "min_component_px", "min_component_frac", "max_components", "box_growth", "negative_points",
-                "levels", "min_predicted_iou", "max_outside_box", "alpha", "mask_threshold", "dtype", "backend",
-                "sam_precision", "clip_precision")
+        """The method settings that decide a result (fields marked ``recorded``), recorded in every result's
+        provenance."""
         d = self.to_dict()
-        return {k: d[k] for k in keep}
+        return {k: d[k] for k in RECORDED_FIELDS}
 
 
+PER_CALL_FIELDS = ClipSAMConfig.fields_where("per_call")
+"""Settings a call may change (``ClipSAM.using``, ``settings=``): they change no model or cache key."""
+RECORDED_FIELDS = ClipSAMConfig.fields_where("recorded")
+"""Settings that decide a result, recorded in its provenance (:meth:`ClipSAMConfig.thresholds`)."""
+
+
+def preset_help() -> str:
+    """What each preset runs, for help texts and tooltips, e.g. ``"cpu: CLIP at 336 px + SAM vit_b (default);
+    accurate: CLIP at 518 px + SAM vit_h"``."""
+    def one(name: str) -> str:
+        cfg = ClipSAMConfig.preset(name)
+        return f"{name}: CLIP at {cfg.image_size} px + SAM {cfg.sam_model}{' (default)' * (name == DEFAULT_PRESET)}"
+    return "; ".join(one(name) for name in PRESETS)

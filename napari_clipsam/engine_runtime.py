@@ -1,13 +1,21 @@
-"""The engine's runtime plumbing (no method here): device choice, the per-image cache, the stamp of a
-SAM's embeddings, and tensor helpers for batches of per-layer features."""
+"""The engine's runtime plumbing (no method here): device choice, the engine's identity and how its config meets
+the models it was given, the per-image cache, the stamp of a SAM's embeddings, and tensor helpers for batches
+of per-layer features."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
+import warnings
 from collections import OrderedDict
 from typing import Any
 
 import torch
+
+from .errors import ConfigError
+
+MODEL_FIXED_FIELDS = ("image_size", "feature_layers")
+"""Config fields the models themselves fix: CLIP's input size and a UMCI head's feature layers."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -15,6 +23,59 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def complete_identity(identity: dict[str, Any] | None, clip_model, sam_model, umci) -> dict[str, Any]:
+    """The engine's model identity (recorded in provenance, part of cache keys): ``identity`` as given, with only
+    what it lacks filled in. Weights given no identity (models built in memory) get a content fingerprint
+    (:func:`~napari_clipsam.clip.text_encoder.weights_fingerprint`, computed on the model's device); weights
+    the loader identified (a file's SHA-256, an official checkpoint, a tag, ``random``) are never hashed again."""
+    from .clip.text_encoder import weights_fingerprint
+
+    out = dict(identity or {})
+    out.setdefault("clip_model", type(clip_model).__name__)
+    out.setdefault("sam_model", "custom")
+    for key, module in (("clip_weights", clip_model), ("sam_weights", sam_model), ("umci_weights", umci)):
+        if key not in out:
+            out[key] = None if module is None else "fingerprint:" + weights_fingerprint(module)
+    return out
+
+
+def fit_config_to_models(config, model_values: dict[str, Any]):
+    """``(config, replaced)``: ``config`` made to agree with what the models fix (:data:`MODEL_FIXED_FIELDS`,
+    ``model_values``: field → the models' value, e.g. ``{"image_size": 224, "feature_layers": (3, 6, 9, 12)}``).
+
+    A field at the default config's value was not chosen: it is replaced by the models' value, with a
+    ``UserWarning``, and ``replaced`` (field → ``{"config": old, "model": new}``) is recorded in every result's
+    provenance (``config_replaced``). A field set to anything else that contradicts the models raises
+    :class:`~napari_clipsam.errors.ConfigError`: the caller asked for a value these models cannot give. (A value
+    equal to the default counts as not chosen: a config cannot tell an explicit default from an implicit one.)
+    """
+    defaults = type(config)()
+    replaced: dict[str, dict[str, Any]] = {}
+    for name, model_value in model_values.items():
+        value = getattr(config, name)
+        if value == model_value:
+            continue
+        if value != getattr(defaults, name):
+            raise ConfigError(
+                f"ClipSAMConfig.{name} = {value!r} contradicts the models given: they fix it to {model_value!r} "
+                f"({_WHY[name]}). Set {name}={model_value!r}, leave it at its default to follow the models, or give "
+                "models built for it.")
+        replaced[name] = {"config": _plain(value), "model": _plain(model_value)}
+    if replaced:
+        warnings.warn("The engine's config was changed to fit its models: " + "; ".join(
+            f"{k} {v['config']} → {v['model']} ({_WHY[k]})" for k, v in replaced.items())
+            + ". Recorded in each result's provenance as config_replaced.", UserWarning, stacklevel=3)
+        config = dataclasses.replace(config, **{k: model_values[k] for k in replaced})
+    return config, replaced
+
+
+_WHY = {"image_size": "the CLIP model's input size", "feature_layers": "the layers the UMCI head was built for"}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 def nbytes(value) -> int:

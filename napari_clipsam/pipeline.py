@@ -27,27 +27,23 @@ import torch  # noqa: E402
 from . import __version__  # noqa: E402
 from .clip.references import ReferenceSets, bank_from_images  # noqa: E402
 from .clip.rough_map import anomaly_from_logits, to_image_resolution, training_free_logits
-from .clip.text_encoder import TextEmbeddingCache, weights_fingerprint
+from .clip.text_encoder import TextEmbeddingCache
 from .clip.text_prompts import clean_object_name
 from .clip.umci import UMCI
 from .clip.vision import ClipVision
-from .config import ClipSAMConfig
+from .config import PER_CALL_FIELDS, ClipSAMConfig
 from .errors import EngineMismatchError, InvalidInputError
 from .image_input import image_key, normalise_image
 from .mmr.levels import refine_from_prompts
 from .mmr.prompts import group_user_prompts, prompts_from_map
 from .mmr.embedding_store import EmbeddingStore
 from .mmr.sam_decoder import SamEmbedding, SamRunner
-from .engine_runtime import EngineCache, on_cpu, resolve_device, sam_identity, stack, take, transformer_blocks  # noqa: E402
+from .engine_runtime import (EngineCache, complete_identity, fit_config_to_models, on_cpu,  # noqa: E402
+                             resolve_device, sam_identity, stack, take, transformer_blocks)
 from .result import ClipSAMResult  # noqa: E402
 from .stages import STAGES, Stepper  # noqa: E402,F401  (STAGES re-exported: the order stages are reported in)
 
 log = logging.getLogger(__name__)
-PER_CALL_FIELDS = ("prompt_threshold", "mask_threshold", "alpha", "opening_size", "min_component_px",
-                   "min_component_frac", "max_components", "box_growth", "negative_points", "levels",
-                   "min_predicted_iou", "max_outside_box", "rough_sigma", "embed_without_prompts",
-                   "decoder_batch_size", "fewshot_weight")
-"""Settings a call may change (:meth:`ClipSAM.using`, ``settings=``): they change no model or cache key."""
 Progress = Callable[[str, float], None]
 
 
@@ -58,31 +54,31 @@ class ClipSAM:
     bytes (``config.cache_bytes``), keyed by the normalised image's content; SAM embeddings also on disk
     (``embedding_cache_bytes``); text embeddings by (model, weights, object name, prompt set), in memory and on
     disk. Results hold none of it.
+
+    The models fix ``image_size`` (CLIP's input) and, with a UMCI head, ``feature_layers``: a config left at the
+    default value is changed to the models' with a warning and ``config_replaced`` in every result's provenance;
+    a config that asks for another value raises :class:`~napari_clipsam.errors.ConfigError`
+    (:func:`~napari_clipsam.engine_runtime.fit_config_to_models`). ``identity`` (what the loader knows: file
+    hashes, tags) is used as given; only weights it does not name are fingerprinted
+    (:func:`~napari_clipsam.engine_runtime.complete_identity`).
     """
 
     def __init__(self, clip_model, tokenizer, sam_model, umci: UMCI | None = None,
                  config: ClipSAMConfig | None = None, *, identity: dict[str, Any] | None = None):
         self._local = threading.local()  # per-call settings of the calling thread (see `using`)
-        self._config = (config or ClipSAMConfig()).validated()
-        self.device = resolve_device(self.config.device)
+        config = (config or ClipSAMConfig()).validated()
+        self.device = resolve_device(config.device)
         self.clip_model = clip_model.to(self.device).eval().requires_grad_(False)
         self.vision = ClipVision(self.clip_model)
-        if self.vision.image_size != self.config.image_size:
-            log.info("CLIP model input is %d px; using it instead of config.image_size=%d",
-                     self.vision.image_size, self.config.image_size)
-            self._config = self._config.replace(image_size=self.vision.image_size)
         self.sam = SamRunner(sam_model.to(self.device).eval().requires_grad_(False))
         self.umci = umci.to(self.device).eval() if umci is not None else None
         if self.umci is not None:
             self.vision.check_layers(self.umci.layers)
-            if tuple(self.umci.layers) != tuple(self.config.feature_layers):
-                self._config = self._config.replace(feature_layers=tuple(self.umci.layers))
-        self.identity = dict(identity or {})
-        self.identity.setdefault("clip_model", type(clip_model).__name__)
-        self.identity.setdefault("clip_weights", "fingerprint:" + weights_fingerprint(clip_model))
-        self.identity.setdefault("sam_model", "custom")
-        self.identity.setdefault("sam_weights", "fingerprint:" + weights_fingerprint(sam_model))
-        self.identity.setdefault("umci_weights", None if umci is None else "fingerprint:" + weights_fingerprint(umci))
+        fixed = {"image_size": self.vision.image_size, **({} if umci is None else {"feature_layers": umci.layers})}
+        self._config, replaced = fit_config_to_models(config, fixed)
+        self.identity = complete_identity(identity, clip_model, sam_model, umci)  # hashes only unnamed weights
+        if replaced:
+            self.identity["config_replaced"] = replaced
         from .backends import attach_backend
 
         self.backend = attach_backend(self)  # the encoders' runner (torch or OpenVINO), see napari_clipsam.backends
@@ -134,13 +130,15 @@ class ClipSAM:
                     config: ClipSAMConfig | None = None) -> ClipSAM:
         """Build from modules already built (small test models, custom checkpoints).
 
-        Without a config, the feature layers default to four evenly spaced blocks of this CLIP.
+        Without a config, the image size is this CLIP's and the feature layers the UMCI head's or four evenly
+        spaced blocks of this CLIP.
         """
         if config is None:
             depth = len(clip_model.visual.transformer.resblocks)
             layers = tuple(umci.layers) if umci is not None else tuple(
                 sorted({max(1, round(depth * q / 4)) for q in (1, 2, 3, 4)}))
-            config = ClipSAMConfig(feature_layers=layers, device="cpu" if on_cpu(clip_model) else "auto")
+            config = ClipSAMConfig(image_size=ClipVision(clip_model).image_size, feature_layers=layers,
+                                   device="cpu" if on_cpu(clip_model) else "auto")
         return cls(clip_model, tokenizer, sam_model, umci, config)
 
     @classmethod
@@ -157,7 +155,7 @@ class ClipSAM:
         """
         from .weights.engine_loading import load_models
 
-        config = (config or ClipSAMConfig.preset("cpu")).validated()
+        config = (config or ClipSAMConfig()).validated()
         device = resolve_device(config.device)
         clip_model, tokenizer, sam_model, umci, config, identity = load_models(config, progress, cancelled)
         engine = cls(clip_model.to(device), tokenizer, sam_model.to(device), umci, config, identity=identity)
@@ -472,5 +470,5 @@ class ClipSAM:
 
 
 ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "umci_weights", "umci_usage_mismatch",
-                        "prompt_set")
+                        "prompt_set", "config_replaced")
 """Provenance keys that describe how a result's rough map was made; :meth:`ClipSAM.refine` keeps them."""

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..config import DEFAULT_PRESET, PRESETS, preset_help
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -15,7 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "times, the fast-path comparisons (each measured side by side in this run), peak memory, the "
                     "CPU's features, and the encoder backends and precisions side by side (speed and fidelity "
                     "against torch fp32).")
-    p.add_argument("--preset", choices=("cpu", "accurate"), default="cpu")
+    p.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=preset_help())
     p.add_argument("--random-weights", action="store_true", help="random weights: no download needed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")

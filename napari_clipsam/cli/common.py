@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..config import PRESETS
+from ..config import DEFAULT_PRESET, PRESETS, preset_help
 from ..errors import InvalidInputError, require_file
 from ..strict_json import json_safe  # noqa: F401 (used by the subcommands)
 
@@ -50,8 +50,7 @@ def add_dataset_options(parser: argparse.ArgumentParser, verb: str) -> None:
 def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sam: bool = True) -> None:
     """The model options: preset, config file, device, dtype, CLIP, SAM and UMCI weights."""
     g = parser.add_argument_group("engine")
-    g.add_argument("--preset", choices=PRESETS, default="cpu",
-                   help="cpu: CLIP at 336 px + SAM vit_b (default); accurate: 518 px + SAM vit_h")
+    g.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=preset_help())
     g.add_argument("--config", type=Path, metavar="JSON",
                    help="ClipSAMConfig fields as JSON (e.g. prompt lists, thresholds); applied over the preset, "
                         "the flags below override it")
@@ -90,8 +89,8 @@ def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sa
 def engine_config(args: argparse.Namespace, **overrides):
     """The :class:`~napari_clipsam.config.ClipSAMConfig` the options describe (validated).
 
-    Order: preset, then ``--config`` JSON, then flags, then ``overrides``. With ``--umci`` and no
-    ``--image-size``, the checkpoint's training size is used.
+    Order: preset, then ``--config`` JSON, then flags, then ``overrides``. With ``--umci``, the checkpoint's
+    feature layers are used, and its training size when ``--image-size`` is not given.
     """
     from ..config import ClipSAMConfig
 
@@ -112,11 +111,12 @@ def engine_config(args: argparse.Namespace, **overrides):
     changes = {field: getattr(args, opt) for opt, field in flags.items() if getattr(args, opt, None) is not None}
     umci = getattr(args, "umci", None)
     if umci is not None:
-        changes["umci_weights"] = str(Path(umci).expanduser())
-        if getattr(args, "image_size", None) is None:
-            from ..weights.umci_checkpoint import read_umci
+        from ..weights.umci_checkpoint import read_umci
 
-            changes["image_size"] = int(read_umci(umci)["image_size"])
+        ckpt = read_umci(umci)
+        changes.update(umci_weights=str(Path(umci).expanduser()), feature_layers=tuple(ckpt["hparams"]["layers"]))
+        if getattr(args, "image_size", None) is None:
+            changes["image_size"] = int(ckpt["image_size"])
     changes.update(overrides)
     cfg = cfg.replace(**changes)
     if cfg.sam_model.startswith("local-dir:") and changes.get("sam_weights") not in (None, "random"):

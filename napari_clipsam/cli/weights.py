@@ -16,7 +16,18 @@ from .common import EXIT_FAILED, EXIT_OK, StageBars, note
 SAM_NAMES = ("vit_b", "vit_l", "vit_h")
 CLIP = "clip"
 NAMES = (CLIP, *SAM_NAMES)
-PRESET_USE = {"clip": "cpu, accurate", "vit_b": "cpu", "vit_l": "-", "vit_h": "accurate"}
+
+
+def _preset_use() -> dict[str, str]:
+    """Weights name → the presets that use it (``"-"`` for none), from the presets themselves."""
+    from ..config import PRESETS, ClipSAMConfig
+
+    configs = {name: ClipSAMConfig.preset(name) for name in PRESETS}
+    default = ClipSAMConfig()
+    use = {CLIP: [p for p, c in configs.items() if (c.clip_model, c.clip_weights) == (default.clip_model,
+                                                                                       default.clip_weights)]}
+    use.update({sam: [p for p, c in configs.items() if c.sam_model == sam] for sam in SAM_NAMES})
+    return {name: ", ".join(presets) or "-" for name, presets in use.items()}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -91,13 +102,14 @@ def run_list(args) -> int:
     print(f"cache folder: {cache_dir()} (set {CACHE_ENV} to move it)")
     print(f"{'name':<6} {'presets':<15} {'size':>9} {'status':<10} path / source")
     model, tag, spec = _clip_spec()
+    use = _preset_use()
     cached = clip_cached(spec)
-    print(f"{CLIP:<6} {PRESET_USE[CLIP]:<15} {'~0.9 GB':>9} {'present' if cached else 'absent':<10} "
+    print(f"{CLIP:<6} {use[CLIP]:<15} {'~0.9 GB':>9} {'present' if cached else 'absent':<10} "
           f"{cached or clip_folder()}  ({model} '{tag}', {spec.get('url')})")
     for name, s in SAM_CHECKPOINTS.items():
         path = sam_folder() / s.filename
         size = f"{s.size / 1e9:.2f} GB"
-        print(f"{name:<6} {PRESET_USE.get(name, '-'):<15} {size:>9} {_status(path, s.size):<10} {path}  ({s.url}, "
+        print(f"{name:<6} {use[name]:<15} {size:>9} {_status(path, s.size):<10} {path}  ({s.url}, "
               f"sha256 {s.sha256[:12]}…)")
     return EXIT_OK
 

@@ -14,8 +14,11 @@ from ..errors import Cancelled
 
 def load_models(config, progress: Callable[[str, float], None] | None = None,
                 cancelled: Callable[[], bool] | None = None):
-    """``(clip_model, tokenizer, sam_model, umci or None, config, identity)``, the models on the CPU; ``config``
-    comes back with the UMCI checkpoint's feature layers when one is given."""
+    """``(clip_model, tokenizer, sam_model, umci or None, config, identity)``, the models on the CPU.
+
+    ``identity`` names every model's weights (a tag, ``random``, or the SHA-256 of the file read), so the engine
+    never hashes tensors for them. A UMCI checkpoint's feature layers are the UMCI model's: the engine fits
+    ``config.feature_layers`` to them (:func:`~napari_clipsam.engine_runtime.fit_config_to_models`)."""
     from .loaders import fetch_all, load_clip, load_sam
     from .umci_checkpoint import check_compatible, read_umci, usage_mismatches
 
@@ -43,7 +46,6 @@ def load_models(config, progress: Callable[[str, float], None] | None = None,
                                  else clip_model.text_projection.out_features))
         umci = UMCI(h["in_dim"], h["dim"], tuple(h["layers"]), h["heads"], tuple(h["kernels"]), h["temperature"])
         umci.load_state_dict(ckpt["state_dict"])
-        config = config.replace(feature_layers=tuple(h["layers"]))
         umci_id = file_id(config.umci_weights)
         mismatches = usage_mismatches(ckpt, config)
         if mismatches:

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..config import PRESETS
+from ..config import PRESETS, preset_help
 from ..export import FORMATS
 from .settings import BACKENDS, DEVICES
 
@@ -35,8 +35,8 @@ TOOLTIPS = {
     "all_frames": "For an N×H×W(×C) stack: segment every frame (checked) or only the frame shown now.",
     "object_name": "What the image shows, in a few words (e.g. 'metal plate', 'pcb'). CLIP compares image "
                    "patches with 'a photo of a damaged <object>' and similar prompts.",
-    "preset": "cpu: CLIP ViT-L/14 at 336 px + SAM ViT-B (faster). accurate: 518 px + SAM ViT-H (slow on a CPU). "
-              "Weights are downloaded once. Changing it rebuilds the engine on the next Run.",
+    "preset": preset_help() + ". The default suits a CPU; the others are slow "
+              "there. Weights are downloaded once. Changing it rebuilds the engine on the next Run.",
     "umci": "Optional trained UMCI checkpoint (.pt). Empty: the training-free rough map (lower quality). "
             "Changing it rebuilds the engine on the next Run.",
     "umci_browse": "Choose a UMCI checkpoint file.",

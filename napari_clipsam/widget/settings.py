@@ -13,10 +13,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import PRESETS
+from ..config import DEFAULT_PRESET, PRESETS, ClipSAMConfig
 from ..export import FORMATS
 
 log = logging.getLogger(__name__)
+DEFAULTS = ClipSAMConfig()  # the one default config (napari_clipsam.config): the thresholds start from it
 FILE_NAME = "widget.json"
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "openvino")
@@ -34,18 +35,18 @@ def settings_path() -> Path:
 
 @dataclass
 class WidgetSettings:
-    """Everything the widget remembers between sessions (thresholds default to the method's defaults)."""
+    """Everything the widget remembers between sessions (preset and thresholds: the default config's)."""
 
     object_name: str = "object"
-    preset: str = "cpu"
+    preset: str = DEFAULT_PRESET
     umci_weights: str = ""
     clip_weights: str = ""
     sam_weights: str = ""
     device: str = "auto"
     backend: str = "auto"
-    prompt_threshold: float = 0.5
-    mask_threshold: float = 0.5
-    alpha: float = 0.5
+    prompt_threshold: float = DEFAULTS.prompt_threshold
+    mask_threshold: float = DEFAULTS.mask_threshold
+    alpha: float = DEFAULTS.alpha
     all_frames: bool = False
     classes: list[str] = field(default_factory=lambda: ["defect"])
     export_dir: str = ""

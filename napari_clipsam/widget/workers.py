@@ -17,6 +17,7 @@ from typing import Any
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
+from ..config import ClipSAMConfig
 from ..heavy_imports import prepare_heavy_imports
 
 log = logging.getLogger(__name__)
@@ -196,13 +197,13 @@ def why_nothing(results) -> str:
     """Why a run found no instance, with a τ_prompt to try taken from the rough maps' range."""
     results = list(results)
     peak = max(float(r.rough_map.max()) for r in results)
-    thresholds = results[0].provenance.get("thresholds", {})
-    tau = float(thresholds.get("prompt_threshold", 0.5))
+    thresholds = {**ClipSAMConfig().thresholds(), **results[0].provenance.get("thresholds", {})}
+    tau = float(thresholds["prompt_threshold"])
     if all(len(r.boxes) == 0 for r in results) and peak < tau:
         low = float(min(r.rough_map.min() for r in results))
         suggest = max(low, round(low + 0.9 * (peak - low), 3))
         return (f"No defect region: the rough map stayed below τ_prompt {tau:.3f} (its range is {low:.3f}–{peak:.3f})."
                 f" Lower τ_prompt (e.g. to {suggest:.3f}) or click points on the defect.")
-    tau_mask = float(thresholds.get("mask_threshold", 0.5))
+    tau_mask = float(thresholds["mask_threshold"])
     return (f"Prompts were found but no pixel of the final map reached τ_mask {tau_mask:.3f}: lower τ_mask or α, "
             "or correct the prompts.")
