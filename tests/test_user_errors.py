@@ -22,7 +22,7 @@ from napari_clipsam.config import ClipSAMConfig
 from napari_clipsam.errors import (ClipSAMUserError, ConfigError, DownloadError, InputFileError, PathKindError,
                                    WeightsUnavailableError)
 from napari_clipsam.export import MAX_STEM_BYTES, export_pseudo_labels, safe_stem
-from napari_clipsam.export.atomic import ExportError
+from napari_clipsam.errors import ExportError
 
 # ------------------------------------------------------------------------------------------ ClipSAMConfig
 BAD_FIELDS = [
@@ -215,7 +215,7 @@ def test_local_dir_sam_files_name_the_problem(tmp_path, cfg_text, sam_bytes, exp
 
 
 def test_folders_where_files_are_expected(tmp_path):
-    from napari_clipsam.qa.session import read_image
+    from napari_clipsam.io.images import read_image
     from napari_clipsam.weights.loaders import load_sam
 
     with pytest.raises(PathKindError, match="is a folder"):
@@ -331,7 +331,7 @@ def test_dropped_download_names_the_url_and_what_to_do(tmp_path, exc):
 def test_failed_rollback_is_logged_and_reported(tmp_path, monkeypatch, caplog):
     """When undoing a half-done export fails too, the user is told which file is not restored (and where its
     old content is), and the failure is logged with its traceback instead of being passed over."""
-    from napari_clipsam.export import atomic
+    from napari_clipsam.io import atomic
 
     (tmp_path / "a.txt").write_text("old a")
     real_replace = os.replace
@@ -344,7 +344,7 @@ def test_failed_rollback_is_logged_and_reported(tmp_path, monkeypatch, caplog):
         return real_replace(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", replace)
-    with caplog.at_level(logging.ERROR, logger="napari_clipsam.export.atomic"), \
+    with caplog.at_level(logging.ERROR, logger="napari_clipsam.io.atomic"), \
             pytest.raises(ExportError) as info, atomic.AtomicBatch() as batch:
         batch.stage(tmp_path / "a.txt", b"new a")
         batch.stage(tmp_path / "b.txt", b"new b")
