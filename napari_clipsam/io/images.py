@@ -86,9 +86,9 @@ def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -
 
     Gray is repeated to 3 channels, alpha is dropped (RGBA, and gray + alpha), uint8 is kept as is; any other
     dtype is rescaled to 0–255 with ``contrast_limits`` (e.g. a napari layer's: two finite numbers, low ≤ high,
-    checked even for uint8) or the 0.5/99.5 percentiles of its finite values. NaN pixels become black and are marked invalid
-    (treated as background downstream); +inf pixels become white and -inf black. Floats of any magnitude
-    (up to ±1.8e308, float64's range) are rescaled in float64 without overflow; float16/32 are exact there.
+    checked even for uint8) or the 0.5/99.5 percentiles of its finite values. NaN pixels become black and are
+    marked invalid (treated as background downstream); +inf pixels become white and -inf black. Floats of any
+    magnitude (up to ±1.8e308, float64's range) are rescaled in float64 without overflow; float16/32 are exact.
 
     Returns:
         rgb: (H, W, 3) uint8; valid: (H, W) bool, False where any channel was NaN.
