@@ -148,10 +148,11 @@ class _Transfer:
         import pooch
 
         self.total = self.received = 0
-        if urllib.parse.urlparse(url).scheme == "file":
-            self._copy(Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path)), output_file)
+        parts = urllib.parse.urlparse(url)
+        scheme = parts.scheme
+        if scheme == "file":
+            self._copy(Path(urllib.request.url2pathname(parts.path)), output_file)
         else:
-            scheme = urllib.parse.urlparse(url).scheme
             if scheme in ("http", "https"):
                 downloader = pooch.HTTPDownloader(progressbar=self, chunk_size=CHUNK, timeout=TIMEOUT)
             elif scheme in ("ftp", "sftp", "doi"):
