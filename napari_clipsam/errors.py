@@ -15,6 +15,7 @@ prints such an error as one line and exits with code 2; any other exception is a
     │   ├── MissingFileError (FileNotFoundError)
     │   ├── OutputExistsError (FileExistsError)  an output that would be overwritten without the overwrite option
     │   └── PathKindError (IsADirectoryError, NotADirectoryError)   a folder given for a file, or back
+    ├── ExportError (RuntimeError)              labels that cannot be exported, or output files that cannot be written
     ├── WeightsUnavailableError (RuntimeError)  model weights that cannot be found, downloaded or verified
     │   └── DownloadError                       a download that failed (names the URL and how to place the file)
     └── TrainingDivergedError (FloatingPointError)
@@ -56,6 +57,14 @@ class OutputExistsError(InputFileError, FileExistsError):
 
 class PathKindError(InputFileError, IsADirectoryError, NotADirectoryError):
     """A folder was given where a file is expected, or a file where a folder is expected."""
+
+
+class ExportError(ClipSAMUserError, RuntimeError):
+    """An export could not be done; the message says which input or file and why.
+
+    Raised before anything is written when the input is invalid, or after rolling back when a
+    file could not be written (:class:`~napari_clipsam.io.atomic.AtomicBatch`).
+    """
 
 
 class WeightsUnavailableError(ClipSAMUserError, RuntimeError):

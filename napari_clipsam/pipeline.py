@@ -33,7 +33,7 @@ from .clip.umci import UMCI
 from .clip.vision import ClipVision
 from .config import PER_CALL_FIELDS, ClipSAMConfig
 from .errors import EngineMismatchError, InvalidInputError
-from .image_input import image_key, normalise_image
+from .io.images import image_key, normalise_image
 from .mmr.levels import refine_from_prompts
 from .mmr.prompts import group_user_prompts, prompts_from_map
 from .mmr.embedding_store import EmbeddingStore

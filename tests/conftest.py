@@ -59,3 +59,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _no_download_retries(monkeypatch):
+    """A failing download fails at once (pooch would wait 1 s, 2 s between retries); tests of retries set it."""
+    from napari_clipsam.weights import download
+
+    monkeypatch.setattr(download, "RETRIES", 0)

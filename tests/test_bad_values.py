@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from napari_clipsam.errors import EngineMismatchError, InvalidInputError
-from napari_clipsam.image_input import normalise_image
+from napari_clipsam.io.images import normalise_image
 from napari_clipsam.testing import tiny_engine
 
 RNG = np.random.default_rng(5)

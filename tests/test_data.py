@@ -299,12 +299,12 @@ def test_load_image_gray_rgba_and_16_bit(tmp_path):
     assert flat[500] == round((1500 - lo) * 255 / (hi - lo))
     assert np.all(np.diff(flat[1:].astype(int)) >= 0)
 
-    rgb16 = np.zeros((4, 4, 3), np.uint16)
+    rgb16 = np.zeros((8, 8, 3), np.uint16)
     rgb16[..., 0] = 4000
-    rgb16[..., 2] = np.arange(16).reshape(4, 4) * 1000
+    rgb16[..., 2] = np.arange(64).reshape(8, 8) * 1000
     tifffile.imwrite(tmp_path / "rgb16.tif", rgb16, photometric="rgb")
     out = load_image(tmp_path / "rgb16.tif")
-    assert out.shape == (4, 4, 3) and out.dtype == np.uint8
+    assert out.shape == (8, 8, 3) and out.dtype == np.uint8
     assert out[0, 0, 2] == 0 and out[-1, -1, 2] == 255 and out[0, 0, 1] == 0
 
 

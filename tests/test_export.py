@@ -25,7 +25,8 @@ from napari_clipsam.export import (
     read_mvtec_mask,
     read_yolo_labels,
 )
-from napari_clipsam.export import atomic, dataset_split
+from napari_clipsam.export import dataset_split
+from napari_clipsam.io import atomic
 from napari_clipsam.export.locking import LOCK_NAME
 
 SHAPE = (64, 80)

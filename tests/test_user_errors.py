@@ -4,7 +4,6 @@ loading any model while bugs keep their traceback (exit 1), and damaged or mispl
 from __future__ import annotations
 
 import contextlib
-import http.client
 import io
 import json
 import logging
@@ -19,10 +18,9 @@ import torch
 from napari_clipsam.testing import run_cli
 from napari_clipsam.cli.common import run_guarded
 from napari_clipsam.config import ClipSAMConfig
-from napari_clipsam.errors import (ClipSAMUserError, ConfigError, DownloadError, InputFileError, PathKindError,
+from napari_clipsam.errors import (ClipSAMUserError, ConfigError, ExportError, InputFileError, PathKindError,
                                    WeightsUnavailableError)
 from napari_clipsam.export import MAX_STEM_BYTES, export_pseudo_labels, safe_stem
-from napari_clipsam.export.atomic import ExportError
 
 # ------------------------------------------------------------------------------------------ ClipSAMConfig
 BAD_FIELDS = [
@@ -215,7 +213,7 @@ def test_local_dir_sam_files_name_the_problem(tmp_path, cfg_text, sam_bytes, exp
 
 
 def test_folders_where_files_are_expected(tmp_path):
-    from napari_clipsam.qa.session import read_image
+    from napari_clipsam.io.images import read_image
     from napari_clipsam.weights.loaders import load_sam
 
     with pytest.raises(PathKindError, match="is a folder"):
@@ -292,46 +290,10 @@ def test_coco_entries_without_id_are_named(tmp_path):
     assert path.read_bytes() == before
 
 
-class _Broken:
-    """A response whose connection drops after the first chunk (as urllib reports it)."""
-
-    headers = {"Content-Length": str(3 << 20)}
-
-    def __init__(self, exc):
-        self.exc, self.calls = exc, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def read(self, n):
-        self.calls += 1
-        if self.calls == 1:
-            return b"x" * n
-        raise self.exc
-
-
-@pytest.mark.parametrize("exc", [http.client.IncompleteRead(b"x" * 10, 100), ConnectionResetError(104, "reset"),
-                                 TimeoutError("The read operation timed out")], ids=["incomplete", "reset", "timeout"])
-def test_dropped_download_names_the_url_and_what_to_do(tmp_path, exc):
-    from napari_clipsam.weights.download import fetch
-    from napari_clipsam.weights.registry import SAM_CHECKPOINTS
-
-    spec = SAM_CHECKPOINTS["vit_b"]
-    with pytest.raises(DownloadError) as info:
-        fetch(spec, tmp_path, opener=lambda url, timeout: _Broken(exc))
-    msg = str(info.value)
-    assert spec.url in msg and "failed after 1048576 of 3145728 bytes" in msg and "run again" in msg
-    assert type(exc).__name__ in msg and spec.sha256 in msg
-    assert not [p for p in tmp_path.iterdir() if p.suffix != ".lock"]  # the partial file is gone (the lock stays)
-
-
 def test_failed_rollback_is_logged_and_reported(tmp_path, monkeypatch, caplog):
     """When undoing a half-done export fails too, the user is told which file is not restored (and where its
     old content is), and the failure is logged with its traceback instead of being passed over."""
-    from napari_clipsam.export import atomic
+    from napari_clipsam.io import atomic
 
     (tmp_path / "a.txt").write_text("old a")
     real_replace = os.replace
@@ -344,7 +306,7 @@ def test_failed_rollback_is_logged_and_reported(tmp_path, monkeypatch, caplog):
         return real_replace(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", replace)
-    with caplog.at_level(logging.ERROR, logger="napari_clipsam.export.atomic"), \
+    with caplog.at_level(logging.ERROR, logger="napari_clipsam.io.atomic"), \
             pytest.raises(ExportError) as info, atomic.AtomicBatch() as batch:
         batch.stage(tmp_path / "a.txt", b"new a")
         batch.stage(tmp_path / "b.txt", b"new b")

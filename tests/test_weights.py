@@ -1,5 +1,4 @@
 """Loading real weights through the product's code paths, with tiny local files (no network)."""
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -9,8 +8,7 @@ import torch
 
 from napari_clipsam import ClipSAM, ClipSAMConfig, IncompatibleCheckpointError, WeightsUnavailableError
 from napari_clipsam.testing import make_tiny_sam, tiny_config
-from napari_clipsam.weights.download import fetch, verify
-from napari_clipsam.weights.registry import SAM_CHECKPOINTS, WeightsFile, cache_dir
+from napari_clipsam.weights.registry import cache_dir
 
 
 def test_from_config_loads_local_tiny_models(tmp_path, rgb):
@@ -53,59 +51,6 @@ def test_from_config_with_umci_checkpoint_and_incompatible_clip(tmp_path, rgb):
     shutil.move(cfg.clip_model.split(":", 1)[1], moved)
     again = ClipSAM.from_config(cfg.replace(clip_model=f"local-dir:{moved}", umci_weights=str(path)))
     assert again.identity["clip_model"] == engine.identity["clip_model"] and again.mode == "umci"
-
-
-def _fake_spec(tmp_path, payload: bytes, sha: str | None = None) -> WeightsFile:
-    src = tmp_path / "server" / "sam_tiny.pth"
-    src.parent.mkdir(parents=True, exist_ok=True)
-    src.write_bytes(payload)
-    return WeightsFile("SAM tiny", "sam_tiny.pth", src.as_uri(), sha or hashlib.sha256(payload).hexdigest(),
-                       len(payload))
-
-
-def test_download_verifies_reports_progress_and_is_atomic(tmp_path):
-    spec = _fake_spec(tmp_path, b"x" * (3 << 20))
-    seen = []
-    path = fetch(spec, tmp_path / "cache", progress=lambda s, f: seen.append(f))
-    assert path.read_bytes() == b"x" * (3 << 20) and seen[-1] == 1.0 and len(seen) >= 3
-    # no temp file left (the download lock file stays, as filelock leaves it)
-    assert [p.name for p in (tmp_path / "cache").iterdir() if p.suffix != ".lock"] == ["sam_tiny.pth"]
-
-
-def test_checksum_mismatch_raises_and_leaves_nothing(tmp_path):
-    spec = _fake_spec(tmp_path, b"corrupt", sha="0" * 64)
-    with pytest.raises(WeightsUnavailableError) as info:
-        fetch(spec, tmp_path / "cache")
-    msg = str(info.value)
-    assert "SHA-256" in msg and spec.url in msg and "sam_tiny.pth" in msg and str(tmp_path / "cache") in msg
-    assert [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".lock"] == []
-    # an existing file with the wrong checksum is refused too
-    (tmp_path / "cache" / "sam_tiny.pth").write_bytes(b"other")
-    with pytest.raises(WeightsUnavailableError, match="expected 0000"):
-        verify(tmp_path / "cache" / "sam_tiny.pth", spec)
-
-
-def test_a_killed_downloads_part_file_is_removed_by_the_next_download(tmp_path):
-    spec = _fake_spec(tmp_path, b"y" * 1000)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    stale = cache / ".sam_tiny.pth.abc123.part"  # what a download killed with SIGKILL leaves
-    stale.write_bytes(b"y" * 500)
-    assert fetch(spec, cache).read_bytes() == b"y" * 1000
-    assert not stale.exists() and not list(cache.glob("*.part"))
-
-
-def test_offline_download_error_says_how_to_place_the_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_CLIPSAM_CACHE", str(tmp_path / "c"))
-    spec = SAM_CHECKPOINTS["vit_b"]
-
-    def offline(url, timeout):
-        raise OSError("network is unreachable")
-
-    with pytest.raises(WeightsUnavailableError) as info:
-        fetch(spec, cache_dir() / "sam", opener=offline)
-    msg = str(info.value)
-    assert spec.url in msg and spec.filename in msg and spec.sha256 in msg and str(tmp_path / "c" / "sam") in msg
 
 
 def test_missing_and_wrong_architecture_files(tmp_path):

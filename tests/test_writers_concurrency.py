@@ -116,7 +116,8 @@ def test_yolo_class_ids_are_append_only_and_a_conflicting_order_is_refused(tmp_p
 ONE_IMAGE = """
     import os, sys
     import numpy as np
-    from napari_clipsam.export import atomic, clean_stale_files, export_pseudo_labels, image_done, merge_coco
+    from napari_clipsam.export import clean_stale_files, export_pseudo_labels, image_done, merge_coco
+    from napari_clipsam.io import atomic
     from napari_clipsam.export import dataset_split
     src, kill_at, outs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     calls = []
@@ -212,7 +213,8 @@ def test_stale_temporary_files_are_cleaned_but_a_live_writers_are_not(tmp_path):
 
 
 def test_an_interrupted_overwrite_is_finished_and_a_hand_edit_is_kept(tmp_path, monkeypatch):
-    from napari_clipsam.export import atomic, read_mvtec_mask
+    from napari_clipsam.export import read_mvtec_mask
+    from napari_clipsam.io import atomic
 
     first, second = np.zeros((16, 16), np.int32), np.zeros((16, 16), np.int32)
     first[2:6, 2:6] = 1

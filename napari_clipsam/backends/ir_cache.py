@@ -5,7 +5,7 @@ determines the converted graph (:func:`cache_key`): which encoder and which part
 (architecture and weights, by content where they are not a known file), the input shape, the precision the IR
 stores (fp32: bf16 or fp32 inference is a compile-time hint on the same IR, so one conversion serves both) and
 the OpenVINO and package versions. The three files are written together by
-:class:`~napari_clipsam.export.atomic.AtomicBatch` (all or nothing) under an inter-process lock, so two processes
+:class:`~napari_clipsam.io.atomic.AtomicBatch` (all or nothing) under an inter-process lock, so two processes
 never convert the same model at once. ``manifest.json`` records the key's fields and the SHA-256 of the other two
 files; an entry whose manifest is missing, unreadable, for another key, or whose files do not match their hashes
 or cannot be read by OpenVINO is converted again, never trusted.
@@ -97,7 +97,7 @@ class IRCache:
             return model
 
     def _save(self, fields: dict[str, Any], model) -> None:
-        from ..export.atomic import AtomicBatch
+        from ..io.atomic import AtomicBatch
         from .openvino_runtime import import_openvino
 
         folder = self.entry(fields)

@@ -235,7 +235,7 @@ def _short(weights_id) -> str:
 # ----------------------------------------------------------------------------------------------- output
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write a text file all at once (temporary sibling, then rename), creating its folder."""
-    from ..export.atomic import AtomicBatch
+    from ..io.atomic import AtomicBatch
 
     path = Path(path).expanduser()
     with AtomicBatch() as batch:

@@ -188,7 +188,7 @@ def _segment_here(job) -> int:
     from tqdm.auto import tqdm
 
     from ..errors import Cancelled
-    from ..qa.session import read_image
+    from ..io.images import read_image
 
     args = job.args
     t0 = time.perf_counter()

@@ -127,7 +127,7 @@ class NormalBank:
     """The memory banks of a set of normal references, one :class:`LayerBank` per feature layer.
 
     Build it with :meth:`build` from the references' tokens; :meth:`anomaly_map` scores new images.
-    ``reference_keys`` are the references' content hashes (:func:`~napari_clipsam.image_input.image_key`).
+    ``reference_keys`` are the references' content hashes (:func:`~napari_clipsam.io.images.image_key`).
     """
 
     def __init__(self, banks: list[LayerBank], reference_keys: list[str], neighbourhood: int, views: int):

@@ -87,7 +87,7 @@ def load_bank(path: Path) -> NormalBank | None:
 
 def save_bank(path: Path, bank: NormalBank) -> None:
     """Write the bank atomically (all or nothing); a failure is logged, not raised (the cache is optional)."""
-    from ..export.atomic import AtomicBatch, ExportError
+    from ..io.atomic import AtomicBatch, ExportError
 
     try:
         with AtomicBatch() as batch:
@@ -118,11 +118,11 @@ def reference_tokens(vision, views: list[np.ndarray], layers: tuple[int, ...], b
 
 def bank_from_images(images, vision, identity: dict, config, autocast=None, *, batch_size: int = 1,
                      cache: bool = True, step=None) -> NormalBank:
-    """The :class:`NormalBank` of reference images (any input :func:`~napari_clipsam.image_input.normalise_image`
+    """The :class:`NormalBank` of reference images (any input :func:`~napari_clipsam.io.images.normalise_image`
     accepts; duplicates count once, order does not matter), read from or written to the on-disk cache
     (``<cache>/references``) unless ``cache`` is False. Raises ValueError naming a reference that is not an image.
     """
-    from ..image_input import image_key, normalise_image
+    from ..io.images import image_key, normalise_image
     from ..weights.registry import cache_dir
     from .fewshot import check_settings
 

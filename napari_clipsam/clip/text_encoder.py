@@ -8,7 +8,6 @@ which gives the same embeddings as the full computation at a fraction of the cos
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io.atomic import atomic_file
 from .text_prompts import clean_object_name, expand_prompts
 
 log = logging.getLogger(__name__)
@@ -161,11 +161,7 @@ class TextEmbeddingCache:
         if path is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO()
-            np.save(buf, T.detach().cpu().numpy())
-            tmp = path.with_suffix(f".tmp{id(buf)}")
-            tmp.write_bytes(buf.getvalue())
-            tmp.replace(path)
+            with atomic_file(path) as f:
+                np.save(f, T.detach().cpu().numpy())
         except OSError as exc:  # a read-only cache folder costs speed, not correctness
             log.warning("Could not write text-embedding cache %s: %s", path, exc)

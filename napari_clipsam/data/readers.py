@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import InputFileError, InvalidInputError, MissingFileError, PathKindError
-from .samples import IMAGE_SUFFIXES, AnomalyDataset, Sample
+from ..io.images import IMAGE_SUFFIXES
+from .samples import AnomalyDataset, Sample
 
 SPLITS = ("train", "test")
 LAYOUTS = ("auto", "mvtec", "visa", "folder")

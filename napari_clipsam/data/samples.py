@@ -14,13 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidInputError, MissingFileError, require_file
-
-#: File suffixes (lower case) that the readers treat as images.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-#: Percentiles used to map non-uint8 images onto 0..255 (see clipsam-method.md §0).
-RESCALE_PERCENTILES = (0.5, 99.5)
+from ..errors import InvalidInputError, MissingFileError
+from ..io.images import normalise_image, read_image
 
 
 @dataclass(frozen=True)
@@ -43,85 +38,24 @@ class Sample:
     label: int
 
 
-def _read_array(path: Path) -> np.ndarray:
-    """Read any image file into a numpy array, naming the file on failure."""
-    path = Path(path)
-    require_file(path, "Image file")
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
-        import imageio.v3 as iio
-
-        return np.asarray(iio.imread(path))
-    except Exception as exc:  # the readers raise many unrelated types
-        raise InvalidInputError(
-            f"Could not read image file {path}: {exc}. "
-            "Check that it is a valid PNG/JPEG/BMP/TIFF and not truncated."
-        ) from exc
-
-
-def to_uint8(array: np.ndarray) -> np.ndarray:
-    """Rescale any numeric array to uint8.
-
-    uint8 is returned unchanged; bool maps to 0/255; everything else (uint16,
-    int, float) is clipped to its 0.5/99.5 percentiles and stretched to 0..255
-    (falling back to min/max when the percentiles coincide; a constant image
-    becomes all zeros).
-    """
-    array = np.asarray(array)
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    values = array.astype(np.float64)
-    lo, hi = np.percentile(values, RESCALE_PERCENTILES)
-    if hi <= lo:
-        lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return np.zeros(array.shape, dtype=np.uint8)
-    scaled = (np.clip(values, lo, hi) - lo) * (255.0 / (hi - lo))
-    return np.round(scaled).astype(np.uint8)
-
-
-def to_rgb(array: np.ndarray, source: object = "array") -> np.ndarray:
-    """Bring an image array to ``(H, W, 3)``: gray → 3 channels, drop alpha.
-
-    Accepts ``(H, W)``, ``(H, W, C)`` with C in 1..4 (2 = gray + alpha), and
-    channel-first ``(C, H, W)`` with C in 3..4. ``source`` only names the
-    input in error messages.
-    """
-    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (1, 2, 3, 4):
-        array = np.moveaxis(array, 0, -1)
-    if array.ndim == 2:
-        return np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim == 3 and array.shape[-1] in (1, 2):
-        return np.repeat(array[:, :, :1], 3, axis=2)
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        return array[:, :, :3]
-    raise InvalidInputError(
-        f"{source}: expected a 2-D gray or (H, W, 3|4) colour image, got shape {array.shape}."
-    )
-
-
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``(H, W, 3) uint8`` RGB.
-
-    Gray images are repeated to 3 channels, an alpha channel is dropped, and
-    16-bit / float images are rescaled with the 0.5/99.5 percentiles.
+    """Read an image file as ``(H, W, 3) uint8`` RGB: :func:`~napari_clipsam.io.images.read_image` then
+    :func:`~napari_clipsam.io.images.normalise_image`, the engine's own rules (NaN pixels black, gray + alpha,
+    16-bit and float by the 0.5/99.5 percentiles).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be decoded or has an unusable shape.
+        ValueError: the file cannot be decoded or has an unusable shape (the message names the file).
     """
-    path = Path(path)
-    rgb = to_rgb(_read_array(path), source=str(path))
-    return np.ascontiguousarray(to_uint8(rgb))
+    pixels = read_image(path)
+    try:
+        return normalise_image(pixels)[0]
+    except InvalidInputError as err:
+        raise InvalidInputError(f"Image file {path}: {err}") from err
 
 
 def _image_shape(path: Path) -> tuple[int, int]:
-    return tuple(_read_array(path).shape[:2])  # type: ignore[return-value]
+    return tuple(read_image(path).shape[:2])  # type: ignore[return-value]
 
 
 def load_mask(sample: Sample, shape: Sequence[int] | None = None) -> np.ndarray:
@@ -150,9 +84,7 @@ def load_mask(sample: Sample, shape: Sequence[int] | None = None) -> np.ndarray:
         raise MissingFileError(
             f"Mask file not found: {mask_path} (for image {sample.image_path})."
         )
-    raw = _read_array(mask_path)
-    if raw.ndim == 3 and raw.shape[0] in (3, 4) and raw.shape[-1] not in (1, 2, 3, 4):
-        raw = np.moveaxis(raw, 0, -1)
+    raw = read_image(mask_path)
     if raw.ndim == 3 and raw.shape[-1] in (2, 4):
         raw = raw[..., :-1]  # an alpha channel is not part of the mask
     mask = raw != 0

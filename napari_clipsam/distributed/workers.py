@@ -67,7 +67,7 @@ class EngineWorker:
         on all readable images at once (the engine's batch size); an image that fails alone is reported alone."""
         import ray
 
-        from ..qa.session import read_image
+        from ..io.images import read_image
 
         node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
         t0 = time.perf_counter()

@@ -17,7 +17,7 @@ Output layout inside ``out_dir`` (``<stem>`` is the image's file stem, ``<split>
 =========================================  ========================================================
 
 The split is a seeded hash of the stem (:mod:`.dataset`): stable when images are added. Every file is
-written atomically and the whole export is all-or-nothing (see :mod:`.atomic`). The module imports no
+written atomically and the whole export is all-or-nothing (see :mod:`napari_clipsam.io.atomic`). The module imports no
 torch, so the CLI and the widget can use it cheaply.
 """
 
@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import AtomicBatch, ExportError
+from ..errors import ExportError
+from ..io.atomic import AtomicBatch
 from .coco import COCO_FILE, SEGMENTATION_MODES, coco_annotations
 from .coco_merge import encode_coco_shard, merge_coco
 from .dataset import (

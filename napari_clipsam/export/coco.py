@@ -31,7 +31,7 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 from skimage import measure
 
-from .atomic import ExportError
+from ..errors import ExportError
 
 __all__ = [
     "COCO_FILE",

@@ -22,7 +22,8 @@ import json
 import os
 from pathlib import Path
 
-from .atomic import AtomicBatch, ExportError
+from ..errors import ExportError
+from ..io.atomic import AtomicBatch
 from .coco import COCO_FILE, coco_category_ids, encode_coco, load_coco, remember_coco
 from .locking import folder_lock
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import ExportError
+from ..errors import ExportError
 
 __all__ = [
     "SPLITS",

@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..weights.download import sha256_of
-from .atomic import ExportError
+from ..errors import ExportError
 from .coco import COCO_FILE, coco_file_stems
 from .coco_merge import coco_shard_path
 from .mvtec import mvtec_mask_path

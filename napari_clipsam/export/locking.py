@@ -7,7 +7,7 @@ same folder never lose each other's updates. The lock is a ``filelock`` lock on 
 (an OS lock: released by the kernel when its holder dies). It is re-entrant within a thread.
 
 Because all writers hold the lock while they write, any hidden temporary (``.<name>.<hex>.tmp``) or backup
-(``.<name>.<hex>.bak``, see :mod:`.atomic`) file found while holding it was left by a crashed writer:
+(``.<name>.<hex>.bak``, see :mod:`napari_clipsam.io.atomic`) file found while holding it was left by a crashed writer:
 :func:`clean_stale_files` removes them.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import filelock
 
-from .atomic import ExportError
+from ..errors import ExportError
 
 __all__ = ["LOCK_NAME", "LOCK_TIMEOUT", "folder_lock", "clean_stale_files"]
 

@@ -17,7 +17,7 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from .. import strict_json
-from .atomic import ExportError
+from ..errors import ExportError
 
 __all__ = ["PROVENANCE_DIR", "provenance_path", "jsonable", "encode_provenance", "read_provenance", "package_version"]
 

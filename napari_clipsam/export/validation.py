@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from .atomic import ExportError
+from ..errors import ExportError
 
 FORMATS = ("mvtec", "tiff", "coco", "yolo")
 DEFAULT_CLASS = "defect"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .atomic import ExportError
+from ..errors import ExportError
 from .coco import iter_instance_crops
 from .outline import OutlineStats, instance_outline
 

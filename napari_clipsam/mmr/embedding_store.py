@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.atomic import AtomicBatch
+from ..io.atomic import AtomicBatch
 
 log = logging.getLogger(__name__)
 

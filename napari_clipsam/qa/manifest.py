@@ -1,7 +1,7 @@
 """The QA manifest: each image's verdict, kept in the output folder so a session can resume.
 
 Two files in the output folder, always written together and atomically (both or neither, see
-:class:`~napari_clipsam.export.atomic.AtomicBatch`: temporary sibling, fsync, :func:`os.replace`):
+:class:`~napari_clipsam.io.atomic.AtomicBatch`: temporary sibling, fsync, :func:`os.replace`):
 
 ``clipsam_manifest.json`` (the record)::
 
@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 
-from ..export.atomic import AtomicBatch
+from ..io.atomic import AtomicBatch
 from ..export.locking import folder_lock
 
 __all__ = ["MANIFEST_NAME", "CSV_NAME", "FORMAT", "VERSION", "Verdict", "Entry", "Manifest", "read_csv", "utc_now"]

@@ -30,14 +30,15 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..errors import InvalidInputError, require_file
+from ..errors import InvalidInputError
 from ..export import (FORMATS, ExportError, ExportReport, export_pseudo_labels, label_tiff_paths, read_label_tiff,
                       safe_stem)
+from ..io.images import IMAGE_SUFFIXES, read_image
 from .manifest import Entry, Manifest, Verdict, utc_now
 
-__all__ = ["DEFAULT_EXTENSIONS", "QASession", "export_stems", "find_images", "natural_key", "read_image"]
+__all__ = ["DEFAULT_EXTENSIONS", "QASession", "export_stems", "find_images", "natural_key"]
 
-DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DEFAULT_EXTENSIONS = IMAGE_SUFFIXES
 
 
 class QASession:
@@ -336,28 +337,6 @@ def export_stems(keys: Iterable[str], known: Mapping[str, str] | None = None) ->
         stems[key] = unique
         taken.add(unique.casefold())
     return {k: stems[k] for k in keys}
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Raw pixels of an image file (tifffile for ``.tif``/``.tiff``, imageio otherwise), dtype kept.
-
-    Raises:
-        FileNotFoundError / IsADirectoryError: the file is gone or is a folder.
-        ValueError: the file cannot be decoded (the message names it).
-    """
-    path = Path(path)
-    require_file(path, "Image file", "Give an image file (was it moved or deleted since the folder was opened?)")
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
-        import imageio.v3 as iio
-
-        return np.asarray(iio.imread(path))
-    except Exception as err:  # the decoders raise many unrelated types
-        raise InvalidInputError(f"Could not read image file {path}: {err}. Check that it is a valid image and "
-                                "not truncated, or skip it.") from err
 
 
 def normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:

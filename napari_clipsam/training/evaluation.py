@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..image_input import normalise_image
+from ..io.images import normalise_image
 from ..metrics import METRIC_NAMES, evaluate
 from .map_cache import MapCache
 from .resize import squash_map, squash_mask

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..image_input import image_key
+from ..io.atomic import atomic_file
+from ..io.images import image_key
 
 
 def _digest(text: str, n: int = 20) -> str:
@@ -62,12 +62,5 @@ class MapCache:
 
     def put(self, rgb: np.ndarray, object_name: str, maps: dict[str, np.ndarray]) -> None:
         """Store maps atomically (a temporary file in the same folder, then a rename)."""
-        path = self._path(rgb, object_name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **{k: np.asarray(v, np.float32) for k, v in maps.items()})
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_file(self._path(rgb, object_name)) as f:
+            np.savez_compressed(f, **{k: np.asarray(v, np.float32) for k, v in maps.items()})

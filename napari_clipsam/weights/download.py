@@ -1,11 +1,17 @@
-"""Checksummed, atomic, resumable-safe downloads with progress reporting."""
+"""Checksummed downloads of the registry's model files with pooch: progress, cancellation, retries.
+
+:func:`fetch` gives the verified local copy of a :class:`~.registry.WeightsFile` in a cache folder. pooch streams
+the file into a temporary file, checks its SHA-256 against the registry, retries a dropped connection or a corrupt
+transfer (:data:`RETRIES` times) and only then moves it into place, so a file under the registry's name is always
+complete. pooch's temporary files live in a hidden staging folder ``.<file>.part`` next to the target, which a later
+download of that file removes when a killed process left it. One process downloads a given file at a time (a
+``filelock`` per file); the others wait, then find it in place.
+"""
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
-import tempfile
-import urllib.error
+import shutil
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -17,15 +23,18 @@ from .registry import CACHE_ENV, WeightsFile
 
 Progress = Callable[[str, float], None]
 CHUNK = 1 << 20
+RETRIES = 2
+"""How many times a failed transfer (dropped connection, server error, checksum mismatch) is tried again; pooch
+waits 1 s, then 2 s, between attempts."""
+TIMEOUT = 30.0
+"""Seconds to wait for the server (to connect, or for the next bytes) before the attempt counts as failed."""
 
 
-def sha256_of(path: Path, chunk: int = CHUNK) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (pooch reads it in chunks)."""
+    import pooch
+
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def how_to_place(spec: WeightsFile, folder: Path) -> str:
@@ -49,12 +58,17 @@ def verify(path: Path, spec: WeightsFile) -> None:
 
 
 def fetch(spec: WeightsFile, folder: Path, progress: Progress | None = None,
-          cancelled: Callable[[], bool] | None = None, opener=urllib.request.urlopen) -> Path:
+          cancelled: Callable[[], bool] | None = None) -> Path:
     """Return the verified local copy of ``spec`` in ``folder``, downloading it once if needed.
 
-    The download goes to a temporary file in the same folder, is verified, then renamed into place, so an
-    interrupted or corrupt download never leaves a file that looks complete. ``progress(stage, fraction)``
-    is called as bytes arrive; ``cancelled()`` is polled between chunks.
+    A file already in place is verified, never replaced. ``progress(stage, fraction)`` is called as bytes arrive;
+    ``cancelled()`` is polled between chunks (and while waiting for another process's download of the same file)
+    and stops the download with :class:`~napari_clipsam.errors.Cancelled`, leaving no partial file.
+
+    Raises:
+        WeightsUnavailableError: the file in place or the downloaded one has another SHA-256, or the folder
+            cannot be written; DownloadError (a WeightsUnavailableError) when the download fails. Each message
+            names the URL, the SHA-256 and the exact path where to place the file by hand.
     """
     folder = Path(folder)
     target = folder / spec.filename
@@ -66,8 +80,6 @@ def fetch(spec: WeightsFile, folder: Path, progress: Progress | None = None,
     except OSError as exc:
         raise WeightsUnavailableError(f"Cannot create the weights folder {folder}: {exc}. "
                                       + how_to_place(spec, folder)) from exc
-    # One download of a file at a time (other processes wait, then find it in place). While holding the lock,
-    # any ".part" of this file was left by a download that died: remove it (it cannot be resumed safely).
     lock = filelock.FileLock(folder / f".{spec.filename}.lock")
     while True:
         try:
@@ -83,52 +95,92 @@ def fetch(spec: WeightsFile, folder: Path, progress: Progress | None = None,
         if target.is_file():
             verify(target, spec)
             return target
-        for stale in folder.glob(f".{spec.filename}.*.part"):
-            stale.unlink(missing_ok=True)
-        return _download(spec, folder, target, progress, cancelled, opener)
+        # while holding the lock, what a download of this file left behind was left by one that died
+        for stale in folder.glob(f".{spec.filename}*.part"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        return _download(spec, folder, target, _Transfer(spec, progress, cancelled))
     finally:
         lock.release()
 
 
-def _download(spec: WeightsFile, folder: Path, target: Path, progress, cancelled, opener) -> Path:
-    """Download ``spec`` to a ``.part`` file in ``folder``, verify it, rename it to ``target``."""
-    stage = f"downloading {spec.filename}"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
+def _download(spec: WeightsFile, folder: Path, target: Path, transfer: _Transfer) -> Path:
+    """pooch downloads ``spec`` into the staging folder and checks it; the checked file is renamed to ``target``."""
+    import pooch
+    import requests
+
+    staging = folder / f".{spec.filename}.part"
+    files = pooch.create(path=staging, base_url="", registry={spec.filename: f"sha256:{spec.sha256}"},
+                         urls={spec.filename: spec.url}, retry_if_failed=RETRIES)
     try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = opener(spec.url, timeout=30)
-            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-                raise DownloadError(
-                    f"Could not download {spec.name} weights ({spec.filename}) from {spec.url}: {exc}. It was not "
-                    f"found in {folder}. " + how_to_place(spec, folder)) from exc
-            with response:
-                total = int(response.headers.get("Content-Length") or spec.size or 0)
-                done = 0
-                try:
-                    while block := response.read(CHUNK):
-                        if cancelled is not None and cancelled():
-                            raise Cancelled(f"download of {spec.filename} cancelled")
-                        out.write(block)
-                        h.update(block)
-                        done += len(block)
-                        if progress is not None and total:
-                            progress(stage, min(1.0, done / total))
-                except (http.client.HTTPException, OSError) as exc:  # reset, timeout, IncompleteRead, disk full
-                    raise DownloadError(
-                        f"The download of {spec.name} weights from {spec.url} into {folder} failed after {done} of "
-                        f"{total or '?'} bytes ({type(exc).__name__}: {exc}); the partial file was discarded. "
-                        "Check the connection (and the free space there) and run again. "
-                        + how_to_place(spec, folder)) from exc
-            out.flush()
-            os.fsync(out.fileno())
-        if h.hexdigest() != spec.sha256:
-            raise WeightsUnavailableError(
-                f"Downloaded {spec.name} weights from {spec.url} have SHA-256 {h.hexdigest()}, expected "
-                f"{spec.sha256}; the file was discarded. " + how_to_place(spec, folder))
-        os.replace(tmp, target)
+        os.replace(files.fetch(spec.filename, downloader=transfer), target)
         return target
+    except (requests.RequestException, OSError) as exc:
+        if not transfer.received:
+            raise DownloadError(
+                f"Could not download {spec.name} weights ({spec.filename}) from {spec.url}: {exc}. It was not "
+                f"found in {folder}. " + how_to_place(spec, folder)) from exc
+        raise DownloadError(
+            f"The download of {spec.name} weights from {spec.url} into {folder} failed after {transfer.received} of "
+            f"{transfer.total or '?'} bytes ({type(exc).__name__}: {exc}); the partial file was discarded. Check the "
+            "connection (and the free space there) and run again. " + how_to_place(spec, folder)) from exc
+    except ValueError as exc:  # pooch: the SHA-256 of the downloaded file differs (on every attempt)
+        raise WeightsUnavailableError(
+            f"Downloaded {spec.name} weights from {spec.url} do not have the registry's SHA-256 {spec.sha256} "
+            f"({exc}); the file was discarded. " + how_to_place(spec, folder)) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class _Transfer:
+    """The pooch downloader: pooch's own HTTP downloader (or its FTP/SFTP/DOI ones), or a chunked copy for
+    ``file://`` URLs (mirrors, tests). It also stands as their progress bar (tqdm's ``total``/``update``/``reset``/
+    ``close``), so that every chunk reports progress and checks for cancellation."""
+
+    def __init__(self, spec: WeightsFile, progress: Progress | None, cancelled: Callable[[], bool] | None):
+        self.spec, self.progress, self.cancelled = spec, progress, cancelled
+        self.stage = f"downloading {spec.filename}"
+        self.total = self.received = 0
+
+    def __call__(self, url: str, output_file: str, pooch_files, check_only: bool = False) -> None:
+        import pooch
+
+        self.total = self.received = 0
+        parts = urllib.parse.urlparse(url)
+        scheme = parts.scheme
+        if scheme == "file":
+            self._copy(Path(urllib.request.url2pathname(parts.path)), output_file)
+        else:
+            if scheme in ("http", "https"):
+                downloader = pooch.HTTPDownloader(progressbar=self, chunk_size=CHUNK, timeout=TIMEOUT)
+            elif scheme in ("ftp", "sftp", "doi"):
+                downloader = pooch.choose_downloader(url, progressbar=self)
+            else:  # not a ValueError: pooch would retry it
+                raise OSError(f"unsupported URL scheme {scheme!r}; use an http(s), ftp, sftp or file URL")
+            downloader(url, output_file, pooch_files)
+        with open(output_file, "rb") as f:  # on disk before pooch renames it into place
+            os.fsync(f.fileno())
+
+    def _copy(self, source: Path, output_file: str) -> None:
+        self.total = source.stat().st_size
+        with open(source, "rb") as src, open(output_file, "wb") as out:
+            while block := src.read(CHUNK):
+                out.write(block)
+                self.update(len(block))
+
+    # the progress bar pooch's downloaders drive
+    def update(self, n: int) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled(f"download of {self.spec.filename} cancelled")
+        self.received += n
+        total = self.total or self.spec.size
+        if self.progress is not None and total:
+            self.progress(self.stage, min(1.0, self.received / total))
+
+    def reset(self) -> None:
+        self.received = 0
+
+    def close(self) -> None:
+        pass

@@ -1,13 +1,12 @@
 """UMCI checkpoints: the trained state dict plus everything needed to use it correctly later."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..errors import IncompatibleCheckpointError, WeightsUnavailableError
+from ..io.atomic import atomic_file
 
 
 FORMAT = "napari-clipsam-umci"
@@ -21,20 +20,14 @@ def save_umci(path: str | Path, umci, *, clip_model: str, clip_weights: str, ima
     from .. import __version__
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT, "version": 1, "package_version": __version__,
         "state_dict": {k: v.detach().cpu() for k, v in umci.state_dict().items()},
         "hparams": umci.hparams(), "clip_model": clip_model, "clip_weights": clip_weights,
         "image_size": int(image_size), "prompt_set_hash": prompt_set_hash, **(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_file(path) as f:
+        torch.save(payload, f)
     return path
 
 

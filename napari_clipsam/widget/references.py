@@ -64,7 +64,8 @@ class ReferencePanel(QObject):
         return added
 
     def add_folder(self, folder: str | Path) -> int:
-        from ..qa.session import DEFAULT_EXTENSIONS, find_images, read_image
+        from ..io.images import read_image
+        from ..qa.session import DEFAULT_EXTENSIONS, find_images
 
         folder = Path(folder).expanduser()
         if not folder.is_dir():

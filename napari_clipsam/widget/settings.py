@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_PRESET, PRESETS, ClipSAMConfig
 from ..export import FORMATS
+from ..io.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 DEFAULTS = ClipSAMConfig()  # the one default config (napari_clipsam.config): the thresholds start from it
@@ -78,10 +79,8 @@ class WidgetSettings:
         """Write the settings (atomically: a crash never leaves half a file). Failures are only logged."""
         path = Path(path) if path is not None else settings_path()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2), encoding="utf-8")
-            os.replace(tmp, path)
+            with atomic_file(path) as f:
+                f.write(json.dumps(dataclasses.asdict(self), indent=2).encode("utf-8"))
         except OSError as err:
             log.warning("Could not save widget settings to %s: %s", path, err)
 

@@ -1,26 +1,94 @@
-"""Input normalisation (method §0): any supported array → H×W×3 uint8 RGB plus a validity mask."""
+"""Images in: one file reader and one normalisation (method §0), used by the engine (and so the widget, the CLI
+and folder review), training, evaluation and the dataset readers alike.
+
+- :func:`read_image`: a file's raw pixels, dtype kept, channels last.
+- :func:`normalise_image`: any supported array → ``(H, W, 3) uint8`` RGB plus an ``(H, W) bool`` validity mask.
+
+The rules, in one place:
+
+- **Layout.** H×W (gray), H×W×1, H×W×2 (gray + alpha), H×W×3 (RGB), H×W×4 (RGBA); alpha is dropped, gray is
+  repeated to 3 channels. An array is never guessed to be channel-first (a 3×H×W array is also a 3-frame stack,
+  which is how napari shows it): :func:`normalise_image` refuses it with a hint. Files say which axis holds the
+  channels, so :func:`read_image` moves a TIFF's sample/channel axis last (planar RGB, ImageJ channels).
+- **Intensities.** uint8 is kept as it is; bool maps to 0/255; anything else (uint16, other integers, floats) is
+  mapped linearly from ``contrast_limits`` (the widget passes the layer's, i.e. what the user sees) or, without
+  them, from the 0.5/99.5 percentiles of the finite values, to 0–255, clipped. A constant image becomes black.
+- **Non-finite values.** NaN pixels become black and invalid (``valid`` False: background downstream); an
+  all-NaN image is refused. +inf becomes white and -inf black.
+"""
 from __future__ import annotations
 
 import hashlib
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError, require_file
 
+__all__ = ["IMAGE_SUFFIXES", "MIN_SIDE", "read_image", "normalise_image", "check_contrast_limits", "image_key"]
+
+#: File suffixes (lower case) read as images: by the dataset readers, folder review and the command line.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MIN_SIDE = 8
-ACCEPTED = ("an H×W (grayscale), H×W×1, H×W×3 (RGB) or H×W×4 (RGBA) array of uint8, uint16, other integers, "
-            "bool or floats, at least 8×8 pixels")
+ACCEPTED = ("an H×W (grayscale), H×W×1, H×W×2 (gray + alpha), H×W×3 (RGB) or H×W×4 (RGBA) array of uint8, "
+            "uint16, other integers, bool or floats, at least 8×8 pixels")
+_TIFF = (".tif", ".tiff")
+
+
+def read_image(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
+    """Raw pixels of an image file, dtype kept (tifffile for ``.tif``/``.tiff``, imageio otherwise).
+
+    Channels are last: a TIFF whose sample or channel axis comes first (planar RGB ``SYX``, ImageJ ``CYX``) has it
+    moved to the end. A multi-frame file gives ``(N, H, W[, C])``; ``frame`` picks one frame (axis 0) of it.
+
+    Raises:
+        MissingFileError / PathKindError (FileNotFoundError / IsADirectoryError): the file is gone or is a folder.
+        InvalidInputError (ValueError): the file cannot be decoded, or ``frame`` is not one of its frames.
+    """
+    path = Path(path)
+    require_file(path, "Image file", "Give an image file (was it moved or deleted?)")
+    try:
+        if path.suffix.lower() in _TIFF:
+            pixels = _read_tiff(path)
+        else:
+            import imageio.v3 as iio
+
+            pixels = np.asarray(iio.imread(path))
+    except Exception as err:  # the decoders raise many unrelated types
+        raise InvalidInputError(f"Could not read image file {path}: {err}. Check that it is a valid PNG/JPEG/BMP/TIFF "
+                                "and not truncated.") from err
+    if frame is None:
+        return pixels
+    frames = pixels.ndim == 4 or pixels.ndim == 3 and pixels.shape[-1] > 4
+    if not frames or not 0 <= frame < pixels.shape[0]:
+        what = f"{pixels.shape[0]} frames" if frames else "one frame"
+        raise InvalidInputError(f"{path} has {what} (shape {pixels.shape}); frame {frame} does not exist.")
+    return pixels[frame]
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        pixels = np.asarray(series.asarray())
+        axes = series.axes
+    channel = next((axes.index(a) for a in "SC" if a in axes), None)
+    if channel is not None and len(axes) == pixels.ndim and channel != pixels.ndim - 1:
+        pixels = np.moveaxis(pixels, channel, -1)
+    return pixels
 
 
 def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert an image for ClipSAM.
 
-    Gray is repeated to 3 channels, alpha is dropped, uint8 is kept as is; any other dtype is rescaled to
-    0–255 with ``contrast_limits`` (e.g. a napari layer's: two finite numbers, low ≤ high, checked even for
-    uint8) or the 0.5/99.5 percentiles of its finite values. NaN pixels become black and are marked invalid
-    (treated as background downstream); +inf pixels become white and -inf black. Floats of any magnitude
-    (up to ±1.8e308, float64's range) are rescaled in float64 without overflow; float16/32 are exact there.
+    Gray is repeated to 3 channels, alpha is dropped (RGBA, and gray + alpha), uint8 is kept as is; any other
+    dtype is rescaled to 0–255 with ``contrast_limits`` (e.g. a napari layer's: two finite numbers, low ≤ high,
+    checked even for uint8) or the 0.5/99.5 percentiles of its finite values. NaN pixels become black and are
+    marked invalid (treated as background downstream); +inf pixels become white and -inf black. Floats of any
+    magnitude (up to ±1.8e308, float64's range) are rescaled in float64 without overflow; float16/32 are exact.
 
     Returns:
         rgb: (H, W, 3) uint8; valid: (H, W) bool, False where any channel was NaN.
@@ -37,21 +105,21 @@ def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -
     if a.ndim < 2 or a.ndim > 3:
         hint = (" For a stack of frames, segment one frame at a time (or use segment_many)." if a.ndim == 4 else "")
         raise InvalidInputError(f"Image has {a.ndim} dimension(s) (shape {a.shape}); expected {ACCEPTED}.{hint}")
-    if a.ndim == 3 and a.shape[-1] not in (1, 3, 4):
+    if a.ndim == 3 and a.shape[-1] > 4:
         hint = ""
-        if a.shape[0] in (1, 3, 4) and a.shape[-1] > 4:
+        if a.shape[0] <= 4:
             hint = " It looks channel-first: move the channel axis last (np.moveaxis(image, 0, -1))."
-        elif a.shape[-1] > 4:
+        else:
             hint = " For a stack of frames (N×H×W), segment one frame at a time (or use segment_many)."
-        raise InvalidInputError(f"Image has {a.shape[-1]} channels (shape {a.shape}); expected 1, 3 or 4 channels: "
+        raise InvalidInputError(f"Image has {a.shape[-1]} channels (shape {a.shape}); expected 1 to 4 channels: "
                                 f"{ACCEPTED}.{hint}")
     if a.shape[0] < MIN_SIDE or a.shape[1] < MIN_SIDE:
         raise InvalidInputError(f"Image is {a.shape[0]}×{a.shape[1]} pixels, smaller than the minimum "
                                 f"{MIN_SIDE}×{MIN_SIDE}; expected {ACCEPTED}.")
     if a.ndim == 2:
         a = a[..., None]
-    if a.shape[-1] == 4:
-        a = a[..., :3]
+    if a.shape[-1] in (2, 4):  # gray + alpha, RGBA: drop alpha
+        a = a[..., :-1]
     if a.dtype == bool:
         a = a.astype(np.uint8) * 255
     if np.issubdtype(a.dtype, np.floating):

@@ -1,15 +1,20 @@
-"""All-or-nothing file writes for the exporters.
+"""All-or-nothing file writes: one file with :func:`atomic_file`, several with :class:`AtomicBatch`.
+
+Both write to a hidden, uniquely named temporary sibling (``.<name>.<8 hex>.tmp``: same directory, so the final
+rename never crosses a file system, and two processes never share a temporary name), fsync it, and
+:func:`os.replace` it into place; on any error the temporary file is removed and the target is untouched.
+:func:`~napari_clipsam.export.locking.clean_stale_files` recognises those names when a crashed writer left one.
 
 An export writes several files (a mask, a label TIFF, the shared COCO file, ...). They are written in two
 phases by :class:`AtomicBatch`:
 
-1. ``stage(path, data)`` writes each file's bytes to a temporary sibling (same directory, so the final
-   rename never crosses a file system) and fsyncs it. Nothing visible changes yet.
+1. ``stage(path, data)`` writes each file's bytes to a temporary sibling and fsyncs it. Nothing visible
+   changes yet.
 2. ``commit()`` swaps every temporary file into place with :func:`os.replace`, keeping a backup of each
    file it replaces. If one swap fails, the files already swapped are restored from their backups (or
    removed, when they did not exist before), so the folder looks exactly as it did before the export.
 
-Every failure is raised as :class:`ExportError` naming the file and the reason, and no temporary or
+Every batch failure is raised as :class:`ExportError` naming the file and the reason, and no temporary or
 backup file is left behind. Should the rollback itself fail (the disk went away mid-export), the failure is
 logged with its traceback and the :class:`ExportError` says which file could not be restored and where its
 previous content was kept.
@@ -21,12 +26,14 @@ import logging
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-from ..errors import ClipSAMUserError
+from ..errors import ExportError
 
-
-__all__ = ["ExportError", "AtomicBatch"]
+__all__ = ["ExportError", "AtomicBatch", "atomic_file"]
 log = logging.getLogger(__name__)
 
 #: Fault-injection point for crash tests: when set, called with each target just before its
@@ -34,17 +41,46 @@ log = logging.getLogger(__name__)
 before_replace = None
 
 
-class ExportError(ClipSAMUserError, RuntimeError):
-    """An export could not be done; the message says which input or file and why.
-
-    Raised before anything is written when the input is invalid, or after rolling back when a
-    file could not be written.
-    """
-
-
 def _sibling(path: Path, tag: str) -> Path:
     """A hidden, unique name next to ``path``, e.g. ``masks/.000_mask.png.3f9a1c.tmp``."""
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.{tag}")
+
+
+def _create(tmp: Path) -> BinaryIO:
+    """Open a new file for writing; never clobbers anything (O_EXCL). Mode 0o666 lets the umask decide the
+    permissions, as for any file the user creates (tempfile.mkstemp would make it owner-only)."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    return os.fdopen(fd, "wb")
+
+
+def _sync(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Write one file all-or-nothing: yields a binary file object; the content replaces ``path`` when the block
+    ends without an error, and nothing changes (no temporary file left) when it raises::
+
+        with atomic_file(folder / "settings.json") as f:
+            f.write(text.encode())
+
+    The parent folder is created if missing. Errors are the :class:`OSError` of the failing call (or whatever
+    the block raised); callers decide whether a failed write is fatal.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp")
+    try:
+        with _create(tmp) as f:
+            yield f
+            _sync(f)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -121,16 +157,9 @@ class AtomicBatch:
         tmp = _sibling(target, "tmp")
         try:
             self._make_dirs(target.parent)
-            # O_EXCL: never clobber anything; mode 0o666 lets the umask decide the permissions,
-            # as for any file the user creates (tempfile.mkstemp would make it owner-only).
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with _create(tmp) as f:
+                f.write(data)
+                _sync(f)
         except OSError as err:
             _remove_quietly(tmp)
             self.discard()
