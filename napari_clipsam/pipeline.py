@@ -280,7 +280,7 @@ class ClipSAM:
         fuse = bank is not None and self.config.fewshot_weight > 0
         step("clip", done, span)
         feats = {k: v for k in keys
-                 if (v := self._cache.get(("features", k))) is not None and (v[1] is not None or not fuse)}
+                 if (v := self._cache.get(("features", self.mode, k))) is not None and (v[1] is not None or not fuse)}
         todo = list(dict.fromkeys(k for k in keys if k not in feats))
         if todo:
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
@@ -297,7 +297,7 @@ class ClipSAM:
                     rough_in, layer_in = self.vision.training_free_tokens(x).float(), None
             for j, k in enumerate(todo):
                 feats[k] = (take(rough_in, j), None if layer_in is None else take(layer_in, j))
-                self._cache.put(("features", k), feats[k])
+                self._cache.put(("features", self.mode, k), feats[k])  # the mode decides which tokens
         step("rough map", done, span)
         w = float(self.config.fewshot_weight) if fuse else 0.0
         rough_small = self.rough_maps(stack([feats[k][0] for k in keys]), T) if w < 1.0 else 0.0

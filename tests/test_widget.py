@@ -468,3 +468,27 @@ def test_the_folder_review_uses_only_its_host_interface():
             and isinstance(node.value, ast.Attribute) and node.value.attr == "widget"}
     assert used and used <= declared, sorted(used - declared)
     assert all(hasattr(ClipSAMWidget, name) for name in declared - {"viewer", "busy"})  # instance attributes
+
+
+def test_a_16_bit_review_image_is_segmented_as_the_cli_sees_it(qtbot, make_widget, shared_engine, tmp_path):
+    """The review shows a 16-bit image with the CLI's percentile limits, so the dock's Run and a prefetch (which
+    reads the file without a layer) give the result `segment` gives."""
+    import tifffile
+
+    from napari_clipsam.io.images import default_contrast_limits, normalise_image, read_image
+    from napari_clipsam.widget.source import contrast_limits_for
+
+    gray = synthetic_image("part", "crack", size=64, seed=3)[0][..., 0].astype(np.uint16) * 40
+    gray[0, 0] = 65535  # one hot pixel: napari's min/max limits would darken everything else
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "hot.tif", gray)
+    viewer, widget = make_widget()
+    assert widget.folder.open(tmp_path / "in", tmp_path / "out")
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    layer = widget.folder.layer
+    assert tuple(layer.contrast_limits) == pytest.approx(default_contrast_limits(gray))
+    as_cli = normalise_image(read_image(tmp_path / "in" / "hot.tif"))[0]
+    np.testing.assert_array_equal(normalise_image(gray, contrast_limits_for(layer))[0], as_cli)
+    result = widget.outputs_for(layer).results[None]
+    np.testing.assert_array_equal(result.rough_map, shared_engine.segment(
+        gray, widget.object_name, settings={"prompt_threshold": widget.thresholds[0]}).rough_map)

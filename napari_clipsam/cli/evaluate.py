@@ -56,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..data import open_dataset
-    from ..training.evaluation import (evaluate_dataset, evaluate_few_shot, few_shot_rows, format_few_shot_rows,
+    from ..training.evaluation import (evaluate_dataset, evaluate_few_shot, few_shot_rows,
                                        format_table, result_rows)
 
     if args.limit is not None and args.limit < 1:
@@ -108,7 +108,7 @@ def run(args) -> int:
         print(f"few-shot rows: K normal training images per category as references, mean ± std over "
               f"{args.seeds} draws; rough = {1 - engine.config.fewshot_weight:g} × zero-shot + "
               f"{engine.config.fewshot_weight:g} × few-shot")
-        print(format_few_shot_rows(results, few))
+        print(format_table(results, few))
     else:
         print(format_table(results))
     cached = results["settings"]["cached_images"]

@@ -168,18 +168,36 @@ def _rescale(a: np.ndarray, valid: np.ndarray, limits: tuple[float, float] | Non
             a = np.ldexp(a, -int(np.ceil(np.log2(peak / big))))
         a = np.clip(a, -big, big)  # with limits (float64 numbers) anything beyond them saturates anyway
     half = a.astype(np.float64) * 0.5
-    finite = half[valid & np.isfinite(half).all(axis=-1)]
-    if limits is not None:
-        lo, hi = limits[0] * 0.5, limits[1] * 0.5
-    elif finite.size:
-        lo, hi = (float(v) for v in np.percentile(finite, (0.5, 99.5)))
-    else:
-        lo, hi = 0.0, 0.5
+    lo, hi = (limits[0] * 0.5, limits[1] * 0.5) if limits is not None else _percentiles(half, valid)
     if not hi > lo:  # constant image: its value maps to black
         hi = lo + max(0.5, abs(lo) * 1e-6)
     out = (np.clip(np.nan_to_num(half, nan=lo, posinf=hi, neginf=lo), lo, hi) - lo) / (hi - lo) * 255.0
     out[~valid] = 0.0
     return np.round(out).astype(np.uint8)
+
+
+def _percentiles(half: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
+    """The 0.5/99.5 percentiles of the finite values of valid pixels of ``half`` (H, W, C), or (0, 0.5)."""
+    finite = half[valid & np.isfinite(half).all(axis=-1)]
+    return tuple(float(v) for v in np.percentile(finite, (0.5, 99.5))) if finite.size else (0.0, 0.5)
+
+
+def default_contrast_limits(image) -> tuple[float, float] | None:
+    """The limits :func:`normalise_image` maps a non-uint8 image with when given none (its 0.5/99.5 percentiles),
+    as napari contrast limits; None for uint8 and bool. A viewer showing an image with these limits shows exactly
+    what ClipSAM sees of it, and passing them back gives the CLI's normalisation (the folder review does)."""
+    a = np.asarray(image)
+    if a.dtype in (np.uint8, bool) or not np.issubdtype(a.dtype, np.number):
+        return None
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim == 3 and a.shape[-1] in (2, 4):
+        a = a[..., :-1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        half = a.astype(np.float64) * 0.5
+    lo, hi = _percentiles(half, ~np.isnan(half).any(axis=-1))
+    big = np.finfo(np.float64).max
+    return float(np.clip(lo * 2, -big, big)), float(np.clip(hi * 2, -big, big))
 
 
 def image_key(rgb: np.ndarray) -> str:

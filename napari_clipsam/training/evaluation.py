@@ -204,21 +204,27 @@ def result_rows(results: dict) -> list[dict]:
     return rows
 
 
-def format_table(results: dict) -> str:
-    """A fixed-width table in percent: two lines per category (rough, final), then the mean."""
-    header = f"{'category':<16} {'map':<6} {'n':>5} " + " ".join(f"{SHORT[k]:>8}" for k in METRIC_NAMES)
+def format_table(results: dict, few_shot: dict | None = None) -> str:
+    """A fixed-width table in percent: per category its rows (rough, final), then the mean. With ``few_shot``
+    (K → :func:`evaluate_few_shot`'s summary), under each category's rows one row per map and K, ``rough K-shot``,
+    with mean±std over the seeds."""
+    few_shot = few_shot or {}
+    label_w, cell_w = (11, 10) if few_shot else (6, 8)
+    header = f"{'category':<16} {'map':<{label_w}} {'n':>5} " + " ".join(f"{SHORT[k]:>{cell_w}}" for k in METRIC_NAMES)
     lines = [header, "-" * len(header)]
     entries = list(results["categories"].items()) + [("mean", {"images": "", **results["mean"]})]
     for cat, r in entries:
         if cat == "mean":
             lines.append("-" * len(header))
-        for m in MAPS:
-            if r[m] is None:
-                continue
-            vals = " ".join(f"{100 * r[m][k]:8.1f}" if not math.isnan(r[m][k]) else f"{'n/a':>8}"
-                            for k in METRIC_NAMES)
-            n = r["images"] if m == "rough" else ""
-            lines.append(f"{cat[:16]:<16} {m:<6} {n!s:>5} {vals}")
+        rows = [(m, r[m], None, r["images"] if m == "rough" else "") for m in MAPS if r[m] is not None]
+        for k, fs in few_shot.items():
+            src = fs["mean"] if cat == "mean" else fs["categories"][cat]
+            rows += [(f"{m} {k}-shot", src[m], src[m + "_std"], "") for m in MAPS if src[m] is not None]
+        for label, vals, std, n in rows:
+            cells = " ".join(f"{'n/a':>{cell_w}}" if math.isnan(vals[key]) else
+                             f"{100 * vals[key]:{cell_w}.1f}" if std is None else
+                             f"{f'{100 * vals[key]:.1f}±{100 * std[key]:.1f}':>{cell_w}}" for key in METRIC_NAMES)
+            lines.append(f"{cat[:16]:<16} {label:<{label_w}} {n!s:>5} {cells}")
             cat = ""
     return "\n".join(lines)
 
@@ -288,34 +294,6 @@ def _summarise(runs: list[dict], cats: list[str]) -> dict:
 def _nanstat(fn, values) -> float:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     return float(fn(vals)) if vals else float("nan")
-
-
-def format_few_shot_rows(results: dict, few_shot: dict) -> str:
-    """The zero-shot table of :func:`format_table` with, under each category's rows, one row per map and K:
-    ``rough K-shot`` with mean±std over the seeds (in percent)."""
-    header = f"{'category':<16} {'map':<11} {'n':>5} " + " ".join(f"{SHORT[k]:>10}" for k in METRIC_NAMES)
-    lines = [header, "-" * len(header)]
-    entries = list(results["categories"].items()) + [("mean", {"images": "", **results["mean"]})]
-    for cat, r in entries:
-        if cat == "mean":
-            lines.append("-" * len(header))
-        rows = [(m, r[m], None, r["images"] if m == "rough" else "") for m in MAPS if r[m] is not None]
-        for k, fs in few_shot.items():
-            src = fs["mean"] if cat == "mean" else fs["categories"][cat]
-            rows += [(f"{m} {k}-shot", src[m], src[m + "_std"], "") for m in MAPS if src[m] is not None]
-        for label, vals, std, n in rows:
-            cells = []
-            for key in METRIC_NAMES:
-                v = vals[key]
-                if math.isnan(v):
-                    cells.append(f"{'n/a':>10}")
-                elif std is None:
-                    cells.append(f"{100 * v:10.1f}")
-                else:
-                    cells.append(f"{f'{100 * v:.1f}±{100 * std[key]:.1f}':>10}")
-            lines.append(f"{cat[:16]:<16} {label:<11} {n!s:>5} {' '.join(cells)}")
-            cat = ""
-    return "\n".join(lines)
 
 
 def few_shot_rows(few_shot: dict) -> list[dict]:

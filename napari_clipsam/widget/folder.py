@@ -25,6 +25,7 @@ from qtpy.QtCore import QObject
 from qtpy.QtWidgets import QFileDialog
 
 from ..errors import Cancelled
+from ..io.images import default_contrast_limits
 from ..export import FORMATS, ExportError
 from ..qa import Prefetcher, QASession
 from .controls import Controls
@@ -216,16 +217,17 @@ class FolderPanel(QObject):
         return True
 
     def reject(self) -> bool:
-        if not self._can_decide():
-            return False
-        self.session.reject()
-        self._advance()
-        return True
+        """Record *rejected* (nothing written) and go to the next image."""
+        return self._decide(lambda: self.session.reject())
 
     def skip(self) -> bool:
+        """Leave the image undecided for now (*skipped*) and go to the next image."""
+        return self._decide(lambda: self.session.skip())
+
+    def _decide(self, record) -> bool:
         if not self._can_decide():
             return False
-        self.session.skip()
+        record()
         self._advance()
         return True
 
@@ -358,11 +360,24 @@ class FolderPanel(QObject):
             layer.data = image
             layer.name = name
             layer.metadata.update(meta)
-            layer.reset_contrast_limits()
+            self._show_as_clipsam_sees(layer, image)
             self.widget.restart_outputs(layer)
             return
         self._clear_review_layers()
         self.layer = viewer.add_image(image, name=name, rgb=rgb, metadata=meta)
+        self._show_as_clipsam_sees(self.layer, image)
+
+    @staticmethod
+    def _show_as_clipsam_sees(layer, image: np.ndarray) -> None:
+        """Contrast limits of a review image: for 16-bit and float data, the percentiles the CLI and evaluation
+        normalise with (the widget runs on what the layer shows), so a review labels what `segment` would see."""
+        limits = default_contrast_limits(image)
+        if limits is None or not limits[1] > limits[0]:
+            layer.reset_contrast_limits()
+        else:
+            finite = image[np.isfinite(image)]
+            layer.contrast_limits_range = (min(limits[0], float(finite.min())), max(limits[1], float(finite.max())))
+            layer.contrast_limits = limits
 
     def _after_run(self, outcome) -> None:
         if outcome.ok and not self._queued:
