@@ -160,14 +160,11 @@ def test_moving_one_point_changes_only_its_component(qtbot, make_widget, image):
         out.prompts.add([[20.0, 20.0], [70.0, 70.0]])
 
     refine_and_wait(qtbot, loop, two_components)
-    before = out.results[None]
-    assert before.prompts.num_components == 2
-    data = np.array(out.prompts.data)
-    data[0] += 2.0
+    before, data = out.results[None], np.array(out.prompts.data) + [[2.0, 2.0], [0.0, 0.0]]
     refine_and_wait(qtbot, loop, lambda: setattr(out.prompts, "data", data))
     after = out.results[None]
     # the other component's map is the one decoded before; the moved point's is what the engine gives for it
-    assert after.prompts.num_components == 2
+    assert before.prompts.num_components == after.prompts.num_components == 2
     np.testing.assert_array_equal(after.component_maps[1], before.component_maps[1])
     np.testing.assert_array_equal(after.points, before.points + [[2.0, 2.0], [0.0, 0.0]])
     expected = widget.engine.refine(before, points=after.points, point_labels=after.point_labels, boxes=after.boxes)
