@@ -8,6 +8,7 @@ tiny encoder to OpenVINO takes seconds, more than it saves (``tests/test_backend
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from .heavy_imports import prepare_heavy_imports
@@ -24,6 +25,17 @@ TINY_SAM_CFG = dict(image_size=256, patch_size=16, encoder_embed_dim=32, encoder
                     decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32)
 
 
+@contextmanager
+def seeded(seed: int):
+    """torch's global (CPU) RNG seeded with ``seed`` inside the block and given back as it was afterwards, so
+    building a tiny model gives the same weights every time and does not reseed the code that builds it."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def write_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     """Write a ``local-dir:`` CLIP folder (open_clip_config.json + open_clip_pytorch_model.bin)."""
     prepare_heavy_imports()
@@ -33,8 +45,8 @@ def write_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(**TINY_CLIP_CFG)
+    with seeded(seed):
+        model = open_clip.CLIP(**TINY_CLIP_CFG)
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
     return folder
 
@@ -43,24 +55,21 @@ def make_tiny_clip(seed: int = 0, image_size: int = 56):
     """(model, tokenizer): an open_clip ``CLIP`` with the tiny config, random weights, QuickGELU."""
     prepare_heavy_imports()
     import open_clip
-    import torch
 
-    torch.manual_seed(seed)
     cfg = json.loads(json.dumps(TINY_CLIP_CFG))
     cfg["vision_cfg"]["image_size"] = image_size
-    model = open_clip.CLIP(**cfg).eval()
+    with seeded(seed):
+        model = open_clip.CLIP(**cfg).eval()
     return model, open_clip.get_tokenizer("ViT-B-32")
 
 
 def make_tiny_sam(seed: int = 0, **overrides):
     """A ``segment_anything.modeling.Sam`` with a tiny 256-px geometry and random weights."""
     prepare_heavy_imports()
-    import torch
-
     from .weights.sam_arch import build_sam
 
-    torch.manual_seed(seed)
-    return build_sam({**TINY_SAM_CFG, **overrides})
+    with seeded(seed):
+        return build_sam({**TINY_SAM_CFG, **overrides})
 
 
 def write_tiny_sam(folder: str | Path, seed: int = 0) -> Path:
@@ -107,7 +116,8 @@ def tiny_engine(seed: int = 0, umci: bool = False, **config_overrides):
 
     clip, tok = make_tiny_clip(seed)
     sam = make_tiny_sam(seed)
-    head = UMCI(64, 32, (1, 2, 3, 4), heads=4) if umci else None
+    with seeded(seed):
+        head = UMCI(64, 32, (1, 2, 3, 4), heads=4) if umci else None
     config_overrides.setdefault("backend", "torch")
     cfg = ClipSAMConfig(image_size=56, feature_layers=(1, 2, 3, 4), device="cpu", umci_heads=4,
                         **config_overrides)

@@ -157,6 +157,22 @@ def test_discard_corrections_restores_clipsam_masks_and_undoes(qtbot, session):
     assert np.array_equal(out.masks.data, edited)
 
 
+def test_undo_after_the_next_image_in_a_review_does_not_bring_back_the_previous_labels(session):
+    """The output layers are emptied for the next image through napari's private ``Labels._reset_history`` (no
+    public call clears the undo history): when napari renames or drops it, this fails instead of Ctrl+Z pasting
+    one image's labels onto another."""
+    from napari.layers import Labels
+
+    assert callable(getattr(Labels, "_reset_history", None)), "napari no longer has Labels._reset_history"
+    viewer, widget, out = session
+    hand_edit(out, widget)  # undo history: the run's labels, then the person's strokes
+    out.source.data = synthetic_image("part", "crack", size=96, seed=2)[0]  # the review's next image, same layer
+    widget.restart_outputs(out.source)
+    for _ in range(4):
+        assert not out.masks.data.any(), "undo brought back labels of the previous image"
+        out.masks.undo()
+
+
 def test_refine_job_re_embeds_a_result_made_by_another_engine(shared_engine):
     """After a preset/weights change the widget refines older results on the new engine's SAM (no error)."""
     from napari_clipsam.widget.workers import refine_job

@@ -7,8 +7,7 @@ import torch
 
 from napari_clipsam import Cancelled, ClipSAMResult
 from napari_clipsam.errors import EngineMismatchError
-from napari_clipsam.mmr.levels import component_prompts, decode_levels, refine_from_prompts
-from napari_clipsam.mmr.prompts import prompts_from_map
+from napari_clipsam.mmr.levels import refine_from_prompts
 
 RNG = np.random.default_rng(1)
 
@@ -130,54 +129,56 @@ def test_refine_runs_no_encoder_and_follows_prompts(engine, rgb):
     np.testing.assert_allclose(empty.final_map, 0.5 * r.rough_map, atol=1e-6)
 
 
-def test_batched_decoding_equals_one_at_a_time(engine, rgb):
-    r = engine.segment(rgb, "bottle")
-    rough = np.zeros(rgb.shape[:2], np.float32)
-    for i, (y, x) in enumerate([(15, 15), (15, 80), (60, 20), (60, 80)]):
-        rough[y - 6:y + 6, x - 6:x + 6] = 0.7 + 0.05 * i
-    prompts = prompts_from_map(rough, engine.config)
-    assert prompts.num_components == 4
-    emb = engine.sam_embedding(r)
-    one_call = engine.config.replace(decoder_batch_size=64)
-    before = engine.sam.decoder_calls
-    fast, maps_fast = refine_from_prompts(engine.sam, emb, prompts, rough, one_call, batched=True)
-    assert engine.sam.decoder_calls - before == 3  # one call per level for all 4 components
-    before = engine.sam.decoder_calls
-    chunked, maps_chunked = refine_from_prompts(engine.sam, emb, prompts, rough, engine.config.replace(
-        decoder_batch_size=3), batched=True)
-    assert engine.sam.decoder_calls - before == 6  # 3 + 1 prompts per level
-    before = engine.sam.decoder_calls
-    plain, maps_plain = refine_from_prompts(engine.sam, emb, prompts, rough, one_call, batched=False)
-    assert engine.sam.decoder_calls - before == 12
-    np.testing.assert_allclose(maps_fast, maps_plain, atol=1e-5)
-    np.testing.assert_allclose(maps_chunked, maps_plain, atol=1e-5)
-    np.testing.assert_array_equal(fast.instances, plain.instances)
-    cands = decode_levels(engine.sam, emb, component_prompts(prompts), ("point", "box", "box+point"))
-    assert all(len(c) == 3 and c[0][0].shape[0] == 3 for c in cands)  # 3 levels of 3 low-res masks
+BOXES = np.array([[5, 5, 30, 30], [5, 60, 30, 100], [50, 10, 80, 40], [50, 60, 90, 110]], np.float32)
+POINTS = np.array([[17, 17], [17, 80], [65, 25], [70, 85], [60, 95]], np.float32)  # two in the last box
 
 
-def test_refine_redecodes_only_changed_components(engine, rgb):
+def component_maps(engine, result) -> np.ndarray:
+    """(K, H, W): the merged SAM map of each of ``result``'s components, decoded afresh (results do not keep them)."""
+    with engine.autocast():
+        return refine_from_prompts(engine.sam, engine.sam_embedding(result), result.prompts, result.rough_map,
+                                   engine.config, result.valid)[1]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_batched_decoding_equals_one_prompt_per_call(rgb):
     from napari_clipsam.testing import tiny_engine
 
-    engine = tiny_engine(seed=0, decoder_batch_size=1)  # one decoder call per prompt: calls = prompts
+    derived, user = {}, {}
+    for batch in (1, 2, 64):  # one prompt per decoder call; chunks of 2; every component of a level at once
+        engine = tiny_engine(seed=0, decoder_batch_size=batch)  # its own embedding: nothing decoded before
+        derived[batch] = engine.segment(rgb, "bottle")  # 3 components derived from the rough map
+        user[batch] = engine.refine(derived[batch], points=POINTS, boxes=BOXES)  # 4, one with two points
+    assert derived[1].prompts.num_components == 3 and user[1].prompts.num_components == 4
+    assert user[1].num_instances > 0
+    for batch in (2, 64):
+        for out in (derived, user):
+            np.testing.assert_allclose(out[batch].final_map, out[1].final_map, atol=1e-5)
+            np.testing.assert_array_equal(out[batch].instances, out[1].instances)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_correction_changes_only_the_component_it_touched(rgb):
+    from napari_clipsam.testing import tiny_engine
+
+    permissive = {"min_predicted_iou": 0.0, "max_outside_box": 1.0}  # the random SAM's point masks count too
+    engine = tiny_engine(seed=0, **permissive)
     r = engine.segment(rgb, "bottle")
-    boxes = np.array([[5, 5, 30, 30], [5, 60, 30, 100], [50, 10, 80, 40]], np.float32)
-    points = np.array([[17, 17], [17, 80], [65, 25]], np.float32)
-    before = engine.sam.decoder_calls
+    boxes, points = BOXES[:3], POINTS[:3]
     first = engine.refine(r, points=points, boxes=boxes)
-    assert engine.sam.decoder_calls - before == 9  # 3 components × 3 levels
-    before = engine.sam.decoder_calls
     again = engine.refine(first, points=points, boxes=boxes)
-    assert engine.sam.decoder_calls - before == 0
     np.testing.assert_array_equal(again.final_map, first.final_map)
     moved = points.copy()
     moved[1] = [12, 70]
-    before = engine.sam.decoder_calls
     edited = engine.refine(first, points=moved, boxes=boxes)
-    assert engine.sam.decoder_calls - before == 2  # only the edited component's point and box+point levels
-    engine.clear_caches("decoded")  # the plain path: everything decoded afresh
-    plain = engine.refine(r, points=moved, boxes=boxes)
-    np.testing.assert_array_equal(edited.final_map, plain.final_map)
+    maps_first, maps_edited = component_maps(engine, first), component_maps(engine, edited)
+    assert not np.array_equal(maps_edited[1], maps_first[1])
+    untouched = (maps_first[1] == 0) & (maps_edited[1] == 0)
+    assert untouched.any()
+    np.testing.assert_array_equal(edited.final_map[untouched], first.final_map[untouched])
+    fresh = tiny_engine(seed=0, **permissive)  # the same prompts decoded afresh: earlier decodes change nothing
+    plain = fresh.refine(fresh.segment(rgb, "bottle"), points=moved, boxes=boxes)
+    np.testing.assert_allclose(edited.final_map, plain.final_map, atol=1e-5)
     np.testing.assert_array_equal(edited.instances, plain.instances)
 
 

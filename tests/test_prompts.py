@@ -37,14 +37,27 @@ def test_map_below_threshold_gives_no_prompts():
 
 def test_small_components_dropped_and_k_limit():
     m = np.zeros((200, 200), np.float32)
-    m[5:8, 5:8] = 0.9  # 9 px < 16 px: dropped (also removed by the 3×3 opening? no, 3×3 survives opening)
+    m[5:8, 5:8] = 0.95  # 9 px < 16 px, the highest peak: dropped (a 3×3 square survives the 3×3 opening)
+    m[180:184, 5:9] = 0.5  # 16 px, the lowest peak: exactly the minimum size, kept
     for i in range(12):
         m[20 + 15 * i: 28 + 15 * i, 100:108] = 0.6 + 0.01 * i
+    p = prompts_from_map(m, CFG.replace(max_components=14))
+    assert not p.components[5:8, 5:8].any() and p.components[180:184, 5:9].all()
+    assert len(p.points) == 13 and [5, 5] not in p.points.tolist()
     p = prompts_from_map(m, CFG.replace(max_components=10))
-    assert len(p.points) == 10
-    # the 10 highest peaks are kept, in decreasing order
+    assert len(p.points) == 10 and p.num_components == 10
+    # the 10 highest peaks of the components large enough are kept, in decreasing order
     peaks = m[p.points[:, 0].astype(int), p.points[:, 1].astype(int)]
-    assert np.all(np.diff(peaks) < 0) and peaks.min() > 0.615
+    np.testing.assert_allclose(peaks, 0.6 + 0.01 * np.arange(11, 1, -1))
+
+
+def test_size_filter_scales_with_the_image_area():
+    m = np.zeros((400, 400), np.float32)  # min size max(16, 0.0002 × 160 000) = 32 px
+    m[10:15, 10:15] = 0.9  # 25 px: dropped here although it passes the 16 px floor
+    m[100:106, 100:106] = 0.8  # 36 px: kept
+    p = prompts_from_map(m, CFG)
+    assert p.num_components == 1 and p.points.tolist() == [[100, 100]]
+    assert prompts_from_map(m[:200, :200], CFG).num_components == 2  # min size 16 px there: both kept
 
 
 def test_boxes_clipped_and_negative_points():
@@ -54,6 +67,18 @@ def test_boxes_clipped_and_negative_points():
     assert p.point_labels.tolist() == [1, 0]
     neg = p.points[1].astype(int)
     assert p.components[neg[0], neg[1]] == 0
+
+
+def test_a_component_filling_its_box_gets_no_negative_point():
+    m = np.zeros((30, 30), np.float32)
+    m[5:15, 5:15] = 0.9  # a square: with box_growth 0 its box is the square itself, no pixel outside it
+    m[20:26, 20:28] = 0.8
+    m[20, 20] = 0.1  # an L shape: its box holds one pixel outside the component, the lowest one
+    m[20, 21] = 0.7
+    p = prompts_from_map(m, CFG.replace(negative_points=True, box_growth=0.0, opening_size=1))
+    assert p.point_labels.tolist() == [1, 1, 0] and p.point_component.tolist() == [0, 1, 1]
+    assert p.points[2].tolist() == [20, 20] and p.components[20, 20] == 0
+    np.testing.assert_array_equal(p.boxes, [[5, 5, 15, 15], [20, 20, 26, 28]])
 
 
 def test_nan_map_is_background():
@@ -72,9 +97,12 @@ def test_candidate_filter_and_merge():
     assert keep.tolist() == [True, False, False]
     merged = merge_component(masks, scores, keep, None)
     np.testing.assert_array_equal(merged, masks[0].astype(np.float32))
-    # weighted mean of two kept masks
-    m2 = merge_component(masks[[0, 2]], np.array([0.6, 0.2]), np.array([True, True]), None)
-    assert m2.max() == pytest.approx(1.0)
+    # the mean of the kept masks weighted by their predicted IoU: a pixel in one mask only gets that mask's
+    # share of the weights
+    a, b = np.zeros((2, 20, 20), bool)
+    a[2:10, 2:10], b[6:14, 6:14] = True, True
+    m2 = merge_component(np.stack([a, b, b]), np.array([0.6, 0.2, 0.9]), np.array([True, True, False]), None)
+    np.testing.assert_allclose([m2[3, 3], m2[12, 12], m2[8, 8], m2[16, 16]], [0.75, 0.25, 1.0, 0.0], rtol=1e-6)
 
 
 def test_fallback_when_nothing_kept():

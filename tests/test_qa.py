@@ -13,9 +13,12 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from pycocotools import mask as rle
 
 from napari_clipsam.errors import Cancelled
-from napari_clipsam.export import FORMATS, ExportError, dataset_split
+from napari_clipsam.export import ExportError, dataset_split
+from napari_clipsam.export.mvtec import read_mvtec_mask
+from napari_clipsam.export.tiff import read_label_tiff
 from napari_clipsam.qa import MANIFEST_NAME, Prefetcher, QASession, Verdict, export_stems, natural_key
 from napari_clipsam.qa.manifest import read_csv
 
@@ -315,7 +318,18 @@ def test_session_with_engine_end_to_end(folders, engine):
     assert entry.n_instances == len(np.unique(result.instances[result.instances > 0]))
     assert all((s.output_dir / o).exists() for o in entry.outputs)
     assert {"masks", "labels", "coco", "yolo", "provenance"} <= {o.split("/")[0] for o in entry.outputs}
-    assert len(FORMATS) == 4
+    # every format holds the accepted instances: read back with each format's reader / pycocotools
+    out = s.output_dir
+    np.testing.assert_array_equal(read_mvtec_mask(out / "masks" / "img1_mask.png"), result.mask)
+    labelled, _ = read_label_tiff(out / "labels" / "img1.tif")
+    pairs = np.unique(np.stack([labelled.ravel(), result.instances.ravel()]), axis=1)
+    assert pairs.shape[1] == len(np.unique(labelled)) == len(np.unique(result.instances))  # same partition
+    coco = json.loads((out / "coco" / "annotations.json").read_text(encoding="utf-8"))
+    assert len(coco["annotations"]) == entry.n_instances
+    for ann in coco["annotations"]:
+        np.testing.assert_array_equal(rle.decode(ann["segmentation"]).astype(bool), labelled == ann["instance_id"])
+    yolo_lines = (out / "yolo" / "labels" / "train" / "img1.txt").read_text(encoding="utf-8").splitlines()
+    assert len(yolo_lines) >= entry.n_instances > 0
 
 
 def test_prefetch_warms_the_caches(folders, engine):

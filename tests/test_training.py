@@ -94,9 +94,15 @@ def _same_weights(a, b) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_training_is_deterministic_for_a_seed(small_set):
-    a = train_umci(tiny_engine(0), small_set, _fast(seed=5), log=lambda m: None)
-    b = train_umci(tiny_engine(0), small_set, _fast(seed=5), log=lambda m: None)
+def test_training_is_deterministic_for_a_seed_and_leaves_the_callers_rng_alone(small_set):
+    caller = torch.random.get_rng_state()
+    engine = tiny_engine(0)
+    assert torch.equal(torch.random.get_rng_state(), caller), "building a tiny engine reseeded the caller's RNG"
+    a = train_umci(engine, small_set, _fast(seed=5), log=lambda m: None)
+    assert torch.equal(torch.random.get_rng_state(), caller), "training reseeded the caller's RNG"
+    with torch.random.fork_rng(devices=[]):
+        torch.rand(7)  # the caller's RNG elsewhere: the seed alone decides the weights
+        b = train_umci(tiny_engine(0), small_set, _fast(seed=5), log=lambda m: None)
     c = train_umci(tiny_engine(0), small_set, _fast(seed=6), log=lambda m: None)
     assert _same_weights(a.umci, b.umci) and a.epoch_losses == b.epoch_losses
     assert not _same_weights(a.umci, c.umci)
@@ -110,8 +116,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(small_set, tmp_pa
     assert read_umci(tmp_path / "part.pt")["training_state"]["epoch"] == 1
     logs = []
     # the resumed run is given other settings: the checkpoint's own are used, and the change is reported
+    caller = torch.random.get_rng_state()
     resumed = train_umci(tiny_engine(0), small_set, _fast(epochs=3, lr=5e-2, batch_size=2), out=tmp_path / "part.pt",
                          resume=tmp_path / "part.pt", log=logs.append)
+    assert torch.equal(torch.random.get_rng_state(), caller), "resuming set the caller's RNG to the checkpoint's"
     assert resumed.resumed_from_epoch == 1 and resumed.epochs == 3
     assert any("Resuming with the checkpoint's settings" in m for m in logs)
     assert _same_weights(full.umci, resumed.umci)

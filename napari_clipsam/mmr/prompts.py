@@ -66,7 +66,8 @@ def prompts_from_map(rough_map: np.ndarray, config) -> Prompts:
     H × W) are dropped; the K = max_components with the highest peak are kept, in order of decreasing peak.
     Per component: a positive point at the peak of the rough map inside it, and its bounding box grown by
     box_growth per side. With ``negative_points``, one negative point per component at the lowest rough value
-    inside its grown box but outside every component.
+    inside its grown box but outside every component; a component whose box holds no such pixel (it fills its
+    box, e.g. with ``box_growth=0``) gets no negative point (see :func:`_lowest_outside`).
     """
     rough = np.nan_to_num(np.asarray(rough_map, dtype=np.float32), nan=0.0)
     if rough.ndim != 2:
@@ -96,17 +97,24 @@ def prompts_from_map(rough_map: np.ndarray, config) -> Prompts:
     labels_out = np.ones(k, np.int32)
     comp = np.arange(k, dtype=np.int32)
     if config.negative_points and k:
-        neg = [_lowest_outside(rough, components, b) for b in boxes]
-        pts = np.concatenate([pts, np.asarray(neg, np.float32)])
-        labels_out = np.concatenate([labels_out, np.zeros(k, np.int32)])
-        comp = np.concatenate([comp, np.arange(k, dtype=np.int32)])
+        neg = [(c, p) for c, p in enumerate(_lowest_outside(rough, components, b) for b in boxes) if p is not None]
+        pts = np.concatenate([pts, np.asarray([p for _, p in neg], np.float32).reshape(-1, 2)])
+        labels_out = np.concatenate([labels_out, np.zeros(len(neg), np.int32)])
+        comp = np.concatenate([comp, np.asarray([c for c, _ in neg], np.int32)])
     return Prompts(points=pts, point_labels=labels_out, boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
                    point_component=comp, box_component=np.arange(k, dtype=np.int32), components=components)
 
 
-def _lowest_outside(rough: np.ndarray, components: np.ndarray, box: np.ndarray) -> tuple[int, int]:
+def _lowest_outside(rough: np.ndarray, components: np.ndarray, box: np.ndarray) -> tuple[int, int] | None:
+    """(row, col) of the lowest rough value among the pixels the box covers that lie outside every component,
+    or None when there is no such pixel (the components fill the box). No point is then better than any
+    fallback: a negative point inside the defect would tell SAM the defect is background, and one outside the
+    box is no longer a hint about this component's extent."""
     r0, c0, r1, c1 = (int(v) for v in (np.floor(box[0]), np.floor(box[1]), np.ceil(box[2]), np.ceil(box[3])))
-    window = np.where(components[r0:r1, c0:c1] == 0, rough[r0:r1, c0:c1], np.inf)
+    outside = components[r0:r1, c0:c1] == 0
+    if not outside.any():
+        return None
+    window = np.where(outside, rough[r0:r1, c0:c1], np.inf)
     r, c = np.unravel_index(int(window.argmin()), window.shape)
     return r0 + r, c0 + c
 

@@ -12,6 +12,7 @@ seeded generator whose state is checkpointed, so a resumed run gives the same we
 """
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 import time
@@ -197,6 +198,18 @@ def _resume_state(engine, path, settings: TrainSettings, in_dim, dim, log: Log,
     return ckpt, TrainSettings(**{**asdict(settings), **kept})
 
 
+def _on_forked_rng(train):
+    """Run ``train(engine, ...)`` on a fork of torch's global RNG (the CPU's, and the engine's GPU's): the run
+    seeds and draws from its own state, and the caller's RNG state is the same afterwards as before."""
+    @functools.wraps(train)
+    def forked(engine, *args, **kwargs):
+        with torch.random.fork_rng(devices=[engine.device] if engine.device.type == "cuda" else []):
+            return train(engine, *args, **kwargs)
+
+    return forked
+
+
+@_on_forked_rng
 def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: str | Path | None = None,
                resume: str | Path | None = None, log: Log = print,
                on_epoch: Callable[[int, float], None] | None = None) -> TrainReport:
@@ -212,6 +225,8 @@ def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: s
         resume: a checkpoint written by this function; training continues after its last epoch until
             ``settings.epochs`` (its batch size, learning rate, betas and seed are used).
         log: receives one-line messages. on_epoch: called with (epoch, mean loss) after every epoch.
+
+    The run seeds torch's RNG with ``settings.seed`` on a fork of it: the caller's RNG state is left as it was.
     """
     settings = settings or TrainSettings()
     if len(dataset) == 0:
