@@ -105,6 +105,10 @@ def main() -> None:
     print(f"{args.frames} frames of {args.size}² ({n} instances, run {took:.1f} s): {widget.status[:80]}")
     print(f"results held by the dock: {held_bytes(results.values()) / 2**20:.1f} MiB "
           f"({held_bytes(results.values()) / 2**20 / len(results):.2f} MiB per frame)")
+    if hasattr(engine, "cache_info"):
+        info = engine.cache_info()
+        print(f"engine cache: {info['bytes'] / 2**20:.1f} MiB in {info['entries']} entries "
+              f"(bound {info['max_bytes'] / 2**20:.0f} MiB)")
     print(f"resident memory: {before:.0f} MiB before the Run, peak {peak:.0f} MiB (+{peak - before:.0f} MiB), "
           f"after {rss_mib():.0f} MiB (+{rss_mib() - before:.0f} MiB)")
     viewer.close()
