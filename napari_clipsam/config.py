@@ -105,7 +105,8 @@ class ClipSAMConfig:
     box_growth: float = setting(0.10, per_call=True, recorded=True)
     """Each component's bounding box grows by this fraction of its size per side (clipped to the image)."""
     negative_points: bool = setting(False, per_call=True, recorded=True)
-    """Add one negative point per component (the lowest rough value inside its grown box, outside it)."""
+    """Add one negative point per component: the lowest rough value among the pixels of its grown box that lie outside
+    every component (none when the components fill the box: a point inside a defect would call it background)."""
     levels: tuple[str, ...] = setting(("point", "box", "box+point"), per_call=True, recorded=True)
     """Prompt levels sent to SAM, each with multimask output (3 masks per prompt)."""
     min_predicted_iou: float = setting(0.5, per_call=True, recorded=True)

@@ -37,7 +37,7 @@ def test_benchmark_reports_every_comparison(tmp_path):
     # (final masks of other variants are not asserted: random CLIP weights give a rough map so flat that τ_prompt
     # at its 99th percentile decides components by single pixels; tests/test_backends.py checks the encoders)
     ref = variants["torch fp32"]
-    assert ref["components"] >= 1 and ref["final_mask_iou"] == 1.0 and ref["sam_cosine"] > 0.999999
+    assert ref["components"] >= 1  # (its fidelity figures compare it with itself: nothing to assert there)
     assert any("target" in line for line in lines)
     few = out["fewshot"]
     assert few["shots"] == 4 and few["views"] == 24 and few["stage_s"] > 0 and few["ratio_to_zero_shot"] > 0
