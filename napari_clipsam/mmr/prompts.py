@@ -24,7 +24,7 @@ class Prompts:
         boxes: (M, 4) float32 (row0, col0, row1, col1). point_component: (N,) int32 and
         box_component: (M,) int32, the component index (0-based) each prompt belongs to; a negative point
         with component -1 applies to every component.
-        components: (H, W) int32 label image of the binarised rough map components (1-based, matching
+        components: (H, W) uint16 label image of the binarised rough map components (1-based, matching
         component index + 1), or None for user prompts; used as the fallback when SAM gives no usable mask.
         source: "clip" (derived from the rough map) or "user".
     """
@@ -75,7 +75,7 @@ def prompts_from_map(rough_map: np.ndarray, config) -> Prompts:
     H, W = rough.shape
     labels, n = ndi.label(binarise(rough, config), structure=EIGHT_CONNECTED)
     if n == 0:
-        return Prompts(components=np.zeros((H, W), np.int32))
+        return Prompts(components=np.zeros((H, W), np.uint16))
     idx = np.arange(1, n + 1)
     sizes = ndi.sum_labels(np.ones_like(rough), labels, idx)
     peaks = ndi.maximum(rough, labels, idx)
@@ -83,7 +83,7 @@ def prompts_from_map(rough_map: np.ndarray, config) -> Prompts:
     keep = [i for i in np.argsort(-np.asarray(peaks), kind="stable") if sizes[i] >= min_size]
     keep = keep[: config.max_components]
     slices = ndi.find_objects(labels)
-    components = np.zeros((H, W), np.int32)
+    components = np.zeros((H, W), np.uint16)
     points, boxes = [], []
     for new_id, i in enumerate(keep, start=1):
         region = labels == (i + 1)
