@@ -134,6 +134,22 @@ def test_a_killed_worker_costs_no_image_and_no_duplicate(models, local_ray, loca
     assert sorted(im["stem"] for im in coco["images"]) == [f"img{i:02d}" for i in range(N_IMAGES)]
 
 
+def same_figures(want: dict, got: dict, maps: tuple[str, ...]) -> int:
+    """Assert that every figure of ``maps`` per category and on average agrees to 1e-9 (None: nan in JSON) in two
+    eval JSON results (or two K entries of their ``few_shot``); returns how many numbers were compared."""
+    compared = 0
+    for where in [*(("categories", c) for c in want["categories"]), ("mean",)]:
+        a, b = want, got
+        for key in where:
+            a, b = a[key], b[key]
+        for m in maps:
+            for k, v in a[m].items():
+                w = b[m][k]
+                assert (v is None and w is None) or abs(v - w) <= 1e-9, (where, m, k, v, w)
+                compared += v is not None
+    return compared
+
+
 def test_eval_on_ray_equals_eval(models, local_ray, tmp_path):
     args = ("eval", "--dataset-root", models["data"], "--limit", 4, "--no-cache", "--no-progress", *models["args"])
     code, _, err = cli(*args, "--json", tmp_path / "local.json")
@@ -147,17 +163,7 @@ def test_eval_on_ray_equals_eval(models, local_ray, tmp_path):
     assert {k: v for k, v in ray["settings"].items() if k != "seconds"} == \
         {k: v for k, v in local["settings"].items() if k != "seconds"}
     assert list(ray["categories"]) == list(local["categories"]) == ["fabric", "metal"]
-    compared = 0
-    for where in [*(("categories", c) for c in local["categories"]), ("mean",)]:
-        a, b = local, ray
-        for key in where:
-            a, b = a[key], b[key]
-        for m in ("rough", "final"):
-            for k, v in a[m].items():
-                w = b[m][k]
-                assert (v is None and w is None) or abs(v - w) <= 1e-9, (where, m, k, v, w)
-                compared += v is not None
-    assert compared > 20
+    assert same_figures(local, ray, ("rough", "final")) > 20
 
 
 def engine_provenance(out: Path) -> dict[str, dict]:
@@ -216,15 +222,7 @@ def test_eval_shots_on_ray_equals_eval_shots(models, local_ray, tmp_path):
     for k, want in local["few_shot"].items():
         got = ray["few_shot"][k]
         assert got["seeds"] == want["seeds"] == [0, 1] and got["references"] == want["references"]
-        for where in [*(("categories", c) for c in want["categories"]), ("mean",)]:
-            a, b = want, got
-            for key in where:
-                a, b = a[key], b[key]
-            for m in ("rough", "rough_std"):
-                for name, v in a[m].items():
-                    w = b[m][name]
-                    assert (v is None and w is None) or abs(v - w) <= 1e-9, (k, where, m, name, v, w)
-                    compared += v is not None
+        compared += same_figures(want, got, ("rough", "rough_std"))
     assert compared > 40
     assert local["few_shot"]["1"]["mean"]["rough"] != local["mean"]["rough"]  # the references changed the maps
     assert local["few_shot"]["2"]["references"]["0"] != local["few_shot"]["2"]["references"]["1"]
