@@ -41,7 +41,7 @@ def start_pool(args, cfg, normal=None):
     return pool, info[0]
 
 
-def normal_references(job):
+def put_normal_references(job):
     """``segment --normal``'s references for the actors: read here (the reference folder need not exist on the
     workers' nodes) and put in Ray's object store once; every actor sets them when it starts (one CLIP pass
     over them per actor, none when its node's reference-bank cache has them). None without ``--normal``."""
@@ -89,7 +89,7 @@ def segment_on_ray(job) -> int:
         import ray
 
         address = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-        pool, _ = start_pool(args, job.cfg, normal_references(job))
+        pool, _ = start_pool(args, job.cfg, put_normal_references(job))
         load_seconds = time.perf_counter() - t0
         if job.normal:
             note(f"few-shot: {len(job.normal)} normal reference(s) from {args.normal}, weight "
