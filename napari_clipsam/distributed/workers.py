@@ -66,7 +66,7 @@ class EngineWorker:
 
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "engine": describe_engine(self.engine), "training_free": self.engine.umci is None,
-                "provenance": self.engine.provenance(""), "fewshot": self.engine.reference_sets()}
+                "provenance": self.engine.provenance("")}
 
     def segment(self, paths: list[str], object_name: str) -> list[dict]:
         """Segment the images at ``paths`` (read here): per path, ``{"path", "instances": packed,
