@@ -23,7 +23,7 @@ cli = run_cli
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Tiny CLIP and SAM folders, a --config that gives the random models some instances, 12 images and a
-    small two-category dataset."""
+    small two-category dataset (3 normal training images per category: few-shot references)."""
     from napari_clipsam.data import make_synthetic_dataset
     from napari_clipsam.testing import write_tiny_clip, write_tiny_sam
 
@@ -31,8 +31,8 @@ def models(tmp_path_factory):
     clip, sam = write_tiny_clip(root / "clip"), write_tiny_sam(root / "sam")
     config = root / "config.json"
     config.write_text(json.dumps({"prompt_threshold": 0.025, "min_predicted_iou": 0.0, "max_outside_box": 1.0,
-                                  "mask_threshold": 0.3}))
-    data = make_synthetic_dataset(root / "data", ("metal", "fabric"), n_train_good=0, n_test_good=3,
+                                  "mask_threshold": 0.3, "feature_layers": [1, 2, 3, 4]}))  # tiny CLIP: 4 blocks
+    data = make_synthetic_dataset(root / "data", ("metal", "fabric"), n_train_good=3, n_test_good=3,
                                   n_test_defect=2, image_size=64, seed=0)
     images = root / "in"
     images.mkdir()

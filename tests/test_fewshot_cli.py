@@ -89,3 +89,7 @@ def test_eval_shots_adds_mean_and_std_rows_to_the_zero_shot_table(setup, tmp_pat
     code, _, err = cli("eval", "--dataset-root", setup["data"], "--rough-only", "--shots", 9, "--no-cache",
                        *setup["args"])
     assert code == 2 and "only 4 normal training image" in err
+    # the same with --ray (which runs --shots too, tests/test_ray.py), before any Ray starts
+    code, _, err = cli("eval", "--dataset-root", setup["data"], "--rough-only", "--shots", 9, "--no-cache",
+                       *setup["args"], "--ray")
+    assert code == 2 and "only 4 normal training image" in err

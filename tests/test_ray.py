@@ -99,12 +99,10 @@ def test_resume_after_the_driver_is_interrupted(models, local_ray, local_referen
     assert_same_outputs(out, local_reference)
 
 
-def test_a_killed_worker_costs_no_image_and_no_duplicate(models, local_ray, local_reference, tmp_path):
-    out = tmp_path / "ray"
-    killed: list[int] = []
-
-    def kill_a_busy_worker() -> None:
-        """SIGKILL the first engine actor seen running a segment call (so the call is surely unanswered)."""
+def kill_a_busy_worker(killed: list[int]) -> threading.Thread:
+    """A thread that SIGKILLs the first engine actor seen running a segment call (so the call is surely
+    unanswered) and appends its pid to ``killed``."""
+    def watch() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
             for pid, title in processes().items():
@@ -114,8 +112,15 @@ def test_a_killed_worker_costs_no_image_and_no_duplicate(models, local_ray, loca
                     return
             time.sleep(0.002)
 
-    watcher = threading.Thread(target=kill_a_busy_worker, daemon=True)
+    watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
+    return watcher
+
+
+def test_a_killed_worker_costs_no_image_and_no_duplicate(models, local_ray, local_reference, tmp_path):
+    out = tmp_path / "ray"
+    killed: list[int] = []
+    watcher = kill_a_busy_worker(killed)
     code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"],
                             "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1, "--ray-batch-size", 1)
     watcher.join(timeout=5)
@@ -127,6 +132,22 @@ def test_a_killed_worker_costs_no_image_and_no_duplicate(models, local_ray, loca
         assert len(json.loads((out / "provenance" / f"img{i:02d}.json").read_text())["exports"]) == 1
     coco = json.loads((out / "coco" / "annotations.json").read_text())
     assert sorted(im["stem"] for im in coco["images"]) == [f"img{i:02d}" for i in range(N_IMAGES)]
+
+
+def same_figures(want: dict, got: dict, maps: tuple[str, ...]) -> int:
+    """Assert that every figure of ``maps`` per category and on average agrees to 1e-9 (None: nan in JSON) in two
+    eval JSON results (or two K entries of their ``few_shot``); returns how many numbers were compared."""
+    compared = 0
+    for where in [*(("categories", c) for c in want["categories"]), ("mean",)]:
+        a, b = want, got
+        for key in where:
+            a, b = a[key], b[key]
+        for m in maps:
+            for k, v in a[m].items():
+                w = b[m][k]
+                assert (v is None and w is None) or abs(v - w) <= 1e-9, (where, m, k, v, w)
+                compared += v is not None
+    return compared
 
 
 def test_eval_on_ray_equals_eval(models, local_ray, tmp_path):
@@ -142,14 +163,66 @@ def test_eval_on_ray_equals_eval(models, local_ray, tmp_path):
     assert {k: v for k, v in ray["settings"].items() if k != "seconds"} == \
         {k: v for k, v in local["settings"].items() if k != "seconds"}
     assert list(ray["categories"]) == list(local["categories"]) == ["fabric", "metal"]
+    assert same_figures(local, ray, ("rough", "final")) > 20
+
+
+def engine_provenance(out: Path) -> dict[str, dict]:
+    """Stem → the engine provenance of its (only) export, without its timestamp."""
+    found = {}
+    for p in sorted((out / "provenance").glob("*.json")):
+        (export,) = json.loads(p.read_text())["exports"]
+        found[p.stem] = {k: v for k, v in export["engine"].items() if k != "created"}
+    return found
+
+
+def test_segment_normal_on_ray_writes_what_the_local_command_writes(models, local_ray, local_reference, tmp_path):
+    """--normal on Ray: every actor (also one Ray restarts after a SIGKILL) uses the local run's references."""
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    for src in sorted((models["data"] / "metal" / "train" / "good").glob("*.png")):
+        shutil.copy(src, normal / src.name)
+    few = ("--normal", normal, "--fewshot-weight", "1")
+    code, _, err = cli("segment", models["images"], "--object", "metal", "--out", tmp_path / "local", *few,
+                       *models["args"])
+    assert code == 0 and "few-shot: 3 normal reference(s)" in err, err
+    killed: list[int] = []
+    watcher = kill_a_busy_worker(killed)
+    code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", tmp_path / "ray", *few,
+                            *models["args"], "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1,
+                            "--ray-batch-size", 1)
+    watcher.join(timeout=5)
+    assert killed, "no engine actor was seen in a segment call to kill"
+    assert code == 0, err
+    assert f"{N_IMAGES} done, 0 skipped" in stdout and "0 failed" in stdout
+    assert "few-shot: 3 normal reference(s)" in err and "weight 1, set on every actor" in err
+    assert_same_outputs(tmp_path / "ray", tmp_path / "local")
+    with pytest.raises(AssertionError):  # the references changed the masks: the comparison is not zero-shot's
+        assert_same_outputs(tmp_path / "ray", local_reference)
+    local, ray = engine_provenance(tmp_path / "local"), engine_provenance(tmp_path / "ray")
+    assert sorted(ray) == [f"img{i:02d}" for i in range(N_IMAGES)] and ray == local
+    assert ray["img00"]["fewshot"]["count"] == 3 and ray["img00"]["fewshot"]["weight"] == 1.0
+
+
+def test_eval_shots_on_ray_equals_eval_shots(models, local_ray, tmp_path):
+    """Same references per category and seed, same few-shot figures (mean and std over the seeds)."""
+    args = ("eval", "--dataset-root", models["data"], "--rough-only", "--limit", 3, "--shots", 1, 2, "--seeds", 2,
+            "--no-progress", *models["args"])
+    code, stdout, err = cli(*args, "--no-cache", "--json", tmp_path / "local.json")
+    assert code == 0, err
+    # with the map cache on the Ray side: the few-shot maps are keyed by the references as locally
+    code, stdout_ray, err = cli(*args, "--json", tmp_path / "ray.json", "--ray", "--ray-actors", 2,
+                                "--ray-cpus-per-actor", 1)
+    assert code == 0, err
+    table = stdout.split("few-shot rows:")[1].split("\n(")[0]
+    assert stdout_ray.split("few-shot rows:")[1].split("\n(")[0] == table and "rough 2-shot" in table
+    local, ray = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "ray"))
+    assert ray["engine"] == local["engine"] and local["engine"]["fewshot"] is None
+    assert set(ray["few_shot"]) == set(local["few_shot"]) == {"1", "2"}
     compared = 0
-    for where in [*(("categories", c) for c in local["categories"]), ("mean",)]:
-        a, b = local, ray
-        for key in where:
-            a, b = a[key], b[key]
-        for m in ("rough", "final"):
-            for k, v in a[m].items():
-                w = b[m][k]
-                assert (v is None and w is None) or abs(v - w) <= 1e-9, (where, m, k, v, w)
-                compared += v is not None
-    assert compared > 20
+    for k, want in local["few_shot"].items():
+        got = ray["few_shot"][k]
+        assert got["seeds"] == want["seeds"] == [0, 1] and got["references"] == want["references"]
+        compared += same_figures(want, got, ("rough", "rough_std"))
+    assert compared > 40
+    assert local["few_shot"]["1"]["mean"]["rough"] != local["mean"]["rough"]  # the references changed the maps
+    assert local["few_shot"]["2"]["references"]["0"] != local["few_shot"]["2"]["references"]["1"]

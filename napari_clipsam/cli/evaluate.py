@@ -79,13 +79,15 @@ def run(args) -> int:
     cfg = engine_config(args, **weight)
     if args.rough_only:
         cfg = without_sam(cfg)
+    if shots:
+        from ..clip.fewshot import check_settings
+
+        check_settings(cfg)
     if getattr(args, "ray", None) is not None:
-        if shots:
-            raise InvalidInputError("--shots is not available with --ray yet: run the few-shot rows without --ray.")
         from ..distributed.evaluate import evaluate_on_ray  # Ray is imported only there
 
-        results = evaluate_on_ray(args, dataset, cfg, split_list(args.categories))
-        few = {}
+        results, few = evaluate_on_ray(args, dataset, cfg, split_list(args.categories), train, shots,
+                                       range(args.seeds))
     else:
         engine = build_engine(cfg, args.progress, sam=not args.rough_only)
         note(f"engine: {describe_engine(engine)}")
@@ -96,9 +98,6 @@ def run(args) -> int:
                                    max_fpr=args.max_fpr, progress=args.progress, map_cache=args.cache)
         few = {}
         if shots:
-            from ..clip.fewshot import check_settings
-
-            check_settings(engine.config)
             few = evaluate_few_shot(engine, dataset, train, shots, range(args.seeds), resolution=args.resolution,
                                     sigma=args.sigma, limit=args.limit, batch_size=args.batch_size,
                                     rough_only=args.rough_only, max_fpr=args.max_fpr, progress=args.progress,
@@ -106,8 +105,8 @@ def run(args) -> int:
     print(f"rough map: {results['engine']['rough_map']}")
     if few:
         print(f"few-shot rows: K normal training images per category as references, mean ± std over "
-              f"{args.seeds} draws; rough = {1 - engine.config.fewshot_weight:g} × zero-shot + "
-              f"{engine.config.fewshot_weight:g} × few-shot")
+              f"{args.seeds} draws; rough = {1 - cfg.fewshot_weight:g} × zero-shot + {cfg.fewshot_weight:g} × "
+              "few-shot")
         print(format_table(results, few))
     else:
         print(format_table(results))

@@ -140,8 +140,6 @@ def plan_job(args) -> SegmentJob:
         from ..clip.fewshot import check_settings
 
         check_settings(cfg)
-        if getattr(args, "ray", None) is not None:
-            raise InvalidInputError("--normal is not available with --ray yet: run it without --ray.")
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise PathKindError(f"--out {out} is a file; give a folder for the pseudo-labels.")

@@ -25,9 +25,11 @@ class EnginePool:
         config: the engine's :class:`~napari_clipsam.config.ClipSAMConfig`.
         shape: actors and what each reserves (:class:`~.cluster.PoolShape`).
         retries: Ray's ``max_task_retries`` per call.
+        normal: every actor's ``normal`` argument (:class:`~.workers.EngineWorker`), best an object ref (one
+            copy in the object store for all actors and their restarts), or None.
     """
 
-    def __init__(self, config, shape: PoolShape, retries: int):
+    def __init__(self, config, shape: PoolShape, retries: int, normal=None):
         import ray
 
         from .workers import EngineWorker
@@ -35,7 +37,7 @@ class EnginePool:
         remote = ray.remote(EngineWorker).options(num_cpus=shape.cpus, num_gpus=shape.gpus, max_restarts=retries,
                                                   max_task_retries=retries)
         self.shape = shape
-        self.actors = [remote.remote(config, shape.cpus) for _ in range(shape.actors)]
+        self.actors = [remote.remote(config, shape.cpus, normal) for _ in range(shape.actors)]
 
     def ready(self) -> list[dict]:
         """Wait until every actor has loaded its engine; returns their :meth:`~.workers.EngineWorker.ready`.

@@ -24,11 +24,12 @@ def cluster_shape(args):
     return shape, len(nodes)
 
 
-def start_pool(args, cfg):
-    """Size and start the engine actors on the connected cluster; returns (pool, first actor's ready info)."""
+def start_pool(args, cfg, normal=None):
+    """Size and start the engine actors on the connected cluster (each given ``normal``, see
+    :class:`~.workers.EngineWorker`); returns (pool, first actor's ready info)."""
     shape, n_nodes = cluster_shape(args)
     note(f"ray: {shape.describe()}, on a cluster of {n_nodes} node(s)")
-    pool = EnginePool(cfg, shape, args.ray_retries)
+    pool = EnginePool(cfg, shape, args.ray_retries, normal)
     try:
         info = pool.ready()
     except BaseException:
@@ -38,6 +39,19 @@ def start_pool(args, cfg):
     if info[0]["training_free"]:
         note(TRAINING_FREE_NOTE)
     return pool, info[0]
+
+
+def put_normal_references(job):
+    """``segment --normal``'s references for the actors: read here (the reference folder need not exist on the
+    workers' nodes) and put in Ray's object store once; every actor sets them when it starts (one CLIP pass
+    over them per actor, none when its node's reference-bank cache has them). None without ``--normal``."""
+    if not job.normal:
+        return None
+    import ray
+
+    from ..io.images import read_image
+
+    return ray.put({"images": [read_image(f) for f in job.normal], "object_name": job.args.object})
 
 
 def failed_call(paths: list[str], exc: Exception) -> list[dict]:
@@ -75,8 +89,11 @@ def segment_on_ray(job) -> int:
         import ray
 
         address = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-        pool, _ = start_pool(args, job.cfg)
+        pool, _ = start_pool(args, job.cfg, put_normal_references(job))
         load_seconds = time.perf_counter() - t0
+        if job.normal:
+            note(f"few-shot: {len(job.normal)} normal reference(s) from {args.normal}, weight "
+                 f"{job.cfg.fewshot_weight:g}, set on every actor")
         by_name = {str(p): p for p in job.todo}
         batch = pool.shape.batch
         chunks = [([str(p) for p in job.todo[i:i + batch]],) for i in range(0, len(job.todo), batch)]

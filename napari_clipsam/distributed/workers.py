@@ -39,9 +39,13 @@ class EngineWorker:
     Args:
         config: the :class:`~napari_clipsam.config.ClipSAMConfig` (local model paths must exist on every node).
         threads: torch threads (the CPUs the actor reserved).
+        normal: ``segment --normal``'s references, ``{"images": [(H, W[, C]) arrays], "object_name"}`` (read
+            by the driver and put in Ray's object store once): set here with
+            :meth:`~napari_clipsam.pipeline.ClipSAM.set_normal_references`, as the local command does, so an
+            actor Ray restarts has them again. None: no references.
     """
 
-    def __init__(self, config, threads: int):
+    def __init__(self, config, threads: int, normal: dict | None = None):
         import torch
 
         from ..cli.common import build_engine
@@ -49,6 +53,9 @@ class EngineWorker:
         torch.set_num_threads(int(threads))
         self.engine = build_engine(config, progress=False)
         self.datasets: dict = {}
+        self.references: tuple | None = None  # the eval reference sets now set (see :meth:`eval_maps`)
+        if normal is not None:
+            self.engine.set_normal_references(normal["images"], normal["object_name"])
 
     def ready(self) -> dict:
         """Where this actor runs and what it loaded: node id, pid, a one-line engine description, whether the
@@ -92,23 +99,45 @@ class EngineWorker:
         seconds = (time.perf_counter() - t0) / max(len(paths), 1)
         return [{"path": p, "node": node, "pid": pid, "seconds": seconds, **out[i]} for i, p in enumerate(paths)]
 
-    def eval_maps(self, category: str, indices: list[int], name: str, *, dataset: dict, resolution: int,
-                  batch_size: int | None, rough_only: bool, map_cache: bool) -> list[dict]:
+    def _split(self, dataset: dict, split: str):
+        """The ``split`` of the dataset ``{"root", "layout", "categories"}``, opened here once."""
+        from ..data import open_dataset
+
+        key = (dataset["root"], dataset["layout"], tuple(dataset["categories"] or ()), split)
+        if key not in self.datasets:
+            self.datasets[key] = open_dataset(dataset["root"], dataset["layout"], dataset["categories"],
+                                              split=split)
+        return self.datasets[key]
+
+    def _use_references(self, dataset: dict, references: tuple | None) -> None:
+        """Make the engine's reference sets those of ``references`` (``((category, object name, train indices),
+        ...)``, every category of one few-shot draw, as the local ``eval --shots`` sets them; None: none)."""
+        if references == self.references:
+            return
+        self.engine.clear_normal_references()
+        self.references = None
+        if references:
+            train = self._split(dataset, "train")
+            for category, name, indices in references:
+                subset = train.category(category)
+                self.engine.set_normal_references([subset[i][0] for i in indices], name)
+        self.references = references
+
+    def eval_maps(self, category: str, indices: list[int], name: str, references: tuple | None = None, *,
+                  dataset: dict, resolution: int, batch_size: int | None, rough_only: bool,
+                  map_cache: bool) -> list[dict]:
         """The evaluated maps of samples ``indices`` of ``category`` (the dataset opened here from ``dataset``:
-        ``{"root", "layout", "categories"}``): per sample ``{"maps": {"rough"[, "final"]}, "mask": squashed
+        ``{"root", "layout", "categories"}``), with the normal ``references`` of one few-shot draw (see
+        :meth:`_use_references`; None: zero-shot): per sample ``{"maps": {"rough"[, "final"]}, "mask": squashed
         bool, "label", "cached", "node"}``. The engine was built with the evaluation config."""
         import ray
 
-        from ..data import open_dataset
         from ..training.evaluation import squashed_maps
         from ..training.map_cache import MapCache
         from ..training.resize import squash_mask
 
-        key = (dataset["root"], dataset["layout"], tuple(dataset["categories"] or ()))
-        if key not in self.datasets:
-            self.datasets[key] = open_dataset(dataset["root"], dataset["layout"], dataset["categories"],
-                                              split="test")
-        subset = self.datasets[key].category(category)
+        self._use_references(dataset, references)
+        subset = self._split(dataset, "test").category(category)
         items = [subset[i] for i in indices]
         cache = MapCache.for_run(self.engine, resolution=resolution, rough_only=rough_only) if map_cache else None
         hits = 0 if cache is None else cache.hits
