@@ -34,7 +34,7 @@ def evaluate_on_ray(args, dataset, cfg, categories: list[str] | None, train=None
     ``dataset`` (opened from ``args.dataset_root``/``args.layout``/``categories``) and, for each K in ``shots``,
     :func:`~napari_clipsam.training.evaluation.evaluate_few_shot`'s (references from ``train``, its train split,
     one draw per seed; ``{}`` without shots), computed on the Ray cluster named by ``args.ray``."""
-    from ..training.evaluation import _summarise, evaluation_config, plan_evaluation
+    from ..training.evaluation import evaluation_config, plan_evaluation, summarise_few_shot
 
     cfg = evaluation_config(cfg, args.sigma)
     resolution, cats, picks, names = plan_evaluation(cfg.image_size, dataset, None, args.resolution, args.limit)
@@ -51,7 +51,7 @@ def evaluate_on_ray(args, dataset, cfg, categories: list[str] | None, train=None
         runs = [run(draws[k, seed]) for seed in seeds]
         refs = {seed: {c: [train.category(c).samples[i].image_path.name for i in idx]
                        for c, _, idx in draws[k, seed]} for seed in seeds}
-        few[k] = _summarise(runs, cats) | {"seeds": list(seeds), "references": refs, "runs": runs}
+        few[k] = summarise_few_shot(runs, cats, seeds, refs)
     return results, few
 
 

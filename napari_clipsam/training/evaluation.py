@@ -269,10 +269,17 @@ def evaluate_few_shot(engine, dataset, train_dataset, shots: Iterable[int], seed
                     engine.set_normal_references([train[c][i][0] for i in idx], names[c])
                     refs[seed][c] = [train[c].samples[i].image_path.name for i in idx]
                 runs.append(evaluate_dataset(engine, dataset, categories=cats, object_names=names, **kwargs))
-            out[int(k)] = _summarise(runs, cats) | {"seeds": seeds, "references": refs, "runs": runs}
+            out[int(k)] = summarise_few_shot(runs, cats, seeds, refs)
     finally:
         engine.clear_normal_references()
     return out
+
+
+def summarise_few_shot(runs: list[dict], cats: list[str], seeds, references: dict) -> dict:
+    """One K's few-shot summary from its runs (one :func:`evaluate_dataset` result per seed, in ``seeds`` order):
+    per category and for the mean, each map's metrics as mean and ``_std`` over the seeds, with the seeds, the
+    reference file names per seed and category, and the runs themselves (the local and the Ray evaluation)."""
+    return _summarise(runs, cats) | {"seeds": list(seeds), "references": references, "runs": runs}
 
 
 def _summarise(runs: list[dict], cats: list[str]) -> dict:
