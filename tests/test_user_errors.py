@@ -176,6 +176,14 @@ def test_internal_errors_keep_their_traceback_and_exit_1():
         assert run_guarded(user, Args()) == 2
     assert err.getvalue() == "error: x.csv is not UTF-8 text\n"
 
+    def listing(args):  # a message that lists several things keeps its lines (and their indent)
+        raise InputFileError("2 files are missing:\n- a.pt\n  place it at /x/a.pt\n\n- b.pt   (twice   spaced)")
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert run_guarded(listing, Args()) == 2
+    assert err.getvalue() == "error: 2 files are missing:\n- a.pt\n  place it at /x/a.pt\n- b.pt (twice spaced)\n"
+
 
 # ------------------------------------------------------------------------------------------ files
 def test_umci_checkpoint_missing_keys_or_empty(tmp_path):

@@ -247,7 +247,8 @@ def write_text_atomic(path: Path, text: str) -> Path:
 # ----------------------------------------------------------------------------------------------- errors
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a subcommand. A user error (:class:`~napari_clipsam.errors.ClipSAMUserError`: a bad setting, argument,
-    file, or unavailable weights) becomes one ``error: …`` line on stderr and exit code 2 (no traceback, unless
+    file, or unavailable weights) becomes an ``error: …`` message on stderr (one line, or the message's own lines
+    when it lists several things, e.g. missing weights files) and exit code 2 (no traceback, unless
     ``--traceback``). Any other exception is a bug: it propagates with its traceback (exit code 1)."""
     from ..errors import ClipSAMUserError
 
@@ -259,5 +260,6 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except ClipSAMUserError as exc:
         if getattr(args, "traceback", False):
             raise
-        note("error: " + " ".join(str(exc).split()))
+        lines = [line[:len(line) - len(line.lstrip())] + " ".join(line.split()) for line in str(exc).splitlines()]
+        note("error: " + "\n".join(line for line in lines if line.strip()))  # a message's own lines (lists) are kept
         return EXIT_USAGE
