@@ -20,7 +20,7 @@ from napari_clipsam.stages import Stepper
 if not openvino_available():
     pytest.skip("OpenVINO is an optional extra: pip install -e '.[openvino]'", allow_module_level=True)
 
-from napari_clipsam.backends import openvino_encoders  # noqa: E402
+from napari_clipsam.backends import openvino_encoders
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_progress_moves_by_time_inside_the_openvino_sam_encoder(slow_engine, ima
     slow_engine.segment(image, "metal plate", progress=lambda s, f: reports.append((s, f)))
     fractions = [f for _, f in reports]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
-    inside = sorted(set(f for s, f in reports if s == "sam encoder"))
+    inside = sorted({f for s, f in reports if s == "sam encoder"})
     assert len(inside) >= 5, f"the bar stood still during the SAM encoder: {inside}"
     after = min(f for s, f in reports if s == "sam decoder")
     assert inside[-1] <= after and inside[-1] - inside[0] > 0.5 * (after - inside[0])  # it covered the stage

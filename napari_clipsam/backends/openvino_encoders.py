@@ -5,6 +5,11 @@ module traced on a ``(1, 3, S, S)`` example; weights are never read twice from d
 :class:`~.ir_cache.IRCache`, and compiled for one image at a time (on the CPU, batches measured slower than
 single images, so a batch of ``B`` images runs as ``B`` calls). Inputs and outputs are torch tensors, so the
 engine's code around the encoders is the same for every backend.
+
+A compiled model cannot report per transformer block, so each inference runs as an asynchronous infer request
+polled every :data:`POLL_MS`: inside :meth:`~napari_clipsam.stages.Stepper.per_block` the stage's progress moves
+by time (:func:`timed_fraction`) and a cancel request cancels the request, which OpenVINO's CPU plugin stops
+before its next operation (:meth:`_Compiled.infer`).
 """
 from __future__ import annotations
 
@@ -91,7 +96,8 @@ class _Compiled:
                 self.stopped += 1
             raise
         self.seconds = time.perf_counter() - start
-        return [torch.from_numpy(request.get_output_tensor(j).data.copy()) for j in range(len(self.compiled.outputs))]
+        outputs = range(len(self.compiled.outputs))
+        return [torch.from_numpy(request.get_output_tensor(j).data.copy()) for j in outputs]
 
 
 _shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
