@@ -2,12 +2,14 @@
 
 ``progress(stage, fraction)`` receives the stage now running and the **overall** fraction of the call done,
 0 → 1, never decreasing. Stages are weighted by their rough share of a cold run on a CPU (SAM's image encoder
-dominates), and the two encoders also report after every transformer block, so a progress bar moves inside
-them and a cancel request is seen within one block (about a second on a CPU for the largest models).
+dominates), and the two encoders also report while they run, so a progress bar moves inside them and a cancel
+request is seen mid-way: the torch encoders after every transformer block (:meth:`Stepper.per_block`), the
+OpenVINO encoders, one compiled call each, by polling :func:`stage_report` while their inference runs.
 """
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 
 from .errors import Cancelled
@@ -18,6 +20,17 @@ STAGE_WEIGHTS = {"text": 0.04, "clip": 0.18, "rough map": 0.01, "few-shot": 0.01
 """Approximate share of each stage in a cold CPU run (``napari-clipsam bench``: SAM vit_b ~80 %, CLIP ~18 %)."""
 _START = {s: sum(STAGE_WEIGHTS[t] for t in STAGES[:i]) / sum(STAGE_WEIGHTS.values()) for i, s in enumerate(STAGES)}
 _SHARE = {s: STAGE_WEIGHTS[s] / sum(STAGE_WEIGHTS.values()) for s in STAGES}
+_running = threading.local()
+
+
+def stage_report() -> Callable[[float], None] | None:
+    """The report of the encoder stage this thread runs now (inside :meth:`Stepper.per_block`), or None.
+
+    ``report(within)`` reports that fraction (0..1) of the stage as done and raises
+    :class:`~napari_clipsam.errors.Cancelled` when the run's cancel request is set; an encoder that cannot report
+    per block (a compiled OpenVINO model) calls it while its inference runs.
+    """
+    return getattr(_running, "report", None)
 
 
 class Stepper:
@@ -43,13 +56,20 @@ class Stepper:
     @contextlib.contextmanager
     def per_block(self, blocks, stage: str, done: float, span: float):
         """Report ``stage`` after each module of ``blocks`` (e.g. a ViT's transformer blocks) runs forward;
-        a cancel request raises :class:`~napari_clipsam.errors.Cancelled` from inside the forward pass."""
+        a cancel request raises :class:`~napari_clipsam.errors.Cancelled` from inside the forward pass.
+
+        Inside the block, :func:`stage_report` (in this thread) reports ``stage`` too, for an encoder whose
+        blocks are not torch modules (OpenVINO); the torch blocks then never run and their hooks stay silent.
+        """
         blocks = list(blocks or ())
         handles = [b.register_forward_hook(self._hook(stage, done, span, (i + 1) / len(blocks)))
                    for i, b in enumerate(blocks)]
+        outer = stage_report()
+        _running.report = lambda within: self(stage, done, span, within)
         try:
             yield
         finally:
+            _running.report = outer
             for h in handles:
                 h.remove()
 

@@ -1,11 +1,12 @@
 """Measure what an annotator feels at full size on this machine (random weights, no download):
 
 - cancel latency per stage: the time from a cancel request, made as a stage starts, to the run stopping;
+- progress inside the encoders: how many reports each encoder stage makes and the longest time without one;
 - edit → refined masks latency in the napari dock (viewer first, dock from the manifest, the cpu preset's real
   architectures with random weights), for a moved point of one component;
 - the on-disk SAM embedding cache: bytes per image and the time to reopen an image with it.
 
-    xvfb-run -a python scripts/measure_interaction.py [--preset cpu] [--edits 5]
+    xvfb-run -a python scripts/measure_interaction.py [--preset cpu] [--edits 5] [--backend openvino]
 """
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ def main() -> None:
                                   backend=args.backend)
     image = synthetic_image("metal", "scratch", size=512, seed=0)[0]
 
+    def build(config, **kwargs):
+        """An engine on the same random weights every time, so OpenVINO converts them once (its cache)."""
+        import torch
+
+        torch.manual_seed(0)
+        return ClipSAM.from_config(config, **kwargs)
+
     # --- cancel during model loading
     asked = {}
 
@@ -55,12 +63,12 @@ def main() -> None:
     threading.Timer(2.0, lambda: asked.setdefault("t", time.perf_counter())).start()
     t0 = time.perf_counter()
     try:
-        ClipSAM.from_config(config, cancelled=cancel_loading)
+        build(config, cancelled=cancel_loading)
         print(f"loading: not cancellable, finished in {time.perf_counter() - t0:.1f} s")
     except Cancelled:
         print(f"cancel latency, model loading: {time.perf_counter() - asked['t']:.2f} s")
     t0 = time.perf_counter()
-    engine = ClipSAM.from_config(config)
+    engine = build(config)
     print(f"engine built in {time.perf_counter() - t0:.1f} s (random weights)")
 
     # --- cancel latency per stage (request made when the stage first reports)
@@ -77,13 +85,24 @@ def main() -> None:
         except Cancelled:
             print(f"cancel latency, {stage}: {1000 * (time.perf_counter() - state['t']):.0f} ms")
 
+    # --- progress while the encoders run: a stage lasts from its first report to the next stage's first
+    engine.clear_caches()
+    marks = []
+    engine.segment(image, "metal plate", progress=lambda s, f: marks.append((time.perf_counter(), s, f)))
+    for stage in ("clip", "sam encoder"):
+        times = [t for t, s, _ in marks if s == stage]
+        end = next(t for t, s, _ in marks if t > times[-1] and s != stage)
+        still = max(b - a for a, b in zip(times, times[1:] + [end]))
+        print(f"progress, {stage}: {len(times)} reports in {end - times[0]:.2f} s, longest without one "
+              f"{1000 * still:.0f} ms")
+
     # --- SAM weights identified by a file (random values), so the on-disk embedding cache applies
     import torch
 
     sam_file = work / "sam_random.pth"
     torch.save(engine.sam.model.state_dict(), sam_file)
     config = config.replace(sam_weights=str(sam_file))
-    engine = ClipSAM.from_config(config)
+    engine = build(config)
 
     # --- the dock: run, then move one point N times
     source = viewer.add_image(image, name="plate")
@@ -127,12 +146,12 @@ def main() -> None:
     store = work / "cache" / "embeddings"
     files = list(store.glob("*.npy"))
     print(f"embedding cache: {len(files)} file(s), {sum(p.stat().st_size for p in files) / 2**20:.1f} MiB")
-    cold = ClipSAM.from_config(config.replace(embedding_cache_bytes=0))
+    cold = build(config.replace(embedding_cache_bytes=0))
     t0 = time.perf_counter()
     cold.segment(image, "metal plate")
     t_cold = time.perf_counter() - t0
     del cold
-    reopened = ClipSAM.from_config(config)
+    reopened = build(config)
     t0 = time.perf_counter()
     reopened.segment(image, "metal plate")
     t_warm = time.perf_counter() - t0

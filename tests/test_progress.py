@@ -49,3 +49,31 @@ def test_cancel_inside_the_sam_encoder_stops_it(engine, images):
     result = engine.segment(images[0], "machined part")  # nothing half-made was cached
     assert result.final_map.shape == images[0].shape[:2]
     assert np.isfinite(result.final_map).all()
+
+
+def test_stage_report_is_the_running_stage_of_this_thread_only():
+    """Inside per_block, stage_report() reports that stage (and sees a cancel); outside it, or in another
+    thread, there is none; a nested block's report gives way to the outer one again."""
+    import threading
+
+    from napari_clipsam.stages import Stepper, stage_report
+
+    reports, stop = [], []
+    step = Stepper(lambda s, f: reports.append((s, f)), lambda: bool(stop))
+    assert stage_report() is None
+    with step.per_block([], "clip", 0.0, 1.0):
+        stage_report()(0.5)
+        with step.per_block([], "sam encoder", 0.0, 1.0):
+            stage_report()(0.5)
+            other = []
+            t = threading.Thread(target=lambda: other.append(stage_report()))
+            t.start()
+            t.join()
+            assert other == [None]
+        stage_report()(1.0)
+        stop.append(1)
+        with pytest.raises(Cancelled, match="clip"):
+            stage_report()(1.0)
+    assert stage_report() is None
+    assert [s for s, _ in reports] == ["clip", "sam encoder", "clip"]
+    assert [f for _, f in reports] == sorted(f for _, f in reports)  # never back, though clip ends below SAM

@@ -5,15 +5,23 @@ module traced on a ``(1, 3, S, S)`` example; weights are never read twice from d
 :class:`~.ir_cache.IRCache`, and compiled for one image at a time (on the CPU, batches measured slower than
 single images, so a batch of ``B`` images runs as ``B`` calls). Inputs and outputs are torch tensors, so the
 engine's code around the encoders is the same for every backend.
+
+A compiled model cannot report per transformer block, so each inference runs as an asynchronous infer request
+polled every :data:`POLL_MS`: inside :meth:`~napari_clipsam.stages.Stepper.per_block` the stage's progress moves
+by time (:func:`timed_fraction`) and a cancel request cancels the request, which OpenVINO's CPU plugin stops
+before its next operation (:meth:`_Compiled.infer`).
 """
 from __future__ import annotations
 
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from ..stages import stage_report
 from .ir_cache import FORMAT, IR_PRECISION, IRCache, Progress
 
 
@@ -37,12 +45,59 @@ class ClipIntermediates(torch.nn.Module):
                                                          else ())
 
 
+POLL_MS = 50
+"""How often (milliseconds) a running inference reports progress and looks for a cancel request."""
+FIRST_GUESS_S = 1.0
+"""Time scale of the progress of a compiled model's first inference, before one has been timed."""
+CAP = 0.95
+"""Time-based progress stays below this until the inference has ended."""
+
+
+def timed_fraction(elapsed: float, expected: float | None) -> float:
+    """How far an inference that has run ``elapsed`` seconds has got, as progress below :data:`CAP`:
+    ``elapsed / expected`` with ``expected`` the last finished inference of the same compiled model (capped),
+    ``elapsed / (elapsed + FIRST_GUESS_S)`` before there is one (it moves, and never arrives)."""
+    ratio = min(1.0, elapsed / expected) if expected else elapsed / (elapsed + FIRST_GUESS_S)
+    return CAP * ratio
+
+
 class _Compiled:
-    """One compiled model and the lock that serialises its inference (an OpenVINO ``CompiledModel`` call reuses one
-    infer request, which is not safe from two threads: the widget prefetches while the user works)."""
+    """One compiled model, shared (see ``_shared``).
+
+    Every inference has its own infer request, run asynchronously and polled every :data:`POLL_MS`, so two
+    threads (the widget prefetches while the user works) each wait on their own request and can each cancel
+    theirs: OpenVINO runs the requests of one stream one after another on the model's one set of working
+    memory, and a request itself holds only its input and output tensors. ``seconds``: how long the last
+    finished inference took (the time scale of progress); ``stopped``: inferences cancelled before their end.
+    """
 
     def __init__(self, compiled):
-        self.compiled, self.lock = compiled, threading.Lock()
+        self.compiled, self.seconds, self.stopped = compiled, None, 0
+
+    def infer(self, x, report: Callable[[float], None] | None = None) -> list[torch.Tensor]:
+        """The outputs for one ``(1, 3, S, S)`` float32 array. While it runs, ``report(fraction)`` (0..1, by
+        time) is called right away and then every :data:`POLL_MS`; whatever it raises (a cancel:
+        :class:`~napari_clipsam.errors.Cancelled`) cancels the inference, which stops within one of its
+        operations, and is raised again once it has stopped."""
+        request = self.compiled.create_infer_request()
+        start = time.perf_counter()
+        request.start_async({0: x})
+        try:
+            while True:
+                if report is not None:
+                    report(timed_fraction(time.perf_counter() - start, self.seconds))
+                if request.wait_for(POLL_MS):
+                    break
+        except BaseException:
+            request.cancel()
+            try:
+                request.wait()
+            except RuntimeError:  # OpenVINO's "infer request was cancelled": stopped before its end
+                self.stopped += 1
+            raise
+        self.seconds = time.perf_counter() - start
+        outputs = range(len(self.compiled.outputs))
+        return [torch.from_numpy(request.get_output_tensor(j).data.copy()) for j in outputs]
 
 
 _shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -103,14 +158,17 @@ class OpenVinoEncoder:
             return ov.convert_model(self.module.eval(), example_input=example)
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Inside :meth:`~napari_clipsam.stages.Stepper.per_block`, the stage's progress moves by time while each
+        image runs and a cancel request stops the inference mid-way (see :meth:`_Compiled.infer`)."""
         self.prepare()
         self.calls += 1
         x = x.detach().float().cpu().contiguous()
-        compiled, per_image = self._compiled.compiled, []
-        for i in range(x.shape[0]):
-            with self._compiled.lock:
-                result = compiled(x[i:i + 1].numpy())
-                per_image.append([torch.from_numpy(result[out].copy()) for out in compiled.outputs])
+        report, n, per_image = stage_report(), x.shape[0], []
+        for i in range(n):
+            part = None if report is None else lambda f, i=i: report((i + f) / n)
+            per_image.append(self._compiled.infer(x[i:i + 1].numpy(), part))
+            if report is not None:
+                report((i + 1) / n)
         return tuple(torch.cat([p[j] for p in per_image]) for j in range(len(per_image[0])))
 
 
