@@ -341,9 +341,11 @@ class ClipSAM:
         if object_name is not None:
             clean_object_name(object_name)
         stepper = Stepper(progress, cancelled)
-        bank = bank_from_images(images, self.vision, self.identity, self.config, self.autocast,
-                                batch_size=self.default_batch_size, cache=cache,
-                                step=lambda i, n: stepper("references", i / n))
+        blocks = transformer_blocks(self.clip_model.visual, "transformer", "resblocks")
+        with stepper.per_block(blocks, "references", 0.0, 0.0):  # a cancel is seen inside CLIP's encoder too
+            bank = bank_from_images(images, self.vision, self.identity, self.config, self.autocast,
+                                    batch_size=self.default_batch_size, cache=cache,
+                                    step=lambda i, n: stepper("references", i / n))
         self._references.put(object_name, bank.to(self.device))
         return self.normal_references(object_name)
 

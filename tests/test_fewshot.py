@@ -204,6 +204,24 @@ def test_bad_references_and_settings_are_refused_clearly(engine):
     assert engine.normal_references() is None
 
 
+def test_a_cancel_while_references_are_encoded_is_seen_inside_clips_encoder():
+    from napari_clipsam.errors import Cancelled
+
+    eng = tiny_engine()
+    blocks = list(eng.clip_model.visual.transformer.resblocks)
+    ran, asked = [], []
+    first = blocks[0].register_forward_hook(lambda *a: asked.append(True))  # the person presses Cancel here
+    last = blocks[-1].register_forward_hook(lambda *a: ran.append(True))
+    try:
+        with pytest.raises(Cancelled):
+            eng.set_normal_references(_images(), "metal plate", cancelled=lambda: bool(asked), cache=False)
+    finally:
+        first.remove()
+        last.remove()
+    assert asked and not ran  # stopped after the block it was asked in, not at the end of the encoder
+    assert eng.normal_references("metal plate") is None  # and nothing half-made was kept
+
+
 # ------------------------------------------------------------------------------------------------ quality
 IMAGE_PX, SHOTS = 128, 4
 
