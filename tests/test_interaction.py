@@ -124,3 +124,29 @@ def test_normal_references_from_selected_layers_reach_the_engine(qtbot, dock):
     widget.c.ref_clear.click()
     run(qtbot, widget)
     assert "few-shot" not in widget.status, widget.status
+
+
+def test_a_correction_after_the_engine_forgot_the_image_still_refines(qtbot, make_napari_viewer):
+    """Results hold no SAM embedding: when the engine's cache (cache_bytes) has dropped the image's, the dock's
+    refine embeds the layer's image again and gives what a refine on the cached embedding gives."""
+    from napari_clipsam.testing import tiny_engine
+
+    forgetful = tiny_engine(seed=0, cache_bytes=1, embedding_cache_bytes=0)  # keeps only the last entry
+    viewer = make_napari_viewer()
+    widget = ClipSAMWidget(viewer, engine=forgetful)
+    viewer.window.add_dock_widget(widget, name="ClipSAM")
+    widget.c.prompt_threshold.setValue(0.3)
+    widget.c.object_name.setText("machined part")
+    image = synthetic_image("part", "crack", size=96, seed=1)[0]
+    src = viewer.add_image(image, name="part")
+    run(qtbot, widget)
+    out, loop = widget.outputs_for(src), widget.correction_for(src)
+    forgetful.clear_caches("embedding")  # as if other images had pushed it out
+    encoded = forgetful.sam.encoder_calls
+    with qtbot.waitSignal(loop.refined, timeout=WAIT_MS):
+        out.prompts.add([40.0, 40.0])
+    assert forgetful.sam.encoder_calls == encoded + 1 and "Refined" in widget.status, widget.status
+    got = out.results[None]
+    want = tiny_engine(seed=0).refine(got, points=got.points, point_labels=got.point_labels, boxes=got.boxes,
+                                      image=image)
+    np.testing.assert_array_equal(got.final_map, want.final_map)
