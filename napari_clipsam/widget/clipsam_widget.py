@@ -467,7 +467,8 @@ class ClipSAMWidget(QWidget):
         c.delete_object.clicked.connect(lambda: self.delete_object())
         c.lock_object.clicked.connect(lambda: self.lock_object())
         c.discard.clicked.connect(lambda: self.discard_corrections())
-        c.umci_browse.clicked.connect(self._browse_umci)
+        c.umci_browse.clicked.connect(lambda: self._browse_weights(c.umci, "UMCI checkpoint",
+                                                                   "Checkpoints (*.pt *.pth)", folders=False))
         c.clip_browse.clicked.connect(lambda: self._browse_weights(c.clip_weights, "CLIP weights",
                                                                   "Checkpoints (*.pt *.pth *.bin *.safetensors)"))
         c.sam_browse.clicked.connect(lambda: self._browse_weights(c.sam_weights, "SAM checkpoint",
@@ -480,22 +481,16 @@ class ClipSAMWidget(QWidget):
         self.classes.changed.connect(self._classes_changed)
         self.picker.changed.connect(lambda layer: self.objects.refresh())
 
-    def _browse_weights(self, edit, title: str, filters: str) -> None:
+    def _browse_weights(self, edit, title: str, filters: str, folders: bool = True) -> None:
+        """Choose a weights file for ``edit`` (with Shift held and ``folders``: a ``local-dir`` folder)."""
         from qtpy.QtCore import Qt
         from qtpy.QtWidgets import QApplication
 
-        if QApplication.keyboardModifiers() & Qt.KeyboardModifier.ShiftModifier:
+        if folders and QApplication.keyboardModifiers() & Qt.KeyboardModifier.ShiftModifier:
             path = QFileDialog.getExistingDirectory(self, title + " (local-dir folder)", edit.text())
         else:
             path, _ = QFileDialog.getOpenFileName(self, title, edit.text(), filters)
         if path:
             edit.setText(path)
-            self._engine_settings_changed()
-            self.save_settings()
-
-    def _browse_umci(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "UMCI checkpoint", self.c.umci.text(), "Checkpoints (*.pt *.pth)")
-        if path:
-            self.c.umci.setText(path)
             self._engine_settings_changed()
             self.save_settings()
