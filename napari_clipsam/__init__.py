@@ -7,12 +7,12 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {
     "ClipSAMConfig": "napari_clipsam.config",
-    "ClipSAM": "napari_clipsam.pipeline",
-    "ClipSAMResult": "napari_clipsam.result",
+    "ClipSAM": "napari_clipsam.engine",
+    "ClipSAMResult": "napari_clipsam.engine",
     "WeightsUnavailableError": "napari_clipsam.errors",
     "Cancelled": "napari_clipsam.errors",
     "IncompatibleCheckpointError": "napari_clipsam.errors",
@@ -23,8 +23,7 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:  # pragma: no cover
     from .config import ClipSAMConfig
     from .errors import Cancelled, IncompatibleCheckpointError, WeightsUnavailableError
-    from .pipeline import ClipSAM
-    from .result import ClipSAMResult
+    from .engine import ClipSAM, ClipSAMResult
     from .widget import ClipSAMWidget
 
 

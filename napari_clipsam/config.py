@@ -144,7 +144,7 @@ class ClipSAMConfig:
     """Who runs the two encoders (SAM image encoder, CLIP vision tower): ``"torch"``, ``"openvino"`` (on the CPU;
     ``pip install "napari-clipsam[openvino]"``; each encoder is converted once, "preparing the fast CPU model",
     and cached on disk) or ``"auto"``: OpenVINO on the CPU when installed, torch otherwise and on CUDA. See
-    :mod:`napari_clipsam.backends`; the README's Performance section has measured speed-ups."""
+    :mod:`napari_clipsam.engine.backends`; the README's Performance section has measured speed-ups."""
     sam_precision: str = setting("auto", recorded=True)
     """SAM image encoder precision under OpenVINO: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bfloat16 where the
     CPU has native bf16, AMX or AVX-512 BF16, detected at run time; float32 elsewhere). SAM masks measured

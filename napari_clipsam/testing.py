@@ -112,7 +112,7 @@ def tiny_engine(seed: int = 0, umci: bool = False, **config_overrides):
     """A ClipSAM engine on tiny in-memory models (optionally with a random UMCI)."""
     from .clip.umci import UMCI
     from .config import ClipSAMConfig
-    from .pipeline import ClipSAM
+    from .engine.clipsam import ClipSAM
 
     clip, tok = make_tiny_clip(seed)
     sam = make_tiny_sam(seed)

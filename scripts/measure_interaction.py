@@ -40,7 +40,7 @@ def main() -> None:
 
     from napari_clipsam.config import ClipSAMConfig
     from napari_clipsam.errors import Cancelled
-    from napari_clipsam.pipeline import ClipSAM
+    from napari_clipsam.engine.clipsam import ClipSAM
     from napari_clipsam.data.synthetic import synthetic_image
 
     config = ClipSAMConfig.preset(args.preset, clip_weights="random", sam_weights="random", device="cpu",

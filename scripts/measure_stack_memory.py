@@ -68,7 +68,7 @@ def main() -> None:
 
     from napari_clipsam.config import ClipSAMConfig
     from napari_clipsam.data.synthetic import synthetic_image
-    from napari_clipsam.pipeline import ClipSAM
+    from napari_clipsam.engine.clipsam import ClipSAM
     from napari_clipsam.testing import make_tiny_clip, make_tiny_sam
 
     clip, tok = make_tiny_clip(image_size=224)

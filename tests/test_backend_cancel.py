@@ -13,20 +13,20 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from napari_clipsam.backends.openvino_runtime import openvino_available
+from napari_clipsam.engine.backends.openvino_runtime import openvino_available
 from napari_clipsam.errors import Cancelled
-from napari_clipsam.stages import Stepper
+from napari_clipsam.engine.progress import Stepper
 
 if not openvino_available():
     pytest.skip("OpenVINO is an optional extra: pip install -e '.[openvino]'", allow_module_level=True)
 
-from napari_clipsam.backends import openvino_encoders
+from napari_clipsam.engine.backends import openvino_encoders
 
 
 @pytest.fixture(scope="module")
 def slow_engine(tmp_path_factory):
     from napari_clipsam.config import ClipSAMConfig
-    from napari_clipsam.pipeline import ClipSAM
+    from napari_clipsam.engine.clipsam import ClipSAM
     from napari_clipsam.testing import make_tiny_clip, make_tiny_sam
 
     with pytest.MonkeyPatch.context() as mp:

@@ -12,13 +12,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from napari_clipsam.backends import plan_backend, resolve_precision
-from napari_clipsam.backends.cpu_features import features_from_cpuinfo
-from napari_clipsam.backends.fidelity import cosine, max_abs_diff, relative_l2, sam_mask_ious
+from napari_clipsam.engine.backends import plan_backend, resolve_precision
+from napari_clipsam.engine.backends.cpu_features import features_from_cpuinfo
+from napari_clipsam.engine.backends.fidelity import cosine, max_abs_diff, relative_l2, sam_mask_ious
 from napari_clipsam.config import ClipSAMConfig
 from napari_clipsam.errors import ConfigError
 
-from napari_clipsam.backends.openvino_runtime import import_openvino, openvino_available
+from napari_clipsam.engine.backends.openvino_runtime import import_openvino, openvino_available
 
 if not openvino_available():
     pytest.skip("OpenVINO is an optional extra: pip install -e '.[openvino]'", allow_module_level=True)
@@ -110,7 +110,7 @@ def image():
 
 
 def _needs_native_bf16(prec):
-    from napari_clipsam.backends.cpu_features import detect_cpu
+    from napari_clipsam.engine.backends.cpu_features import detect_cpu
 
     if prec == "bfloat16" and not detect_cpu().bf16_native:
         pytest.skip("this CPU has no native bf16 (AMX / AVX-512 BF16)")
@@ -165,7 +165,7 @@ def test_openvino_float32_segment_gives_torch_results_with_its_own_stamp(engines
 def _tiny_encoder(cache, key="k"):
     import torch
 
-    from napari_clipsam.backends.openvino_encoders import OpenVinoEncoder
+    from napari_clipsam.engine.backends.openvino_encoders import OpenVinoEncoder
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.GELU())
@@ -175,7 +175,7 @@ def _tiny_encoder(cache, key="k"):
 def test_converted_model_is_cached_reused_and_rebuilt_when_damaged(tmp_path):
     import torch
 
-    from napari_clipsam.backends.ir_cache import IRCache
+    from napari_clipsam.engine.backends.ir_cache import IRCache
 
     cache = IRCache(tmp_path)
     calls, stages = [], []
@@ -217,7 +217,7 @@ def test_converted_model_is_cached_reused_and_rebuilt_when_damaged(tmp_path):
 
 
 def test_failed_conversion_leaves_nothing_behind(tmp_path):
-    from napari_clipsam.backends.ir_cache import IRCache
+    from napari_clipsam.engine.backends.ir_cache import IRCache
 
     def broken():
         raise RuntimeError("conversion failed")
@@ -235,7 +235,7 @@ TELEMETRY_PROBE = textwrap.dedent("""
                      else None)  # OpenVINO's telemetry sends from a forked process
     if sys.argv[1] == "ours":
         import torch
-        from napari_clipsam.backends.openvino_encoders import OpenVinoEncoder
+        from napari_clipsam.engine.backends.openvino_encoders import OpenVinoEncoder
         enc = OpenVinoEncoder(torch.nn.Conv2d(3, 2, 1), 4, {"encoder": "probe"}, "probe", "float32")
         enc(torch.zeros(1, 3, 4, 4))
     else:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_clipsam.backends.fidelity import cosine, relative_l2, sam_mask_ious
-from napari_clipsam.backends.openvino_runtime import openvino_available
+from napari_clipsam.engine.backends.fidelity import cosine, relative_l2, sam_mask_ious
+from napari_clipsam.engine.backends.openvino_runtime import openvino_available
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not openvino_available(), reason="OpenVINO is an optional extra")]
@@ -23,7 +23,7 @@ def ov_cache(tmp_path_factory):
 
 
 def _precisions():
-    from napari_clipsam.backends.cpu_features import detect_cpu
+    from napari_clipsam.engine.backends.cpu_features import detect_cpu
 
     return ["float32", "bfloat16"] if detect_cpu().bf16_native else ["float32"]
 
@@ -31,7 +31,7 @@ def _precisions():
 def test_sam_vit_b_openvino_matches_torch(ov_cache):
     import torch
 
-    from napari_clipsam.backends.openvino_encoders import OpenVinoSamEncoder
+    from napari_clipsam.engine.backends.openvino_encoders import OpenVinoSamEncoder
     from napari_clipsam.data.synthetic import synthetic_image
     from napari_clipsam.mmr.sam_decoder import SamRunner
     from napari_clipsam.weights.sam_arch import OFFICIAL, build_sam
@@ -58,7 +58,7 @@ def test_clip_vit_l_336_openvino_matches_torch(ov_cache):
     import open_clip
     import torch
 
-    from napari_clipsam.backends.openvino_encoders import OpenVinoClipTower
+    from napari_clipsam.engine.backends.openvino_encoders import OpenVinoClipTower
     from napari_clipsam.clip.vision import ClipVision
     from napari_clipsam.data.synthetic import synthetic_image
 

@@ -151,7 +151,7 @@ def test_engines_with_the_same_sam_give_the_same_refine_and_a_runner_refuses_a_f
 
 
 def test_random_weights_get_an_engine_unique_stamp():
-    from napari_clipsam.engine_runtime import sam_identity
+    from napari_clipsam.engine.identity import sam_identity
 
     ident = {"sam_model": "vit_b", "sam_weights": "random"}
     assert sam_identity(ident, "cpu", "float32") != sam_identity(ident, "cpu", "float32")
@@ -180,7 +180,7 @@ def test_provenance_with_nan_and_inf_is_written_as_strict_json(tmp_path):
 
 @pytest.mark.parametrize("note", ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"])
 def test_review_notes_that_spreadsheets_would_run_are_escaped(tmp_path, note):
-    from napari_clipsam.qa.manifest import Entry, Manifest, Verdict, read_csv
+    from napari_clipsam.review.manifest import Entry, Manifest, Verdict, read_csv
 
     m = Manifest(tmp_path, tmp_path)
     m.set("=a.png", Entry(Verdict.REJECTED, "2026-01-01T00:00:00+00:00", "=a", note=note))

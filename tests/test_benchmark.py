@@ -2,7 +2,7 @@
 
 Timings are not asserted here (noisy machines); `napari-clipsam bench` reports them.
 """
-from napari_clipsam.benchmark import blob_map, run_benchmark
+from napari_clipsam.bench.stages import blob_map, run_benchmark
 from napari_clipsam.mmr.prompts import prompts_from_map
 from napari_clipsam.testing import tiny_config
 
@@ -25,7 +25,7 @@ def test_benchmark_reports_every_comparison(tmp_path):
     assert out["segment"]["with_components"] >= 1  # the forced-τ_prompt cold segment decodes something
     assert out["segment"]["peak_mib"] > 0 and out["throughput"]["batched_ips"] > 0
     variants = out["backends"]["variants"]
-    from napari_clipsam.backends import openvino_available
+    from napari_clipsam.engine.backends import openvino_available
 
     assert set(variants) == {"torch fp32", "torch bf16 autocast"} | ({"openvino fp32"} if openvino_available() else
                                                                     set())

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_clipsam import __version__
+from napari_clipsam._version import __version__
 from napari_clipsam.export import dataset_split
 from napari_clipsam.data import make_synthetic_dataset
 from napari_clipsam.testing import TINY_CLIP_CFG, run_cli, write_tiny_clip, write_tiny_sam
@@ -326,7 +326,7 @@ def test_segment_glob_formats_and_clip_weights_file(setup, tmp_path):
 
 
 def test_segment_input_names_are_stable_and_distinct(tmp_path):
-    from napari_clipsam.cli.segment import collect_images, stems_for
+    from napari_clipsam.cli.segment_inputs import collect_images, stems_for
 
     for folder in ("a", "a/sub", "b"):
         (tmp_path / folder).mkdir(parents=True, exist_ok=True)
@@ -404,7 +404,7 @@ def test_weights_download_failures_leave_nothing_behind(tmp_path):
 
 
 def test_globs_leave_out_the_output_folder(tmp_path):
-    from napari_clipsam.cli.segment import collect_images
+    from napari_clipsam.cli.segment_inputs import collect_images
 
     (tmp_path / "out" / "masks").mkdir(parents=True)
     for p in (tmp_path / "a.png", tmp_path / "out" / "masks" / "a_mask.png"):

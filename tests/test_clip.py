@@ -55,7 +55,7 @@ def test_umci_shapes_and_gradients():
 
 
 def test_umci_layers_must_exist_in_clip():
-    from napari_clipsam.pipeline import ClipSAM
+    from napari_clipsam.engine.clipsam import ClipSAM
     from napari_clipsam.testing import make_tiny_sam
 
     clip, tok = make_tiny_clip()

@@ -16,7 +16,7 @@ def weights(tmp_path_factory):
 
 
 def engine_from(folder, seed=0, **overrides):
-    from napari_clipsam.pipeline import ClipSAM
+    from napari_clipsam.engine.clipsam import ClipSAM
 
     return ClipSAM.from_config(tiny_config(folder / f"seed{seed}", seed=seed, prompt_threshold=0.5, **overrides))
 
@@ -56,3 +56,19 @@ def test_store_is_bounded_and_ignores_damaged_entries(tmp_path):
     store.put("img5", "sam-a", feats, (8, 8), (8, 8))
     assert np.array_equal(store.get("img5", "sam-a")[0], feats)
     assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def test_an_embedding_made_by_a_refine_is_stored_on_disk_too(tmp_path):
+    """One embedding path: a refine that must embed again (its image left the cache and was never stored) writes the
+    on-disk store as segment does, so the next session runs no encoder for it."""
+    image = synthetic_image("part", "crack", size=96, seed=3)[0]
+    first = engine_from(tmp_path, embedding_cache_bytes=0)  # segment stores nothing
+    result = first.segment(image, "machined part")
+    first.clear_caches("embedding")
+    stored = engine_from(tmp_path)  # same SAM weights, store on: refines after the eviction
+    pts = np.array([[40.0, 40.0]], np.float32)
+    refined = stored.refine(result, pts, [1], image=image)
+    assert stored.sam.encoder_calls == 1
+    again = engine_from(tmp_path)  # a new session
+    assert np.array_equal(again.refine(result, pts, [1], image=image).final_map, refined.final_map)
+    assert again.sam.encoder_calls == 0, "the refine's embedding never reached the disk store"

@@ -13,7 +13,7 @@ from napari_clipsam.clip.text_encoder import weights_fingerprint
 from napari_clipsam.clip.umci import UMCI
 from napari_clipsam.config import ClipSAMConfig
 from napari_clipsam.errors import ConfigError
-from napari_clipsam.pipeline import ClipSAM
+from napari_clipsam.engine.clipsam import ClipSAM
 from napari_clipsam.testing import make_tiny_clip, make_tiny_sam, tiny_config
 
 TINY = dict(device="cpu", backend="torch", umci_heads=4)

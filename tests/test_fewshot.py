@@ -13,7 +13,7 @@ from napari_clipsam.clip.references import bank_cache_path
 from napari_clipsam.config import ClipSAMConfig
 from napari_clipsam.data.synthetic import CATEGORIES, CATEGORY_DEFECTS, _image_seed, synthetic_image
 from napari_clipsam.metrics.pixel import pixel_auroc
-from napari_clipsam.pipeline import ClipSAM
+from napari_clipsam.engine.clipsam import ClipSAM
 from napari_clipsam.testing import make_tiny_clip, make_tiny_sam, tiny_engine
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -6,7 +6,7 @@ import pytest
 
 from napari_clipsam.data.synthetic import synthetic_image
 from napari_clipsam.errors import Cancelled
-from napari_clipsam.stages import STAGES
+from napari_clipsam.engine.progress import STAGES
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_stage_report_is_the_running_stage_of_this_thread_only():
     thread, there is none; a nested block's report gives way to the outer one again."""
     import threading
 
-    from napari_clipsam.stages import Stepper, stage_report
+    from napari_clipsam.engine.progress import Stepper, stage_report
 
     reports, stop = [], []
     step = Stepper(lambda s, f: reports.append((s, f)), lambda: bool(stop))

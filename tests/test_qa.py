@@ -19,8 +19,8 @@ from napari_clipsam.errors import Cancelled
 from napari_clipsam.export import ExportError, dataset_split
 from napari_clipsam.export.mvtec import read_mvtec_mask
 from napari_clipsam.export.tiff import read_label_tiff
-from napari_clipsam.qa import MANIFEST_NAME, Prefetcher, QASession, Verdict, export_stems, natural_key
-from napari_clipsam.qa.manifest import read_csv
+from napari_clipsam.review import MANIFEST_NAME, Prefetcher, QASession, Verdict, export_stems, natural_key
+from napari_clipsam.review.manifest import read_csv
 
 OBJECT = "metal plate"
 
@@ -214,7 +214,7 @@ def test_corrupt_manifest_is_moved_aside(folders, caplog):
     out.mkdir()
     garbage = b'{"format": "napari-clipsam/qa-manifest", "version": 1, "images": {'
     (out / MANIFEST_NAME).write_bytes(garbage)
-    with caplog.at_level(logging.WARNING, logger="napari_clipsam.qa.manifest"):
+    with caplog.at_level(logging.WARNING, logger="napari_clipsam.review.manifest"):
         s = QASession(src, out)
     moved = list(out.glob(MANIFEST_NAME + ".corrupt-*"))
     assert len(moved) == 1 and moved[0].read_bytes() == garbage and s.manifest_recovered == moved[0]

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_clipsam.distributed.cluster import PoolShape, pool_shape
-from napari_clipsam.distributed.options import check_ray_options
-from napari_clipsam.distributed.workers import pack_instances, unpack_instances
+from napari_clipsam.cli.ray.cluster import PoolShape, pool_shape
+from napari_clipsam.cli.ray.options import check_ray_options
+from napari_clipsam.cli.ray.workers import pack_instances, unpack_instances
 from napari_clipsam.errors import ClusterError, InvalidInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def test_a_local_segment_run_imports_no_ray(tmp_path):
 
     iio.imwrite(image, (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8))
     code = ("import sys\nfrom napari_clipsam.cli import main\n"
-            "import napari_clipsam.distributed.segment, napari_clipsam.distributed.evaluate  # modules alone: no ray\n"
+            "import napari_clipsam.cli.ray.segment, napari_clipsam.cli.ray.evaluate  # modules alone: no ray\n"
             "code = main(sys.argv[1:])\n"
             "assert code == 0, code\n"
             "print(sorted(m for m in ('ray',) if m in sys.modules))")

@@ -32,7 +32,7 @@ def offline_registry(monkeypatch, tmp_path):
 
 
 def test_every_missing_file_in_one_message(offline_registry):
-    from napari_clipsam.pipeline import ClipSAM
+    from napari_clipsam.engine.clipsam import ClipSAM
 
     clip, sam = offline_registry
     config = ClipSAMConfig.preset("cpu", clip_model="clipsam-tiny-reg", clip_weights="openai", device="cpu",
@@ -46,7 +46,7 @@ def test_every_missing_file_in_one_message(offline_registry):
 
 
 def test_a_file_placed_where_the_message_says_is_loaded(offline_registry, tmp_path, monkeypatch):
-    from napari_clipsam.pipeline import ClipSAM
+    from napari_clipsam.engine.clipsam import ClipSAM
 
     clip, _ = offline_registry
     source = write_tiny_clip(tmp_path / "tiny", seed=3) / "open_clip_pytorch_model.bin"

@@ -374,7 +374,7 @@ def test_stack_export_per_frame_stems(qtbot, make_widget, tmp_path):
 def test_folder_review_accept_reject_resume(qtbot, make_widget, tmp_path, make_napari_viewer):
     import imageio.v3 as iio
 
-    from napari_clipsam.qa import QASession, Verdict
+    from napari_clipsam.review import QASession, Verdict
 
     src_dir, out_dir = tmp_path / "in", tmp_path / "out"
     src_dir.mkdir()

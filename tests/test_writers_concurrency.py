@@ -80,7 +80,7 @@ def test_two_processes_exporting_into_one_folder_lose_nothing(tmp_path):
 
 MANIFEST_WRITER = """
     import sys
-    from napari_clipsam.qa.manifest import Entry, Manifest, Verdict
+    from napari_clipsam.review.manifest import Entry, Manifest, Verdict
     out, inp, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
     manifest = Manifest.open(out, inp)
     for i in range(12):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from .. import __version__
+from .._version import __version__
 from . import bench, evaluate, segment, train, weights
 from .common import run_guarded
 

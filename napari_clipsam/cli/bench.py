@@ -1,4 +1,4 @@
-"""``napari-clipsam bench``: measure the engine on this machine (see napari_clipsam.benchmark)."""
+"""``napari-clipsam bench``: measure the engine on this machine (see napari_clipsam.bench.stages)."""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..benchmark import run_benchmark
+    from ..bench.stages import run_benchmark
     from ..errors import WeightsUnavailableError
 
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_PRESET, PRESETS, preset_help
 from ..errors import InvalidInputError, require_file
-from ..strict_json import json_safe  # noqa: F401 (used by the subcommands)
+from ..io.strict_json import json_safe  # noqa: F401 (used by the subcommands)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DTYPES = ("float32", "bfloat16")
@@ -205,7 +205,7 @@ class StageBars:
 def build_engine(cfg, progress: bool = True, sam: bool = True):
     """Load the engine (:meth:`ClipSAM.from_config`), with download bars; says which rough map is used.
     ``sam=False``: the work never calls SAM (training, rough-only evaluation), so its encoder is not prepared."""
-    from ..pipeline import ClipSAM
+    from ..engine.clipsam import ClipSAM
 
     bars = StageBars(progress)
     try:

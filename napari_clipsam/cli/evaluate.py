@@ -14,7 +14,7 @@ from .common import (EXIT_OK, TRAINING_FREE_NOTE, add_dataset_options, add_engin
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..distributed.options import add_ray_options
+    from .ray.options import add_ray_options
 
     p = subparsers.add_parser(
         "eval", help="pixel/image AUROC, AP, F1-max and AUPRO of the rough and final maps on a dataset",
@@ -70,7 +70,7 @@ def run(args) -> int:
     if any(k < 1 for k in shots) or args.seeds < 1:
         raise InvalidInputError("--shots must be ≥ 1 (normal images per category) and --seeds ≥ 1.")
     if getattr(args, "ray", None) is not None:
-        from ..distributed.options import check_ray_options
+        from .ray.options import check_ray_options
 
         check_ray_options(args)
     dataset = open_dataset(args.dataset_root, args.layout, split_list(args.categories), split="test")
@@ -84,7 +84,7 @@ def run(args) -> int:
 
         check_settings(cfg)
     if getattr(args, "ray", None) is not None:
-        from ..distributed.evaluate import evaluate_on_ray  # Ray is imported only there
+        from .ray.evaluate import evaluate_on_ray  # Ray is imported only there
 
         results, few = evaluate_on_ray(args, dataset, cfg, split_list(args.categories), train, shots,
                                        range(args.seeds))

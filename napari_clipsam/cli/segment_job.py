@@ -1,6 +1,6 @@
 """One ``segment`` job, whoever computes the masks: the plan (which images, their stems and splits, what resume
 skips), the export of one image's instances, failure and interruption reporting, the end-of-run COCO merge and
-the summary. The local loop (:mod:`.segment`) and the Ray driver (:mod:`napari_clipsam.distributed.segment`)
+the summary. The local loop (:mod:`.segment`) and the Ray driver (:mod:`napari_clipsam.cli.ray.segment`)
 both go through :class:`SegmentJob`, so they write the same files and say the same things.
 """
 from __future__ import annotations
@@ -115,7 +115,7 @@ def plan_job(args) -> SegmentJob:
     from ..clip.text_prompts import clean_object_name
     from ..export import FORMATS, clean_stale_files, dataset_split, image_done, merge_coco
     from ..export.dataset import IMAGE_SUFFIXES, check_split_options
-    from .segment import collect_images, labelled_for_other_objects, normal_images, stems_for
+    from .segment_inputs import collect_images, labelled_for_other_objects, normal_images, stems_for
 
     formats = split_list(args.formats) or []
     unknown = [f for f in formats if f not in FORMATS]

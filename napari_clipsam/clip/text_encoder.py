@@ -72,7 +72,7 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     on a GPU is not copied to the host. Cost: one pass over the weights on their device (about 1 s for CLIP
     ViT-L/14 + SAM vit_b on 2 CPU cores). GPU reductions may sum in another order than the CPU, so the same
     weights can fingerprint differently on another device; that only costs a cache miss. The engine fingerprints
-    only weights its loader did not identify (:func:`~napari_clipsam.engine_runtime.complete_identity`).
+    only weights its loader did not identify (:func:`~napari_clipsam.engine.identity.complete_identity`).
     """
     h = hashlib.sha256()
     state = [(name, t.detach().reshape(-1)) for name, t in module.state_dict().items()]

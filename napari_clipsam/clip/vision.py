@@ -39,7 +39,7 @@ class ClipVision:
         self.vision_calls = 0  # how many times the tower really ran (tests, benchmarks)
         self.tower = None
         """What runs the tower: None = the torch module; else a callable ``tower(x, indices, fmt, extra)`` with
-        the contract of :meth:`intermediates` (an OpenVINO tower, see :mod:`napari_clipsam.backends`)."""
+        the contract of :meth:`intermediates` (an OpenVINO tower, see :mod:`napari_clipsam.engine.backends`)."""
 
     @property
     def grid(self) -> int:

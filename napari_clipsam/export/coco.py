@@ -145,7 +145,7 @@ def load_coco(path: Path) -> dict:
         if remembered is not None and state == _file_state(path):
             return remembered
     if not path.exists():
-        from .. import __version__
+        from .._version import __version__
 
         return {
             "info": {

@@ -16,7 +16,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-from .. import strict_json
+from ..io import strict_json
 from ..errors import ExportError
 
 __all__ = ["PROVENANCE_DIR", "provenance_path", "jsonable", "encode_provenance", "read_provenance", "package_version"]
@@ -66,7 +66,7 @@ def jsonable(value, where: str):
 
 
 def package_version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
 

@@ -139,7 +139,7 @@ def encode_data_yaml(names: list[str], old: dict | None = None) -> bytes:
     An absolute ``path`` (written by earlier versions) is dropped so the folder holding the file is the
     dataset root.
     """
-    from .. import __version__
+    from .._version import __version__
 
     data = {k: v for k, v in (old or {}).items() if k not in ("names", "nc")}
     if isinstance(data.get("path"), str) and Path(data["path"]).is_absolute():

@@ -47,7 +47,7 @@ class SamRunner:
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self.encoder = None
         """What runs the image encoder: None = the torch module; else a callable with the same contract
-        ``(B, 3, S, S)`` → ``(B, 256, 64, 64)`` (an OpenVINO encoder, see :mod:`napari_clipsam.backends`)."""
+        ``(B, 3, S, S)`` → ``(B, 256, 64, 64)`` (an OpenVINO encoder, see :mod:`napari_clipsam.engine.backends`)."""
         self.encoder_calls = 0
         self.decoder_calls = 0
 

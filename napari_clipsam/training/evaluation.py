@@ -51,13 +51,13 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
     """Run the engine over a dataset and compute every §4 metric per category and on average.
 
     Args:
-        engine: a :class:`~napari_clipsam.pipeline.ClipSAM` (UMCI or training-free).
+        engine: a :class:`~napari_clipsam.engine.clipsam.ClipSAM` (UMCI or training-free).
         dataset: an :class:`~napari_clipsam.data.AnomalyDataset` (test split, with masks).
         categories: the categories to evaluate (default: all of the dataset's).
         resolution: side of the squashed maps and masks (default: the engine's CLIP input size).
         sigma: rough-map smoothing σ at 518 px for this run (None: keep the engine's ``rough_sigma``).
         limit: at most this many images per category, evenly spread over its samples.
-        batch_size: images per :meth:`~napari_clipsam.pipeline.ClipSAM.segment_many` call (None: the engine's
+        batch_size: images per :meth:`~napari_clipsam.engine.clipsam.ClipSAM.segment_many` call (None: the engine's
             default, 1 on the CPU and 4 on CUDA).
         rough_only: skip SAM entirely and evaluate the rough map only (``final`` is None).
         object_names: category → object name (default: the category with underscores as spaces).

@@ -33,7 +33,7 @@ class MapCache:
     def for_run(cls, engine, *, resolution: int, rough_only: bool, root: str | os.PathLike | None = None) -> MapCache:
         """The cache of this engine (as configured now) at this resolution, under ``root`` (default:
         ``<napari-clipsam cache>/eval``)."""
-        from .. import __version__
+        from .._version import __version__
         from ..clip.text_encoder import weights_fingerprint
         from ..weights.registry import cache_dir
 

@@ -216,7 +216,7 @@ def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: s
     """Train a UMCI on ``dataset`` (samples with masks) over the engine's frozen CLIP.
 
     Args:
-        engine: a :class:`~napari_clipsam.pipeline.ClipSAM`; its CLIP, prompt lists, ``image_size`` and
+        engine: a :class:`~napari_clipsam.engine.clipsam.ClipSAM`; its CLIP, prompt lists, ``image_size`` and
             ``feature_layers``/``umci_heads``/``umci_scale_kernels``/``temperature`` define the UMCI. Its SAM and
             any UMCI it holds are not used.
         dataset: an :class:`~napari_clipsam.data.AnomalyDataset`; each sample's category names its object.

@@ -17,7 +17,7 @@ REQUIRED_HPARAMS = ("in_dim", "dim", "layers", "heads", "kernels", "temperature"
 def save_umci(path: str | Path, umci, *, clip_model: str, clip_weights: str, image_size: int,
               prompt_set_hash: str, extra: dict | None = None) -> Path:
     """Write a UMCI checkpoint atomically (temp file in the same folder, then rename)."""
-    from .. import __version__
+    from .._version import __version__
 
     path = Path(path)
     payload = {

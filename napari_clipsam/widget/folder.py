@@ -1,8 +1,8 @@
-"""Folder review panel over :class:`napari_clipsam.qa.QASession`: open, run, correct, accept/reject/skip.
+"""Folder review panel over :class:`napari_clipsam.review.QASession`: open, run, correct, accept/reject/skip.
 
 The current image is one Image layer, replaced (with its output layers) as you move. ClipSAM runs on it through
 the widget's normal Run, so Cancel, progress and the correction loop work as usual. While you correct image
-``i``, a :class:`~napari_clipsam.qa.Prefetcher` segments image ``i + 1`` in the background; moving on then
+``i``, a :class:`~napari_clipsam.review.Prefetcher` segments image ``i + 1`` in the background; moving on then
 only waits for (or reuses) that result.
 
 Keys, bound on the viewer only while a review is open (and exactly these unbound on Close): Alt+Right next,
@@ -27,7 +27,7 @@ from qtpy.QtWidgets import QFileDialog
 from ..errors import Cancelled
 from ..io.images import default_contrast_limits
 from ..export import FORMATS, ExportError
-from ..qa import Prefetcher, QASession
+from ..review import Prefetcher, QASession
 from .controls import Controls
 from .labels_export import frame_provenance
 from .source import frame_count

@@ -117,7 +117,7 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
             progress("loading weights: libraries", 0.0)
             decision = prepare_heavy_imports()
             log.info("ClipSAM: loading torch & models (%s)", decision)
-            from ..pipeline import ClipSAM
+            from ..engine.clipsam import ClipSAM
 
             def loading(stage: str, fraction: float) -> None:
                 progress(f"loading weights: {stage}", LOADING_SHARE * min(1.0, max(0.0, fraction)))

@@ -48,7 +48,7 @@ class Prefetcher:
     """Background ``engine.segment`` of one image at a time, to warm the engine's per-image caches.
 
     Args:
-        engine: a :class:`~napari_clipsam.pipeline.ClipSAM` (anything with ``segment(image, object_name,
+        engine: a :class:`~napari_clipsam.engine.clipsam.ClipSAM` (anything with ``segment(image, object_name,
             cancelled=...)``).
         object_name: passed to ``segment``; may be changed later (``prefetcher.object_name = ...``).
         settings: per-call engine settings for ``segment`` (e.g. the widget's thresholds); may be changed later.

@@ -26,7 +26,7 @@ def unpack_instances(packed: dict) -> np.ndarray:
 
 def _failure(exc: BaseException) -> dict:
     """What the driver needs to report a failed image as the local command does."""
-    from ..errors import ClipSAMUserError
+    from ...errors import ClipSAMUserError
 
     user = isinstance(exc, ClipSAMUserError)
     return {"error": f"{type(exc).__name__}: {exc}",
@@ -34,21 +34,21 @@ def _failure(exc: BaseException) -> dict:
 
 
 class EngineWorker:
-    """One engine (:meth:`~napari_clipsam.pipeline.ClipSAM.from_config`) in a Ray worker process.
+    """One engine (:meth:`~napari_clipsam.engine.clipsam.ClipSAM.from_config`) in a Ray worker process.
 
     Args:
         config: the :class:`~napari_clipsam.config.ClipSAMConfig` (local model paths must exist on every node).
         threads: torch threads (the CPUs the actor reserved).
         normal: ``segment --normal``'s references, ``{"images": [(H, W[, C]) arrays], "object_name"}`` (read
             by the driver and put in Ray's object store once): set here with
-            :meth:`~napari_clipsam.pipeline.ClipSAM.set_normal_references`, as the local command does, so an
+            :meth:`~napari_clipsam.engine.clipsam.ClipSAM.set_normal_references`, as the local command does, so an
             actor Ray restarts has them again. None: no references.
     """
 
     def __init__(self, config, threads: int, normal: dict | None = None):
         import torch
 
-        from ..cli.common import build_engine
+        from ..common import build_engine
 
         torch.set_num_threads(int(threads))
         self.engine = build_engine(config, progress=False)
@@ -62,7 +62,7 @@ class EngineWorker:
         rough map is training-free, and the engine's provenance (for ``eval``'s report)."""
         import ray
 
-        from ..cli.common import describe_engine
+        from ..common import describe_engine
 
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "engine": describe_engine(self.engine), "training_free": self.engine.umci is None,
@@ -74,7 +74,7 @@ class EngineWorker:
         on all readable images at once (the engine's batch size); an image that fails alone is reported alone."""
         import ray
 
-        from ..io.images import read_image
+        from ...io.images import read_image
 
         node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
         t0 = time.perf_counter()
@@ -101,7 +101,7 @@ class EngineWorker:
 
     def _split(self, dataset: dict, split: str):
         """The ``split`` of the dataset ``{"root", "layout", "categories"}``, opened here once."""
-        from ..data import open_dataset
+        from ...data import open_dataset
 
         key = (dataset["root"], dataset["layout"], tuple(dataset["categories"] or ()), split)
         if key not in self.datasets:
@@ -132,9 +132,9 @@ class EngineWorker:
         bool, "label", "cached", "node"}``. The engine was built with the evaluation config."""
         import ray
 
-        from ..training.evaluation import squashed_maps
-        from ..training.map_cache import MapCache
-        from ..training.resize import squash_mask
+        from ...training.evaluation import squashed_maps
+        from ...training.map_cache import MapCache
+        from ...training.resize import squash_mask
 
         self._use_references(dataset, references)
         subset = self._split(dataset, "test").category(category)

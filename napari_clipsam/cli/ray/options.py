@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import InvalidInputError
+from ...errors import InvalidInputError
 
 DEFAULT_RETRIES = 3
 LOCAL = ("", "local")

@@ -7,7 +7,7 @@ single images, so a batch of ``B`` images runs as ``B`` calls). Inputs and outpu
 engine's code around the encoders is the same for every backend.
 
 A compiled model cannot report per transformer block, so each inference runs as an asynchronous infer request
-polled every :data:`POLL_MS`: inside :meth:`~napari_clipsam.stages.Stepper.per_block` the stage's progress moves
+polled every :data:`POLL_MS`: inside :meth:`~napari_clipsam.engine.progress.Stepper.per_block` the stage's progress moves
 by time (:func:`timed_fraction`) and a cancel request cancels the request, which OpenVINO's CPU plugin stops
 before its next operation (:meth:`_Compiled.infer`).
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..stages import stage_report
+from ..progress import stage_report
 from .ir_cache import FORMAT, IR_PRECISION, IRCache, Progress
 
 
@@ -145,7 +145,7 @@ class OpenVinoEncoder:
             self._compiled = shared
 
     def _convert(self):
-        from ..errors import ClipSAMUserError
+        from ...errors import ClipSAMUserError
         from .openvino_runtime import converter_telemetry_off, import_openvino
 
         ov = import_openvino()
@@ -158,7 +158,7 @@ class OpenVinoEncoder:
             return ov.convert_model(self.module.eval(), example_input=example)
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Inside :meth:`~napari_clipsam.stages.Stepper.per_block`, the stage's progress moves by time while each
+        """Inside :meth:`~napari_clipsam.engine.progress.Stepper.per_block`, the stage's progress moves by time while each
         image runs and a cancel request stops the inference mid-way (see :meth:`_Compiled.infer`)."""
         self.prepare()
         self.calls += 1

@@ -15,66 +15,12 @@ from typing import Any
 
 import numpy as np
 
-
-def _now() -> float:
-    return time.perf_counter()
-
-
-def _sync(device) -> None:
-    import torch
-
-    if getattr(device, "type", str(device)).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-class PeakMemory:
-    """Peak resident memory (or CUDA memory) of a block, in MiB. On Linux the process's high-water mark is
-    reset through /proc/self/clear_refs; elsewhere the figure is the process peak so far."""
-
-    def __init__(self, device):
-        self.device, self.peak_mib = device, float("nan")
-
-    def __enter__(self):
-        import torch
-
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            with contextlib.suppress(OSError):
-                Path("/proc/self/clear_refs").write_text("5")
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.device.type == "cuda":
-            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
-            return
-        for line in Path("/proc/self/status").read_text().splitlines() if Path("/proc/self/status").exists() else []:
-            if line.startswith("VmHWM:"):
-                self.peak_mib = int(line.split()[1]) / 1024
-                return
-        import resource
-
-        self.peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(fn: Callable, device, repeats: int = 1) -> tuple[float, Any]:
-    """Best wall time of ``repeats`` calls (seconds) and the last return value."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        _sync(device)
-        t = _now()
-        out = fn()
-        _sync(device)
-        best = min(best, _now() - t)
-    return best, out
+from .timing import PeakMemory, now, sync, timed
 
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
     """Distinct procedural defect images (uint8 RGB) from the synthetic generator."""
-    from .data.synthetic import CATEGORIES, synthetic_image
+    from ..data.synthetic import CATEGORIES, synthetic_image
 
     return [synthetic_image(CATEGORIES[i % len(CATEGORIES)], None if i % 3 == 2 else "scratch", size=size,
                             seed=seed + i)[0] for i in range(n)]
@@ -83,9 +29,9 @@ def synthetic_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
 def _staged_segment(engine, image, dev) -> tuple[float, dict[str, float]]:
     """One ``segment`` of ``image``: total seconds and seconds per stage (from the progress callback)."""
     marks: list[tuple[str, float]] = []
-    t, _ = timed(lambda: engine.segment(image, "metal bracket", progress=lambda s, f: marks.append((s, _now()))),
+    t, _ = timed(lambda: engine.segment(image, "metal bracket", progress=lambda s, f: marks.append((s, now()))),
                  dev)
-    t_end = _now()
+    t_end = now()
     stages: dict[str, float] = {}
     for (s, t0), (_, t1) in zip(marks, marks[1:] + [("end", t_end)]):
         stages[s] = stages.get(s, 0.0) + (t1 - t0)
@@ -121,13 +67,13 @@ def run_benchmark(preset: str | None = None, *, random_weights: bool = True, dev
     """
     import torch
 
-    from . import __version__
-    from .backends import detect_cpu
-    from .clip.umci import UMCI
-    from .config import DEFAULT_PRESET, ClipSAMConfig
-    from .mmr.levels import refine_from_prompts
-    from .mmr.prompts import prompts_from_map
-    from .pipeline import ClipSAM
+    from .._version import __version__
+    from ..engine.backends import detect_cpu
+    from ..clip.umci import UMCI
+    from ..config import DEFAULT_PRESET, ClipSAMConfig
+    from ..mmr.levels import refine_from_prompts
+    from ..mmr.prompts import prompts_from_map
+    from ..engine.clipsam import ClipSAM
 
     preset = preset or DEFAULT_PRESET
     weights = dict(clip_weights="random", sam_weights="random") if random_weights else {}
@@ -185,8 +131,8 @@ def run_benchmark(preset: str | None = None, *, random_weights: bool = True, dev
     engine.clear_caches()
     with PeakMemory(dev) as m_seg:
         t_seg, res = timed(lambda: engine.segment(cold, "metal bracket",
-                                                  progress=lambda s, f: marks.append((s, _now()))), dev)
-    t_end = _now()
+                                                  progress=lambda s, f: marks.append((s, now()))), dev)
+    t_end = now()
     for (s, t0), (_, t1) in zip(marks, marks[1:] + [("end", t_end)]):
         stages[s] = stages.get(s, 0.0) + (t1 - t0)
     budget = t_clip + t_sam
@@ -280,7 +226,7 @@ def run_benchmark(preset: str | None = None, *, random_weights: bool = True, dev
         f"({t_loop / t_batch:.2f}×)")
 
     if compare_backends:
-        from .benchmark_backends import compare_backends as compare
+        from .backends import compare_backends as compare
 
         out["backends"] = compare(engine, [warm, cold], "metal bracket", rounds=rounds, only=variants, log=log)
     return out

@@ -1,18 +1,15 @@
-"""The engine's runtime plumbing (no method here): device choice, the engine's identity and how its config meets
-the models it was given, the per-image cache, the stamp of a SAM's embeddings, and tensor helpers for batches
-of per-layer features."""
+"""Who the engine is: its device, its models' identity (recorded in provenance, part of every cache key), how its
+config meets the models it was given, and the stamp of a SAM's embeddings."""
 from __future__ import annotations
 
 import dataclasses
-import threading
 import uuid
 import warnings
-from collections import OrderedDict
 from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MODEL_FIXED_FIELDS = ("image_size", "feature_layers")
 """Config fields the models themselves fix: CLIP's input size and a UMCI head's feature layers."""
@@ -30,7 +27,7 @@ def complete_identity(identity: dict[str, Any] | None, clip_model, sam_model, um
     what it lacks filled in. Weights given no identity (models built in memory) get a content fingerprint
     (:func:`~napari_clipsam.clip.text_encoder.weights_fingerprint`, computed on the model's device); weights
     the loader identified (a file's SHA-256, an official checkpoint, a tag, ``random``) are never hashed again."""
-    from .clip.text_encoder import weights_fingerprint
+    from ..clip.text_encoder import weights_fingerprint
 
     out = dict(identity or {})
     out.setdefault("clip_model", type(clip_model).__name__)
@@ -78,69 +75,6 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def nbytes(value) -> int:
-    """Bytes held by a cached value: tensors and arrays (also inside lists, tuples and dataclasses)."""
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if hasattr(value, "nbytes") and not isinstance(value, type):
-        return int(value.nbytes)
-    if isinstance(value, (list, tuple)):
-        return sum(nbytes(v) for v in value)
-    if hasattr(value, "__dataclass_fields__"):
-        return sum(nbytes(getattr(value, name)) for name in value.__dataclass_fields__)
-    return 0
-
-
-class EngineCache:
-    """Every per-image cache of an engine — CLIP features, SAM embeddings, decoded prompts — in one
-    least-recently-used store, under one lock and one byte bound (``config.cache_bytes``).
-
-    Keys are tuples whose first item names the kind (``("embedding", image_key)``). The least recently used
-    entries go first once the bytes held exceed ``max_bytes``; the entry just stored always stays, so one image
-    larger than the bound still runs. Thread-safe: the widget prefetches and refines on other threads.
-    """
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = int(max_bytes)
-        self.bytes = 0
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            self._items.move_to_end(key)
-            return item[0]
-
-    def put(self, key, value) -> None:
-        size = nbytes(value)
-        with self._lock:
-            old = self._items.pop(key, None)
-            self.bytes += size - (old[1] if old is not None else 0)
-            self._items[key] = (value, size)
-            while self.bytes > self.max_bytes and len(self._items) > 1:
-                _, (_, freed) = self._items.popitem(last=False)
-                self.bytes -= freed
-
-    def clear(self, kind: str | None = None) -> None:
-        """Forget every entry, or those of one kind (``"features"``, ``"embedding"``, ``"decoded"``)."""
-        with self._lock:
-            for key in [k for k in self._items if kind is None or k[0] == kind]:
-                self.bytes -= self._items.pop(key)[1]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def transformer_blocks(module, *path: str):
-    """The transformer blocks at ``module.<path>`` (for per-block progress), or () when the model has none."""
-    for name in path:
-        module = getattr(module, name, None)
-    return module if module is not None else ()
-
-
 def sam_identity(identity: dict[str, Any], device: torch.device, dtype: str, backend: str = "torch") -> str:
     """The stamp of a SAM's embeddings: model, weights, device, precision and backend (``torch`` or e.g.
     ``openvino-bfloat16``). Weights that are not identified by content (``random``) get a token unique to this
@@ -153,13 +87,3 @@ def sam_identity(identity: dict[str, Any], device: torch.device, dtype: str, bac
 
 def on_cpu(module) -> bool:
     return next(module.parameters()).device.type == "cpu"
-
-
-def take(feats, j):
-    return [f[j:j + 1] for f in feats] if isinstance(feats, list) else feats[j:j + 1]
-
-
-def stack(items):
-    if isinstance(items[0], list):
-        return [torch.cat([it[i] for it in items]) for i in range(len(items[0]))]
-    return torch.cat(items)

@@ -62,7 +62,7 @@ def plan_backend(config, device) -> BackendPlan:
 
     Raises ConfigError for ``backend="openvino"`` without OpenVINO installed or with a CUDA device.
     """
-    from ..errors import ConfigError
+    from ...errors import ConfigError
 
     cpu = detect_cpu()
     on_cpu = getattr(device, "type", str(device)) == "cpu"
@@ -128,7 +128,7 @@ def _weights_key(weights_id, module) -> str:
     """A weights identity fit for a cache key: a file hash or tag as it is; random or unnamed weights by content."""
     text = str(weights_id)
     if text in ("random", "None", "") or text.startswith("fingerprint:"):
-        from ..clip.text_encoder import weights_fingerprint
+        from ...clip.text_encoder import weights_fingerprint
 
         return "fingerprint:" + weights_fingerprint(module)
     return text

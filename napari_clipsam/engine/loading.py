@@ -18,9 +18,9 @@ def load_models(config, progress: Callable[[str, float], None] | None = None,
 
     ``identity`` names every model's weights (a tag, ``random``, or the SHA-256 of the file read), so the engine
     never hashes tensors for them. A UMCI checkpoint's feature layers are the UMCI model's: the engine fits
-    ``config.feature_layers`` to them (:func:`~napari_clipsam.engine_runtime.fit_config_to_models`)."""
-    from .loaders import fetch_all, load_clip, load_sam
-    from .umci_checkpoint import check_compatible, read_umci, usage_mismatches
+    ``config.feature_layers`` to them (:func:`~napari_clipsam.engine.identity.fit_config_to_models`)."""
+    from ..weights.loaders import fetch_all, load_clip, load_sam
+    from ..weights.umci_checkpoint import check_compatible, read_umci, usage_mismatches
 
     def check(what: str) -> None:  # between the loading steps (each builds or reads one model)
         if cancelled is not None and cancelled():
@@ -35,7 +35,7 @@ def load_models(config, progress: Callable[[str, float], None] | None = None,
     check("UMCI")
     umci, umci_id, mismatches = None, None, []
     if config.umci_weights:
-        from .loaders import file_id
+        from ..weights.loaders import file_id
 
         ckpt = read_umci(config.umci_weights)
         h = ckpt["hparams"]

@@ -1,6 +1,6 @@
 """``napari-clipsam bench``: the encoder backends and precisions side by side, on the same models and images.
 
-Each variant is an engine over the same modules (:class:`~napari_clipsam.backends.BackendPlan`): torch float32
+Each variant is an engine over the same modules (:class:`~napari_clipsam.engine.backends.BackendPlan`): torch float32
 (the reference), torch bf16 autocast, OpenVINO float32, OpenVINO with a bf16 SAM encoder (CLIP float32: what
 ``auto`` picks on bf16 CPUs) and OpenVINO with both encoders in bf16. Every variant is warmed up first (which also
 converts its encoders, timed apart), then the variants run **interleaved**, round after round, one image at a time
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends.fidelity import cosine, mask_iou, relative_l2, sam_mask_ious
+from ..engine.backends.fidelity import cosine, mask_iou, relative_l2, sam_mask_ious
 
 
 def variants_for(device_type: str, openvino: bool, bf16_native: bool | None) -> dict[str, dict[str, str]]:
@@ -45,9 +45,9 @@ def compare_backends(engine, images: list[np.ndarray], object_name: str, *, roun
     """Run every variant of :func:`variants_for` (or those named in ``only``; torch fp32 always) on ``engine``'s
     models; ``images[0]`` warms up, ``images[1]`` is measured. Returns ``{"cpu": ..., "variants": {name: figures}}``
     (JSON-friendly)."""
-    from .backends import detect_cpu, openvino_available
-    from .benchmark import PeakMemory, _now, _sync
-    from .pipeline import ClipSAM
+    from ..engine.backends import detect_cpu, openvino_available
+    from .timing import PeakMemory, now, sync
+    from ..engine.clipsam import ClipSAM
 
     cpu = detect_cpu()
     warm, image = images[0], images[1]
@@ -66,9 +66,9 @@ def compare_backends(engine, images: list[np.ndarray], object_name: str, *, roun
     engines, figures = {}, {}
     for name, changes in specs.items():
         eng = build(ref_cfg.replace(prompt_threshold=tp, **changes))
-        t = _now()
+        t = now()
         eng.backend.prepare()
-        prep = _now() - t
+        prep = now() - t
         eng.segment(warm, object_name)  # warm-up (and the text cache)
         engines[name] = eng
         figures[name] = {"plan": eng.backend.plan.describe(), "prepare_s": prep, "sam_s": [], "clip_s": [],
@@ -76,11 +76,11 @@ def compare_backends(engine, images: list[np.ndarray], object_name: str, *, roun
     ref = engines["torch fp32"]
 
     def timed(eng, fn):
-        _sync(eng.device)
-        t0 = _now()
+        sync(eng.device)
+        t0 = now()
         out = fn()
-        _sync(eng.device)
-        return _now() - t0, out
+        sync(eng.device)
+        return now() - t0, out
 
     results = {}
     for r in range(rounds):

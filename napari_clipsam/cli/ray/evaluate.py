@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..errors import ClipSAMUserError, ClusterError
+from ...errors import ClipSAMUserError, ClusterError
 from .cluster import connect, disconnect
 
 #: A run's reference sets: ``((category, object name, train indices), ...)``, or None for the zero-shot run.
@@ -22,7 +22,7 @@ References = tuple | None
 
 def few_shot_draws(train, cats: list[str], names: dict[str, str], shots, seeds) -> dict[tuple[int, int], tuple]:
     """(K, seed) → that draw's reference sets (:data:`References`), picked as the local evaluation picks them."""
-    from ..training.evaluation import pick_shots
+    from ...training.evaluation import pick_shots
 
     return {(int(k), seed): tuple((c, names[c], tuple(pick_shots(len(train.category(c)), int(k), seed)))
                                   for c in cats) for k in shots for seed in seeds}
@@ -34,7 +34,7 @@ def evaluate_on_ray(args, dataset, cfg, categories: list[str] | None, train=None
     ``dataset`` (opened from ``args.dataset_root``/``args.layout``/``categories``) and, for each K in ``shots``,
     :func:`~napari_clipsam.training.evaluation.evaluate_few_shot`'s (references from ``train``, its train split,
     one draw per seed; ``{}`` without shots), computed on the Ray cluster named by ``args.ray``."""
-    from ..training.evaluation import evaluation_config, plan_evaluation, summarise_few_shot
+    from ...training.evaluation import evaluation_config, plan_evaluation, summarise_few_shot
 
     cfg = evaluation_config(cfg, args.sigma)
     resolution, cats, picks, names = plan_evaluation(cfg.image_size, dataset, None, args.resolution, args.limit)
@@ -96,7 +96,7 @@ def _maps_on_ray(args, cfg, categories, resolution, cats, picks, names, runs: li
 
 def _run_result(args, dataset, got: dict, provenance: dict, resolution, cats, picks, seconds: float) -> dict:
     """One run's :func:`~napari_clipsam.training.evaluation.evaluate_dataset` result from its items."""
-    from ..training.evaluation import category_metrics, summarise
+    from ...training.evaluation import category_metrics, summarise
 
     results = {}
     for c in cats:

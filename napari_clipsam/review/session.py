@@ -31,8 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..export import (FORMATS, ExportError, ExportReport, export_pseudo_labels, label_tiff_paths, read_label_tiff,
-                      safe_stem)
+from ..export import (FORMATS, ExportError, ExportReport, export_pseudo_labels, label_tiff_paths, read_label_tiff, safe_stem)
 from ..io.images import IMAGE_SUFFIXES, read_image
 from .manifest import Entry, Manifest, Verdict, utc_now
 

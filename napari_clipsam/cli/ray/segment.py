@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from ..cli.common import TRAINING_FREE_NOTE, note
-from ..errors import ClusterError
+from ..common import TRAINING_FREE_NOTE, note
+from ...errors import ClusterError
 from .cluster import connect, disconnect, pool_shape
 from .pool import EnginePool
 from .workers import unpack_instances
@@ -49,7 +49,7 @@ def put_normal_references(job):
         return None
     import ray
 
-    from ..io.images import read_image
+    from ...io.images import read_image
 
     return ray.put({"images": [read_image(f) for f in job.normal], "object_name": job.args.object})
 

@@ -18,30 +18,31 @@ from typing import Any
 
 import numpy as np
 
-from .heavy_imports import prepare_heavy_imports
+from ..heavy_imports import prepare_heavy_imports
 
 prepare_heavy_imports()  # before torch & co.: napari may have mapped a GL driver's LLVM already
 
 import torch  # noqa: E402
 
-from . import __version__  # noqa: E402
-from .clip.references import ReferenceSets, bank_from_images  # noqa: E402
-from .clip.rough_map import anomaly_from_logits, to_image_resolution, training_free_logits
-from .clip.text_encoder import TextEmbeddingCache
-from .clip.text_prompts import clean_object_name
-from .clip.umci import UMCI
-from .clip.vision import ClipVision
-from .config import PER_CALL_FIELDS, ClipSAMConfig
-from .errors import EngineMismatchError, InvalidInputError
-from .io.images import image_key, normalise_image
-from .mmr.levels import refine_from_prompts
-from .mmr.prompts import group_user_prompts, prompts_from_map
-from .mmr.embedding_store import EmbeddingStore
-from .mmr.sam_decoder import SamEmbedding, SamRunner
-from .engine_runtime import (EngineCache, complete_identity, fit_config_to_models, on_cpu,  # noqa: E402
-                             resolve_device, sam_identity, stack, take, transformer_blocks)
+from .._version import __version__  # noqa: E402
+from ..clip.references import ReferenceSets, bank_from_images  # noqa: E402
+from ..clip.rough_map import anomaly_from_logits, to_image_resolution, training_free_logits
+from ..clip.text_encoder import TextEmbeddingCache
+from ..clip.text_prompts import clean_object_name
+from ..clip.umci import UMCI
+from ..clip.vision import ClipVision
+from ..config import PER_CALL_FIELDS, ClipSAMConfig
+from ..errors import EngineMismatchError, InvalidInputError
+from ..io.images import image_key, normalise_image
+from ..mmr.levels import refine_from_prompts
+from ..mmr.prompts import group_user_prompts, prompts_from_map
+from ..mmr.embedding_store import EmbeddingStore
+from ..mmr.sam_decoder import SamEmbedding, SamRunner
+from .cache import EngineCache
+from .identity import complete_identity, fit_config_to_models, on_cpu, resolve_device, sam_identity
+from .batching import stack, take, transformer_blocks
 from .result import ClipSAMResult  # noqa: E402
-from .stages import STAGES, Stepper  # noqa: E402,F401  (STAGES re-exported: the order stages are reported in)
+from .progress import STAGES, Stepper  # noqa: E402,F401  (STAGES re-exported: the order stages are reported in)
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
@@ -58,9 +59,9 @@ class ClipSAM:
     The models fix ``image_size`` (CLIP's input) and, with a UMCI head, ``feature_layers``: a config left at the
     default value is changed to the models' with a warning and ``config_replaced`` in every result's provenance;
     a config that asks for another value raises :class:`~napari_clipsam.errors.ConfigError`
-    (:func:`~napari_clipsam.engine_runtime.fit_config_to_models`). ``identity`` (what the loader knows: file
+    (:func:`~napari_clipsam.engine.identity.fit_config_to_models`). ``identity`` (what the loader knows: file
     hashes, tags) is used as given; only weights it does not name are fingerprinted
-    (:func:`~napari_clipsam.engine_runtime.complete_identity`).
+    (:func:`~napari_clipsam.engine.identity.complete_identity`).
     """
 
     def __init__(self, clip_model, tokenizer, sam_model, umci: UMCI | None = None,
@@ -81,10 +82,10 @@ class ClipSAM:
             self.identity["config_replaced"] = replaced
         from .backends import attach_backend
 
-        self.backend = attach_backend(self)  # the encoders' runner (torch or OpenVINO), see napari_clipsam.backends
+        self.backend = attach_backend(self)  # the encoders' runner (torch or OpenVINO), see napari_clipsam.engine.backends
         self.identity["encoders"] = self.backend.plan.describe()
         self.sam.model_id = sam_identity(self.identity, self.device, self.config.dtype, self.backend.plan.stamp)
-        from .weights.registry import cache_dir
+        from ..weights.registry import cache_dir
 
         self.text = TextEmbeddingCache(self.clip_model, tokenizer, self.identity["clip_model"],
                                        self.identity["clip_weights"], cache_dir() / "text", self.device)
@@ -153,7 +154,7 @@ class ClipSAM:
         Raises :class:`~napari_clipsam.WeightsUnavailableError` when a file cannot be found, downloaded or
         verified; its message names the file, the folder searched, the URL and how to place it by hand.
         """
-        from .weights.engine_loading import load_models
+        from .loading import load_models
 
         config = (config or ClipSAMConfig()).validated()
         device = resolve_device(config.device)
@@ -257,17 +258,11 @@ class ClipSAM:
         embs = {k: v for k in keys if (v := self._cache.get(("embedding", k))) is not None}
         need = list(dict.fromkeys(k for k, p in zip(keys, prompts) if k not in embs
                                   and (p.num_components or self.config.embed_without_prompts)))
-        embs.update({k: e for k in need if (e := self._stored_embedding(k)) is not None})
-        need = [k for k in need if k not in embs]
         if need:
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
             blocks = transformer_blocks(self.sam.model, "image_encoder", "blocks")
-            with self.autocast(), step.per_block(blocks, "sam encoder", done, span):
-                embs.update(zip(need, self.sam.embed_many([rgb_of[k] for k in need])))
-        for k in need:
-            self._cache.put(("embedding", k), embs[k])
-            e = embs[k]
-            self._stored.put(k, self.sam.model_id, e.features.float().cpu().numpy(), e.input_size, e.original_size)
+            embs.update(self._embeddings({k: rgb_of[k] for k in need},
+                                         lambda: step.per_block(blocks, "sam encoder", done, span)))
         step("sam decoder", done, span)
         return [self._finish(rough, pr, valid, key, embs.get(key), object_name)
                 for (rgb, valid), key, rough, pr in zip(prepared, keys, roughs, prompts)]
@@ -408,10 +403,7 @@ class ClipSAM:
             if image_key(rgb) != key:
                 raise InvalidInputError("image is not the image this result was made from (its content differs); "
                                         "pass the same image and contrast_limits as to segment().")
-            with self.autocast():
-                own = self.sam.embed(rgb)
-            self._cache.put(("embedding", key), own)
-            return own
+            return self._embeddings({key: rgb})[key]
         if not result.sam_id:
             why = "this result has no SAM embedding (it was made with embed_without_prompts=False and had no prompts)"
         elif result.sam_id != self.sam.model_id:
@@ -449,6 +441,22 @@ class ClipSAM:
             "prompt_source": prompt_source, "device": str(self.device), "thresholds": self.config.thresholds(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+
+    def _embeddings(self, rgb_of: dict[str, np.ndarray], encoding=contextlib.nullcontext) -> dict[str, SamEmbedding]:
+        """SAM embeddings of images (image key → normalised RGB), the one way segment and refine get them: the
+        engine's cache, then the on-disk store, then SAM's image encoder for the rest in one batch (inside
+        ``encoding()``, e.g. per-block progress); what the encoder made is kept in memory and on disk."""
+        embs = {k: e for k in rgb_of if (e := self._cache.get(("embedding", k))) is not None}
+        embs.update({k: e for k in rgb_of if k not in embs and (e := self._stored_embedding(k)) is not None})
+        need = [k for k in rgb_of if k not in embs]
+        if need:
+            with self.autocast(), encoding():
+                embs.update(zip(need, self.sam.embed_many([rgb_of[k] for k in need])))
+        for k in need:
+            e = embs[k]
+            self._cache.put(("embedding", k), e)
+            self._stored.put(k, self.sam.model_id, e.features.float().cpu().numpy(), e.input_size, e.original_size)
+        return embs
 
     def _stored_embedding(self, key: str):
         """The SAM embedding of image ``key`` from the on-disk store (then also kept in memory), or None."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 
-from ..errors import ClusterError
+from ...errors import ClusterError
 from .cluster import PoolShape
 
 IN_FLIGHT = 2

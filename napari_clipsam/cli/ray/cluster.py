@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..errors import ClusterError
+from ...errors import ClusterError
 from .options import LOCAL
 
 

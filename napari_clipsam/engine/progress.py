@@ -12,7 +12,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 
-from .errors import Cancelled
+from ..errors import Cancelled
 
 STAGES = ("text", "clip", "rough map", "few-shot", "prompts", "sam encoder", "sam decoder", "merge")
 STAGE_WEIGHTS = {"text": 0.04, "clip": 0.18, "rough map": 0.01, "few-shot": 0.01, "prompts": 0.01,

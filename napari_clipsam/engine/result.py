@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .mmr.prompts import Prompts
+from ..mmr.prompts import Prompts
 
 
 @dataclass

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..weights.download import sha256_of
+from ...weights.download import sha256_of
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -41,7 +41,7 @@ class IRCache:
 
     def __init__(self, root: str | Path | None = None):
         if root is None:
-            from ..weights.registry import cache_dir
+            from ...weights.registry import cache_dir
 
             root = cache_dir() / "openvino"
         self.root = Path(root)
@@ -97,7 +97,7 @@ class IRCache:
             return model
 
     def _save(self, fields: dict[str, Any], model) -> None:
-        from ..io.atomic import AtomicBatch
+        from ...io.atomic import AtomicBatch
         from .openvino_runtime import import_openvino
 
         folder = self.entry(fields)
