@@ -44,7 +44,7 @@ def setting(default: Any, *, per_call: bool = False, recorded: bool = False):
     return field(default=default, metadata={"per_call": per_call, "recorded": recorded})
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClipSAMConfig:
     """Settings of the ClipSAM engine. ``ClipSAMConfig()`` is the one default (336 px, SAM vit_b, the method
     document's thresholds; the module docstring says why); :meth:`preset` gives the named presets.
@@ -188,15 +188,8 @@ class ClipSAMConfig:
         return dataclasses.replace(self, **changes)
 
     def __post_init__(self) -> None:
+        # frozen: the checks normalise fields (tuples, ints, paths) through object.__setattr__, once, here
         check_config(self)
-
-    def validated(self) -> ClipSAMConfig:
-        """Check every field again (after attribute assignments) and return self; kept for older callers.
-
-        Construction already validates (:func:`check_config`); raises :class:`~napari_clipsam.errors.ConfigError`.
-        """
-        check_config(self)
-        return self
 
     def prompt_set_hash(self) -> str:
         """A short hash of the prompt lists: part of the text-embedding cache key and of UMCI checkpoints."""

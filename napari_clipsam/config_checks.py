@@ -18,6 +18,7 @@ from typing import Any
 from .errors import ConfigError
 
 
+# The choice lists: every other module (CLI choices, widget settings, backends) takes them from here.
 LEVELS = ("point", "box", "box+point")
 SAM_MODELS = ("vit_b", "vit_l", "vit_h")
 DTYPES = ("float32", "bfloat16")
@@ -62,7 +63,7 @@ def _int_tuple(cfg, name: str, low: int, high: int, allow_empty: bool) -> None:
     if not all(_is_int(v) and low <= v <= high for v in value) or len(set(value)) != len(value) \
             or (not value and not allow_empty):
         _fail(name, value, what)
-    setattr(cfg, name, tuple(int(v) for v in value))
+    object.__setattr__(cfg, name, tuple(int(v) for v in value))
 
 
 def _check_phrase(name: str, phrase: Any) -> None:
@@ -119,14 +120,14 @@ def check_config(cfg) -> None:
         v = getattr(cfg, name)
         if not _is_int(v) or v < low or (high is not None and v > high):
             _fail(name, v, f"a whole number from {low}" + (f" to {high}" if high is not None else " up"))
-        setattr(cfg, name, int(v))
+        object.__setattr__(cfg, name, int(v))
     for name, (low, high, open_low) in FLOAT_RANGES.items():
         v = getattr(cfg, name)
         ok = _is_real(v) and math.isfinite(v) and (low < v if open_low else low <= v) and v <= high
         if not ok:
             _fail(name, v, f"a number {'above' if open_low else 'from'} {low:g} {'and up ' if open_low else ''}"
                            f"to {high:g}")
-        setattr(cfg, name, float(v))
+        object.__setattr__(cfg, name, float(v))
     for name in BOOLS:
         v = getattr(cfg, name)
         if not isinstance(v, bool):
@@ -134,7 +135,7 @@ def check_config(cfg) -> None:
     for name in WEIGHT_PATHS:
         v = getattr(cfg, name)
         if isinstance(v, os.PathLike):
-            setattr(cfg, name, v := os.fspath(v))
+            object.__setattr__(cfg, name, v := os.fspath(v))
         if v is not None and (not isinstance(v, str) or not v.strip()):
             _fail(name, v, "None, a non-empty file path or a weights tag")
     if not isinstance(cfg.clip_model, str) or not cfg.clip_model.strip() or cfg.clip_model == "local-dir:":
@@ -147,12 +148,12 @@ def check_config(cfg) -> None:
             _fail(name, value, "a non-empty list of phrases, each with one '{}'")
         for i, phrase in enumerate(value):
             _check_phrase(f"{name}[{i}]", phrase)
-        setattr(cfg, name, tuple(value))
+        object.__setattr__(cfg, name, tuple(value))
     levels = cfg.levels
     if isinstance(levels, str) or not isinstance(levels, (tuple, list)) or not levels \
             or not all(isinstance(lv, str) and lv in LEVELS for lv in levels) or len(set(levels)) != len(levels):
         _fail("levels", levels, f"a non-empty list of distinct levels among {', '.join(map(repr, LEVELS))}")
-    cfg.levels = tuple(levels)
+    object.__setattr__(cfg, "levels", tuple(levels))
     sam = cfg.sam_model
     if not isinstance(sam, str) or not (sam in SAM_MODELS or (sam.startswith("local-dir:") and len(sam) > 10)):
         _fail("sam_model", sam, "'vit_b', 'vit_l', 'vit_h' or 'local-dir:/folder'")

@@ -105,7 +105,7 @@ def tiny_config(folder: str | Path, seed: int = 0, **overrides):
     base = dict(clip_model=f"local-dir:{clip_dir}", clip_weights=None, image_size=56, feature_layers=(1, 2, 3, 4),
                 sam_model=f"local-dir:{sam_dir}", device="cpu", backend="torch")
     base.update(overrides)
-    return ClipSAMConfig(**base).validated()
+    return ClipSAMConfig(**base)
 
 
 def tiny_engine(seed: int = 0, umci: bool = False, **config_overrides):

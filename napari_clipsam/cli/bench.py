@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..config import DEFAULT_PRESET, PRESETS, preset_help
+from ..config_checks import BACKENDS, DTYPES
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,11 +21,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=preset_help())
     p.add_argument("--random-weights", action="store_true", help="random weights: no download needed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--image-px", type=int, default=512, help="side of the synthetic test images")
     p.add_argument("--batch", type=int, default=4, help="images in the throughput comparison")
     p.add_argument("--umci", action="store_true", help="time with a (random) UMCI head instead of training-free")
-    p.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto",
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="the encoders' backend for the per-stage figures (default auto)")
     p.add_argument("--no-compare-backends", dest="compare_backends", action="store_false",
                    help="skip the side-by-side comparison of backends and precisions (torch fp32 / bf16 autocast, "

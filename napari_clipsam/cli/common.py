@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..config import DEFAULT_PRESET, PRESETS, preset_help
+from ..config_checks import BACKENDS, DTYPES, PRECISIONS
 from ..errors import InvalidInputError, require_file
 from ..io.strict_json import json_safe  # noqa: F401 (used by the subcommands)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-DTYPES = ("float32", "bfloat16")
 TRAINING_FREE_NOTE = ("note: no --umci checkpoint given: the rough map is the training-free fallback (CLIP "
                       "value-value attention), lower quality than a trained UMCI (train one with "
                       "`napari-clipsam train`).")
@@ -56,13 +56,13 @@ def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sa
                         "the flags below override it")
     g.add_argument("--device", help="auto (CUDA when present, default), cpu, cuda or cuda:N")
     g.add_argument("--dtype", choices=DTYPES, help="float32 (default) or bfloat16 autocast")
-    g.add_argument("--backend", choices=("auto", "torch", "openvino"),
+    g.add_argument("--backend", choices=BACKENDS,
                    help="who runs the SAM and CLIP encoders: auto (OpenVINO on the CPU when installed, default), "
                         "torch, or openvino (converted once per model and cached; see the README's Performance)")
-    g.add_argument("--sam-precision", choices=("auto", "float32", "bfloat16"),
+    g.add_argument("--sam-precision", choices=PRECISIONS,
                    help="SAM image encoder precision with OpenVINO (default auto: bfloat16 where the CPU has native "
                         "bf16, AMX or AVX-512 BF16)")
-    g.add_argument("--clip-precision", choices=("auto", "float32", "bfloat16"),
+    g.add_argument("--clip-precision", choices=PRECISIONS,
                    help="CLIP vision tower precision with OpenVINO (default float32)")
     g.add_argument("--image-size", type=int, metavar="PX",
                    help="CLIP input size (default: the preset's, or the UMCI checkpoint's)")

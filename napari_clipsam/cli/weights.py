@@ -11,9 +11,9 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import InvalidInputError, MissingFileError
+from ..config_checks import SAM_MODELS as SAM_NAMES
 from .common import EXIT_FAILED, EXIT_OK, StageBars, note
 
-SAM_NAMES = ("vit_b", "vit_l", "vit_h")
 CLIP = "clip"
 NAMES = (CLIP, *SAM_NAMES)
 

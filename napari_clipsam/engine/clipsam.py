@@ -67,7 +67,7 @@ class ClipSAM:
     def __init__(self, clip_model, tokenizer, sam_model, umci: UMCI | None = None,
                  config: ClipSAMConfig | None = None, *, identity: dict[str, Any] | None = None):
         self._local = threading.local()  # per-call settings of the calling thread (see `using`)
-        config = (config or ClipSAMConfig()).validated()
+        config = config or ClipSAMConfig()
         self.device = resolve_device(config.device)
         self.clip_model = clip_model.to(self.device).eval().requires_grad_(False)
         self.vision = ClipVision(self.clip_model)
@@ -156,7 +156,7 @@ class ClipSAM:
         """
         from .loading import load_models
 
-        config = (config or ClipSAMConfig()).validated()
+        config = config or ClipSAMConfig()
         device = resolve_device(config.device)
         clip_model, tokenizer, sam_model, umci, config, identity = load_models(config, progress, cancelled)
         engine = cls(clip_model.to(device), tokenizer, sam_model.to(device), umci, config, identity=identity)
@@ -395,14 +395,16 @@ class ClipSAM:
     def _embedding_for(self, result: ClipSAMResult, needed: bool, image, contrast_limits):
         """This engine's SAM embedding of ``result``'s image, to refine on (see :meth:`refine`)."""
         key = result.image_key
-        own = (self._cache.get(("embedding", key)) or self._stored_embedding(key)) if key else None
-        if own is not None or not needed:
-            return own
-        if image is not None:
+        rgb = None
+        if image is not None:  # checked whether or not it is needed: a wrong image is a caller's mistake
             rgb, _ = normalise_image(image, contrast_limits)
             if image_key(rgb) != key:
                 raise InvalidInputError("image is not the image this result was made from (its content differs); "
                                         "pass the same image and contrast_limits as to segment().")
+        own = (self._cache.get(("embedding", key)) or self._stored_embedding(key)) if key else None
+        if own is not None or not needed:
+            return own
+        if rgb is not None:
             return self._embeddings({key: rgb})[key]
         if not result.sam_id:
             why = "this result has no SAM embedding (it was made with embed_without_prompts=False and had no prompts)"

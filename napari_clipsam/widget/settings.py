@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import DEFAULT_PRESET, PRESETS, ClipSAMConfig
+from ..config_checks import BACKENDS
 from ..export import FORMATS
 from ..io.atomic import atomic_file
 
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 DEFAULTS = ClipSAMConfig()  # the one default config (napari_clipsam.config): the thresholds start from it
 FILE_NAME = "widget.json"
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "torch", "openvino")
 
 
 def settings_path() -> Path:

@@ -18,11 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...config_checks import BACKENDS, PRECISIONS  # noqa: F401 (the choice lists live there)
 from .cpu_features import CpuFeatures, detect_cpu
 from .openvino_runtime import openvino_available
 
-BACKENDS = ("auto", "torch", "openvino")
-PRECISIONS = ("auto", "float32", "bfloat16")
 INSTALL_HINT = 'pip install "napari-clipsam[openvino]"'
 
 
