@@ -9,7 +9,7 @@ nothing) and the napari widget all start from it. It is the method document's se
 runs at 336 px (ViT-L/14@336's own 24×24 grid, no positional-embedding resize) and SAM is ``vit_b``. The paper's
 518 px + SAM ``vit_h`` is the ``"accurate"`` preset. Why: the package is mostly run interactively on a laptop or
 workstation CPU. There the cpu setting's cold ``segment`` already takes 13 s on the measured 2-core machine, 11 s
-of it SAM vit_b's encoder (README, Performance); SAM vit_h's encoder has about 7× vit_b's parameters and compute
+of it SAM vit_b's encoder (docs/performance.md); SAM vit_h's encoder has about 7× vit_b's parameters and compute
 (632 M against 89 M; a 2.6 GB download against 375 MB) and 518 px gives CLIP 2.4× the tokens, so the paper's
 setting would take over a minute per image (an estimate from those figures). On a GPU choose
 ``preset("accurate")``. Every other threshold is the document's.
@@ -128,7 +128,7 @@ class ClipSAMConfig:
     (PatchCore). Memory is bank size × CLIP width × 4 bytes per layer (64 MiB for 4 layers of ViT-L at 4096)."""
     fewshot_neighbourhood: int = 1
     """Odd side of the PatchCore-style local aggregation window applied to patch tokens before the
-    nearest-neighbour search; 1 = off (measured worse on a 16×16 grid, see the README)."""
+    nearest-neighbour search; 1 = off (measured worse on a 16×16 grid, see docs/method.md)."""
     fewshot_augment: bool = True
     """Also put each reference's up–down and left–right flips and 90°/180°/270° rotations in the bank
     (6 views, 6 CLIP passes per reference, once: the bank is cached). Turn off when orientation matters."""
@@ -144,7 +144,7 @@ class ClipSAMConfig:
     """Who runs the two encoders (SAM image encoder, CLIP vision tower): ``"torch"``, ``"openvino"`` (on the CPU;
     ``pip install "napari-clipsam[openvino]"``; each encoder is converted once, "preparing the fast CPU model",
     and cached on disk) or ``"auto"``: OpenVINO on the CPU when installed, torch otherwise and on CUDA. See
-    :mod:`napari_clipsam.engine.backends`; the README's Performance section has measured speed-ups."""
+    :mod:`napari_clipsam.engine.backends`; docs/performance.md has measured speed-ups."""
     sam_precision: str = setting("auto", recorded=True)
     """SAM image encoder precision under OpenVINO: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bfloat16 where the
     CPU has native bf16, AMX or AVX-512 BF16, detected at run time; float32 elsewhere). SAM masks measured

@@ -241,7 +241,7 @@ def _category_data(category: str, seed: int = 0):
 
 def measure_few_shot_auroc(clip_seeds=(0, 1)) -> dict[str, dict[str, list[float]]]:
     """Pixel AUROC of the few-shot map (fewshot_weight 1, every other setting at its default) per category and
-    CLIP seed, with the tiny random CLIP at 224 px; also without the pcb's missing chip (see the README)."""
+    CLIP seed, with the tiny random CLIP at 224 px; also without the pcb's missing chip (see docs/method.md)."""
     out: dict[str, dict[str, list[float]]] = {"all": {}, "visible": {}}
     data = {c: _category_data(c) for c in CATEGORIES}
     for seed in clip_seeds:

@@ -58,7 +58,7 @@ def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sa
     g.add_argument("--dtype", choices=DTYPES, help="float32 (default) or bfloat16 autocast")
     g.add_argument("--backend", choices=BACKENDS,
                    help="who runs the SAM and CLIP encoders: auto (OpenVINO on the CPU when installed, default), "
-                        "torch, or openvino (converted once per model and cached; see the README's Performance)")
+                        "torch, or openvino (converted once per model and cached; see docs/performance.md)")
     g.add_argument("--sam-precision", choices=PRECISIONS,
                    help="SAM image encoder precision with OpenVINO (default auto: bfloat16 where the CPU has native "
                         "bf16, AMX or AVX-512 BF16)")

@@ -96,7 +96,7 @@ class SegmentJob:
               f"{'' if a.overwrite else '; --overwrite redoes them'}), {len(self.failed)} failed, "
               f"in {seconds:.1f} s{timing}; outputs in {self.out}")
         if any(self.lost.values()):
-            print("  what the formats could not hold (README, Export formats): "
+            print("  what the formats could not hold (docs/export-formats.md): "
                   + ", ".join(f"{key} {value}" for key, value in self.lost.items() if value))
         n_val = sum(self.split[f] == "val" for f in self.files)
         if "yolo" in self.formats:

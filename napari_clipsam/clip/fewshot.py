@@ -5,7 +5,7 @@ APRIL-GAN few-shot, AnomalyDINO). A test patch's few-shot score is its cosine di
 reference patch, per layer, turned into a probability-like value and averaged over layers. Shapes: ``B``
 images, vision width ``C``, patch grid ``h × w``, ``M`` patches in a layer's bank.
 
-Choices (each measured on the synthetic categories with the tiny random CLIP, see the README):
+Choices (each measured on the synthetic categories with the tiny random CLIP, see docs/method.md):
 
 - **Normalisation**: before the cosine, every channel is standardised with the bank's own mean and standard
   deviation (z-score). Raw ViT tokens share a large common component, so plain cosine similarities all sit

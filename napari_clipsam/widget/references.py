@@ -1,5 +1,5 @@
 """Normal references in the dock: defect-free images (selected layers, a folder, or good images accepted in a
-folder review) that make the engine fuse a few-shot map into the rough map (see README, "Normal references").
+folder review) that make the engine fuse a few-shot map into the rough map (see docs/method.md, "Normal references").
 
 The images are kept here; the engine builds its reference bank from them in the next Run's worker thread (once
 per set: the bank is also cached on disk by the images' content).

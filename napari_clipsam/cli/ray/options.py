@@ -11,7 +11,7 @@ LOCAL = ("", "local")
 
 
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("cluster (with --ray; README, Cluster)")
+    g = parser.add_argument_group("cluster (with --ray; docs/cluster.md)")
     g.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                    help="run on a Ray cluster: 'auto' (the cluster this machine belongs to), 'ray://HOST:10001' "
                         "(Ray Client), HOST:PORT (its GCS), or nothing / 'local' for a local Ray started for the "
