@@ -74,7 +74,6 @@ def main() -> int:
         print(f"  level {k}: {', '.join(sorted(by_level[k]))}")
     print(f"cycles between units: {len(cycles)}" + "".join(f"\n  {' <-> '.join(c)}" for c in cycles))
     print(f"upward imports: {len(upward)}" + "".join(f"\n  {a} -> {b}" for a, b in upward))
-    module_cycles = 0
     print(f"loose modules at the package root: {len(loose)} ({', '.join(u.rsplit('.', 1)[1] for u in loose)})")
     return 0
 

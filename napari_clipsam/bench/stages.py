@@ -5,17 +5,14 @@ machine's noise cancels. Models are the preset's real architectures (random weig
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .timing import PeakMemory, now, sync, timed
+from .timing import PeakMemory, now, timed
 
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:

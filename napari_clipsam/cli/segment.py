@@ -20,7 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import TRAINING_FREE_NOTE, add_engine_options, build_engine, describe_engine, note, split_list
+from .common import TRAINING_FREE_NOTE, add_engine_options, build_engine, describe_engine, note
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

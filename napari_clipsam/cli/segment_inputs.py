@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import InvalidInputError, MissingFileError, PathKindError
+from .common import split_list
 
 
 def collect_images(inputs: list[str], extensions, recursive: bool, exclude: Path | None = None) -> dict[Path, str]:

@@ -42,7 +42,7 @@ from .cache import EngineCache
 from .identity import complete_identity, fit_config_to_models, on_cpu, resolve_device, sam_identity
 from .batching import stack, take, transformer_blocks
 from .result import ClipSAMResult  # noqa: E402
-from .progress import STAGES, Stepper  # noqa: E402,F401  (STAGES re-exported: the order stages are reported in)
+from .progress import Stepper  # noqa: E402
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]

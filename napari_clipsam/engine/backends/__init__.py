@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...config_checks import BACKENDS, PRECISIONS  # noqa: F401 (the choice lists live there)
 from .cpu_features import CpuFeatures, detect_cpu
 from .openvino_runtime import openvino_available
 
