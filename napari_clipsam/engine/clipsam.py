@@ -9,6 +9,7 @@ One object, used the same way by scripts, the CLI, the tests and the napari widg
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import numbers
 import threading
@@ -423,9 +424,9 @@ class ClipSAM:
             maps, _ = refine_from_prompts(self.sam, emb, prompts, rough, self.config, valid, memo=self._cache,
                                           memo_tag=(self.sam.model_id, key, self.config.dtype))
         return ClipSAMResult(
-            rough_map=rough, points=prompts.points, point_labels=prompts.point_labels, boxes=prompts.boxes,
-            final_map=maps.final_map, mask=maps.mask, instances=maps.instances, score=maps.score,
-            provenance=self.provenance(object_name, prompts.source), prompts=prompts,
+            rough_map=rough, final_map=maps.final_map, mask=maps.mask, instances=maps.instances, score=maps.score,
+            provenance=self.provenance(object_name, prompts.source),
+            prompts=dataclasses.replace(prompts, components=None),  # the full-size map only served the merge
             instance_component=maps.instance_component, valid=valid, image_key=key,
             sam_id="" if emb is None else emb.model_id)
 

@@ -1,7 +1,7 @@
 """The result of one ClipSAM run: maps, prompts, masks and provenance."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,8 +15,10 @@ class ClipSAMResult:
 
     Attributes:
         rough_map: (H, W) float32 in [0, 1], CLIP's anomaly probability (UMCI or training-free).
-        points: (N, 2) float32 (row, col); point_labels: (N,) int32, 1 positive / 0 negative.
-        boxes: (M, 4) float32 (row0, col0, row1, col1), inclusive-exclusive.
+        prompts: the point and box prompts MMR ran with (:class:`~napari_clipsam.mmr.prompts.Prompts`; their
+            full-size component map is dropped once the masks are made). ``points`` (N, 2) float32 (row, col),
+            ``point_labels`` (N,) int32 (1 positive / 0 negative) and ``boxes`` (M, 4) float32 (row0, col0, row1,
+            col1, inclusive-exclusive) are read-only views of them.
         final_map: (H, W) float32 in [0, 1] after SAM refinement; mask: final_map ≥ τ_mask, (H, W) bool.
         instances: (H, W) int32 instance ids, 0 = background; score: image anomaly score (max of final_map).
         provenance: package version, models and weights ids, mode ("umci" or "training-free"), thresholds.
@@ -29,19 +31,28 @@ class ClipSAMResult:
     """
 
     rough_map: np.ndarray
-    points: np.ndarray
-    point_labels: np.ndarray
-    boxes: np.ndarray
     final_map: np.ndarray
     mask: np.ndarray
     instances: np.ndarray
     score: float
     provenance: dict[str, Any]
-    prompts: Prompts = field(repr=False, default_factory=Prompts)
+    prompts: Prompts = field(default_factory=Prompts)
     instance_component: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int32))
     valid: np.ndarray | None = field(repr=False, default=None)
     image_key: str = field(repr=False, default="")
     sam_id: str = field(repr=False, default="")
+
+    @property
+    def points(self) -> np.ndarray:
+        return self.prompts.points
+
+    @property
+    def point_labels(self) -> np.ndarray:
+        return self.prompts.point_labels
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return self.prompts.boxes
 
     @property
     def mode(self) -> str:
@@ -50,6 +61,3 @@ class ClipSAMResult:
     @property
     def num_instances(self) -> int:
         return int(self.instances.max()) if self.instances.size else 0
-
-    def with_updates(self, **changes) -> ClipSAMResult:
-        return replace(self, **changes)
