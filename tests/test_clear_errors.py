@@ -52,7 +52,8 @@ def labelled(tmp_path_factory):
 
 def _duplicate_image_id(coco):
     coco["images"][2]["id"] = coco["images"][0]["id"]
-    return rf"images\[0\] and images\[2\] both have id {coco['images'][0]['id']}"
+    names = [re.escape(repr(coco["images"][i]["file_name"])) for i in (0, 2)]
+    return rf"images\[0\] \({names[0]}\) and images\[2\] \({names[1]}\) both have id {coco['images'][0]['id']}"
 
 
 def _duplicate_annotation_id(coco):

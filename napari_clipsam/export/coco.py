@@ -199,7 +199,7 @@ def _check_links(coco: dict, path: Path) -> None:
         for i, entry in enumerate(coco[key]):
             first = seen.setdefault(entry["id"], i)
             if first != i:
-                clashes.append(f"{key}[{first}] and {key}[{i}] both have id {entry['id']}")
+                clashes.append(f"{_entry(coco, key, first)} and {_entry(coco, key, i)} both have id {entry['id']}")
         if clashes:
             move = " (and move its annotations with it)" if key != "annotations" else ""
             raise ExportError(f"{path}: {_listed(clashes)}; each {key[:-1]} needs an id of its own. Give the later "
@@ -213,6 +213,12 @@ def _check_links(coco: dict, path: Path) -> None:
         if stray:
             raise ExportError(f"{path}: {_listed(stray)}; every annotation's {field} must be the id of one of the "
                               f"file's {key}. Delete those annotations or correct their {field}.{fix}")
+
+
+def _entry(coco: dict, key: str, i: int) -> str:
+    """``images[3] ('img3.png')``: an entry by its place in the file, with its file or class name when it has one."""
+    name = coco[key][i].get({"images": "file_name", "categories": "name"}.get(key, ""))
+    return f"{key}[{i}]" + (f" ({name!r})" if isinstance(name, str) else "")
 
 
 def _listed(items: list[str], most: int = 3) -> str:
