@@ -89,6 +89,8 @@ def test_resume_after_the_driver_is_interrupted(models, local_ray, local_referen
     stdout, err = driver.communicate(timeout=60)
     assert driver.returncode == 130, (stdout, err)
     assert "interrupted after" in err and "run the same command again to continue" in err
+    hidden = [p for p in out.rglob(".*") if p.suffix in (".tmp", ".bak")]
+    assert not hidden, f"the interrupted run left {hidden}"  # Ctrl+C mid-export cleans up after itself
     first = len(list((out / "provenance").glob("*.json")))
     assert 2 <= first < N_IMAGES
     code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"],

@@ -5,11 +5,38 @@ row 1 anomalous), ``D`` the joint embedding width (768 for ViT-L/14).
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
+
+
+def _whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_args(owner: str, **args) -> None:
+    """InvalidInputError naming the first constructor argument of ``owner`` that cannot build the module:
+    widths and heads are whole numbers from 1, layers a non-empty list of distinct block numbers from 1,
+    kernels pooling sizes from 1 (none: no Scale path), temperature a finite number above 0."""
+    for name, value in args.items():
+        if name in ("in_dim", "dim", "heads"):
+            ok, accepted = _whole(value) and value >= 1, "a whole number from 1"
+        elif name in ("layers", "kernels"):
+            items = None if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__") else list(value)
+            ok = items is not None and all(_whole(v) and v >= 1 for v in items) and len(set(items)) == len(items)
+            ok = ok and (bool(items) or name == "kernels")
+            accepted = ("a non-empty list of distinct CLIP block numbers from 1" if name == "layers"
+                        else "a list of distinct pooling sizes from 1 (empty: no Scale path)")
+        else:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+            accepted = "a finite number above 0"
+        if not ok:
+            raise InvalidInputError(f"{owner}({name}={value!r}) is not accepted: {name} must be {accepted}.")
 
 
 class UMCILayer(nn.Module):
@@ -22,6 +49,7 @@ class UMCILayer(nn.Module):
     def __init__(self, in_dim: int, dim: int, heads: int = 8, kernels: tuple[int, ...] = (2, 4),
                  temperature: float = 0.01):
         super().__init__()
+        _check_args("UMCILayer", in_dim=in_dim, dim=dim, heads=heads, kernels=kernels, temperature=temperature)
         if dim % heads:
             raise InvalidInputError(f"UMCI width {dim} is not divisible by {heads} attention heads; choose umci_heads "
                                     f"that divides {dim}.")
@@ -80,6 +108,8 @@ class UMCI(nn.Module):
     def __init__(self, in_dim: int, dim: int, layers: tuple[int, ...], heads: int = 8,
                  kernels: tuple[int, ...] = (2, 4), temperature: float = 0.01):
         super().__init__()
+        _check_args("UMCI", in_dim=in_dim, dim=dim, layers=layers, heads=heads, kernels=kernels,
+                    temperature=temperature)
         self.in_dim, self.dim, self.layers = int(in_dim), int(dim), tuple(int(i) for i in layers)
         self.heads, self.kernels, self.temperature = int(heads), tuple(int(k) for k in kernels), float(temperature)
         self.heads_per_layer = nn.ModuleList(UMCILayer(in_dim, dim, heads, kernels, temperature) for _ in layers)

@@ -36,6 +36,7 @@ from ..config import PER_CALL_FIELDS, ClipSAMConfig
 from ..errors import EngineMismatchError, InvalidInputError
 from ..io.images import image_key, normalise_image
 from ..mmr.levels import refine_from_prompts
+from ..mmr.merge import check_rough_map
 from ..mmr.prompts import group_user_prompts, prompts_from_map
 from ..mmr.embedding_store import EmbeddingStore
 from ..mmr.sam_decoder import SamEmbedding, SamRunner
@@ -380,6 +381,7 @@ class ClipSAM:
             return self._refine(result, points, point_labels, boxes, image, contrast_limits)
 
     def _refine(self, result, points, point_labels, boxes, image, contrast_limits) -> ClipSAMResult:
+        check_rough_map(result.rough_map, np.shape(result.instances), "result's rough_map")
         prompts = group_user_prompts(points, point_labels, boxes, result.rough_map.shape)
         emb = self._embedding_for(result, prompts.num_components > 0, image, contrast_limits)
         out = self._finish(result.rough_map, prompts, result.valid, result.image_key, emb,

@@ -170,6 +170,7 @@ def load_coco(path: Path) -> dict:
             "fix it or move it away"
         )
     _check_ids(coco, path)
+    _check_links(coco, path)
     return coco
 
 
@@ -185,6 +186,45 @@ def _check_ids(coco: dict, path: Path) -> None:
                 need = "an integer 'id'" + (" and a 'name'" if key == "categories" else "")
                 raise ExportError(f"{path}: {key}[{i}] lacks {need} (got {str(entry)[:80]}); every COCO entry needs "
                                   "one. Fix the file or move it away (a new one is then started).")
+
+
+def _check_links(coco: dict, path: Path) -> None:
+    """Ids must be unique per list and every annotation must point at an image and a category of the file:
+    pycocotools indexes by id, so a repeated image id drops an image and mixes its annotations with another's,
+    and a merge would keep or replace the wrong entries. ExportError naming the entries (nothing is changed)."""
+    fix = " Fix the file (or move it away: a new one is then started); nothing was changed."
+    for key in ("images", "annotations", "categories"):
+        seen: dict[int, int] = {}
+        clashes = []
+        for i, entry in enumerate(coco[key]):
+            first = seen.setdefault(entry["id"], i)
+            if first != i:
+                clashes.append(f"{_entry(coco, key, first)} and {_entry(coco, key, i)} both have id {entry['id']}")
+        if clashes:
+            move = " (and move its annotations with it)" if key != "annotations" else ""
+            raise ExportError(f"{path}: {_listed(clashes)}; each {key[:-1]} needs an id of its own. Give the later "
+                              f"one an unused id{move}, or delete the duplicate.{fix}")
+    for field, key in (("image_id", "images"), ("category_id", "categories")):
+        known = {entry["id"] for entry in coco[key]}
+        stray = [f"annotations[{i}] (id {a['id']}) has {field} {a[field]!r}, which no entry of '{key}' has"
+                 if field in a else f"annotations[{i}] (id {a['id']}) has no {field}"
+                 for i, a in enumerate(coco["annotations"])
+                 if not isinstance(a.get(field), int) or isinstance(a[field], bool) or a[field] not in known]
+        if stray:
+            raise ExportError(f"{path}: {_listed(stray)}; every annotation's {field} must be the id of one of the "
+                              f"file's {key}. Delete those annotations or correct their {field}.{fix}")
+
+
+def _entry(coco: dict, key: str, i: int) -> str:
+    """``images[3] ('img3.png')``: an entry by its place in the file, with its file or class name when it has one."""
+    name = coco[key][i].get({"images": "file_name", "categories": "name"}.get(key, ""))
+    return f"{key}[{i}]" + (f" ({name!r})" if isinstance(name, str) else "")
+
+
+def _listed(items: list[str], most: int = 3) -> str:
+    """The first ``most`` items joined by "; ", and how many more there are."""
+    more = f" (and {len(items) - most} more)" if len(items) > most else ""
+    return "; ".join(items[:most]) + more
 
 
 _STEMS: dict[Path, tuple[tuple[int, int, int], frozenset]] = {}

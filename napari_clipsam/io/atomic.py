@@ -160,11 +160,13 @@ class AtomicBatch:
             with _create(tmp) as f:
                 f.write(data)
                 _sync(f)
-        except OSError as err:
+            self._staged.append((target, tmp))
+        except BaseException as err:  # also Ctrl+C mid-write: no hidden temporary file is left behind
             _remove_quietly(tmp)
             self.discard()
-            raise ExportError(f"could not write {target}: {err}") from err
-        self._staged.append((target, tmp))
+            if isinstance(err, OSError):
+                raise ExportError(f"could not write {target}: {err}") from err
+            raise
 
     def commit(self) -> list[Path]:
         """Move every staged file into place; all of them or, on failure, none.
@@ -224,9 +226,11 @@ class AtomicBatch:
                 os.link(target, backup)
             except OSError:  # no hard links on this file system
                 shutil.copy2(target, backup)
-        except OSError as err:
+        except BaseException as err:  # an OSError, or Ctrl+C mid-copy
             _remove_quietly(backup)
-            raise ExportError(f"could not back up {target} before replacing it: {err}") from err
+            if isinstance(err, OSError):
+                raise ExportError(f"could not back up {target} before replacing it: {err}") from err
+            raise
         return backup
 
     @staticmethod

@@ -100,6 +100,9 @@ def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -
     a = np.asarray(image)
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise InvalidInputError(f"Image has dtype {a.dtype}, which is not numeric; expected {ACCEPTED}.")
+    if np.iscomplexobj(a):
+        raise InvalidInputError(f"Image has complex values (dtype {a.dtype}), which have no brightness; pass a real "
+                                "image: its magnitude (np.abs(image)), or its real part (image.real).")
     if a.size == 0:
         raise InvalidInputError(f"Image is empty (shape {a.shape}); expected {ACCEPTED}.")
     if a.ndim < 2 or a.ndim > 3:

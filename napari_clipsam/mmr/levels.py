@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .merge import FinalMaps, fuse_maps, keep_candidates, merge_component
+from .merge import FinalMaps, check_rough_map, fuse_maps, keep_candidates, merge_component
 from .prompts import Prompts
 
 
@@ -123,6 +123,7 @@ def refine_from_prompts(runner, emb, prompts: Prompts, rough: np.ndarray, config
     defines them. ``memo``/``memo_tag``: see :func:`decode_levels` (None: the plain path, everything decoded
     afresh)."""
     comps = component_prompts(prompts)
+    rough = check_rough_map(rough, None if valid is None else np.shape(valid))
     H, W = rough.shape
     max_batch = config.decoder_batch_size
     if max_batch is None:  # auto: one call per level on a GPU; small chunks on a CPU (see config docs)

@@ -9,7 +9,24 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..errors import InvalidInputError
 from .prompts import EIGHT_CONNECTED
+
+
+def check_rough_map(rough, shape: tuple[int, int] | None = None, what: str = "rough map") -> np.ndarray:
+    """``rough`` as a float32 (H, W) array; InvalidInputError (saying what to do) when it is not 2-D, or not
+    ``shape`` (the image's height and width) when given."""
+    a = np.asarray(rough)
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
+        raise InvalidInputError(f"The {what} has dtype {a.dtype}; it must be an (H, W) array of real numbers "
+                                "from 0 to 1.")
+    if a.ndim != 2 or (shape is not None and a.shape != tuple(shape)):
+        want = f"({shape[0]}, {shape[1]}), the image's height and width" if shape is not None else "(H, W)"
+        resize = (f" (e.g. skimage.transform.resize(rough, ({shape[0]}, {shape[1]})))"
+                  if shape is not None and a.ndim == 2 else "")
+        raise InvalidInputError(f"The {what} has shape {a.shape}, but it must have shape {want}: give one value per "
+                                f"image pixel{resize}, or run segment on the image again.")
+    return a.astype(np.float32, copy=False)
 
 
 def outside_fraction(masks: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -70,7 +87,10 @@ def fuse_maps(rough: np.ndarray, component_maps: np.ndarray, config, valid: np.n
     their own, one per 8-connected piece, after the component ids. ``valid`` (H, W) bool marks pixels that
     exist (NaN pixels of the input are invalid and always background).
     """
-    rough = np.asarray(rough, np.float32)
+    rough = check_rough_map(rough, None if valid is None else np.shape(valid))
+    if np.ndim(component_maps) != 3 or np.shape(component_maps)[1:] != rough.shape:
+        raise InvalidInputError(f"The component maps have shape {np.shape(component_maps)}; fusing them with a "
+                                f"{rough.shape} rough map needs shape (K, {rough.shape[0]}, {rough.shape[1]}).")
     K = len(component_maps)
     sam = component_maps.max(axis=0) if K else np.zeros_like(rough)
     final = np.clip(config.alpha * rough + (1.0 - config.alpha) * sam, 0.0, 1.0).astype(np.float32)

@@ -45,6 +45,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 
+from ..errors import InputFileError, PathKindError
 from ..io.atomic import AtomicBatch
 from ..export.locking import folder_lock
 
@@ -139,12 +140,21 @@ class Manifest:
 
         Raises:
             ValueError: the manifest belongs to another input folder, or was written by a newer version.
+            InputFileError (an OSError): the manifest is a folder (:class:`PathKindError`) or cannot be read.
         """
         output_dir, input_dir = Path(output_dir), Path(input_dir)
         path = output_dir / MANIFEST_NAME
         if not path.exists():
             return cls(output_dir, input_dir)
-        text = path.read_bytes()  # an unreadable file (permissions) is an error, not corruption
+        if path.is_dir():
+            raise PathKindError(f"The review's manifest {path} is a folder, so the verdicts cannot be kept there. "
+                                f"Rename or move that folder away (the review then starts a {MANIFEST_NAME} file), "
+                                "or choose another output folder.")
+        try:
+            text = path.read_bytes()  # an unreadable file (permissions) is an error, not corruption
+        except OSError as err:
+            raise InputFileError(f"Cannot read the review's manifest {path} ({err.strerror or err}); give yourself "
+                                 "read and write access to it, or choose another output folder.") from err
         try:
             data = json.loads(text.decode("utf-8"))
             if not isinstance(data, dict) or data.get("format") != FORMAT:
