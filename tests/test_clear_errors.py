@@ -3,6 +3,7 @@ line), and the last unclear errors are clear ones: complex images, rough maps of
 a review manifest that is a folder, and an export interrupted by Ctrl+C leaves no hidden temporary file."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -105,9 +106,9 @@ def test_a_rough_map_of_the_wrong_shape_is_named():
     for rough in (np.zeros((24, 28), np.float32), np.zeros((48, 56, 3), np.float32)):
         named = re.escape(f"rough_map has shape {rough.shape}")
         with pytest.raises(InvalidInputError, match=named + r".*\(48, 56\)"):
-            engine.refine(result.with_updates(rough_map=rough), points=[[10, 10]])
+            engine.refine(dataclasses.replace(result, rough_map=rough), points=[[10, 10]])
         with pytest.raises(InvalidInputError, match=named):
-            engine.refine(result.with_updates(rough_map=rough))
+            engine.refine(dataclasses.replace(result, rough_map=rough))
     with pytest.raises(InvalidInputError, match=r"component maps have shape \(2, 8, 8\).*\(K, 16, 16\)"):
         fuse_maps(np.zeros((16, 16)), np.zeros((2, 8, 8), np.float32), ClipSAMConfig())
     with pytest.raises(InvalidInputError, match=r"rough map has shape \(16, 16\).*\(8, 8\)"):
