@@ -29,12 +29,18 @@ def complete_identity(identity: dict[str, Any] | None, clip_model, sam_model, um
     """The engine's model identity (recorded in provenance, part of cache keys): ``identity`` as given, with only
     what it lacks filled in. Weights given no identity (models built in memory) get a content fingerprint
     (:func:`~napari_clipsam.clip.text_encoder.weights_fingerprint`, computed on the model's device); weights
-    the loader identified (a file's SHA-256, an official checkpoint, a tag, ``random``) are never hashed again."""
+    the loader identified (a file's SHA-256, an official checkpoint, a tag, ``random``) are never hashed again.
+    ``clip_architecture`` / ``sam_architecture`` hash each model's module tree
+    (:func:`~napari_clipsam.cache_safety.architecture_fingerprint`): with the weights id they key every cache, so
+    two models with the same weights but another architecture (QuickGELU vs GELU) never share cached results."""
+    from .cache_safety import architecture_fingerprint
     from .clip.text_encoder import weights_fingerprint
 
     out = dict(identity or {})
     out.setdefault("clip_model", type(clip_model).__name__)
     out.setdefault("sam_model", "custom")
+    out.setdefault("clip_architecture", architecture_fingerprint(clip_model))
+    out.setdefault("sam_architecture", architecture_fingerprint(sam_model))
     for key, module in (("clip_weights", clip_model), ("sam_weights", sam_model), ("umci_weights", umci)):
         if key not in out:
             out[key] = None if module is None else "fingerprint:" + weights_fingerprint(module)
@@ -148,7 +154,8 @@ def sam_identity(identity: dict[str, Any], device: torch.device, dtype: str, bac
     weights = str(identity.get("sam_weights"))
     if weights in ("random", "None", ""):
         weights = f"{weights}#{uuid.uuid4().hex[:12]}"
-    return f"{identity.get('sam_model')}/{weights}/{device}/{dtype}/{backend}"
+    arch = identity.get("sam_architecture")
+    return f"{identity.get('sam_model')}/{weights}/{device}/{dtype}/{backend}" + (f"/arch:{arch}" if arch else "")
 
 
 def on_cpu(module) -> bool:
