@@ -14,7 +14,7 @@
 * :func:`sweep_stale`: removes what killed writers left in a cache folder (hidden ``.<name>.<hex>.tmp``/``.bak``
   files of :mod:`napari_clipsam.io.atomic`, ``.ir-*`` scratch folders of the converted-model cache) once they are
   older than :data:`STALE_AFTER_S` or, for names that carry it, once their writer's process is gone. It runs
-  once per folder and process, under the folder's sweep lock, when a cache is first used.
+  under the folder's sweep lock when a cache is opened (or, for converted models, before a conversion).
 """
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ _IR_SCRATCH = re.compile(r"^\.ir-(?:(\d+)-)?.+$")
 _PLAIN = (bool, int, float, str, type(None))
 
 _warned: set[str] = set()
-_swept: set[str] = set()
 _state_lock = threading.Lock()
 
 
@@ -98,20 +97,16 @@ def is_stale(path: Path, now: float | None = None, max_age: float = STALE_AFTER_
     return age > max_age
 
 
-def sweep_stale(folder, max_age: float = STALE_AFTER_S, force: bool = False) -> list[Path]:
-    """Remove stale temporaries directly in ``folder`` (once per process unless ``force``); returns them.
+def sweep_stale(folder, max_age: float = STALE_AFTER_S) -> list[Path]:
+    """Remove stale temporaries directly in ``folder``; returns them.
 
-    Takes ``folder/.sweep.lock`` without waiting: when another process is sweeping, this one leaves it to it.
+    Cheap when there is nothing to remove (one listing, a stat only for temporary names). Otherwise takes
+    ``folder/.sweep.lock`` without waiting: when another process is sweeping, this one leaves it to it.
     Never raises: a folder that cannot be read or locked is simply not swept.
     """
     from filelock import FileLock, Timeout
 
     folder = Path(folder)
-    key = str(folder.resolve()) if folder.exists() else str(folder)
-    with _state_lock:
-        if key in _swept and not force:
-            return []
-        _swept.add(key)
     removed: list[Path] = []
     try:
         if not folder.is_dir():

@@ -148,14 +148,15 @@ def transformer_blocks(module, *path: str):
 
 
 def sam_identity(identity: dict[str, Any], device: torch.device, dtype: str, backend: str = "torch") -> str:
-    """The stamp of a SAM's embeddings: model, weights, device, precision and backend (``torch`` or e.g.
-    ``openvino-bfloat16``). Weights that are not identified by content (``random``) get a token unique to this
+    """The stamp of a SAM's embeddings: model (with its architecture hash), weights, device, precision and
+    backend (``torch`` or e.g. ``openvino-bfloat16``). Weights that are not identified by content (``random``) get a token unique to this
     engine, as two random SAMs differ."""
     weights = str(identity.get("sam_weights"))
     if weights in ("random", "None", ""):
         weights = f"{weights}#{uuid.uuid4().hex[:12]}"
     arch = identity.get("sam_architecture")
-    return f"{identity.get('sam_model')}/{weights}/{device}/{dtype}/{backend}" + (f"/arch:{arch}" if arch else "")
+    model = f"{identity.get('sam_model')}" + (f"@arch:{arch}" if arch else "")
+    return f"{model}/{weights}/{device}/{dtype}/{backend}"
 
 
 def on_cpu(module) -> bool:
