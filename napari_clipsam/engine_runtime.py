@@ -149,8 +149,8 @@ def transformer_blocks(module, *path: str):
 
 def sam_identity(identity: dict[str, Any], device: torch.device, dtype: str, backend: str = "torch") -> str:
     """The stamp of a SAM's embeddings: model (with its architecture hash), weights, device, precision and
-    backend (``torch`` or e.g. ``openvino-bfloat16``). Weights that are not identified by content (``random``) get a token unique to this
-    engine, as two random SAMs differ."""
+    backend (``torch`` or e.g. ``openvino-bfloat16``). Weights that are not identified by content (``random``)
+    get a token unique to this engine, as two random SAMs differ."""
     weights = str(identity.get("sam_weights"))
     if weights in ("random", "None", ""):
         weights = f"{weights}#{uuid.uuid4().hex[:12]}"
