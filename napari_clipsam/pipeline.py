@@ -472,6 +472,6 @@ class ClipSAM:
         self._cache.clear(kind)
 
 
-ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "umci_weights", "umci_usage_mismatch",
-                        "prompt_set", "config_replaced")
+ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "clip_architecture", "umci_weights",
+                        "umci_usage_mismatch", "prompt_set", "config_replaced")
 """Provenance keys that describe how a result's rough map was made; :meth:`ClipSAM.refine` keeps them."""
