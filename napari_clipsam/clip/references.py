@@ -2,8 +2,9 @@
 the on-disk bank cache, and the per-object sets the engine consults when it segments.
 
 The bank is cached under ``<napari-clipsam cache>/references/<hash>.npz``, keyed by the references' content
-hashes (order and duplicates do not matter), the CLIP model and weights ids and every setting that changes the
-bank (input size, layers, dtype, bank size, neighbourhood, augmentation); about bank size × CLIP width × 4 bytes
+hashes (order and duplicates do not matter), the CLIP model, weights and architecture ids, the encoder backend
+and CLIP precision, and every setting that changes the bank (input size, layers, dtype, bank size, neighbourhood,
+augmentation); about bank size × CLIP width × 4 bytes
 per layer (64 MiB for ViT-L with 4 layers at 4096). Written atomically; an unreadable file is rebuilt.
 """
 from __future__ import annotations
@@ -63,10 +64,17 @@ class ReferenceSets:
 
 
 def bank_cache_path(folder, identity: dict, config, reference_keys: list[str]) -> Path:
-    """Where the bank of these references (content hashes), this CLIP (model and weights ids) and these
-    settings (input size, layers, bank size, neighbourhood, augmentation) is cached: ``folder/<hash>.npz``."""
+    """Where the bank of these references (content hashes), this CLIP (model, weights and architecture ids), this
+    encoder backend and CLIP precision (``identity["encoders"]``: an OpenVINO bf16 bank is not a torch fp32 one)
+    and these settings (input size, layers, bank size, neighbourhood, augmentation) is cached:
+    ``folder/<hash>.npz``."""
+    encoders = identity.get("encoders") or {}
     setting = json.dumps({"format": FORMAT_VERSION, "clip_model": identity.get("clip_model"),
-                          "clip_weights": identity.get("clip_weights"), "image_size": int(config.image_size),
+                          "clip_weights": identity.get("clip_weights"),
+                          "clip_architecture": identity.get("clip_architecture"),
+                          "backend": encoders.get("backend", "torch"),
+                          "clip_precision": encoders.get("clip_precision", config.dtype),
+                          "image_size": int(config.image_size),
                           "layers": [int(i) for i in config.feature_layers], "dtype": config.dtype,
                           "bank_size": int(config.fewshot_bank_size),
                           "neighbourhood": int(config.fewshot_neighbourhood),
@@ -94,7 +102,9 @@ def save_bank(path: Path, bank: NormalBank) -> None:
             batch.stage(path, bank.to_bytes())
             batch.commit()
     except (ExportError, OSError) as exc:
-        log.warning("could not cache the reference bank in %s: %s", path, exc)
+        from ..io.cache_files import cache_unusable
+
+        cache_unusable(Path(path).parent, "reference banks", exc)
 
 
 def reference_tokens(vision, views: list[np.ndarray], layers: tuple[int, ...], batch_size: int,
@@ -142,6 +152,10 @@ def bank_from_images(images, vision, identity: dict, config, autocast=None, *, b
     layers = tuple(int(i) for i in config.feature_layers)
     vision.check_layers(layers)
     path = bank_cache_path(cache_dir() / "references", identity, config, keys)
+    if cache:
+        from ..io.cache_files import sweep_stale
+
+        sweep_stale(path.parent)
     bank = load_bank(path) if cache else None
     if bank is None:
         views = [v for k in keys for v in augmented_views(rgbs[k], config.fewshot_augment)]

@@ -20,6 +20,8 @@ from ..io.atomic import atomic_file
 from .text_prompts import clean_object_name, expand_prompts
 
 log = logging.getLogger(__name__)
+TEXT_CACHE_FORMAT = 2
+"""Part of every text-cache key: bump when what an entry holds changes, so older entries are never misread."""
 
 
 def supports_truncation(clip_model) -> bool:
@@ -95,24 +97,33 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
 class TextEmbeddingCache:
     """Normal/anomalous class embeddings ``T`` (2, D) per object name, cached in memory and on disk.
 
-    The disk key is (model id, weights id, object name, prompt-set hash), so a new model, new weights or
-    edited prompt lists never reuse stale embeddings.
+    The key is (format, model id, weights id, architecture, object name, prompt-set hash), so a new model, new
+    weights, the same weights in another architecture (QuickGELU vs GELU) or edited prompt lists never reuse
+    stale embeddings. ``architecture`` defaults to the model's
+    :func:`~napari_clipsam.io.cache_files.architecture_fingerprint`. A disk entry is used only when it is a finite
+    float32 ``(2, D)`` array; anything else is a miss (logged) and is rewritten.
     """
 
     def __init__(self, clip_model, tokenizer, model_id: str, weights_id: str, cache_dir: Path | None,
-                 device: torch.device, memory_items: int = 64):
+                 device: torch.device, memory_items: int = 64, architecture: str | None = None):
+        from ..io.cache_files import architecture_fingerprint, sweep_stale
+
         self.clip_model = clip_model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.weights_id = weights_id
+        self.architecture = architecture or architecture_fingerprint(clip_model)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        if self.cache_dir is not None:
+            sweep_stale(self.cache_dir)
         self.device = device
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._memory_items = memory_items
         self.encoder_calls = 0  # how many times the text transformer really ran (tests, benchmarks)
 
     def key(self, object_name: str, prompt_hash: str) -> str:
-        blob = "|".join([self.model_id, self.weights_id, clean_object_name(object_name), prompt_hash])
+        blob = "|".join([f"text-v{TEXT_CACHE_FORMAT}", str(self.model_id), str(self.weights_id), self.architecture,
+                         clean_object_name(object_name), prompt_hash])
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def get(self, object_name: str, config, truncate: bool = True) -> torch.Tensor:
@@ -151,9 +162,15 @@ class TextEmbeddingCache:
         if path is None or not path.is_file():
             return None
         try:
-            return torch.from_numpy(np.load(path))
-        except (OSError, ValueError) as exc:  # a corrupt cache entry is recomputed, never fatal
-            log.warning("Ignoring unreadable text-embedding cache %s: %s", path, exc)
+            T = np.load(path, allow_pickle=False)
+            if not isinstance(T, np.ndarray) or T.dtype != np.float32 or T.ndim != 2 or T.shape[0] != 2:
+                raise ValueError(f"holds {getattr(T, 'dtype', type(T).__name__)} {getattr(T, 'shape', '')}, "
+                                 "not float32 (2, D)")
+            if not np.isfinite(T).all():
+                raise ValueError("holds NaN or infinite values")
+            return torch.from_numpy(T)
+        except (OSError, ValueError, EOFError) as exc:  # a corrupt cache entry is recomputed, never fatal
+            log.warning("Ignoring unusable text-embedding cache %s (%s); it will be rewritten.", path, exc)
             return None
 
     def _save(self, key: str, T: torch.Tensor) -> None:
@@ -164,4 +181,6 @@ class TextEmbeddingCache:
             with atomic_file(path) as f:
                 np.save(f, T.detach().cpu().numpy())
         except OSError as exc:  # a read-only cache folder costs speed, not correctness
-            log.warning("Could not write text-embedding cache %s: %s", path, exc)
+            from ..io.cache_files import cache_unusable
+
+            cache_unusable(path.parent, "text embeddings", exc)

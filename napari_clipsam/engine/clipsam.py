@@ -90,7 +90,8 @@ class ClipSAM:
         from ..weights.registry import cache_dir
 
         self.text = TextEmbeddingCache(self.clip_model, tokenizer, self.identity["clip_model"],
-                                       self.identity["clip_weights"], cache_dir() / "text", self.device)
+                                       self.identity["clip_weights"], cache_dir() / "text", self.device,
+                                       architecture=self.identity.get("clip_architecture"))
         self._cache = EngineCache(self.config.cache_bytes)  # CLIP features, SAM embeddings, decoded prompts
         # SAMs not identified by their weights' content (random weights) can never meet their embeddings again
         stored = 0 if "#" in self.sam.model_id else self.config.embedding_cache_bytes
@@ -484,6 +485,6 @@ class ClipSAM:
         self._cache.clear(kind)
 
 
-ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "umci_weights", "umci_usage_mismatch",
-                        "prompt_set", "config_replaced")
+ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "clip_architecture", "umci_weights",
+                        "umci_usage_mismatch", "prompt_set", "config_replaced")
 """Provenance keys that describe how a result's rough map was made; :meth:`ClipSAM.refine` keeps them."""

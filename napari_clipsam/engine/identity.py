@@ -26,12 +26,18 @@ def complete_identity(identity: dict[str, Any] | None, clip_model, sam_model, um
     """The engine's model identity (recorded in provenance, part of cache keys): ``identity`` as given, with only
     what it lacks filled in. Weights given no identity (models built in memory) get a content fingerprint
     (:func:`~napari_clipsam.clip.text_encoder.weights_fingerprint`, computed on the model's device); weights
-    the loader identified (a file's SHA-256, an official checkpoint, a tag, ``random``) are never hashed again."""
+    the loader identified (a file's SHA-256, an official checkpoint, a tag, ``random``) are never hashed again.
+    ``clip_architecture`` / ``sam_architecture`` hash each model's module tree
+    (:func:`~napari_clipsam.io.cache_files.architecture_fingerprint`): with the weights id they key every cache, so
+    two models with the same weights but another architecture (QuickGELU vs GELU) never share cached results."""
     from ..clip.text_encoder import weights_fingerprint
+    from ..io.cache_files import architecture_fingerprint
 
     out = dict(identity or {})
     out.setdefault("clip_model", type(clip_model).__name__)
     out.setdefault("sam_model", "custom")
+    out.setdefault("clip_architecture", architecture_fingerprint(clip_model))
+    out.setdefault("sam_architecture", architecture_fingerprint(sam_model))
     for key, module in (("clip_weights", clip_model), ("sam_weights", sam_model), ("umci_weights", umci)):
         if key not in out:
             out[key] = None if module is None else "fingerprint:" + weights_fingerprint(module)
@@ -76,13 +82,15 @@ def _plain(value):
 
 
 def sam_identity(identity: dict[str, Any], device: torch.device, dtype: str, backend: str = "torch") -> str:
-    """The stamp of a SAM's embeddings: model, weights, device, precision and backend (``torch`` or e.g.
-    ``openvino-bfloat16``). Weights that are not identified by content (``random``) get a token unique to this
-    engine, as two random SAMs differ."""
+    """The stamp of a SAM's embeddings: model (with its architecture hash), weights, device, precision and
+    backend (``torch`` or e.g. ``openvino-bfloat16``). Weights that are not identified by content (``random``)
+    get a token unique to this engine, as two random SAMs differ."""
     weights = str(identity.get("sam_weights"))
     if weights in ("random", "None", ""):
         weights = f"{weights}#{uuid.uuid4().hex[:12]}"
-    return f"{identity.get('sam_model')}/{weights}/{device}/{dtype}/{backend}"
+    arch = identity.get("sam_architecture")
+    model = f"{identity.get('sam_model')}" + (f"@arch:{arch}" if arch else "")
+    return f"{model}/{weights}/{device}/{dtype}/{backend}"
 
 
 def on_cpu(module) -> bool:

@@ -2,9 +2,13 @@
 
 One ``.npy`` file per (image content, SAM identity) under ``<cache>/embeddings`` (``NAPARI_CLIPSAM_CACHE``
 moves it): the float32 features as they came from the encoder, plus a small JSON sidecar with the geometry and
-the SAM stamp. Files are written atomically; a file that cannot be read, or whose sidecar names another SAM, is
-ignored and replaced. The folder is bounded by bytes: after each write, the least recently used entries go
-until the total fits (reading an entry marks it used).
+the SAM stamp. Files are written atomically. Every file name hashes the store's :data:`STORE_FORMAT` with the
+SAM and the image, so an entry of an older format is never read. An entry is used only when it checks out
+inside the read (:func:`_check`): the sidecar is this format's, names this SAM and image and has two positive
+sizes, and the array is a finite float32 ``(1, C, h, w)`` of the shape the sidecar records. Anything else is a
+miss, logged, and rewritten by the next put. The folder is bounded by bytes (every file in it, temporaries left
+by killed writers included, which are swept when the store is first used): after each write, the least recently
+used entries go until the total fits (reading an entry marks it used).
 """
 from __future__ import annotations
 
@@ -21,6 +25,34 @@ import numpy as np
 from ..io.atomic import AtomicBatch
 
 log = logging.getLogger(__name__)
+STORE_FORMAT = 2
+"""Part of every entry's name and sidecar: bump when what an entry holds changes."""
+
+
+def _sizes(info: dict, field: str) -> tuple[int, int]:
+    value = info.get(field)
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise ValueError(f"its sidecar's {field} is {value!r}, not two positive integers")
+    return int(value[0]), int(value[1])
+
+
+def _check(info, features, image_key: str, model_id: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(input_size, original_size)`` of a valid entry; raises ValueError saying what is wrong with it."""
+    if not isinstance(info, dict) or info.get("format") != STORE_FORMAT:
+        raise ValueError(f"its sidecar is not of format {STORE_FORMAT}")
+    if info.get("model_id") != model_id or info.get("image_key") != image_key:
+        raise ValueError("the entry belongs to another image or SAM")
+    sizes = _sizes(info, "input_size"), _sizes(info, "original_size")
+    if not isinstance(features, np.ndarray) or features.dtype != np.float32 or features.ndim != 4 \
+            or features.shape[0] != 1 or 0 in features.shape:
+        raise ValueError(f"it holds {getattr(features, 'dtype', type(features).__name__)} "
+                         f"{getattr(features, 'shape', '')}, not float32 (1, C, h, w)")
+    if list(features.shape) != info.get("shape"):
+        raise ValueError(f"its array is {tuple(features.shape)}, its sidecar says {info.get('shape')}")
+    if not np.isfinite(features).all():
+        raise ValueError("it holds NaN or infinite values")
+    return sizes
 
 
 class EmbeddingStore:
@@ -30,9 +62,13 @@ class EmbeddingStore:
         self.folder, self.max_bytes = Path(folder), int(max_bytes)
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+        if self.max_bytes > 0:
+            from ..io.cache_files import sweep_stale
+
+            sweep_stale(self.folder)
 
     def _paths(self, image_key: str, model_id: str) -> tuple[Path, Path]:
-        name = hashlib.sha256(f"{model_id}\n{image_key}".encode()).hexdigest()[:40]
+        name = hashlib.sha256(f"sam-embedding-v{STORE_FORMAT}\n{model_id}\n{image_key}".encode()).hexdigest()[:40]
         return self.folder / f"{name}.npy", self.folder / f"{name}.json"
 
     def get(self, image_key: str, model_id: str):
@@ -42,29 +78,33 @@ class EmbeddingStore:
         data, meta = self._paths(image_key, model_id)
         try:
             info = json.loads(meta.read_text(encoding="utf-8"))
-            if info.get("model_id") != model_id or info.get("image_key") != image_key:
-                raise ValueError("the entry belongs to another image or SAM")
             features = np.load(data, allow_pickle=False)
+            input_size, original_size = _check(info, features, image_key, model_id)
             os.utime(data)  # most recently used
         except FileNotFoundError:
             self.misses += 1
             return None
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
             log.warning("Ignoring unusable SAM embedding cache entry %s (%s); it will be rewritten.", data, err)
             self.misses += 1
             return None
         self.hits += 1
-        return features, tuple(info["input_size"]), tuple(info["original_size"])
+        return features, input_size, original_size
 
     def put(self, image_key: str, model_id: str, features: np.ndarray, input_size, original_size) -> None:
         """Store one embedding (atomically), then trim the folder to ``max_bytes``. Failures are only logged."""
         if self.max_bytes <= 0:
             return
         data, meta = self._paths(image_key, model_id)
+        features = np.asarray(features, np.float32)
+        if features.ndim != 4 or not np.isfinite(features).all():
+            log.warning("Not storing a SAM embedding of shape %s with NaN/infinite values or not 4-D.", features.shape)
+            return
         buf = io.BytesIO()
-        np.save(buf, np.asarray(features, np.float32), allow_pickle=False)
-        info = {"model_id": model_id, "image_key": image_key, "input_size": list(map(int, input_size)),
-                "original_size": list(map(int, original_size))}
+        np.save(buf, features, allow_pickle=False)
+        info = {"format": STORE_FORMAT, "model_id": model_id, "image_key": image_key,
+                "input_size": list(map(int, input_size)), "original_size": list(map(int, original_size)),
+                "shape": list(features.shape)}
         try:
             with self._lock, AtomicBatch() as batch:
                 batch.stage(data, buf.getvalue())
@@ -72,20 +112,28 @@ class EmbeddingStore:
                 batch.commit()
                 self._trim()
         except Exception as err:  # a full or read-only disk must not stop segmentation
-            log.warning("Could not store the SAM embedding in %s: %s", self.folder, err)
+            from ..io.cache_files import cache_unusable
+
+            cache_unusable(self.folder, "SAM embeddings", err)
 
     def total_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.folder.glob("*.npy")) if self.folder.is_dir() else 0
+        """Bytes of every file in the folder: entries, sidecars and any temporaries killed writers left."""
+        from ..io.cache_files import folder_bytes
+
+        return folder_bytes(self.folder)
 
     def _trim(self) -> None:
         entries = []
         for p in self.folder.glob("*.npy"):
             try:
-                st = p.stat()
+                size = p.stat().st_size
+                mtime = p.stat().st_mtime_ns
+                side = p.with_suffix(".json")
+                size += side.stat().st_size if side.exists() else 0
             except FileNotFoundError:
                 continue
-            entries.append((st.st_mtime_ns, st.st_size, p))
-        total = sum(size for _, size, _ in entries)
+            entries.append((mtime, size, p))
+        total = self.total_bytes()
         for _, size, path in sorted(entries):
             if total <= self.max_bytes:
                 break

@@ -109,9 +109,11 @@ def attach_backend(engine) -> EncoderBackend:
     from .openvino_encoders import OpenVinoClipTower, OpenVinoSamEncoder
 
     ident = engine.identity
-    sam_key = {"model": ident.get("sam_model"), "weights": _weights_key(ident.get("sam_weights"), engine.sam.model)}
+    sam_key = {"model": ident.get("sam_model"), "weights": _weights_key(ident.get("sam_weights"), engine.sam.model),
+               "architecture": _arch_key(ident.get("sam_architecture"), engine.sam.model)}
     clip_key = {"model": ident.get("clip_model"),
-                "weights": _weights_key(ident.get("clip_weights"), engine.clip_model)}
+                "weights": _weights_key(ident.get("clip_weights"), engine.clip_model),
+                "architecture": _arch_key(ident.get("clip_architecture"), engine.clip_model)}
     engine.sam.encoder = OpenVinoSamEncoder(engine.sam.model.image_encoder, sam_key, plan.sam_precision)
     tower = OpenVinoClipTower(engine.vision.visual, engine.vision.image_size, clip_key, plan.clip_precision)
     engine.vision.tower = tower
@@ -130,3 +132,13 @@ def _weights_key(weights_id, module) -> str:
 
         return "fingerprint:" + weights_fingerprint(module)
     return text
+
+
+def _arch_key(arch, module) -> str:
+    """The architecture part of a converted model's key (:func:`~napari_clipsam.io.cache_files.architecture_fingerprint`):
+    the same weights in another module tree (QuickGELU vs GELU) are another graph."""
+    if arch:
+        return str(arch)
+    from ...io.cache_files import architecture_fingerprint
+
+    return architecture_fingerprint(module)

@@ -9,12 +9,19 @@ the OpenVINO and package versions. The three files are written together by
 never convert the same model at once. ``manifest.json`` records the key's fields and the SHA-256 of the other two
 files; an entry whose manifest is missing, unreadable, for another key, or whose files do not match their hashes
 or cannot be read by OpenVINO is converted again, never trusted.
+
+The cache is optional: when its folder cannot be created, locked or written (read-only, full disk, a file in
+the way, ``NAPARI_CLIPSAM_CACHE`` pointing at a file), one line says so
+(:func:`~napari_clipsam.io.cache_files.cache_unusable`) and the model converted in memory is used. The ``.ir-<pid>-*``
+scratch folders of killed writers are removed when the cache is first used
+(:func:`~napari_clipsam.io.cache_files.sweep_stale`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -78,30 +85,51 @@ class IRCache:
         """
         from filelock import FileLock
 
+        from ...io.cache_files import cache_unusable, sweep_stale
+
         model = self.load(fields)
         if model is not None:
             return model
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.entry(fields)) + ".lock"):
+        lock = FileLock(str(self.entry(fields)) + ".lock")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            sweep_stale(self.root)
+            lock.acquire()
+        except OSError as exc:  # the folder cannot be used at all: convert in memory
+            cache_unusable(self.root, "converted OpenVINO models", exc)
+            return self._convert(convert, what, progress, None)
+        try:
             model = self.load(fields)  # another process may have converted it meanwhile
             if model is not None:
                 return model
-            stage = f"preparing the fast CPU model, once: {what}"
-            log.warning("napari-clipsam: %s (takes a while; later runs load it from %s)", stage, self.root)
-            if progress:
-                progress(stage, 0.0)
-            model = convert()
-            self._save(fields, model)
-            if progress:
-                progress(stage, 1.0)
-            return model
+            return self._convert(convert, what, progress, fields)
+        finally:
+            lock.release()
+
+    def _convert(self, convert: Callable[[], Any], what: str, progress: Progress | None, fields):
+        """``convert()``, saved under ``fields`` unless None; a failed save is logged once, the model kept."""
+        from ...io.cache_files import cache_unusable
+
+        stage = f"preparing the fast CPU model, once: {what}"
+        log.warning("napari-clipsam: %s (takes a while; later runs load it from %s)", stage, self.root)
+        if progress:
+            progress(stage, 0.0)
+        model = convert()
+        if fields is not None:
+            try:
+                self._save(fields, model)
+            except Exception as exc:  # disk full (OpenVINO: "basic_ios::clear"), read-only, a file in the way
+                cache_unusable(self.root, "converted OpenVINO models", exc)
+        if progress:
+            progress(stage, 1.0)
+        return model
 
     def _save(self, fields: dict[str, Any], model) -> None:
         from ...io.atomic import AtomicBatch
         from .openvino_runtime import import_openvino
 
         folder = self.entry(fields)
-        scratch = Path(tempfile.mkdtemp(prefix=".ir-", dir=self.root))
+        scratch = Path(tempfile.mkdtemp(prefix=f".ir-{os.getpid()}-", dir=self.root))
         try:
             import_openvino().save_model(model, str(scratch / "model.xml"), compress_to_fp16=False)
             files = {name: (scratch / name).read_bytes() for name in ("model.xml", "model.bin")}
