@@ -13,6 +13,11 @@ from ..errors import InvalidInputError
 from .prompts import EIGHT_CONNECTED
 
 
+INSTANCE_TIE_TOLERANCE = 2.0 ** -10
+"""Component maps closer than this at a pixel are tied for its instance (:func:`fuse_maps`): far above the
+rounding of float32 decoding (≈1e-7), far below any difference of confidence that means something."""
+
+
 def check_rough_map(rough, shape: tuple[int, int] | None = None, what: str = "rough map") -> np.ndarray:
     """``rough`` as a float32 (H, W) array; InvalidInputError (saying what to do) when it is not 2-D, or not
     ``shape`` (the image's height and width) when given."""
@@ -52,12 +57,24 @@ def merge_component(masks: np.ndarray, scores: np.ndarray, keep: np.ndarray,
                     fallback: np.ndarray | None) -> np.ndarray:
     """M_c = Σ s_k m_k / Σ s_k over kept candidates, (H, W) float32 in [0, 1].
 
+    The numerator is summed pixel by pixel in the same order and float32 rounding as the denominator, so a
+    pixel that every kept candidate covers is exactly 1 (and no pixel exceeds 1) whatever the scores'
+    rounding: the scores move by a few ulps with the decoder's batch, and 1 ± 1 ulp would otherwise decide
+    which of several fully covering components takes the pixel (see :func:`fuse_maps`). Kept candidates whose
+    scores sum to 0 weigh equally.
+
     With no kept candidate: the ``fallback`` mask (the binarised component) when given, else the single
     best-scoring candidate (user prompts have no component to fall back on).
     """
     if keep.any():
         s = np.asarray(scores, np.float32)[keep]
-        return np.tensordot(s / s.sum(), masks[keep].astype(np.float32), axes=1).astype(np.float32)
+        if not s.sum() > 0:
+            s = np.ones_like(s)
+        num, den = np.zeros(masks.shape[1:], np.float32), np.float32(0.0)
+        for weight, mask in zip(s, masks[keep]):
+            num[mask] += weight
+            den = np.float32(den + weight)
+        return num / den
     if fallback is not None:
         return fallback.astype(np.float32)
     if len(masks) == 0:
@@ -83,6 +100,11 @@ class FinalMaps:
 def fuse_maps(rough: np.ndarray, component_maps: np.ndarray, config, valid: np.ndarray | None = None) -> FinalMaps:
     """Final map = α·rough + (1 − α)·max_c M_c; mask = final ≥ τ_mask; instances by the strongest M_c.
 
+    Instance rule: a covered mask pixel goes to the lowest-numbered component whose M_c there is within
+    :data:`INSTANCE_TIE_TOLERANCE` of the strongest (max_c M_c). Components whose maps differ there only by
+    rounding count as tied, so the instances do not depend on how the candidates were decoded (batch size,
+    which prompts were decoded together, or memoised from an earlier call), which moves M_c by a few ulps.
+
     Mask pixels that no component covers (possible when α·rough alone reaches τ_mask) get instance ids of
     their own, one per 8-connected piece, after the component ids. ``valid`` (H, W) bool marks pixels that
     exist (NaN pixels of the input are invalid and always background).
@@ -99,7 +121,7 @@ def fuse_maps(rough: np.ndarray, component_maps: np.ndarray, config, valid: np.n
     mask = final >= config.mask_threshold
     instances = np.zeros(rough.shape, np.int32)
     if K:
-        best = component_maps.argmax(axis=0)
+        best = (component_maps >= sam - INSTANCE_TIE_TOLERANCE).argmax(axis=0)  # first True: lowest tied
         covered = mask & (sam > 0)
         instances[covered] = best[covered] + 1
     rest = mask & (instances == 0)
