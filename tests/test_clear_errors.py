@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -154,27 +153,35 @@ def test_a_review_manifest_that_is_a_folder_is_named(tmp_path):
 
 
 # ------------------------------------------------------------------------ Ctrl+C in the middle of an export
-def test_ctrl_c_while_an_export_is_written_leaves_no_hidden_file(tmp_path, monkeypatch):
+def test_ctrl_c_while_an_export_is_written_leaves_no_hidden_file(tmp_path):
     """A real SIGINT, delivered while a staged file is being flushed to disk (the slow part of an export, where
-    ``segment``'s Ctrl+C lands most often), removes the temporary files: nothing waits for the next run."""
+    ``segment``'s Ctrl+C lands most often), removes the temporary files: nothing waits for the next run. Run in a
+    fresh process, as a user's Ctrl+C meets it (no signal handler left by another test's library)."""
     from napari_clipsam.export import export_pseudo_labels
-    from napari_clipsam.io import atomic
 
     inst = np.zeros((16, 16), np.int32)
     inst[2:6, 2:6] = 1
     export_pseudo_labels(tmp_path, "a", inst, formats=["mvtec", "tiff", "coco"])
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    real_sync, calls = atomic._sync, []
-
-    def sync_then_ctrl_c(f):
-        calls.append(f.name)
-        real_sync(f)
-        if len(calls) == 2:  # the second file of the batch is on disk under its temporary name
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(atomic, "_sync", sync_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        export_pseudo_labels(tmp_path, "a", inst * 2, formats=["mvtec", "tiff", "coco"], overwrite=True)
-    assert len(calls) == 2
+    code = f"""
+import signal, numpy as np
+from napari_clipsam.export import export_pseudo_labels
+from napari_clipsam.io import atomic
+real_sync, calls = atomic._sync, []
+def sync_then_ctrl_c(f):  # fault injection: Ctrl+C once the second file of the batch is on disk, still hidden
+    calls.append(f.name)
+    real_sync(f)
+    if len(calls) == 2:
+        signal.raise_signal(signal.SIGINT)
+atomic._sync = sync_then_ctrl_c
+inst = np.zeros((16, 16), np.int32)
+inst[2:6, 2:6] = 2
+try:
+    export_pseudo_labels({str(tmp_path)!r}, "a", inst, formats=["mvtec", "tiff", "coco"], overwrite=True)
+except KeyboardInterrupt:
+    print("interrupted after", len(calls))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "interrupted after 2" in run.stdout, run.stdout + run.stderr
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before  # nothing half-written, and no hidden .tmp left next to the outputs
