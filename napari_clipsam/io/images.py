@@ -101,7 +101,7 @@ def normalise_image(image, contrast_limits: tuple[float, float] | None = None) -
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise InvalidInputError(f"Image has dtype {a.dtype}, which is not numeric; expected {ACCEPTED}.")
     if np.iscomplexobj(a):
-        raise InvalidInputError(f"Image has complex values (dtype {a.dtype}), which have no brightness; pass a real "
+        raise InvalidInputError(f"Image has complex values (dtype {a.dtype}), which have no brightness: an image must be real-valued; pass a real "
                                 "image: its magnitude (np.abs(image)), or its real part (image.real).")
     if a.size == 0:
         raise InvalidInputError(f"Image is empty (shape {a.shape}); expected {ACCEPTED}.")
