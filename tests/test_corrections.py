@@ -206,16 +206,14 @@ def test_discard_corrections_restores_clipsam_masks_and_undoes(qtbot, session):
 
 
 def test_undo_after_the_next_image_in_a_review_does_not_bring_back_the_previous_labels(session):
-    """The output layers are emptied for the next image through napari's private ``Labels._reset_history`` (no
-    public call clears the undo history): when napari renames or drops it, this fails instead of Ctrl+Z pasting
-    one image's labels onto another."""
-    from napari.layers import Labels
-
-    assert callable(getattr(Labels, "_reset_history", None)), "napari no longer has Labels._reset_history"
+    """The next image gets a new masks layer (napari has no public call to clear a layer's undo history), in the
+    old one's place in the layer list: Ctrl+Z never pastes one image's labels onto another."""
     viewer, widget, out = session
+    position = list(viewer.layers).index(out.masks)
     hand_edit(out, widget)  # undo history: the run's labels, then the person's strokes
     out.source.data = synthetic_image("part", "crack", size=96, seed=2)[0]  # the review's next image, same layer
     widget.restart_outputs(out.source)
+    assert list(viewer.layers).index(out.masks) == position and out.masks.name == "part masks"
     for _ in range(4):
         assert not out.masks.data.any(), "undo brought back labels of the previous image"
         out.masks.undo()

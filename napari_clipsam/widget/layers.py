@@ -223,11 +223,14 @@ class OutputLayers:
             if self.boxes is not None:
                 self.boxes.data = []
             if self.masks is not None:
-                self.masks.data = np.zeros(self.full_shape, np.int32)
-                self._set_features({})
-                # napari has no public call to clear a Labels layer's undo history; without this, Ctrl+Z on
-                # the new image would paste the previous image's labels back.
-                self.masks._reset_history()  # pinned by tests/test_corrections.py
+                # napari has no public call to clear a Labels layer's undo history, so the new image gets a new
+                # masks layer in the old one's place; otherwise Ctrl+Z would paste the previous image's labels.
+                old, name = self.masks, self.masks.name
+                index = list(self.viewer.layers).index(old)
+                self.viewer.layers.remove(old)  # _on_removed drops the reference and the paint hook
+                self._ensure_layers()
+                self.masks.name = name
+                self.viewer.layers.move(list(self.viewer.layers).index(self.masks), index)
         for role, layer in zip(ROLES, (self.rough, self.prompts, self.boxes, self.masks)):
             if layer is not None and layer.name == old_names[role]:
                 layer.name = self._name(role)
