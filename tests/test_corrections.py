@@ -103,6 +103,54 @@ def test_hand_edits_survive_a_refine_of_another_component(qtbot, session):
     assert out.instance_classes()[a] == "scratch"
 
 
+def test_an_erased_patch_stays_erased_after_an_unrelated_prompt_edit(qtbot, session):
+    """Paint a patch where the next refine would draw, erase it (back to ClipSAM's own 0s), then move another
+    component's point: every erased pixel stays 0. The strokes come from the layer's paint events, so an erase
+    that restores ClipSAM's plane is still the person's correction."""
+    from napari_clipsam.widget.hand_edits import merge_result
+    from napari_clipsam.widget.workers import refine_job
+
+    viewer, widget, out = session
+    loop = widget.correction_for(out.source)
+    plane = out.masks.data.copy()
+    b = [int(i) for i in np.unique(plane) if i][1]
+    i = component_point(out, b)
+    moved = np.asarray(out.prompts.data).copy()
+    moved[i] += 2.0
+    # where the refine after this move would draw into the background (what the old code refilled)
+    points, labels, boxes = out.read_prompts()[None]
+    points = points.copy()
+    points[i] += 2.0
+    job = refine_job(widget.engine, [(None, out.results[None], (points, labels, boxes))], widget.thresholds)
+    predicted = job(lambda *a: None, lambda: False)[None]
+    merged = merge_result(plane, out.frames[None], predicted, next_id=out.next_id, locked=out.locked,
+                          keep_extras=True)
+    grows = (merged.plane != 0) & (plane == 0)
+    assert grows.any(), "the scenario needs a refine that draws into the background"
+    r, c = np.argwhere(grows)[len(np.argwhere(grows)) // 2]
+    masks = out.masks
+    masks.brush_size = 7
+    masks.paint((int(r), int(c)), 77)
+    patch = masks.data == 77
+    masks.paint((int(r), int(c)), 0)  # the eraser over the same disc
+    erased = patch & (plane == 0)
+    assert (erased & grows).any() and np.array_equal(masks.data, np.where(patch, 0, plane))
+    # the same again through data_setitem (a plugin's or script's edit), elsewhere in the growth
+    rest = grows & ~patch
+    if rest.any():
+        idx = np.nonzero(rest)
+        masks.data_setitem(idx, 78)
+        masks.data_setitem(idx, 0)
+        erased |= rest
+    out.prompts.data = moved  # the unrelated prompt edit
+    settle(qtbot, loop)
+    after = out.masks.data
+    assert "Refined" in widget.status, widget.status
+    assert not after[erased].any(), f"a refine refilled {int(np.count_nonzero(after[erased]))} of " \
+                                    f"{int(erased.sum())} erased pixels"
+    assert int(out.frames[None].edited[erased].sum()) == int(erased.sum())
+
+
 def test_delete_lock_and_rerun_keep_the_persons_work(qtbot, session):
     viewer, widget, out = session
     loop = widget.correction_for(out.source)
@@ -158,16 +206,14 @@ def test_discard_corrections_restores_clipsam_masks_and_undoes(qtbot, session):
 
 
 def test_undo_after_the_next_image_in_a_review_does_not_bring_back_the_previous_labels(session):
-    """The output layers are emptied for the next image through napari's private ``Labels._reset_history`` (no
-    public call clears the undo history): when napari renames or drops it, this fails instead of Ctrl+Z pasting
-    one image's labels onto another."""
-    from napari.layers import Labels
-
-    assert callable(getattr(Labels, "_reset_history", None)), "napari no longer has Labels._reset_history"
+    """The next image gets a new masks layer (napari has no public call to clear a layer's undo history), in the
+    old one's place in the layer list: Ctrl+Z never pastes one image's labels onto another."""
     viewer, widget, out = session
+    position = list(viewer.layers).index(out.masks)
     hand_edit(out, widget)  # undo history: the run's labels, then the person's strokes
     out.source.data = synthetic_image("part", "crack", size=96, seed=2)[0]  # the review's next image, same layer
     widget.restart_outputs(out.source)
+    assert list(viewer.layers).index(out.masks) == position and out.masks.name == "part masks"
     for _ in range(4):
         assert not out.masks.data.any(), "undo brought back labels of the previous image"
         out.masks.undo()
@@ -186,3 +232,19 @@ def test_refine_job_re_embeds_a_result_made_by_another_engine(shared_engine):
     direct = other.refine(other.segment(image, "machined part"), *prompts)
     assert np.array_equal(refined.instances, direct.instances)
     assert refined.provenance["sam_weights"] == direct.provenance["sam_weights"]
+
+
+def test_paint_events_of_a_stack_mark_the_painted_frame_only():
+    """napari's paint records (brush masks and data_setitem triples) are read per frame, for the exact pixels."""
+    from napari.layers import Labels
+
+    from napari_clipsam.widget.hand_edits import stroke_pixels
+
+    layer = Labels(np.zeros((3, 20, 20), np.int32))
+    seen = []
+    layer.events.paint.connect(lambda e: seen.append(stroke_pixels(e.value, layer.data.shape, True)))
+    layer.brush_size = 5
+    layer.paint((1, 10, 10), 4)
+    layer.data_setitem((np.array([2, 2]), np.array([0, 3]), np.array([1, 4])), 9)
+    assert list(seen[0]) == [1] and np.array_equal(seen[0][1], layer.data[1] == 4)
+    assert list(seen[1]) == [2] and np.argwhere(seen[1][2]).tolist() == [[0, 1], [3, 4]]

@@ -1,8 +1,9 @@
 """Hand edits win: how new ClipSAM masks are merged into a masks plane a person may have corrected (no Qt).
 
 Per frame, :class:`FrameMasks` remembers what ClipSAM last wrote (``written``), the pixels a person changed
-(``edited``: every pixel where the plane was found to differ from ``written``, accumulated until the person
-discards their corrections) and the layer instance id of each prompt component. :func:`merge_result` computes the
+(``edited``: every pixel a stroke of theirs wrote, read from the Labels layer's paint events by
+:func:`stroke_pixels` — an erase that puts back ClipSAM's own value is still a correction — plus every pixel
+found to differ from ``written``, accumulated until the person discards their corrections) and the layer instance id of each prompt component. :func:`merge_result` computes the
 plane after a refine or a new Run:
 
 - pixels a person painted, erased or filled, and every pixel of a locked instance, never change;
@@ -45,6 +46,31 @@ def component_signatures(prompts, decimals: int = 2) -> list[Signature]:
     return out
 
 
+def stroke_pixels(atoms, full_shape: tuple[int, ...], stacked: bool) -> dict:
+    """The pixels one napari Labels ``paint`` event wrote, per frame: ``{frame: (H, W) bool}``.
+
+    ``atoms`` is the event's ``value``: the list of edits napari applied as one undo step. Two kinds are read
+    (what napari 0.9 emits): a mask edit (an object with ``slice_key``, a tuple of slices, and ``mask``, a bool
+    array over that box or None when the whole box changed), and the ``(indices, old_values, new_values)``
+    triple of ``Labels.data_setitem`` (numpy fancy indices). Frame is None for a 2-D layer.
+    """
+    touched = np.zeros(full_shape, bool)
+    for atom in atoms or ():
+        key = getattr(atom, "slice_key", None)
+        if key is not None:
+            region = touched[tuple(key)]
+            mask = getattr(atom, "mask", None)
+            region |= True if mask is None else np.broadcast_to(np.asarray(mask, bool), region.shape)
+        elif isinstance(atom, tuple) and len(atom) == 3:
+            touched[tuple(np.asarray(i) for i in atom[0])] = True
+        else:
+            raise TypeError(f"unknown napari paint record {type(atom).__name__}: the installed napari records "
+                            "hand edits in a way this plugin does not read; please report it with napari's version")
+    if not stacked:
+        return {None: touched} if touched.any() else {}
+    return {int(f): touched[f] for f in np.flatnonzero(touched.reshape(len(touched), -1).any(1))}
+
+
 @dataclass
 class FrameMasks:
     """What ClipSAM wrote into one frame of the masks layer, and what the person changed since.
@@ -64,6 +90,10 @@ class FrameMasks:
     @classmethod
     def empty(cls, shape: tuple[int, int]) -> FrameMasks:
         return cls(np.zeros(shape, np.int32), np.zeros(shape, bool))
+
+    def note_stroke(self, pixels: np.ndarray) -> None:
+        """Mark the pixels a person's stroke wrote (from the layer's paint event) as edited, whatever they hold."""
+        self.edited |= pixels
 
     def note_edits(self, current: np.ndarray) -> np.ndarray:
         """Add the pixels where ``current`` differs from what ClipSAM wrote to ``edited``; return ``edited``."""

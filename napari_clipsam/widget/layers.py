@@ -13,13 +13,16 @@ prompts did not change keep their pixels, ids and classes).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Points, Shapes
 
-from .hand_edits import FrameMasks, merge_result
+from .hand_edits import FrameMasks, merge_result, stroke_pixels
+
+log = logging.getLogger(__name__)
 
 ROLE = "clipsam_output"
 ROLES = ("rough map", "prompts", "boxes", "masks")
@@ -220,11 +223,14 @@ class OutputLayers:
             if self.boxes is not None:
                 self.boxes.data = []
             if self.masks is not None:
-                self.masks.data = np.zeros(self.full_shape, np.int32)
-                self._set_features({})
-                # napari has no public call to clear a Labels layer's undo history; without this, Ctrl+Z on
-                # the new image would paste the previous image's labels back.
-                self.masks._reset_history()  # pinned by tests/test_corrections.py
+                # napari has no public call to clear a Labels layer's undo history, so the new image gets a new
+                # masks layer in the old one's place; otherwise Ctrl+Z would paste the previous image's labels.
+                old, name = self.masks, self.masks.name
+                index = list(self.viewer.layers).index(old)
+                self.viewer.layers.remove(old)  # _on_removed drops the reference and the paint hook
+                self._ensure_layers()
+                self.masks.name = name
+                self.viewer.layers.move(list(self.viewer.layers).index(self.masks), index)
         for role, layer in zip(ROLES, (self.rough, self.prompts, self.boxes, self.masks)):
             if layer is not None and layer.name == old_names[role]:
                 layer.name = self._name(role)
@@ -444,15 +450,25 @@ class OutputLayers:
         self.masks.metadata["clipsam_source"] = self.source_info()
 
     def _on_paint(self, event=None) -> None:
+        """A person's stroke (brush, eraser, fill, polygon, or a data_setitem outside this class): every pixel
+        it wrote is theirs from now on, even where it put back what ClipSAM had written there."""
         if self.quiet:
             return
         self.next_id = max(self.next_id, int(self.masks.selected_label) + 1)
-        frame = self.displayed_frame()
-        record = self.records.get(frame)
-        if record is not None:
-            record["edited"]["masks"] = True
+        try:
+            strokes = stroke_pixels(getattr(event, "value", None), self.full_shape, self.stacked)
+        except TypeError as err:  # a napari whose paint records are unknown: fall back on diffing the planes
+            log.warning("%s", err)
+            strokes = {}
+        for frame, pixels in strokes.items():
+            self.frames.setdefault(frame, FrameMasks.empty(self.shape)).note_stroke(pixels)
+        frames = list(strokes) or [self.displayed_frame()]
+        for frame in frames:
+            record = self.records.get(frame)
+            if record is not None:
+                record["edited"]["masks"] = True
         if self.on_masks_painted is not None:
-            self.on_masks_painted(frame)
+            self.on_masks_painted(frames[0])
 
     def _on_prompt_data(self, event) -> None:
         if self.quiet or str(getattr(event, "action", "")) not in ("added", "removed", "changed"):
