@@ -534,3 +534,21 @@ def test_a_failed_run_in_the_review_cannot_be_accepted(qtbot, make_widget, share
     assert widget.folder.session.index == 1 and not widget.c.qa_accept.isEnabled(), widget.status
     assert not widget.folder.accept() and widget.folder.session.verdict(1) is None
     assert not (tmp_path / "labels" / "labels" / "1.tif").exists()
+
+
+def test_a_multi_frame_rgb_tiff_is_reviewed_frame_by_frame(qtbot, make_widget, tmp_path):
+    import tifffile
+
+    from napari.utils.key_bindings import KeyBinding
+
+    stack = np.stack([synthetic_image("metal", "stain", size=48, seed=s)[0] for s in (0, 1, 2)])
+    tifffile.imwrite(tmp_path / "rgb.tif", stack, photometric="rgb")
+    viewer, widget = make_widget()
+    assert widget.folder.open(tmp_path, tmp_path / "labels")
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    layer = widget.folder.layer
+    assert layer.rgb and layer.data.shape == (3, 48, 48, 3)
+    outputs = widget.outputs_for(layer)
+    assert outputs.stacked and set(outputs.results) == {0, 1, 2}, widget.status
+    viewer.keymap[KeyBinding.from_str("Alt-A")](viewer)
+    assert all((tmp_path / "labels" / "labels" / f"rgb_f{i:03d}.tif").is_file() for i in range(3)), widget.status

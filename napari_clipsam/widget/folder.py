@@ -364,7 +364,7 @@ class FolderPanel(QObject):
         emptied) when it fits, else a new layer. Removing napari layers is slow (a full garbage collection)."""
         s, viewer, layer = self.session, self.widget.viewer, self.layer
         name, meta = s.key(), {"clipsam_qa": str(s.current)}
-        rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
+        rgb = image.ndim in (3, 4) and image.shape[-1] in (3, 4)  # H×W×C, or an N×H×W×C stack
         if layer is not None and layer in viewer.layers and layer.rgb == rgb and layer.data.ndim == image.ndim:
             layer.data = image
             layer.name = name
