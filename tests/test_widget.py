@@ -493,3 +493,62 @@ def test_a_16_bit_review_image_is_segmented_as_the_cli_sees_it(qtbot, make_widge
     result = widget.outputs_for(layer).results[None]
     np.testing.assert_array_equal(result.rough_map, shared_engine.segment(
         gray, widget.object_name, settings={"prompt_threshold": widget.thresholds[0]}).rough_map)
+
+
+class FailingEngine(GatedEngine):
+    """The real tiny engine, whose segment raises while ``fail`` is set (a run that goes wrong)."""
+
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.fail = False
+
+    def segment(self, image, object_name, **kwargs):
+        if self.fail:
+            raise RuntimeError("out of memory on purpose")
+        return self._engine.segment(image, object_name, **kwargs)
+
+
+def test_a_failed_run_in_the_review_cannot_be_accepted(qtbot, make_widget, shared_engine, tmp_path):
+    import imageio.v3 as iio
+
+    from napari.utils.key_bindings import KeyBinding
+
+    for i in range(2):
+        iio.imwrite(tmp_path / f"{i}.png", synthetic_image("metal", "stain", size=48, seed=i)[0])
+    failing = FailingEngine(shared_engine)
+    failing.fail = True
+    viewer, widget = make_widget(engine=failing)
+    assert widget.folder.open(tmp_path, tmp_path / "labels")
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert "out of memory on purpose" in widget.status and "Accept is off" in widget.status, widget.status
+    assert not widget.c.qa_accept.isEnabled()
+    viewer.keymap[KeyBinding.from_str("Alt-A")](viewer)  # the key bypasses the button: refused too
+    assert widget.folder.session.verdict(0) is None and "no result" in widget.status
+    assert not (tmp_path / "labels" / "labels").exists()
+    failing.fail = False  # Run again: now it works and can be accepted
+    run_and_wait(qtbot, widget, source=widget.folder.layer)
+    assert widget.c.qa_accept.isEnabled()
+    failing.fail = True  # the next image reuses the layer: its emptied outputs are not a result either
+    assert widget.folder.accept() and widget.folder.session.verdict(0).value == "accepted"
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert widget.folder.session.index == 1 and not widget.c.qa_accept.isEnabled(), widget.status
+    assert not widget.folder.accept() and widget.folder.session.verdict(1) is None
+    assert not (tmp_path / "labels" / "labels" / "1.tif").exists()
+
+
+def test_a_multi_frame_rgb_tiff_is_reviewed_frame_by_frame(qtbot, make_widget, tmp_path):
+    import tifffile
+
+    from napari.utils.key_bindings import KeyBinding
+
+    stack = np.stack([synthetic_image("metal", "stain", size=48, seed=s)[0] for s in (0, 1, 2)])
+    tifffile.imwrite(tmp_path / "rgb.tif", stack, photometric="rgb")
+    viewer, widget = make_widget()
+    assert widget.folder.open(tmp_path, tmp_path / "labels")
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    layer = widget.folder.layer
+    assert layer.rgb and layer.data.shape == (3, 48, 48, 3)
+    outputs = widget.outputs_for(layer)
+    assert outputs.stacked and set(outputs.results) == {0, 1, 2}, widget.status
+    viewer.keymap[KeyBinding.from_str("Alt-A")](viewer)
+    assert all((tmp_path / "labels" / "labels" / f"rgb_f{i:03d}.tif").is_file() for i in range(3)), widget.status

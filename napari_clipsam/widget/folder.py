@@ -45,6 +45,7 @@ class ReviewHost(Protocol):
     viewer: Any
     run_finished: Any  # Qt signal(Outcome), emitted after every Run
     busy: bool
+    status: str  # the status line's text
 
     def set_status(self, text: str) -> None: ...
     def run(self, source=None, *, precomputed=None, on_done=None, all_frames: bool | None = None) -> bool: ...
@@ -165,11 +166,19 @@ class FolderPanel(QObject):
                                    "Reject or Skip it.")
             return False
         outputs = self.widget.outputs_for(self.layer)
+        if outputs is None and not self.widget.busy and not self.c.qa_accept.isEnabled():
+            self.widget.set_status(f"ClipSAM has no result for {self.session.key()} (its Run failed or was "
+                                   "cancelled): press Run to try again, or Reject / Skip it.")
+            return False
         if self.widget.busy or outputs is None:
             self.widget.set_status("ClipSAM has not finished on this image yet: wait for it (or Reject / Skip).")
             return False
         if outputs.masks is None:
             self.widget.set_status("The masks layer was deleted: press Run to make it again, then Accept.")
+            return False
+        if not self._has_result(outputs):
+            self.widget.set_status(f"ClipSAM has no result for {self.session.key()} (its Run failed or was "
+                                   "cancelled): press Run to try again, or Reject / Skip it.")
             return False
         data = np.asarray(outputs.masks.data)
         classes = outputs.instance_classes()
@@ -355,7 +364,7 @@ class FolderPanel(QObject):
         emptied) when it fits, else a new layer. Removing napari layers is slow (a full garbage collection)."""
         s, viewer, layer = self.session, self.widget.viewer, self.layer
         name, meta = s.key(), {"clipsam_qa": str(s.current)}
-        rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
+        rgb = image.ndim in (3, 4) and image.shape[-1] in (3, 4)  # H×W×C, or an N×H×W×C stack
         if layer is not None and layer in viewer.layers and layer.rgb == rgb and layer.data.ndim == image.ndim:
             layer.data = image
             layer.name = name
@@ -379,14 +388,34 @@ class FolderPanel(QObject):
             layer.contrast_limits_range = (min(limits[0], float(finite.min())), max(limits[1], float(finite.max())))
             layer.contrast_limits = limits
 
+    @staticmethod
+    def _has_result(outputs) -> bool:
+        """True when every frame of the masks layer holds a ClipSAM result or saved labels (not only the
+        emptied layer of a failed or cancelled Run)."""
+        frames = [None] if outputs.n_frames is None else range(outputs.n_frames)
+        return all(f in outputs.results or f in outputs.frames for f in frames)
+
+    def _sync_accept(self) -> None:
+        outputs = self.widget.outputs_for(self.layer) if self.layer is not None else None
+        ok = self._image_ok and outputs is not None and self._has_result(outputs)
+        self.c.qa_accept.setEnabled(ok)
+
     def _after_run(self, outcome) -> None:
-        if outcome.ok and not self._queued:
+        if self._queued or self.session is None:
+            return
+        if outcome.ok:
             self._prefetch(self.session.index + 1)
+        else:  # nothing to accept: say so after the error the dock reported
+            self.c.qa_accept.setEnabled(False)
+            self.widget.set_status(f"{self.widget.status.rstrip('.')} — Accept is off for {self.session.key()}: "
+                                   "press Run to try again, or Reject / Skip it.")
 
     def _on_run_finished(self, outcome) -> None:
         if self._queued:  # we cancelled a run to move on: show the image we moved to
             self._queued = False
             self._show()
+        elif self.session is not None:
+            self._sync_accept()
 
     def _key(self, index: int) -> tuple:
         _, object_name, thresholds = self.widget.run_inputs()
