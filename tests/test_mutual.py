@@ -123,3 +123,21 @@ def test_fusion_is_the_weighted_mean_of_the_maps_present():
     torch.testing.assert_close(mutual.fuse([a, b, None], [3.0, 1.0, 1.0]), torch.full((2, 2), 0.65))
     with pytest.raises(InvalidInputError):
         mutual.fuse([a, None], [0.0, 1.0])
+
+
+def test_segment_folder_gives_one_result_per_image_with_mutual_provenance(engine):
+    from napari_clipsam.data.synthetic import synthetic_image
+
+    ims = [synthetic_image("metal", None if i < 3 else "stain", 64, i)[0] for i in range(6)]
+    results = engine.segment_folder(ims, "metal plate")
+    assert len(results) == 6
+    for r, im in zip(results, ims):
+        assert r.mode == "mutual" and r.rough_map.shape == im.shape[:2]
+        assert r.provenance["folder"]["size"] == 6 and r.provenance["image_score"] == r.image_score
+        assert 0.0 <= r.image_score <= 1.0
+    with pytest.raises(InvalidInputError, match="at least 5 images"):
+        engine.segment_folder(ims[:4], "metal plate")
+    with pytest.raises(Cancelled):
+        engine.segment_folder(ims, "metal plate", cancelled=lambda: True)
+    refined = engine.refine(results[4], points=[[10, 10]], point_labels=[1])
+    assert refined.image_score == results[4].image_score and refined.provenance["mode"] == "mutual"
