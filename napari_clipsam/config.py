@@ -133,6 +133,30 @@ class ClipSAMConfig:
     """Also put each reference's up–down and left–right flips and 90°/180°/270° rotations in the bank
     (6 views, 6 CLIP passes per reference, once: the bank is cached). Turn off when orientation matters."""
 
+    # --- Folder mutual scoring (beyond the paper, method §5; ``clip/mutual.py``) -------------------------------
+    mutual_radii: tuple[int, ...] = setting((1, 3, 5), per_call=True, recorded=True)
+    """Odd sides r of the r×r neighbourhood means of the patch tokens; each (feature layer, r) pair is scored
+    separately and the scores averaged (1 = the tokens themselves)."""
+    mutual_interval: float = setting(0.3, per_call=True, recorded=True)
+    """Interval average: a patch's score is the mean of the smallest ceil(interval × (N − 1)) of its nearest-patch
+    distances to the N − 1 other images, so a defect repeated in a few other images still scores high."""
+    mutual_subset_size: int = setting(8, per_call=True)
+    """Images per side of each similarity product (MuSc's ``divide_num``): memory stays at
+    (subset × P)² floats whatever the folder size (P patches an image). Changes speed and memory, not results."""
+    mutual_window: int | None = setting(None, per_call=True, recorded=True)
+    """Aligned parts (boards, fixtures): compare a patch only with patches within this many grid cells of its own
+    position in the other images (faster; catches misplaced or missing parts). None = everywhere."""
+    mutual_min_images: int = setting(5, per_call=True)
+    """Fewest images a folder needs for mutual scoring; below it ``segment_folder`` refuses (use normal
+    references instead)."""
+    mutual_weight: float = setting(1.0, per_call=True, recorded=True)
+    """Weight of the calibrated mutual map in ``segment_folder``'s fused rough map: fused = (m·mutual + c·CLIP +
+    f·few-shot) / (m + c + f), the few-shot term only when normal references apply."""
+    mutual_clip_weight: float = setting(0.0, per_call=True, recorded=True)
+    """Weight c of the CLIP rough map (UMCI or training-free) in that fusion."""
+    mutual_fewshot_weight: float = setting(1.0, per_call=True, recorded=True)
+    """Weight f of the few-shot map (when normal references apply) in that fusion."""
+
     # --- Runtime ------------------------------------------------------------------------------
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""

@@ -31,12 +31,15 @@ INT_RANGES: dict[str, tuple[int, int | None]] = {
     "image_size": (14, 2048), "umci_heads": (1, 64), "opening_size": (0, 99), "min_component_px": (0, None),
     "max_components": (1, 1000), "cache_bytes": (0, None), "embedding_cache_bytes": (0, None),
     "fewshot_bank_size": (1, None), "fewshot_neighbourhood": (1, 99),
+    "mutual_subset_size": (1, 4096), "mutual_min_images": (2, None),
 }
 # field → (lowest, highest, lowest excluded)
 FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "temperature": (0.0, 100.0, True), "rough_sigma": (0.0, 100.0, False), "box_growth": (0.0, 10.0, False),
     **{name: (0.0, 1.0, False) for name in ("prompt_threshold", "min_component_frac", "min_predicted_iou",
-                                            "max_outside_box", "alpha", "mask_threshold", "fewshot_weight")},
+                                            "max_outside_box", "alpha", "mask_threshold", "fewshot_weight",
+                                            "mutual_interval")},
+    **{name: (0.0, 100.0, False) for name in ("mutual_weight", "mutual_clip_weight", "mutual_fewshot_weight")},
 }
 BOOLS = ("text_cache", "negative_points", "embed_without_prompts", "fewshot_augment")
 WEIGHT_PATHS = ("clip_weights", "sam_weights", "umci_weights")
@@ -164,3 +167,20 @@ def check_config(cfg) -> None:
     if b is not None and (not _is_int(b) or b < 1):
         _fail("decoder_batch_size", b, "None (automatic) or a whole number from 1 up")
     check_device("device", cfg.device)
+    check_mutual(cfg)
+
+
+def check_mutual(cfg) -> None:
+    """The folder mutual-scoring fields that are not plain numbers: odd radii, an optional window, an interval
+    above 0 and fusion weights that leave the mutual map or the CLIP map in."""
+    _int_tuple(cfg, "mutual_radii", 1, 99, allow_empty=False)
+    if any(r % 2 == 0 for r in cfg.mutual_radii):
+        _fail("mutual_radii", cfg.mutual_radii, "odd neighbourhood sides (1, 3, 5, ...), without repeats")
+    w = cfg.mutual_window
+    if w is not None and (not _is_int(w) or not 0 <= w <= 1000):
+        _fail("mutual_window", w, "None (compare everywhere) or a whole number of grid cells from 0 to 1000")
+    if cfg.mutual_interval <= 0.0:
+        _fail("mutual_interval", cfg.mutual_interval, "a fraction above 0 and up to 1 (0.3: the smallest 30 %)")
+    if cfg.mutual_weight + cfg.mutual_clip_weight <= 0.0:
+        _fail("mutual_weight", cfg.mutual_weight, "a weight above 0 for the mutual map or the CLIP map "
+                                                   "(mutual_clip_weight); both 0 leaves nothing to fuse")

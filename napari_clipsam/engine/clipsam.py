@@ -227,6 +227,26 @@ class ClipSAM:
         with self.using(**(settings or {})):
             return self._segment_many(images, object_name, batch_size, progress, cancelled, contrast_limits)
 
+    @torch.no_grad()
+    def segment_folder(self, images: Sequence, object_name: str, *, progress: Progress | None = None,
+                       cancelled: Callable[[], bool] | None = None, settings: dict | None = None,
+                       contrast_limits: tuple[float, float] | None = None) -> list[ClipSAMResult]:
+        """Zero-shot masks for a folder of images of one object, by mutual scoring (method §5): each patch of
+        each image is scored against the other images' patches (no training, references or text), calibrated
+        to [0, 1], fused with the CLIP rough map and, when normal references apply, the few-shot map
+        (``mutual_*`` weights), and MMR runs unchanged on the fused map.
+
+        Returns one result per image, in order: ``rough_map`` is the fused map, ``image_score`` the image's mutual
+        score (also in provenance), provenance ``mode`` is ``"mutual"`` with the folder's size and settings.
+        Needs at least ``mutual_min_images`` (5) images; fewer raise an InvalidInputError that says so. Adding
+        images changes the others' scores. ``cancelled`` is checked in CLIP's encoder, between scoring subsets
+        and between images. See :mod:`napari_clipsam.engine.folder`.
+        """
+        from .folder import segment_folder
+
+        with self.using(**(settings or {})):
+            return segment_folder(self, images, object_name, Stepper(progress, cancelled), contrast_limits)
+
     def _segment_many(self, images, object_name, batch_size, progress, cancelled,
                       contrast_limits) -> list[ClipSAMResult]:
         if batch_size is None:
@@ -255,6 +275,10 @@ class ClipSAM:
     def _segment_chunk(self, prepared, T, object_name, step, done: float, span: float) -> list[ClipSAMResult]:
         keys = [image_key(rgb) for rgb, _ in prepared]
         roughs = self._rough_maps_for(prepared, keys, T, object_name, step, done, span)
+        return self._masks_for(prepared, keys, roughs, object_name, step, done, span)
+
+    def _masks_for(self, prepared, keys, roughs, object_name, step, done: float, span: float) -> list[ClipSAMResult]:
+        """MMR (prompts, SAM encoder from the caches or run, decoder, merge) on given rough maps."""
         step("prompts", done, span)
         prompts = [prompts_from_map(r, self.config) for r in roughs]
         step("sam encoder", done, span)
@@ -276,6 +300,24 @@ class ClipSAM:
         new CLIP features of the prepared ``(rgb, valid)`` images."""
         bank = self.normal_bank(object_name)
         fuse = bank is not None and self.config.fewshot_weight > 0
+        feats = self._features_for(prepared, keys, fuse, step, done, span)
+        step("rough map", done, span)
+        w = float(self.config.fewshot_weight) if fuse else 0.0
+        rough_small = self.rough_maps(stack([feats[k][0] for k in keys]), T) if w < 1.0 else 0.0
+        if fuse:
+            step("few-shot", done, span)
+            few = bank.anomaly_map(stack([feats[k][1] for k in keys]), self.config.image_size)
+            rough_small = (1.0 - w) * rough_small + w * few.to(self.device)
+        roughs = []
+        for (rgb, valid), r in zip(prepared, rough_small):
+            rough = to_image_resolution(r, rgb.shape[:2], self.config.rough_sigma)
+            rough[~valid] = 0.0
+            roughs.append(rough)
+        return roughs
+
+    def _features_for(self, prepared, keys, fuse: bool, step, done: float = 0.0, span: float = 0.0) -> dict:
+        """image key → (rough-map tokens, per-layer patch tokens or None) from the cache or one CLIP pass over the
+        images not cached; ``fuse``: the per-layer patch tokens are needed too (few-shot, mutual scoring)."""
         step("clip", done, span)
         feats = {k: v for k in keys
                  if (v := self._cache.get(("features", self.mode, k))) is not None and (v[1] is not None or not fuse)}
@@ -296,19 +338,7 @@ class ClipSAM:
             for j, k in enumerate(todo):
                 feats[k] = (take(rough_in, j), None if layer_in is None else take(layer_in, j))
                 self._cache.put(("features", self.mode, k), feats[k])  # the mode decides which tokens
-        step("rough map", done, span)
-        w = float(self.config.fewshot_weight) if fuse else 0.0
-        rough_small = self.rough_maps(stack([feats[k][0] for k in keys]), T) if w < 1.0 else 0.0
-        if fuse:
-            step("few-shot", done, span)
-            few = bank.anomaly_map(stack([feats[k][1] for k in keys]), self.config.image_size)
-            rough_small = (1.0 - w) * rough_small + w * few.to(self.device)
-        roughs = []
-        for (rgb, valid), r in zip(prepared, rough_small):
-            rough = to_image_resolution(r, rgb.shape[:2], self.config.rough_sigma)
-            rough[~valid] = 0.0
-            roughs.append(rough)
-        return roughs
+        return feats
 
     @torch.no_grad()
     def rough_maps_for_images(self, images: Sequence, object_name: str) -> list[np.ndarray]:
@@ -389,6 +419,7 @@ class ClipSAM:
                            result.provenance.get("object_name", ""))
         # the rough map (and so its CLIP, UMCI and prompt set) is the one the result came with
         out.provenance.update({k: result.provenance[k] for k in ROUGH_MAP_PROVENANCE if k in result.provenance})
+        out.image_score = result.image_score
         return out
 
     def sam_embedding(self, result: ClipSAMResult, image=None, contrast_limits=None):
@@ -486,5 +517,5 @@ class ClipSAM:
 
 
 ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "clip_architecture", "umci_weights",
-                        "umci_usage_mismatch", "prompt_set", "config_replaced")
+                        "umci_usage_mismatch", "prompt_set", "config_replaced", "clip_mode", "folder", "image_score")
 """Provenance keys that describe how a result's rough map was made; :meth:`ClipSAM.refine` keeps them."""

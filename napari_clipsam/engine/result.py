@@ -28,6 +28,8 @@ class ClipSAMResult:
         image_key, sam_id: the handle of the image's SAM embedding (content hash of the normalised image, and the
             SAM that embedded it; ``""`` when none was computed). A result is a plain value: the embedding itself
             and everything decoded on it stay in the engine's cache (:meth:`ClipSAM.refine` finds them there).
+        image_score: the folder mutual score of the image (:meth:`ClipSAM.segment_folder`: the maximum of its
+            smoothed calibrated mutual map, in [0, 1], to order a review worst first); None from other calls.
     """
 
     rough_map: np.ndarray
@@ -41,6 +43,7 @@ class ClipSAMResult:
     valid: np.ndarray | None = field(repr=False, default=None)
     image_key: str = field(repr=False, default="")
     sam_id: str = field(repr=False, default="")
+    image_score: float | None = None
 
     @property
     def points(self) -> np.ndarray:

@@ -1,0 +1,185 @@
+"""Folder mutual scoring (method §5, after MuSc): every patch of every image scored against the other images.
+
+No training, no references, no text: in a folder of one product, most images are normal in most places, so a
+patch that has a close match in most other images is normal, and one that has no close match in many of them is
+not. Pure torch maths on the CLIP patch tokens the engine already computes. Shapes: ``N`` images of the folder,
+vision width ``C``, patch grid ``h × w`` (``P = h·w`` patches an image), ``L`` feature layers.
+
+Steps (each a :class:`~napari_clipsam.config.ClipSAMConfig` field, see ``mutual_*``):
+
+1. **Tokens**: each layer's (N, C, h, w) tokens are L2-normalised over C, averaged over their r×r neighbourhood
+   (stride 1; at the border only the cells that exist are averaged) and L2-normalised again, for every r of
+   ``mutual_radii`` (r = 1 leaves them as they are).
+2. **Mutual score** per (layer, r): for patch p of image i and every other image j,
+   ``d_ij(p) = min_q (1 - cos(p, q))`` over the patches q of j (with ``mutual_window`` = w, only the q within w
+   grid cells of p's own row and column: aligned parts). The N − 1 values are sorted and the smallest
+   ``k = ceil(mutual_interval · (N − 1))`` averaged ("interval average": a defect repeated in a few other
+   images still scores high). The scores of all (layer, r) pairs are averaged.
+3. **Cost**: N²·P² similarities per (layer, r), computed as matrix products of ``mutual_subset_size`` query
+   images against ``mutual_subset_size`` other images at a time, so the largest temporary is
+   ``(subset·P) × (subset·P)`` floats whatever N is (8 images of 24×24 patches: 85 MB in fp32).
+   :func:`mutual_scores_plain` is the plain per-pair fp32 reference the chunked path is tested against.
+4. **Calibration** (:func:`calibrate`): a robust z-score over all the folder's patch scores,
+   ``z = (s − median) / max(1.4826 · MAD, CALIBRATION_FLOOR)``, through a logistic centred at
+   :data:`CALIBRATION_Z`: ``p = 1 / (1 + exp(−(z − CALIBRATION_Z)))``. Monotone (pixel AUROC unchanged); a patch as
+   far above the folder's typical patch as 3 robust standard deviations sits at 0.5 = τ_prompt, so the typical
+   patch of a normal image (z ≈ 0) sits at ≈ 0.05 and gives no prompt. A folder of identical images (every score 0,
+   MAD 0) gives ≈ 0.05 everywhere, not NaN.
+5. **Image score** (:func:`image_scores`): the maximum of the calibrated map smoothed by a 3×3 mean.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import Cancelled, InvalidInputError
+
+#: Robust z-score that maps to 0.5 (τ_prompt's default) in :func:`calibrate`.
+CALIBRATION_Z = 3.0
+#: Least robust spread (cosine-distance units) used by :func:`calibrate`, so a folder of near-identical images
+#: (MAD ≈ 0) does not blow tiny numerical differences up into "defects".
+CALIBRATION_FLOOR = 1e-3
+#: Side of the mean filter applied before the maximum in :func:`image_scores`.
+IMAGE_SCORE_SMOOTHING = 3
+
+
+def check_folder_size(n: int, minimum: int) -> None:
+    """Raise :class:`InvalidInputError` unless a folder of ``n`` images has at least ``minimum``."""
+    if n < minimum:
+        raise InvalidInputError(
+            f"Mutual scoring compares each image with the other images of a folder and needs at least {minimum} "
+            f"images of the same object; got {n}. Add more images of this object (mostly normal ones), or "
+            "with so few images use normal references instead (engine.set_normal_references / --references: a "
+            "few defect-free images) and segment the images one by one.")
+
+
+def prepare_tokens(tokens: torch.Tensor, r: int) -> torch.Tensor:
+    """(N, C, h, w) raw tokens → (N, P, C) fp32: L2-normalised, r×r neighbourhood mean (stride 1, border cells
+    averaged over those that exist), L2-normalised again, flattened row-major over the grid."""
+    if r < 1 or r % 2 == 0:
+        raise InvalidInputError(f"mutual neighbourhood sizes must be odd whole numbers ≥ 1, got {r}.")
+    t = F.normalize(tokens.float(), dim=1)
+    if r > 1:
+        t = F.normalize(F.avg_pool2d(t, r, stride=1, padding=r // 2, count_include_pad=False), dim=1)
+    N, C, h, w = t.shape
+    return t.permute(0, 2, 3, 1).reshape(N, h * w, C).contiguous()
+
+
+def window_mask(h: int, w: int, window: int | None, device=None) -> torch.Tensor | None:
+    """(P, P) bool, True where patch q lies within ``window`` grid cells of patch p (rows and columns), or None
+    when ``window`` is None (every patch is compared with every patch)."""
+    if window is None:
+        return None
+    rows = torch.arange(h, device=device).repeat_interleave(w)
+    cols = torch.arange(w, device=device).repeat(h)
+    return ((rows[:, None] - rows[None]).abs() <= window) & ((cols[:, None] - cols[None]).abs() <= window)
+
+
+def interval_average(d: torch.Tensor, interval: float) -> torch.Tensor:
+    """(N, N, P) distances ``d[i, j, p]`` (the diagonal i = j is ignored) → (N, P): for each (i, p), the mean of
+    the smallest ``ceil(interval · (N − 1))`` (at least 1) of the N − 1 values over j ≠ i."""
+    N = d.shape[0]
+    k = max(1, math.ceil(interval * (N - 1)))
+    d = d.clone()
+    d[torch.arange(N), torch.arange(N)] = float("inf")
+    return d.topk(k, dim=1, largest=False).values.mean(dim=1)
+
+
+def nearest_distances(x: torch.Tensor, subset_size: int, mask: torch.Tensor | None = None,
+                      cancelled: Callable[[], bool] | None = None) -> torch.Tensor:
+    """(N, P, C) L2-normalised tokens → (N, N, P): ``d[i, j, p] = min_q (1 − x[i, p] · x[j, q])`` (q restricted
+    by ``mask`` (P, P) when given), by matrix products of ``subset_size`` query images × ``subset_size`` other
+    images. ``cancelled`` is checked between subsets (raises :class:`~napari_clipsam.errors.Cancelled`)."""
+    N, P, C = x.shape
+    s = max(1, int(subset_size))
+    out = torch.empty(N, N, P, dtype=torch.float32, device=x.device)
+    flat = x.reshape(N * P, C)
+    for i0 in range(0, N, s):
+        qi = flat[i0 * P:min(N, i0 + s) * P]  # (si·P, C)
+        si = qi.shape[0] // P
+        for j0 in range(0, N, s):
+            if cancelled is not None and cancelled():
+                raise Cancelled("cancelled during mutual scoring")
+            sj = min(N, j0 + s) - j0
+            sims = (qi @ flat[j0 * P:(j0 + sj) * P].T).view(si, P, sj, P)  # [i, p, j, q]
+            if mask is not None:
+                sims = sims.masked_fill(~mask[None, :, None, :], -2.0)
+            best = sims.amax(dim=3)  # (si, P, sj)
+            out[i0:i0 + si, j0:j0 + sj] = (1.0 - best).clamp_(min=0.0).permute(0, 2, 1)
+    return out
+
+
+def mutual_scores(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 3, 5), interval: float = 0.3,
+                  subset_size: int = 8, window: int | None = None,
+                  cancelled: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Raw mutual scores (N, h, w) fp32 (cosine-distance units, ≥ 0) of a folder, from one (N, C, h, w) token
+    tensor per feature layer: the mean over every (layer, r) of the interval-averaged nearest distances."""
+    if not layers:
+        raise InvalidInputError("mutual scoring needs the tokens of at least one feature layer.")
+    N, _, h, w = layers[0].shape
+    if N < 2:
+        raise InvalidInputError(f"mutual scoring needs at least 2 images to compare, got {N}.")
+    mask = window_mask(h, w, window, layers[0].device)
+    total = torch.zeros(N, h * w, dtype=torch.float32, device=layers[0].device)
+    for t in layers:
+        for r in radii:
+            d = nearest_distances(prepare_tokens(t, int(r)), subset_size, mask, cancelled)
+            total += interval_average(d, interval)
+    return (total / (len(layers) * len(radii))).view(N, h, w)
+
+
+def mutual_scores_plain(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 3, 5),
+                        interval: float = 0.3, window: int | None = None) -> torch.Tensor:
+    """The same as :func:`mutual_scores`, written plainly: one fp32 pair of images at a time, every distance
+    sorted in Python order. The reference the chunked path is tested against (slow; tests only)."""
+    N, _, h, w = layers[0].shape
+    k = max(1, math.ceil(interval * (N - 1)))
+    mask = window_mask(h, w, window, layers[0].device)
+    total = torch.zeros(N, h * w, dtype=torch.float32)
+    for t in layers:
+        for r in radii:
+            x = prepare_tokens(t, int(r))
+            for i in range(N):
+                per_j = []
+                for j in range(N):
+                    if j == i:
+                        continue
+                    dist = 1.0 - x[i] @ x[j].T  # (P, P)
+                    if mask is not None:
+                        dist = torch.where(mask, dist, torch.full_like(dist, 3.0))
+                    per_j.append(dist.min(dim=1).values.clamp(min=0.0))
+                per_j = torch.stack(per_j, dim=1).sort(dim=1).values  # (P, N − 1)
+                total[i] += per_j[:, :k].mean(dim=1)
+    return (total / (len(layers) * len(radii))).view(N, h, w)
+
+
+def calibrate(scores: torch.Tensor, z_half: float = CALIBRATION_Z, floor: float = CALIBRATION_FLOOR) -> torch.Tensor:
+    """Raw mutual scores (any shape, one folder) → [0, 1], monotone: the logistic of the robust z-score over all
+    the folder's values minus ``z_half`` (see the module docstring, step 4)."""
+    flat = scores.float().flatten()
+    med = flat.median()
+    mad = (flat - med).abs().median()
+    z = (scores.float() - med) / torch.clamp(1.4826 * mad, min=floor)
+    return torch.sigmoid(z - z_half)
+
+
+def image_scores(maps: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) calibrated maps → (N,) image scores: the maximum of each map after a
+    :data:`IMAGE_SCORE_SMOOTHING`-wide mean filter (a single hot patch counts less than a defect)."""
+    k = IMAGE_SCORE_SMOOTHING
+    smooth = F.avg_pool2d(maps[:, None].float(), k, stride=1, padding=k // 2, count_include_pad=False)[:, 0]
+    return smooth.flatten(1).amax(dim=1)
+
+
+def fuse(maps: Sequence[torch.Tensor | None], weights: Sequence[float]) -> torch.Tensor:
+    """Weighted mean ``Σ w_m · map_m / Σ w_m`` of the maps that are present (None and weight-0 maps left out);
+    every map the same shape, values in [0, 1]. Raises when no map has a positive weight."""
+    present = [(m, float(w)) for m, w in zip(maps, weights) if m is not None and w > 0]
+    if not present:
+        raise InvalidInputError("the mutual fusion weights leave no map to use: give the mutual map (or the CLIP "
+                                "map) a weight above 0.")
+    total = sum(w for _, w in present)
+    return sum(m * (w / total) for m, w in present).clamp_(0.0, 1.0)

@@ -1,0 +1,100 @@
+"""``ClipSAM.segment_folder``: folder mutual scoring (method §5, :mod:`napari_clipsam.clip.mutual`) fused with the
+CLIP rough map (and the few-shot map when normal references apply), then the unchanged MMR on every image.
+
+Adding or removing images changes the other images' scores (each is scored against the rest of the folder), so a
+result belongs to its folder: the provenance records the folder's size and the mutual settings.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..clip import mutual
+from ..clip.rough_map import to_image_resolution
+from ..clip.text_prompts import clean_object_name
+from ..errors import InvalidInputError
+from ..io.images import image_key, normalise_image
+from .batching import stack
+from .progress import Stepper
+
+MODE = "mutual"
+
+
+def _check_images(images) -> None:
+    if not isinstance(images, (Sequence, np.ndarray)) or isinstance(images, (str, bytes)) or (
+            isinstance(images, np.ndarray) and (images.ndim == 2 or images.ndim == 3 and images.shape[-1] in (3, 4))):
+        raise InvalidInputError("segment_folder needs a list of images of one object (or an N×H×W[×C] stack), got "
+                                f"{type(images).__name__}; for one image use segment().")
+
+
+def folder_settings(config) -> dict:
+    """The mutual-scoring settings recorded in each result's provenance."""
+    return {"radii": list(config.mutual_radii), "interval": config.mutual_interval,
+            "subset_size": config.mutual_subset_size, "window": config.mutual_window,
+            "weights": {"mutual": config.mutual_weight, "clip": config.mutual_clip_weight,
+                        "fewshot": config.mutual_fewshot_weight},
+            "calibration": {"z_at_half": mutual.CALIBRATION_Z, "floor": mutual.CALIBRATION_FLOOR}}
+
+
+def segment_folder(engine, images, object_name: str, step: Stepper, contrast_limits=None):
+    """See :meth:`napari_clipsam.engine.clipsam.ClipSAM.segment_folder` (called inside its per-call settings)."""
+    cfg = engine.config
+    _check_images(images)
+    mutual.check_folder_size(len(images), cfg.mutual_min_images)
+    clean_object_name(object_name)
+    prepared = [normalise_image(im, contrast_limits) for im in images]  # validate everything first
+    keys = [image_key(rgb) for rgb, _ in prepared]
+    n = len(prepared)
+    bank = engine.normal_bank(object_name)
+    use_few = bank is not None and cfg.mutual_fewshot_weight > 0
+    use_clip = cfg.mutual_clip_weight > 0
+    step("text", 0.0)
+    T = engine.text_embeddings(object_name) if use_clip else None
+    feats: dict = {}
+    b = engine.default_batch_size
+    for start in range(0, n, b):  # the encoder in batches; features cached per image
+        feats.update(engine._features_for(prepared[start:start + b], keys[start:start + b], True, step,
+                                          0.3 * start / n, 0.3 * min(b, n - start) / n))
+    layers = stack([feats[k][1] for k in keys])  # one (N, C, h, w) tensor per feature layer
+    step("mutual", 0.3)
+    raw = mutual.mutual_scores(layers, radii=cfg.mutual_radii, interval=cfg.mutual_interval,
+                               subset_size=cfg.mutual_subset_size, window=cfg.mutual_window,
+                               cancelled=step.cancelled)
+    calibrated = mutual.calibrate(raw)  # (N, h, w) in [0, 1]
+    image_scores = mutual.image_scores(calibrated).tolist()
+    S = cfg.image_size
+    mutual_map = F.interpolate(calibrated[:, None], size=(S, S), mode="bilinear", align_corners=False)[:, 0]
+    clip_map = engine.rough_maps(stack([feats[k][0] for k in keys]), T).float() if use_clip else None
+    few_map = bank.anomaly_map(layers, S).float().to(mutual_map.device) if use_few else None
+    fused = mutual.fuse([mutual_map, clip_map, few_map],
+                        [cfg.mutual_weight, cfg.mutual_clip_weight, cfg.mutual_fewshot_weight])
+    roughs = []
+    for (rgb, valid), r in zip(prepared, fused):
+        rough = to_image_resolution(r, rgb.shape[:2], cfg.rough_sigma)
+        rough[~valid] = 0.0
+        roughs.append(rough)
+    results = []
+    for i in range(n):
+        step("mutual", 0.4 + 0.6 * i / n)
+        results += engine._masks_for(prepared[i:i + 1], keys[i:i + 1], roughs[i:i + 1], object_name, step,
+                                     0.4 + 0.6 * i / n, 0.6 / n)
+    parts = ["mutual (folder of %d images)" % n]
+    if use_clip:
+        parts.append(f"CLIP {engine.mode} (weight {cfg.mutual_clip_weight:g})")
+    if use_few:
+        parts.append(f"few-shot (weight {cfg.mutual_fewshot_weight:g})")
+    described = " + ".join(parts)
+    settings = folder_settings(cfg)
+    out = []
+    for res, score in zip(results, image_scores):
+        prov = dict(res.provenance)
+        prov.update({"mode": MODE, "clip_mode": engine.mode, "rough_map": described,
+                     "folder": {"size": n, "subset_size": cfg.mutual_subset_size, "settings": settings},
+                     "image_score": float(score)})
+        out.append(res.with_updates(provenance=prov, image_score=float(score)))
+    step("merge", 1.0)
+    return out
+

@@ -1,0 +1,143 @@
+"""Folder mutual scoring maths (method §5, napari_clipsam/clip/mutual.py) on tiny tensors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from napari_clipsam.clip import mutual
+from napari_clipsam.errors import Cancelled, InvalidInputError
+
+
+def _folder(n=6, c=8, h=5, w=5, seed=0):
+    """Tokens of n images that share one 'normal' texture, plus small per-image noise."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(1, c, h, w, generator=g)
+    return base + 0.05 * torch.randn(n, c, h, w, generator=g)
+
+
+def test_prepare_tokens_normalises_and_averages_existing_cells_only():
+    t = torch.randn(2, 4, 3, 3)
+    x = mutual.prepare_tokens(t, 1)
+    assert x.shape == (2, 9, 4)
+    torch.testing.assert_close(x.norm(dim=2), torch.ones(2, 9))
+    x3 = mutual.prepare_tokens(t, 3)
+    n = torch.nn.functional.normalize(t, dim=1)
+    corner = torch.nn.functional.normalize(n[:, :, :2, :2].mean(dim=(2, 3)), dim=1)  # 4 cells exist at a corner
+    torch.testing.assert_close(x3[:, 0], corner)
+    with pytest.raises(InvalidInputError):
+        mutual.prepare_tokens(t, 2)
+
+
+def test_nearest_distance_is_the_definition():
+    layers = [_folder(5)]
+    x = mutual.prepare_tokens(layers[0], 1)
+    d = mutual.nearest_distances(x, subset_size=2)
+    i, j, p = 3, 1, 7
+    want = (1 - x[i, p] @ x[j].T).min().clamp(min=0)
+    torch.testing.assert_close(d[i, j, p], want)
+
+
+def test_interval_average_takes_the_smallest_ceil_fraction_of_the_others():
+    N = 7
+    d = torch.arange(N * N, dtype=torch.float32).view(N, N, 1)
+    out = mutual.interval_average(d, 0.3)
+    k = math.ceil(0.3 * (N - 1))  # 2
+    others = [v for j, v in enumerate(d[0, :, 0].tolist()) if j != 0]
+    assert out[0, 0].item() == pytest.approx(sum(sorted(others)[:k]) / k)
+    others = [v for j, v in enumerate(d[4, :, 0].tolist()) if j != 4]
+    assert out[4, 0].item() == pytest.approx(sum(sorted(others)[:k]) / k)
+
+
+@pytest.mark.parametrize("subset", [1, 2, 3, 5, 64])
+@pytest.mark.parametrize("window", [None, 1])
+def test_chunked_path_equals_the_plain_fp32_path(subset, window):
+    layers = [_folder(5, seed=1), torch.randn(5, 8, 5, 5)]
+    fast = mutual.mutual_scores(layers, radii=(1, 3), subset_size=subset, window=window)
+    plain = mutual.mutual_scores_plain(layers, radii=(1, 3), window=window)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_exactly_five_images_work_and_find_the_odd_patch():
+    t = _folder(5)
+    t[2, :, 1, 3] += 3.0  # a defect in image 2
+    s = mutual.mutual_scores([t], radii=(1,))
+    assert s.shape == (5, 5, 5)
+    assert torch.isfinite(s).all()
+    assert s[2].flatten().argmax().item() == 1 * 5 + 3
+    cal = mutual.calibrate(s)
+    assert cal[2, 1, 3] > 0.5
+    normal = cal[[0, 1, 3, 4]]
+    assert normal.median() < 0.2 and normal.max() < cal[2, 1, 3]
+    scores = mutual.image_scores(cal)
+    assert scores.argmax().item() == 2
+
+
+def test_too_few_images_say_how_many_and_suggest_references():
+    mutual.check_folder_size(5, 5)
+    with pytest.raises(InvalidInputError, match=r"at least 5 images.*got 4.*normal references"):
+        mutual.check_folder_size(4, 5)
+
+
+def test_identical_images_give_finite_low_scores():
+    t = torch.randn(1, 8, 4, 4).repeat(6, 1, 1, 1)
+    s = mutual.mutual_scores([t, t * 2], radii=(1, 3))
+    assert torch.isfinite(s).all() and s.abs().max() < 1e-5
+    cal = mutual.calibrate(s)
+    assert torch.isfinite(cal).all() and (cal < 0.1).all()
+    assert (mutual.image_scores(cal) < 0.1).all()
+
+
+def test_calibration_is_monotone_and_puts_three_robust_sigmas_at_one_half():
+    s = torch.linspace(0, 1, 101)
+    p = mutual.calibrate(s)
+    assert (p[1:] >= p[:-1]).all()
+    med, mad = s.median(), (s - s.median()).abs().median()
+    assert mutual.calibrate(torch.cat([s, (med + 3 * 1.4826 * mad)[None]]))[-1].item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_cancel_between_subsets_raises_cancelled():
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) >= 3
+
+    with pytest.raises(Cancelled):
+        mutual.mutual_scores([_folder(6)], radii=(1,), subset_size=2, cancelled=cancelled)
+    assert len(calls) == 3  # checked between subsets, stopped at once
+
+
+def test_window_compares_only_nearby_positions():
+    # image 0's patches are those of the others shifted far: with a window they find no match
+    t = _folder(5, h=6, w=6)
+    t[0] = torch.roll(t[0], shifts=3, dims=2)
+    free = mutual.mutual_scores([t], radii=(1,))
+    aligned = mutual.mutual_scores([t], radii=(1,), window=0)
+    assert aligned[0].mean() > free[0].mean() + 0.01
+
+
+def test_fusion_is_the_weighted_mean_of_the_maps_present():
+    a, b = torch.full((2, 2), 0.8), torch.full((2, 2), 0.2)
+    torch.testing.assert_close(mutual.fuse([a, b, None], [3.0, 1.0, 1.0]), torch.full((2, 2), 0.65))
+    with pytest.raises(InvalidInputError):
+        mutual.fuse([a, None], [0.0, 1.0])
+
+
+def test_segment_folder_gives_one_result_per_image_with_mutual_provenance(engine):
+    from napari_clipsam.data.synthetic import synthetic_image
+
+    ims = [synthetic_image("metal", None if i < 3 else "stain", 64, i)[0] for i in range(6)]
+    results = engine.segment_folder(ims, "metal plate")
+    assert len(results) == 6
+    for r, im in zip(results, ims):
+        assert r.mode == "mutual" and r.rough_map.shape == im.shape[:2]
+        assert r.provenance["folder"]["size"] == 6 and r.provenance["image_score"] == r.image_score
+        assert 0.0 <= r.image_score <= 1.0
+    with pytest.raises(InvalidInputError, match="at least 5 images"):
+        engine.segment_folder(ims[:4], "metal plate")
+    with pytest.raises(Cancelled):
+        engine.segment_folder(ims, "metal plate", cancelled=lambda: True)
+    refined = engine.refine(results[4], points=[[10, 10]], point_labels=[1])
+    assert refined.image_score == results[4].image_score and refined.provenance["mode"] == "mutual"

@@ -1,0 +1,84 @@
+"""The issue-20 proxy: folder mutual scoring on the synthetic categories with the tiny random CLIP at 224 px, no
+references, folders of 20 images of which 14 are defective. Run with ``-s`` to see the figures per category."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_clipsam.config import ClipSAMConfig
+from napari_clipsam.data.synthetic import CATEGORIES, CATEGORY_DEFECTS, _image_seed, synthetic_image
+from napari_clipsam.metrics.pixel import pixel_auroc
+from napari_clipsam.engine.clipsam import ClipSAM
+from napari_clipsam.testing import make_tiny_clip, make_tiny_sam
+
+# ~100 s on 2 busy cores: behind the slow marker (`python -m pytest -q -m slow tests/test_mutual_quality.py -s`)
+pytestmark = pytest.mark.slow
+
+IMAGE_PX, GOOD, DEFECTIVE = 128, 6, 14
+
+
+def folder(category: str, seed: int = 0):
+    """GOOD normal and DEFECTIVE defective images (defect types in turn) of one category: (image, mask, defect)."""
+    items = [synthetic_image(category, None, IMAGE_PX, _image_seed(seed, category, "test", "good", i)) + ("good",)
+             for i in range(GOOD)]
+    kinds = CATEGORY_DEFECTS[category]
+    for i in range(DEFECTIVE):
+        d = kinds[i % len(kinds)]
+        items.append(synthetic_image(category, d, IMAGE_PX, _image_seed(seed, category, "test", d, i)) + (d,))
+    return items
+
+
+def measure(seed: int = 0) -> dict[str, dict[str, float]]:
+    clip, tok = make_tiny_clip(seed, image_size=224)
+    cfg = ClipSAMConfig(image_size=224, feature_layers=(1, 2, 3, 4), device="cpu", backend="torch")
+    engine = ClipSAM.from_models(clip, tok, make_tiny_sam(seed), None, cfg)
+    out = {}
+    for c in CATEGORIES:
+        items = folder(c, seed)
+        t0 = time.perf_counter()
+        results = engine.segment_folder([it[0] for it in items], c)
+        seconds = time.perf_counter() - t0
+        maps = np.stack([r.rough_map for r in results])
+        masks = np.stack([it[1] for it in items])
+        good = [r for r, it in zip(results, items) if it[2] == "good"]
+        bad = [(r, it[1]) for r, it in zip(results, items) if it[2] != "good"]
+        out[c] = {
+            "pixel_auroc": pixel_auroc(maps, masks),
+            "good_without_object": float(np.mean([r.num_instances == 0 for r in good])),
+            "defective_with_object_on_defect": float(np.mean([bool((r.mask & m).any()) for r, m in bad])),
+            "image_score_good_max": max(r.image_score for r in good),
+            "image_score_defective_median": float(np.median([r.image_score for r, _ in bad])),
+            "seconds": seconds,
+        }
+    return out
+
+
+@pytest.fixture(scope="module")
+def figures():
+    fig = measure()
+    for c, f in fig.items():
+        print(c, {k: round(v, 3) for k, v in f.items()})
+    print("mean pixel AUROC", round(float(np.mean([f["pixel_auroc"] for f in fig.values()])), 3))
+    return fig
+
+
+def test_mutual_map_reaches_095_mean_pixel_auroc(figures):
+    assert np.mean([f["pixel_auroc"] for f in figures.values()]) >= 0.95, figures
+
+
+def test_no_category_below_080(figures):
+    assert min(f["pixel_auroc"] for f in figures.values()) >= 0.80, figures
+
+
+@pytest.mark.xfail(strict=True, reason="calibration (robust z-score, 0.5 at z = 3) still puts patches of good images "
+                   "above τ_prompt: measured good images without an object metal 0.17, fabric 0.83, pcb 0.0, "
+                   "wood 0.5, part 0.0 (pcb, part: every good image's max calibrated patch ≈ 1.0); the calibration "
+                   "needs tuning")
+def test_good_images_give_no_object(figures):
+    assert min(f["good_without_object"] for f in figures.values()) >= 0.80, figures
+
+
+def test_defective_images_get_an_object_on_the_defect(figures):
+    assert min(f["defective_with_object_on_defect"] for f in figures.values()) >= 0.80, figures
