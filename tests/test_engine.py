@@ -296,3 +296,14 @@ def test_settings_are_fixed_per_engine_and_per_call_per_thread(engine, rgb):
     release.set()
     t.join()
     assert seen == {"other": 0.9, "main": base.mask_threshold}
+
+
+def test_every_result_carries_an_image_score_in_itself_and_its_provenance(engine):
+    """Outside a folder run the image score is the final map's maximum; a refine scores its own final map."""
+    import numpy as np
+
+    image = (np.random.default_rng(5).random((64, 72, 3)) * 255).astype(np.uint8)
+    r = engine.segment(image, "plate", settings={"prompt_threshold": 0.0})
+    assert r.image_score == r.score == r.provenance["image_score"] == float(r.final_map.max())
+    refined = engine.refine(r, points=[[10, 10]], point_labels=[1], image=image)
+    assert refined.image_score == refined.provenance["image_score"] == float(refined.final_map.max())

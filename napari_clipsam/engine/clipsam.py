@@ -419,7 +419,10 @@ class ClipSAM:
                            result.provenance.get("object_name", ""))
         # the rough map (and so its CLIP, UMCI and prompt set) is the one the result came with
         out.provenance.update({k: result.provenance[k] for k in ROUGH_MAP_PROVENANCE if k in result.provenance})
-        out.image_score = result.image_score
+        if "folder" in result.provenance:  # a folder result keeps its mutual image score
+            out.image_score = result.image_score
+        else:  # otherwise the score of the refined final map
+            out.provenance["image_score"] = out.image_score
         return out
 
     def sam_embedding(self, result: ClipSAMResult, image=None, contrast_limits=None):
@@ -457,9 +460,10 @@ class ClipSAM:
         with self.autocast():
             maps, _ = refine_from_prompts(self.sam, emb, prompts, rough, self.config, valid, memo=self._cache,
                                           memo_tag=(self.sam.model_id, key, self.config.dtype))
+        provenance = {**self.provenance(object_name, prompts.source), "image_score": float(maps.score)}
         return ClipSAMResult(
             rough_map=rough, final_map=maps.final_map, mask=maps.mask, instances=maps.instances, score=maps.score,
-            provenance=self.provenance(object_name, prompts.source),
+            provenance=provenance, image_score=float(maps.score),
             prompts=dataclasses.replace(prompts, components=None),  # the full-size map only served the merge
             instance_component=maps.instance_component, valid=valid, image_key=key,
             sam_id="" if emb is None else emb.model_id)

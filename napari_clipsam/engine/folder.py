@@ -6,6 +6,7 @@ result belongs to its folder: the provenance records the folder's size and the m
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -94,7 +95,7 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
         prov.update({"mode": MODE, "clip_mode": engine.mode, "rough_map": described,
                      "folder": {"size": n, "subset_size": cfg.mutual_subset_size, "settings": settings},
                      "image_score": float(score)})
-        out.append(res.with_updates(provenance=prov, image_score=float(score)))
+        out.append(dataclasses.replace(res, provenance=prov, image_score=float(score)))
     step("merge", 1.0)
     return out
 

@@ -28,8 +28,9 @@ class ClipSAMResult:
         image_key, sam_id: the handle of the image's SAM embedding (content hash of the normalised image, and the
             SAM that embedded it; ``""`` when none was computed). A result is a plain value: the embedding itself
             and everything decoded on it stay in the engine's cache (:meth:`ClipSAM.refine` finds them there).
-        image_score: the folder mutual score of the image (:meth:`ClipSAM.segment_folder`: the maximum of its
-            smoothed calibrated mutual map, in [0, 1], to order a review worst first); None from other calls.
+        image_score: how anomalous the image is, in [0, 1], to order a review worst first (also ``image_score`` in
+            provenance): from :meth:`ClipSAM.segment_folder`, the maximum of its smoothed calibrated mutual map;
+            from the other calls, the maximum of the final map (``score``).
     """
 
     rough_map: np.ndarray
