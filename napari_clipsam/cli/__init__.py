@@ -1,4 +1,4 @@
-"""The ``napari-clipsam`` command line: ``segment``, ``train``, ``eval``, ``weights`` and ``bench``.
+"""The ``napari-clipsam`` command line: ``segment``, ``train``, ``eval``, ``weights``, ``bench`` and ``report``.
 
 Every subcommand module has ``add_parser(subparsers)`` (which sets ``func``) and ``run(args) -> int``;
 :func:`main` parses, runs the chosen one through :func:`.common.run_guarded` and returns its exit code
@@ -10,10 +10,10 @@ import argparse
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import bench, evaluate, segment, train, weights
+from . import bench, evaluate, report, segment, train, weights
 from .common import run_guarded
 
-SUBCOMMANDS = (segment, train, evaluate, weights, bench)
+SUBCOMMANDS = (segment, train, evaluate, weights, bench, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
