@@ -433,13 +433,16 @@ class ClipSAM:
     def _embedding_for(self, result: ClipSAMResult, needed: bool, image, contrast_limits):
         """This engine's SAM embedding of ``result``'s image, to refine on (see :meth:`refine`)."""
         key = result.image_key
+        cached = self._cache.get(("embedding", key)) if key else None
+        if cached is not None:  # a correction loop's hot path: no work on the image
+            return cached
         rgb = None
-        if image is not None:  # checked whether or not it is needed: a wrong image is a caller's mistake
+        if image is not None:  # checked before the disk store is read: a wrong image is a caller's mistake
             rgb, _ = normalise_image(image, contrast_limits)
             if image_key(rgb) != key:
                 raise InvalidInputError("image is not the image this result was made from (its content differs); "
                                         "pass the same image and contrast_limits as to segment().")
-        own = (self._cache.get(("embedding", key)) or self._stored_embedding(key)) if key else None
+        own = self._stored_embedding(key) if key else None
         if own is not None or not needed:
             return own
         if rgb is not None:
