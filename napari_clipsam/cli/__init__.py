@@ -1,4 +1,5 @@
-"""The ``napari-clipsam`` command line: ``segment``, ``train``, ``eval``, ``weights``, ``bench`` and ``report``.
+"""The ``napari-clipsam`` command line: ``segment``, ``train``, ``eval``, ``weights``, ``bench``, ``report`` and
+``demo``.
 
 Every subcommand module has ``add_parser(subparsers)`` (which sets ``func``) and ``run(args) -> int``;
 :func:`main` parses, runs the chosen one through :func:`.common.run_guarded` and returns its exit code
@@ -10,10 +11,10 @@ import argparse
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import bench, evaluate, report, segment, train, weights
+from . import bench, demo, evaluate, report, segment, train, weights
 from .common import run_guarded
 
-SUBCOMMANDS = (segment, train, evaluate, weights, bench, report)
+SUBCOMMANDS = (segment, train, evaluate, weights, bench, report, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,8 @@ from ..mmr.prompts import group_user_prompts, prompts_from_map
 from ..mmr.embedding_store import EmbeddingStore
 from ..mmr.sam_decoder import SamEmbedding, SamRunner
 from .cache import EngineCache
-from .identity import complete_identity, fit_config_to_models, on_cpu, resolve_device, sam_identity
+from .identity import (_WHY_DEPTH, complete_identity, fit_config_to_models, layers_for_depth, on_cpu, resolve_device,
+                       sam_identity)
 from .batching import stack, take, transformer_blocks
 from .result import ClipSAMResult  # noqa: E402
 from .progress import Stepper  # noqa: E402
@@ -77,8 +78,10 @@ class ClipSAM:
         self.umci = umci.to(self.device).eval() if umci is not None else None
         if self.umci is not None:
             self.vision.check_layers(self.umci.layers)
-        fixed = {"image_size": self.vision.image_size, **({} if umci is None else {"feature_layers": umci.layers})}
-        self._config, replaced = fit_config_to_models(config, fixed)
+        layers = umci.layers if umci is not None else layers_for_depth(config.feature_layers, self.vision.depth)
+        self._config, replaced = fit_config_to_models(
+            config, {"image_size": self.vision.image_size, "feature_layers": layers},
+            why=None if umci is not None else {"feature_layers": _WHY_DEPTH})
         self.identity = complete_identity(identity, clip_model, sam_model, umci)  # hashes only unnamed weights
         if replaced:
             self.identity["config_replaced"] = replaced

@@ -44,7 +44,7 @@ def complete_identity(identity: dict[str, Any] | None, clip_model, sam_model, um
     return out
 
 
-def fit_config_to_models(config, model_values: dict[str, Any]):
+def fit_config_to_models(config, model_values: dict[str, Any], why: dict[str, str] | None = None):
     """``(config, replaced)``: ``config`` made to agree with what the models fix (:data:`MODEL_FIXED_FIELDS`,
     ``model_values``: field → the models' value, e.g. ``{"image_size": 224, "feature_layers": (3, 6, 9, 12)}``).
 
@@ -53,7 +53,9 @@ def fit_config_to_models(config, model_values: dict[str, Any]):
     provenance (``config_replaced``). A field set to anything else that contradicts the models raises
     :class:`~napari_clipsam.errors.ConfigError`: the caller asked for a value these models cannot give. (A value
     equal to the default counts as not chosen: a config cannot tell an explicit default from an implicit one.)
+    ``why``: field → the reason shown in messages where it is not the usual one.
     """
+    why = {**_WHY, **(why or {})}
     defaults = type(config)()
     replaced: dict[str, dict[str, Any]] = {}
     for name, model_value in model_values.items():
@@ -63,18 +65,31 @@ def fit_config_to_models(config, model_values: dict[str, Any]):
         if value != getattr(defaults, name):
             raise ConfigError(
                 f"ClipSAMConfig.{name} = {value!r} contradicts the models given: they fix it to {model_value!r} "
-                f"({_WHY[name]}). Set {name}={model_value!r}, leave it at its default to follow the models, or give "
+                f"({why[name]}). Set {name}={model_value!r}, leave it at its default to follow the models, or give "
                 "models built for it.")
         replaced[name] = {"config": _plain(value), "model": _plain(model_value)}
     if replaced:
         warnings.warn("The engine's config was changed to fit its models: " + "; ".join(
-            f"{k} {v['config']} → {v['model']} ({_WHY[k]})" for k, v in replaced.items())
+            f"{k} {v['config']} → {v['model']} ({why[k]})" for k, v in replaced.items())
             + ". Recorded in each result's provenance as config_replaced.", UserWarning, stacklevel=3)
         config = dataclasses.replace(config, **{k: model_values[k] for k in replaced})
     return config, replaced
 
 
 _WHY = {"image_size": "the CLIP model's input size", "feature_layers": "the layers the UMCI head was built for"}
+_WHY_DEPTH = "the CLIP vision tower's depth"
+
+
+def layers_for_depth(layers: tuple[int, ...], depth: int) -> tuple[int, ...]:
+    """``layers`` when a CLIP vision tower of ``depth`` blocks has them all, else as many blocks spread evenly over
+    its depth as ``layers`` names, ending at the last one: ``(6, 12, 18, 24)`` → ``(3, 6, 9, 12)`` for 12 blocks,
+    ``(1, 2, 3, 4)`` for 4. For an engine without a UMCI head (whose layers the head fixes) the default layers
+    then fit any CLIP, e.g. the tiny test models or a ViT-B, in the few-shot and folder modes too."""
+    layers = tuple(int(i) for i in layers)
+    if all(1 <= i <= depth for i in layers) or depth < 1:
+        return layers
+    n = min(len(layers), depth)
+    return tuple(sorted({max(1, round(depth * (k + 1) / n)) for k in range(n)}))
 
 
 def _plain(value):
