@@ -47,15 +47,16 @@ class SegmentJob:
         COCO shards are merged later (:meth:`merge`)."""
         import numpy as np
 
-        from ..export import export_pseudo_labels
+        from ..export import ExportRequest, write_export
 
         a = self.args
         ids = [int(i) for i in np.unique(instances) if i > 0]
-        report = export_pseudo_labels(
-            self.out, self.stems[path], instances, dict.fromkeys(ids, a.class_name), classes=[a.class_name],
+        report = write_export(ExportRequest(
+            out_dir=self.out, stem=self.stems[path], instances=instances,
+            instance_classes=dict.fromkeys(ids, a.class_name), classes=[a.class_name],
             formats=self.formats, provenance=provenance, image_file=path, overwrite=a.overwrite, coco_merge=False,
             coco_segmentation=a.coco_segmentation, dataset_images=a.dataset_images, val_fraction=a.val_fraction,
-            split_seed=a.split_seed, yolo_min_piece_area=a.yolo_min_piece_area)
+            split_seed=a.split_seed, yolo_min_piece_area=a.yolo_min_piece_area))
         for key, value in report.summary.items():
             self.lost[key] = self.lost.get(key, 0) + value
         self.done += 1

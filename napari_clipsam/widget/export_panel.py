@@ -1,4 +1,4 @@
-"""The Export controls: folder, formats, overwrite → :func:`napari_clipsam.export.export_pseudo_labels`."""
+"""The Export controls: folder, formats, overwrite → :func:`napari_clipsam.export.write_export`."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -2,7 +2,7 @@
 
 One function, :func:`export_label_image`, serves the widget's Export button, the folder review's Accept and
 the npe2 writer :func:`write_pseudo_labels` (File ▸ Save Selected Layers ▸ "ClipSAM pseudo-labels (folder)").
-Everything below it is :func:`napari_clipsam.export.export_pseudo_labels`.
+Everything below it is :func:`napari_clipsam.export.write_export`.
 
 What the masks layer carries (written by the widget, read here):
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..export import FORMATS, ExportError, ExportReport, export_pseudo_labels, safe_stem
+from ..export import FORMATS, ExportError, ExportReport, ExportRequest, safe_stem, write_export
 
 def layer_stem(name: str) -> str:
     """A file stem made from a layer name (:func:`~napari_clipsam.export.safe_stem`, without edge dots)."""
@@ -67,7 +67,7 @@ def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=
         out_dir: dataset folder. name: the image's name (stem for 2-D, ``<name>_f003`` per frame).
         data: integer label image or stack. features: the layer's features (``index``/``class``).
         classes: the user's class list. provenance: one mapping, or ``frame -> mapping`` (frame None for 2-D).
-        frames: frames of a stack to export (default: all). formats, overwrite: see export_pseudo_labels.
+        frames: frames of a stack to export (default: all). formats, overwrite: see ExportRequest.
         image_file: the image's file (a 2-D image that came from a file): COCO's ``file_name`` and provenance.
 
     Returns:
@@ -93,9 +93,10 @@ def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=
     for frame, plane in planes:
         prov = provenance(frame) if callable(provenance) else provenance
         stem = frame_stem(name, frame)
-        reports.append((stem, export_pseudo_labels(out_dir, stem, plane, id_class, classes=classes, formats=formats,
-                                                   provenance=prov, overwrite=overwrite,
-                                                   image_file=image_file if frame is None else None)))
+        request = ExportRequest(out_dir=out_dir, stem=stem, instances=plane, instance_classes=id_class,
+                                classes=classes, formats=formats, provenance=prov, overwrite=overwrite,
+                                image_file=image_file if frame is None else None)
+        reports.append((stem, write_export(request)))
     return reports
 
 
