@@ -46,8 +46,9 @@ from .locking import clean_stale_files, folder_lock
 from .mvtec import encode_mvtec_mask, mvtec_mask_path, read_mvtec_mask
 from .provenance import PROVENANCE_DIR, encode_provenance, package_version, provenance_path
 from .request import ExportRequest
-from .tiff import encode_label_classes, encode_label_tiff, label_tiff_paths, read_label_tiff
+from .tiff import encode_label_classes, encode_label_tiff, label_tiff_paths, read_label_tiff, read_label_verified
 from .validation import DEFAULT_CLASS, FORMATS, MAX_STEM_BYTES
+from .verified import COCO_VERIFIED_KEY
 from .yolo import (
     check_class_order,
     data_yaml_path,
@@ -60,6 +61,7 @@ from .yolo import (
 __all__ = [
     "FORMATS",
     "DEFAULT_CLASS",
+    "COCO_VERIFIED_KEY",
     "PROVENANCE_DIR",
     "ExportError",
     "ExportReport",
@@ -73,6 +75,7 @@ __all__ = [
     "safe_stem",
     "read_mvtec_mask",
     "read_label_tiff",
+    "read_label_verified",
     "read_yolo_labels",
 ]
 
@@ -116,12 +119,16 @@ class ExportReport:
             ``yolo_hole_pixels`` (hole pixels a YOLO polygon fills), ``yolo_bridge_pixels`` (background
             pixels drawn by the cuts joining pieces), ``coco_polygon_holes_as_rle`` (instances written as
             RLE in polygon mode because they have a hole).
+        n_verified, n_pseudo: the image's instances a person verified and those that are ClipSAM's unreviewed
+            output (:mod:`.verified`; every format records which is which).
     """
 
     written: list[Path] = dataclasses.field(default_factory=list)
     skipped: list[Path] = dataclasses.field(default_factory=list)
     split: str = "train"
     summary: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SUMMARY_KEYS, 0))
+    n_verified: int = 0
+    n_pseudo: int = 0
 
 
 def write_export(request: ExportRequest) -> ExportReport:
@@ -181,7 +188,8 @@ def _export_locked(request: ExportRequest, split: str, payload: tuple[bytes, str
     skipped: list[Path] = []
     done: list[str] = []
     class_ids: dict[str, dict[str, int]] = {}
-    report = ExportReport(split=split)
+    report = ExportReport(split=split, n_verified=sum(request.id_verified.values()))
+    report.n_pseudo = len(request.ids) - report.n_verified
     unfinished = set(formats) if overwrite else set(
         unfinished_formats(out_dir, stem, formats, split=split, image_suffix=image_suffix))
 
@@ -204,7 +212,8 @@ def _export_locked(request: ExportRequest, split: str, payload: tuple[bytes, str
     if "tiff" in unfinished:
         tif, sidecar = label_tiff_paths(out_dir, stem)
         add("tiff", tif, lambda: encode_label_tiff(instances))
-        add("tiff", sidecar, lambda: encode_label_classes(stem, id_class, class_list, image_file))
+        add("tiff", sidecar, lambda: encode_label_classes(stem, id_class, class_list, image_file,
+                                                          request.id_verified))
 
     if "coco" in unfinished:
         shard, *image = format_files(out_dir, stem, "coco", split, image_suffix)
@@ -214,6 +223,8 @@ def _export_locked(request: ExportRequest, split: str, payload: tuple[bytes, str
         else:
             file_name = Path(image_file).name if image_file else stem
         annotations, holes = coco_annotations(instances, id_class, request.coco_segmentation)
+        for annotation in annotations:
+            annotation[COCO_VERIFIED_KEY] = request.id_verified[annotation["instance_id"]]
         report.summary["coco_polygon_holes_as_rle"] = holes
         add("coco", shard, lambda: encode_coco_shard(stem=stem, file_name=file_name, shape=instances.shape,
                                                      split=split if image else None, classes=class_list,
@@ -258,6 +269,10 @@ def _export_locked(request: ExportRequest, split: str, payload: tuple[bytes, str
             "classes": class_list,
             "instance_classes": {str(i): name for i, name in sorted(id_class.items())},
             "class_ids": class_ids,
+            "verified": {str(i): flag for i, flag in sorted(request.id_verified.items())},
+            "n_verified": report.n_verified,
+            "n_pseudo": report.n_pseudo,
+            "yolo_line_ids": list(request.ids) if "yolo" in done else None,
             "summary": dict(report.summary),
             "engine": request.engine,
         }

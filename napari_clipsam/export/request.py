@@ -21,6 +21,7 @@ from .dataset import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, check_split_optio
 from .provenance import jsonable
 from .tiff import MAX_LABEL_ID
 from .validation import FORMATS, check_formats, check_instances, check_stem, resolve_classes
+from .verified import resolve_verified
 from .yolo import YOLO_MIN_PIECE_AREA
 
 __all__ = ["ExportRequest"]
@@ -42,6 +43,9 @@ class ExportRequest:
             (``["defect"]`` when there are none). A COCO file or ``data.yaml`` that already exists keeps its own
             order and gets new classes appended; the ids actually used are recorded under ``class_ids`` in the
             provenance.
+        verified: which instances a person verified (accepted in a review, locked or painted by hand in the dock):
+            ``True`` or ``False`` for all of them, or ``{id: bool}`` (ids missing are unverified). Default: none
+            (ClipSAM's unreviewed output). Written per instance in every format (see :mod:`.verified`).
         formats: any subset of :data:`~napari_clipsam.export.FORMATS`.
         provenance: engine information (version, models, thresholds, prompts, edited flags...). Numpy scalars
             and small arrays, paths, enums, dates and dataclasses are converted to JSON.
@@ -61,7 +65,8 @@ class ExportRequest:
             except its largest piece.
 
     Derived when the request is made (not arguments): ``ids`` (present instance ids, ascending), ``class_list``,
-    ``id_class`` (id -> class for every present id) and ``engine`` (the provenance as JSON-ready data, or None).
+    ``id_class`` (id -> class for every present id), ``id_verified`` (id -> bool for every present id) and
+    ``engine`` (the provenance as JSON-ready data, or None).
     """
 
     out_dir: str | os.PathLike
@@ -69,6 +74,7 @@ class ExportRequest:
     instances: np.ndarray = dataclasses.field(repr=False)
     instance_classes: Mapping[int, str] | None = None
     classes: Iterable[str] | None = None
+    verified: bool | Mapping[int, bool] | None = None
     formats: Iterable[str] = FORMATS
     provenance: Mapping | None = dataclasses.field(default=None, repr=False)
     image_file: str | os.PathLike | None = None
@@ -84,6 +90,7 @@ class ExportRequest:
     ids: tuple[int, ...] = dataclasses.field(init=False, repr=False)
     class_list: list[str] = dataclasses.field(init=False, repr=False)
     id_class: dict[int, str] = dataclasses.field(init=False, repr=False)
+    id_verified: dict[int, bool] = dataclasses.field(init=False, repr=False)
     engine: Any = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +129,7 @@ class ExportRequest:
         class_list, id_class = resolve_classes(list(ids), self.instance_classes, self.classes)
         put("class_list", class_list)
         put("id_class", id_class)
+        put("id_verified", resolve_verified(list(ids), self.verified))
         put("engine", jsonable(self.provenance, "provenance") if self.provenance is not None else None)
         if self.image_file is not None and not isinstance(self.image_file, (str, os.PathLike)):
             raise ExportError(f"image_file must be a file name, got {type(self.image_file).__name__}")

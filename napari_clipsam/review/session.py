@@ -182,7 +182,8 @@ class QASession:
         ``<stem>_f003``, as the Export tab names frames). ``instance_classes`` ... ``overwrite`` are passed to
         :class:`~napari_clipsam.export.ExportRequest` (with this image's export stem and its path relative
         to the input folder as ``image_file``). A label TIFF is always written (it is what :meth:`saved_labels`
-        reads back when the review returns to the image). ``edited`` says the user corrected the engine's labels;
+        reads back when the review returns to the image). Every instance of an accepted image is recorded as verified
+        by a person (``verified=True`` in each export; ``n_verified`` in the manifest). ``edited`` says the user corrected the engine's labels;
         it goes to the manifest and, as ``"edited"``, to the provenance when that is a mapping without such a key.
 
         Raises:
@@ -199,14 +200,17 @@ class QASession:
         planes = [(frame_stem(stem, f), arr[f]) for f in range(arr.shape[0])] if multi_frame else [(stem, arr)]
         reports = [write_export(ExportRequest(out_dir=self.output_dir, stem=s, instances=plane,
                                               instance_classes=instance_classes, classes=classes, formats=formats,
-                                              provenance=provenance, image_file=key, overwrite=overwrite))
+                                              provenance=provenance, image_file=key, overwrite=overwrite,
+                                              verified=True))
                    for s, plane in planes]
         report = ExportReport(written=[p for r in reports for p in r.written],
-                              skipped=[p for r in reports for p in r.skipped])
+                              skipped=[p for r in reports for p in r.skipped],
+                              n_verified=sum(r.n_verified for r in reports), n_pseudo=sum(r.n_pseudo for r in reports))
         ids = np.unique(arr)
         outputs = [p.relative_to(self.output_dir).as_posix() for p in report.written + report.skipped]
         self._manifest.set(key, Entry(Verdict.ACCEPTED, utc_now(), stem, outputs=list(dict.fromkeys(outputs)),
-                                      n_instances=int((ids > 0).sum()), edited=bool(edited), note=str(note)))
+                                      n_instances=int((ids > 0).sum()), edited=bool(edited), note=str(note),
+                                      n_verified=report.n_verified))
         return report
 
     def saved_labels(self, path_or_index=None, frames: int | None = None):

@@ -9,7 +9,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from ..export import ExportError
 from .controls import Controls
-from .labels_export import export_label_image, frame_provenance
+from .labels_export import export_label_image, frame_provenance, hand_verified
 
 
 class ExportPanel(QObject):
@@ -59,12 +59,25 @@ class ExportPanel(QObject):
                 Path(self.folder).expanduser(), outputs.source.name, masks.data, features=masks.features,
                 classes=self._classes(), provenance=lambda f: frame_provenance(masks.metadata, f),
                 frames=frames if outputs.stacked else None, formats=self.formats,
-                overwrite=self.c.overwrite.isChecked(), image_file=outputs.source_info()["file"])
+                overwrite=self.c.overwrite.isChecked(), image_file=outputs.source_info()["file"],
+                verified=lambda f: _verified(outputs, f))
         except ExportError as err:
             self._status(f"Export failed: {err}")
             return None
         written = sum(len(r.written) for _, r in reports)
         skipped = sum(len(r.skipped) for _, r in reports)
         note = f", {skipped} existing file(s) kept (tick overwrite to replace them)" if skipped else ""
-        self._status(f"Exported {len(reports)} image(s) to {self.folder}: {written} file(s) written{note}.")
+        checked = sum(r.n_verified for _, r in reports)
+        pseudo = sum(r.n_pseudo for _, r in reports)
+        self._status(f"Exported {len(reports)} image(s) to {self.folder}: {written} file(s) written{note}; "
+                     f"objects: {checked} verified by you, {pseudo} pseudo-label(s).")
         return reports
+
+
+def _verified(outputs, frame) -> dict[int, bool]:
+    """The objects of one frame the person verified in the dock (locked, or touched by hand edits)."""
+    data = outputs.masks.data
+    plane = data if frame is None else data[frame]
+    state = outputs.frames.get(frame)
+    return hand_verified(plane, None if state is None else state.written, None if state is None else state.edited,
+                         outputs.locked)

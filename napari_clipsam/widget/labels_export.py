@@ -11,6 +11,7 @@ What the masks layer carries (written by the widget, read here):
 * ``metadata["clipsam_frames"]``: ``{frame: {"provenance", "prompts", "edited"}}`` (frame is None for a 2-D
   image), where ``prompts`` are the points/labels/boxes that made the masks and ``edited`` says whether the
   user changed the prompts or painted the masks by hand.
+* ``metadata["clipsam_locked"]``: ids of the objects the person locked (exported as verified).
 * ``metadata["clipsam_classes"]``: the user's class list (orders COCO ids and YOLO indices).
 * ``metadata["clipsam_source"]``: ``{"name", "file"}`` of the image the masks were made from: files are named
   after ``name`` (by the Export tab and the writer alike) and COCO's ``file_name`` is ``file``'s name when the
@@ -56,11 +57,28 @@ def frame_provenance(metadata: Mapping | None, frame: int | None) -> dict[str, A
             "edited": dict(record.get("edited", {}))}
 
 
+def hand_verified(plane, written=None, edited=None, locked: Iterable[int] = ()) -> dict[int, bool]:
+    """``{id: verified}`` for the instances of one frame as the dock knows them: an object is verified by a person
+    when it is locked, or when hand edits (``edited``: painted, erased or filled pixels; or pixels where the plane
+    differs from what ClipSAM ``written``) touch it, before or after the edit; every other object is ClipSAM's."""
+    plane = np.asarray(plane)
+    touched = np.zeros(plane.shape, bool) if edited is None else np.asarray(edited, bool).copy()
+    if written is not None:
+        written = np.asarray(written)
+        touched |= plane != written
+    ids = set(np.unique(plane[touched]).tolist()) | set(int(i) for i in locked)
+    if written is not None:
+        ids |= set(np.unique(written[touched]).tolist())
+    return {int(i): int(i) in ids for i in np.unique(plane) if i > 0}
+
+
 def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=None,
                        classes: Iterable[str] | None = None,
                        provenance: Mapping | Callable[[int | None], Mapping | None] | None = None,
                        frames: Iterable[int] | None = None, formats: Iterable[str] = FORMATS,
-                       overwrite: bool = False, image_file: str | None = None) -> list[tuple[str, ExportReport]]:
+                       overwrite: bool = False, image_file: str | None = None,
+                       verified: Mapping | bool | Callable[[int | None], Mapping | bool | None] | None = None,
+                       ) -> list[tuple[str, ExportReport]]:
     """Export a (H, W) label image, or chosen frames of an (N, H, W) stack, under stems from ``name``.
 
     Args:
@@ -69,6 +87,7 @@ def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=
         classes: the user's class list. provenance: one mapping, or ``frame -> mapping`` (frame None for 2-D).
         frames: frames of a stack to export (default: all). formats, overwrite: see ExportRequest.
         image_file: the image's file (a 2-D image that came from a file): COCO's ``file_name`` and provenance.
+        verified: which instances a person verified (see ExportRequest), or ``frame -> that``; default none.
 
     Returns:
         ``[(stem, ExportReport), ...]`` in frame order.
@@ -95,7 +114,8 @@ def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=
         stem = frame_stem(name, frame)
         request = ExportRequest(out_dir=out_dir, stem=stem, instances=plane, instance_classes=id_class,
                                 classes=classes, formats=formats, provenance=prov, overwrite=overwrite,
-                                image_file=image_file if frame is None else None)
+                                image_file=image_file if frame is None else None,
+                                verified=verified(frame) if callable(verified) else verified)
         reports.append((stem, write_export(request)))
     return reports
 
@@ -111,5 +131,6 @@ def write_pseudo_labels(path: str, data, meta: dict) -> list[str]:
     reports = export_label_image(
         Path(path), source.get("name") or meta.get("name") or "labels", data, features=meta.get("features"),
         classes=metadata.get("clipsam_classes"), provenance=lambda f: frame_provenance(metadata, f),
-        formats=FORMATS, overwrite=True, image_file=source.get("file"))
+        formats=FORMATS, overwrite=True, image_file=source.get("file"),
+        verified=lambda f: hand_verified(data if f is None else data[f], locked=metadata.get("clipsam_locked", ())))
     return [str(p) for _, report in reports for p in report.written]
