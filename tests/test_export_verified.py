@@ -99,3 +99,34 @@ def test_hand_verified_marks_locked_and_touched_objects():
     edited = plane != written
     assert hand_verified(plane, written, edited, locked={300}) == {3: True, 7: False, 9: True, 300: True}
     assert hand_verified(plane) == {3: False, 7: False, 9: False, 300: False}
+
+
+# ---------------------------------------------------------------- 8-bit images for the trainers (issue 22 item 5)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_a_16_bit_file_is_written_8_bit_as_clipsam_saw_it(tmp_path, suffix):
+    from napari_clipsam.export import image_done
+    from napari_clipsam.io.images import normalise_image
+
+    pixels = (np.arange(40 * 50, dtype=np.uint32).reshape(40, 50) * 31).astype(np.uint16)
+    src = tmp_path / f"scan{suffix}"
+    iio.imwrite(src, pixels)
+    out = tmp_path / "out"
+    write_export(ExportRequest(out_dir=out, stem="scan", instances=_inst(), formats=["coco", "yolo"],
+                               image_file=src, dataset_images=True, keep_original=True))
+    split = dataset_split("scan")
+    for image in (out / "yolo" / "images" / split / f"scan{suffix}", out / "coco" / "images" / split / f"scan{suffix}"):
+        back = iio.imread(image)
+        assert back.dtype == np.uint8
+        np.testing.assert_array_equal(back, normalise_image(pixels)[0][..., 0])  # the CLI's percentile mapping
+    assert (out / "originals" / f"scan{suffix}").read_bytes() == src.read_bytes()
+    # the name keeps the file's suffix, so segment's resume (which does not open the files) finds it done
+    assert image_done(out, "scan", ["coco", "yolo"], split=split, image_suffix=suffix)
+    # an 8-bit file is still copied byte for byte, and has no original beside it
+    small = tmp_path / "small.png"
+    iio.imwrite(small, (pixels // 257).astype(np.uint8))
+    write_export(ExportRequest(out_dir=out, stem="small", instances=_inst(), formats=["yolo"], image_file=small,
+                               dataset_images=True, keep_original=True))
+    assert (out / "yolo" / "images" / dataset_split("small") / "small.png").read_bytes() == small.read_bytes()
+    assert not (out / "originals" / "small.png").exists()

@@ -16,6 +16,7 @@ Output layout inside ``out_dir`` (``<stem>`` is the image's file stem, ``<split>
 ``yolo/labels/<split>/<stem>.txt``         "yolo": one polygon per instance, normalised coordinates
 ``yolo/images/<split>/<stem>.<ext>``       "yolo" with ``dataset_images``: the image
 ``yolo/data.yaml``                         "yolo": relative paths, class names (only grows)
+``originals/<stem>.<ext>``                 ``keep_original``: a non-8-bit image as it was (the others are 8-bit)
 ``provenance/<stem>.json``                 always: who/what/when produced the files above
 =========================================  ========================================================
 
@@ -40,7 +41,7 @@ from ..errors import ExportError
 from ..io.atomic import AtomicBatch
 from .coco import COCO_FILE, coco_annotations
 from .coco_merge import encode_coco_shard, merge_coco
-from .dataset import dataset_split, image_payload, relative_posix
+from .dataset import ORIGINALS_DIR, DatasetImage, dataset_split, image_payload, relative_posix
 from .done import format_files, image_done, unfinished_formats
 from .locking import clean_stale_files, folder_lock
 from .mvtec import encode_mvtec_mask, mvtec_mask_path, read_mvtec_mask
@@ -160,7 +161,8 @@ def write_export(request: ExportRequest) -> ExportReport:
     if not isinstance(request, ExportRequest):
         raise ExportError(f"write_export takes an ExportRequest, got {type(request).__name__}")
     split = dataset_split(request.stem, request.val_fraction, request.split_seed)
-    payload = image_payload(request.image_file, request.image) if request.writes_images else None
+    payload = image_payload(request.image_file, request.image, request.contrast_limits) \
+        if request.writes_images else None
     with folder_lock(request.out_dir):  # shared files are read, merged and written by one process at a time
         report, coco_written = _export_locked(request, split, payload)
         if coco_written and request.coco_merge:
@@ -178,12 +180,12 @@ def export_pseudo_labels(out_dir: str | os.PathLike, stem: str, instances: np.nd
                                       instance_classes=instance_classes, **options))
 
 
-def _export_locked(request: ExportRequest, split: str, payload: tuple[bytes, str] | None):
+def _export_locked(request: ExportRequest, split: str, payload: DatasetImage | None):
     """The body of :func:`write_export`, run under the folder lock: ``(report, coco shard written)``."""
     out_dir, stem, instances, formats = request.out_dir, request.stem, request.instances, request.formats
     class_list, id_class, image_file = request.class_list, request.id_class, request.image_file
     overwrite = request.overwrite
-    image_suffix = payload[1] if payload is not None else None
+    image_suffix = payload.suffix if payload is not None else None
     outputs: list[tuple[Path, bytes]] = []
     skipped: list[Path] = []
     done: list[str] = []
@@ -219,7 +221,7 @@ def _export_locked(request: ExportRequest, split: str, payload: tuple[bytes, str
         shard, *image = format_files(out_dir, stem, "coco", split, image_suffix)
         if image:
             file_name = relative_posix(image[0], out_dir / COCO_FILE.parent)
-            add("coco", image[0], lambda: payload[0])
+            add("coco", image[0], lambda: payload.data)
         else:
             file_name = Path(image_file).name if image_file else stem
         annotations, holes = coco_annotations(instances, id_class, request.coco_segmentation)
@@ -243,12 +245,17 @@ def _export_locked(request: ExportRequest, split: str, payload: tuple[bytes, str
         for key in ("dropped_pieces", "dropped_pixels", "hole_pixels", "bridge_pixels"):
             report.summary[f"yolo_{key}"] = getattr(stats, key)
         if image:
-            add("yolo", image[0], lambda: payload[0])
+            add("yolo", image[0], lambda: payload.data)
         add("yolo", label, lambda: labels)
         if names != old_names or old.get("train") != "images/train" or old.get("val") != "images/val" \
                 or "path" in old and Path(str(old["path"])).is_absolute():
             add("yolo", yaml_path, lambda: encode_data_yaml(names, old))
         class_ids["yolo"] = {name: index[name] for name in class_list}
+
+    if payload is not None and payload.original is not None and request.keep_original \
+            and ({"coco", "yolo"} & set(done)):
+        fmt = "coco" if "coco" in done else "yolo"
+        add(fmt, out_dir / ORIGINALS_DIR / f"{stem}{payload.original[1]}", lambda: payload.original[0])
 
     prov = provenance_path(out_dir, stem)
     if outputs or not prov.exists():

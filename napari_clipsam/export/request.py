@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ExportError
+from ..errors import ExportError, InvalidInputError
+from ..io.images import check_contrast_limits
 from .coco import SEGMENTATION_MODES
 from .dataset import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, check_split_options
 from .provenance import jsonable
@@ -58,8 +59,13 @@ class ExportRequest:
             False and call :func:`~napari_clipsam.export.merge_coco` once at the end.
         dataset_images: also write the image into ``coco/images/<split>/`` and ``yolo/images/<split>/``. Needs
             ``image`` or an existing ``image_file``.
-        image: the image pixels (``(H, W)`` or ``(H, W, 3)`` uint8/uint16), written as PNG when
-            ``dataset_images``; default: the bytes of ``image_file``.
+        image: the image pixels (``(H, W)`` or ``(H, W, 3)``), written as PNG when ``dataset_images``; default:
+            the bytes of ``image_file``.
+        contrast_limits: how an image that is not 8-bit is mapped to the 8-bit image the trainers get: the limits
+            ClipSAM segmented it with (the dock passes the layer's); None: the 0.5/99.5 percentiles, as ClipSAM
+            does without them (:func:`~napari_clipsam.io.images.normalise_image`).
+        keep_original: with ``dataset_images``, also write a non-8-bit image as it was to
+            ``originals/<stem><ext>`` (outside the folders the trainers read).
         val_fraction, split_seed: the train/val split (:func:`~napari_clipsam.export.dataset_split`).
         yolo_min_piece_area: pieces of an instance smaller than this (pixels) are left out of its YOLO polygon,
             except its largest piece.
@@ -83,6 +89,8 @@ class ExportRequest:
     coco_merge: bool = True
     dataset_images: bool = False
     image: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    contrast_limits: tuple[float, float] | None = None
+    keep_original: bool = False
     val_fraction: float = DEFAULT_VAL_FRACTION
     split_seed: int = DEFAULT_SPLIT_SEED
     yolo_min_piece_area: int = YOLO_MIN_PIECE_AREA
@@ -115,7 +123,11 @@ class ExportRequest:
         if isinstance(area, bool) or not isinstance(area, (int, np.integer)) or area < 1:
             raise ExportError(f"yolo_min_piece_area must be a whole number of pixels >= 1, got {area!r}")
         put("yolo_min_piece_area", int(area))
-        for name in ("overwrite", "coco_merge", "dataset_images"):
+        try:
+            put("contrast_limits", check_contrast_limits(self.contrast_limits))
+        except InvalidInputError as err:
+            raise ExportError(str(err)) from err
+        for name in ("overwrite", "coco_merge", "dataset_images", "keep_original"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ExportError(f"{name} must be True or False, got {getattr(self, name)!r}")
             put(name, bool(getattr(self, name)))

@@ -29,8 +29,16 @@ import numpy as np
 from ..export import FORMATS, ExportError, ExportReport, ExportRequest, safe_stem, write_export
 
 def layer_stem(name: str) -> str:
-    """A file stem made from a layer name (:func:`~napari_clipsam.export.safe_stem`, without edge dots)."""
-    return safe_stem(name).strip(".") or "image"
+    """A file stem made from a layer or file name, safe for every tool a dataset meets: runs of white space
+    become ``_`` (``"metal plate"`` → ``metal_plate``), then :func:`~napari_clipsam.export.safe_stem`, without
+    edge dots."""
+    return safe_stem("_".join(str(name).split())).strip(".") or "image"
+
+
+def source_stem(name: str, file: str | None) -> str:
+    """The export name of a source image: its file's stem when the layer came from a file, else the layer name
+    (either made file-safe by :func:`layer_stem`)."""
+    return layer_stem(Path(file).stem) if file else layer_stem(name)
 
 
 def frame_stem(name: str, frame: int | None) -> str:
@@ -78,6 +86,8 @@ def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=
                        frames: Iterable[int] | None = None, formats: Iterable[str] = FORMATS,
                        overwrite: bool = False, image_file: str | None = None,
                        verified: Mapping | bool | Callable[[int | None], Mapping | bool | None] | None = None,
+                       dataset_images: bool = False, image: Callable[[int | None], Any] | None = None,
+                       contrast_limits: tuple[float, float] | None = None, keep_original: bool = False,
                        ) -> list[tuple[str, ExportReport]]:
     """Export a (H, W) label image, or chosen frames of an (N, H, W) stack, under stems from ``name``.
 
@@ -88,6 +98,9 @@ def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=
         frames: frames of a stack to export (default: all). formats, overwrite: see ExportRequest.
         image_file: the image's file (a 2-D image that came from a file): COCO's ``file_name`` and provenance.
         verified: which instances a person verified (see ExportRequest), or ``frame -> that``; default none.
+        dataset_images: also write the images the trainers read (``coco/images``, ``yolo/images``): the file
+            ``image_file`` for a 2-D image from a file, else the pixels ``image(frame)`` returns. contrast_limits,
+            keep_original: how a non-8-bit image becomes 8-bit and whether its original is kept (ExportRequest).
 
     Returns:
         ``[(stem, ExportReport), ...]`` in frame order.
@@ -115,9 +128,17 @@ def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=
         request = ExportRequest(out_dir=out_dir, stem=stem, instances=plane, instance_classes=id_class,
                                 classes=classes, formats=formats, provenance=prov, overwrite=overwrite,
                                 image_file=image_file if frame is None else None,
-                                verified=verified(frame) if callable(verified) else verified)
+                                verified=verified(frame) if callable(verified) else verified,
+                                dataset_images=dataset_images, contrast_limits=contrast_limits,
+                                keep_original=keep_original,
+                                image=image(frame) if dataset_images and image is not None
+                                and (frame is not None or not _is_file(image_file)) else None)
         reports.append((stem, write_export(request)))
     return reports
+
+
+def _is_file(path: str | None) -> bool:
+    return bool(path) and Path(path).is_file()
 
 
 def write_pseudo_labels(path: str, data, meta: dict) -> list[str]:
