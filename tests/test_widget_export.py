@@ -122,3 +122,21 @@ def test_dock_export_names_a_file_layer_after_its_file(qtbot, dock, tmp_path):
     lo, hi = (float(v) for v in src.contrast_limits)
     np.testing.assert_array_equal(tifffile.imread(image), normalise_image(pixels, (lo, hi))[0][..., 0])
     assert not (tmp_path / "ds/originals").exists()  # not asked for
+
+
+def test_dock_review_accept_exports_every_object_as_verified(qtbot, dock, tmp_path):
+    import json
+
+    viewer, widget = dock
+    src_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    src_dir.mkdir()
+    iio.imwrite(src_dir / "a.png", synthetic_image("part", "crack", size=96, seed=1)[0])
+    assert widget.folder.open(src_dir, out_dir)
+    qtbot.waitUntil(lambda: not widget.busy and widget.outputs_for(widget.folder.layer) is not None
+                    and None in widget.outputs_for(widget.folder.layer).results, timeout=WAIT_MS)
+    widget.c.qa_accept.click()
+    qtbot.waitUntil(lambda: (out_dir / "clipsam_manifest.json").is_file(), timeout=WAIT_MS)
+    flags = coco_flags(out_dir / "coco/annotations.json")
+    assert flags and set(flags.values()) == {True}
+    entry = json.loads((out_dir / "clipsam_manifest.json").read_text())["images"]["a.png"]
+    assert entry["verdict"] == "accepted" and entry["n_verified"] == entry["n_instances"] == len(flags)
