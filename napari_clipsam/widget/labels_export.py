@@ -14,8 +14,8 @@ What the masks layer carries (written by the widget, read here):
 * ``metadata["clipsam_locked"]``: ids of the objects the person locked (exported as verified).
 * ``metadata["clipsam_classes"]``: the user's class list (orders COCO ids and YOLO indices).
 * ``metadata["clipsam_source"]``: ``{"name", "file"}`` of the image the masks were made from: files are named
-  after ``name`` (by the Export tab and the writer alike) and COCO's ``file_name`` is ``file``'s name when the
-  image came from a file.
+  after ``file``'s stem, else ``name`` (by the Export tab and the writer alike, :func:`source_stem`) and COCO's
+  ``file_name`` is ``file``'s name when the image came from a file.
 """
 from __future__ import annotations
 
@@ -144,13 +144,15 @@ def _is_file(path: str | None) -> bool:
 def write_pseudo_labels(path: str, data, meta: dict) -> list[str]:
     """npe2 writer: save one Labels layer as a pseudo-label dataset folder (all formats, replacing files).
 
-    ``path`` is the folder; files are named as the Export tab names them (after the source image of a ClipSAM
-    masks layer, else after the layer), a stack frame by frame.
+    ``path`` is the folder; files are named as the Export tab names them (after the source image's file, or its
+    layer, of a ClipSAM masks layer, else after the layer; see :func:`source_stem`), a stack frame by frame. The
+    images themselves are not written (the writer gets the labels only).
     """
     metadata = meta.get("metadata") or {}
     source = metadata.get("clipsam_source") or {}
     reports = export_label_image(
-        Path(path), source.get("name") or meta.get("name") or "labels", data, features=meta.get("features"),
+        Path(path), source_stem(source.get("name") or meta.get("name") or "labels", source.get("file")), data,
+        features=meta.get("features"),
         classes=metadata.get("clipsam_classes"), provenance=lambda f: frame_provenance(metadata, f),
         formats=FORMATS, overwrite=True, image_file=source.get("file"),
         verified=lambda f: hand_verified(data if f is None else data[f], locked=metadata.get("clipsam_locked", ())))
