@@ -250,6 +250,7 @@ def test_segment_folder_resume_overwrite_and_a_corrupt_image(setup, tmp_path):
     code, out, err = cli(*args)
     assert code == 1, err  # one image failed
     assert "3 done, 0 skipped" in out and "1 failed" in out and "broken.png" in out
+    assert "pseudo-label(s) (unreviewed), 0 verified by a person" in out  # segment's labels are all pseudo
     assert "failed: " in err and "broken.png" in err and "Traceback" not in err
     assert "img" in err  # tqdm bar
     for p in images:

@@ -20,7 +20,9 @@ from napari_clipsam.export import (
     FORMATS,
     ExportError,
     ExportReport,
+    ExportRequest,
     export_pseudo_labels,
+    write_export,
     read_label_tiff,
     read_mvtec_mask,
     read_yolo_labels,
@@ -75,7 +77,8 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
 
 def export(out: Path, stem: str = "000", inst=None, instance_classes=CLASSES, **kw) -> ExportReport:
     """Export ``blobs()`` (or ``inst``) with the test classes."""
-    return export_pseudo_labels(out, stem, blobs() if inst is None else inst, instance_classes, **kw)
+    return write_export(ExportRequest(out_dir=out, stem=stem, instances=blobs() if inst is None else inst,
+                                      instance_classes=instance_classes, **kw))
 
 
 # ---------------------------------------------------------------- formats read back

@@ -325,12 +325,12 @@ def test_export_round_trip(qtbot, make_widget, tmp_path, image):
     widget.c.export.click()
     assert "Exported 1 image(s)" in widget.status, widget.status
     masks = out.masks.data
-    png = read_mvtec_mask(tmp_path / "ds/masks/part 1_mask.png")
+    png = read_mvtec_mask(tmp_path / "ds/masks/part_1_mask.png")
     import imageio.v3 as iio
 
-    assert set(np.unique(iio.imread(tmp_path / "ds/masks/part 1_mask.png"))) <= {0, 255}
+    assert set(np.unique(iio.imread(tmp_path / "ds/masks/part_1_mask.png"))) <= {0, 255}
     np.testing.assert_array_equal(png, masks > 0)
-    labels, classes = read_label_tiff(tmp_path / "ds/labels/part 1.tif")
+    labels, classes = read_label_tiff(tmp_path / "ds/labels/part_1.tif")
     np.testing.assert_array_equal(labels, masks)
     assert classes[1] == "scratch"
     coco = COCO(str(tmp_path / "ds/coco/annotations.json"))
@@ -342,14 +342,14 @@ def test_export_round_trip(qtbot, make_widget, tmp_path, image):
         assert mask_utils.area(ann["segmentation"]) == ann["area"]
     np.testing.assert_array_equal(union, masks > 0)
     assert "scratch" in [c["name"] for c in coco.loadCats(coco.getCatIds())]
-    assert read_yolo_labels(tmp_path / "ds/yolo/labels" / dataset_split("part 1") / "part 1.txt", masks.shape)
-    prov = json.loads((tmp_path / "ds/provenance/part 1.json").read_text())
+    assert read_yolo_labels(tmp_path / "ds/yolo/labels" / dataset_split("part_1") / "part_1.txt", masks.shape)
+    prov = json.loads((tmp_path / "ds/provenance/part_1.json").read_text())
     text = json.dumps(prov)
     assert '"edited"' in text and '"prompts"' in text and "training-free" in text
     # a second export without overwrite keeps the files; an error is shown, not raised
     widget.c.export.click()
     assert "kept" in widget.status
-    widget.c.export_dir.setText(str(tmp_path / "ds/masks/part 1_mask.png"))
+    widget.c.export_dir.setText(str(tmp_path / "ds/masks/part_1_mask.png"))
     widget.c.export.click()
     assert "Export failed" in widget.status
 

@@ -40,6 +40,7 @@ class SegmentJob:
     done: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
     lost: dict[str, int] = field(default_factory=dict)
+    objects: dict[str, int] = field(default_factory=lambda: {"verified": 0, "pseudo": 0})
 
     # ------------------------------------------------------------------ per image
     def export(self, path: Path, instances, provenance: dict) -> None:
@@ -47,17 +48,20 @@ class SegmentJob:
         COCO shards are merged later (:meth:`merge`)."""
         import numpy as np
 
-        from ..export import export_pseudo_labels
+        from ..export import ExportRequest, write_export
 
         a = self.args
         ids = [int(i) for i in np.unique(instances) if i > 0]
-        report = export_pseudo_labels(
-            self.out, self.stems[path], instances, dict.fromkeys(ids, a.class_name), classes=[a.class_name],
+        report = write_export(ExportRequest(
+            out_dir=self.out, stem=self.stems[path], instances=instances,
+            instance_classes=dict.fromkeys(ids, a.class_name), classes=[a.class_name],
             formats=self.formats, provenance=provenance, image_file=path, overwrite=a.overwrite, coco_merge=False,
             coco_segmentation=a.coco_segmentation, dataset_images=a.dataset_images, val_fraction=a.val_fraction,
-            split_seed=a.split_seed, yolo_min_piece_area=a.yolo_min_piece_area)
+            split_seed=a.split_seed, yolo_min_piece_area=a.yolo_min_piece_area))
         for key, value in report.summary.items():
             self.lost[key] = self.lost.get(key, 0) + value
+        self.objects["verified"] += report.n_verified
+        self.objects["pseudo"] += report.n_pseudo
         self.done += 1
 
     def fail(self, path: Path, why: str, trace: str | None = None) -> None:
@@ -98,6 +102,9 @@ class SegmentJob:
         if any(self.lost.values()):
             print("  what the formats could not hold (docs/export-formats.md): "
                   + ", ".join(f"{key} {value}" for key, value in self.lost.items() if value))
+        if self.done:
+            print(f"  objects exported: {self.objects['pseudo']} pseudo-label(s) (unreviewed), "
+                  f"{self.objects['verified']} verified by a person")
         n_val = sum(self.split[f] == "val" for f in self.files)
         if "yolo" in self.formats:
             print(f"  split: {len(self.files) - n_val} train, {n_val} val" + (

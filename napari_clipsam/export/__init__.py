@@ -1,6 +1,9 @@
 """Pseudo-label export: one call writes an image's instances in several dataset formats at once.
 
->>> report = export_pseudo_labels("out", "000", instances, {1: "scratch"}, classes=["defect", "scratch"])
+>>> request = ExportRequest(out_dir="out", stem="000", instances=instances, instance_classes={1: "scratch"},
+...                         classes=["defect", "scratch"])      # checked here: bad fields raise ExportError
+>>> report = write_export(request)
+>>> report = export_pseudo_labels("out", "000", instances, {1: "scratch"}, classes=["defect", "scratch"])  # same
 
 Output layout inside ``out_dir`` (``<stem>`` is the image's file stem, ``<split>`` ``train`` or ``val``):
 
@@ -13,6 +16,7 @@ Output layout inside ``out_dir`` (``<stem>`` is the image's file stem, ``<split>
 ``yolo/labels/<split>/<stem>.txt``         "yolo": one polygon per instance, normalised coordinates
 ``yolo/images/<split>/<stem>.<ext>``       "yolo" with ``dataset_images``: the image
 ``yolo/data.yaml``                         "yolo": relative paths, class names (only grows)
+``originals/<stem>.<ext>``                 ``keep_original``: a non-8-bit image as it was (the others are 8-bit)
 ``provenance/<stem>.json``                 always: who/what/when produced the files above
 =========================================  ========================================================
 
@@ -27,7 +31,7 @@ import dataclasses
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,25 +39,18 @@ import numpy as np
 
 from ..errors import ExportError
 from ..io.atomic import AtomicBatch
-from .coco import COCO_FILE, SEGMENTATION_MODES, coco_annotations
+from .coco import COCO_FILE, coco_annotations
 from .coco_merge import encode_coco_shard, merge_coco
-from .dataset import (
-    DEFAULT_SPLIT_SEED,
-    DEFAULT_VAL_FRACTION,
-    check_split_options,
-    dataset_split,
-    image_payload,
-    relative_posix,
-)
+from .dataset import ORIGINALS_DIR, DatasetImage, dataset_split, image_payload, relative_posix
 from .done import format_files, image_done, unfinished_formats
 from .locking import clean_stale_files, folder_lock
 from .mvtec import encode_mvtec_mask, mvtec_mask_path, read_mvtec_mask
-from .provenance import PROVENANCE_DIR, encode_provenance, jsonable, package_version, provenance_path
-from .tiff import MAX_LABEL_ID, encode_label_classes, encode_label_tiff, label_tiff_paths, read_label_tiff
-from .validation import (DEFAULT_CLASS, FORMATS, MAX_STEM_BYTES, check_formats, check_instances, check_stem,
-                         resolve_classes)
+from .provenance import PROVENANCE_DIR, encode_provenance, package_version, provenance_path
+from .request import ExportRequest
+from .tiff import encode_label_classes, encode_label_tiff, label_tiff_paths, read_label_tiff, read_label_verified
+from .validation import DEFAULT_CLASS, FORMATS, MAX_STEM_BYTES
+from .verified import COCO_VERIFIED_KEY
 from .yolo import (
-    YOLO_MIN_PIECE_AREA,
     check_class_order,
     data_yaml_path,
     encode_data_yaml,
@@ -65,9 +62,12 @@ from .yolo import (
 __all__ = [
     "FORMATS",
     "DEFAULT_CLASS",
+    "COCO_VERIFIED_KEY",
     "PROVENANCE_DIR",
     "ExportError",
     "ExportReport",
+    "ExportRequest",
+    "write_export",
     "export_pseudo_labels",
     "dataset_split",
     "image_done",
@@ -76,6 +76,7 @@ __all__ = [
     "safe_stem",
     "read_mvtec_mask",
     "read_label_tiff",
+    "read_label_verified",
     "read_yolo_labels",
 ]
 
@@ -119,66 +120,20 @@ class ExportReport:
             ``yolo_hole_pixels`` (hole pixels a YOLO polygon fills), ``yolo_bridge_pixels`` (background
             pixels drawn by the cuts joining pieces), ``coco_polygon_holes_as_rle`` (instances written as
             RLE in polygon mode because they have a hole).
+        n_verified, n_pseudo: the image's instances a person verified and those that are ClipSAM's unreviewed
+            output (:mod:`.verified`; every format records which is which).
     """
 
     written: list[Path] = dataclasses.field(default_factory=list)
     skipped: list[Path] = dataclasses.field(default_factory=list)
     split: str = "train"
     summary: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SUMMARY_KEYS, 0))
+    n_verified: int = 0
+    n_pseudo: int = 0
 
 
-def export_pseudo_labels(
-    out_dir: str | os.PathLike,
-    stem: str,
-    instances: np.ndarray,
-    instance_classes: Mapping[int, str] | None = None,
-    *,
-    classes: Iterable[str] | None = None,
-    formats: Iterable[str] = FORMATS,
-    provenance: Mapping | None = None,
-    image_file: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    coco_segmentation: str = "rle",
-    coco_merge: bool = True,
-    dataset_images: bool = False,
-    image: np.ndarray | None = None,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    split_seed: int = DEFAULT_SPLIT_SEED,
-    yolo_min_piece_area: int = YOLO_MIN_PIECE_AREA,
-) -> ExportReport:
-    """Write the pseudo-labels of one image in the requested formats.
-
-    Args:
-        out_dir: dataset folder, created if missing.
-        stem: the image's file stem (``"000"``); must be usable as a file name (no path separators).
-        instances: ``(H, W)`` integer (or bool) instance map; 0 = background, other values are
-            instance ids, not necessarily contiguous. Must be non-negative; at most 65535 for "tiff".
-        instance_classes: instance id -> class name. Ids missing here get ``"defect"``; ids not
-            present in ``instances`` are ignored.
-        classes: the user's class list, which orders COCO category ids and YOLO class indices in new
-            files. Classes used by the instances but missing from it are appended. Default: the
-            classes used (``["defect"]`` when there are none). A COCO file or ``data.yaml`` that
-            already exists keeps its own order and gets new classes appended; the ids actually used
-            are recorded under ``class_ids`` in the provenance.
-        formats: any subset of :data:`FORMATS`.
-        provenance: engine information (version, models, thresholds, prompts, edited flags...). Numpy
-            scalars and small arrays, paths, enums, dates and dataclasses are converted to JSON.
-        image_file: the original image file, recorded in the COCO entry (its name only, unless the
-            images are written) and the provenance (as given); copied when ``dataset_images``.
-        overwrite: replace this image's existing outputs (see below).
-        coco_segmentation: ``"rle"`` (exact masks) or ``"polygon"`` (outer outlines of each piece; RLE
-            for instances with a hole).
-        coco_merge: fold this image's COCO shard into ``coco/annotations.json`` now (default). Batch
-            writers pass False and call :func:`~.coco_merge.merge_coco` once at the end: the cost of one
-            image's export then does not grow with the folder.
-        dataset_images: also write the image into ``coco/images/<split>/`` and ``yolo/images/<split>/``
-            (for the requested formats of those two), making a folder the trainers read as it is. Needs
-            ``image`` or an existing ``image_file``.
-        image: the image pixels (``(H, W)`` or ``(H, W, 3)`` uint8/uint16), written as PNG when
-            ``dataset_images``; default: the bytes of ``image_file``.
-        val_fraction, split_seed: the train/val split (:func:`~.dataset.dataset_split`).
-        yolo_min_piece_area: pieces of an instance smaller than this (pixels) are left out of its YOLO
-            polygon, except its largest piece (see :mod:`.outline`).
+def write_export(request: ExportRequest) -> ExportReport:
+    """Write the pseudo-labels of one image as ``request`` says (:class:`~.request.ExportRequest`).
 
     Existing files (one definition of "done" with ``segment``'s resume, see :mod:`.done`):
         * A format whose per-image files are all in place is skipped (files listed in
@@ -199,60 +154,44 @@ def export_pseudo_labels(
         An :class:`ExportReport` of written and skipped files, the split and the summary.
 
     Raises:
-        ExportError: invalid input (raised before anything is written), an unreadable shared file,
-            or a file that could not be encoded or written (the folder is then left as it was).
+        ExportError: an unreadable image for ``dataset_images`` (raised before anything is written), an
+            unreadable shared file, or a file that could not be encoded or written (the folder is then left as
+            it was). Invalid fields are refused earlier, when the request is made.
     """
-    # ---- validate everything before touching the disk
-    instances = check_instances(instances)
-    stem = check_stem(stem)
-    formats = check_formats(formats)
-    if coco_segmentation not in SEGMENTATION_MODES:
-        raise ExportError(f"coco_segmentation must be one of {SEGMENTATION_MODES}, got {coco_segmentation!r}")
-    check_split_options(val_fraction, split_seed)
-    if isinstance(yolo_min_piece_area, bool) or not isinstance(yolo_min_piece_area, (int, np.integer)) \
-            or yolo_min_piece_area < 1:
-        raise ExportError(f"yolo_min_piece_area must be a whole number of pixels >= 1, got {yolo_min_piece_area!r}")
-    ids = [int(i) for i in np.unique(instances) if i > 0]
-    if "tiff" in formats and ids and ids[-1] > MAX_LABEL_ID:
-        raise ExportError(
-            f"instance id {ids[-1]} does not fit a uint16 label TIFF (max {MAX_LABEL_ID}); "
-            "relabel the instances (e.g. skimage.segmentation.relabel_sequential) or leave out 'tiff'"
-        )
-    class_list, id_class = resolve_classes(ids, instance_classes, classes)
-    engine = jsonable(provenance, "provenance") if provenance is not None else None
-    if image_file is not None and not isinstance(image_file, (str, os.PathLike)):
-        raise ExportError(f"image_file must be a file name, got {type(image_file).__name__}")
-    image_file = None if image_file is None else os.fspath(image_file)
-    out_dir = Path(out_dir)
-    split = dataset_split(stem, float(val_fraction), int(split_seed))
-    payload = None
-    if dataset_images and {"coco", "yolo"} & set(formats):
-        payload = image_payload(image_file, image)
-        if image is not None and np.asarray(image).shape[:2] != instances.shape:
-            raise ExportError(
-                f"image has shape {np.asarray(image).shape[:2]} but instances {instances.shape}; they must match"
-            )
-
-    image_suffix = payload[1] if payload is not None else None
-    with folder_lock(out_dir):  # shared files are read, merged and written by one process at a time
-        report, coco_written = _export_locked(
-            out_dir, stem, instances, formats, split, image_suffix, payload, overwrite, class_list, id_class,
-            classes is not None, image_file, engine, coco_segmentation, int(yolo_min_piece_area))
-        if coco_written and coco_merge:
-            merged = merge_coco(out_dir, [stem])
+    if not isinstance(request, ExportRequest):
+        raise ExportError(f"write_export takes an ExportRequest, got {type(request).__name__}")
+    split = dataset_split(request.stem, request.val_fraction, request.split_seed)
+    payload = image_payload(request.image_file, request.image, request.contrast_limits) \
+        if request.writes_images else None
+    with folder_lock(request.out_dir):  # shared files are read, merged and written by one process at a time
+        report, coco_written = _export_locked(request, split, payload)
+        if coco_written and request.coco_merge:
+            merged = merge_coco(request.out_dir, [request.stem])
             if merged is not None:
                 report.written.append(merged)
     return report
 
 
-def _export_locked(out_dir, stem, instances, formats, split, image_suffix, payload, overwrite, class_list,
-                   id_class, classes_given, image_file, engine, coco_segmentation, yolo_min_piece_area):
-    """The body of :func:`export_pseudo_labels`, run under the folder lock: ``(report, coco shard written)``."""
+def export_pseudo_labels(out_dir: str | os.PathLike, stem: str, instances: np.ndarray,
+                         instance_classes: Mapping[int, str] | None = None, **options) -> ExportReport:
+    """Shorthand for ``write_export(ExportRequest(out_dir=..., stem=..., instances=..., instance_classes=...,
+    **options))``: the options are :class:`~.request.ExportRequest`'s other fields, by keyword."""
+    return write_export(ExportRequest(out_dir=out_dir, stem=stem, instances=instances,
+                                      instance_classes=instance_classes, **options))
+
+
+def _export_locked(request: ExportRequest, split: str, payload: DatasetImage | None):
+    """The body of :func:`write_export`, run under the folder lock: ``(report, coco shard written)``."""
+    out_dir, stem, instances, formats = request.out_dir, request.stem, request.instances, request.formats
+    class_list, id_class, image_file = request.class_list, request.id_class, request.image_file
+    overwrite = request.overwrite
+    image_suffix = payload.suffix if payload is not None else None
     outputs: list[tuple[Path, bytes]] = []
     skipped: list[Path] = []
     done: list[str] = []
     class_ids: dict[str, dict[str, int]] = {}
-    report = ExportReport(split=split)
+    report = ExportReport(split=split, n_verified=sum(request.id_verified.values()))
+    report.n_pseudo = len(request.ids) - report.n_verified
     unfinished = set(formats) if overwrite else set(
         unfinished_formats(out_dir, stem, formats, split=split, image_suffix=image_suffix))
 
@@ -275,16 +214,19 @@ def _export_locked(out_dir, stem, instances, formats, split, image_suffix, paylo
     if "tiff" in unfinished:
         tif, sidecar = label_tiff_paths(out_dir, stem)
         add("tiff", tif, lambda: encode_label_tiff(instances))
-        add("tiff", sidecar, lambda: encode_label_classes(stem, id_class, class_list, image_file))
+        add("tiff", sidecar, lambda: encode_label_classes(stem, id_class, class_list, image_file,
+                                                          request.id_verified))
 
     if "coco" in unfinished:
         shard, *image = format_files(out_dir, stem, "coco", split, image_suffix)
         if image:
             file_name = relative_posix(image[0], out_dir / COCO_FILE.parent)
-            add("coco", image[0], lambda: payload[0])
+            add("coco", image[0], lambda: payload.data)
         else:
             file_name = Path(image_file).name if image_file else stem
-        annotations, holes = coco_annotations(instances, id_class, coco_segmentation)
+        annotations, holes = coco_annotations(instances, id_class, request.coco_segmentation)
+        for annotation in annotations:
+            annotation[COCO_VERIFIED_KEY] = request.id_verified[annotation["instance_id"]]
         report.summary["coco_polygon_holes_as_rle"] = holes
         add("coco", shard, lambda: encode_coco_shard(stem=stem, file_name=file_name, shape=instances.shape,
                                                      split=split if image else None, classes=class_list,
@@ -295,20 +237,25 @@ def _export_locked(out_dir, stem, instances, formats, split, image_suffix, paylo
         yaml_path = data_yaml_path(out_dir)
         old = read_data_yaml(yaml_path)
         old_names = old.get("names", [])
-        if classes_given:
+        if request.classes_given:
             check_class_order(yaml_path, old_names, class_list)
         names = old_names + [c for c in class_list if c not in old_names]
         index = {name: i for i, name in enumerate(names)}
-        labels, stats = encode_yolo_labels(instances, id_class, index, yolo_min_piece_area)
+        labels, stats = encode_yolo_labels(instances, id_class, index, request.yolo_min_piece_area)
         for key in ("dropped_pieces", "dropped_pixels", "hole_pixels", "bridge_pixels"):
             report.summary[f"yolo_{key}"] = getattr(stats, key)
         if image:
-            add("yolo", image[0], lambda: payload[0])
+            add("yolo", image[0], lambda: payload.data)
         add("yolo", label, lambda: labels)
         if names != old_names or old.get("train") != "images/train" or old.get("val") != "images/val" \
                 or "path" in old and Path(str(old["path"])).is_absolute():
             add("yolo", yaml_path, lambda: encode_data_yaml(names, old))
         class_ids["yolo"] = {name: index[name] for name in class_list}
+
+    if payload is not None and payload.original is not None and request.keep_original \
+            and ({"coco", "yolo"} & set(done)):
+        fmt = "coco" if "coco" in done else "yolo"
+        add(fmt, out_dir / ORIGINALS_DIR / f"{stem}{payload.original[1]}", lambda: payload.original[0])
 
     prov = provenance_path(out_dir, stem)
     if outputs or not prov.exists():
@@ -329,8 +276,12 @@ def _export_locked(out_dir, stem, instances, formats, split, image_suffix, paylo
             "classes": class_list,
             "instance_classes": {str(i): name for i, name in sorted(id_class.items())},
             "class_ids": class_ids,
+            "verified": {str(i): flag for i, flag in sorted(request.id_verified.items())},
+            "n_verified": report.n_verified,
+            "n_pseudo": report.n_pseudo,
+            "yolo_line_ids": list(request.ids) if "yolo" in done else None,
             "summary": dict(report.summary),
-            "engine": engine,
+            "engine": request.engine,
         }
         # first in the batch: a crash between renames leaves a record of what was about to be written
         outputs.insert(0, (prov, encode_provenance(prov, stem, image_file, record)))

@@ -8,12 +8,16 @@ own stem, the seed and the fraction, so it never changes when more images are ad
 
 Images: with ``dataset_images`` on, the exporter writes the image itself next to its labels:
 ``yolo/images/<split>/<stem><ext>`` (Ultralytics finds ``yolo/labels/<split>/<stem>.txt`` from it) and
-``coco/images/<split>/<stem><ext>`` (the COCO ``file_name``, relative to the ``coco`` folder). An image
-file in a format the trainers read is copied byte for byte; an in-memory array is written as PNG.
+``coco/images/<split>/<stem><ext>`` (the COCO ``file_name``, relative to the ``coco`` folder). An 8-bit image
+file in a format the trainers read is copied byte for byte; an in-memory array is written as PNG. An image that is
+not 8-bit (16-bit TIFF or PNG, floats) is written as the 8-bit image ClipSAM segmented (its normalisation, with
+the request's ``contrast_limits``; a TIFF stays a TIFF, so the name does not change), and with ``keep_original``
+the original also goes to ``originals/<stem><ext>`` (as it was; a TIFF for pixels), outside the trainers' folders.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -30,6 +34,9 @@ __all__ = [
     "dataset_split",
     "check_split_options",
     "image_payload",
+    "DatasetImage",
+    "trainer_suffix",
+    "ORIGINALS_DIR",
 ]
 
 SPLITS = ("train", "val")
@@ -37,6 +44,8 @@ DEFAULT_VAL_FRACTION = 0.2
 DEFAULT_SPLIT_SEED = 0
 # Suffixes both Ultralytics (cv2/PIL) and the usual COCO loaders (PIL) read; others are re-encoded as PNG.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# With keep_original, a non-8-bit image is also written here, as it was (the trainers' folders hold the 8-bit one).
+ORIGINALS_DIR = "originals"
 
 
 def dataset_split(stem: str, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SPLIT_SEED) -> str:
@@ -56,15 +65,34 @@ def check_split_options(val_fraction, seed) -> None:
         raise ExportError(f"split_seed must be an integer, got {seed!r}")
 
 
-def image_payload(image_file: str | None, image: np.ndarray | None) -> tuple[bytes, str]:
-    """``(bytes, suffix)`` of the image to write into the dataset.
+@dataclasses.dataclass(frozen=True)
+class DatasetImage:
+    """The image to write into the dataset: ``data`` with ``suffix`` for the trainers, and ``original`` (bytes,
+    suffix) when ``data`` is an 8-bit conversion of a non-8-bit image (None when the trainers get the original)."""
 
-    ``image`` (an ``(H, W)`` or ``(H, W, 3|4)`` uint8/uint16 array) wins and is encoded as PNG; otherwise
-    ``image_file`` is copied as it is when its suffix is in :data:`IMAGE_SUFFIXES`, else read and re-encoded
-    as PNG. Raises :class:`ExportError` when neither is usable.
+    data: bytes
+    suffix: str
+    original: tuple[bytes, str] | None = None
+
+
+def image_payload(image_file: str | None, image: np.ndarray | None,
+                  contrast_limits: tuple[float, float] | None = None) -> DatasetImage:
+    """The image to write into the dataset, 8-bit for the trainers.
+
+    ``image`` (an ``(H, W)`` or ``(H, W, 3|4)`` array) wins and is encoded as PNG; otherwise ``image_file`` is copied
+    as it is when its suffix is in :data:`IMAGE_SUFFIXES` and it holds 8-bit pixels, else read and re-encoded (an
+    8-bit PNG or TIFF keeps its suffix; another format becomes PNG). Pixels that are not 8-bit (16-bit, other
+    integers, floats) are mapped to 8 bits exactly as ClipSAM maps them before segmenting
+    (:func:`~napari_clipsam.io.images.normalise_image`: linearly from ``contrast_limits``, else from the 0.5/99.5
+    percentiles; gray stays gray), and the original is returned beside them. Raises :class:`ExportError` when
+    neither is usable.
     """
     if image is not None:
-        return _png(np.asarray(image), "image"), ".png"
+        arr = np.asarray(image)
+        if _is_8bit(arr):
+            return DatasetImage(_png(arr, "image"), ".png")
+        return DatasetImage(_png(_to_8bit(arr, contrast_limits, "image"), "image"), ".png",
+                            (_tiff(arr), ".tif"))
     if image_file is None:
         raise ExportError(
             "dataset_images needs the image: pass image_file (a readable file) or image (the pixels), "
@@ -78,13 +106,70 @@ def image_payload(image_file: str | None, image: np.ndarray | None) -> tuple[byt
         )
     suffix = path.suffix.lower()
     try:
-        if suffix in IMAGE_SUFFIXES:
-            return path.read_bytes(), suffix
-        import imageio.v3 as iio
+        if suffix in IMAGE_SUFFIXES and _file_is_8bit(path, suffix):
+            return DatasetImage(path.read_bytes(), suffix)
+        from ..io.images import read_image
 
-        return _png(np.asarray(iio.imread(path)), str(path)), ".png"
+        arr = np.asarray(read_image(path))
+        if _is_8bit(arr):
+            return DatasetImage(_png(arr, str(path)), ".png")
+        pixels = _to_8bit(arr, contrast_limits, str(path))
+        if suffix in (".tif", ".tiff"):
+            return DatasetImage(_tiff(pixels), suffix, (path.read_bytes(), suffix))
+        return DatasetImage(_png(pixels, str(path)), ".png", (path.read_bytes(), suffix))
     except OSError as err:
         raise ExportError(f"dataset_images: cannot read the image file {path}: {err}") from err
+    except ValueError as err:  # InvalidInputError and decoder errors: a file that is not a usable image
+        raise ExportError(f"dataset_images: cannot use the image file {path}: {err}") from err
+
+
+def trainer_suffix(path: str | os.PathLike) -> str:
+    """The suffix the dataset image of the file ``path`` gets (its own when trainers read it, else ``.png``)."""
+    suffix = Path(path).suffix.lower()
+    return suffix if suffix in IMAGE_SUFFIXES else ".png"
+
+
+def _is_8bit(arr: np.ndarray) -> bool:
+    return arr.dtype in (np.uint8, np.bool_)
+
+
+def _file_is_8bit(path: Path, suffix: str) -> bool:
+    """Whether an image file holds 8-bit pixels, from its header (no decoding)."""
+    if suffix == ".png":
+        with open(path, "rb") as f:
+            head = f.read(26)
+        return len(head) < 26 or head[24] <= 8  # IHDR bit depth; a damaged header is left to the copy
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return np.dtype(tif.pages[0].dtype) in (np.uint8, np.bool_)
+        except (tifffile.TiffFileError, TypeError, ValueError):
+            return True  # not a TIFF tifffile reads: copied as before
+    return True  # JPEG, BMP, WebP hold 8-bit pixels
+
+
+def _to_8bit(arr: np.ndarray, contrast_limits, what: str) -> np.ndarray:
+    """``arr`` mapped to uint8 by ClipSAM's own normalisation; a gray image stays ``(H, W)``."""
+    from ..io.images import normalise_image
+
+    gray = arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 2))
+    try:
+        rgb, _ = normalise_image(arr, contrast_limits)
+    except ValueError as err:
+        raise ExportError(f"{what}: cannot write this image for the trainers: {err}") from err
+    return rgb[..., 0] if gray else rgb
+
+
+def _tiff(arr: np.ndarray) -> bytes:
+    import io
+
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, arr, compression="zlib")
+    return buffer.getvalue()
 
 
 def _png(arr: np.ndarray, what: str) -> bytes:

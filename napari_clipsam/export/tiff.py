@@ -5,7 +5,9 @@ compressed), so it opens as a Labels layer in napari or Fiji. The JSON sidecar m
 class name::
 
     {"stem": "000", "image_file": "000.png", "classes": ["defect", "scratch"],
-     "instances": {"1": "defect", "4": "scratch"}}
+     "instances": {"1": "defect", "4": "scratch"}, "verified": {"1": true, "4": false}}
+
+``verified`` says per id whether a person verified the instance or it is ClipSAM's unreviewed output.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "encode_label_tiff",
     "encode_label_classes",
     "read_label_tiff",
+    "read_label_verified",
 ]
 
 LABEL_DIR = "labels"
@@ -46,15 +49,19 @@ def encode_label_tiff(instances: np.ndarray) -> bytes:
 
 
 def encode_label_classes(
-    stem: str, instance_classes: dict[int, str], classes: list[str], image_file: str | None
+    stem: str, instance_classes: dict[int, str], classes: list[str], image_file: str | None,
+    verified: dict[int, bool] | None = None,
 ) -> bytes:
-    """The sidecar JSON bytes: stem, image file, class list and ``{"<id>": class name}``."""
+    """The sidecar JSON bytes: stem, image file, class list, ``{"<id>": class name}`` and, when given,
+    ``"verified": {"<id>": bool}`` (whether a person verified the instance, see :mod:`.verified`)."""
     sidecar = {
         "stem": stem,
         "image_file": image_file,
         "classes": list(classes),
         "instances": {str(i): name for i, name in sorted(instance_classes.items())},
     }
+    if verified is not None:
+        sidecar["verified"] = {str(i): bool(flag) for i, flag in sorted(verified.items())}
     return (json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -70,3 +77,12 @@ def read_label_tiff(path: str | Path) -> tuple[np.ndarray, dict[int, str]]:
         return labels, {}
     mapping = json.loads(sidecar.read_text(encoding="utf-8")).get("instances", {})
     return labels, {int(i): str(name) for i, name in mapping.items()}
+
+
+def read_label_verified(path: str | Path) -> dict[int, bool]:
+    """``{instance id: verified}`` from the sidecar of a label TIFF (empty when it has none: an older export)."""
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.exists():
+        return {}
+    table = json.loads(sidecar.read_text(encoding="utf-8")).get("verified", {})
+    return {int(i): bool(flag) for i, flag in table.items()}

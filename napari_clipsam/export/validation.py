@@ -1,4 +1,4 @@
-"""Input checks of :func:`napari_clipsam.export.export_pseudo_labels`: every refusal is an ExportError naming
+"""Input checks of :class:`napari_clipsam.export.ExportRequest`: every refusal is an ExportError naming
 the argument, raised before anything is written."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def check_formats(formats) -> tuple[str, ...]:
 def resolve_classes(
     ids: list[int], instance_classes: Mapping | None, classes: Iterable[str] | None
 ) -> tuple[list[str], dict[int, str]]:
-    """``(class list, {id: class name} for every present id)``; see :func:`export_pseudo_labels`."""
+    """``(class list, {id: class name} for every present id)``; see :class:`~.request.ExportRequest`."""
     if isinstance(classes, str):
         raise ExportError(f"classes must be a list of class names, not the string {classes!r}")
     class_list: list[str] = []

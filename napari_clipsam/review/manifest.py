@@ -17,7 +17,8 @@ Two files in the output folder, always written together and atomically (both or 
           "outputs": ["masks/sub__img2_mask.png", ...],   # relative to the output folder
           "n_instances": 2,                         # null unless accepted
           "edited": true,                           # the user corrected the pseudo-labels
-          "note": ""
+          "note": "",
+          "n_verified": 2                           # instances a person verified (all, on Accept); null unless accepted
         }
       }
     }
@@ -57,7 +58,7 @@ MANIFEST_NAME = "clipsam_manifest.json"
 CSV_NAME = "clipsam_manifest.csv"
 FORMAT = "napari-clipsam/qa-manifest"
 VERSION = 1
-CSV_COLUMNS = ("image", "verdict", "time", "stem", "n_instances", "edited", "note", "outputs")
+CSV_COLUMNS = ("image", "verdict", "time", "stem", "n_instances", "edited", "note", "outputs", "n_verified")
 
 
 class Verdict(str, Enum):
@@ -86,6 +87,8 @@ class Entry:
         n_instances: number of instances accepted; None unless accepted.
         edited: whether the user corrected the engine's pseudo-labels before accepting.
         note: free text (e.g. why an image was rejected).
+        n_verified: instances a person verified among those accepted (an Accept verifies all of them; the rest of
+            an export are ClipSAM's pseudo-labels); None unless accepted.
     """
 
     verdict: Verdict
@@ -95,6 +98,7 @@ class Entry:
     n_instances: int | None = None
     edited: bool = False
     note: str = ""
+    n_verified: int | None = None
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "verdict": self.verdict.value}
@@ -108,7 +112,8 @@ class Entry:
             raise ValueError(f"outputs must be a list of paths, got {outputs!r}")
         return cls(verdict=Verdict(data["verdict"]), time=str(data["time"]), stem=str(data["stem"]),
                    outputs=list(outputs), n_instances=None if n is None else int(n),
-                   edited=bool(data.get("edited", False)), note=str(data.get("note", "")))
+                   edited=bool(data.get("edited", False)), note=str(data.get("note", "")),
+                   n_verified=None if data.get("n_verified") is None else int(data["n_verified"]))
 
 
 class Manifest:
@@ -234,7 +239,8 @@ class Manifest:
         for key, e in self.entries.items():
             writer.writerow([spreadsheet_text(key), e.verdict.value, e.time, spreadsheet_text(e.stem),
                              "" if e.n_instances is None else e.n_instances, str(e.edited).lower(),
-                             spreadsheet_text(e.note), spreadsheet_text(";".join(e.outputs))])
+                             spreadsheet_text(e.note), spreadsheet_text(";".join(e.outputs)),
+                             "" if e.n_verified is None else e.n_verified])
         return buf.getvalue().encode("utf-8-sig")
 
 

@@ -31,7 +31,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..export import (FORMATS, ExportError, ExportReport, export_pseudo_labels, label_tiff_paths, read_label_tiff, safe_stem)
+from ..export import (FORMATS, ExportError, ExportReport, ExportRequest, label_tiff_paths, read_label_tiff, safe_stem,
+                      write_export)
 from ..io.images import IMAGE_SUFFIXES, read_image
 from .manifest import Entry, Manifest, Verdict, utc_now
 
@@ -179,9 +180,10 @@ class QASession:
 
         ``instances`` is (H, W), or with ``multi_frame`` (N, H, W) for a multi-frame image (each frame under
         ``<stem>_f003``, as the Export tab names frames). ``instance_classes`` ... ``overwrite`` are passed to
-        :func:`~napari_clipsam.export.export_pseudo_labels` (with this image's export stem and its path relative
+        :class:`~napari_clipsam.export.ExportRequest` (with this image's export stem and its path relative
         to the input folder as ``image_file``). A label TIFF is always written (it is what :meth:`saved_labels`
-        reads back when the review returns to the image). ``edited`` says the user corrected the engine's labels;
+        reads back when the review returns to the image). Every instance of an accepted image is recorded as verified
+        by a person (``verified=True`` in each export; ``n_verified`` in the manifest). ``edited`` says the user corrected the engine's labels;
         it goes to the manifest and, as ``"edited"``, to the provenance when that is a mapping without such a key.
 
         Raises:
@@ -196,15 +198,19 @@ class QASession:
         if multi_frame and arr.ndim != 3:
             raise ExportError(f"multi-frame labels must be (N, H, W), got shape {arr.shape}")
         planes = [(frame_stem(stem, f), arr[f]) for f in range(arr.shape[0])] if multi_frame else [(stem, arr)]
-        reports = [export_pseudo_labels(self.output_dir, s, plane, instance_classes, classes=classes,
-                                        formats=formats, provenance=provenance, image_file=key,
-                                        overwrite=overwrite) for s, plane in planes]
+        reports = [write_export(ExportRequest(out_dir=self.output_dir, stem=s, instances=plane,
+                                              instance_classes=instance_classes, classes=classes, formats=formats,
+                                              provenance=provenance, image_file=key, overwrite=overwrite,
+                                              verified=True))
+                   for s, plane in planes]
         report = ExportReport(written=[p for r in reports for p in r.written],
-                              skipped=[p for r in reports for p in r.skipped])
+                              skipped=[p for r in reports for p in r.skipped],
+                              n_verified=sum(r.n_verified for r in reports), n_pseudo=sum(r.n_pseudo for r in reports))
         ids = np.unique(arr)
         outputs = [p.relative_to(self.output_dir).as_posix() for p in report.written + report.skipped]
         self._manifest.set(key, Entry(Verdict.ACCEPTED, utc_now(), stem, outputs=list(dict.fromkeys(outputs)),
-                                      n_instances=int((ids > 0).sum()), edited=bool(edited), note=str(note)))
+                                      n_instances=int((ids > 0).sum()), edited=bool(edited), note=str(note),
+                                      n_verified=report.n_verified))
         return report
 
     def saved_labels(self, path_or_index=None, frames: int | None = None):

@@ -92,6 +92,8 @@ TOOLTIPS = {
     "format_coco": "coco/annotations.json: instances as RLE masks, shared by all images of the folder.",
     "format_yolo": "yolo/labels/<name>.txt + yolo/data.yaml: YOLO segmentation polygons.",
     "overwrite": "Replace this image's files if they exist (otherwise they are kept and reported as skipped).",
+    "keep_original": "The dataset's images are 8-bit, mapped as ClipSAM saw them (the layer's contrast limits); "
+                     "tick to also keep a 16-bit (or float) image as it was, in originals/.",
     "export": "Export the masks of the chosen image (per frame for a stack: <name>_f003) with their classes, "
               "the prompts and whether you edited them by hand.",
     "qa_input": "Folder of images to review (read only).",
@@ -156,6 +158,7 @@ class Controls:
     export_browse: QPushButton
     formats: dict[str, QCheckBox]
     overwrite: QCheckBox
+    keep_original: QCheckBox
     export: QPushButton
     qa_input: QLineEdit
     qa_input_browse: QPushButton
@@ -289,6 +292,8 @@ def build_controls(parent: QWidget) -> Controls:
     gform.addRow("Formats", _row(*c["formats"].values()))
     c["overwrite"] = _tip(QCheckBox("overwrite existing files"), "overwrite")
     gform.addRow(c["overwrite"])
+    c["keep_original"] = _tip(QCheckBox("keep 16-bit originals"), "keep_original")
+    gform.addRow(c["keep_original"])
     c["export"] = _tip(QPushButton("Export"), "export")
     gform.addRow(c["export"])
     lay.addWidget(group)

@@ -202,7 +202,8 @@ class FolderPanel(QObject):
             self.widget.set_status(f"Accept failed, nothing recorded: {err}")
             return False
         note = " (replaced the labels saved before)" if differs else ""
-        self.widget.set_status(f"Accepted {self.session.key()}: {len(report.written)} file(s) written{note}.")
+        self.widget.set_status(f"Accepted {self.session.key()}: {len(report.written)} file(s) written{note}; "
+                               f"{report.n_verified} object(s) recorded as verified by you.")
         self._advance()
         return True
 
