@@ -155,8 +155,8 @@ def main() -> None:
     t0 = time.perf_counter()
     reopened.segment(image, "metal plate")
     t_warm = time.perf_counter() - t0
-    print(f"reopen in a new session: {t_warm:.2f} s with the disk cache (SAM encoder calls "
-          f"{reopened.sam.encoder_calls}) vs {t_cold:.2f} s without")
+    print(f"reopen in a new session: {t_warm:.2f} s with the disk cache (SAM encoder runs "
+          f"{reopened.cache_info().sam_embeddings.misses}) vs {t_cold:.2f} s without")
     viewer.close()
 
 

@@ -107,8 +107,8 @@ def main() -> None:
           f"({held_bytes(results.values()) / 2**20 / len(results):.2f} MiB per frame)")
     if hasattr(engine, "cache_info"):
         info = engine.cache_info()
-        print(f"engine cache: {info['bytes'] / 2**20:.1f} MiB in {info['entries']} entries "
-              f"(bound {info['max_bytes'] / 2**20:.0f} MiB)")
+        print(f"engine cache: {info.bytes / 2**20:.1f} MiB in {info.entries} entries "
+              f"(bound {info.max_bytes / 2**20:.0f} MiB)")
     print(f"resident memory: {before:.0f} MiB before the Run, peak {peak:.0f} MiB (+{peak - before:.0f} MiB), "
           f"after {rss_mib():.0f} MiB (+{rss_mib() - before:.0f} MiB)")
     viewer.close()

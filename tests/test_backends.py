@@ -156,9 +156,9 @@ def test_openvino_float32_segment_gives_torch_results_with_its_own_stamp(engines
     assert r_ref.provenance["encoders"]["backend"] == "torch"
     assert r_ov.sam_id.endswith("/openvino-float32")
     ref.clear_caches()  # in memory; the torch engine's own embedding of this image is still on disk
-    calls = ref.sam.encoder_calls
+    calls = ref.cache_info().sam_embeddings.misses
     again = ref.refine(r_ov, points=[[40, 40]], point_labels=[1])  # on torch's embedding, never OpenVINO's
-    assert again.sam_id == ref.sam.model_id and ref.sam.encoder_calls == calls
+    assert again.sam_id == ref.sam.model_id and ref.cache_info().sam_embeddings.misses == calls
 
 
 # ----------------------------------------------------------------------------------------------- cache

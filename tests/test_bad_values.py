@@ -123,16 +123,16 @@ def test_object_names_that_are_not_text_are_refused(eng, name):
 def test_refine_refuses_a_result_made_by_another_sam_or_re_embeds_with_the_image(result):
     other = tiny_engine(seed=1)  # another SAM (other weights)
     assert other.sam.model_id != result.sam_id
-    calls = other.sam.decoder_calls
+    calls = other.cache_info().sam_decoder.misses
     with pytest.raises(EngineMismatchError, match="made by another SAM.*Pass image="):
         other.refine(result, points=[[20, 20]])
-    assert other.sam.decoder_calls == calls  # nothing was decoded on the foreign embedding
-    encoder_calls = other.sam.encoder_calls
+    assert other.cache_info().sam_decoder.misses == calls  # nothing was decoded on the foreign embedding
+    encoded = other.cache_info().sam_embeddings.misses
     redone = other.refine(result, points=[[20, 20]], image=IMAGE)
-    assert other.sam.encoder_calls == encoder_calls + 1 and redone.sam_id == other.sam.model_id
+    assert other.cache_info().sam_embeddings.misses == encoded + 1 and redone.sam_id == other.sam.model_id
     direct = other.refine(result, points=[[20, 20]])  # now on the embedding it cached: no image needed
     np.testing.assert_array_equal(redone.final_map, direct.final_map)  # same SAM masks
-    assert other.sam.encoder_calls == encoder_calls + 1
+    assert other.cache_info().sam_embeddings.misses == encoded + 1
     with pytest.raises(InvalidInputError, match="not the image this result was made from"):
         tiny_engine(seed=1).refine(result, points=[[20, 20]], image=IMAGE[::-1])
     # the rough map's provenance stays the one the result was made with; SAM's is the refining engine's

@@ -53,7 +53,7 @@ def test_same_weights_other_activation_get_other_keys_and_their_own_features(tmp
     cg = TextEmbeddingCache(gelu, tok, ig["clip_model"], ig["clip_weights"], tmp_path, cpu)  # same disk cache
     assert cq.key("part", cfg.prompt_set_hash()) != cg.key("part", cfg.prompt_set_hash())
     Tg = cg.get("part", cfg)
-    assert cg.encoder_calls == 1, "the GELU model was served the QuickGELU model's text embeddings"
+    assert cg.cache_info().misses == 1, "the GELU model was served the QuickGELU model's text embeddings"
     fresh = TextEmbeddingCache(gelu, tok, "x", "y", None, cpu).compute("part", cfg)
     np.testing.assert_allclose(Tg.numpy(), fresh.numpy(), atol=1e-6)
     assert float((Tq - Tg).abs().max()) > 1e-4  # the two really differ
@@ -256,7 +256,7 @@ def test_text_cache_key_is_versioned_and_bad_entries_are_recomputed(tmp_path):
         np.save(entry, bad)
         again = TextEmbeddingCache(clip, tok, "m", "w", tmp_path, torch.device("cpu"))
         np.testing.assert_allclose(again.get("part", cfg).numpy(), good.numpy(), atol=1e-6)
-        assert again.encoder_calls == 1
+        assert again.cache_info().misses == 1
 
 
 def test_openvino_save_failure_like_a_full_disk_keeps_the_converted_model(tmp_path, monkeypatch, caplog):

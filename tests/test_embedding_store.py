@@ -25,19 +25,19 @@ def test_a_new_engine_reuses_the_embedding_from_disk(weights):
     image = synthetic_image("part", "crack", size=96, seed=1)[0]
     first = engine_from(weights)
     a = first.segment(image, "machined part")
-    assert first.sam.encoder_calls == 1
+    assert first.cache_info().sam_embeddings.misses == 1
     second = engine_from(weights)  # a new session: nothing in memory
     b = second.segment(image, "machined part")
-    assert second.sam.encoder_calls == 0, "the encoder ran although the embedding was on disk"
+    assert second.cache_info().sam_embeddings.misses == 0, "the encoder ran although the embedding was on disk"
     assert np.array_equal(a.instances, b.instances) and np.array_equal(a.final_map, b.final_map)
     pts = np.array([[40.0, 40.0]], np.float32)
     assert np.array_equal(first.refine(a, pts, [1]).final_map, second.refine(b, pts, [1]).final_map)
     other = engine_from(weights, seed=1)  # another SAM: never its embeddings
     other.segment(image, "machined part")
-    assert other.sam.encoder_calls == 1
+    assert other.cache_info().sam_embeddings.misses == 1
     off = engine_from(weights, embedding_cache_bytes=0)
     off.segment(synthetic_image("part", "crack", size=96, seed=2)[0], "machined part")
-    assert off.sam.encoder_calls == 1
+    assert off.cache_info().sam_embeddings.misses == 1
 
 
 def test_store_is_bounded_and_ignores_damaged_entries(tmp_path):
@@ -68,7 +68,7 @@ def test_an_embedding_made_by_a_refine_is_stored_on_disk_too(tmp_path):
     stored = engine_from(tmp_path)  # same SAM weights, store on: refines after the eviction
     pts = np.array([[40.0, 40.0]], np.float32)
     refined = stored.refine(result, pts, [1], image=image)
-    assert stored.sam.encoder_calls == 1
+    assert stored.cache_info().sam_embeddings.misses == 1
     again = engine_from(tmp_path)  # a new session
     assert np.array_equal(again.refine(result, pts, [1], image=image).final_map, refined.final_map)
-    assert again.sam.encoder_calls == 0, "the refine's embedding never reached the disk store"
+    assert again.cache_info().sam_embeddings.misses == 0, "the refine's embedding never reached the disk store"

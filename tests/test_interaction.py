@@ -142,10 +142,10 @@ def test_a_correction_after_the_engine_forgot_the_image_still_refines(qtbot, mak
     run(qtbot, widget)
     out, loop = widget.outputs_for(src), widget.correction_for(src)
     forgetful.clear_caches("embedding")  # as if other images had pushed it out
-    encoded = forgetful.sam.encoder_calls
+    encoded = forgetful.cache_info().sam_embeddings.misses
     with qtbot.waitSignal(loop.refined, timeout=WAIT_MS):
         out.prompts.add([40.0, 40.0])
-    assert forgetful.sam.encoder_calls == encoded + 1 and "Refined" in widget.status, widget.status
+    assert forgetful.cache_info().sam_embeddings.misses == encoded + 1 and "Refined" in widget.status, widget.status
     got = out.results[None]
     want = tiny_engine(seed=0).refine(got, points=got.points, point_labels=got.point_labels, boxes=got.boxes,
                                       image=image)

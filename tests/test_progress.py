@@ -37,7 +37,7 @@ def test_cancel_inside_the_sam_encoder_stops_it(engine, images):
     def cancelled():
         return seen.count("sam encoder") >= 2  # after the encoder's first block
 
-    calls = engine.sam.encoder_calls
+    calls = engine.cache_info().sam_embeddings.misses
     ran = []
     handle = engine.sam.model.image_encoder.neck.register_forward_hook(lambda *a: ran.append(1))
     try:
@@ -45,7 +45,8 @@ def test_cancel_inside_the_sam_encoder_stops_it(engine, images):
             engine.segment(images[0], "machined part", progress=progress, cancelled=cancelled)
     finally:
         handle.remove()
-    assert engine.sam.encoder_calls == calls + 1 and not ran, "the encoder ran to its end after the cancel"
+    assert engine.cache_info().sam_embeddings.misses == calls + 1 and not ran, \
+        "the encoder ran to its end after the cancel"
     result = engine.segment(images[0], "machined part")  # nothing half-made was cached
     assert result.final_map.shape == images[0].shape[:2]
     assert np.isfinite(result.final_map).all()

@@ -307,7 +307,9 @@ def test_recursive_session_ignores_its_output_folder(tmp_path):
 
 
 def encoder_calls(engine) -> tuple[int, int]:
-    return engine.sam.encoder_calls, engine.vision.vision_calls
+    """How many images SAM's and CLIP's image encoders have run on (the caches' misses)."""
+    info = engine.cache_info()
+    return info.sam_embeddings.misses, info.clip_features.misses
 
 
 def test_session_with_engine_end_to_end(folders, engine):

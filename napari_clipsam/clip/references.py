@@ -9,8 +9,6 @@ per layer (64 MiB for ViT-L with 4 layers at 4096). Written atomically; an unrea
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import zipfile
@@ -46,6 +44,11 @@ class ReferenceSets:
         with self._lock:
             return self._banks.get(object_name, self._banks.get(None))
 
+    def __len__(self) -> int:
+        """How many sets are in use."""
+        with self._lock:
+            return len(self._banks)
+
     def describe(self, object_name: str | None, config) -> dict[str, Any] | None:
         """What the references applying to ``object_name`` are (content hashes, weight, bank), or None."""
         bank = self.bank(object_name)
@@ -63,24 +66,24 @@ class ReferenceSets:
         return {("*" if n is None else n): self.describe(n, config) for n in names}
 
 
-def bank_cache_path(folder, identity: dict, config, reference_keys: list[str]) -> Path:
+def bank_cache_path(folder, identity: dict, config, reference_keys: list[str], version: int | None = None) -> Path:
     """Where the bank of these references (content hashes), this CLIP (model, weights and architecture ids), this
     encoder backend and CLIP precision (``identity["encoders"]``: an OpenVINO bf16 bank is not a torch fp32 one)
     and these settings (input size, layers, bank size, neighbourhood, augmentation) is cached:
-    ``folder/<hash>.npz``."""
+    ``folder/<key>.npz``, the :func:`~napari_clipsam.io.cache_files.cache_key` of these fields and
+    :data:`~.fewshot.FORMAT_VERSION` (``version``: another format's, for tests)."""
+    from ..io.cache_files import cache_key
+
     encoders = identity.get("encoders") or {}
-    setting = json.dumps({"format": FORMAT_VERSION, "clip_model": identity.get("clip_model"),
-                          "clip_weights": identity.get("clip_weights"),
-                          "clip_architecture": identity.get("clip_architecture"),
-                          "backend": encoders.get("backend", "torch"),
-                          "clip_precision": encoders.get("clip_precision", config.dtype),
-                          "image_size": int(config.image_size),
-                          "layers": [int(i) for i in config.feature_layers], "dtype": config.dtype,
-                          "bank_size": int(config.fewshot_bank_size),
-                          "neighbourhood": int(config.fewshot_neighbourhood),
-                          "augment": bool(config.fewshot_augment), "references": sorted(reference_keys)},
-                         sort_keys=True, default=str)
-    return Path(folder) / f"{hashlib.sha256(setting.encode()).hexdigest()[:32]}.npz"
+    setting = {"cache": "reference-bank", "clip_model": identity.get("clip_model"),
+               "clip_weights": identity.get("clip_weights"), "clip_architecture": identity.get("clip_architecture"),
+               "backend": encoders.get("backend", "torch"),
+               "clip_precision": encoders.get("clip_precision", config.dtype),
+               "image_size": int(config.image_size), "layers": [int(i) for i in config.feature_layers],
+               "dtype": config.dtype, "bank_size": int(config.fewshot_bank_size),
+               "neighbourhood": int(config.fewshot_neighbourhood),
+               "augment": bool(config.fewshot_augment), "references": sorted(reference_keys)}
+    return Path(folder) / f"{cache_key(setting, FORMAT_VERSION if version is None else version)}.npz"
 
 
 def load_bank(path: Path) -> NormalBank | None:
@@ -127,10 +130,12 @@ def reference_tokens(vision, views: list[np.ndarray], layers: tuple[int, ...], b
 
 
 def bank_from_images(images, vision, identity: dict, config, autocast=None, *, batch_size: int = 1,
-                     cache: bool = True, step=None) -> NormalBank:
+                     cache: bool = True, step=None, counter=None) -> NormalBank:
     """The :class:`NormalBank` of reference images (any input :func:`~napari_clipsam.io.images.normalise_image`
     accepts; duplicates count once, order does not matter), read from or written to the on-disk cache
-    (``<cache>/references``) unless ``cache`` is False. Raises ValueError naming a reference that is not an image.
+    (``<cache>/references``) unless ``cache`` is False. ``counter`` (optional, a
+    :class:`~napari_clipsam.io.cache_files.HitCounter`) hears a hit for a bank read from the cache and a miss for
+    one CLIP built. Raises ValueError naming a reference that is not an image.
     """
     from ..io.images import image_key, normalise_image
     from ..weights.registry import cache_dir
@@ -157,6 +162,8 @@ def bank_from_images(images, vision, identity: dict, config, autocast=None, *, b
 
         sweep_stale(path.parent)
     bank = load_bank(path) if cache else None
+    if counter is not None:
+        (counter.miss if bank is None else counter.hit)()
     if bank is None:
         views = [v for k in keys for v in augmented_views(rgbs[k], config.fewshot_augment)]
         tokens = reference_tokens(vision, views, layers, max(int(batch_size), 1), autocast, step)

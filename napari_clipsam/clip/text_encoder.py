@@ -106,7 +106,7 @@ class TextEmbeddingCache:
 
     def __init__(self, clip_model, tokenizer, model_id: str, weights_id: str, cache_dir: Path | None,
                  device: torch.device, memory_items: int = 64, architecture: str | None = None):
-        from ..io.cache_files import architecture_fingerprint, sweep_stale
+        from ..io.cache_files import HitCounter, architecture_fingerprint, sweep_stale
 
         self.clip_model = clip_model
         self.tokenizer = tokenizer
@@ -119,29 +119,43 @@ class TextEmbeddingCache:
         self.device = device
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._memory_items = memory_items
-        self.encoder_calls = 0  # how many times the text transformer really ran (tests, benchmarks)
+        self._counts = HitCounter()
 
-    def key(self, object_name: str, prompt_hash: str) -> str:
-        blob = "|".join([f"text-v{TEXT_CACHE_FORMAT}", str(self.model_id), str(self.weights_id), self.architecture,
-                         clean_object_name(object_name), prompt_hash])
-        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    def key(self, object_name: str, prompt_hash: str, version: int | None = None) -> str:
+        """The cache key (also the file name) of one object's ``T``: :data:`TEXT_CACHE_FORMAT` and the CLIP model,
+        weights and architecture ids, the object name and the prompt set's hash."""
+        from ..io.cache_files import cache_key
+
+        return cache_key({"cache": "text-embedding", "clip_model": str(self.model_id),
+                          "clip_weights": str(self.weights_id), "clip_architecture": self.architecture,
+                          "object_name": clean_object_name(object_name), "prompt_set": prompt_hash},
+                         TEXT_CACHE_FORMAT if version is None else version)
 
     def get(self, object_name: str, config, truncate: bool = True) -> torch.Tensor:
         """``T`` (2, D) float32 on the engine's device: row 0 normal, row 1 anomalous."""
         key = self.key(object_name, config.prompt_set_hash())
         if key in self._memory:
             self._memory.move_to_end(key)
+            self._counts.hit()
             return self._memory[key]
         T = self._load(key) if config.text_cache else None
         if T is None:
+            self._counts.miss()  # the text tower runs
             T = self.compute(object_name, config, truncate=truncate)
             if config.text_cache:
                 self._save(key, T)
+        else:
+            self._counts.hit()
         T = T.to(self.device)
         self._memory[key] = T
         while len(self._memory) > self._memory_items:
             self._memory.popitem(last=False)
         return T
+
+    def cache_info(self):
+        """:class:`~napari_clipsam.io.cache_files.CacheInfo` of :meth:`get`: hits (memory or disk), misses (the text
+        tower ran) and the embeddings held in memory."""
+        return self._counts.info(len(self._memory))
 
     def compute(self, object_name: str, config, truncate: bool = True) -> torch.Tensor:
         """Encode both state groups and average each (method §1): returns (2, D) float32, L2-normalised."""
@@ -151,7 +165,6 @@ class TextEmbeddingCache:
             tokens = self.tokenizer(prompts).to(self.device)
             emb = encode_text(self.clip_model, tokens, truncate=truncate)
             rows.append(F.normalize(emb.mean(dim=0), dim=-1))
-        self.encoder_calls += 1
         return torch.stack(rows).float()
 
     def _path(self, key: str) -> Path | None:

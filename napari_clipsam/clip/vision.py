@@ -36,7 +36,6 @@ class ClipVision:
         cfg = getattr(self.visual, "preprocess_cfg", None) or {}
         self.mean = tuple(cfg.get("mean", OPENAI_MEAN))
         self.std = tuple(cfg.get("std", OPENAI_STD))
-        self.vision_calls = 0  # how many times the tower really ran (tests, benchmarks)
         self.tower = None
         """What runs the tower: None = the torch module; else a callable ``tower(x, indices, fmt, extra)`` with
         the contract of :meth:`intermediates` (an OpenVINO tower, see :mod:`napari_clipsam.engine.backends`)."""
@@ -85,7 +84,6 @@ class ClipVision:
         Returns one ``(B, C, h, w)`` tensor per layer. Blocks after the last requested one are not run.
         """
         self.check_layers(layers)
-        self.vision_calls += 1
         return self.intermediates(x, [int(i) - 1 for i in layers], "NCHW", False)["image_intermediates"]
 
     def training_free_tokens(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +95,6 @@ class ClipVision:
         Returns ``(B, h, w, D)`` in CLIP's joint embedding space (not normalised).
         """
         self._check_training_free()
-        self.vision_calls += 1
         out = self.intermediates(x, [self.depth - 2], "NLC", True)
         return self._value_value(out["image_intermediates_prefix"][0], out["image_intermediates"][0])
 
@@ -107,7 +104,6 @@ class ClipVision:
         ``((B, h, w, D), [(B, C, h, w) per layer])`` (few-shot references in training-free mode)."""
         self._check_training_free()
         self.check_layers(layers)
-        self.vision_calls += 1
         wanted = sorted({int(i) - 1 for i in layers} | {self.depth - 2})
         out = self.intermediates(x, wanted, "NLC", True)
         by_index = dict(zip(wanted, zip(out["image_intermediates_prefix"], out["image_intermediates"])))

@@ -1,11 +1,16 @@
-"""The engine's per-image cache: CLIP features, SAM embeddings and decoded prompts in one store, under one lock and
-one byte bound."""
+"""The engine's per-image cache (CLIP features, SAM embeddings and decoded prompts in one store, under one lock and
+one byte bound) and the hit/miss counts :meth:`~napari_clipsam.engine.clipsam.ClipSAM.cache_info` reports."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 
 import torch
+
+from ..io.cache_files import CacheInfo, HitCounter
+
+__all__ = ["CacheInfo", "EngineCache", "EngineCacheInfo", "HitCounter", "nbytes"]
 
 
 def nbytes(value) -> int:
@@ -19,6 +24,38 @@ def nbytes(value) -> int:
     if hasattr(value, "__dataclass_fields__"):
         return sum(nbytes(getattr(value, name)) for name in value.__dataclass_fields__)
     return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineCacheInfo:
+    """What :meth:`~napari_clipsam.engine.clipsam.ClipSAM.cache_info` returns: one :class:`CacheInfo` per cache,
+    counted since the engine was built, and the in-memory store's size.
+
+    A miss is exactly a run of the model behind the cache; a hit is an answer without it.
+    """
+
+    sam_embeddings: CacheInfo
+    """SAM image embeddings, in memory or on disk: a miss is one image through SAM's image encoder;
+    ``currsize`` counts the embeddings in memory."""
+    sam_embedding_store: CacheInfo
+    """The on-disk part alone (``<cache>/embeddings``): lookups the memory could not answer; ``currsize`` counts
+    the entries on disk (0 when the store is off)."""
+    clip_features: CacheInfo
+    """CLIP vision features per image (memory): a miss is one image through CLIP's vision tower."""
+    text_embeddings: CacheInfo
+    """Prompt-ensemble text embeddings per object name (memory, then ``<cache>/text``): a miss is one run of
+    CLIP's text tower."""
+    reference_banks: CacheInfo
+    """Few-shot normal-reference banks (``<cache>/references``): a miss is one bank built by CLIP from the
+    references' views; ``currsize`` counts the sets in use."""
+    sam_decoder: CacheInfo
+    """Decoded prompts (memory): a miss is one prompt through SAM's mask decoder."""
+    entries: int
+    """Entries in the engine's in-memory store (features, embeddings and decoded prompts together)."""
+    bytes: int
+    """Bytes the in-memory store holds."""
+    max_bytes: int
+    """Its bound, ``config.cache_bytes``."""
 
 
 class EngineCache:
@@ -35,16 +72,32 @@ class EngineCache:
         self.bytes = 0
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self.counts: dict[str, HitCounter] = {}
+        """Hits and misses of :meth:`get` per kind (the engine reads the ``"decoded"`` ones)."""
+
+    def _counter(self, kind) -> HitCounter:
+        counter = self.counts.get(kind)
+        if counter is None:
+            counter = self.counts.setdefault(kind, HitCounter())
+        return counter
 
     def get(self, key):
+        """The value stored under ``key`` (now the most recently used), or None; counted per kind."""
         with self._lock:
             item = self._items.get(key)
-            if item is None:
-                return None
-            self._items.move_to_end(key)
-            return item[0]
+            if item is not None:
+                self._items.move_to_end(key)
+        (self._counter(key[0]).miss if item is None else self._counter(key[0]).hit)()
+        return None if item is None else item[0]
+
+    def peek(self, key):
+        """The value stored under ``key`` or None, neither counted nor marked as used."""
+        with self._lock:
+            item = self._items.get(key)
+        return None if item is None else item[0]
 
     def put(self, key, value) -> None:
+        """Store ``value`` under ``key``, then drop the least recently used entries beyond ``max_bytes``."""
         size = nbytes(value)
         with self._lock:
             old = self._items.pop(key, None)
@@ -59,6 +112,11 @@ class EngineCache:
         with self._lock:
             for key in [k for k in self._items if kind is None or k[0] == kind]:
                 self.bytes -= self._items.pop(key)[1]
+
+    def count(self, kind: str) -> int:
+        """Entries of one kind held now."""
+        with self._lock:
+            return sum(1 for k in self._items if k[0] == kind)
 
     def __len__(self) -> int:
         return len(self._items)

@@ -40,7 +40,7 @@ from ..mmr.merge import check_rough_map
 from ..mmr.prompts import group_user_prompts, prompts_from_map
 from ..mmr.embedding_store import EmbeddingStore
 from ..mmr.sam_decoder import SamEmbedding, SamRunner
-from .cache import EngineCache
+from .cache import EngineCache, EngineCacheInfo, HitCounter
 from .identity import (_WHY_DEPTH, complete_identity, fit_config_to_models, layers_for_depth, on_cpu, resolve_device,
                        sam_identity)
 from .batching import stack, take, transformer_blocks
@@ -100,6 +100,7 @@ class ClipSAM:
         stored = 0 if "#" in self.sam.model_id else self.config.embedding_cache_bytes
         self._stored = EmbeddingStore(cache_dir() / "embeddings", stored)
         self._references = ReferenceSets()
+        self._counts = {"sam": HitCounter(), "clip": HitCounter(), "references": HitCounter()}
 
     @property
     def config(self) -> ClipSAMConfig:
@@ -188,6 +189,7 @@ class ClipSAM:
         """Frozen CLIP features of uint8 RGB images: UMCI mode → per-layer (B, C, h, w) tokens;
         training-free mode → (B, h, w, D) value-value tokens."""
         x = self.vision.preprocess(list(images))
+        self._counts["clip"].miss(len(x))  # not cached: the tower runs for every image
         with self.autocast():
             if self.umci is not None:
                 return [t.float() for t in self.vision.patch_tokens(x, self.config.feature_layers)]
@@ -286,8 +288,10 @@ class ClipSAM:
         prompts = [prompts_from_map(r, self.config) for r in roughs]
         step("sam encoder", done, span)
         embs = {k: v for k in keys if (v := self._cache.get(("embedding", k))) is not None}
-        need = list(dict.fromkeys(k for k, p in zip(keys, prompts) if k not in embs
-                                  and (p.num_components or self.config.embed_without_prompts)))
+        wanted = list(dict.fromkeys(k for k, p in zip(keys, prompts)
+                                    if p.num_components or self.config.embed_without_prompts))
+        self._counts["sam"].hit(sum(k in embs for k in wanted))
+        need = [k for k in wanted if k not in embs]
         if need:
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
             blocks = transformer_blocks(self.sam.model, "image_encoder", "blocks")
@@ -325,7 +329,9 @@ class ClipSAM:
         feats = {k: v for k in keys
                  if (v := self._cache.get(("features", self.mode, k))) is not None and (v[1] is not None or not fuse)}
         todo = list(dict.fromkeys(k for k in keys if k not in feats))
+        self._counts["clip"].hit(len(feats))
         if todo:
+            self._counts["clip"].miss(len(todo))  # the tower runs for these images
             rgb_of = {k: rgb for k, (rgb, _) in zip(keys, prepared)}
             x = self.vision.preprocess([rgb_of[k] for k in todo])
             layers = tuple(self.config.feature_layers)
@@ -376,7 +382,8 @@ class ClipSAM:
         with stepper.per_block(blocks, "references", 0.0, 0.0):  # a cancel is seen inside CLIP's encoder too
             bank = bank_from_images(images, self.vision, self.identity, self.config, self.autocast,
                                     batch_size=self.default_batch_size, cache=cache,
-                                    step=lambda i, n: stepper("references", i / n))
+                                    step=lambda i, n: stepper("references", i / n),
+                                    counter=self._counts["references"])
         self._references.put(object_name, bank.to(self.device))
         return self.normal_references(object_name)
 
@@ -438,6 +445,7 @@ class ClipSAM:
         key = result.image_key
         cached = self._cache.get(("embedding", key)) if key else None
         if cached is not None:  # a correction loop's hot path: no work on the image
+            self._counts["sam"].hit()
             return cached
         rgb = None
         if image is not None:  # checked before the disk store is read: a wrong image is a caller's mistake
@@ -494,9 +502,11 @@ class ClipSAM:
         engine's cache, then the on-disk store, then SAM's image encoder for the rest in one batch (inside
         ``encoding()``, e.g. per-block progress); what the encoder made is kept in memory and on disk."""
         embs = {k: e for k in rgb_of if (e := self._cache.get(("embedding", k))) is not None}
+        self._counts["sam"].hit(len(embs))
         embs.update({k: e for k in rgb_of if k not in embs and (e := self._stored_embedding(k)) is not None})
         need = [k for k in rgb_of if k not in embs]
         if need:
+            self._counts["sam"].miss(len(need))  # SAM's image encoder runs for these images
             with self.autocast(), encoding():
                 embs.update(zip(need, self.sam.embed_many([rgb_of[k] for k in need])))
         for k in need:
@@ -510,15 +520,31 @@ class ClipSAM:
         found = self._stored.get(key, self.sam.model_id)
         if found is None:
             return None
+        self._counts["sam"].hit()
         features, input_size, original_size = found
         emb = SamEmbedding(torch.from_numpy(features).to(self.device), input_size, original_size,
                            model_id=self.sam.model_id)
         self._cache.put(("embedding", key), emb)
         return emb
 
-    def cache_info(self) -> dict[str, int]:
-        """The in-memory cache now: ``entries``, ``bytes`` held and ``max_bytes`` (``config.cache_bytes``)."""
-        return {"entries": len(self._cache), "bytes": self._cache.bytes, "max_bytes": self._cache.max_bytes}
+    def cache_info(self) -> EngineCacheInfo:
+        """Hits, misses and size of each of the engine's caches since it was built, and the in-memory store's
+        ``entries``, ``bytes`` and ``max_bytes`` (``config.cache_bytes``); see
+        :class:`~napari_clipsam.engine.cache.EngineCacheInfo`.
+
+        A miss is exactly a run of the model behind the cache (one image through SAM's or CLIP's encoder, one
+        object's prompts through the text tower, one reference bank built, one prompt decoded), so
+        ``cache_info().sam_embeddings.misses`` is how many images SAM's image encoder has embedded.
+        """
+        decoded = self._cache.counts.get("decoded")
+        return EngineCacheInfo(
+            sam_embeddings=self._counts["sam"].info(self._cache.count("embedding")),
+            sam_embedding_store=self._stored.cache_info(),
+            clip_features=self._counts["clip"].info(self._cache.count("features")),
+            text_embeddings=self.text.cache_info(),
+            reference_banks=self._counts["references"].info(len(self._references)),
+            sam_decoder=(decoded or HitCounter()).info(self._cache.count("decoded")),
+            entries=len(self._cache), bytes=self._cache.bytes, max_bytes=self._cache.max_bytes)
 
     def clear_caches(self, kind: str | None = None) -> None:
         """Forget cached CLIP features, SAM embeddings and decoded prompts, or one kind of them (``"features"``,

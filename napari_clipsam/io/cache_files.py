@@ -1,5 +1,11 @@
 """What keeps napari-clipsam's on-disk caches from serving the wrong thing, and from breaking a run.
 
+* :func:`cache_key`: the one way an on-disk cache names an entry: a hash of a format version and of every field
+  that determines the entry's content (model architecture and weights, backend, precision, settings, the input's
+  content hash). Each cache owns its version constant and bumps it when what an entry holds changes, so an entry
+  written by an older format has another name and is a miss, never misread.
+* :class:`CacheInfo` and :class:`HitCounter`: the hit/miss counts every cache keeps (a miss is a run of the model
+  behind it), which :meth:`~napari_clipsam.engine.clipsam.ClipSAM.cache_info` reports.
 * :func:`architecture_fingerprint`: a hash of a model's architecture (its module tree), the part of a cache key
   that a weights fingerprint misses. Two models with the same ``state_dict`` can compute different things: open_clip's
   CLIP with ``QuickGELU`` or ``GELU`` has identical weights. The hash covers, for every submodule in order, its
@@ -25,7 +31,9 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,78 @@ _PLAIN = (bool, int, float, str, type(None))
 
 _warned: set[str] = set()
 _state_lock = threading.Lock()
+
+
+class CacheInfo(NamedTuple):
+    """One cache's counts, like :func:`functools.lru_cache`'s: ``hits`` (answered from the cache), ``misses``
+    (the model really ran: one per image, text or reference set it computed) and ``currsize`` (entries held)."""
+
+    hits: int
+    misses: int
+    currsize: int
+
+
+class HitCounter:
+    """Thread-safe hit and miss counts of one cache."""
+
+    def __init__(self):
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+
+    def hit(self, n: int = 1) -> None:
+        with self._lock:
+            self.hits += int(n)
+
+    def miss(self, n: int = 1) -> None:
+        with self._lock:
+            self.misses += int(n)
+
+    def info(self, currsize: int) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(self.hits, self.misses, int(currsize))
+
+
+def _canonical(value: Any, where: str) -> Any:
+    """``value`` as plain JSON data (tuples as lists, paths as text); raises TypeError for anything else."""
+    if isinstance(value, float) and value != value:
+        raise TypeError(f"cache key field {where} is NaN")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise TypeError(f"cache key field {where} has keys that are not text: {bad!r}")
+        return {k: _canonical(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a numpy or torch scalar
+        return _canonical(value.item(), where)
+    raise TypeError(f"cache key field {where} is a {type(value).__name__}, not plain data (text, numbers, lists, "
+                    "mappings); pass what identifies it (a name, a hash)")
+
+
+def cache_key(fields: Mapping[str, Any], version: int, length: int = 32) -> str:
+    """The name of one on-disk cache entry: ``length`` hex digits of the SHA-256 of ``version`` and ``fields``.
+
+    ``fields`` names everything that determines the entry's content (plain data: text, numbers, booleans, None,
+    lists/tuples and mappings of them; tuples and lists hash alike, mapping order does not matter). ``version``
+    is the cache's format version (a positive integer): a different version gives a different key, so an entry
+    of an older format is never found. Raises TypeError for a field that is not plain data (an object's ``str``
+    may change between runs or hide what it holds) and ValueError for a bad version or length.
+    """
+    import json
+
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"a cache format version is a positive integer, got {version!r}")
+    if not 16 <= int(length) <= 64:
+        raise ValueError(f"a cache key is 16 to 64 hex digits long, got {length!r}")
+    if not isinstance(fields, Mapping) or not fields:
+        raise TypeError("cache key fields are a non-empty mapping of field names to plain values")
+    blob = json.dumps({"version": version, "fields": _canonical(fields, "fields")}, sort_keys=True,
+                      ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("ascii")).hexdigest()[:int(length)]
 
 
 def architecture_fingerprint(module) -> str:

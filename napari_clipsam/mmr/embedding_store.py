@@ -2,8 +2,10 @@
 
 One ``.npy`` file per (image content, SAM identity) under ``<cache>/embeddings`` (``NAPARI_CLIPSAM_CACHE``
 moves it): the float32 features as they came from the encoder, plus a small JSON sidecar with the geometry and
-the SAM stamp. Files are written atomically. Every file name hashes the store's :data:`STORE_FORMAT` with the
-SAM and the image, so an entry of an older format is never read. An entry is used only when it checks out
+the SAM stamp. Files are written atomically. Every file name is the
+:func:`~napari_clipsam.io.cache_files.cache_key` of the store's :data:`STORE_FORMAT`, the SAM stamp (model,
+weights, architecture, backend, precision, device) and the image's content hash, so an entry of an older format
+is never read. An entry is used only when it checks out
 inside the read (:func:`_check`): the sidecar is this format's, names this SAM and image and has two positive
 sizes, and the array is a finite float32 ``(1, C, h, w)`` of the shape the sidecar records. Anything else is a
 miss, logged, and rewritten by the next put. The folder is bounded by bytes (every file in it, temporaries left
@@ -12,7 +14,6 @@ used entries go until the total fits (reading an entry marks it used).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import AtomicBatch
+from ..io.cache_files import CacheInfo, HitCounter, cache_key
 
 log = logging.getLogger(__name__)
 STORE_FORMAT = 2
@@ -55,20 +57,26 @@ def _check(info, features, image_key: str, model_id: str) -> tuple[tuple[int, in
     return sizes
 
 
+def entry_key(image_key: str, model_id: str, version: int | None = None) -> str:
+    """The file name (without suffix) of the embedding of image ``image_key`` by SAM ``model_id``."""
+    return cache_key({"cache": "sam-embedding", "sam": model_id, "image": image_key},
+                     STORE_FORMAT if version is None else version, length=40)
+
+
 class EmbeddingStore:
     """Embeddings on disk in ``folder``, at most ``max_bytes`` in all (0 disables the store)."""
 
     def __init__(self, folder: str | os.PathLike, max_bytes: int):
         self.folder, self.max_bytes = Path(folder), int(max_bytes)
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
+        self._counts = HitCounter()
         if self.max_bytes > 0:
             from ..io.cache_files import sweep_stale
 
             sweep_stale(self.folder)
 
     def _paths(self, image_key: str, model_id: str) -> tuple[Path, Path]:
-        name = hashlib.sha256(f"sam-embedding-v{STORE_FORMAT}\n{model_id}\n{image_key}".encode()).hexdigest()[:40]
+        name = entry_key(image_key, model_id)
         return self.folder / f"{name}.npy", self.folder / f"{name}.json"
 
     def get(self, image_key: str, model_id: str):
@@ -82,13 +90,13 @@ class EmbeddingStore:
             input_size, original_size = _check(info, features, image_key, model_id)
             os.utime(data)  # most recently used
         except FileNotFoundError:
-            self.misses += 1
+            self._counts.miss()
             return None
         except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
             log.warning("Ignoring unusable SAM embedding cache entry %s (%s); it will be rewritten.", data, err)
-            self.misses += 1
+            self._counts.miss()
             return None
-        self.hits += 1
+        self._counts.hit()
         return features, input_size, original_size
 
     def put(self, image_key: str, model_id: str, features: np.ndarray, input_size, original_size) -> None:
@@ -115,6 +123,16 @@ class EmbeddingStore:
             from ..io.cache_files import cache_unusable
 
             cache_unusable(self.folder, "SAM embeddings", err)
+
+    def cache_info(self) -> CacheInfo:
+        """Hits and misses of :meth:`get` (a damaged entry is a miss) and the entries on disk (0 when off)."""
+        entries = 0
+        if self.max_bytes > 0:
+            try:
+                entries = sum(1 for _ in self.folder.glob("*.npy"))
+            except OSError:
+                entries = 0
+        return self._counts.info(entries)
 
     def total_bytes(self) -> int:
         """Bytes of every file in the folder: entries, sidecars and any temporaries killed writers left."""

@@ -38,7 +38,8 @@ class SamEmbedding:
 
 
 class SamRunner:
-    """Wraps a ``segment_anything.modeling.Sam``; counts encoder calls (tests and benchmarks read them)."""
+    """Wraps a ``segment_anything.modeling.Sam``: its image encoder and prompt decoder (the engine caches both and
+    counts their runs, see :meth:`~napari_clipsam.engine.clipsam.ClipSAM.cache_info`)."""
 
     def __init__(self, sam_model, model_id: str = ""):
         self.model = sam_model
@@ -48,8 +49,6 @@ class SamRunner:
         self.encoder = None
         """What runs the image encoder: None = the torch module; else a callable with the same contract
         ``(B, 3, S, S)`` → ``(B, 256, 64, 64)`` (an OpenVINO encoder, see :mod:`napari_clipsam.engine.backends`)."""
-        self.encoder_calls = 0
-        self.decoder_calls = 0
 
     @property
     def device(self) -> torch.device:
@@ -70,7 +69,6 @@ class SamRunner:
     def embed_many(self, images: list[np.ndarray]) -> list[SamEmbedding]:
         """Run the image encoder on a batch of uint8 RGB images (any sizes) in one forward pass."""
         prepared = [self.prepare(im) for im in images]
-        self.encoder_calls += 1
         encoder = self.encoder if self.encoder is not None else self.model.image_encoder
         feats = encoder(torch.cat([p[0] for p in prepared])).float()
         return [SamEmbedding(feats[i:i + 1], prepared[i][1], tuple(im.shape[:2]), model_id=self.model_id)
@@ -113,7 +111,6 @@ class SamRunner:
         if boxes is not None:
             b = self.transform.apply_boxes(rc_to_xy(boxes), (H, W))
             bxs = torch.as_tensor(b, dtype=torch.float32, device=self.device)
-        self.decoder_calls += 1
         sparse, dense = self.model.prompt_encoder(points=pts, boxes=bxs, masks=None)
         low_res, iou = self.model.mask_decoder(
             image_embeddings=emb.features.to(sparse.dtype),

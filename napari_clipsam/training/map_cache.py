@@ -3,23 +3,23 @@
 One folder per engine and evaluation setting (model identities, the UMCI weights as they are now, every
 threshold, the evaluation resolution, rough-only or not); one compressed ``.npz`` per image and object name,
 holding the squashed float32 maps exactly as the metrics saw them, so a cached run gives the same figures.
-About 0.4 MB per image and map at 336 px. Delete the folder (``<cache>/eval``) to reclaim the space.
+Folder and file names come from :func:`~napari_clipsam.io.cache_files.cache_key` with :data:`MAP_CACHE_FORMAT`, so
+an entry of an older format is never read. About 0.4 MB per image and map at 336 px. Delete the folder
+(``<cache>/eval``) to reclaim the space.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from ..io.atomic import atomic_file
+from ..io.cache_files import cache_key
 from ..io.images import image_key
 
-
-def _digest(text: str, n: int = 20) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
+MAP_CACHE_FORMAT = 1
+"""Part of every folder's and file's key: bump when what an entry holds changes, so older entries are never read."""
 
 
 class MapCache:
@@ -38,15 +38,16 @@ class MapCache:
         from ..weights.registry import cache_dir
 
         umci = None if engine.umci is None else weights_fingerprint(engine.umci)  # as trained now, not as loaded
-        setting = json.dumps({"version": __version__, "identity": engine.identity, "umci": umci, "mode": engine.mode,
-                              "thresholds": engine.config.thresholds(), "prompts": engine.config.prompt_set_hash(),
-                              "resolution": int(resolution), "rough_only": bool(rough_only),
-                              "fewshot": engine.reference_sets()},
-                             sort_keys=True, default=str)
-        return cls(Path(root) if root is not None else cache_dir() / "eval" / _digest(setting))
+        setting = {"cache": "eval-maps", "package": __version__, "identity": engine.identity, "umci": umci,
+                   "mode": engine.mode, "thresholds": engine.config.thresholds(),
+                   "prompts": engine.config.prompt_set_hash(), "resolution": int(resolution),
+                   "rough_only": bool(rough_only), "fewshot": engine.reference_sets()}
+        return cls(Path(root) if root is not None else
+                   cache_dir() / "eval" / cache_key(setting, MAP_CACHE_FORMAT, length=20))
 
-    def _path(self, rgb: np.ndarray, object_name: str) -> Path:
-        return self.folder / f"{image_key(rgb)}-{_digest(object_name, 8)}.npz"
+    def _path(self, rgb: np.ndarray, object_name: str, version: int | None = None) -> Path:
+        fields = {"image": image_key(rgb), "object_name": object_name}
+        return self.folder / f"{cache_key(fields, MAP_CACHE_FORMAT if version is None else version)}.npz"
 
     def get(self, rgb: np.ndarray, object_name: str) -> dict[str, np.ndarray] | None:
         """The cached maps of a normalised image, or None (an unreadable file counts as absent)."""

@@ -1,7 +1,7 @@
 """Converted encoders on disk: an OpenVINO IR (``model.xml`` + ``model.bin``) per model, input and version.
 
 Layout: ``<cache>/openvino/<key>/{model.xml, model.bin, manifest.json}``. The key is a hash of everything that
-determines the converted graph (:func:`cache_key`): which encoder and which part of it, the model's identity
+determines the converted graph (:func:`entry_name`): which encoder and which part of it, the model's identity
 (architecture and weights, by content where they are not a known file), the input shape, the precision the IR
 stores (fp32: bf16 or fp32 inference is a compile-time hint on the same IR, so one conversion serves both) and
 the OpenVINO and package versions. The three files are written together by
@@ -38,9 +38,12 @@ IR_PRECISION = "f32"
 Progress = Callable[[str, float], None]
 
 
-def cache_key(fields: dict[str, Any]) -> str:
-    """A short stable hash of the key fields (JSON with sorted keys)."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
+def entry_name(fields: dict[str, Any], version: int | None = None) -> str:
+    """The folder name of the converted model for ``fields``: their
+    :func:`~napari_clipsam.io.cache_files.cache_key` with :data:`FORMAT`."""
+    from ...io.cache_files import cache_key
+
+    return cache_key({"cache": "openvino-ir", **fields}, FORMAT if version is None else version, length=24)
 
 
 class IRCache:
@@ -54,7 +57,7 @@ class IRCache:
         self.root = Path(root)
 
     def entry(self, fields: dict[str, Any]) -> Path:
-        return self.root / cache_key(fields)
+        return self.root / entry_name(fields)
 
     def load(self, fields: dict[str, Any]):
         """The cached ``openvino.Model`` for ``fields``, or None when absent, stale or damaged (logged)."""
