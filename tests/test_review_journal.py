@@ -10,6 +10,8 @@ import time
 import numpy as np
 import pytest
 
+from test_widget import make_widget  # noqa: F401  (the fixture)
+
 from napari_clipsam.review.journal import Draft, DraftJournal
 from test_plugin_flows import FLOWS, run_flow, tiny_weights  # noqa: F401  (the fixture)
 
@@ -78,3 +80,40 @@ def test_corrections_survive_a_kill_9_of_napari(tiny_weights, tmp_path):  # noqa
     assert (labels / ".clipsam-drafts" / "a.npz").exists(), "no draft on disk after the kill"
     out = run_flow("review_journal.py", "reopen", *args, tmp_path=tmp_path)
     assert "restored exactly" in out and "draft deleted" in out
+
+
+def test_a_draft_is_written_after_an_edit_offered_on_reopening_and_declined(qtbot, make_widget, tmp_path):  # noqa: F811
+    import imageio.v3 as iio
+
+    from napari_clipsam.data.synthetic import synthetic_image
+
+    for i in range(2):
+        iio.imwrite(tmp_path / f"{i}.png", synthetic_image("metal", "stain", size=48, seed=i)[0][..., 0])
+    viewer, widget = make_widget()
+    folder, draft_file = widget.folder, tmp_path / "labels" / ".clipsam-drafts" / "0.npz"
+    assert folder.open(tmp_path, tmp_path / "labels")
+    qtbot.waitUntil(lambda: not widget.busy and folder.drafts.outputs is not None, timeout=60_000)
+    fresh = widget.current_outputs().masks.data.copy()
+    assert not draft_file.exists()  # ClipSAM's own result is no draft
+    masks = widget.current_outputs().masks
+    masks.selected_label = 30
+    masks.brush_size = 5
+    masks.paint((10, 10), 30)
+    painted = masks.data.copy()
+    start = time.monotonic()
+    qtbot.waitUntil(draft_file.exists, timeout=5000)
+    assert time.monotonic() - start < 2.5  # saved about a second after the edit
+    folder.next_image()  # moving on without a verdict keeps the draft
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert draft_file.exists()
+    assert folder.open(tmp_path, tmp_path / "labels")  # as after a crash: the review opens on image 0 again
+    qtbot.waitUntil(lambda: not widget.busy and folder.drafts.offered is not None, timeout=60_000)
+    assert not folder.drafts.bar.isHidden() and "draft" in widget.status
+    assert np.array_equal(folder.drafts.offered.masks, painted)
+    folder.drafts.discard_button.click()  # declined: the draft goes, the fresh result stays
+    assert not draft_file.exists() and folder.drafts.bar.isHidden()
+    assert np.array_equal(widget.current_outputs().masks.data, fresh)
+    masks = widget.current_outputs().masks
+    masks.paint((20, 20), 7)
+    qtbot.waitUntil(draft_file.exists, timeout=5000)
+    assert folder.skip() and not draft_file.exists()  # a verdict deletes the draft
