@@ -86,8 +86,14 @@ class DraftJournal:
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         path = self.path(stem)
-        with atomic_file(path) as f:
-            f.write(buf.getvalue())
+        for attempt in (1, 2):
+            try:
+                with atomic_file(path) as f:
+                    f.write(buf.getvalue())
+                return path
+            except FileNotFoundError:  # an export's sweep of stale temporary files took ours: write it again
+                if attempt == 2:
+                    raise
         return path
 
     def load(self, stem: str, image_file: str | os.PathLike) -> Draft | None:
