@@ -30,6 +30,7 @@ from ..export import FORMATS, ExportError
 from ..review import Prefetcher, QASession
 from .controls import Controls
 from .labels_export import frame_provenance
+from .review_drafts import DraftKeeper
 from .source import frame_count
 from .workers import threshold_settings
 
@@ -90,6 +91,7 @@ class FolderPanel(QObject):
         c.qa_close.clicked.connect(lambda: self.close())
         c.qa_good.clicked.connect(lambda: self.accept_as_reference())
         widget.run_finished.connect(self._on_run_finished)
+        self.drafts = DraftKeeper(self)  # crash journal
         self._update_labels()
 
     def _key_handler(self, method: str):
@@ -114,6 +116,7 @@ class FolderPanel(QObject):
     def close(self) -> None:
         """Close the review: keys unbound, prefetch stopped; verdicts and labels stay on disk."""
         self.unbind_keys()
+        self.drafts.leave()
         if self.prefetcher is not None:
             self.prefetcher.cancel(wait=False)
             self.prefetcher = None
@@ -143,6 +146,7 @@ class FolderPanel(QObject):
             self.widget.set_status(f"Cannot open the review: {err}")
             return False
         self.session = session
+        self.drafts.open(session)
         self._complete = False
         self.bind_keys()
         self.widget.save_settings()
@@ -201,6 +205,7 @@ class FolderPanel(QObject):
         except ExportError as err:
             self.widget.set_status(f"Accept failed, nothing recorded: {err}")
             return False
+        self.drafts.discard_current()
         note = " (replaced the labels saved before)" if differs else ""
         self.widget.set_status(f"Accepted {self.session.key()}: {len(report.written)} file(s) written{note}; "
                                f"{report.n_verified} object(s) recorded as verified by you.")
@@ -238,6 +243,7 @@ class FolderPanel(QObject):
         if not self._can_decide():
             return False
         record()
+        self.drafts.discard_current()
         self._advance()
         return True
 
@@ -324,6 +330,7 @@ class FolderPanel(QObject):
     def _show(self) -> None:
         """Replace the review layer with the current image; show its saved labels, or run ClipSAM on it."""
         self._update_labels()
+        self.drafts.leave()
         if self.widget.busy:  # a run on the previous image: stop it, then come back here
             self._queued = True
             self.widget.cancel()
@@ -344,6 +351,7 @@ class FolderPanel(QObject):
             self.widget.show_saved_labels(self.layer, *saved)
             self.widget.set_status(f"{s.key()} was accepted: showing the labels saved for it. Accept again to keep "
                                    "them, or Run to re-segment (the saved objects are kept as corrections).")
+            self.drafts.begin()
             self._prefetch(s.index + 1)
             return
         self.widget.run(source=self.layer, on_done=self._after_run, all_frames=True)
@@ -405,6 +413,7 @@ class FolderPanel(QObject):
         if self._queued or self.session is None:
             return
         if outcome.ok:
+            self.drafts.begin()
             self._prefetch(self.session.index + 1)
         else:  # nothing to accept: say so after the error the dock reported
             self.c.qa_accept.setEnabled(False)
