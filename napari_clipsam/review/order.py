@@ -1,0 +1,153 @@
+"""Worst first: the order a folder review walks its images in, and the image scores it is made from.
+
+The order is a permutation of the session's images (positions in :attr:`QASession.images`, which are in natural
+file order). Worst first puts the images with the highest score first; ties, and the images without a score
+yet (unreadable, multi-frame, or not scored), follow by file order, so the order is the same every time for the
+same scores. File order is the plain natural order.
+
+Scores are kept in the output folder (``clipsam_review_scores.json``, written atomically), so a reopened review
+has its order at once, before the folder is scored again, and resumes at the first undecided image of that order::
+
+    {"format": "napari-clipsam/review-scores", "version": 1, "input_dir": "/data/plates",
+     "object": "metal plate", "mode": "mutual", "scores": {"img2.png": 0.91, ...}}
+
+The file is a cache of what the engine gave, never the record of the user's work (that is the manifest): one that
+cannot be read is ignored (and rewritten on the next scoring), with a logged warning.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..io.atomic import atomic_file
+
+__all__ = ["SCORES_NAME", "ReviewOrder", "load_scores", "order_keys", "review_order", "save_scores"]
+
+log = logging.getLogger(__name__)
+SCORES_NAME = "clipsam_review_scores.json"
+_FORMAT = "napari-clipsam/review-scores"
+
+
+def review_order(n: int, scores: Mapping[int, float], worst_first: bool = True) -> list[int]:
+    """Positions ``0..n-1`` in review order: by score, highest first (ties and unscored images by position), or
+    plain position order when ``worst_first`` is False. Scores that are not finite numbers count as unscored."""
+    if not worst_first:
+        return list(range(n))
+
+    def key(i: int):
+        s = scores.get(i)
+        ok = isinstance(s, (int, float)) and math.isfinite(s)
+        return (0, -float(s), i) if ok else (1, 0.0, i)
+
+    return sorted(range(n), key=key)
+
+
+class ReviewOrder:
+    """Walks a :class:`~napari_clipsam.review.QASession` in review order (it moves the session with ``goto``).
+
+    Args:
+        session: the review; its current image stays current when the order changes.
+        scores: image key → score (e.g. from :func:`load_scores`).
+        worst_first: start worst first (True) or in file order.
+    """
+
+    def __init__(self, session, scores: Mapping[str, float] | None = None, worst_first: bool = True):
+        self.session = session
+        self.scores: dict[str, float] = {}
+        self.worst_first = bool(worst_first)
+        self.order: list[int] = list(range(len(session)))
+        self.set_scores(scores or {})
+
+    def set_scores(self, scores: Mapping[str, float]) -> None:
+        """Add or replace scores (key → score) and re-order; the current image stays current."""
+        self.scores.update({str(k): float(v) for k, v in scores.items()})
+        self._reorder()
+
+    def set_worst_first(self, worst_first: bool) -> None:
+        self.worst_first = bool(worst_first)
+        self._reorder()
+
+    def score(self, index: int) -> float | None:
+        return self.scores.get(self.session.key(index))
+
+    @property
+    def position(self) -> int:
+        """Where the current image is in the order (0 = first)."""
+        return self.order.index(self.session.index)
+
+    def at_end(self) -> bool:
+        return self.position >= len(self.order) - 1
+
+    def at_start(self) -> bool:
+        return self.position <= 0
+
+    def next(self) -> None:
+        """Go to the next image in the order (stays on the last one)."""
+        self.session.goto(self.order[min(self.position + 1, len(self.order) - 1)])
+
+    def previous(self) -> None:
+        self.session.goto(self.order[max(self.position - 1, 0)])
+
+    def first_undecided(self) -> int | None:
+        """The session position of the first image without a verdict in this order, or None."""
+        return next((i for i in self.order if self.session.verdict(i) is None), None)
+
+    def resume(self) -> None:
+        """Go to the first undecided image of the order (the order's last image when all are decided)."""
+        i = self.first_undecided()
+        self.session.goto(self.order[-1] if i is None else i)
+
+    def next_matching(self, wanted) -> int | None:
+        """The session position of the next image after the current one (in order, wrapping round) for which
+        ``wanted(index)`` is true, or None when no other image is."""
+        n, start = len(self.order), self.position
+        return next((self.order[(start + step) % n] for step in range(1, n)
+                     if wanted(self.order[(start + step) % n])), None)
+
+    def _reorder(self) -> None:
+        keys = [self.session.key(i) for i in range(len(self.session))]
+        self.order = review_order(len(keys), {i: self.scores[k] for i, k in enumerate(keys) if k in self.scores},
+                                  self.worst_first)
+
+
+# ---------------------------------------------------------------- the scores file
+
+
+def load_scores(output_dir: str | Path, input_dir: str | Path, object_name: str) -> dict[str, float]:
+    """The scores kept for this input folder and object name (empty when there are none or the file is not
+    usable: another folder or object, or unreadable)."""
+    path = Path(output_dir) / SCORES_NAME
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise ValueError("not a review scores file")
+        scores = data["scores"]
+        if not isinstance(scores, dict):
+            raise ValueError("scores is not an object")
+        if data.get("input_dir") != Path(input_dir).resolve().as_posix() or data.get("object") != object_name:
+            return {}
+        return {str(k): float(v) for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        log.warning("Ignoring the review scores file %s (%s); the folder is scored again.", path, err)
+        return {}
+
+
+def save_scores(output_dir: str | Path, input_dir: str | Path, object_name: str, mode: str,
+                scores: Mapping[str, float]) -> Path:
+    """Write the scores file atomically (the folder is created if needed); raises OSError when it cannot."""
+    path = Path(output_dir) / SCORES_NAME
+    data = {"format": _FORMAT, "version": 1, "input_dir": Path(input_dir).resolve().as_posix(),
+            "object": object_name, "mode": mode, "scores": {str(k): float(v) for k, v in sorted(scores.items())}}
+    with atomic_file(path) as f:
+        f.write(json.dumps(data, indent=1).encode("utf-8"))
+    return path
+
+
+def order_keys(session, order: Sequence[int]) -> list[str]:
+    """The image keys of ``order`` (for messages and tests)."""
+    return [session.key(i) for i in order]

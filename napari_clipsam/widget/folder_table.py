@@ -1,0 +1,142 @@
+"""The folder review's overview: a *Worst first* toggle, *Next flagged*, and a sortable table of the folder (name,
+score, verdict, objects, flags); clicking a row opens that image. Lives in the Folder review tab, below its buttons.
+
+It shows what :class:`~.folder.FolderPanel` gives it and calls back into it; it holds no review state.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from qtpy.QtCore import QObject, Qt
+from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QFormLayout, QHeaderView, QPushButton, QTableWidget,
+                            QTableWidgetItem)
+
+from ..review.flags import FLAG_LABELS
+
+COLUMNS = ("name", "score", "verdict", "objects", "flags")
+_TIPS = {
+    "qa_worst_first": "Walk the folder by image score, highest (most anomalous) first; untick for file order. "
+                      "The folder is scored in the background when the review opens.",
+    "qa_next_flagged": "Go to the next image with a flag (Alt+N): " + "; ".join(FLAG_LABELS) + ".",
+    "qa_table": "Every image of the folder. Click a column title to sort by it, a row to open that image.",
+}
+
+
+class _Item(QTableWidgetItem):
+    """A cell that sorts by its sort value (numbers as numbers, missing ones last), not by its text."""
+
+    def __init__(self, text: str, sort_value, index: int):
+        super().__init__(text)
+        self.sort_value = sort_value
+        self.setData(Qt.ItemDataRole.UserRole, index)
+        self.setFlags(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled)
+
+    def __lt__(self, other):  # noqa: D105 (Qt's sort protocol)
+        if isinstance(other, _Item):
+            return self.sort_value < other.sort_value
+        return super().__lt__(other)
+
+
+class FolderTable(QObject):
+    """The overview controls, added to the Folder review tab's form (``layout``).
+
+    Args:
+        layout: the tab's QFormLayout.
+        on_open: called with an image's session position when its row is clicked.
+        on_worst_first: called with the toggle's new state.
+        on_next_flagged: called when *Next flagged* is pressed.
+    """
+
+    def __init__(self, layout: QFormLayout, on_open: Callable[[int], None], on_worst_first: Callable[[bool], None],
+                 on_next_flagged: Callable[[], None]):
+        super().__init__(layout.parentWidget())
+        self.worst_first = QCheckBox("Worst first")
+        self.worst_first.setChecked(True)
+        self.next_flagged = QPushButton("Next flagged")
+        self.table = QTableWidget(0, len(COLUMNS))
+        for w, key in ((self.worst_first, "qa_worst_first"), (self.next_flagged, "qa_next_flagged"),
+                       (self.table, "qa_table")):
+            w.setToolTip(_TIPS[key])
+        self.table.setHorizontalHeaderLabels([c.capitalize() for c in COLUMNS])
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        header.setSectionsClickable(True)
+        header.setSortIndicatorShown(False)
+        header.sectionClicked.connect(self._sort_by)
+        self.sorted_by: tuple[int, Qt.SortOrder] | None = None  # None: review order
+        self.table.setMinimumHeight(160)
+        layout.addRow(self.worst_first, self.next_flagged)
+        layout.addRow(self.table)
+        self._on_open = on_open
+        self._filling = False
+        self.worst_first.toggled.connect(lambda on: on_worst_first(bool(on)))
+        self.next_flagged.clicked.connect(lambda: on_next_flagged())
+        self.table.cellClicked.connect(self._clicked)
+
+    def fill(self, rows: list[dict], current: int | None) -> None:
+        """Show ``rows`` (dicts with index, name, score, verdict, objects, flags; in review order) and select the
+        row of session position ``current``. The user's sort column, if any, is kept."""
+        self._filling = True
+        table = self.table
+        table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            i, score, objects = row["index"], row["score"], row["objects"]
+            cells = (
+                _Item(row["name"], (row["name"].casefold(), r), i),
+                _Item("—" if score is None else f"{score:.3f}", (score is None, -(score or 0.0), r), i),
+                _Item(row["verdict"] or "undecided", (row["verdict"] or "~", r), i),
+                _Item("—" if objects is None else str(objects), (objects is None, objects or 0, r), i),
+                _Item(", ".join(row["flags"]), (not row["flags"], ", ".join(row["flags"]), r), i),
+            )
+            for col, item in enumerate(cells):
+                if row["flags"]:
+                    item.setToolTip(", ".join(row["flags"]))
+                table.setItem(r, col, item)
+        if self.sorted_by is not None:
+            table.sortItems(*self.sorted_by)
+        self.select(current)
+        self._filling = False
+
+    def _sort_by(self, column: int) -> None:
+        """A click on a column title: sort by it (a second click reverses the order)."""
+        ascending = Qt.SortOrder.AscendingOrder
+        if self.sorted_by is not None and self.sorted_by[0] == column:
+            order = Qt.SortOrder.DescendingOrder if self.sorted_by[1] == ascending else ascending
+        else:
+            order = ascending
+        self.sorted_by = (column, order)
+        header = self.table.horizontalHeader()
+        header.setSortIndicatorShown(True)
+        header.setSortIndicator(column, order)
+        self.table.sortItems(column, order)
+
+    def select(self, index: int | None) -> None:
+        """Select the row of session position ``index`` (none when None)."""
+        table = self.table
+        for r in range(table.rowCount()):
+            item = table.item(r, 0)
+            if item is not None and item.data(Qt.ItemDataRole.UserRole) == index:
+                table.selectRow(r)
+                table.scrollToItem(item)
+                return
+        table.clearSelection()
+
+    def row_indices(self) -> list[int]:
+        """Session positions of the rows, top to bottom (as shown, after any sort)."""
+        return [self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) for r in range(self.table.rowCount())]
+
+    def click_row(self, row: int) -> None:
+        """Open the image of ``row`` (what a click does)."""
+        self._clicked(row, 0)
+
+    def _clicked(self, row: int, column: int) -> None:
+        if self._filling:
+            return
+        item = self.table.item(row, 0)
+        if item is not None:
+            self._on_open(int(item.data(Qt.ItemDataRole.UserRole)))
