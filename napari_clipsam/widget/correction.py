@@ -158,7 +158,7 @@ class CorrectionLoop(QObject):
             idx = sorted({int(i) % n for i in np.atleast_1d(getattr(event, "data_indices", ())) if -n <= int(i) < n})
             if idx:
                 layer.features.loc[idx, "source"] = "user"
-                if str(event.action) == "added" and layer is self.outputs.prompts:
+                if str(event.action) == "added" and layer == self.outputs.prompts:
                     layer.features.loc[idx, "label"] = self.outputs.new_point_label
                     layer.refresh_colors()
         self.generation += 1
