@@ -609,3 +609,37 @@ def test_no_private_napari_access_in_the_package():
              for i, line in enumerate(p.read_text().splitlines(), 1)
              if "__wrapped__" in line or private.search(line)]
     assert found == []
+
+
+# ---------------------------------------------------------------------- a dock that leaves room for the canvas
+
+
+def test_the_dock_is_narrow_and_buttons_show_their_keys(make_widget):
+    from napari_clipsam.widget.controls import DOCK_WIDTH
+
+    viewer, widget = make_widget()
+    assert DOCK_WIDTH <= 320
+    assert widget.minimumSizeHint().width() <= DOCK_WIDTH, widget.minimumSizeHint()
+    assert widget.sizeHint().width() <= DOCK_WIDTH, widget.sizeHint()
+    for i in range(widget.c.tabs.count()):  # every tab fits, not only the one shown
+        assert widget.c.tabs.widget(i).minimumSizeHint().width() <= DOCK_WIDTH - 20, widget.c.tabs.tabText(i)
+    c = widget.c
+    assert (c.refine.text(), c.flip.text(), c.negative.text(), c.delete_prompts.text()) == \
+        ("Refine (R)", "Flip label (F)", "Negative (N)", "Delete prompts (Del)")
+
+
+def test_the_first_run_shows_the_whole_image_and_r_refines(qtbot, make_widget, image):
+    from napari.utils.key_bindings import KeyBinding
+
+    viewer, widget = make_widget()
+    src = viewer.add_image(image, name="part")
+    viewer.reset_view()
+    fitted = viewer.camera.zoom
+    viewer.camera.zoom = fitted * 8  # the person zoomed in, or the dock narrowed the canvas since
+    run_and_wait(qtbot, widget)
+    assert viewer.camera.zoom == pytest.approx(fitted, rel=0.05)
+    viewer.camera.zoom = fitted * 3  # later Runs leave the view alone
+    run_and_wait(qtbot, widget)
+    assert viewer.camera.zoom == pytest.approx(fitted * 3)
+    out, loop = widget.outputs_for(src), widget.correction_for(src)
+    refine_and_wait(qtbot, loop, lambda: out.prompts.keymap[KeyBinding.from_str("R")](out.prompts))

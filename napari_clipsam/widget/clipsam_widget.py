@@ -11,14 +11,14 @@ import logging
 import os
 from functools import partial
 
-from qtpy.QtCore import QEvent, QTimer, Signal
+from qtpy.QtCore import QEvent, QSize, QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ..config import ClipSAMConfig
 from ..errors import Cancelled, IncompatibleCheckpointError, WeightsUnavailableError
 from ..export import ExportError
 from .classes import ClassList
-from .controls import Controls, build_controls
+from .controls import DOCK_WIDTH, Controls, build_controls
 from .correction import CorrectionLoop
 from .export_panel import ExportPanel
 from .folder import FolderPanel
@@ -305,6 +305,11 @@ class ClipSAMWidget(QWidget):
         self.folder.disconnect()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
 
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        """At most :data:`~.controls.DOCK_WIDTH` wide (or the minimum, if wider): the canvas gets the rest."""
+        hint = super().sizeHint()
+        return QSize(min(hint.width(), max(DOCK_WIDTH, self.minimumSizeHint().width())), hint.height())
+
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         self.save_settings()
         self.cleanup()
@@ -378,6 +383,7 @@ class ClipSAMWidget(QWidget):
                 self.set_status(f"The image {source.name!r} was given new data while ClipSAM ran; results "
                                 "dropped. Press Run again.")
             else:
+                first = self.outputs_for(source) is None
                 outputs, loop = self._session_for(source, n_frames)
                 outputs.set_classes(self.class_names)
                 kept = outputs.corrections(results)
@@ -389,6 +395,8 @@ class ClipSAMWidget(QWidget):
                 self.c.progress.setValue(100)
                 self.set_status(run_summary(results, outputs, kept))
                 self.objects.refresh()
+                if first:  # the dock made the canvas narrower since the image was opened: show it whole
+                    self.viewer.reset_view()
         else:
             self.c.progress.setValue(0)
             self._report_error(outcome)

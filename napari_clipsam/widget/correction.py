@@ -79,12 +79,14 @@ class CorrectionLoop(QObject):
         self.bind_keys()
 
     def bind_keys(self, toggle_negative: Callable[[], None] | None = None) -> None:
-        """Bind F (flip label) and N (negative mode) on the prompts layer (again after it was recreated)."""
+        """Bind F (flip label), N (negative mode) and R (refine now) on the prompts layer (again after it was
+        recreated)."""
         if toggle_negative is not None:
             self._toggle_negative = toggle_negative
         layer = self.outputs.prompts
-        if layer is not None and layer is not self._bound_to:
+        if layer is not None and not (layer == self._bound_to):
             layer.bind_key("f", lambda _layer: self.flip_selected(), overwrite=True)
+            layer.bind_key("r", lambda _layer: self.refine_now(force=True), overwrite=True)
             if self._toggle_negative is not None:
                 layer.bind_key("n", lambda _layer: self._toggle_negative(), overwrite=True)
             self._bound_to = layer
