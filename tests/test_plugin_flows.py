@@ -24,7 +24,9 @@ def tiny_weights(tmp_path_factory):
 
 def run_flow(script: str, *args, tmp_path: Path, timeout: int = 300, **env_extra: str) -> str:
     env = dict(os.environ, HF_HUB_OFFLINE="1", NAPARI_CLIPSAM_CONFIG_DIR=str(tmp_path / "config"),
-               NAPARI_CLIPSAM_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", **env_extra)
+               NAPARI_CLIPSAM_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1",
+               NAPARI_ENSURE_PLUGIN_MAIN_THREAD="1")  # napari refuses changes to its state from other threads
+    env.update(env_extra)
     env.pop("QT_QPA_PLATFORM", None)
     assert env.get("DISPLAY"), "napari needs a display: run the tests with pytest-xvfb installed (dev extra)"
     proc = subprocess.run([sys.executable, str(FLOWS / script), *map(str, args)], env=env, capture_output=True,

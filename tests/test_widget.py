@@ -27,11 +27,33 @@ def image():
     return synthetic_image("part", "crack", size=96, seed=1)[0]
 
 
+# FutureWarnings (e.g. napari's private access through the plugin's viewer proxy, deprecated in napari 0.9,
+# refused from 0.10) and deprecations raised in napari or in this package fail these tests (the module field
+# matches "napari" and "napari_clipsam"); napari also checks that the widget sets napari state from the GUI thread.
+pytestmark = [pytest.mark.filterwarnings("error::FutureWarning"),
+              pytest.mark.filterwarnings("error::DeprecationWarning:napari")]
+
+
+@pytest.fixture(autouse=True)
+def _napari_main_thread_check(monkeypatch):
+    monkeypatch.setenv("NAPARI_ENSURE_PLUGIN_MAIN_THREAD", "1")
+
+
+def plugin_viewer(viewer):
+    """The viewer as napari hands it to a plugin widget (a proxy allowing public API only): taken from the widget
+    napari opens from the manifest, whose dock is then closed again."""
+    dock, opened = viewer.window.add_plugin_dock_widget("napari-clipsam", "ClipSAM")
+    proxy = opened.viewer
+    viewer.window.remove_dock_widget(dock)
+    assert proxy is not viewer and proxy == viewer  # a proxy, not the viewer object itself
+    return proxy
+
+
 @pytest.fixture
 def make_widget(make_napari_viewer, shared_engine):
     def make(engine=shared_engine, viewer=None, **kwargs):
         viewer = viewer or make_napari_viewer()
-        widget = ClipSAMWidget(viewer, engine=engine, **kwargs)
+        widget = ClipSAMWidget(plugin_viewer(viewer), engine=engine, **kwargs)
         viewer.window.add_dock_widget(widget, name="ClipSAM")
         widget.c.prompt_threshold.setValue(TAU_PROMPT)
         widget.c.object_name.setText("machined part")
@@ -81,10 +103,10 @@ class GatedEngine:
 def test_run_makes_four_layers(qtbot, make_widget, image):
     viewer, widget = make_widget()
     src = viewer.add_image(image, name="part")
-    assert widget.picker.current is src
+    assert widget.picker.current == src
     run_and_wait(qtbot, widget)
     out = widget.outputs_for(src)
-    assert [type(x) for x in (out.rough, out.prompts, out.boxes, out.masks)] == [Image, Points, Shapes, Labels]
+    assert [x.__class__ for x in (out.rough, out.prompts, out.boxes, out.masks)] == [Image, Points, Shapes, Labels]
     assert [x.name for x in (out.rough, out.prompts, out.boxes, out.masks)] == [
         "part rough map", "part prompts", "part boxes", "part masks"]
     assert out.rough.data.shape == (96, 96) and out.rough.data.dtype == np.float32
@@ -102,9 +124,9 @@ def test_run_makes_four_layers(qtbot, make_widget, image):
     # outputs are not offered as sources; the picker follows the active image layer
     assert [widget.c.image.itemText(i) for i in range(widget.c.image.count())] == ["part"]
     other = viewer.add_image(image[..., 0], name="other")
-    assert widget.picker.current is other
+    assert widget.picker.current == other
     viewer.layers.selection.active = src
-    assert widget.picker.current is src
+    assert widget.picker.current == src
     other.name = "renamed"
     assert "renamed" in [widget.c.image.itemText(i) for i in range(widget.c.image.count())]
 
@@ -552,3 +574,72 @@ def test_a_multi_frame_rgb_tiff_is_reviewed_frame_by_frame(qtbot, make_widget, t
     assert outputs.stacked and set(outputs.results) == {0, 1, 2}, widget.status
     viewer.keymap[KeyBinding.from_str("Alt-A")](viewer)
     assert all((tmp_path / "labels" / "labels" / f"rgb_f{i:03d}.tif").is_file() for i in range(3)), widget.status
+
+
+# ---------------------------------------------------------------------- napari's public API only
+
+
+def test_the_widget_keeps_napari_s_proxy_and_tells_layers_apart_by_equality(qtbot, make_widget, image):
+    """napari gives a plugin a proxy of the viewer (public API only): the widget keeps it as given, and a layer
+    reached through napari's events (the layer itself) is recognised as the proxy the widget holds."""
+    viewer, widget = make_widget()
+    assert widget.viewer is not viewer and widget.viewer == viewer
+    src = viewer.add_image(image, name="part")
+    run_and_wait(qtbot, widget)
+    out = widget.outputs_for(src)
+    assert out.prompts is not viewer.layers[out.prompts.name] and out.prompts == viewer.layers[out.prompts.name]
+    widget.c.negative.setChecked(True)
+    refine_and_wait(qtbot, widget.correction_for(src), lambda: viewer.layers[out.prompts.name].add([[5.0, 5.0]]))
+    assert out.prompts.features["label"].iloc[-1] == "negative"  # the edit event's layer matched the proxy
+    assert out.prompts.features["source"].iloc[-1] == "user"
+    viewer.layers.remove(src)  # napari's removal event: the widget forgets the image
+    assert widget.outputs_for(src) is None
+
+
+def test_no_private_napari_access_in_the_package():
+    """No unwrapping of napari's proxy and no private attribute of napari objects anywhere in the package."""
+    import re
+    from pathlib import Path
+
+    import napari_clipsam
+
+    root = Path(napari_clipsam.__file__).parent
+    private = re.compile(r"\b(?:viewer|layers?|masks|prompts|boxes|rough|source|event|window|labels)\._[a-z]\w*")
+    found = [f"{p.relative_to(root)}:{i}: {line.strip()}" for p in root.rglob("*.py")
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if "__wrapped__" in line or private.search(line)]
+    assert found == []
+
+
+# ---------------------------------------------------------------------- a dock that leaves room for the canvas
+
+
+def test_the_dock_is_narrow_and_buttons_show_their_keys(make_widget):
+    from napari_clipsam.widget.controls import DOCK_WIDTH
+
+    viewer, widget = make_widget()
+    assert DOCK_WIDTH <= 320
+    assert widget.minimumSizeHint().width() <= DOCK_WIDTH, widget.minimumSizeHint()
+    assert widget.sizeHint().width() <= DOCK_WIDTH, widget.sizeHint()
+    for i in range(widget.c.tabs.count()):  # every tab fits, not only the one shown
+        assert widget.c.tabs.widget(i).minimumSizeHint().width() <= DOCK_WIDTH - 20, widget.c.tabs.tabText(i)
+    c = widget.c
+    assert (c.refine.text(), c.flip.text(), c.negative.text(), c.delete_prompts.text()) == \
+        ("Refine (R)", "Flip label (F)", "Negative (N)", "Delete prompts (Del)")
+
+
+def test_the_first_run_shows_the_whole_image_and_r_refines(qtbot, make_widget, image):
+    from napari.utils.key_bindings import KeyBinding
+
+    viewer, widget = make_widget()
+    src = viewer.add_image(image, name="part")
+    viewer.reset_view()
+    fitted = viewer.camera.zoom
+    viewer.camera.zoom = fitted * 8  # the person zoomed in, or the dock narrowed the canvas since
+    run_and_wait(qtbot, widget)
+    assert viewer.camera.zoom == pytest.approx(fitted, rel=0.05)
+    viewer.camera.zoom = fitted * 3  # later Runs leave the view alone
+    run_and_wait(qtbot, widget)
+    assert viewer.camera.zoom == pytest.approx(fitted * 3)
+    out, loop = widget.outputs_for(src), widget.correction_for(src)
+    refine_and_wait(qtbot, loop, lambda: out.prompts.keymap[KeyBinding.from_str("R")](out.prompts))

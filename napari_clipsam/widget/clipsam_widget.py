@@ -11,14 +11,14 @@ import logging
 import os
 from functools import partial
 
-from qtpy.QtCore import QEvent, QTimer, Signal
+from qtpy.QtCore import QEvent, QSize, QTimer, Signal
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ..config import ClipSAMConfig
 from ..errors import Cancelled, IncompatibleCheckpointError, WeightsUnavailableError
 from ..export import ExportError
 from .classes import ClassList
-from .controls import Controls, build_controls
+from .controls import DOCK_WIDTH, Controls, build_controls
 from .correction import CorrectionLoop
 from .export_panel import ExportPanel
 from .folder import FolderPanel
@@ -55,11 +55,11 @@ class ClipSAMWidget(QWidget):
     def __init__(self, napari_viewer, engine=None, *, config: ClipSAMConfig | None = None,
                  settings_path: str | os.PathLike | None = None, parent: QWidget | None = None):
         super().__init__(parent)
-        # From the Plugins menu napari passes a PublicOnlyProxy of the viewer: each attribute read returns a new
-        # proxy, so a layer read twice is two objects and identity (``is``, dict keys), which this widget uses to
-        # tell its layers apart, never matches. The widget keeps the viewer itself (wrapt's documented
-        # ``__wrapped__``) and still uses only napari's public API on it.
-        self.viewer = viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
+        # From the Plugins menu napari passes a proxy of the viewer that allows public API only; every layer read
+        # through it is a new proxy object, and layers in napari's events are not proxies. So this package
+        # tells layers apart by equality (``==``, ``in``: the proxy compares as the layer it wraps), never by
+        # identity (``is``).
+        self.viewer = viewer = napari_viewer
         self.c: Controls = build_controls(self)
         self._engine = engine
         self._base_config = config
@@ -139,10 +139,10 @@ class ClipSAMWidget(QWidget):
 
     def outputs_for(self, layer) -> OutputLayers | None:
         """The output layers made from ``layer`` (an image layer), or None."""
-        return next((o for o, _ in self._sessions if o.source is layer), None)
+        return next((o for o, _ in self._sessions if o.source == layer), None)
 
     def correction_for(self, layer) -> CorrectionLoop | None:
-        return next((loop for o, loop in self._sessions if o.source is layer), None)
+        return next((loop for o, loop in self._sessions if o.source == layer), None)
 
     def current_outputs(self) -> OutputLayers | None:
         return self.outputs_for(self.picker.current)
@@ -282,7 +282,7 @@ class ClipSAMWidget(QWidget):
 
     def forget(self, source, remove_layers: bool = False) -> None:
         """Stop tracking the outputs of ``source`` (optionally removing its output layers from the viewer)."""
-        for item in [s for s in self._sessions if s[0].source is source]:
+        for item in [s for s in self._sessions if s[0].source == source]:
             outputs, loop = item
             loop.cancel()
             outputs.disconnect()
@@ -304,6 +304,11 @@ class ClipSAMWidget(QWidget):
         self.picker.disconnect_viewer()
         self.folder.disconnect()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        """At most :data:`~.controls.DOCK_WIDTH` wide (or the minimum, if wider): the canvas gets the rest."""
+        hint = super().sizeHint()
+        return QSize(min(hint.width(), max(DOCK_WIDTH, self.minimumSizeHint().width())), hint.height())
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         self.save_settings()
@@ -334,7 +339,7 @@ class ClipSAMWidget(QWidget):
 
     def restart_outputs(self, source) -> None:
         """``source`` now holds another image: empty its output layers and forget its results (no undo)."""
-        item = next((s for s in self._sessions if s[0].source is source), None)
+        item = next((s for s in self._sessions if s[0].source == source), None)
         if item is not None:
             item[1].cancel()
             item[0].reset(frame_count(source), plane_shape(source))
@@ -343,7 +348,7 @@ class ClipSAMWidget(QWidget):
         shape = plane_shape(source)
         for item in self._sessions:
             outputs = item[0]
-            if outputs.source is source:
+            if outputs.source == source:
                 if (outputs.n_frames, outputs.shape) != (n_frames, shape):
                     outputs.reset(n_frames, shape)  # the layer's data changed shape: start afresh
                 return item
@@ -378,6 +383,7 @@ class ClipSAMWidget(QWidget):
                 self.set_status(f"The image {source.name!r} was given new data while ClipSAM ran; results "
                                 "dropped. Press Run again.")
             else:
+                first = self.outputs_for(source) is None
                 outputs, loop = self._session_for(source, n_frames)
                 outputs.set_classes(self.class_names)
                 kept = outputs.corrections(results)
@@ -389,6 +395,8 @@ class ClipSAMWidget(QWidget):
                 self.c.progress.setValue(100)
                 self.set_status(run_summary(results, outputs, kept))
                 self.objects.refresh()
+                if first:  # the dock made the canvas narrower since the image was opened: show it whole
+                    self.viewer.reset_view()
         else:
             self.c.progress.setValue(0)
             self._report_error(outcome)
@@ -437,9 +445,9 @@ class ClipSAMWidget(QWidget):
 
     def _on_layer_removed(self, event) -> None:
         layer = event.value
-        if self.task is not None and self._task_source is layer:
+        if self.task is not None and self._task_source == layer:
             self.cancel()  # its image is gone: stop working on it now
-        if any(o.source is layer for o, _ in self._sessions):
+        if any(o.source == layer for o, _ in self._sessions):
             self.forget(layer)
 
     # ------------------------------------------------------------------ settings

@@ -13,7 +13,9 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
+    QHeaderView,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -64,7 +66,7 @@ TOOLTIPS = {
     "run": "Segment the image (or the current frame / all frames). The engine is created on the first Run.",
     "cancel": "Stop the running job; nothing half-made is added to the viewer.",
     "refine": "Re-make the masks from the points and boxes now in the prompts and boxes layers (SAM decoder "
-              "only, fast). Edits to those layers refine automatically.",
+              "only, fast; key R on the prompts layer). Edits to those layers refine automatically.",
     "flip": "Switch the selected prompt points between positive and negative (key F on the prompts layer).",
     "negative": "Checked: points you place are negative (background: 'not this'); unchecked: positive (the "
                 "defect). Key N on the prompts layer switches; F flips points already placed.",
@@ -198,9 +200,32 @@ def _row(*widgets) -> QWidget:
     return box
 
 
+def _grid(*buttons, columns: int = 2) -> QWidget:
+    """Buttons in rows of ``columns`` (a narrow dock: they wrap instead of widening it); a last odd one spans."""
+    box = QWidget()
+    lay = QGridLayout(box)
+    lay.setContentsMargins(0, 0, 0, 0)
+    for i, b in enumerate(buttons):
+        last_alone = i == len(buttons) - 1 and i % columns == 0
+        lay.addWidget(b, i // columns, i % columns, 1, columns if last_alone else 1)
+    return box
+
+
+def _narrow(combo: QComboBox, chars: int = 8) -> QComboBox:
+    """A combo box whose size hint does not grow with its longest item (long layer or preset names)."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    return combo
+
+
 def _folder_row(key: str, browse_key: str) -> tuple[QLineEdit, QPushButton, QWidget]:
-    edit, browse = _tip(QLineEdit(), key), _tip(QPushButton("Browse…"), browse_key)
+    edit, browse = _tip(QLineEdit(), key), _tip(QPushButton("…"), browse_key)
+    browse.setMaximumWidth(32)
     return edit, browse, _row(edit, browse)
+
+
+DOCK_WIDTH = 320
+"""The dock's widest size hint (px): the canvas keeps the rest of the window."""
 
 
 def build_controls(parent: QWidget) -> Controls:
@@ -208,54 +233,64 @@ def build_controls(parent: QWidget) -> Controls:
     c = {}
     outer = QVBoxLayout(parent)
     tabs = c["tabs"] = QTabWidget()
+    tabs.setUsesScrollButtons(True)  # the tab names never widen the dock
     outer.addWidget(tabs)
 
-    # ---- Segment tab
+    # ---- Segment tab: what a person uses on every image
     seg = QWidget()
     form = QFormLayout(seg)
-    c["image"] = _tip(QComboBox(), "image")
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    c["image"] = _narrow(_tip(QComboBox(), "image"))
     c["all_frames"] = _tip(QCheckBox("all frames"), "all_frames")
     form.addRow("Image", _row(c["image"], c["all_frames"]))
     c["object_name"] = _tip(QLineEdit(), "object_name")
     form.addRow("Object", c["object_name"])
-    c["preset"] = _tip(QComboBox(), "preset")
-    c["preset"].addItems(list(PRESETS))
-    c["device"] = _tip(QComboBox(), "device")
-    c["device"].addItems(list(DEVICES))
-    c["backend"] = _tip(QComboBox(), "backend")
-    c["backend"].addItems(list(BACKENDS))
-    form.addRow("Preset", _row(c["preset"], QLabel("Device"), c["device"], QLabel("Backend"), c["backend"]))
-    c["umci"], c["umci_browse"], umci_row = _folder_row("umci", "umci_browse")
-    c["umci"].setPlaceholderText("none: training-free rough map")
-    form.addRow("UMCI", umci_row)
-    c["clip_weights"], c["clip_browse"], row = _folder_row("clip_weights", "clip_browse")
-    c["clip_weights"].setPlaceholderText("download official weights")
-    form.addRow("CLIP weights", row)
-    c["sam_weights"], c["sam_browse"], row = _folder_row("sam_weights", "sam_browse")
-    c["sam_weights"].setPlaceholderText("download official weights")
-    form.addRow("SAM weights", row)
-    c["ref_layers"] = _tip(QPushButton("Selected layers"), "ref_layers")
-    c["ref_folder"] = _tip(QPushButton("Folder…"), "ref_folder")
-    c["ref_clear"] = _tip(QPushButton("Clear"), "ref_clear")
-    form.addRow("Normal refs", _row(c["ref_layers"], c["ref_folder"], c["ref_clear"]))
-    c["ref_info"] = _tip(QLabel(""), "ref_info")
-    form.addRow("", c["ref_info"])
     for key, label in (("prompt_threshold", "τ_prompt"), ("mask_threshold", "τ_mask"), ("alpha", "α")):
         c[key] = _spin(key)
         form.addRow(label, c[key])
     c["run"], c["cancel"] = _tip(QPushButton("Run"), "run"), _tip(QPushButton("Cancel"), "cancel")
     c["cancel"].setEnabled(False)
-    form.addRow(_row(c["run"], c["cancel"]))
-    c["refine"], c["flip"] = _tip(QPushButton("Refine"), "refine"), _tip(QPushButton("Flip label (F)"), "flip")
-    c["negative"] = _tip(QPushButton("Negative points (N)"), "negative")
+    c["refine"], c["flip"] = _tip(QPushButton("Refine (R)"), "refine"), _tip(QPushButton("Flip label (F)"), "flip")
+    c["negative"] = _tip(QPushButton("Negative (N)"), "negative")
     c["negative"].setCheckable(True)
-    c["delete_prompts"] = _tip(QPushButton("Delete prompts"), "delete_prompts")
-    form.addRow(_row(c["refine"], c["flip"], c["negative"], c["delete_prompts"]))
+    c["delete_prompts"] = _tip(QPushButton("Delete prompts (Del)"), "delete_prompts")
     c["delete_object"] = _tip(QPushButton("Delete object"), "delete_object")
     c["lock_object"] = _tip(QPushButton("Lock object"), "lock_object")
     c["discard"] = _tip(QPushButton("Discard corrections"), "discard")
-    form.addRow(_row(c["delete_object"], c["lock_object"], c["discard"]))
+    form.addRow(_grid(c["run"], c["cancel"], c["refine"], c["flip"], c["negative"], c["delete_prompts"],
+                      c["delete_object"], c["lock_object"], c["discard"]))
     tabs.addTab(seg, "Segment")
+
+    # ---- Settings tab: the engine (set once), local weights and normal references
+    eng = QWidget()
+    form = QFormLayout(eng)
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    c["preset"] = _narrow(_tip(QComboBox(), "preset"))
+    c["preset"].addItems(list(PRESETS))
+    c["device"] = _narrow(_tip(QComboBox(), "device"), 5)
+    c["device"].addItems(list(DEVICES))
+    c["backend"] = _narrow(_tip(QComboBox(), "backend"), 5)
+    c["backend"].addItems(list(BACKENDS))
+    form.addRow("Preset", c["preset"])
+    form.addRow("Device", c["device"])
+    form.addRow("Backend", c["backend"])
+    c["umci"], c["umci_browse"], umci_row = _folder_row("umci", "umci_browse")
+    c["umci"].setPlaceholderText("none: training-free map")
+    form.addRow("UMCI", umci_row)
+    c["clip_weights"], c["clip_browse"], row = _folder_row("clip_weights", "clip_browse")
+    c["clip_weights"].setPlaceholderText("download official")
+    form.addRow("CLIP weights", row)
+    c["sam_weights"], c["sam_browse"], row = _folder_row("sam_weights", "sam_browse")
+    c["sam_weights"].setPlaceholderText("download official")
+    form.addRow("SAM weights", row)
+    c["ref_layers"] = _tip(QPushButton("Selected layers"), "ref_layers")
+    c["ref_folder"] = _tip(QPushButton("Folder…"), "ref_folder")
+    c["ref_clear"] = _tip(QPushButton("Clear"), "ref_clear")
+    form.addRow("Normal refs", _grid(c["ref_layers"], c["ref_folder"], c["ref_clear"]))
+    c["ref_info"] = _tip(QLabel(""), "ref_info")
+    c["ref_info"].setWordWrap(True)
+    form.addRow("", c["ref_info"])
+    tabs.addTab(eng, "Settings")
 
     # ---- Classes & export tab
     cls = QWidget()
@@ -279,6 +314,7 @@ def build_controls(parent: QWidget) -> Controls:
     c["objects"].setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     c["objects"].setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     c["objects"].verticalHeader().setVisible(False)
+    c["objects"].horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # no sideways scrolling
     c["objects"].setMaximumHeight(150)
     olay.addWidget(c["objects"])
     c["colour_by_class"] = _tip(QCheckBox("colour by class"), "colour_by_class")
@@ -289,7 +325,7 @@ def build_controls(parent: QWidget) -> Controls:
     c["export_dir"], c["export_browse"], row = _folder_row("export_dir", "export_browse")
     gform.addRow("Folder", row)
     c["formats"] = {f: _tip(QCheckBox(f), f"format_{f}") for f in FORMATS}
-    gform.addRow("Formats", _row(*c["formats"].values()))
+    gform.addRow("Formats", _grid(*c["formats"].values()))
     c["overwrite"] = _tip(QCheckBox("overwrite existing files"), "overwrite")
     gform.addRow(c["overwrite"])
     c["keep_original"] = _tip(QCheckBox("keep 16-bit originals"), "keep_original")
@@ -316,7 +352,7 @@ def build_controls(parent: QWidget) -> Controls:
                                                     (("Accept", "qa_accept"), ("Reject", "qa_reject"),
                                                      ("Skip", "qa_skip")))
     c["qa_good"] = _tip(QPushButton("Good → reference"), "qa_good")
-    qform.addRow(_row(c["qa_accept"], c["qa_reject"], c["qa_skip"], c["qa_good"]))
+    qform.addRow(_grid(c["qa_accept"], c["qa_reject"], c["qa_skip"], c["qa_good"]))
     c["qa_previous"], c["qa_next"] = _tip(QPushButton("◀ Previous"), "qa_previous"), _tip(QPushButton("Next ▶"),
                                                                                            "qa_next")
     c["qa_close"] = _tip(QPushButton("Close review"), "qa_close")

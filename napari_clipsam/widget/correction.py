@@ -79,12 +79,14 @@ class CorrectionLoop(QObject):
         self.bind_keys()
 
     def bind_keys(self, toggle_negative: Callable[[], None] | None = None) -> None:
-        """Bind F (flip label) and N (negative mode) on the prompts layer (again after it was recreated)."""
+        """Bind F (flip label), N (negative mode) and R (refine now) on the prompts layer (again after it was
+        recreated)."""
         if toggle_negative is not None:
             self._toggle_negative = toggle_negative
         layer = self.outputs.prompts
-        if layer is not None and layer is not self._bound_to:
+        if layer is not None and not (layer == self._bound_to):
             layer.bind_key("f", lambda _layer: self.flip_selected(), overwrite=True)
+            layer.bind_key("r", lambda _layer: self.refine_now(force=True), overwrite=True)
             if self._toggle_negative is not None:
                 layer.bind_key("n", lambda _layer: self._toggle_negative(), overwrite=True)
             self._bound_to = layer
@@ -158,7 +160,7 @@ class CorrectionLoop(QObject):
             idx = sorted({int(i) % n for i in np.atleast_1d(getattr(event, "data_indices", ())) if -n <= int(i) < n})
             if idx:
                 layer.features.loc[idx, "source"] = "user"
-                if str(event.action) == "added" and layer is self.outputs.prompts:
+                if str(event.action) == "added" and layer == self.outputs.prompts:
                     layer.features.loc[idx, "label"] = self.outputs.new_point_label
                     layer.refresh_colors()
         self.generation += 1

@@ -109,7 +109,7 @@ class OutputLayers:
         return [x for x in (self.rough, self.prompts, self.boxes, self.masks) if x is not None]
 
     def owns(self, layer) -> bool:
-        return any(layer is x for x in self.layers())
+        return any(layer == x for x in self.layers())
 
     def plane(self, frame: Frame) -> np.ndarray:
         """The current masks of one frame (a view into the masks layer)."""
@@ -479,7 +479,7 @@ class OutputLayers:
     def _on_removed(self, event) -> None:
         layer = event.value
         for role in ("rough", "prompts", "boxes", "masks"):
-            if getattr(self, role) is layer:
+            if layer is not None and getattr(self, role) == layer:
                 self._unhook(layer)
                 setattr(self, role, None)
 

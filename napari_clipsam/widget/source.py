@@ -73,28 +73,28 @@ class SourcePicker(QObject):
         self.combo.clear()
         self.combo.addItems([x.name for x in self._layers])
         self.combo.blockSignals(False)
-        current = self._current if any(self._current is x for x in self._layers) else None
+        current = self._current if any(self._current == x for x in self._layers) else None
         if current is None and self._layers:
             active = self.viewer.layers.selection.active
-            current = active if any(active is x for x in self._layers) else self._layers[-1]
+            current = active if any(active == x for x in self._layers) else self._layers[-1]
         self._set(current, force=True)
 
     def _follow_active(self, event=None) -> None:
         active = self.viewer.layers.selection.active
-        if any(active is x for x in self._layers):
+        if any(active == x for x in self._layers):
             self._set(active)
 
     def _on_index(self, index: int) -> None:
         self._set(self._layers[index] if 0 <= index < len(self._layers) else None)
 
     def _set(self, layer: Image | None, force: bool = False) -> None:
-        index = next((i for i, x in enumerate(self._layers) if x is layer), -1)
+        index = next((i for i, x in enumerate(self._layers) if x == layer), -1)
         if self.combo.currentIndex() != index:
             self.combo.blockSignals(True)
             self.combo.setCurrentIndex(index)
             self.combo.blockSignals(False)
-        if layer is not self._current or force:
-            changed = layer is not self._current
+        changed = not (layer == self._current)  # equality: a proxy and the layer it wraps are the same layer
+        if changed or force:
             self._current = layer
             if changed:
                 self.changed.emit(layer)

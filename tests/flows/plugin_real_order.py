@@ -8,6 +8,7 @@ Usage: python plugin_real_order.py CLIP_DIR SAM_DIR OUT_DIR
 Prints "[flow] ..." lines and "[flow] ok" at the end; any failure exits non-zero.
 """
 import sys
+import warnings
 from pathlib import Path
 
 import napari
@@ -15,12 +16,18 @@ from _flow import say, wait
 
 HEAVY = ("torch", "torchvision", "triton", "open_clip", "segment_anything")
 
+# every warning is recorded: at the end none may be a deprecation or FutureWarning raised in napari or this
+# package (e.g. private attribute access through the viewer proxy napari gives plugins)
+recorder = warnings.catch_warnings(record=True)
+seen = recorder.__enter__()
+warnings.simplefilter("always")
 
 clip_dir, sam_dir, out_dir = sys.argv[1:4]
 viewer = napari.Viewer(show=True)
 say("viewer created")
 dock, widget = viewer.window.add_plugin_dock_widget("napari-clipsam", "ClipSAM")
 say(f"opened from the manifest: {type(widget).__name__}")
+assert widget.viewer is not viewer and widget.viewer == viewer, "the widget should keep napari's proxy as given"
 loaded = [m for m in HEAVY if m in sys.modules]
 assert not loaded, f"opening the widget imported {loaded}"
 viewer.open_sample("napari-clipsam", "metal")
@@ -54,4 +61,9 @@ files = sorted(p.relative_to(out_dir).as_posix() for p in Path(out_dir).rglob("*
 say(f"exported {files}")
 assert any(f.endswith(".tif") for f in files) and any(f.endswith(".png") for f in files), files
 viewer.close()
+ours = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in seen
+        if issubclass(w.category, (DeprecationWarning, FutureWarning))
+        and ("napari" in w.filename or "napari" in str(w.message))]
+assert not ours, "napari deprecations / FutureWarnings:\n" + "\n".join(ours)
+say(f"no napari deprecation or FutureWarning ({len(seen)} other warning(s))")
 say("ok")
