@@ -146,6 +146,10 @@ class ClipSAMConfig:
     mutual_window: int | None = setting(None, per_call=True, recorded=True)
     """Aligned parts (boards, fixtures): compare a patch only with patches within this many grid cells of its own
     position in the other images (faster; catches misplaced or missing parts). None = everywhere."""
+    mutual_precision: str = setting("auto", per_call=True, recorded=True)
+    """Nearest-patch search of mutual scoring: ``"float32"``, ``"bfloat16"`` (the nearest patch found by a bf16
+    product, its distance recomputed in fp32: equal to fp32 within 2⁻⁸, same ranking) or ``"auto"`` (bfloat16 where
+    the CPU or GPU computes it natively, else float32)."""
     mutual_min_images: int = setting(5, per_call=True)
     """Fewest images a folder needs for mutual scoring; below it ``segment_folder`` refuses (use normal
     references instead)."""

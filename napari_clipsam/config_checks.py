@@ -179,6 +179,8 @@ def check_mutual(cfg) -> None:
     w = cfg.mutual_window
     if w is not None and (not _is_int(w) or not 0 <= w <= 1000):
         _fail("mutual_window", w, "None (compare everywhere) or a whole number of grid cells from 0 to 1000")
+    if cfg.mutual_precision not in PRECISIONS:
+        _fail("mutual_precision", cfg.mutual_precision, " or ".join(map(repr, PRECISIONS)))
     if cfg.mutual_interval <= 0.0:
         _fail("mutual_interval", cfg.mutual_interval, "a fraction above 0 and up to 1 (0.3: the smallest 30 %)")
     if cfg.mutual_weight + cfg.mutual_clip_weight <= 0.0:

@@ -89,12 +89,48 @@ def test_identical_images_give_finite_low_scores():
     assert (mutual.image_scores(cal) < 0.1).all()
 
 
-def test_calibration_is_monotone_and_puts_three_robust_sigmas_at_one_half():
-    s = torch.linspace(0, 1, 101)
+def test_calibration_is_monotone_and_puts_the_normal_images_top_patch_at_one_half():
+    s = torch.rand(8, 4, 4) * 0.1
+    s[:, 0, 0] = torch.tensor([0.20, 0.21, 0.22, 0.23, 0.5, 0.6, 0.7, 0.8])  # each image's most anomalous patch
     p = mutual.calibrate(s)
-    assert (p[1:] >= p[:-1]).all()
-    med, mad = s.median(), (s - s.median()).abs().median()
-    assert mutual.calibrate(torch.cat([s, (med + 3 * 1.4826 * mad)[None]]))[-1].item() == pytest.approx(0.5, abs=0.01)
+    order = s.flatten().argsort()
+    assert (p.flatten()[order].diff() >= 0).all()  # monotone
+    scale = torch.tensor([0.20, 0.21, 0.22, 0.23, 0.5, 0.6, 0.7, 0.8]).quantile(mutual.CALIBRATION_QUANTILE)
+    s2 = s.clone()
+    s2[7, 1, 1] = scale * mutual.CALIBRATION_RATIO  # the per-image maxima (hence the scale) stay as they are
+    assert mutual.calibrate(s2)[7, 1, 1].item() == pytest.approx(0.5, abs=1e-4)
+    assert p[:4].max() < 0.75  # the normal images' top patches sit around τ ...
+    assert (p[:4].flatten(1)[:, 1:] < 0.1).all()  # ... and their other patches far below it
+    assert (p[4:, 0, 0] > 0.99).all()  # clear outliers: far above τ
+
+
+def test_calibration_is_scale_free():
+    s = torch.rand(6, 3, 3)
+    torch.testing.assert_close(mutual.calibrate(s), mutual.calibrate(s * 7.0))
+
+
+@pytest.mark.parametrize("subset", [1, 3, 64])
+@pytest.mark.parametrize("window", [None, 1])
+def test_bf16_path_matches_fp32_within_tolerance_and_keeps_the_ranking(subset, window):
+    t = _folder(7, c=32, h=6, w=6, seed=3)
+    t[1, :, 2, 2] += 2.0
+    t[4, :, 0, 5] += 1.0
+    layers = [t, torch.randn(7, 32, 6, 6)]
+    plain = mutual.mutual_scores_plain(layers, radii=(1, 3), window=window)
+    fast = mutual.mutual_scores(layers, radii=(1, 3), subset_size=subset, window=window, fast=True)
+    assert (fast - plain).abs().max().item() <= mutual.BF16_TOLERANCE
+    assert (fast >= plain - 1e-5).all()  # a swapped nearest patch can only be farther
+    cal_f, cal_p = mutual.calibrate(fast), mutual.calibrate(plain)
+    assert mutual.image_scores(cal_f).argsort().tolist() == mutual.image_scores(cal_p).argsort().tolist()
+    for i in (1, 4):
+        assert fast[i].flatten().argmax() == plain[i].flatten().argmax()
+
+
+def test_interval_scores_equal_the_full_distance_tensor_reduced():
+    x = mutual.prepare_tokens(_folder(9, seed=2), 1)
+    full = mutual.interval_average(mutual.nearest_distances(x, 4), 0.3)
+    for s in (1, 2, 4, 9):
+        torch.testing.assert_close(mutual.interval_scores(x, 0.3, s), full)
 
 
 def test_cancel_between_subsets_raises_cancelled():

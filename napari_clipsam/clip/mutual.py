@@ -16,15 +16,22 @@ Steps (each a :class:`~napari_clipsam.config.ClipSAMConfig` field, see ``mutual_
    ``k = ceil(mutual_interval · (N − 1))`` averaged ("interval average": a defect repeated in a few other
    images still scores high). The scores of all (layer, r) pairs are averaged.
 3. **Cost**: N²·P² similarities per (layer, r), computed as matrix products of ``mutual_subset_size`` query
-   images against ``mutual_subset_size`` other images at a time, so the largest temporary is
-   ``(subset·P) × (subset·P)`` floats whatever N is (8 images of 24×24 patches: 85 MB in fp32).
-   :func:`mutual_scores_plain` is the plain per-pair fp32 reference the chunked path is tested against.
-4. **Calibration** (:func:`calibrate`): a robust z-score over all the folder's patch scores,
-   ``z = (s − median) / max(1.4826 · MAD, CALIBRATION_FLOOR)``, through a logistic centred at
-   :data:`CALIBRATION_Z`: ``p = 1 / (1 + exp(−(z − CALIBRATION_Z)))``. Monotone (pixel AUROC unchanged); a patch as
-   far above the folder's typical patch as 3 robust standard deviations sits at 0.5 = τ_prompt, so the typical
-   patch of a normal image (z ≈ 0) sits at ≈ 0.05 and gives no prompt. A folder of identical images (every score 0,
-   MAD 0) gives ≈ 0.05 everywhere, not NaN.
+   images against ``mutual_subset_size`` other images at a time; each block of query images is reduced to its
+   interval average before the next, so the largest temporaries are ``(subset·P) × (subset·P)`` similarities and
+   ``subset × N × P`` distances: time grows as N² but memory per image stays bounded (8 images of 24×24 patches:
+   85 MB in fp32). ``fast=True`` (``mutual_precision``: bf16 where the CPU computes it natively) finds each nearest
+   patch with a bf16 product, then recomputes that one similarity in fp32: a distance differs from the fp32 one
+   only where two candidate patches lie within bf16 rounding of each other, by at most :data:`BF16_TOLERANCE`.
+   :func:`mutual_scores_plain` is the plain per-pair fp32 reference both paths are tested against.
+4. **Calibration** (:func:`calibrate`): the folder's own scale of "normal" is the
+   :data:`CALIBRATION_QUANTILE` quantile ``R`` of its per-image maximum raw scores (the most anomalous patch of each
+   image; the lowest quarter of those comes from normal images as long as a quarter of the folder is normal), and
+   ``p = 1 / (1 + exp(−(s / R − CALIBRATION_RATIO) / CALIBRATION_WIDTH))``. Monotone (pixel AUROC unchanged); a
+   patch that scores as high as the most anomalous patch of a typical normal image sits at 0.5 = τ_prompt, so a
+   normal image gives (almost) no prompt and a defect, which scores well above any normal patch, gets one. A
+   folder where fewer than a quarter of the images are normal (an all-defective folder) takes its scale from
+   defective images: the weaker defects of the folder then stay under τ_prompt. ``R`` is floored at
+   :data:`CALIBRATION_FLOOR` so a folder of identical images (every score 0) gives ≈ 0 everywhere, not NaN.
 5. **Image score** (:func:`image_scores`): the maximum of the calibrated map smoothed by a 3×3 mean.
 """
 from __future__ import annotations
@@ -37,11 +44,18 @@ import torch.nn.functional as F
 
 from ..errors import Cancelled, InvalidInputError
 
-#: Robust z-score that maps to 0.5 (τ_prompt's default) in :func:`calibrate`.
-CALIBRATION_Z = 3.0
-#: Least robust spread (cosine-distance units) used by :func:`calibrate`, so a folder of near-identical images
-#: (MAD ≈ 0) does not blow tiny numerical differences up into "defects".
+#: Quantile of the folder's per-image maximum raw scores taken as the scale of a normal image in :func:`calibrate`.
+CALIBRATION_QUANTILE = 0.25
+#: Raw score, in units of that scale, that maps to 0.5 (τ_prompt's default) in :func:`calibrate`.
+CALIBRATION_RATIO = 1.0
+#: Width of the logistic in those units: 0.1 above the scale is p ≈ 0.73, 0.1 below p ≈ 0.27.
+CALIBRATION_WIDTH = 0.1
+#: Least scale (cosine-distance units) used by :func:`calibrate`, so a folder of identical images (every score 0)
+#: does not blow tiny numerical differences up into "defects".
 CALIBRATION_FLOOR = 1e-3
+#: Largest difference of a nearest-patch distance between the bf16 path (``fast=True``) and the fp32 one: the
+#: spacing of bf16 numbers just below 1 (2⁻⁸), within which two candidate patches may swap places.
+BF16_TOLERANCE = 2.0 ** -8
 #: Side of the mean filter applied before the maximum in :func:`image_scores`.
 IMAGE_SCORE_SMOOTHING = 3
 
@@ -78,45 +92,76 @@ def window_mask(h: int, w: int, window: int | None, device=None) -> torch.Tensor
     return ((rows[:, None] - rows[None]).abs() <= window) & ((cols[:, None] - cols[None]).abs() <= window)
 
 
-def interval_average(d: torch.Tensor, interval: float) -> torch.Tensor:
-    """(N, N, P) distances ``d[i, j, p]`` (the diagonal i = j is ignored) → (N, P): for each (i, p), the mean of
-    the smallest ``ceil(interval · (N − 1))`` (at least 1) of the N − 1 values over j ≠ i."""
-    N = d.shape[0]
+def interval_average(d: torch.Tensor, interval: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(M, N, P) distances ``d[m, j, p]`` of M query images against the N images of the folder → (M, P): for each
+    (m, p), the mean of the smallest ``ceil(interval · (N − 1))`` (at least 1) of the values over the other images
+    j ≠ ``rows[m]`` (the query's own index in the folder; default m, so a square (N, N, P) ignores its diagonal)."""
+    M, N = d.shape[:2]
     k = max(1, math.ceil(interval * (N - 1)))
+    rows = torch.arange(M) if rows is None else rows
     d = d.clone()
-    d[torch.arange(N), torch.arange(N)] = float("inf")
+    d[torch.arange(M), rows] = float("inf")
     return d.topk(k, dim=1, largest=False).values.mean(dim=1)
 
 
+def _block_distances(x: torch.Tensor, xf: torch.Tensor | None, i0: int, si: int, subset: int,
+                     mask: torch.Tensor | None, cancelled: Callable[[], bool] | None) -> torch.Tensor:
+    """(si, N, P): nearest distances of the query images ``i0 … i0 + si − 1`` to every image. ``xf``: the tokens in
+    bf16 (fast path: nearest patch by a bf16 product, its similarity recomputed in fp32), or None (fp32)."""
+    N, P, C = x.shape
+    out = torch.empty(si, N, P, dtype=torch.float32, device=x.device)
+    src = x if xf is None else xf
+    q = src[i0:i0 + si].reshape(si * P, C)
+    for j0 in range(0, N, subset):
+        if cancelled is not None and cancelled():
+            raise Cancelled("cancelled during mutual scoring")
+        sj = min(N, j0 + subset) - j0
+        sims = (q @ src[j0:j0 + sj].reshape(sj * P, C).T).view(si, P, sj, P)  # [i, p, j, q]
+        if mask is not None:
+            sims = sims.masked_fill(~mask[None, :, None, :], -2.0)
+        if xf is None:
+            best = sims.amax(dim=3)  # (si, P, sj)
+        else:
+            idx = sims.argmax(dim=3)  # (si, P, sj): the nearest patch by bf16, then its exact fp32 similarity
+            best = torch.stack([(x[i0:i0 + si] * x[j0 + jj][idx[:, :, jj]]).sum(dim=2) for jj in range(sj)], dim=2)
+        out[:, j0:j0 + sj] = (1.0 - best).clamp_(min=0.0).permute(0, 2, 1)
+    return out
+
+
 def nearest_distances(x: torch.Tensor, subset_size: int, mask: torch.Tensor | None = None,
-                      cancelled: Callable[[], bool] | None = None) -> torch.Tensor:
+                      cancelled: Callable[[], bool] | None = None, fast: bool = False) -> torch.Tensor:
     """(N, P, C) L2-normalised tokens → (N, N, P): ``d[i, j, p] = min_q (1 − x[i, p] · x[j, q])`` (q restricted
     by ``mask`` (P, P) when given), by matrix products of ``subset_size`` query images × ``subset_size`` other
-    images. ``cancelled`` is checked between subsets (raises :class:`~napari_clipsam.errors.Cancelled`)."""
-    N, P, C = x.shape
+    images. ``cancelled`` is checked between subsets (raises :class:`~napari_clipsam.errors.Cancelled`).
+    Holds all N² · P distances: :func:`interval_scores` is the bounded-memory form the engine uses."""
+    N = x.shape[0]
     s = max(1, int(subset_size))
-    out = torch.empty(N, N, P, dtype=torch.float32, device=x.device)
-    flat = x.reshape(N * P, C)
+    xf = x.bfloat16() if fast else None
+    return torch.cat([_block_distances(x, xf, i0, min(N, i0 + s) - i0, s, mask, cancelled)
+                      for i0 in range(0, N, s)])
+
+
+def interval_scores(x: torch.Tensor, interval: float, subset_size: int, mask: torch.Tensor | None = None,
+                    cancelled: Callable[[], bool] | None = None, fast: bool = False) -> torch.Tensor:
+    """(N, P, C) L2-normalised tokens → (N, P) interval-averaged nearest distances, one block of
+    ``subset_size`` query images at a time (memory: ``subset × N × P`` distances, not N² · P)."""
+    N, P, _ = x.shape
+    s = max(1, int(subset_size))
+    xf = x.bfloat16() if fast else None
+    out = torch.empty(N, P, dtype=torch.float32, device=x.device)
     for i0 in range(0, N, s):
-        qi = flat[i0 * P:min(N, i0 + s) * P]  # (si·P, C)
-        si = qi.shape[0] // P
-        for j0 in range(0, N, s):
-            if cancelled is not None and cancelled():
-                raise Cancelled("cancelled during mutual scoring")
-            sj = min(N, j0 + s) - j0
-            sims = (qi @ flat[j0 * P:(j0 + sj) * P].T).view(si, P, sj, P)  # [i, p, j, q]
-            if mask is not None:
-                sims = sims.masked_fill(~mask[None, :, None, :], -2.0)
-            best = sims.amax(dim=3)  # (si, P, sj)
-            out[i0:i0 + si, j0:j0 + sj] = (1.0 - best).clamp_(min=0.0).permute(0, 2, 1)
+        si = min(N, i0 + s) - i0
+        d = _block_distances(x, xf, i0, si, s, mask, cancelled)
+        out[i0:i0 + si] = interval_average(d, interval, torch.arange(i0, i0 + si))
     return out
 
 
 def mutual_scores(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 3, 5), interval: float = 0.3,
                   subset_size: int = 8, window: int | None = None,
-                  cancelled: Callable[[], bool] | None = None) -> torch.Tensor:
+                  cancelled: Callable[[], bool] | None = None, fast: bool = False) -> torch.Tensor:
     """Raw mutual scores (N, h, w) fp32 (cosine-distance units, ≥ 0) of a folder, from one (N, C, h, w) token
-    tensor per feature layer: the mean over every (layer, r) of the interval-averaged nearest distances."""
+    tensor per feature layer: the mean over every (layer, r) of the interval-averaged nearest distances.
+    ``fast``: the bf16 nearest-patch search (step 3; only worth it where the CPU computes bf16 natively)."""
     if not layers:
         raise InvalidInputError("mutual scoring needs the tokens of at least one feature layer.")
     N, _, h, w = layers[0].shape
@@ -126,8 +171,9 @@ def mutual_scores(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 
     total = torch.zeros(N, h * w, dtype=torch.float32, device=layers[0].device)
     for t in layers:
         for r in radii:
-            d = nearest_distances(prepare_tokens(t, int(r)), subset_size, mask, cancelled)
-            total += interval_average(d, interval)
+            if cancelled is not None and cancelled():
+                raise Cancelled("cancelled during mutual scoring")
+            total += interval_scores(prepare_tokens(t, int(r)), interval, subset_size, mask, cancelled, fast)
     return (total / (len(layers) * len(radii))).view(N, h, w)
 
 
@@ -156,14 +202,13 @@ def mutual_scores_plain(layers: Sequence[torch.Tensor], *, radii: Sequence[int] 
     return (total / (len(layers) * len(radii))).view(N, h, w)
 
 
-def calibrate(scores: torch.Tensor, z_half: float = CALIBRATION_Z, floor: float = CALIBRATION_FLOOR) -> torch.Tensor:
-    """Raw mutual scores (any shape, one folder) → [0, 1], monotone: the logistic of the robust z-score over all
-    the folder's values minus ``z_half`` (see the module docstring, step 4)."""
-    flat = scores.float().flatten()
-    med = flat.median()
-    mad = (flat - med).abs().median()
-    z = (scores.float() - med) / torch.clamp(1.4826 * mad, min=floor)
-    return torch.sigmoid(z - z_half)
+def calibrate(scores: torch.Tensor, quantile: float = CALIBRATION_QUANTILE, ratio: float = CALIBRATION_RATIO,
+              width: float = CALIBRATION_WIDTH, floor: float = CALIBRATION_FLOOR) -> torch.Tensor:
+    """Raw mutual scores (N, h, w) of one folder → [0, 1], monotone: the logistic of ``s / R − ratio`` over
+    ``width``, ``R`` the ``quantile`` of the per-image maxima (see the module docstring, step 4)."""
+    s = scores.float()
+    scale = torch.clamp(s.flatten(1).amax(dim=1).quantile(quantile), min=floor)
+    return torch.sigmoid((s / scale - ratio) / width)
 
 
 def image_scores(maps: torch.Tensor) -> torch.Tensor:

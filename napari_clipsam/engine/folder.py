@@ -37,7 +37,22 @@ def folder_settings(config) -> dict:
             "subset_size": config.mutual_subset_size, "window": config.mutual_window,
             "weights": {"mutual": config.mutual_weight, "clip": config.mutual_clip_weight,
                         "fewshot": config.mutual_fewshot_weight},
-            "calibration": {"z_at_half": mutual.CALIBRATION_Z, "floor": mutual.CALIBRATION_FLOOR}}
+            "precision": config.mutual_precision,
+            "calibration": {"quantile": mutual.CALIBRATION_QUANTILE, "ratio": mutual.CALIBRATION_RATIO,
+                            "width": mutual.CALIBRATION_WIDTH, "floor": mutual.CALIBRATION_FLOOR}}
+
+
+def fast_path(precision: str, device) -> bool:
+    """Whether ``mutual_precision`` means the bf16 nearest-patch search on ``device``: ``"bfloat16"`` always,
+    ``"float32"`` never, ``"auto"`` where bf16 is native (a CUDA GPU that supports it; a CPU with AMX or AVX-512
+    BF16, :func:`~napari_clipsam.engine.backends.detect_cpu`)."""
+    if precision != "auto":
+        return precision == "bfloat16"
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    from .backends import detect_cpu
+
+    return bool(detect_cpu().bf16_native)
 
 
 def segment_folder(engine, images, object_name: str, step: Stepper, contrast_limits=None):
@@ -63,7 +78,7 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
     step("mutual", 0.3)
     raw = mutual.mutual_scores(layers, radii=cfg.mutual_radii, interval=cfg.mutual_interval,
                                subset_size=cfg.mutual_subset_size, window=cfg.mutual_window,
-                               cancelled=step.cancelled)
+                               cancelled=step.cancelled, fast=fast_path(cfg.mutual_precision, layers[0].device))
     calibrated = mutual.calibrate(raw)  # (N, h, w) in [0, 1]
     image_scores = mutual.image_scores(calibrated).tolist()
     S = cfg.image_size
