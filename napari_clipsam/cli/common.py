@@ -42,8 +42,9 @@ def split_list(values: Iterable[str] | None) -> list[str] | None:
 def add_dataset_options(parser: argparse.ArgumentParser, verb: str) -> None:
     """``--dataset-root``, ``--layout`` and ``--categories`` (``verb``: what is done with the categories)."""
     parser.add_argument("--dataset-root", type=Path, required=True, metavar="FOLDER")
-    parser.add_argument("--layout", choices=("auto", "mvtec", "visa", "folder"), default="auto",
-                        help="dataset layout (default: detected from the folder)")
+    parser.add_argument("--layout", choices=("auto", "mvtec", "visa", "folder", "review"), default="auto",
+                        help="dataset layout (default: detected from the folder); review: a folder review's labels "
+                             "folder (its accepted labels)")
     parser.add_argument("--categories", nargs="+", metavar="NAME", help=f"categories to {verb} (default: all)")
 
 

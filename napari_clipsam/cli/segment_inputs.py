@@ -54,12 +54,24 @@ def collect_images(inputs: list[str], extensions, recursive: bool, exclude: Path
 
 
 def normal_images(folder: Path, extensions) -> list[Path]:
-    """The image files directly in ``--normal FOLDER``; a clear error when it is not a folder or holds none."""
+    """The image files directly in ``--normal FOLDER``; a clear error when it is not a folder or holds none.
+
+    A folder review's labels folder (holding ``clipsam_manifest.json``) gives the images accepted there as good
+    parts (defect-free), read from the review's input folder."""
     from ..review.session import find_images, normalise_extensions
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise PathKindError(f"--normal {folder} is not a folder; give a folder of defect-free images.")
+    from ..data.review_labels import accepted_good_images, is_review_folder
+
+    if is_review_folder(folder):
+        good = accepted_good_images(folder)
+        if not good:
+            raise InvalidInputError(f"--normal {folder} is a review's labels folder with no image accepted as a good "
+                                    "part (Good → reference, or Accept with no object); accept a few defect-free "
+                                    "images there first, or give a folder of defect-free images.")
+        return good
     exts = normalise_extensions(split_list(extensions) or [])
     files = find_images(folder.resolve(), exts, False)
     if not files:

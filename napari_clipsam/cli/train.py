@@ -3,6 +3,10 @@
 The checkpoint (``--out``) is rewritten atomically after every epoch and holds the optimizer and random state,
 so ``--resume`` continues exactly where a run stopped (on the CPU, a resumed run ends with the same weights as
 an uninterrupted one). SAM is not used: unless a ``local-dir:`` SAM is given, none is downloaded or read.
+
+``--layout review`` adapts the head to a product from a folder review's accepted labels
+(:mod:`napari_clipsam.training.adapt`): the checkpoint goes next to the labels unless ``--out`` is given, under
+a new name when ``umci_adapted.pt`` is taken (or in its place with ``--overwrite``).
 """
 from __future__ import annotations
 
@@ -21,13 +25,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "(train on VisA to use on MVTec-AD and vice versa). Checkpoints every epoch; --resume "
                     "continues an interrupted run with identical results.")
     add_dataset_options(p, "train on")
-    p.add_argument("--epochs", type=int, default=3, help="total epochs (default 3; the paper uses 15 on VisA)")
+    p.add_argument("--epochs", type=int,
+                   help="total epochs (default 3, or 30 with --layout review; the paper uses 15 on VisA)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, betas 0.5/0.999)")
     p.add_argument("--seed", type=int, default=111, help="seeds the initialisation and batch order (default 111)")
     p.add_argument("--feature-layers", type=int, nargs="+", metavar="N",
                    help="1-based CLIP blocks feeding UMCI (default 6 12 18 24)")
-    p.add_argument("--out", type=Path, required=True, metavar="CHECKPOINT.pt", help="checkpoint to write")
+    p.add_argument("--out", type=Path, metavar="CHECKPOINT.pt",
+                   help="checkpoint to write (required, except with --layout review: then "
+                        "LABELS_FOLDER/umci_adapted.pt, or umci_adapted-2.pt, ... when taken)")
     p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
                    help="continue training from --out (or from the checkpoint given) until --epochs are done")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out instead of refusing")
@@ -40,6 +47,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    if args.layout == "review":
+        return run_review(args)
+    if args.out is None:
+        raise InvalidInputError("--out is required: give the checkpoint file to write, such as umci.pt (only "
+                                "--layout review has a default, next to the labels).")
+    if args.epochs is None:
+        args.epochs = 3
     from ..data import open_dataset
     from ..training.trainer import TrainSettings, train_umci
     from ..weights.umci_checkpoint import read_umci
@@ -80,4 +94,38 @@ def run(args) -> int:
     print(f"train: {report.epochs} epoch(s) on {report.images} images ({resumed}losses per epoch: {losses}); "
           f"UMCI {report.parameters:,} parameters; CLIP features {report.feature_seconds:.1f} s, training "
           f"{report.train_seconds:.1f} s; {written}")
+    return EXIT_OK
+
+
+def run_review(args) -> int:
+    """``train --layout review``: adapt UMCI to a folder review's accepted labels."""
+    from ..training.adapt import ADAPT_EPOCHS, adapt_settings, adapt_to_review, checkpoint_path, \
+        open_review_training_set
+
+    if args.resume is not None:
+        raise InvalidInputError("--resume is not available with --layout review (an adaptation is short); train "
+                                "again, the new checkpoint gets a new name.")
+    epochs = ADAPT_EPOCHS if args.epochs is None else args.epochs
+    if epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.cache_gb <= 0:
+        raise InvalidInputError("--epochs and --batch-size must be at least 1, --lr and --cache-gb greater than 0.")
+    names = split_list(args.categories) or []
+    if len(names) > 1:
+        raise InvalidInputError(f"--layout review trains one object; give at most one --categories name, got {names}.")
+    category = names[0] if names else None
+    dataset = open_review_training_set(args.dataset_root, category)  # the clear errors before any model loads
+    path = checkpoint_path(args.dataset_root, args.out, args.overwrite)
+    overrides = {"feature_layers": tuple(args.feature_layers)} if args.feature_layers else {}
+    cfg = without_sam(engine_config(args, **overrides))
+    note(f"training set: {dataset!r}")
+    engine = build_engine(cfg, args.progress, sam=False)
+    note(f"engine: {describe_engine(engine, sam=False)} (frozen; SAM is not used in training)")
+    settings = adapt_settings(epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              cache_bytes=int(args.cache_gb * (1 << 30)),
+                              cache_dir=None if args.cache_dir is None else str(args.cache_dir),
+                              progress=args.progress)
+    report = adapt_to_review(engine, args.dataset_root, settings, out=path, overwrite=args.overwrite,
+                             category=category, log=note)
+    losses = ", ".join(f"{v:.4f}" for v in report.train.epoch_losses[-3:])
+    print(f"train: {report.summary()}; provenance {report.sidecar}; last losses {losses}. Use it with "
+          f"--umci {report.checkpoint} (or the dock's UMCI weights).")
     return EXIT_OK

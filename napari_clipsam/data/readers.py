@@ -4,6 +4,7 @@
   ``<category>/ground_truth/<defect>/<stem>_mask.png``).
 - :class:`VisADataset`: VisA, driven by ``split_csv/1cls.csv``.
 - :class:`FolderDataset`: ``images/`` + ``masks/`` (what the plugin exports).
+- :class:`~.review_labels.ReviewDataset`: a folder review's labels folder (its accepted labels).
 - :func:`open_dataset`: picks one of the above from the folder's contents.
 
 Every reader checks the files up front (existence, masks present for every
@@ -21,10 +22,11 @@ from pathlib import Path
 
 from ..errors import InputFileError, InvalidInputError, MissingFileError, PathKindError
 from ..io.images import IMAGE_SUFFIXES
+from .review_labels import ReviewDataset, is_review_folder
 from .samples import AnomalyDataset, Sample
 
 SPLITS = ("train", "test")
-LAYOUTS = ("auto", "mvtec", "visa", "folder")
+LAYOUTS = ("auto", "mvtec", "visa", "folder", "review")
 VISA_CSV = Path("split_csv") / "1cls.csv"
 VISA_COLUMNS = ("object", "split", "label", "image", "mask")
 
@@ -280,6 +282,8 @@ class FolderDataset(AnomalyDataset):
 def _layout_of(folder: Path) -> str | None:
     if (folder / VISA_CSV).is_file():
         return "visa"
+    if is_review_folder(folder):
+        return "review"
     if (folder / "images").is_dir():
         return "folder"
     if any(p.is_dir() and (p / "test").is_dir() for p in folder.iterdir()):
@@ -288,9 +292,9 @@ def _layout_of(folder: Path) -> str | None:
 
 
 def detect_layout(root: str | Path) -> str:
-    """Return ``"visa"``, ``"folder"`` or ``"mvtec"`` from a folder's contents.
+    """Return ``"visa"``, ``"review"``, ``"folder"`` or ``"mvtec"`` from a folder's contents.
 
-    ``split_csv/1cls.csv`` → visa; an ``images/`` folder → folder; sub-folders
+    ``split_csv/1cls.csv`` → visa; ``clipsam_manifest.json`` → review; an ``images/`` folder → folder; sub-folders
     with a ``test/`` folder → mvtec. Otherwise raises ValueError listing what
     was found (and suggesting a sub-folder that holds a dataset, if any).
     """
@@ -316,9 +320,10 @@ def open_dataset(
 
     Args:
         root: the dataset folder.
-        layout: ``"auto"`` (see :func:`detect_layout`), ``"mvtec"``, ``"visa"`` or ``"folder"``.
-        categories: categories to keep (``None`` = all). For the folder layout,
-            a single name renames the category.
+        layout: ``"auto"`` (see :func:`detect_layout`), ``"mvtec"``, ``"visa"``, ``"folder"`` or ``"review"``
+            (a folder review's labels folder: its accepted labels, see :mod:`.review_labels`).
+        categories: categories to keep (``None`` = all). For the folder and review
+            layouts, a single name renames the category.
         split: ``"test"`` or ``"train"`` (MVTec-AD and VisA only).
     """
     if layout not in LAYOUTS:
@@ -330,8 +335,10 @@ def open_dataset(
     if layout == "visa":
         return VisADataset(root, categories, split)
     if split != "test":
-        raise InvalidInputError(f"The folder layout has no {split!r} split ({root}); use split='test'.")
+        raise InvalidInputError(f"The {layout} layout has no {split!r} split ({root}); use split='test'.")
     names = [categories] if isinstance(categories, str) else list(categories or [])
     if len(names) > 1:
-        raise InvalidInputError(f"The folder layout holds one category; got {names} for {root}.")
+        raise InvalidInputError(f"The {layout} layout holds one category; got {names} for {root}.")
+    if layout == "review":
+        return ReviewDataset(root, category=names[0] if names else None)
     return FolderDataset(root, category=names[0] if names else None)

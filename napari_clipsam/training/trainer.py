@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..clip.umci import UMCI
-from ..errors import InvalidInputError, TrainingDivergedError
+from ..errors import Cancelled, InvalidInputError, TrainingDivergedError
 from ..weights.umci_checkpoint import check_compatible, read_umci, save_umci
 from .losses import FOCAL_GAMMA, umci_loss
 from .resize import squash_mask
@@ -87,13 +87,17 @@ def clip_widths(engine) -> tuple[int, int]:
 
 
 def describe_dataset(dataset) -> dict:
-    """JSON-friendly summary of a training set: root, layout, categories and per-category counts."""
+    """JSON-friendly summary of a training set: root, layout, categories and per-category counts (and, for a
+    dataset with a ``provenance()`` method such as a review's, what it returns, under ``"source"``)."""
     counts = {c: {"images": 0, "anomalous": 0} for c in dataset.categories}
     for s in dataset.samples:
         counts[s.category]["images"] += 1
         counts[s.category]["anomalous"] += int(s.label)
-    return {"root": str(Path(dataset.root).resolve()), "layout": getattr(dataset, "layout", "generic"),
-            "categories": list(dataset.categories), "images": len(dataset), "counts": counts}
+    out = {"root": str(Path(dataset.root).resolve()), "layout": getattr(dataset, "layout", "generic"),
+           "categories": list(dataset.categories), "images": len(dataset), "counts": counts}
+    if callable(getattr(dataset, "provenance", None)):
+        out["source"] = dataset.provenance()
+    return out
 
 
 def _data_summary(data: dict) -> str:
@@ -136,13 +140,16 @@ def _bar(iterable=None, enabled=True, **kw):
     return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kw)
 
 
-def _extract(engine, dataset, layers, settings: TrainSettings) -> tuple[FeatureStore, torch.Tensor]:
-    """CLIP features (cached) and masks squashed to the CLIP input size, for every sample in dataset order."""
+def _extract(engine, dataset, layers, settings: TrainSettings, tick=None) -> tuple[FeatureStore, torch.Tensor]:
+    """CLIP features (cached) and masks squashed to the CLIP input size, for every sample in dataset order.
+    ``tick(images done)`` is called before each batch (it may raise Cancelled)."""
     S, n = engine.config.image_size, len(dataset)
     store, masks = None, torch.zeros((n, S, S), dtype=torch.bool)
     step = max(1, settings.batch_size)
     with _bar(total=n, enabled=settings.progress, desc="CLIP features", unit="img") as bar:
         for start in range(0, n, step):
+            if tick is not None:
+                tick(start)
             items = [dataset[i] for i in range(start, min(n, start + step))]
             with torch.no_grad(), engine.autocast():
                 x = engine.vision.preprocess([im for im, _, _ in items])
@@ -212,7 +219,9 @@ def _on_forked_rng(train):
 @_on_forked_rng
 def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: str | Path | None = None,
                resume: str | Path | None = None, log: Log = print,
-               on_epoch: Callable[[int, float], None] | None = None) -> TrainReport:
+               on_epoch: Callable[[int, float], None] | None = None,
+               progress: Callable[[str, float], None] | None = None,
+               cancelled: Callable[[], bool] | None = None) -> TrainReport:
     """Train a UMCI on ``dataset`` (samples with masks) over the engine's frozen CLIP.
 
     Args:
@@ -225,6 +234,10 @@ def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: s
         resume: a checkpoint written by this function; training continues after its last epoch until
             ``settings.epochs`` (its batch size, learning rate, betas and seed are used).
         log: receives one-line messages. on_epoch: called with (epoch, mean loss) after every epoch.
+        progress: called with (stage, overall fraction 0..1, never decreasing) as the run goes; the stages are
+            ``"features"`` (CLIP on every image, the first 20 %) and ``"epoch N"``.
+        cancelled: polled before every batch; when it returns True the run stops with
+            :class:`~napari_clipsam.errors.Cancelled` (the checkpoint at ``out`` then holds the last whole epoch).
 
     The run seeds torch's RNG with ``settings.seed`` on a fork of it: the caller's RNG state is left as it was.
     """
@@ -266,10 +279,21 @@ def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: s
         umci.eval()
         return report
 
+    todo = settings.epochs - start_epoch
+    done = [0.0]
+
+    def report_progress(stage: str, fraction: float, check: bool = True) -> None:
+        if check and cancelled is not None and cancelled():
+            raise Cancelled(f"training cancelled during {stage}")
+        done[0] = max(done[0], min(1.0, fraction))
+        if progress is not None:
+            progress(stage, done[0])
+
     categories = [s.category for s in dataset.samples]
     texts = {c: engine.text_embeddings(object_name(c)).to(device).float() for c in dict.fromkeys(categories)}
     t0 = time.perf_counter()
-    store, masks = _extract(engine, dataset, layers, settings)
+    store, masks = _extract(engine, dataset, layers, settings,
+                            tick=lambda i: report_progress("features", 0.2 * i / len(dataset)))
     report.feature_seconds = time.perf_counter() - t0
     data = describe_dataset(dataset)
     t0 = time.perf_counter()
@@ -280,7 +304,8 @@ def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: s
             total, seen = 0.0, 0
             with _bar(batches, enabled=settings.progress, desc=f"epoch {epoch + 1}/{settings.epochs}",
                       unit="batch") as bar:
-                for idx in bar:
+                for b, idx in enumerate(bar):
+                    report_progress(f"epoch {epoch + 1}", 0.2 + 0.8 * (epoch - start_epoch + b / len(batches)) / todo)
                     logits = umci(store.get(idx, device), texts[categories[idx[0]]])
                     loss = umci_loss(logits, masks[idx].to(device), settings.focal_gamma)
                     optimizer.zero_grad(set_to_none=True)
@@ -300,10 +325,26 @@ def train_umci(engine, dataset, settings: TrainSettings | None = None, *, out: s
                 report.checkpoint = _save(out, umci, engine, optimizer, shuffle, settings, report, data)
             if on_epoch is not None:
                 on_epoch(epoch + 1, mean)
+            report_progress(f"epoch {epoch + 1}", 0.2 + 0.8 * (epoch + 1 - start_epoch) / todo, check=False)
     finally:
         store.close()
     umci.eval()
     return report
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries a checkpoint depends on (recorded in it, for provenance)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .._version import __version__
+
+    out: dict[str, str | None] = {"napari-clipsam": __version__}
+    for name in ("torch", "open_clip_torch", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def _save(out, umci, engine, optimizer, shuffle, settings: TrainSettings, report: TrainReport, data) -> Path:
@@ -317,7 +358,7 @@ def _save(out, umci, engine, optimizer, shuffle, settings: TrainSettings, report
         "final_loss": report.final_loss, "seed": settings.seed, "lr": settings.lr, "betas": list(settings.betas),
         "batch_size": settings.batch_size, "focal_gamma": settings.focal_gamma, "umci_parameters": report.parameters,
         "train_seconds": report.previous_seconds + report.feature_seconds + report.train_seconds,
-        "device": str(device),
+        "device": str(device), "versions": library_versions(),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "training_state": state,
     }
     return save_umci(out, umci, clip_model=engine.identity["clip_model"], clip_weights=engine.identity["clip_weights"],
