@@ -12,6 +12,8 @@ from napari_clipsam.config import (DEFAULT_PRESET, PER_CALL_FIELDS, PRESET_CHANG
                                    ClipSAMConfig)
 from napari_clipsam.errors import ClipSAMUserError, ConfigError
 
+from napari_clipsam.config_checks import PRECISIONS  # noqa: E402
+
 FIELDS = {f.name: f for f in dataclasses.fields(ClipSAMConfig)}
 
 
@@ -27,6 +29,8 @@ def _changed(value):
         return value / 2 if value else 0.25
     if isinstance(value, tuple):
         return value[:1]
+    if isinstance(value, str) and value in PRECISIONS:  # a precision choice (e.g. mutual_precision)
+        return next(p for p in PRECISIONS if p != value)
     raise AssertionError(f"no changed value for {value!r}")
 
 
