@@ -1,9 +1,13 @@
-"""Worst-first order and the review flags (pure functions)."""
+"""Worst-first order and the review flags (pure functions), and worst first in the dock's folder review."""
+import json
+
 import numpy as np
+import pytest
 
 from napari_clipsam.review.flags import (ACCEPTED_HIGH, HOT_NO_OBJECT, OUTSIDE_HOT, REJECTED_LOW, ImageFacts,
                                          image_flags, score_bounds)
 from napari_clipsam.review.order import load_scores, review_order, save_scores
+from test_plugin_flows import run_flow, tiny_weights  # noqa: F401  (the fixture)
 
 
 def test_order_is_by_score_then_position_and_unscored_last():
@@ -25,3 +29,28 @@ def test_flags():
     assert image_flags(ImageFacts(0.1, 2, True, 1), "rejected", None, bounds) == [OUTSIDE_HOT, REJECTED_LOW]
     assert image_flags(ImageFacts(0.5, 1, True, 0), "accepted", 1, bounds) == []
     assert score_bounds([0.1, np.nan, 0.2]) is None
+
+
+def _synthetic_folder(folder, n=6, size=64):
+    """n synthetic metal plates, half with a defect, under random names (file order says nothing)."""
+    from PIL import Image
+
+    from napari_clipsam.data.synthetic import synthetic_image
+
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(n):
+        image, _ = synthetic_image("metal", "scratch" if i % 2 else "good", size=size, seed=20 + i)
+        Image.fromarray(image).save(folder / f"{rng.integers(10**6):06d}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_folder_review_goes_worst_first_in_real_order(tiny_weights, tmp_path):  # noqa: F811
+    """Through the manifest in a fresh process (about 50 s on 2 shared cores: napari, torch, a scoring and several runs)."""
+    images = _synthetic_folder(tmp_path / "images")
+    clip_dir, sam_dir = tiny_weights
+    out = run_flow("review_order.py", clip_dir, sam_dir, images, tmp_path / "labels", tmp_path=tmp_path)
+    assert "reopened: kept scores" in out
+    kept = json.loads((tmp_path / "labels" / "clipsam_review_scores.json").read_text())
+    assert kept["mode"] == "mutual" and len(kept["scores"]) == 6 and set(kept["files"]) == set(kept["scores"])

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from ..io.atomic import atomic_file
 
-__all__ = ["SCORES_NAME", "ReviewOrder", "load_scores", "order_keys", "review_order", "save_scores"]
+__all__ = ["SCORES_NAME", "ReviewOrder", "file_signatures", "load_scores", "load_scores_file", "order_keys",
+           "review_order", "save_scores"]
 
 log = logging.getLogger(__name__)
 SCORES_NAME = "clipsam_review_scores.json"
@@ -116,12 +117,12 @@ class ReviewOrder:
 # ---------------------------------------------------------------- the scores file
 
 
-def load_scores(output_dir: str | Path, input_dir: str | Path, object_name: str) -> dict[str, float]:
-    """The scores kept for this input folder and object name (empty when there are none or the file is not
-    usable: another folder or object, or unreadable)."""
+def load_scores_file(output_dir: str | Path, input_dir: str | Path, object_name: str) -> dict | None:
+    """The whole scores file kept for this input folder and object name, its ``scores`` cleaned (finite numbers
+    only); None when there is none or it is not usable (another folder or object, or unreadable)."""
     path = Path(output_dir) / SCORES_NAME
     if not path.is_file():
-        return {}
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
@@ -130,19 +131,43 @@ def load_scores(output_dir: str | Path, input_dir: str | Path, object_name: str)
         if not isinstance(scores, dict):
             raise ValueError("scores is not an object")
         if data.get("input_dir") != Path(input_dir).resolve().as_posix() or data.get("object") != object_name:
-            return {}
-        return {str(k): float(v) for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            return None
+        data["scores"] = {str(k): float(v) for k, v in scores.items()
+                          if isinstance(v, (int, float)) and math.isfinite(v)}
+        return data
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         log.warning("Ignoring the review scores file %s (%s); the folder is scored again.", path, err)
-        return {}
+        return None
+
+
+def load_scores(output_dir: str | Path, input_dir: str | Path, object_name: str) -> dict[str, float]:
+    """The scores kept for this input folder and object name (empty when there are none or the file is not
+    usable: another folder or object, or unreadable)."""
+    data = load_scores_file(output_dir, input_dir, object_name)
+    return {} if data is None else data["scores"]
+
+
+def file_signatures(session) -> dict[str, list[int]]:
+    """image key → [size, mtime_ns] of every image of a review: scores made from other files are stale."""
+    out = {}
+    for i, path in enumerate(session.images):
+        try:
+            st = Path(path).stat()
+            out[session.key(i)] = [int(st.st_size), int(st.st_mtime_ns)]
+        except OSError:
+            out[session.key(i)] = [-1, -1]
+    return out
 
 
 def save_scores(output_dir: str | Path, input_dir: str | Path, object_name: str, mode: str,
-                scores: Mapping[str, float]) -> Path:
-    """Write the scores file atomically (the folder is created if needed); raises OSError when it cannot."""
+                scores: Mapping[str, float], extra: Mapping | None = None) -> Path:
+    """Write the scores file atomically (the folder is created if needed); raises OSError when it cannot.
+    ``extra``: more JSON fields kept beside the scores (the dock keeps the files' signatures, the settings, the
+    flags' facts and the images left out, to know on reopening whether the scores still hold)."""
     path = Path(output_dir) / SCORES_NAME
-    data = {"format": _FORMAT, "version": 1, "input_dir": Path(input_dir).resolve().as_posix(),
-            "object": object_name, "mode": mode, "scores": {str(k): float(v) for k, v in sorted(scores.items())}}
+    data = {**dict(extra or {}), "format": _FORMAT, "version": 1,
+            "input_dir": Path(input_dir).resolve().as_posix(), "object": object_name, "mode": mode,
+            "scores": {str(k): float(v) for k, v in sorted(scores.items())}}
     with atomic_file(path) as f:
         f.write(json.dumps(data, indent=1).encode("utf-8"))
     return path

@@ -7,8 +7,11 @@ only waits for (or reuses) that result.
 
 Keys, bound on the viewer only while a review is open (and exactly these unbound on Close): Alt+Right next,
 Alt+Left previous, Alt+A accept, Alt+R reject, Alt+D skip (defer), Alt+G good part (accepted with no objects and
-added to the normal references). None of them is a napari shortcut (napari's
+added to the normal references), Alt+N next flagged. None of them is a napari shortcut (napari's
 Alt+S saves a screenshot).
+
+Next, Previous and the move after a verdict follow the review order of :mod:`.folder_order` (worst first once
+the folder is scored, or file order); the table there opens any image.
 
 Going back to an accepted image shows the labels saved for it (no new run); Run re-segments it with the saved
 objects kept as corrections. An image that cannot be read clears the review layers and disables Accept. A
@@ -29,6 +32,7 @@ from ..io.images import default_contrast_limits
 from ..export import FORMATS, ExportError
 from ..review import Prefetcher, QASession
 from .controls import Controls
+from .folder_order import ReviewOrdering
 from .labels_export import frame_provenance
 from .review_drafts import DraftKeeper
 from .source import frame_count
@@ -36,7 +40,7 @@ from .workers import threshold_settings
 
 log = logging.getLogger(__name__)
 KEYS = {"Alt-Right": "next_image", "Alt-Left": "previous_image", "Alt-A": "accept", "Alt-R": "reject",
-        "Alt-D": "skip", "Alt-G": "accept_as_reference"}
+        "Alt-D": "skip", "Alt-G": "accept_as_reference", "Alt-N": "next_flagged"}
 
 
 class ReviewHost(Protocol):
@@ -92,6 +96,7 @@ class FolderPanel(QObject):
         c.qa_good.clicked.connect(lambda: self.accept_as_reference())
         widget.run_finished.connect(self._on_run_finished)
         self.drafts = DraftKeeper(self)  # crash journal
+        self.ordering = ReviewOrdering(self)  # worst first, the folder table
         self._update_labels()
 
     def _key_handler(self, method: str):
@@ -117,6 +122,7 @@ class FolderPanel(QObject):
         """Close the review: keys unbound, prefetch stopped; verdicts and labels stay on disk."""
         self.unbind_keys()
         self.drafts.leave()
+        self.ordering.close()
         if self.prefetcher is not None:
             self.prefetcher.cancel(wait=False)
             self.prefetcher = None
@@ -150,7 +156,10 @@ class FolderPanel(QObject):
         self._complete = False
         self.bind_keys()
         self.widget.save_settings()
-        session.resume()
+        if self.ordering.open(session):  # scores kept from last time: worst first at once
+            self.ordering.order.resume()
+        else:
+            session.resume()
         if session.manifest_recovered is not None:
             self.widget.set_status(f"The review manifest was unreadable and was moved to "
                                    f"{session.manifest_recovered}; starting a fresh one.")
@@ -248,26 +257,54 @@ class FolderPanel(QObject):
         return True
 
     def next_image(self) -> None:
-        if self._ready() and self.session.index < len(self.session) - 1:
-            self.session.next()
+        """The next image in the review order (no verdict change)."""
+        if self._ready() and self.ordering.step(True):
             self._complete = False
             self._show()
 
     def previous_image(self) -> None:
-        if self._ready() and self.session.index > 0:
-            self.session.previous()
+        if self._ready() and self.ordering.step(False):
             self._complete = False
             self._show()
 
+    def goto(self, index: int) -> None:
+        """Open the image at session position ``index`` (a click in the folder table)."""
+        if self._ready() and 0 <= index < len(self.session) and index != self.session.index:
+            self.session.goto(index)
+            self._complete = False
+            self._show()
+
+    def next_flagged(self) -> None:
+        """Alt+N: the next image that needs a look (flagged), or else the next undecided one."""
+        if not self._ready():
+            return
+        index = self.ordering.next_flagged()
+        if index is None:
+            self.widget.set_status("No other image is flagged or undecided.")
+            return
+        self.goto(index)
+
+    def refresh(self) -> None:
+        """Verdicts or scores changed: update the position line and the folder table."""
+        self._update_labels()
+
     def provider_for(self, layer):
         """For the widget's Run: reuse the prefetch for the review image; otherwise stop any prefetch first."""
-        pre = self.prefetcher
-        if pre is None:
+        pre, ordering = self.prefetcher, self.ordering
+        if pre is None and not ordering._running:
             return None
         key = self._key(self.session.index) if self.session is not None and layer is self.layer \
             and frame_count(layer) is None else None  # the prefetch segments single images only
+        engine = self.widget.run_inputs()[0]
 
         def provide(cancelled):
+            ordering.wait_for_scoring(cancelled)  # one engine job at a time
+            scored = None if key is None else ordering.scored_result(key, engine)
+            if scored is not None:
+                self.prefetch_hits += 1
+                return {None: scored}
+            if pre is None:
+                return None
             if key is None or pre.key != key:
                 pre.cancel(wait=True)  # one engine job at a time
                 return None
@@ -315,10 +352,8 @@ class FolderPanel(QObject):
 
     def _advance(self) -> None:
         s = self.session
-        if s.index < len(s) - 1:
-            s.next()
-        else:
-            undecided = s.first_undecided()
+        if not self.ordering.step(True):
+            undecided = self.ordering.first_undecided()
             if undecided is None:
                 self._complete = True
                 self._update_labels()
@@ -352,7 +387,8 @@ class FolderPanel(QObject):
             self.widget.set_status(f"{s.key()} was accepted: showing the labels saved for it. Accept again to keep "
                                    "them, or Run to re-segment (the saved objects are kept as corrections).")
             self.drafts.begin()
-            self._prefetch(s.index + 1)
+            if not self.ordering.start_scoring():
+                self._prefetch(self.ordering.next_index())
             return
         self.widget.run(source=self.layer, on_done=self._after_run, all_frames=True)
 
@@ -414,7 +450,8 @@ class FolderPanel(QObject):
             return
         if outcome.ok:
             self.drafts.begin()
-            self._prefetch(self.session.index + 1)
+            if not self.ordering.start_scoring():  # the folder is scored once, after the first result
+                self._prefetch(self.ordering.next_index())
         else:  # nothing to accept: say so after the error the dock reported
             self.c.qa_accept.setEnabled(False)
             self.widget.set_status(f"{self.widget.status.rstrip('.')} — Accept is off for {self.session.key()}: "
@@ -431,10 +468,13 @@ class FolderPanel(QObject):
         _, object_name, thresholds = self.widget.run_inputs()
         return (str(self.session.images[index]), object_name, thresholds)
 
-    def _prefetch(self, index: int) -> None:
+    def _prefetch(self, index: int | None) -> None:
         engine, object_name, thresholds = self.widget.run_inputs()
-        if engine is None or self.session is None or index >= len(self.session):
+        if engine is None or self.session is None or index is None or index >= len(self.session):
             return
+        if self.ordering.scoring is not None and self.ordering.scoring.engine is engine \
+                and self._key(index) in self.ordering.scoring.results:
+            return  # the scoring made it already
         if self.prefetcher is None or self.prefetcher.engine is not engine:
             if self.prefetcher is not None:
                 self.prefetcher.cancel(wait=False)
@@ -449,9 +489,13 @@ class FolderPanel(QObject):
         if s is None:
             self.c.qa_progress.setText("no folder open")
             self.c.qa_verdict.setText("")
+            self.ordering.refresh()
             return
         counts = s.summary()
-        self.c.qa_progress.setText(f"{s.index + 1} / {len(s)}, {counts['accepted']} accepted, "
+        order = self.ordering.order
+        position = s.index if order is None else order.position
+        self.ordering.refresh()
+        self.c.qa_progress.setText(f"{position + 1} / {len(s)}, {counts['accepted']} accepted, "
                                    f"{counts['rejected']} rejected, {counts['skipped']} skipped")
         verdict = s.verdict()
         self.c.qa_verdict.setText(f"{s.key()}: {verdict.value if verdict is not None else 'undecided'}")

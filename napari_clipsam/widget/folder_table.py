@@ -1,5 +1,6 @@
-"""The folder review's overview: a *Worst first* toggle, *Next flagged*, and a sortable table of the folder (name,
-score, verdict, objects, flags); clicking a row opens that image. Lives in the Folder review tab, below its buttons.
+"""The folder review's overview: the scoring's progress (with *Stop*), a *File order* toggle, *Next flagged*, and a
+sortable table of the folder (name, score, verdict, objects, flags); clicking a row opens that image. Lives in the
+Folder review tab, below its buttons; narrow (the dock is at most 320 px wide: columns shrink, names elide).
 
 It shows what :class:`~.folder.FolderPanel` gives it and calls back into it; it holds no review state.
 """
@@ -8,16 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qtpy.QtCore import QObject, Qt
-from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QFormLayout, QHeaderView, QPushButton, QTableWidget,
-                            QTableWidgetItem)
+from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+                            QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QWidget)
 
 from ..review.flags import FLAG_LABELS
 
 COLUMNS = ("name", "score", "verdict", "objects", "flags")
+_WIDTHS = (92, 46, 62, 30, 60)  # px: together under the dock's 320 px (flags stretch; long names elide)
+_HEADERS = ("Name", "Score", "Verdict", "Obj.", "Flags")
 _TIPS = {
-    "qa_worst_first": "Walk the folder by image score, highest (most anomalous) first; untick for file order. "
-                      "The folder is scored in the background when the review opens.",
-    "qa_next_flagged": "Go to the next image with a flag (Alt+N): " + "; ".join(FLAG_LABELS) + ".",
+    "qa_file_order": "Walk the folder in file order. Unticked (the default), Next and Accept go worst first: "
+                     "highest image score (most anomalous) first, once the folder is scored in the background.",
+    "qa_next_flagged": "Go to the next image (in the current order) that needs a look (Alt+N): an undecided image "
+                       "with a flag, or a verdict its score contradicts; when there is none, the next undecided "
+                       "image. Flags: " + "; ".join(FLAG_LABELS) + ".",
+    "qa_scoring": "Scoring the folder in the background (mutual scoring from 5 images); the review goes worst "
+                  "first when it is done.",
+    "qa_stop_scoring": "Stop scoring the folder: the review stays in file order (reopen it to score again).",
     "qa_table": "Every image of the folder. Click a column title to sort by it, a row to open that image.",
 }
 
@@ -43,38 +51,61 @@ class FolderTable(QObject):
     Args:
         layout: the tab's QFormLayout.
         on_open: called with an image's session position when its row is clicked.
-        on_worst_first: called with the toggle's new state.
+        on_worst_first: called with True for worst first, False when *File order* is ticked.
         on_next_flagged: called when *Next flagged* is pressed.
+        on_stop: called when *Stop* (the scoring) is pressed.
     """
 
     def __init__(self, layout: QFormLayout, on_open: Callable[[int], None], on_worst_first: Callable[[bool], None],
-                 on_next_flagged: Callable[[], None]):
+                 on_next_flagged: Callable[[], None], on_stop: Callable[[], None] | None = None):
         super().__init__(layout.parentWidget())
-        self.worst_first = QCheckBox("Worst first")
-        self.worst_first.setChecked(True)
-        self.next_flagged = QPushButton("Next flagged")
+        self.file_order = QCheckBox("File order")
+        self.file_order.setChecked(False)
+        self.next_flagged = QPushButton("Next flagged (Alt+N)")
+        self.scoring = QProgressBar()
+        self.scoring.setRange(0, 100)
+        self.scoring.setFormat("scoring %p%")
+        self.stop_scoring = QPushButton("Stop")
+        self.scoring_row = QWidget()
+        row = QHBoxLayout(self.scoring_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.scoring, 1)
+        row.addWidget(self.stop_scoring)
+        self.scoring_row.setVisible(False)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS))
-        for w, key in ((self.worst_first, "qa_worst_first"), (self.next_flagged, "qa_next_flagged"),
-                       (self.table, "qa_table")):
+        for w, key in ((self.file_order, "qa_file_order"), (self.next_flagged, "qa_next_flagged"),
+                       (self.table, "qa_table"), (self.scoring, "qa_scoring"), (self.stop_scoring, "qa_stop_scoring")):
             w.setToolTip(_TIPS[key])
-        self.table.setHorizontalHeaderLabels([c.capitalize() for c in COLUMNS])
+        self.table.setHorizontalHeaderLabels(list(_HEADERS))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setMinimumSectionSize(28)
+        for col, width in enumerate(_WIDTHS):
+            header.resizeSection(col, width)
         header.setStretchLastSection(True)
         header.setSectionsClickable(True)
         header.setSortIndicatorShown(False)
         header.sectionClicked.connect(self._sort_by)
         self.sorted_by: tuple[int, Qt.SortOrder] | None = None  # None: review order
         self.table.setMinimumHeight(160)
-        layout.addRow(self.worst_first, self.next_flagged)
+        layout.addRow(self.file_order, self.next_flagged)
+        layout.addRow(self.scoring_row)
+        layout.addRow(self.note)
         layout.addRow(self.table)
         self._on_open = on_open
         self._filling = False
-        self.worst_first.toggled.connect(lambda on: on_worst_first(bool(on)))
+        self.file_order.toggled.connect(lambda on: on_worst_first(not on))
+        if on_stop is not None:
+            self.stop_scoring.clicked.connect(lambda: on_stop())
         self.next_flagged.clicked.connect(lambda: on_next_flagged())
         self.table.cellClicked.connect(self._clicked)
 
@@ -89,18 +120,25 @@ class FolderTable(QObject):
             cells = (
                 _Item(row["name"], (row["name"].casefold(), r), i),
                 _Item("—" if score is None else f"{score:.3f}", (score is None, -(score or 0.0), r), i),
-                _Item(row["verdict"] or "undecided", (row["verdict"] or "~", r), i),
+                _Item(row["verdict"] or "—", (row["verdict"] or "~", r), i),
                 _Item("—" if objects is None else str(objects), (objects is None, objects or 0, r), i),
                 _Item(", ".join(row["flags"]), (not row["flags"], ", ".join(row["flags"]), r), i),
             )
             for col, item in enumerate(cells):
-                if row["flags"]:
-                    item.setToolTip(", ".join(row["flags"]))
+                item.setToolTip(row["name"] + (": " + ", ".join(row["flags"]) if row["flags"] else ""))
                 table.setItem(r, col, item)
         if self.sorted_by is not None:
             table.sortItems(*self.sorted_by)
         self.select(current)
         self._filling = False
+
+    def show_scoring(self, fraction: float | None, text: str = "") -> None:
+        """Show the scoring's progress (``fraction`` 0..1; None hides the bar) and a note below it."""
+        self.scoring_row.setVisible(fraction is not None)
+        if fraction is not None:
+            self.scoring.setValue(max(0, min(100, int(round(100 * fraction)))))
+        self.note.setText(text)
+        self.note.setVisible(bool(text))
 
     def _sort_by(self, column: int) -> None:
         """A click on a column title: sort by it (a second click reverses the order)."""

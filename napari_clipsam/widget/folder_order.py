@@ -1,0 +1,303 @@
+"""Worst first in the Folder review tab: score the folder in the background, walk it by score, show the table.
+
+When a review opens, its first image is shown at once (in file order, as before). Once ClipSAM has run on it
+(the engine exists then), the whole folder is scored in one background job (:func:`~napari_clipsam.review.
+scoring.score_folder`: mutual scoring from five images), with its progress and a *Stop* button in the tab. When
+the scores arrive they are kept in the labels folder (``clipsam_review_scores.json``) and the review order becomes
+worst first; if the shown image is undecided and untouched, the review moves to the highest-scored undecided
+image. *File order* goes back to file order (the current image stays). A reopened review whose files, object and
+thresholds have not changed takes its scores from that file: no scoring again, worst first at once.
+
+The scoring job and the dock's Run share one engine, never at the same time: a Run started while the folder is
+being scored waits for it (and then takes that image's scored result, so moving on after scoring runs nothing).
+Verdicts live in the manifest and drafts in the journal, by image: reordering only changes which image comes
+next, never what was decided or corrected.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from qtpy.QtCore import QObject
+
+from ..errors import Cancelled
+from ..review.flags import ACCEPTED_HIGH, REJECTED_LOW, ImageFacts, image_flags, score_bounds
+from ..review.order import ReviewOrder, file_signatures, load_scores_file, save_scores
+from ..review.scoring import score_folder
+from .folder_table import FolderTable
+from .workers import Task, threshold_settings
+
+log = logging.getLogger(__name__)
+_VERDICT_FLAGS = (ACCEPTED_HIGH, REJECTED_LOW)
+
+
+class _Scoring:
+    """One scoring job's shared state: written by the worker thread, read by the GUI thread and by a Run's
+    worker (which waits on ``done`` before it uses the engine)."""
+
+    def __init__(self, engine, object_name: str, thresholds: tuple):
+        self.engine, self.object_name, self.thresholds = engine, object_name, thresholds
+        self.done = threading.Event()
+        self.results: dict = {}  # (path, object name, thresholds) → ClipSAMResult, taken once by a Run
+        self.lock = threading.Lock()
+
+    def take(self, key):
+        with self.lock:
+            return self.results.pop(key, None)
+
+
+class ReviewOrdering(QObject):
+    """The order and overview of a :class:`~.folder.FolderPanel`'s review (see the module notes)."""
+
+    def __init__(self, panel):
+        super().__init__(panel)
+        self.panel = panel
+        layout = panel.c.qa_open.parentWidget().layout()
+        self.table = FolderTable(layout, on_open=panel.goto, on_worst_first=self.set_worst_first,
+                                 on_next_flagged=panel.next_flagged, on_stop=self.stop)
+        self.order: ReviewOrder | None = None
+        self.facts: dict[str, ImageFacts] = {}
+        self.left_out: dict[str, str] = {}
+        self.task: Task | None = None
+        self.scoring: _Scoring | None = None
+        self.needs_scoring = False
+        self.scored = False  # scores arrived (or were reused) for this review
+        self.reused = False
+        self._generation = 0
+        self._running: list[_Scoring] = []  # jobs that may still use the engine (a stopped one until it stops)
+        self.table.show_scoring(None)
+
+    # ------------------------------------------------------------------ the review's life
+    def open(self, session) -> bool:
+        """A review opened: take the kept scores when they still hold (True), else score after the first Run."""
+        self.stop(quiet=True)
+        self._generation += 1
+        self.facts, self.left_out, self.scored, self.reused = {}, {}, False, False
+        self.order = ReviewOrder(session, worst_first=not self.table.file_order.isChecked())
+        data = self._kept(session)
+        if data is not None:
+            self.facts = {k: ImageFacts(data["scores"].get(k), *v) for k, v in data.get("facts", {}).items()
+                          if isinstance(v, list) and len(v) == 3}
+            self.left_out = dict(data.get("left_out", {}))
+            self.order.set_scores(data["scores"])
+            self.scored = self.reused = True
+            self.needs_scoring = False
+            self.table.show_scoring(None, f"Scores kept from the last scoring of this folder ({len(data['scores'])} "
+                                          "images); nothing changed since, so it is not scored again.")
+        else:
+            self.needs_scoring = True
+            self.table.show_scoring(None, "Shown in file order until the folder is scored (it starts after "
+                                          "ClipSAM's first result).")
+        return self.reused
+
+    def close(self) -> None:
+        self.stop(quiet=True)
+        self.order = None
+        self.needs_scoring = False
+        self.table.fill([], None)
+        self.table.show_scoring(None)
+
+    def _inputs(self) -> tuple:
+        engine, object_name, thresholds = self.panel.widget.run_inputs()
+        return engine, object_name, tuple(float(t) for t in thresholds)
+
+    def _kept(self, session) -> dict | None:
+        _, object_name, thresholds = self._inputs()
+        data = load_scores_file(session.output_dir, session.input_dir, object_name)
+        if data is None or data.get("files") != file_signatures(session) \
+                or data.get("thresholds") != list(thresholds):
+            return None
+        return data
+
+    # ------------------------------------------------------------------ scoring
+    def start_scoring(self) -> bool:
+        """Score the folder in the background (once per review, after ClipSAM's first result). True if started."""
+        panel = self.panel
+        session = panel.session
+        engine, object_name, thresholds = self._inputs()
+        if not self.needs_scoring or self.task is not None or engine is None or session is None:
+            return False
+        self.needs_scoring = False
+        scoring = self.scoring = _Scoring(engine, object_name, thresholds)
+        self._running = [s for s in self._running if not s.done.is_set()] + [scoring]
+        settings = threshold_settings(*thresholds)
+        prefetcher = panel.prefetcher
+        generation = self._generation
+
+        def job(progress, cancelled):
+            try:
+                if prefetcher is not None:
+                    prefetcher.cancel(wait=True)  # one engine job at a time
+                scores = score_folder(engine, session, object_name, settings, progress, cancelled)
+                paths = {session.key(i): str(p) for i, p in enumerate(session.images)}
+                with scoring.lock:
+                    for key, result in scores.results.items():
+                        scoring.results[(paths[key], object_name, thresholds)] = result
+                scores.results = {}  # the Runs take them from `scoring`, once each
+                return scores
+            finally:
+                scoring.done.set()
+
+        self.task = Task(job, self._on_progress, lambda outcome: self._on_scored(generation, outcome))
+        self.table.show_scoring(0.0, "Scoring the folder in the background; you can work on this image "
+                                     "meanwhile.")
+        self.task.start()
+        return True
+
+    def stop(self, quiet: bool = False) -> None:
+        """Stop the scoring (the review stays in its order)."""
+        if self.task is not None:
+            self.task.cancel()
+            if not quiet:
+                self.table.show_scoring(None, "Stopping the scoring…")
+        if quiet:
+            self.task = None
+            self.scoring = None
+
+    def _on_progress(self, stage: str, fraction: float) -> None:
+        if self.task is not None:
+            self.table.show_scoring(fraction, f"{stage[:1].upper()}{stage[1:]}…")
+
+    def _on_scored(self, generation: int, outcome) -> None:
+        if generation != self._generation or self.order is None:
+            return  # a review closed or reopened since
+        self.task = None
+        panel, session = self.panel, self.panel.session
+        if not outcome.ok:
+            self.scoring = None
+            if isinstance(outcome.error, Cancelled):
+                text = "Scoring stopped: the review stays in file order (reopen it to score the folder again)."
+            else:
+                log.error("Scoring the review folder failed:\n%s", outcome.traceback)
+                text = (f"Scoring the folder failed ({type(outcome.error).__name__}: {outcome.error}); the review "
+                        "stays in file order. The traceback is in the log.")
+            self.table.show_scoring(None, text)
+            panel.widget.set_status(text)
+            return
+        scores = outcome.value
+        self.facts, self.left_out = dict(scores.facts), dict(scores.left_out)
+        self.scored = True
+        kept = ""
+        try:
+            object_name, thresholds = self.scoring.object_name, self.scoring.thresholds
+            save_scores(session.output_dir, session.input_dir, object_name, scores.mode, scores.scores, extra={
+                "files": file_signatures(session), "thresholds": list(thresholds), "left_out": scores.left_out,
+                "facts": {k: [f.n_objects, f.hot, f.outside] for k, f in scores.facts.items()}})
+        except OSError as err:
+            kept = f" (the scores could not be kept in the labels folder: {err}; they are scored again next time)"
+        self.order.set_scores(scores.scores)
+        moved = self._go_worst_first()
+        text = scores.describe(int(self.scoring.engine.config.mutual_min_images))
+        how = "Worst first" if self.order.worst_first else "File order (untick it for worst first)"
+        where = f" Now on the highest-scored undecided image, {session.key()}." if moved else ""
+        self.table.show_scoring(None, f"{text} {how}.{kept}")
+        panel.widget.set_status(f"{text} {how}.{where}{kept}")
+        panel.refresh()
+
+    def _go_worst_first(self) -> bool:
+        """After scoring: move to the first undecided image of the order when the shown one is undecided and
+        untouched (no correction, no run going), so the review starts where it matters. True when it moved."""
+        panel, order = self.panel, self.order
+        if not order.worst_first or panel.widget.busy or panel.session.verdict() is not None \
+                or panel.drafts.saved is not None or panel.drafts.timer.isActive():
+            return False
+        target = order.first_undecided()
+        if target is None or target == panel.session.index:
+            return False
+        panel.goto(target)
+        return True
+
+    def wait_for_scoring(self, cancelled) -> None:
+        """In a Run's worker thread: wait until the folder scoring (if any) has stopped using the engine."""
+        for scoring in list(self._running):
+            while not scoring.done.wait(0.05):
+                if cancelled():
+                    raise Cancelled("cancelled while waiting for the folder scoring")
+
+    def scored_result(self, key, engine):
+        """The scored result for ``key`` (path, object name, thresholds) made by ``engine``, once; else None."""
+        scoring = self.scoring
+        if scoring is None or scoring.engine is not engine or not scoring.done.is_set():
+            return None
+        return scoring.take(key)
+
+    # ------------------------------------------------------------------ order and table
+    def set_worst_first(self, worst_first: bool) -> None:
+        if self.order is None:
+            return
+        self.order.set_worst_first(worst_first)
+        how = "worst first" if worst_first else "file order"
+        if worst_first and not self.order.scores:
+            how += " once the folder is scored"
+        self.panel.widget.set_status(f"Review order: {how}. Next ▶ and Accept follow it; verdicts are kept.")
+        self.panel.refresh()
+
+    def step(self, forward: bool) -> bool:
+        """Move one image along the order; False at its end."""
+        order = self.order
+        if order is None or (order.at_end() if forward else order.at_start()):
+            return False
+        order.next() if forward else order.previous()
+        return True
+
+    def next_index(self) -> int | None:
+        """The session position after the current one in the order (None at its end)."""
+        order = self.order
+        if order is None or order.at_end():
+            return None
+        return order.order[order.position + 1]
+
+    def first_undecided(self) -> int | None:
+        return None if self.order is None else self.order.first_undecided()
+
+    def flags(self, index: int, bounds=None) -> list[str]:
+        session = self.panel.session
+        key = session.key(index)
+        entry = session.entry(index)
+        verdict = session.verdict(index)
+        facts = self.facts.get(key)
+        if facts is None and key in self.order.scores:
+            facts = ImageFacts(self.order.scores[key], 0, False, 0)
+        if bounds is None:
+            bounds = score_bounds(self.order.scores.values())
+        return image_flags(facts, None if verdict is None else verdict.value,
+                           None if entry is None else entry.n_instances, bounds)
+
+    def needs_look(self, index: int, bounds) -> bool:
+        """Flagged and undecided, or a verdict its score contradicts (what *Next flagged* looks for)."""
+        flags = self.flags(index, bounds)
+        if self.panel.session.verdict(index) is None:
+            return bool(flags)
+        return any(f in _VERDICT_FLAGS for f in flags)
+
+    def next_flagged(self) -> int | None:
+        """The next image that needs a look, or else the next undecided one (None when neither)."""
+        order = self.order
+        if order is None:
+            return None
+        bounds = score_bounds(order.scores.values())
+        found = order.next_matching(lambda i: self.needs_look(i, bounds))
+        if found is None:
+            found = order.next_matching(lambda i: self.panel.session.verdict(i) is None)
+        return found
+
+    def rows(self) -> list[dict]:
+        session, order = self.panel.session, self.order
+        bounds = score_bounds(order.scores.values())
+        out = []
+        for i in order.order:
+            key, entry, verdict = session.key(i), session.entry(i), session.verdict(i)
+            facts = self.facts.get(key)
+            objects = entry.n_instances if entry is not None and entry.n_instances is not None else \
+                (None if facts is None else facts.n_objects)
+            out.append({"index": i, "name": key, "score": order.scores.get(key),
+                        "verdict": None if verdict is None else verdict.value, "objects": objects,
+                        "flags": self.flags(i, bounds)})
+        return out
+
+    def refresh(self) -> None:
+        """Fill the table for the review now (in review order, the current image selected)."""
+        if self.order is None or self.panel.session is None:
+            self.table.fill([], None)
+            return
+        self.table.fill(self.rows(), self.panel.session.index)
