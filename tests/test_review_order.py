@@ -8,6 +8,7 @@ from napari_clipsam.review.flags import (ACCEPTED_HIGH, HOT_NO_OBJECT, OUTSIDE_H
                                          image_flags, score_bounds)
 from napari_clipsam.review.order import load_scores, review_order, save_scores
 from test_plugin_flows import run_flow, tiny_weights  # noqa: F401  (the fixture)
+from test_widget import make_widget  # noqa: F401  (the fixture)
 
 
 def test_order_is_by_score_then_position_and_unscored_last():
@@ -21,6 +22,24 @@ def test_scores_file_round_trip_and_other_object(tmp_path):
     assert load_scores(tmp_path / "out", tmp_path, "bottle") == {}
     (tmp_path / "out" / "clipsam_review_scores.json").write_text("{broken")
     assert load_scores(tmp_path / "out", tmp_path, "plate") == {}
+
+
+def test_kept_scores_are_stale_once_a_file_changes(tmp_path):
+    import os
+
+    from napari_clipsam.review import QASession
+    from napari_clipsam.review.order import file_signatures, load_scores_file
+
+    images = _synthetic_folder(tmp_path / "images", n=2, size=32)
+    session = QASession(images, tmp_path / "out")
+    before = file_signatures(session)
+    save_scores(tmp_path / "out", images, "plate", "per-image", {k: 0.5 for k in before},
+                extra={"files": before, "thresholds": [0.5, 0.5, 0.5]})
+    kept = load_scores_file(tmp_path / "out", images, "plate")
+    assert kept["files"] == before and kept["thresholds"] == [0.5, 0.5, 0.5] and kept["format"].endswith("scores")
+    path = session.images[0]
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert file_signatures(session) != before
 
 
 def test_flags():
@@ -54,3 +73,30 @@ def test_folder_review_goes_worst_first_in_real_order(tiny_weights, tmp_path):  
     assert "reopened: kept scores" in out
     kept = json.loads((tmp_path / "labels" / "clipsam_review_scores.json").read_text())
     assert kept["mode"] == "mutual" and len(kept["scores"]) == 6 and set(kept["files"]) == set(kept["scores"])
+
+
+def test_the_dock_scores_the_folder_then_goes_worst_first_and_reuses_the_scores(qtbot, make_widget, tmp_path):  # noqa: F811
+    images = _synthetic_folder(tmp_path / "images", n=5, size=48)
+    viewer, widget = make_widget()
+    folder = widget.folder
+    ordering, table = folder.ordering, folder.ordering.table
+    assert folder.open(images, tmp_path / "labels")
+    keys = [folder.session.key(i) for i in range(5)]
+    assert folder.session.key() == keys[0]  # shown at once, in file order
+    qtbot.waitUntil(lambda: ordering.scored and not widget.busy, timeout=60_000)
+    scores = ordering.order.scores
+    worst = sorted(keys, key=lambda k: (-scores[k], keys.index(k)))
+    assert folder.session.key() == worst[0]  # the shown image was untouched: the review moved to the worst
+    assert [table.table.item(r, 0).text() for r in range(5)] == worst
+    assert folder.reject() and folder.session.key() == worst[1]  # Accept/Reject/Next follow the order
+    table.file_order.setChecked(True)
+    assert ordering.order.order == list(range(5)) and folder.session.key() == worst[1]
+    assert folder.session.verdict(worst[0]).value == "rejected"
+    table.file_order.setChecked(False)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    folder.close()
+    assert folder.open(images, tmp_path / "labels") and ordering.reused and ordering.task is None
+    assert folder.session.key() == worst[1]  # resumed worst first, without scoring again
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert ordering.task is None and not ordering.needs_scoring
+    folder.close()

@@ -403,6 +403,7 @@ def test_folder_review_accept_reject_resume(qtbot, make_widget, tmp_path, make_n
     for i in range(3):
         iio.imwrite(src_dir / f"img{i}.png", synthetic_image("part", "crack", size=64, seed=i)[0])
     viewer, widget = make_widget()
+    widget.folder.ordering.table.file_order.setChecked(True)  # this test walks the folder in file order
     assert widget.folder.open(src_dir, out_dir)
     qtbot.waitUntil(lambda: not widget.busy and widget.outputs_for(widget.folder.layer) is not None,
                     timeout=WAIT_MS)

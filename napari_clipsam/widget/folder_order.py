@@ -65,6 +65,8 @@ class ReviewOrdering(QObject):
         self.reused = False
         self._generation = 0
         self._running: list[_Scoring] = []  # jobs that may still use the engine (a stopped one until it stops)
+        self._gone = False  # the dock's Qt objects were deleted (a viewer closed without closing the dock)
+        panel.c.qa_open.destroyed.connect(lambda *_: self._dock_gone())
         self.table.show_scoring(None)
 
     # ------------------------------------------------------------------ the review's life
@@ -89,6 +91,11 @@ class ReviewOrdering(QObject):
             self.table.show_scoring(None, "Shown in file order until the folder is scored (it starts after "
                                           "ClipSAM's first result).")
         return self.reused
+
+    def _dock_gone(self) -> None:
+        self._gone = True
+        if self.task is not None:
+            self.task.cancel()
 
     def close(self) -> None:
         self.stop(quiet=True)
@@ -155,11 +162,11 @@ class ReviewOrdering(QObject):
             self.scoring = None
 
     def _on_progress(self, stage: str, fraction: float) -> None:
-        if self.task is not None:
+        if self.task is not None and not self._gone:
             self.table.show_scoring(fraction, f"{stage[:1].upper()}{stage[1:]}…")
 
     def _on_scored(self, generation: int, outcome) -> None:
-        if generation != self._generation or self.order is None:
+        if generation != self._generation or self.order is None or self._gone:
             return  # a review closed or reopened since
         self.task = None
         panel, session = self.panel, self.panel.session
@@ -190,7 +197,7 @@ class ReviewOrdering(QObject):
         text = scores.describe(int(self.scoring.engine.config.mutual_min_images))
         how = "Worst first" if self.order.worst_first else "File order (untick it for worst first)"
         where = f" Now on the highest-scored undecided image, {session.key()}." if moved else ""
-        self.table.show_scoring(None, f"{text} {how}.{kept}")
+        self.table.show_scoring(None, f"{text} {how}.{where}{kept}")
         panel.widget.set_status(f"{text} {how}.{where}{kept}")
         panel.refresh()
 

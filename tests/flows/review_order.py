@@ -67,9 +67,17 @@ row0 = shown.index(keys[0])
 assert table.table.item(row0, 2).text() == "rejected"
 assert not table.scoring_row.isVisible() and "mutual scoring over 6 images" in table.note.text(), table.note.text()
 say(f"scored; worst first, now on {best} ({scores[best]:.3f}): {widget.status}")
-if shot:
-    QApplication.processEvents()
+if shot:  # the Folder review tab with its table, for a person to look at
+    from qtpy.QtWidgets import QTabWidget
+
+    tabs = widget.findChild(QTabWidget)
+    tabs.setCurrentIndex(tabs.count() - 1)
+    for _ in range(20):
+        QApplication.processEvents()
+        time.sleep(0.01)
     dock.grab().save(shot)
+    viewer.screenshot(shot.replace(".png", "_window.png"), canvas_only=False)
+    tabs.setCurrentIndex(0)
     say(f"screenshot {shot}")
 
 # 3. a correction, then File order: order restored, current image kept, the correction kept as a draft
