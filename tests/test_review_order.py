@@ -88,6 +88,12 @@ def test_the_dock_scores_the_folder_then_goes_worst_first_and_reuses_the_scores(
     worst = sorted(keys, key=lambda k: (-scores[k], keys.index(k)))
     assert folder.session.key() == worst[0]  # the shown image was untouched: the review moved to the worst
     assert [table.table.item(r, 0).text() for r in range(5)] == worst
+    from qtpy.QtWidgets import QTabWidget
+
+    from napari_clipsam.widget.controls import DOCK_WIDTH
+
+    tabs = widget.findChild(QTabWidget)
+    assert tabs.widget(tabs.count() - 1).minimumSizeHint().width() <= DOCK_WIDTH  # the table keeps the dock narrow
     assert folder.reject() and folder.session.key() == worst[1]  # Accept/Reject/Next follow the order
     table.file_order.setChecked(True)
     assert ordering.order.order == list(range(5)) and folder.session.key() == worst[1]

@@ -97,6 +97,8 @@ class FolderPanel(QObject):
         widget.run_finished.connect(self._on_run_finished)
         self.drafts = DraftKeeper(self)  # crash journal
         self.ordering = ReviewOrdering(self)  # worst first, the folder table
+        for label in (c.qa_progress, c.qa_verdict):  # long image names must not widen the dock
+            label.setWordWrap(True)
         self._update_labels()
 
     def _key_handler(self, method: str):

@@ -15,7 +15,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QFormLayout, QHBoxLayo
 from ..review.flags import FLAG_LABELS
 
 COLUMNS = ("name", "score", "verdict", "objects", "flags")
-_WIDTHS = (92, 46, 62, 30, 60)  # px: together under the dock's 320 px (flags stretch; long names elide)
+_WIDTHS = (0, 42, 60, 28, 62)  # px; the name takes the rest of the dock's 320 px (long names and flags elide)
 _HEADERS = ("Name", "Score", "Verdict", "Obj.", "Flags")
 _TIPS = {
     "qa_file_order": "Walk the folder in file order. Unticked (the default), Next and Accept go worst first: "
@@ -84,20 +84,27 @@ class FolderTable(QObject):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         self.table.setWordWrap(False)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 6)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setMinimumSectionSize(28)
-        for col, width in enumerate(_WIDTHS):
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col, width in enumerate(_WIDTHS[1:], start=1):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(col, width)
-        header.setStretchLastSection(True)
         header.setSectionsClickable(True)
         header.setSortIndicatorShown(False)
         header.sectionClicked.connect(self._sort_by)
         self.sorted_by: tuple[int, Qt.SortOrder] | None = None  # None: review order
         self.table.setMinimumHeight(160)
-        layout.addRow(self.file_order, self.next_flagged)
+        toggles = QWidget()
+        line = QHBoxLayout(toggles)
+        line.setContentsMargins(0, 0, 0, 0)
+        line.addWidget(self.file_order)
+        line.addWidget(self.next_flagged, 1)
+        layout.addRow(toggles)  # one spanning row: the form's label column is wide enough already
         layout.addRow(self.scoring_row)
         layout.addRow(self.note)
         layout.addRow(self.table)

@@ -75,8 +75,14 @@ if shot:  # the Folder review tab with its table, for a person to look at
     for _ in range(20):
         QApplication.processEvents()
         time.sleep(0.01)
-    dock.grab().save(shot)
     viewer.screenshot(shot.replace(".png", "_window.png"), canvas_only=False)
+    widget.setFixedWidth(320)  # the dock at its widest size hint
+    for _ in range(20):
+        QApplication.processEvents()
+        time.sleep(0.01)
+    widget.grab().save(shot)
+    widget.setMinimumWidth(0)
+    widget.setMaximumWidth(16777215)
     tabs.setCurrentIndex(0)
     say(f"screenshot {shot}")
 
