@@ -117,3 +117,4 @@ def test_a_draft_is_written_after_an_edit_offered_on_reopening_and_declined(qtbo
     masks.paint((20, 20), 7)
     qtbot.waitUntil(draft_file.exists, timeout=5000)
     assert folder.skip() and not draft_file.exists()  # a verdict deletes the draft
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)  # no Run left in flight when the widget goes

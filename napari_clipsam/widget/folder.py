@@ -353,15 +353,21 @@ class FolderPanel(QObject):
             edit.setText(folder)
 
     def _advance(self) -> None:
+        """After a verdict: worst first (once scored), the worst undecided image left; in file order, the next
+        image (after the last one, the first undecided)."""
         s = self.session
-        if not self.ordering.step(True):
-            undecided = self.ordering.first_undecided()
-            if undecided is None:
-                self._complete = True
-                self._update_labels()
-                self.widget.set_status(f"Review complete: every one of the {len(s)} images has a verdict.")
-                return
-            s.goto(undecided)
+        if self.ordering.worst_first_active():
+            target = self.ordering.first_undecided()
+        elif self.ordering.step(True):
+            target = s.index
+        else:
+            target = self.ordering.first_undecided()
+        if target is None:
+            self._complete = True
+            self._update_labels()
+            self.widget.set_status(f"Review complete: every one of the {len(s)} images has a verdict.")
+            return
+        s.goto(target)
         self._show()
 
     def _show(self) -> None:

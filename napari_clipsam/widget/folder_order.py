@@ -254,6 +254,10 @@ class ReviewOrdering(QObject):
             return None
         return order.order[order.position + 1]
 
+    def worst_first_active(self) -> bool:
+        """Worst first, with scores to order by."""
+        return self.order is not None and self.order.worst_first and bool(self.order.scores)
+
     def first_undecided(self) -> int | None:
         return None if self.order is None else self.order.first_undecided()
 
