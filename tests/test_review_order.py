@@ -66,7 +66,7 @@ def _synthetic_folder(folder, n=6, size=64):
 
 @pytest.mark.slow
 def test_folder_review_goes_worst_first_in_real_order(tiny_weights, tmp_path):  # noqa: F811
-    """Through the manifest in a fresh process (about 50 s on 2 shared cores: napari, torch, a scoring and several runs)."""
+    """Through the manifest in a fresh process (about 50 s on 2 shared cores: napari, torch, a scoring, runs)."""
     images = _synthetic_folder(tmp_path / "images")
     clip_dir, sam_dir = tiny_weights
     out = run_flow("review_order.py", clip_dir, sam_dir, images, tmp_path / "labels", tmp_path=tmp_path)
@@ -75,7 +75,7 @@ def test_folder_review_goes_worst_first_in_real_order(tiny_weights, tmp_path):  
     assert kept["mode"] == "mutual" and len(kept["scores"]) == 6 and set(kept["files"]) == set(kept["scores"])
 
 
-def test_the_dock_scores_the_folder_then_goes_worst_first_and_reuses_the_scores(qtbot, make_widget, tmp_path):  # noqa: F811
+def test_the_dock_scores_the_folder_then_goes_worst_first_and_reuses_them(qtbot, make_widget, tmp_path):  # noqa: F811
     images = _synthetic_folder(tmp_path / "images", n=5, size=48)
     viewer, widget = make_widget()
     folder = widget.folder

@@ -10,10 +10,8 @@ Usage: python review_order.py CLIP_DIR SAM_DIR IMAGES_DIR LABELS_DIR [SCREENSHOT
 """
 import sys
 import time
-from pathlib import Path
 
 import napari
-import numpy as np
 from _flow import say, wait
 from napari.utils.key_bindings import KeyBinding
 from qtpy.QtWidgets import QApplication
