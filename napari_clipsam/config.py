@@ -86,8 +86,8 @@ class ClipSAMConfig:
     """Gaussian smoothing of the rough map in pixels at 518 px (scaled with image size); 0 = off.
     The published-protocol evaluation uses 4."""
     tiling: str | int = setting("auto", per_call=True, recorded=True)
-    """Large images: ``"auto"`` (tile an image whose short side is over 2 × ``image_size``, with tiles of
-    2 × ``image_size`` image pixels, 25 % overlap), ``"off"`` (squash the whole image to CLIP's input) or a tile
+    """Large images: ``"auto"`` (tiles of 2 × ``image_size`` image pixels, 25 % overlap, for an image whose short
+    side is at least 1024 px and 1.5 tiles), ``"off"`` (squash the whole image to CLIP's input) or a tile
     side in image pixels. CLIP encodes each tile at its input size and the tile maps are blended into one rough
     map at image resolution, so small defects on large images keep their size for CLIP (``clip/tiling.py``).
     Folder mutual scoring does not tile yet."""

@@ -47,7 +47,9 @@ def test_blend_of_a_constant_is_the_constant_and_window_is_smooth():
 
 def test_tile_rule_and_setting_check():
     assert tile_side((2048, 2048), "auto", 224) == AUTO_SCALE * 224
-    assert tile_side((448, 4000), "auto", 224) is None  # short side not over 2 × 224: squashed as before
+    assert tile_side((1944, 2592), "auto", 336) == 672 and len(tile_grid((1944, 2592), 672)) == 4 * 5
+    assert tile_side((1000, 4000), "auto", 224) is None  # short side under 1024 px: squashed as before
+    assert tile_side((1100, 1100), "auto", 518) is None  # under 1.5 tiles of 1036 px
     assert tile_side((2048, 2048), "off", 224) is None
     assert tile_side((2048, 2048), 512, 224) == 512
     assert tile_side((400, 400), 512, 224) is None
@@ -129,7 +131,7 @@ def test_small_scratch_found_with_tiling_not_squashed():
     engine.set_normal_references([synthetic_image("metal", None, n, 100 + i)[0] for i in range(3)], cache=False)
     image, mask = _scratch(synthetic_image("metal", None, n, 7)[0], np.random.default_rng(4), 25)
     assert mask.mean() <= 0.0002
-    tiled, area = _measure(engine, image, mask, "auto")
+    tiled, area = _measure(engine, image, mask, 224)
     squashed, area_off = _measure(engine, image, mask, "off")
     print(f"640² scratch: tiled AUROC {tiled:.3f} (component {area} px, defect {mask.sum()} px), "
           f"squashed {squashed:.3f} (component {area_off} px)")

@@ -4,10 +4,11 @@ A large image squashed to CLIP's input (336 px by default) loses small defects: 
 scratch becomes a fifth of a pixel. With tiling, CLIP sees overlapping square tiles of the (once normalised) image,
 each resized to its input, and the per-tile rough maps are blended back into one map at image resolution.
 
-**The rule** (``tiling="auto"``, the default): an image is tiled when its short side is more than
-:data:`AUTO_MIN_FACTOR` × CLIP's input size ``S``; the tile side is then :data:`AUTO_SCALE` × ``S`` image pixels,
-so one CLIP input pixel covers ``AUTO_SCALE`` × ``AUTO_SCALE`` image pixels (a 14-px ViT patch covers 28 image
-pixels at scale 2). An integer ``tiling`` sets the tile side in image pixels (clipped to the image), ``"off"``
+**The rule** (``tiling="auto"``, the default): the tile side is :data:`AUTO_SCALE` × CLIP's input size ``S``
+image pixels, so one CLIP input pixel covers ``AUTO_SCALE`` × ``AUTO_SCALE`` image pixels (a 14-px ViT patch
+covers 28 image pixels: 672-px tiles at the default 336); an image is tiled when its short side is at least
+:data:`AUTO_MIN_SIDE` pixels and at least :data:`AUTO_MIN_TILES` tile sides (1008 px at 336), so a 5 MP
+2592×1944 image is seen as 5 × 4 tiles and an image of 1 MP or less is squashed as before. An integer ``tiling`` sets the tile side in image pixels (clipped to the image), ``"off"``
 squashes the whole image as before. Neighbouring tiles overlap by :data:`OVERLAP` of the tile side, the last
 row and column of tiles end exactly at the image's border (every pixel is covered), and each tile's map is
 weighted by a smooth window (:func:`blend_window`: highest in the tile's centre, never 0) so tile seams do not
@@ -22,8 +23,10 @@ import numpy as np
 
 from ..config_checks import check_tiling
 
-AUTO_MIN_FACTOR = 2.0
-"""``tiling="auto"`` tiles an image whose short side exceeds this many CLIP input sizes."""
+AUTO_MIN_SIDE = 1024
+"""``tiling="auto"`` tiles only images whose short side is at least this many pixels."""
+AUTO_MIN_TILES = 1.5
+"""... and at least this many tile sides (fewer tiles would see nearly the same pixels twice)."""
 AUTO_SCALE = 2
 """``tiling="auto"``: the tile side in image pixels is this many CLIP input sizes."""
 OVERLAP = 0.25
@@ -44,9 +47,8 @@ def tile_side(shape: tuple[int, int], tiling, clip_size: int) -> int | None:
     if tiling == "off":
         return None
     if tiling == "auto":
-        if min(shape[:2]) <= AUTO_MIN_FACTOR * clip_size:
-            return None
-        return int(AUTO_SCALE * clip_size)
+        side = int(AUTO_SCALE * clip_size)
+        return side if min(shape[:2]) >= max(AUTO_MIN_SIDE, AUTO_MIN_TILES * side) else None
     side = int(tiling)
     return side if max(shape[:2]) > side else None  # a tile as large as the image is the squashed image
 
