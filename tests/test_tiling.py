@@ -142,10 +142,9 @@ def test_small_scratch_found_with_tiling_not_squashed():
 
 def test_tiles_report_progress_and_cancel_between_tiles():
     engine = _engine(56)
-    image = synthetic_image("metal", None, 400, 1)[0]
+    image = synthetic_image("metal", None, 300, 1)[0]
     seen = []
     with engine.using(tiling=112):
-        engine.rough_maps_for_images([image], "metal plate")  # warm the text
         calls = {"n": 0}
 
         def cancelled():
@@ -164,6 +163,26 @@ def test_tiles_report_progress_and_cancel_between_tiles():
         engine.clear_caches("features")
         with pytest.raises(Cancelled):
             engine.segment(image, "metal plate", cancelled=cancelled)
+
+
+def test_segment_with_tiles_caches_features_per_tile_and_folder_refuses():
+    from napari_clipsam.errors import InvalidInputError
+
+    engine = _engine(56)
+    image = synthetic_image("metal", None, 300, 2)[0]
+    n_tiles = len(tile_grid(image.shape, 112))
+    result = engine.segment(image, "metal plate", settings={"tiling": 112})
+    assert result.rough_map.shape == (300, 300) and result.provenance["thresholds"]["tiling"] == 112
+    assert engine.cache_info().clip_features.misses == n_tiles  # one CLIP pass a tile
+    again = engine.segment(image, "metal plate", settings={"tiling": 112})
+    assert engine.cache_info().clip_features.misses == n_tiles  # tile features cached, keyed by box and side
+    np.testing.assert_array_equal(again.rough_map, result.rough_map)
+    other = engine.segment(image, "metal plate", settings={"tiling": 150})  # another side: other tiles
+    assert engine.cache_info().clip_features.misses == n_tiles + len(tile_grid(image.shape, 150))
+    assert not np.array_equal(other.rough_map, result.rough_map)
+    assert engine.segment(image, "metal plate", settings={"tiling": "off"}).provenance["thresholds"]["tiling"] == "off"
+    with pytest.raises(InvalidInputError, match="not supported by folder mutual scoring yet"):
+        engine.segment_folder([image] * 5, "metal plate", settings={"tiling": 112})
 
 
 @pytest.mark.slow
