@@ -169,10 +169,10 @@ def test_segment_with_tiles_caches_features_per_tile_and_folder_refuses():
     from napari_clipsam.errors import InvalidInputError
 
     engine = _engine(56)
-    image = synthetic_image("metal", None, 300, 2)[0]
+    image = synthetic_image("metal", None, 200, 2)[0]
     n_tiles = len(tile_grid(image.shape, 112))
     result = engine.segment(image, "metal plate", settings={"tiling": 112})
-    assert result.rough_map.shape == (300, 300) and result.provenance["thresholds"]["tiling"] == 112
+    assert result.rough_map.shape == (200, 200) and result.provenance["thresholds"]["tiling"] == 112
     assert engine.cache_info().clip_features.misses == n_tiles  # one CLIP pass a tile
     again = engine.segment(image, "metal plate", settings={"tiling": 112})
     assert engine.cache_info().clip_features.misses == n_tiles  # tile features cached, keyed by box and side
