@@ -85,6 +85,12 @@ class ClipSAMConfig:
     rough_sigma: float = setting(0.0, per_call=True, recorded=True)
     """Gaussian smoothing of the rough map in pixels at 518 px (scaled with image size); 0 = off.
     The published-protocol evaluation uses 4."""
+    tiling: str | int = setting("auto", per_call=True, recorded=True)
+    """Large images: ``"auto"`` (tiles of 2 × ``image_size`` image pixels, 25 % overlap, for an image whose short
+    side is at least 1024 px and 1.5 tiles), ``"off"`` (squash the whole image to CLIP's input) or a tile
+    side in image pixels. CLIP encodes each tile at its input size and the tile maps are blended into one rough
+    map at image resolution, so small defects on large images keep their size for CLIP (``clip/tiling.py``).
+    Folder mutual scoring does not tile yet."""
 
     # --- MMR (method §3) --------------------------------------------------------------------
     sam_model: str = "vit_b"

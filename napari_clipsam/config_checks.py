@@ -168,6 +168,14 @@ def check_config(cfg) -> None:
         _fail("decoder_batch_size", b, "None (automatic) or a whole number from 1 up")
     check_device("device", cfg.device)
     check_mutual(cfg)
+    check_tiling(cfg.tiling)
+
+
+def check_tiling(value: Any) -> None:
+    """``tiling``: ``"auto"``, ``"off"`` or a tile side in image pixels (a whole number from 32 up)."""
+    ok = value in ("auto", "off") if isinstance(value, str) else _is_int(value) and value >= 32
+    if not ok:
+        _fail("tiling", value, "'auto', 'off' or a tile side in image pixels (a whole number from 32 up)")
 
 
 def check_mutual(cfg) -> None:

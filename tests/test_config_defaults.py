@@ -17,7 +17,7 @@ from napari_clipsam.config_checks import PRECISIONS  # noqa: E402
 FIELDS = {f.name: f for f in dataclasses.fields(ClipSAMConfig)}
 
 
-def _changed(value):
+def _changed(value, name=""):
     """Another valid value of a field's type (the field's checks accept it for every per-call field)."""
     if isinstance(value, bool):
         return not value
@@ -29,6 +29,8 @@ def _changed(value):
         return value / 2 if value else 0.25
     if isinstance(value, tuple):
         return value[:1]
+    if value == "auto" and name == "tiling":  # tiling: "auto", "off" or a tile side
+        return "off"
     if isinstance(value, str) and value in PRECISIONS:  # a precision choice (e.g. mutual_precision)
         return next(p for p in PRECISIONS if p != value)
     raise AssertionError(f"no changed value for {value!r}")
@@ -71,7 +73,7 @@ def test_roles_come_from_field_metadata():
 def test_every_per_call_field_changes_per_call(engine):
     rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     for name in PER_CALL_FIELDS:
-        new = _changed(getattr(engine.config, name))
+        new = _changed(getattr(engine.config, name), name)
         with engine.using(**{name: new}):
             assert getattr(engine.config, name) == new, name
         assert getattr(engine.config, name) != new, name  # back to the engine's own

@@ -44,6 +44,7 @@ from .batching import stack, take, transformer_blocks
 from .result import ClipSAMResult  # noqa: E402
 from .progress import Stepper  # noqa: E402
 from .sam_side import SamSide  # noqa: E402
+from .tiled import TiledReferences, rough_maps as tiled_rough_maps  # noqa: E402
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
@@ -98,6 +99,7 @@ class ClipSAM(SamSide):
         stored = 0 if "#" in self.sam.model_id else self.config.embedding_cache_bytes
         self._stored = EmbeddingStore(cache_dir() / "embeddings", stored)
         self._references = ReferenceSets()
+        self._tiled_references = TiledReferences()  # the references' images, for tiled banks (engine/tiled.py)
         self._counts = {"sam": HitCounter(), "clip": HitCounter(), "references": HitCounter()}
 
     @property
@@ -302,7 +304,14 @@ class ClipSAM(SamSide):
     def _rough_maps_for(self, prepared, keys, T, object_name, step, done: float = 0.0,
                         span: float = 0.0) -> list[np.ndarray]:
         """Rough maps at image resolution (fused with the few-shot map when references apply), from cached or
-        new CLIP features of the prepared ``(rgb, valid)`` images."""
+        new CLIP features of the prepared ``(rgb, valid)`` images; large images tiled per ``config.tiling``."""
+        if self.config.tiling != "off":
+            def untiled(p, k):
+                with self.using(tiling="off"):
+                    return self._rough_maps_for(p, k, T, object_name, step, done, span)
+            tiled = tiled_rough_maps(self, prepared, keys, T, object_name, step, done, span, untiled)
+            if tiled is not None:
+                return tiled
         bank = self.normal_bank(object_name)
         fuse = bank is not None and self.config.fewshot_weight > 0
         feats = self._features_for(prepared, keys, fuse, step, done, span)
@@ -383,11 +392,13 @@ class ClipSAM(SamSide):
                                     step=lambda i, n: stepper("references", i / n),
                                     counter=self._counts["references"])
         self._references.put(object_name, bank.to(self.device))
+        self._tiled_references.remember(object_name, images)
         return self.normal_references(object_name)
 
     def clear_normal_references(self) -> None:
         """Stop using normal references (for every object): rough maps are zero-shot again."""
         self._references.clear()
+        self._tiled_references.clear()
 
     def normal_bank(self, object_name: str | None):
         """The :class:`~napari_clipsam.clip.fewshot.NormalBank` that applies to ``object_name``, or None."""

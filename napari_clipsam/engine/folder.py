@@ -64,6 +64,7 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
     prepared = [normalise_image(im, contrast_limits) for im in images]  # validate everything first
     keys = [image_key(rgb) for rgb, _ in prepared]
     n = len(prepared)
+    _check_tiling(cfg, prepared)
     bank = engine.normal_bank(object_name)
     use_few = bank is not None and cfg.mutual_fewshot_weight > 0
     use_clip = cfg.mutual_clip_weight > 0
@@ -114,3 +115,18 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
     step("merge", 1.0)
     return out
 
+
+def _check_tiling(cfg, prepared) -> None:
+    """Mutual scoring compares whole images' patch grids and does not tile yet: an explicit tile side that would
+    tile an image is refused; ``"auto"`` squashes every image as before (said in the log)."""
+    from ..clip.tiling import tile_side
+
+    if not any(tile_side(rgb.shape[:2], cfg.tiling, cfg.image_size) for rgb, _ in prepared):
+        return
+    if cfg.tiling != "auto":
+        raise InvalidInputError(f"tiling = {cfg.tiling!r} is not supported by folder mutual scoring yet (it compares "
+                                "whole images); pass settings={'tiling': 'off'} (or 'auto'), or segment the "
+                                "images one by one with segment() / segment_many(), which tile.")
+    import logging
+
+    logging.getLogger(__name__).info("folder mutual scoring squashes large images (it does not tile yet)")
