@@ -12,13 +12,15 @@ import os
 from functools import partial
 
 from qtpy.QtCore import QEvent, QSize, QTimer, Signal
-from qtpy.QtWidgets import QFileDialog, QWidget
+from qtpy.QtWidgets import QWidget
 
 from ..config import ClipSAMConfig
 from ..errors import Cancelled, IncompatibleCheckpointError, WeightsUnavailableError
 from ..export import ExportError
+from .browse import browse_weights
 from .classes import ClassList
 from .controls import DOCK_WIDTH, Controls, build_controls
+from .cues import ModeCues
 from .correction import CorrectionLoop
 from .export_panel import ExportPanel
 from .folder import FolderPanel
@@ -79,7 +81,9 @@ class ClipSAMWidget(QWidget):
         self.folder = FolderPanel(self.c, self)
         self.references = ReferencePanel(self.c, self._selected_images, self.set_status)
         self.objects = InstanceTable(self.c, self.current_outputs, lambda: self.class_names, self.set_status)
-        self.object_actions = ObjectActions(self.current_outputs, self.set_status, self.objects.refresh)
+        self.cues = ModeCues(self.c, self.sessions, self.current_outputs, self.set_status)
+        self.object_actions = ObjectActions(self.current_outputs, self.set_status, self._objects_changed,
+                                            quiet_refine=lambda: self.correction_for(self.picker.current))
         self._built_for = self._engine_key()
         self._connect()
         viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -227,14 +231,8 @@ class ClipSAMWidget(QWidget):
         return True
 
     def set_negative_mode(self, negative: bool) -> None:
-        """New points placed on the prompts layers are negative (True) or positive (False)."""
-        if self.c.negative.isChecked() != negative:
-            self.c.negative.setChecked(negative)  # toggled → comes back here
-            return
-        for outputs in self.sessions():
-            outputs.new_point_label = "negative" if negative else "positive"
-        self.set_status(f"New points are {'negative (background)' if negative else 'positive (defect)'} "
-                        "prompts. N on the prompts layer switches.")
+        """New points placed on the prompts layers are negative (True) or positive (False) (see :mod:`.cues`)."""
+        self.cues.set_negative(negative)
 
     def delete_prompts(self) -> int:
         """Delete the selected points and boxes of the chosen image (the Delete key does it on the canvas)."""
@@ -354,7 +352,7 @@ class ClipSAMWidget(QWidget):
                 return item
         outputs = OutputLayers(self.viewer, source, n_frames, shape)
         outputs.set_classes(self.class_names)
-        outputs.new_point_label = "negative" if self.c.negative.isChecked() else "positive"
+        self.cues.apply(outputs)
         loop = CorrectionLoop(outputs, self._engine_for_refine, lambda: self.classes.selected, self.set_status, self,
                               thresholds=lambda: self.thresholds)
         loop.bind_keys(toggle_negative=lambda: self.c.negative.toggle())
@@ -389,6 +387,7 @@ class ClipSAMWidget(QWidget):
                 kept = outputs.corrections(results)
                 defer = outputs.user_prompt_frames() & set(results)
                 outputs.show(results, self.classes.selected, defer_masks=defer)
+                self.cues.apply(outputs)  # the prompts layer may be new: show the point mode on it
                 loop.reset([f for f in results if f not in defer])
                 if defer:
                     loop.refine_now(frames=sorted(defer, key=lambda f: -1 if f is None else f), report=False)
@@ -438,6 +437,10 @@ class ClipSAMWidget(QWidget):
         self._engine = None
         self._engine_generation += 1
 
+    def _objects_changed(self) -> None:
+        self.objects.refresh()
+        self.cues.update_lock()
+
     def _classes_changed(self, names: list[str]) -> None:
         for outputs in self.sessions():
             outputs.set_classes(names)
@@ -470,7 +473,6 @@ class ClipSAMWidget(QWidget):
         c.cancel.clicked.connect(self.cancel)
         c.refine.clicked.connect(lambda: self.refine())
         c.flip.clicked.connect(lambda: self.flip())
-        c.negative.toggled.connect(self.set_negative_mode)
         c.delete_prompts.clicked.connect(lambda: self.delete_prompts())
         c.delete_object.clicked.connect(lambda: self.delete_object())
         c.lock_object.clicked.connect(lambda: self.lock_object())
@@ -487,18 +489,8 @@ class ClipSAMWidget(QWidget):
         for signal in (*change_signals(c), self.classes.changed):
             signal.connect(self.save_settings)
         self.classes.changed.connect(self._classes_changed)
-        self.picker.changed.connect(lambda layer: self.objects.refresh())
+        self.picker.changed.connect(lambda layer: (self.objects.refresh(), self.cues.image_changed()))
 
     def _browse_weights(self, edit, title: str, filters: str, folders: bool = True) -> None:
-        """Choose a weights file for ``edit`` (with Shift held and ``folders``: a ``local-dir`` folder)."""
-        from qtpy.QtCore import Qt
-        from qtpy.QtWidgets import QApplication
-
-        if folders and QApplication.keyboardModifiers() & Qt.KeyboardModifier.ShiftModifier:
-            path = QFileDialog.getExistingDirectory(self, title + " (local-dir folder)", edit.text())
-        else:
-            path, _ = QFileDialog.getOpenFileName(self, title, edit.text(), filters)
-        if path:
-            edit.setText(path)
-            self._engine_settings_changed()
-            self.save_settings()
+        browse_weights(self, edit, title, filters, lambda: (self._engine_settings_changed(), self.save_settings()),
+                       folders)

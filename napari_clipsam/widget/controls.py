@@ -69,12 +69,13 @@ TOOLTIPS = {
               "only, fast; key R on the prompts layer). Edits to those layers refine automatically.",
     "flip": "Switch the selected prompt points between positive and negative (key F on the prompts layer).",
     "negative": "Checked: points you place are negative (background: 'not this'); unchecked: positive (the "
-                "defect). Key N on the prompts layer switches; F flips points already placed.",
+                "defect). Key N on the prompts layer switches; F flips points already placed. Choosing another "
+                "image turns it off.",
     "delete_prompts": "Delete the selected points and boxes (the Delete key does the same on the canvas).",
     "delete_object": "Delete the object whose label is selected in the masks layer (its pixels and its prompts). "
                      "Ctrl+Z on the masks layer brings the pixels back.",
     "lock_object": "Lock (commit) the object whose label is selected in the masks layer: no refine or Run changes "
-                   "its pixels again, and its prompts are removed. Click again to unlock.",
+                   "its pixels again, and its prompts are removed. On a locked object the button reads Unlock object.",
     "discard": "Discard your hand corrections in the shown frame: put back ClipSAM's last masks and unlock its "
                "objects (Ctrl+Z undoes it).",
     "progress": "Progress of the running job.",

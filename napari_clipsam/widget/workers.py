@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
@@ -179,10 +180,12 @@ def refine_job(engine, jobs: list, thresholds: tuple[float, float, float] | None
 def run_summary(results: dict, outputs, kept: dict[str, int]) -> str:
     """The status line after a Run: what was found, what of the person's work was kept, and why nothing was."""
     n = sum(r.num_instances for r in results.values())
+    seen = sum(len(np.unique(p[p > 0])) for p in (np.asarray(outputs.plane(f)) for f in results))
     best = max(r.score for r in results.values())
     first = next(iter(results.values()))
     made_by = first.provenance.get("rough_map") or first.mode
-    text = f"Done: {n} instance(s) in {len(results)} image(s), anomaly score {best:.3f}. Rough map: {made_by}."
+    text = (f"Done: {seen} object(s) in {len(results)} image(s) ({n} found by ClipSAM), anomaly score {best:.3f}."
+            f" Rough map: {made_by}.")
     if any(kept.values()):
         text += (f" Kept your corrections: {kept['prompts']} prompt(s), {kept['pixels']} hand-edited pixel(s), "
                  f"{kept['locked']} locked object(s) (Discard corrections starts over).")
