@@ -23,6 +23,7 @@ from .controls import DOCK_WIDTH, Controls, build_controls
 from .cues import ModeCues
 from .correction import CorrectionLoop
 from .export_panel import ExportPanel
+from .heartbeat import Heartbeat
 from .folder import FolderPanel
 from .instances import InstanceTable
 from .references import ReferencePanel
@@ -82,6 +83,7 @@ class ClipSAMWidget(QWidget):
         self.references = ReferencePanel(self.c, self._selected_images, self.set_status)
         self.objects = InstanceTable(self.c, self.current_outputs, lambda: self.class_names, self.set_status)
         self.cues = ModeCues(self.c, self.sessions, self.current_outputs, self.set_status)
+        self.heartbeat = Heartbeat(self.set_status, self)
         self.object_actions = ObjectActions(self.current_outputs, self.set_status, self._objects_changed,
                                             quiet_refine=lambda: self.correction_for(self.picker.current))
         self._built_for = self._engine_key()
@@ -203,8 +205,8 @@ class ClipSAMWidget(QWidget):
         engine_generation = self._engine_generation
         what = "frame" if len(frames) == 1 and frames[0] is not None else "frames"
         where = "" if frames == [None] else f" ({what} {frames[0]}{'–' + str(frames[-1]) if len(frames) > 1 else ''})"
-        self.set_status(("Loading ClipSAM weights…" if config is not None else "Running ClipSAM…")
-                        + f" on {source.name!r}{where}")
+        self.heartbeat.start(("Loading ClipSAM weights…" if config is not None else "Running ClipSAM…")
+                             + f" on {source.name!r}{where}")
         self.c.progress.setValue(0)
         self._set_running(True)
         data = source.data  # results are shown only if the layer still holds these pixels when the run ends
@@ -219,7 +221,8 @@ class ClipSAMWidget(QWidget):
         """Stop the running job (the engine stops at its next stage); nothing half-made is shown."""
         if self.task is not None:
             self.task.cancel()
-            self.set_status("Cancelling…")
+            self.heartbeat.stop()
+            self.set_status("Cancelling… (the job stops at its next step)")
 
     def refine(self) -> bool:
         """Refine the chosen image's masks from the prompts now in its layers."""
@@ -365,10 +368,11 @@ class ClipSAMWidget(QWidget):
     def _on_progress(self, stage: str, fraction: float) -> None:
         self.c.progress.setValue(max(self.c.progress.value(), int(round(100 * fraction))))  # never backwards
         if self.task is not None and not self.task.cancelled:
-            self.set_status(f"{stage}…")
+            self.heartbeat.stage(stage)
 
     def _on_run_done(self, source, data, n_frames, engine_generation: int, outcome: Outcome, on_done) -> None:
         self.task = None
+        self.heartbeat.stop()
         self._set_running(False)
         if outcome.ok:
             engine, results = outcome.value
