@@ -1,9 +1,8 @@
 """The ClipSAM dock widget: a thin layer between napari and the Qt-free engine.
 
-Construction lives in :mod:`.controls`; behaviour is split by concern: :mod:`.source` (which image),
-:mod:`.workers` (background jobs), :mod:`.layers` (output layers), :mod:`.correction` (edit → refine),
-:mod:`.classes`, :mod:`.export_panel` and :mod:`.folder`. This class wires them together and owns the
-engine and the single Run slot.
+Construction lives in :mod:`.controls`; behaviour is split by concern: :mod:`.source` (which image), :mod:`.workers`
+(background jobs), :mod:`.layers` (output layers), :mod:`.correction` (edit → refine), :mod:`.classes`, :mod:`.cues`,
+:mod:`.threshold_preview`, :mod:`.export_panel` and :mod:`.folder`. This class wires them and owns the engine and Run.
 """
 from __future__ import annotations
 
@@ -31,6 +30,7 @@ from .layers import ROLE, OutputLayers
 from .objects import ObjectActions
 from .settings import WidgetSettings, weights_overrides
 from .settings_binding import change_signals, read_settings, show_settings
+from .threshold_preview import ThresholdPreview
 from .source import SourcePicker, contrast_limits_for, current_frame, frame_count, plane_shape, read_frame
 from .workers import Outcome, Task, run_summary, segment_job
 
@@ -70,8 +70,7 @@ class ClipSAMWidget(QWidget):
         self.settings = WidgetSettings.load(settings_path)
         self.task: Task | None = None
         self._task_source = None  # the image layer the running task works on
-        self._applied_refs: tuple | None = None  # (engine, references key) the engine last got
-        self._pending_refs = ""
+        self._applied_refs, self._pending_refs = None, ""  # (engine, references key) the engine last got; next
         self._docked = self._closed = False
         self._sessions: list[tuple[OutputLayers, CorrectionLoop]] = []
         self._load_settings()
@@ -88,6 +87,7 @@ class ClipSAMWidget(QWidget):
                                             quiet_refine=lambda: self.correction_for(self.picker.current))
         self._built_for = self._engine_key()
         self._connect()
+        self.tau_help = ThresholdPreview(self)
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     # ------------------------------------------------------------------ state

@@ -59,6 +59,10 @@ TOOLTIPS = {
                 "good image with no objects and adds it here.",
     "prompt_threshold": "τ_prompt: the rough map is cut at this probability to find defect regions that become "
                         "SAM prompts. Lower it when nothing is found. Applies from the next Run.",
+    "tau_suggest": "Set τ_prompt from the chosen image's rough map (after a Run): the strongest tenth of its range "
+                   "becomes prompt regions.",
+    "tau_preview": "Show the rough map's pixels at or above τ_prompt as outlines (a 'τ_prompt preview' layer), "
+                   "redrawn as you change τ_prompt: where the next Run looks for prompt regions.",
     "mask_threshold": "τ_mask: the final map (rough and SAM maps blended) is cut at this value to make the masks. "
                       "Applies from the next Run or Refine.",
     "alpha": "α: weight of CLIP's rough map in the final map (1 − α goes to SAM's masks). "
@@ -138,6 +142,8 @@ class Controls:
     ref_clear: QPushButton
     ref_info: QLabel
     prompt_threshold: QDoubleSpinBox
+    tau_suggest: QPushButton
+    tau_preview: QCheckBox
     mask_threshold: QDoubleSpinBox
     alpha: QDoubleSpinBox
     run: QPushButton
@@ -248,7 +254,13 @@ def build_controls(parent: QWidget) -> Controls:
     form.addRow("Object", c["object_name"])
     for key, label in (("prompt_threshold", "τ_prompt"), ("mask_threshold", "τ_mask"), ("alpha", "α")):
         c[key] = _spin(key)
-        form.addRow(label, c[key])
+        if key == "prompt_threshold":  # a suggested τ (e.g. 0.032) is reachable with the arrows too
+            c[key].setSingleStep(0.01)
+            c["tau_suggest"] = _tip(QPushButton("Suggest"), "tau_suggest")
+            c["tau_preview"] = _tip(QCheckBox("preview"), "tau_preview")
+            form.addRow(label, _row(c[key], c["tau_suggest"], c["tau_preview"]))
+        else:
+            form.addRow(label, c[key])
     c["run"], c["cancel"] = _tip(QPushButton("Run"), "run"), _tip(QPushButton("Cancel"), "cancel")
     c["cancel"].setEnabled(False)
     c["refine"], c["flip"] = _tip(QPushButton("Refine (R)"), "refine"), _tip(QPushButton("Flip label (F)"), "flip")

@@ -203,8 +203,10 @@ def why_nothing(results) -> str:
     thresholds = {**ClipSAMConfig().thresholds(), **results[0].provenance.get("thresholds", {})}
     tau = float(thresholds["prompt_threshold"])
     if all(len(r.boxes) == 0 for r in results) and peak < tau:
+        from .threshold_preview import suggested_prompt_threshold
+
         low = float(min(r.rough_map.min() for r in results))
-        suggest = max(low, round(low + 0.9 * (peak - low), 3))
+        suggest = suggested_prompt_threshold(*(r.rough_map for r in results))
         return (f"No defect region: the rough map stayed below τ_prompt {tau:.3f} (its range is {low:.3f}–{peak:.3f})."
                 f" Lower τ_prompt (e.g. to {suggest:.3f}) or click points on the defect.")
     tau_mask = float(thresholds["mask_threshold"])
