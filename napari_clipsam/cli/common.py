@@ -178,8 +178,8 @@ class StageBars:
 
             if fraction <= 0.0:
                 self.started[stage] = time.perf_counter()
-                note(f"{stage} (minutes for a full-size model; later runs load it from the cache)")
-            else:
+                note(stage)
+            elif fraction >= 1.0:  # between the two: the conversion's ticks (the dock shows them)
                 note(f"{stage}: done in {time.perf_counter() - self.started.pop(stage, time.perf_counter()):.0f} s")
             return
         if not self.enabled or not stage.startswith("downloading"):

@@ -1,9 +1,8 @@
 """The ClipSAM dock widget: a thin layer between napari and the Qt-free engine.
 
-Construction lives in :mod:`.controls`; behaviour is split by concern: :mod:`.source` (which image),
-:mod:`.workers` (background jobs), :mod:`.layers` (output layers), :mod:`.correction` (edit → refine),
-:mod:`.classes`, :mod:`.export_panel` and :mod:`.folder`. This class wires them together and owns the
-engine and the single Run slot.
+Construction lives in :mod:`.controls`; behaviour is split by concern: :mod:`.source` (which image), :mod:`.workers`
+(background jobs), :mod:`.layers` (output layers), :mod:`.correction` (edit → refine), :mod:`.classes`, :mod:`.cues`,
+:mod:`.threshold_preview`, :mod:`.export_panel` and :mod:`.folder`. This class wires them and owns the engine and Run.
 """
 from __future__ import annotations
 
@@ -12,15 +11,18 @@ import os
 from functools import partial
 
 from qtpy.QtCore import QEvent, QSize, QTimer, Signal
-from qtpy.QtWidgets import QFileDialog, QWidget
+from qtpy.QtWidgets import QWidget
 
 from ..config import ClipSAMConfig
 from ..errors import Cancelled, IncompatibleCheckpointError, WeightsUnavailableError
 from ..export import ExportError
+from .browse import browse_weights
 from .classes import ClassList
 from .controls import DOCK_WIDTH, Controls, build_controls
+from .cues import ModeCues
 from .correction import CorrectionLoop
 from .export_panel import ExportPanel
+from .heartbeat import Heartbeat
 from .folder import FolderPanel
 from .instances import InstanceTable
 from .references import ReferencePanel
@@ -28,6 +30,7 @@ from .layers import ROLE, OutputLayers
 from .objects import ObjectActions
 from .settings import WidgetSettings, weights_overrides
 from .settings_binding import change_signals, read_settings, show_settings
+from .threshold_preview import ThresholdPreview
 from .source import SourcePicker, contrast_limits_for, current_frame, frame_count, plane_shape, read_frame
 from .workers import Outcome, Task, run_summary, segment_job
 
@@ -67,8 +70,7 @@ class ClipSAMWidget(QWidget):
         self.settings = WidgetSettings.load(settings_path)
         self.task: Task | None = None
         self._task_source = None  # the image layer the running task works on
-        self._applied_refs: tuple | None = None  # (engine, references key) the engine last got
-        self._pending_refs = ""
+        self._applied_refs, self._pending_refs = None, ""  # (engine, references key) the engine last got; next
         self._docked = self._closed = False
         self._sessions: list[tuple[OutputLayers, CorrectionLoop]] = []
         self._load_settings()
@@ -79,9 +81,13 @@ class ClipSAMWidget(QWidget):
         self.folder = FolderPanel(self.c, self)
         self.references = ReferencePanel(self.c, self._selected_images, self.set_status)
         self.objects = InstanceTable(self.c, self.current_outputs, lambda: self.class_names, self.set_status)
-        self.object_actions = ObjectActions(self.current_outputs, self.set_status, self.objects.refresh)
+        self.cues = ModeCues(self.c, self.sessions, self.current_outputs, self.set_status)
+        self.heartbeat = Heartbeat(self.set_status, self)
+        self.object_actions = ObjectActions(self.current_outputs, self.set_status, self._objects_changed,
+                                            quiet_refine=lambda: self.correction_for(self.picker.current))
         self._built_for = self._engine_key()
         self._connect()
+        self.tau_help = ThresholdPreview(self)
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     # ------------------------------------------------------------------ state
@@ -199,8 +205,8 @@ class ClipSAMWidget(QWidget):
         engine_generation = self._engine_generation
         what = "frame" if len(frames) == 1 and frames[0] is not None else "frames"
         where = "" if frames == [None] else f" ({what} {frames[0]}{'–' + str(frames[-1]) if len(frames) > 1 else ''})"
-        self.set_status(("Loading ClipSAM weights…" if config is not None else "Running ClipSAM…")
-                        + f" on {source.name!r}{where}")
+        self.heartbeat.start(("Loading ClipSAM weights…" if config is not None else "Running ClipSAM…")
+                             + f" on {source.name!r}{where}")
         self.c.progress.setValue(0)
         self._set_running(True)
         data = source.data  # results are shown only if the layer still holds these pixels when the run ends
@@ -215,7 +221,8 @@ class ClipSAMWidget(QWidget):
         """Stop the running job (the engine stops at its next stage); nothing half-made is shown."""
         if self.task is not None:
             self.task.cancel()
-            self.set_status("Cancelling…")
+            self.heartbeat.stop()
+            self.set_status("Cancelling… (the job stops at its next step)")
 
     def refine(self) -> bool:
         """Refine the chosen image's masks from the prompts now in its layers."""
@@ -227,14 +234,8 @@ class ClipSAMWidget(QWidget):
         return True
 
     def set_negative_mode(self, negative: bool) -> None:
-        """New points placed on the prompts layers are negative (True) or positive (False)."""
-        if self.c.negative.isChecked() != negative:
-            self.c.negative.setChecked(negative)  # toggled → comes back here
-            return
-        for outputs in self.sessions():
-            outputs.new_point_label = "negative" if negative else "positive"
-        self.set_status(f"New points are {'negative (background)' if negative else 'positive (defect)'} "
-                        "prompts. N on the prompts layer switches.")
+        """New points placed on the prompts layers are negative (True) or positive (False) (see :mod:`.cues`)."""
+        self.cues.set_negative(negative)
 
     def delete_prompts(self) -> int:
         """Delete the selected points and boxes of the chosen image (the Delete key does it on the canvas)."""
@@ -354,7 +355,7 @@ class ClipSAMWidget(QWidget):
                 return item
         outputs = OutputLayers(self.viewer, source, n_frames, shape)
         outputs.set_classes(self.class_names)
-        outputs.new_point_label = "negative" if self.c.negative.isChecked() else "positive"
+        self.cues.apply(outputs)
         loop = CorrectionLoop(outputs, self._engine_for_refine, lambda: self.classes.selected, self.set_status, self,
                               thresholds=lambda: self.thresholds)
         loop.bind_keys(toggle_negative=lambda: self.c.negative.toggle())
@@ -367,10 +368,11 @@ class ClipSAMWidget(QWidget):
     def _on_progress(self, stage: str, fraction: float) -> None:
         self.c.progress.setValue(max(self.c.progress.value(), int(round(100 * fraction))))  # never backwards
         if self.task is not None and not self.task.cancelled:
-            self.set_status(f"{stage}…")
+            self.heartbeat.stage(stage)
 
     def _on_run_done(self, source, data, n_frames, engine_generation: int, outcome: Outcome, on_done) -> None:
         self.task = None
+        self.heartbeat.stop()
         self._set_running(False)
         if outcome.ok:
             engine, results = outcome.value
@@ -389,6 +391,7 @@ class ClipSAMWidget(QWidget):
                 kept = outputs.corrections(results)
                 defer = outputs.user_prompt_frames() & set(results)
                 outputs.show(results, self.classes.selected, defer_masks=defer)
+                self.cues.apply(outputs)  # the prompts layer may be new: show the point mode on it
                 loop.reset([f for f in results if f not in defer])
                 if defer:
                     loop.refine_now(frames=sorted(defer, key=lambda f: -1 if f is None else f), report=False)
@@ -438,6 +441,10 @@ class ClipSAMWidget(QWidget):
         self._engine = None
         self._engine_generation += 1
 
+    def _objects_changed(self) -> None:
+        self.objects.refresh()
+        self.cues.update_lock()
+
     def _classes_changed(self, names: list[str]) -> None:
         for outputs in self.sessions():
             outputs.set_classes(names)
@@ -470,7 +477,6 @@ class ClipSAMWidget(QWidget):
         c.cancel.clicked.connect(self.cancel)
         c.refine.clicked.connect(lambda: self.refine())
         c.flip.clicked.connect(lambda: self.flip())
-        c.negative.toggled.connect(self.set_negative_mode)
         c.delete_prompts.clicked.connect(lambda: self.delete_prompts())
         c.delete_object.clicked.connect(lambda: self.delete_object())
         c.lock_object.clicked.connect(lambda: self.lock_object())
@@ -487,18 +493,8 @@ class ClipSAMWidget(QWidget):
         for signal in (*change_signals(c), self.classes.changed):
             signal.connect(self.save_settings)
         self.classes.changed.connect(self._classes_changed)
-        self.picker.changed.connect(lambda layer: self.objects.refresh())
+        self.picker.changed.connect(lambda layer: (self.objects.refresh(), self.cues.image_changed()))
 
     def _browse_weights(self, edit, title: str, filters: str, folders: bool = True) -> None:
-        """Choose a weights file for ``edit`` (with Shift held and ``folders``: a ``local-dir`` folder)."""
-        from qtpy.QtCore import Qt
-        from qtpy.QtWidgets import QApplication
-
-        if folders and QApplication.keyboardModifiers() & Qt.KeyboardModifier.ShiftModifier:
-            path = QFileDialog.getExistingDirectory(self, title + " (local-dir folder)", edit.text())
-        else:
-            path, _ = QFileDialog.getOpenFileName(self, title, edit.text(), filters)
-        if path:
-            edit.setText(path)
-            self._engine_settings_changed()
-            self.save_settings()
+        browse_weights(self, edit, title, filters, lambda: (self._engine_settings_changed(), self.save_settings()),
+                       folders)

@@ -59,6 +59,10 @@ TOOLTIPS = {
                 "good image with no objects and adds it here.",
     "prompt_threshold": "τ_prompt: the rough map is cut at this probability to find defect regions that become "
                         "SAM prompts. Lower it when nothing is found. Applies from the next Run.",
+    "tau_suggest": "Set τ_prompt from the chosen image's rough map (after a Run): the strongest tenth of its range "
+                   "becomes prompt regions.",
+    "tau_preview": "Show the rough map's pixels at or above τ_prompt as outlines (a 'τ_prompt preview' layer), "
+                   "redrawn as you change τ_prompt: where the next Run looks for prompt regions.",
     "mask_threshold": "τ_mask: the final map (rough and SAM maps blended) is cut at this value to make the masks. "
                       "Applies from the next Run or Refine.",
     "alpha": "α: weight of CLIP's rough map in the final map (1 − α goes to SAM's masks). "
@@ -69,12 +73,13 @@ TOOLTIPS = {
               "only, fast; key R on the prompts layer). Edits to those layers refine automatically.",
     "flip": "Switch the selected prompt points between positive and negative (key F on the prompts layer).",
     "negative": "Checked: points you place are negative (background: 'not this'); unchecked: positive (the "
-                "defect). Key N on the prompts layer switches; F flips points already placed.",
+                "defect). Key N on the prompts layer switches; F flips points already placed. Choosing another "
+                "image turns it off.",
     "delete_prompts": "Delete the selected points and boxes (the Delete key does the same on the canvas).",
     "delete_object": "Delete the object whose label is selected in the masks layer (its pixels and its prompts). "
                      "Ctrl+Z on the masks layer brings the pixels back.",
     "lock_object": "Lock (commit) the object whose label is selected in the masks layer: no refine or Run changes "
-                   "its pixels again, and its prompts are removed. Click again to unlock.",
+                   "its pixels again, and its prompts are removed. On a locked object the button reads Unlock object.",
     "discard": "Discard your hand corrections in the shown frame: put back ClipSAM's last masks and unlock its "
                "objects (Ctrl+Z undoes it).",
     "progress": "Progress of the running job.",
@@ -137,6 +142,8 @@ class Controls:
     ref_clear: QPushButton
     ref_info: QLabel
     prompt_threshold: QDoubleSpinBox
+    tau_suggest: QPushButton
+    tau_preview: QCheckBox
     mask_threshold: QDoubleSpinBox
     alpha: QDoubleSpinBox
     run: QPushButton
@@ -247,7 +254,13 @@ def build_controls(parent: QWidget) -> Controls:
     form.addRow("Object", c["object_name"])
     for key, label in (("prompt_threshold", "τ_prompt"), ("mask_threshold", "τ_mask"), ("alpha", "α")):
         c[key] = _spin(key)
-        form.addRow(label, c[key])
+        if key == "prompt_threshold":  # a suggested τ (e.g. 0.032) is reachable with the arrows too
+            c[key].setSingleStep(0.01)
+            c["tau_suggest"] = _tip(QPushButton("Suggest"), "tau_suggest")
+            c["tau_preview"] = _tip(QCheckBox("preview"), "tau_preview")
+            form.addRow(label, _row(c[key], c["tau_suggest"], c["tau_preview"]))
+        else:
+            form.addRow(label, c[key])
     c["run"], c["cancel"] = _tip(QPushButton("Run"), "run"), _tip(QPushButton("Cancel"), "cancel")
     c["cancel"].setEnabled(False)
     c["refine"], c["flip"] = _tip(QPushButton("Refine (R)"), "refine"), _tip(QPushButton("Flip label (F)"), "flip")

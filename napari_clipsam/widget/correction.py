@@ -63,6 +63,7 @@ class CorrectionLoop(QObject):
         self.last_compute: float | None = None
         self._bound_to = None
         self._report = True
+        self._quiet = False
         self._toggle_negative: Callable[[], None] | None = None
         outputs.on_prompts_edited = self._on_edit
 
@@ -105,6 +106,11 @@ class CorrectionLoop(QObject):
         self.outputs.set_point_features(labels, sources)
         self._on_edit(None)
         return len(idx)
+
+    def quiet_next(self) -> None:
+        """An action's prompt removal has just started a refine: when it finishes it leaves the status line alone
+        (the action said what it did). Nothing is silenced when no refine is coming."""
+        self._quiet = self.busy
 
     def cancel(self) -> None:
         self.timer.stop()
@@ -150,6 +156,15 @@ class CorrectionLoop(QObject):
         self.task = Task(job, None, done).start()
 
     # ------------------------------------------------------------------ internals
+    def _summary(self, frames) -> str:
+        """What a refine did, counting the objects the masks layer shows (not the engine's instances)."""
+        shown = self.outputs.displayed_frame()
+        planes = [np.asarray(self.outputs.plane(f)) for f in ([shown] if shown in frames else frames)]
+        n = len(set().union(*(np.unique(p[p > 0]).tolist() for p in planes)))
+        where = "on screen" if shown in frames else f"in {len(frames)} frame(s) not shown now"
+        return (f"Refined: {n} object(s) {where} (refine {1000 * self.last_compute:.0f} ms). "
+                "Ctrl+Z on the masks layer undoes it.")
+
     def _on_edit(self, event) -> None:
         layer = getattr(event, "source", None)
         if event is not None and str(getattr(event, "action", "")) in ("added", "changed") \
@@ -184,10 +199,9 @@ class CorrectionLoop(QObject):
             if self._edit_time is not None:
                 self.last_latency = time.perf_counter() - self._edit_time
                 self._edit_time = None
-            n = sum(r.num_instances for r in outcome.value.values())
-            if self._report:
-                    self._status(f"Refined {len(outcome.value)} frame(s): {n} instance(s) "
-                             f"(refine {1000 * self.last_compute:.0f} ms). Ctrl+Z on the masks layer undoes it.")
+            if self._report and not self._quiet:
+                self._status(self._summary(list(outcome.value)))
+            self._quiet = False
             self.refined.emit(list(outcome.value))
         if self._pending:  # edits came in while refining (an edit whose timer still runs refines by itself)
             self._pending = False

@@ -117,10 +117,22 @@ class ObjectActions:
     Args:
         current: returns the chosen image's OutputLayers (or None). status: shows a message.
         changed: called after an action changed the objects (the object table refreshes).
+        quiet_refine: returns the chosen image's CorrectionLoop (or None); an action that removes prompts tells
+            it that the refine this starts must leave the action's message on the status line.
     """
 
-    def __init__(self, current, status, changed):
-        self._current, self._status, self._changed = current, status, changed
+    def __init__(self, current, status, changed, quiet_refine=lambda: None):
+        self._current, self._status, self._changed, self._loop = current, status, changed, quiet_refine
+
+    def _quiet(self) -> None:
+        loop = self._loop()
+        if loop is not None:
+            loop.quiet_next()
+
+    def _seen(self, outputs, frame) -> int:
+        """How many objects the shown frame holds now (what the person counts on the canvas)."""
+        plane = np.asarray(outputs.plane(frame))
+        return int(np.count_nonzero(np.unique(plane[plane > 0])))
 
     def selected(self):
         """(outputs, frame, instance id) of the label selected in the masks layer, or None (with a message)."""
@@ -141,8 +153,10 @@ class ObjectActions:
         if picked is None:
             return 0
         n = delete_object(*picked)
+        self._quiet()
         self._changed()
-        self._status(f"Deleted object {picked[2]} ({n} pixels). Ctrl+Z on the masks layer brings it back.")
+        self._status(f"Deleted object {picked[2]} ({n} pixels); {self._seen(*picked[:2])} object(s) left. "
+                     "Ctrl+Z on the masks layer brings its pixels back.")
         return n
 
     def lock(self) -> bool:
@@ -151,11 +165,15 @@ class ObjectActions:
             return False
         outputs, frame, label = picked
         if unlock_object(outputs, label):
-            self._status(f"Object {label} unlocked: refines may change it again once you add prompts.")
+            self._changed()
+            self._status(f"Object {label} unlocked: a Run or refine may change it again (its prompts were removed "
+                         "when it was locked: add points to reshape it). Lock it again with the same button.")
             return False
         lock_object(outputs, frame, label)
+        self._quiet()
         self._changed()
-        self._status(f"Object {label} locked: no refine or Run will change it.")
+        self._status(f"Object {label} locked ({self._seen(outputs, frame)} object(s) in this frame): no refine or "
+                     "Run will change it. The button now unlocks it.")
         return True
 
     def discard(self) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
@@ -179,10 +180,12 @@ def refine_job(engine, jobs: list, thresholds: tuple[float, float, float] | None
 def run_summary(results: dict, outputs, kept: dict[str, int]) -> str:
     """The status line after a Run: what was found, what of the person's work was kept, and why nothing was."""
     n = sum(r.num_instances for r in results.values())
+    seen = sum(len(np.unique(p[p > 0])) for p in (np.asarray(outputs.plane(f)) for f in results))
     best = max(r.score for r in results.values())
     first = next(iter(results.values()))
     made_by = first.provenance.get("rough_map") or first.mode
-    text = f"Done: {n} instance(s) in {len(results)} image(s), anomaly score {best:.3f}. Rough map: {made_by}."
+    text = (f"Done: {seen} object(s) in {len(results)} image(s) ({n} found by ClipSAM), anomaly score {best:.3f}."
+            f" Rough map: {made_by}.")
     if any(kept.values()):
         text += (f" Kept your corrections: {kept['prompts']} prompt(s), {kept['pixels']} hand-edited pixel(s), "
                  f"{kept['locked']} locked object(s) (Discard corrections starts over).")
@@ -200,8 +203,10 @@ def why_nothing(results) -> str:
     thresholds = {**ClipSAMConfig().thresholds(), **results[0].provenance.get("thresholds", {})}
     tau = float(thresholds["prompt_threshold"])
     if all(len(r.boxes) == 0 for r in results) and peak < tau:
+        from .threshold_preview import suggested_prompt_threshold
+
         low = float(min(r.rough_map.min() for r in results))
-        suggest = max(low, round(low + 0.9 * (peak - low), 3))
+        suggest = suggested_prompt_threshold(*(r.rough_map for r in results))
         return (f"No defect region: the rough map stayed below τ_prompt {tau:.3f} (its range is {low:.3f}–{peak:.3f})."
                 f" Lower τ_prompt (e.g. to {suggest:.3f}) or click points on the defect.")
     tau_mask = float(thresholds["mask_threshold"])

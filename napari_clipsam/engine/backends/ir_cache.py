@@ -80,11 +80,12 @@ class IRCache:
             return None
 
     def get_or_convert(self, fields: dict[str, Any], convert: Callable[[], Any], what: str,
-                       progress: Progress | None = None):
+                       progress: Progress | None = None, expected_s: float | None = None):
         """The cached model for ``fields``; else ``convert()`` (returns an ``openvino.Model``), save, return it.
 
-        ``progress(stage, fraction)`` hears ``"preparing the fast CPU model, once: <what>"`` at 0 and 1 around a
-        conversion (nothing when the cache has it).
+        ``progress(stage, fraction)`` hears ``"preparing the fast CPU model, once: <what> (about N s; …)"`` at 0,
+        every half second with the fraction of ``expected_s`` gone (see :mod:`.conversion_progress`), and at 1
+        (nothing when the cache has it).
         """
         from filelock import FileLock
 
@@ -100,24 +101,29 @@ class IRCache:
             lock.acquire()
         except OSError as exc:  # the folder cannot be used at all: convert in memory
             cache_unusable(self.root, "converted OpenVINO models", exc)
-            return self._convert(convert, what, progress, None)
+            return self._convert(convert, what, progress, None, expected_s)
         try:
             model = self.load(fields)  # another process may have converted it meanwhile
             if model is not None:
                 return model
-            return self._convert(convert, what, progress, fields)
+            return self._convert(convert, what, progress, fields, expected_s)
         finally:
             lock.release()
 
-    def _convert(self, convert: Callable[[], Any], what: str, progress: Progress | None, fields):
+    def _convert(self, convert: Callable[[], Any], what: str, progress: Progress | None, fields,
+                 expected_s: float | None = None):
         """``convert()``, saved under ``fields`` unless None; a failed save is logged once, the model kept."""
         from ...io.cache_files import cache_unusable
+        from .conversion_progress import quiet_conversion, ticking
 
-        stage = f"preparing the fast CPU model, once: {what}"
-        log.warning("napari-clipsam: %s (takes a while; later runs load it from %s)", stage, self.root)
+        about = f"about {expected_s:.0f} s on 2 cores; " if expected_s else ""
+        stage = f"preparing the fast CPU model, once: {what} ({about}later runs load it from the cache)"
+        # whoever passes ``progress`` shows the stage (the CLI prints it, the dock shows it): logged only otherwise
+        (log.info if progress else log.warning)("napari-clipsam: %s in %s", stage, self.root)
         if progress:
             progress(stage, 0.0)
-        model = convert()
+        with ticking(progress, stage, expected_s or 60.0), quiet_conversion():
+            model = convert()
         if fields is not None:
             try:
                 self._save(fields, model)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..progress import stage_report
+from .conversion_progress import estimate_seconds
 from .ir_cache import FORMAT, IR_PRECISION, IRCache, Progress
 
 
@@ -138,7 +139,8 @@ class OpenVinoEncoder:
             with _shared_lock:
                 shared = _shared.get(share)
             if shared is None:
-                model = cache.get_or_convert(fields, self._convert, self.what, progress)
+                model = cache.get_or_convert(fields, self._convert, self.what, progress,
+                                             estimate_seconds(self.module, self.input_size))
                 shared = _Compiled(compile_for_cpu(model, self.precision, threads))
                 with _shared_lock:
                     shared = _shared.setdefault(share, shared)
