@@ -46,6 +46,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="random draws of the references per K (default 3)")
     p.add_argument("--fewshot-weight", type=float, metavar="W",
                    help="rough map = (1 - W) zero-shot + W few-shot (default: the config's, 0.5; 1 = few-shot only)")
+    p.add_argument("--mutual", action="store_true",
+                   help="folder mutual scoring (method §5): each category's test images are scored as one folder "
+                        "(segment_folder), fused with the CLIP map as configured; the rough row is the fused map, "
+                        "image metrics use each result's image score. Needs ≥ 5 images per category")
+    p.add_argument("--plots", type=Path, metavar="DIR",
+                   help="write PNG plots here: per category the pixel-level ROC and PR curves (and the image-level "
+                        "ones where a category has normal and defective images) of each map, and a bar chart of "
+                        "its metrics (<category>_pixel_roc.png, …_pixel_pr.png, …_image_roc.png, …_image_pr.png, "
+                        "…_metrics.png, and mean_metrics.png); files of those names are replaced, like --csv/--json")
     p.add_argument("--csv", type=Path, metavar="FILE", help="write one row per category (and the mean) here")
     p.add_argument("--json", type=Path, metavar="FILE", help="write every figure, the settings and the engine here")
     add_engine_options(p)
@@ -66,6 +75,11 @@ def run(args) -> int:
     for path in (args.csv, args.json):
         if path is not None and Path(path).expanduser().is_dir():
             raise PathKindError(f"{path} is a folder; give a file name for the results.")
+    if args.plots is not None and Path(args.plots).expanduser().exists() and not Path(args.plots).expanduser().is_dir():
+        raise PathKindError(f"--plots {args.plots} is a file; give a folder for the plots (it is created if missing).")
+    if args.mutual and getattr(args, "ray", None) is not None:
+        raise InvalidInputError("--mutual does not run on --ray yet (each category's folder is scored as a whole, "
+                                "on one machine); drop --ray for a mutual evaluation.")
     shots = sorted(set(args.shots or []))
     if any(k < 1 for k in shots) or args.seeds < 1:
         raise InvalidInputError("--shots must be ≥ 1 (normal images per category) and --seeds ≥ 1.")
@@ -95,15 +109,25 @@ def run(args) -> int:
             note(TRAINING_FREE_NOTE)
         results = evaluate_dataset(engine, dataset, resolution=args.resolution, sigma=args.sigma,
                                    limit=args.limit, batch_size=args.batch_size, rough_only=args.rough_only,
-                                   max_fpr=args.max_fpr, progress=args.progress, map_cache=args.cache)
+                                   max_fpr=args.max_fpr, progress=args.progress, map_cache=args.cache,
+                                   mutual=args.mutual, curves=args.plots is not None)
         few = {}
         if shots:
             few = evaluate_few_shot(engine, dataset, train, shots, range(args.seeds), resolution=args.resolution,
                                     sigma=args.sigma, limit=args.limit, batch_size=args.batch_size,
                                     rough_only=args.rough_only, max_fpr=args.max_fpr, progress=args.progress,
-                                    map_cache=args.cache)
+                                    map_cache=args.cache, mutual=args.mutual)
+    if args.mutual:
+        print("mode: mutual (folder mutual scoring; each category's test images are one folder; rough = the fused "
+              "map SAM refined; image metrics from each result's image score)")
+    else:
+        print("mode: per-image")
     print(f"rough map: {results['engine']['rough_map']}")
-    if few:
+    if few and args.mutual:
+        print(f"few-shot rows: K normal training images per category as references, mean ± std over "
+              f"{args.seeds} draws, fused with the folder's mutual map (weights: mutual {cfg.mutual_weight:g}, "
+              f"few-shot {cfg.mutual_fewshot_weight:g}, CLIP {cfg.mutual_clip_weight:g})")
+    elif few:
         print(f"few-shot rows: K normal training images per category as references, mean ± std over "
               f"{args.seeds} draws; rough = {1 - cfg.fewshot_weight:g} × zero-shot + {cfg.fewshot_weight:g} × "
               "few-shot")
@@ -126,7 +150,14 @@ def run(args) -> int:
             writer.writeheader()
             writer.writerows(few_rows)
         print(f"CSV written to {write_text_atomic(args.csv, buf.getvalue())}")
+    if args.plots is not None:
+        from ..report.eval_plots import write_eval_plots
+
+        written = write_eval_plots(results, args.plots)
+        print(f"{len(written)} plot(s) written to {Path(args.plots).expanduser()}")
     if args.json is not None:
+        results = {**results, "categories": {c: {k: v for k, v in r.items() if k != "curves"}
+                                             for c, r in results["categories"].items()}}
         payload = results if not few else {**results, "few_shot": {str(k): {kk: vv for kk, vv in v.items()
                                                                            if kk != "runs"} for k, v in few.items()}}
         text = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"

@@ -5,6 +5,11 @@ size), maps bilinearly and masks bilinearly then thresholded at 0.5; the rough m
 σ = ``sigma`` px at 518 (scaled with the CLIP input size; the published protocol uses 4). Metrics pool every
 pixel of a category (:func:`napari_clipsam.metrics.evaluate`); the mean is over categories. Image scores are
 the maximum of each evaluated map; image labels come from the dataset (normal vs defect folder).
+
+With ``mutual=True`` each category's picked test images are one folder for
+:meth:`~napari_clipsam.engine.clipsam.ClipSAM.segment_folder` (method §5): the ``rough`` row is the fused map MMR ran
+on, ``final`` the final map, and the image metrics of both rows use each result's ``image_score``
+(:mod:`.mutual_eval`).
 """
 from __future__ import annotations
 
@@ -47,7 +52,8 @@ def rough_maps_only(engine, images: list[np.ndarray], name: str) -> list[np.ndar
 def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None, resolution: int | None = None,
                      sigma: float | None = PUBLISHED_SIGMA, limit: int | None = None, batch_size: int | None = None,
                      rough_only: bool = False, object_names: dict[str, str] | None = None,
-                     max_fpr: float = 0.3, progress: bool = True, map_cache: bool | str | os.PathLike = False) -> dict:
+                     max_fpr: float = 0.3, progress: bool = True, map_cache: bool | str | os.PathLike = False,
+                     mutual: bool = False, curves: bool = False) -> dict:
     """Run the engine over a dataset and compute every §4 metric per category and on average.
 
     Args:
@@ -64,17 +70,26 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
         max_fpr: FPR limit of both AUPRO flavours.
         map_cache: keep each image's squashed maps on disk (:class:`.map_cache.MapCache`) and reuse them, so a
             second run with the same engine and settings computes only the metrics: True for the default folder
-            under the napari-clipsam cache, or a folder.
+            under the napari-clipsam cache, or a folder. Not used with ``mutual`` (a map depends on the whole folder).
+        mutual: folder mutual scoring, each category's picked test images as one folder (:mod:`.mutual_eval`).
+        curves: also keep each category's ROC and PR curves (pixel and image level, thinned,
+            :func:`~napari_clipsam.metrics.curves.roc_and_pr`) under ``"curves"`` (what ``eval --plots`` draws).
 
     Returns:
         ``{"categories": {cat: {"images", "anomalous", "rough": {metric: value}, "final": {...} | None}},
-        "mean": {"rough": {...}, "final": {...} | None}, "settings": {...}, "engine": provenance}``;
+        "mean": {"rough": {...}, "final": {...} | None}, "settings": {...}, "engine": provenance}``
+        (``settings["mode"]`` is ``"mutual"`` or ``"per-image"``);
         metric names are :data:`~napari_clipsam.metrics.METRIC_NAMES`, values in [0, 1] or nan.
     """
     from tqdm.auto import tqdm
 
     resolution, cats, picks, names = plan_evaluation(engine.config.image_size, dataset, categories, resolution,
                                                      limit, object_names)
+    if mutual:
+        from .mutual_eval import check_mutual_plan
+
+        check_mutual_plan(engine, picks, rough_only)
+        map_cache = False
     subsets = {c: dataset.category(c) for c in cats}
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
@@ -86,12 +101,22 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
         with tqdm(total=sum(map(len, picks.values())), disable=not progress, unit="img", dynamic_ncols=True) as bar:
             for c in cats:
                 bar.set_description(c)
-                results[c] = _category(engine, subsets[c], picks[c], names[c], resolution, batch_size, rough_only,
-                                       max_fpr, bar, cache)
+                if mutual:
+                    from .mutual_eval import mutual_category
+
+                    results[c] = mutual_category(engine, subsets[c], picks[c], names[c], resolution, max_fpr, bar,
+                                                 curves)
+                else:
+                    results[c] = _category(engine, subsets[c], picks[c], names[c], resolution, batch_size,
+                                           rough_only, max_fpr, bar, cache, curves)
         provenance = engine.provenance("")
+        if mutual:
+            from .mutual_eval import mutual_provenance
+
+            provenance = mutual_provenance(provenance, results)
     return summarise(results, provenance, dataset=dataset, resolution=resolution, sigma=sigma, limit=limit,
                      rough_only=rough_only, max_fpr=max_fpr, seconds=time.perf_counter() - t0,
-                     cached=0 if cache is None else cache.hits)
+                     cached=0 if cache is None else cache.hits, mode="mutual" if mutual else "per-image")
 
 
 def plan_evaluation(image_size: int, dataset, categories=None, resolution: int | None = None,
@@ -119,7 +144,7 @@ def evaluation_config(config, sigma: float | None):
 
 
 def summarise(results: dict[str, dict], provenance: dict, *, dataset, resolution, sigma, limit, rough_only,
-              max_fpr, seconds: float, cached: int) -> dict:
+              max_fpr, seconds: float, cached: int, mode: str = "per-image") -> dict:
     """The :func:`evaluate_dataset` return value from per-category results and the engine's provenance."""
     provenance = dict(provenance)
     provenance.pop("object_name", None)
@@ -128,7 +153,7 @@ def summarise(results: dict[str, dict], provenance: dict, *, dataset, resolution
     mean = {m: (None if rough_only and m == "final" else _mean([results[c][m] for c in cats])) for m in MAPS}
     settings = {"root": str(dataset.root), "layout": getattr(dataset, "layout", "generic"), "categories": cats,
                 "resolution": resolution, "sigma": sigma, "limit": limit, "rough_only": rough_only,
-                "max_fpr": max_fpr, "seconds": round(seconds, 3), "cached_images": cached}
+                "max_fpr": max_fpr, "seconds": round(seconds, 3), "cached_images": cached, "mode": mode}
     return {"categories": results, "mean": mean, "settings": settings, "engine": provenance}
 
 
@@ -156,18 +181,35 @@ def squashed_maps(engine, images, name, resolution, batch_size, rough_only, cach
     return got
 
 
-def category_metrics(maps: list[dict], masks: list[np.ndarray], labels: list[int], max_fpr: float) -> dict:
-    """One category's result from its images' evaluated maps, squashed masks and labels (in the same order)."""
+def category_metrics(maps: list[dict], masks: list[np.ndarray], labels: list[int], max_fpr: float,
+                     image_scores=None, curves: bool = False) -> dict:
+    """One category's result from its images' evaluated maps, squashed masks and labels (in the same order).
+
+    ``image_scores``: one score per image for the image metrics of every map (default: each map's maximum).
+    ``curves``: add ``"curves": {map: {"pixel": roc_and_pr | None, "image": roc_and_pr | None}}``."""
+    from ..metrics.curves import roc_and_pr
+
     labels = np.asarray(labels)
     out = {"images": len(labels), "anomalous": int(labels.sum())}
     masks = np.stack(masks)
+    drawn = {}
     for m in MAPS:
         found = [g[m] for g in maps if m in g]
-        out[m] = evaluate(np.stack(found), masks, labels=labels, max_fpr=max_fpr) if found else None
+        if not found:
+            out[m] = None
+            continue
+        stacked = np.stack(found)
+        scores = stacked.reshape(len(stacked), -1).max(axis=1) if image_scores is None else np.asarray(image_scores)
+        out[m] = evaluate(stacked, masks, image_scores=scores, labels=labels, max_fpr=max_fpr)
+        if curves:
+            drawn[m] = {"pixel": roc_and_pr(stacked, masks), "image": roc_and_pr(scores, labels.astype(bool))}
+    if curves:
+        out["curves"] = drawn
     return out
 
 
-def _category(engine, subset, picks, name, resolution, batch_size, rough_only, max_fpr, bar, cache) -> dict:
+def _category(engine, subset, picks, name, resolution, batch_size, rough_only, max_fpr, bar, cache,
+              curves=False) -> dict:
     maps, masks, labels = [], [], []
     step = batch_size or engine.default_batch_size
     for start in range(0, len(picks), step):
@@ -177,7 +219,7 @@ def _category(engine, subset, picks, name, resolution, batch_size, rough_only, m
             masks.append(squash_mask(mask, resolution))
             labels.append(int(sample.label))
         bar.update(len(items))
-    return category_metrics(maps, masks, labels, max_fpr)
+    return category_metrics(maps, masks, labels, max_fpr, curves=curves)
 
 
 def _mean(rows: list[dict | None]) -> dict:

@@ -43,8 +43,9 @@ def evaluate_on_ray(args, dataset, cfg, categories: list[str] | None, train=None
     got, provenance = _maps_on_ray(args, cfg, categories, resolution, cats, picks, names, [None, *draws.values()])
     seconds = time.perf_counter() - t0
 
-    def run(references: References) -> dict:
-        return _run_result(args, dataset, got[references], provenance, resolution, cats, picks, seconds)
+    def run(references: References) -> dict:  # curves (for --plots) of the zero-shot run only
+        return _run_result(args, dataset, got[references], provenance, resolution, cats, picks, seconds,
+                           curves=references is None and getattr(args, "plots", None) is not None)
 
     results, few = run(None), {}
     for k in dict.fromkeys(k for k, _ in draws):
@@ -94,7 +95,8 @@ def _maps_on_ray(args, cfg, categories, resolution, cats, picks, names, runs: li
     return got, info["provenance"]
 
 
-def _run_result(args, dataset, got: dict, provenance: dict, resolution, cats, picks, seconds: float) -> dict:
+def _run_result(args, dataset, got: dict, provenance: dict, resolution, cats, picks, seconds: float,
+                curves: bool = False) -> dict:
     """One run's :func:`~napari_clipsam.training.evaluation.evaluate_dataset` result from its items."""
     from ...training.evaluation import category_metrics, summarise
 
@@ -102,7 +104,8 @@ def _run_result(args, dataset, got: dict, provenance: dict, resolution, cats, pi
     for c in cats:
         items = [got[c][i] for i in picks[c]]  # the local order: the metrics pool pixels in this order
         results[c] = category_metrics([x["maps"] for x in items], [x["mask"] for x in items],
-                                      [x["label"] for x in items], args.max_fpr)
+                                      [x["label"] for x in items], args.max_fpr,
+                                      curves=curves)
     cached = sum(x["cached"] for c in cats for x in got[c].values())
     return summarise(results, provenance, dataset=dataset, resolution=resolution, sigma=args.sigma,
                      limit=args.limit, rough_only=args.rough_only, max_fpr=args.max_fpr, seconds=seconds,
