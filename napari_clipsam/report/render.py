@@ -24,7 +24,7 @@ def score_histogram(scores: list[float]) -> str | None:
 
     fig = Figure(figsize=(5, 2.4), dpi=100)
     ax = fig.add_subplot()
-    ax.hist(scores, bins=min(30, max(5, len(scores))), color="#4a7bd0")
+    ax.hist(scores, bins=min(30, max(5, len(scores))), color="#4a7bd0", edgecolor="white", linewidth=0.8)
     ax.set_xlabel("image score")
     ax.set_ylabel("images")
     fig.tight_layout()
