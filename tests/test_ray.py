@@ -154,12 +154,15 @@ def same_figures(want: dict, got: dict, maps: tuple[str, ...]) -> int:
 
 def test_eval_on_ray_equals_eval(models, local_ray, tmp_path):
     args = ("eval", "--dataset-root", models["data"], "--limit", 4, "--no-cache", "--no-progress", *models["args"])
-    code, _, err = cli(*args, "--json", tmp_path / "local.json")
+    code, _, err = cli(*args, "--json", tmp_path / "local.json", "--plots", tmp_path / "local_plots")
     assert code == 0, err
     code, stdout, err = cli(*args, "--json", tmp_path / "ray.json", "--ray", "--ray-actors", 2,
-                            "--ray-cpus-per-actor", 1, "--ray-batch-size", 2)
+                            "--ray-cpus-per-actor", 1, "--ray-batch-size", 2, "--plots", tmp_path / "ray_plots")
     assert code == 0, err
     assert "pAUROC" in stdout
+    # --plots draws the same curves from the driver's metrics
+    plotted = sorted(p.name for p in (tmp_path / "local_plots").iterdir())
+    assert plotted == sorted(p.name for p in (tmp_path / "ray_plots").iterdir()) and "metal_pixel_roc.png" in plotted
     local, ray = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "ray"))
     assert ray["engine"] == local["engine"]
     assert {k: v for k, v in ray["settings"].items() if k != "seconds"} == \
