@@ -23,7 +23,7 @@ CATEGORIES = ("metal", "fabric")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_mutual")
     clip, sam = write_tiny_clip(root / "clip", seed=0), write_tiny_sam(root / "sam", seed=0)
-    data = make_synthetic_dataset(root / "data", CATEGORIES, n_train_good=0, n_test_good=3, n_test_defect=1,
+    data = make_synthetic_dataset(root / "data", CATEGORIES, n_train_good=2, n_test_good=3, n_test_defect=1,
                                   image_size=64, seed=0)
     config = root / "config.json"
     config.write_text(json.dumps({"feature_layers": [1, 2, 3, 4]}))  # the tiny CLIP has 4 blocks
@@ -82,6 +82,19 @@ def test_eval_mutual_reports_the_mode_and_published_metrics_per_category(setup, 
         for k, v in direct[m].items():
             got = data["categories"]["metal"][m][k]
             assert (got is None and math.isnan(v)) or got == pytest.approx(v, abs=1e-6), (m, k)
+
+
+def test_eval_mutual_with_shots_fuses_references_into_each_folder(setup, mutual_run, tmp_path):
+    code, out, err = run_cli("eval", "--dataset-root", setup["data"], "--mutual", "--shots", 1, "--seeds", 1,
+                             "--categories", "metal", "--json", tmp_path / "s.json", *setup["args"])
+    assert code == 0, err
+    assert "mode: mutual" in out and "fused with the folder's mutual map" in out and "rough 1-shot" in out
+    few = json.loads((tmp_path / "s.json").read_text())["few_shot"]["1"]
+    got = few["categories"]["metal"]["final"]
+    assert all(v is None or 0.0 <= v <= 1.0 for v in got.values())
+    assert few["references"]["0"]["metal"]  # the reference drawn is named
+    # the reference changed the fused map: not the zero-shot figures again
+    assert got != mutual_run["json"]["categories"]["metal"]["final"]
 
 
 def test_eval_mutual_refusals_say_what_to_do(setup, tmp_path):

@@ -131,9 +131,7 @@ def run(args) -> int:
         print(f"few-shot rows: K normal training images per category as references, mean ± std over "
               f"{args.seeds} draws; rough = {1 - cfg.fewshot_weight:g} × zero-shot + {cfg.fewshot_weight:g} × "
               "few-shot")
-        print(format_table(results, few))
-    else:
-        print(format_table(results))
+    print(format_table(results, few) if few else format_table(results))
     cached = results["settings"]["cached_images"]
     print(f"({sum(r['images'] for r in results['categories'].values())} images, "
           f"{results['settings']['seconds']:.1f} s{f', {cached} from the map cache' if cached else ''})")
