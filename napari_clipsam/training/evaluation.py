@@ -91,7 +91,7 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
         provenance = engine.provenance("")
     return summarise(results, provenance, dataset=dataset, resolution=resolution, sigma=sigma, limit=limit,
                      rough_only=rough_only, max_fpr=max_fpr, seconds=time.perf_counter() - t0,
-                     cached=0 if cache is None else cache.hits)
+                     cached=0 if cache is None else cache.cache_info().hits)
 
 
 def plan_evaluation(image_size: int, dataset, categories=None, resolution: int | None = None,
