@@ -28,12 +28,12 @@ def test_folder_stems_are_unique_ignoring_case(keys):
         check_stem(s)
 
 
-@pytest.mark.xfail(strict=True, reason="frame_stem adds _f003 to a stem that may already be MAX_STEM_BYTES long "
-                   "(a stack layer or multi-frame image with a ~200-byte name): the export then refuses it")
 def test_frame_stem_of_a_full_length_stem_is_exportable():
     stem = layer_stem("x" * 300)
     assert len(stem.encode()) == MAX_STEM_BYTES
-    check_stem(frame_stem(stem, 3))
+    framed = {frame_stem(stem, f) for f in (3, 4)}
+    assert len(framed) == 2 and all(check_stem(s).endswith(("_f003", "_f004")) for s in framed)
+    assert frame_stem("a", 3) == "a_f003" and frame_stem(stem, None) == stem
 
 
 @pytest.mark.parametrize("bad", ["a\\b", "a/b", "x:y", "a\x01", "q?", " lead", ".."])

@@ -67,8 +67,16 @@ def safe_stem(text: str) -> str:
 
 
 def frame_stem(stem: str, frame: int | None) -> str:
-    """``stem`` for a 2-D image (``frame`` None), ``<stem>_f003`` for frame 3 of a stack."""
-    return stem if frame is None else f"{stem}_f{int(frame):03d}"
+    """``stem`` for a 2-D image (``frame`` None), ``<stem>_f003`` for frame 3 of a stack. A stem too long to take
+    the suffix is cut as :func:`safe_stem` cuts one (``~`` and a hash of the whole stem), keeping ``_f003`` readable."""
+    if frame is None:
+        return stem
+    suffix = f"_f{int(frame):03d}"
+    if _utf8_size(stem) + len(suffix) > MAX_STEM_BYTES:
+        digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        head = stem.encode("utf-8", "surrogatepass")[:MAX_STEM_BYTES - 9 - len(suffix)].decode("utf-8", "ignore")
+        stem = f"{head.rstrip()}~{digest}"
+    return stem + suffix
 
 
 def layer_stem(name: str) -> str:
