@@ -31,6 +31,32 @@ def shared_engine():
 
 
 @pytest.fixture
+def image():
+    """A 96-px synthetic machined part with a crack (RGB uint8), the image the dock's tests segment (a module may
+    define its own ``image``)."""
+    from napari_clipsam.data.synthetic import synthetic_image
+
+    return synthetic_image("part", "crack", size=96, seed=1)[0]
+
+
+@pytest.fixture
+def make_widget(make_napari_viewer, shared_engine, monkeypatch):
+    """``viewer, widget = make_widget(engine=..., viewer=..., **options)``: a ClipSAM dock opened as napari opens a
+    plugin's (on a new viewer unless one is given; ``options`` go to :func:`dock_helpers.open_dock`), with napari
+    checking that the dock sets napari state from the GUI thread only. napari tests only (it needs napari's
+    ``make_napari_viewer``)."""
+    from dock_helpers import open_dock
+
+    monkeypatch.setenv("NAPARI_ENSURE_PLUGIN_MAIN_THREAD", "1")
+
+    def make(engine=shared_engine, viewer=None, **options):
+        viewer = viewer or make_napari_viewer()
+        return viewer, open_dock(viewer, engine, **options)
+
+    return make
+
+
+@pytest.fixture
 def engine():
     from napari_clipsam.testing import tiny_engine
 

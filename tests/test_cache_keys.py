@@ -200,10 +200,11 @@ def test_an_older_evaluation_map_is_a_miss(tmp_path, monkeypatch):
 
     maps = {"rough": np.ones((4, 4), np.float32)}
     map_cache.MapCache(tmp_path).put(RGB, "part", maps)
-    assert map_cache.MapCache(tmp_path).get(RGB, "part") is not None
+    reader = map_cache.MapCache(tmp_path)
+    assert reader.get(RGB, "part") is not None and reader.cache_info() == CacheInfo(1, 0, 1)
     monkeypatch.setattr(map_cache, "MAP_CACHE_FORMAT", map_cache.MAP_CACHE_FORMAT + 1)
     newer = map_cache.MapCache(tmp_path)
-    assert newer.get(RGB, "part") is None and newer.misses == 1
+    assert newer.get(RGB, "part") is None and newer.cache_info().misses == 1
 
 
 # ------------------------------------------------------------------------------------ ClipSAM.cache_info()

@@ -8,26 +8,20 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from dock_helpers import STRICT_NAPARI, WAIT_MS, run_and_wait  # noqa: E402
 from napari_clipsam.data.synthetic import synthetic_image  # noqa: E402
-from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
 
-WAIT_MS = 20_000
+pytestmark = STRICT_NAPARI
 
 
 @pytest.fixture
-def dock(make_napari_viewer, shared_engine):
-    viewer = make_napari_viewer()
-    widget = ClipSAMWidget(viewer, engine=shared_engine)
-    viewer.window.add_dock_widget(widget, name="ClipSAM")
-    widget.c.prompt_threshold.setValue(0.5)
-    widget.c.object_name.setText("machined part")
-    src = viewer.add_image(synthetic_image("part", "crack", size=96, seed=1)[0], name="part")
-    return viewer, widget, src
+def dock(make_widget, image):
+    viewer, widget = make_widget(prompt_threshold=0.5)
+    return viewer, widget, viewer.add_image(image, name="part")
 
 
 def run(qtbot, widget):
-    assert widget.run()
-    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    run_and_wait(qtbot, widget, done=False)
 
 
 def test_negative_mode_places_negative_points_and_delete_from_dock(qtbot, dock):
@@ -126,18 +120,13 @@ def test_normal_references_from_selected_layers_reach_the_engine(qtbot, dock):
     assert "few-shot" not in widget.status, widget.status
 
 
-def test_a_correction_after_the_engine_forgot_the_image_still_refines(qtbot, make_napari_viewer):
+def test_a_correction_after_the_engine_forgot_the_image_still_refines(qtbot, make_widget, image):
     """Results hold no SAM embedding: when the engine's cache (cache_bytes) has dropped the image's, the dock's
     refine embeds the layer's image again and gives what a refine on the cached embedding gives."""
     from napari_clipsam.testing import tiny_engine
 
     forgetful = tiny_engine(seed=0, cache_bytes=1, embedding_cache_bytes=0)  # keeps only the last entry
-    viewer = make_napari_viewer()
-    widget = ClipSAMWidget(viewer, engine=forgetful)
-    viewer.window.add_dock_widget(widget, name="ClipSAM")
-    widget.c.prompt_threshold.setValue(0.3)
-    widget.c.object_name.setText("machined part")
-    image = synthetic_image("part", "crack", size=96, seed=1)[0]
+    viewer, widget = make_widget(engine=forgetful)
     src = viewer.add_image(image, name="part")
     run(qtbot, widget)
     out, loop = widget.outputs_for(src), widget.correction_for(src)

@@ -18,8 +18,10 @@ from pycocotools import mask as rle
 from napari_clipsam.errors import Cancelled
 from napari_clipsam.export import ExportError, dataset_split
 from napari_clipsam.export.mvtec import read_mvtec_mask
+from napari_clipsam.export.stems import export_stems
 from napari_clipsam.export.tiff import read_label_tiff
-from napari_clipsam.review import MANIFEST_NAME, Prefetcher, QASession, Verdict, export_stems, natural_key
+from napari_clipsam.io.folders import natural_key
+from napari_clipsam.review import MANIFEST_NAME, Prefetcher, QASession, Verdict
 from napari_clipsam.review.manifest import read_csv
 
 OBJECT = "metal plate"

@@ -10,8 +10,6 @@ import time
 import numpy as np
 import pytest
 
-from test_widget import make_widget  # noqa: F401  (the fixture)
-
 from napari_clipsam.review.journal import Draft, DraftJournal
 from test_plugin_flows import FLOWS, run_flow, tiny_weights  # noqa: F401  (the fixture)
 
@@ -82,7 +80,7 @@ def test_corrections_survive_a_kill_9_of_napari(tiny_weights, tmp_path):  # noqa
     assert "restored exactly" in out and "draft deleted" in out
 
 
-def test_a_draft_is_written_after_an_edit_offered_on_reopening_and_declined(qtbot, make_widget, tmp_path):  # noqa: F811
+def test_a_draft_is_written_after_an_edit_offered_on_reopening_and_declined(qtbot, make_widget, tmp_path):
     import imageio.v3 as iio
 
     from napari_clipsam.data.synthetic import synthetic_image

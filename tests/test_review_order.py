@@ -8,7 +8,6 @@ from napari_clipsam.review.flags import (ACCEPTED_HIGH, HOT_NO_OBJECT, OUTSIDE_H
                                          image_flags, score_bounds)
 from napari_clipsam.review.order import load_scores, review_order, save_scores
 from test_plugin_flows import run_flow, tiny_weights  # noqa: F401  (the fixture)
-from test_widget import make_widget  # noqa: F401  (the fixture)
 
 
 def test_order_is_by_score_then_position_and_unscored_last():
@@ -75,7 +74,7 @@ def test_folder_review_goes_worst_first_in_real_order(tiny_weights, tmp_path):  
     assert kept["mode"] == "mutual" and len(kept["scores"]) == 6 and set(kept["files"]) == set(kept["scores"])
 
 
-def test_the_dock_scores_the_folder_then_goes_worst_first_and_reuses_them(qtbot, make_widget, tmp_path):  # noqa: F811
+def test_the_dock_scores_the_folder_then_goes_worst_first_and_reuses_them(qtbot, make_widget, tmp_path):
     images = _synthetic_folder(tmp_path / "images", n=5, size=48)
     viewer, widget = make_widget()
     folder = widget.folder

@@ -13,31 +13,17 @@ pytest.importorskip("pytestqt")
 
 from napari.utils.colormaps.standardize_color import transform_color  # noqa: E402
 
+from dock_helpers import STRICT_NAPARI, WAIT_MS  # noqa: E402
 from napari_clipsam.data.synthetic import synthetic_image  # noqa: E402
-from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
 from napari_clipsam.widget.cues import LOCK, NEGATIVE_OFF, NEGATIVE_ON, UNLOCK  # noqa: E402
 from napari_clipsam.widget.layers import POINT_COLOURS  # noqa: E402
 
-WAIT_MS = 20_000
-pytestmark = [pytest.mark.filterwarnings("error::FutureWarning"),
-              pytest.mark.filterwarnings("error::DeprecationWarning:napari")]
-
-
-def plugin_viewer(viewer):
-    dock, opened = viewer.window.add_plugin_dock_widget("napari-clipsam", "ClipSAM")
-    proxy = opened.viewer
-    viewer.window.remove_dock_widget(dock)
-    return proxy
+pytestmark = STRICT_NAPARI
 
 
 @pytest.fixture
-def dock(make_napari_viewer, shared_engine):
-    viewer = make_napari_viewer()
-    widget = ClipSAMWidget(plugin_viewer(viewer), engine=shared_engine)
-    viewer.window.add_dock_widget(widget, name="ClipSAM")
-    widget.c.prompt_threshold.setValue(0.3)
-    widget.c.object_name.setText("machined part")
-    return viewer, widget
+def dock(make_widget):
+    return make_widget()
 
 
 def run_on(qtbot, viewer, widget, seed=1):

@@ -1,6 +1,8 @@
-"""The dock's Export tab, driven through its public controls: verified flags, and datasets the trainers read."""
+"""The dock's Export tab, driven through its public controls: the files read back, verified flags, and datasets the
+trainers read."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -14,28 +16,18 @@ pytest.importorskip("pytestqt")
 
 from pycocotools.coco import COCO  # noqa: E402
 
+from dock_helpers import STRICT_NAPARI, WAIT_MS, run_and_wait  # noqa: E402
 from napari_clipsam.data.synthetic import synthetic_image  # noqa: E402
-from napari_clipsam.export import COCO_VERIFIED_KEY, dataset_split, read_yolo_labels  # noqa: E402
+from napari_clipsam.export import (COCO_VERIFIED_KEY, dataset_split, read_label_tiff, read_mvtec_mask,  # noqa: E402
+                                   read_yolo_labels)
 from napari_clipsam.io.images import normalise_image  # noqa: E402
-from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
 
-WAIT_MS = 20_000
+pytestmark = STRICT_NAPARI
 
 
 @pytest.fixture
-def dock(make_napari_viewer, shared_engine):
-    viewer = make_napari_viewer()
-    widget = ClipSAMWidget(viewer, engine=shared_engine)
-    viewer.window.add_dock_widget(widget, name="ClipSAM")
-    widget.c.prompt_threshold.setValue(0.3)  # the tiny random CLIP's rough map peaks around 0.6
-    widget.c.object_name.setText("machined part")
-    return viewer, widget
-
-
-def run(qtbot, widget):
-    assert widget.run()
-    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
-    assert "Done" in widget.status, widget.status
+def dock(make_widget):
+    return make_widget()
 
 
 def coco_flags(path) -> dict[int, bool]:
@@ -46,7 +38,7 @@ def coco_flags(path) -> dict[int, bool]:
 def test_dock_export_marks_locked_objects_verified(qtbot, dock, tmp_path):
     viewer, widget = dock
     src = viewer.add_image(synthetic_image("part", "crack", size=96, seed=1)[0], name="part")
-    run(qtbot, widget)
+    run_and_wait(qtbot, widget)
     out = widget.outputs_for(src)
     ids = sorted(set(np.unique(out.masks.data).tolist()) - {0})
     widget.c.export_dir.setText(str(tmp_path / "ds"))
@@ -93,7 +85,7 @@ def test_dock_export_writes_a_trainable_dataset_for_a_layer(qtbot, dock, tmp_pat
     pixels = uint16_part()
     src = viewer.add_image(pixels, name="metal plate")
     src.contrast_limits = (1000.0, 60000.0)
-    run(qtbot, widget)
+    run_and_wait(qtbot, widget)
     widget.c.export_dir.setText(str(tmp_path / "ds"))
     widget.c.keep_original.setChecked(True)
     widget.c.export.click()
@@ -113,7 +105,7 @@ def test_dock_export_names_a_file_layer_after_its_file(qtbot, dock, tmp_path):
     tifffile.imwrite(path, pixels)
     (src,) = viewer.open(str(path), plugin="napari")
     src.name = "my renamed layer"
-    run(qtbot, widget)
+    run_and_wait(qtbot, widget)
     widget.c.export_dir.setText(str(tmp_path / "ds"))
     widget.c.export.click()
     assert "Exported 1 image(s)" in widget.status, widget.status
@@ -125,8 +117,6 @@ def test_dock_export_names_a_file_layer_after_its_file(qtbot, dock, tmp_path):
 
 
 def test_dock_review_accept_exports_every_object_as_verified(qtbot, dock, tmp_path):
-    import json
-
     viewer, widget = dock
     src_dir, out_dir = tmp_path / "in", tmp_path / "out"
     src_dir.mkdir()
@@ -140,3 +130,62 @@ def test_dock_review_accept_exports_every_object_as_verified(qtbot, dock, tmp_pa
     assert flags and set(flags.values()) == {True}
     entry = json.loads((out_dir / "clipsam_manifest.json").read_text())["images"]["a.png"]
     assert entry["verdict"] == "accepted" and entry["n_verified"] == entry["n_instances"] == len(flags)
+
+
+# ---------------------------------------------------------------------- the Export tab's files read back
+
+
+def test_export_round_trip(qtbot, make_widget, tmp_path, image):
+    from pycocotools import mask as mask_utils
+
+    viewer, widget = make_widget()
+    src = viewer.add_image(image, name="part 1")
+    run_and_wait(qtbot, widget)
+    out = widget.outputs_for(src)
+    widget.classes.add("scratch")
+    out.masks.selected_label = 1
+    widget.c.class_assign.click()
+    assert widget.outputs_for(src).instance_classes()[1] == "scratch"
+    widget.c.export_dir.setText(str(tmp_path / "ds"))
+    widget.c.export.click()
+    assert "Exported 1 image(s)" in widget.status, widget.status
+    masks = out.masks.data
+    png = read_mvtec_mask(tmp_path / "ds/masks/part_1_mask.png")
+    assert set(np.unique(iio.imread(tmp_path / "ds/masks/part_1_mask.png"))) <= {0, 255}
+    np.testing.assert_array_equal(png, masks > 0)
+    labels, classes = read_label_tiff(tmp_path / "ds/labels/part_1.tif")
+    np.testing.assert_array_equal(labels, masks)
+    assert classes[1] == "scratch"
+    coco = COCO(str(tmp_path / "ds/coco/annotations.json"))
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert len(anns) == len(set(np.unique(masks)) - {0})
+    union = np.zeros_like(masks, bool)
+    for ann in anns:
+        union |= coco.annToMask(ann).astype(bool)
+        assert mask_utils.area(ann["segmentation"]) == ann["area"]
+    np.testing.assert_array_equal(union, masks > 0)
+    assert "scratch" in [c["name"] for c in coco.loadCats(coco.getCatIds())]
+    assert read_yolo_labels(tmp_path / "ds/yolo/labels" / dataset_split("part_1") / "part_1.txt", masks.shape)
+    prov = json.loads((tmp_path / "ds/provenance/part_1.json").read_text())
+    text = json.dumps(prov)
+    assert '"edited"' in text and '"prompts"' in text and "training-free" in text
+    # a second export without overwrite keeps the files; an error is shown, not raised
+    widget.c.export.click()
+    assert "kept" in widget.status
+    widget.c.export_dir.setText(str(tmp_path / "ds/masks/part_1_mask.png"))
+    widget.c.export.click()
+    assert "Export failed" in widget.status
+
+
+def test_stack_export_per_frame_stems(qtbot, make_widget, tmp_path):
+    viewer, widget = make_widget()
+    stack = np.stack([synthetic_image("part", "crack", size=64, seed=s)[0] for s in range(3)])
+    viewer.add_image(stack, name="run", rgb=True)
+    widget.c.all_frames.setChecked(True)
+    run_and_wait(qtbot, widget)
+    widget.c.export_dir.setText(str(tmp_path))
+    for name, box in widget.c.formats.items():
+        box.setChecked(name == "mvtec")
+    widget.c.export.click()
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == [
+        "run_f000_mask.png", "run_f001_mask.png", "run_f002_mask.png"]

@@ -13,23 +13,14 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_clipsam.data.synthetic import synthetic_image  # noqa: E402
+from dock_helpers import STRICT_NAPARI  # noqa: E402
 from napari_clipsam.engine.backends.openvino_runtime import openvino_available  # noqa: E402
 from napari_clipsam.testing import tiny_config  # noqa: E402
-from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
 
 WAIT_MS = 60_000
 STALL_BOUND_S = 1.0
 """Bound on the GUI's longest stall in these tiny Runs (measured: see the report in the test output)."""
-pytestmark = [pytest.mark.filterwarnings("error::FutureWarning"),
-              pytest.mark.filterwarnings("error::DeprecationWarning:napari")]
-
-
-def plugin_viewer(viewer):
-    dock, opened = viewer.window.add_plugin_dock_widget("napari-clipsam", "ClipSAM")
-    proxy = opened.viewer
-    viewer.window.remove_dock_widget(dock)
-    return proxy
+pytestmark = STRICT_NAPARI
 
 
 def watch(qtbot, widget, timeout_ms=WAIT_MS) -> list[str]:
@@ -44,14 +35,10 @@ def watch(qtbot, widget, timeout_ms=WAIT_MS) -> list[str]:
 
 
 @pytest.mark.skipif(not openvino_available(), reason="needs openvino (not imported here: its telemetry)")
-def test_first_run_says_it_prepares_the_fast_model_once(qtbot, make_napari_viewer, tmp_path, capfd):
-    viewer = make_napari_viewer()
-    widget = ClipSAMWidget(plugin_viewer(viewer), config=tiny_config(tmp_path / "models", backend="openvino"))
-    viewer.window.add_dock_widget(widget, name="ClipSAM")
+def test_first_run_says_it_prepares_the_fast_model_once(qtbot, make_widget, image, tmp_path, capfd):
+    viewer, widget = make_widget(engine=None, config=tiny_config(tmp_path / "models", backend="openvino"))
     widget.c.backend.setCurrentText("openvino")
-    widget.c.prompt_threshold.setValue(0.3)
-    widget.c.object_name.setText("machined part")
-    viewer.add_image(synthetic_image("part", "crack", size=96, seed=1)[0], name="part")
+    viewer.add_image(image, name="part")
     widget.c.run.click()
     seen = watch(qtbot, widget)
     assert widget.status.startswith("Done"), (widget.status, seen)
@@ -66,13 +53,9 @@ def test_first_run_says_it_prepares_the_fast_model_once(qtbot, make_napari_viewe
     assert widget.heartbeat.longest_gap_s < STALL_BOUND_S
 
 
-def test_a_long_step_counts_seconds_and_the_window_stays_alive(qtbot, make_napari_viewer, shared_engine):
-    viewer = make_napari_viewer()
-    widget = ClipSAMWidget(plugin_viewer(viewer), engine=shared_engine)
-    viewer.window.add_dock_widget(widget, name="ClipSAM")
-    widget.c.prompt_threshold.setValue(0.3)
-    widget.c.object_name.setText("machined part")
-    viewer.add_image(synthetic_image("part", "crack", size=96, seed=1)[0], name="part")
+def test_a_long_step_counts_seconds_and_the_window_stays_alive(qtbot, make_widget, image):
+    viewer, widget = make_widget()
+    viewer.add_image(image, name="part")
 
     def slow_step(cancelled):  # a step that reports nothing for 2.2 s (as a conversion or a big encoder does)
         time.sleep(2.2)

@@ -13,28 +13,15 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_clipsam.data.synthetic import synthetic_image  # noqa: E402
-from napari_clipsam.widget import ClipSAMWidget  # noqa: E402
+from dock_helpers import STRICT_NAPARI, WAIT_MS  # noqa: E402
 
-WAIT_MS = 20_000
-pytestmark = [pytest.mark.filterwarnings("error::FutureWarning"),
-              pytest.mark.filterwarnings("error::DeprecationWarning:napari")]
+pytestmark = STRICT_NAPARI
 
 
-def plugin_viewer(viewer):
-    dock, opened = viewer.window.add_plugin_dock_widget("napari-clipsam", "ClipSAM")
-    proxy = opened.viewer
-    viewer.window.remove_dock_widget(dock)
-    return proxy
-
-
-def test_suggest_and_preview_tau_prompt(qtbot, make_napari_viewer, shared_engine):
-    viewer = make_napari_viewer()
-    widget = ClipSAMWidget(plugin_viewer(viewer), engine=shared_engine)
-    viewer.window.add_dock_widget(widget, name="ClipSAM")
+def test_suggest_and_preview_tau_prompt(qtbot, make_widget, image):
+    viewer, widget = make_widget(prompt_threshold=None)
     c = widget.c
-    c.object_name.setText("machined part")
-    src = viewer.add_image(synthetic_image("part", "crack", size=96, seed=1)[0], name="part")
+    src = viewer.add_image(image, name="part")
 
     c.tau_suggest.click()  # nothing to suggest from yet
     assert widget.status.startswith("Run ClipSAM on this image first"), widget.status

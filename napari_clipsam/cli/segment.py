@@ -26,7 +26,7 @@ from .common import TRAINING_FREE_NOTE, add_engine_options, build_engine, descri
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from .ray.options import add_ray_options
     from ..export import FORMATS
-    from ..review.session import DEFAULT_EXTENSIONS
+    from ..io.folders import DEFAULT_EXTENSIONS
 
     p = subparsers.add_parser(
         "segment", help="pseudo-label images (files, folders or globs) in mvtec/tiff/coco/yolo formats",

@@ -20,7 +20,7 @@ def collect_images(inputs: list[str], extensions, recursive: bool, exclude: Path
     Raises FileNotFoundError naming an input that does not exist or a pattern that matches nothing, and
     ValueError when nothing at all was found.
     """
-    from ..review.session import normalise_extensions, find_images
+    from ..io.folders import find_images, normalise_extensions
 
     exts = normalise_extensions(extensions)
     found: dict[Path, str] = {}
@@ -58,7 +58,7 @@ def normal_images(folder: Path, extensions) -> list[Path]:
 
     A folder review's labels folder (holding ``clipsam_manifest.json``) gives the images accepted there as good
     parts (defect-free), read from the review's input folder."""
-    from ..review.session import find_images, normalise_extensions
+    from ..io.folders import find_images, normalise_extensions
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -96,7 +96,7 @@ def _add(found: dict[Path, str], taken: set[str], path: Path, key: str) -> None:
 def stems_for(keys: dict[Path, str]) -> dict[Path, str]:
     """Export stem of each file from its key, as the folder review names them (``sub/a.png`` → ``sub__a``;
     clashing names get their extension, then a number)."""
-    from ..review.session import export_stems
+    from ..export.stems import export_stems
 
     stems = export_stems(keys.values())
     return {f: stems[k] for f, k in keys.items()}

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,7 +47,8 @@ from .mvtec import encode_mvtec_mask, mvtec_mask_path, read_mvtec_mask
 from .provenance import PROVENANCE_DIR, encode_provenance, package_version, provenance_path
 from .request import ExportRequest
 from .tiff import encode_label_classes, encode_label_tiff, label_tiff_paths, read_label_tiff, read_label_verified
-from .validation import DEFAULT_CLASS, FORMATS, MAX_STEM_BYTES
+from .stems import MAX_STEM_BYTES, safe_stem
+from .validation import DEFAULT_CLASS, FORMATS
 from .verified import COCO_VERIFIED_KEY
 from .yolo import (
     check_class_order,
@@ -74,27 +74,12 @@ __all__ = [
     "merge_coco",
     "clean_stale_files",
     "safe_stem",
+    "MAX_STEM_BYTES",
     "read_mvtec_mask",
     "read_label_tiff",
     "read_label_verified",
     "read_yolo_labels",
 ]
-
-
-
-_UNSAFE_IN_NAME = re.compile(r'[\\/<>:"|?*\x00-\x1f]')
-
-
-def safe_stem(text: str) -> str:
-    """A usable export stem made from free text (a layer name, a relative path): characters a file name cannot
-    hold become ``_``; an empty, ``.`` or ``..`` result becomes ``image``; a stem longer than
-    :data:`MAX_STEM_BYTES` is cut and ends with ``~`` and 8 hex digits of a hash of the whole text (stable)."""
-    stem = _UNSAFE_IN_NAME.sub("_", str(text)).strip()
-    if len(stem.encode("utf-8", "surrogatepass")) > MAX_STEM_BYTES:
-        digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-        head = stem.encode("utf-8", "surrogatepass")[:MAX_STEM_BYTES - 9].decode("utf-8", "ignore").rstrip()
-        stem = f"{head}~{digest}"
-    return stem if stem not in ("", ".", "..") else "image"
 
 
 SUMMARY_KEYS = (

@@ -21,7 +21,8 @@ from .coco import SEGMENTATION_MODES
 from .dataset import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, check_split_options
 from .provenance import jsonable
 from .tiff import MAX_LABEL_ID
-from .validation import FORMATS, check_formats, check_instances, check_stem, resolve_classes
+from .stems import check_stem
+from .validation import FORMATS, check_formats, check_instances, resolve_classes
 from .verified import resolve_verified
 from .yolo import YOLO_MIN_PIECE_AREA
 

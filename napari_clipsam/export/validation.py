@@ -3,7 +3,6 @@ the argument, raised before anything is written."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -12,7 +11,6 @@ from ..errors import ExportError
 
 FORMATS = ("mvtec", "tiff", "coco", "yolo")
 DEFAULT_CLASS = "defect"
-_UNSAFE_STEM_CHARS = set('/\\<>:"|?*') | {os.sep, os.altsep or os.sep}
 
 
 def check_instances(instances) -> np.ndarray:
@@ -36,24 +34,6 @@ def check_instances(instances) -> np.ndarray:
             f"instances holds negative ids (min {int(arr.min())}); ids must be 0 (background) or positive"
         )
     return arr
-
-
-MAX_STEM_BYTES = 200
-"""Longest export stem in UTF-8 bytes: file systems allow 255 bytes per name, and the longest name an export
-writes is ``.<stem>_mask.png.<8 hex>.tmp`` (stem + 23), leaving room for suffixes."""
-
-
-def check_stem(stem) -> str:
-    if not isinstance(stem, str) or not stem or stem.strip() != stem or stem in (".", ".."):
-        raise ExportError(f"stem must be a non-empty file stem without surrounding spaces, got {stem!r}")
-    bad = sorted({c for c in stem if c in _UNSAFE_STEM_CHARS or ord(c) < 32})
-    if bad:
-        raise ExportError(f"stem {stem!r} cannot be a file name: it contains {bad!r}; use the image file's stem only")
-    size = len(stem.encode("utf-8", "surrogatepass"))
-    if size > MAX_STEM_BYTES:
-        raise ExportError(f"stem {stem[:40]!r}… is {size} bytes long; file systems allow 255 bytes per file name and "
-                          f"the exports add suffixes, so use at most {MAX_STEM_BYTES} (safe_stem() shortens one).")
-    return stem
 
 
 def check_formats(formats) -> tuple[str, ...]:

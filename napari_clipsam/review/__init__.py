@@ -10,9 +10,10 @@ The napari widget, the CLI and scripts all drive these the same way; nothing her
 """
 from __future__ import annotations
 
+from ..io.folders import DEFAULT_EXTENSIONS
 from .manifest import CSV_NAME, MANIFEST_NAME, Entry, Manifest, Verdict
 from .prefetch import Prefetcher
-from .session import DEFAULT_EXTENSIONS, QASession, export_stems, natural_key
+from .session import QASession
 
 __all__ = [
     "CSV_NAME",
@@ -23,6 +24,4 @@ __all__ = [
     "Prefetcher",
     "QASession",
     "Verdict",
-    "export_stems",
-    "natural_key",
 ]

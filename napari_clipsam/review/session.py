@@ -11,34 +11,26 @@
 The session holds no engine and imports no Qt: the napari widget, the CLI and scripts drive it the same way.
 Verdicts live in the output folder's manifest (:mod:`.manifest`), saved atomically on every change.
 
-Export stems
-    Each image's labels are written under an *export stem* (``masks/<stem>_mask.png``, ...). It is the file
-    stem, with the sub-folder path joined by ``__`` in recursive sessions (``sub/a.png`` → ``sub__a``).
-    Images whose stems would clash (case-insensitively: ``a.png`` and ``a.jpg``; ``x__a.png`` and ``x/a.png``)
-    all get their extension appended (``a_png``, ``a_jpg``), then ``_2``, ``_3``... if they still clash.
-    Characters a file name cannot hold become ``_``. Once an image has a verdict its stem is kept in the
-    manifest and never changes, even if files added later would clash with it (the newcomer gets another
-    stem), and stems of images that have left the folder stay reserved, so no export overwrites another's.
+Each image's labels are written under an *export stem*, made by :func:`napari_clipsam.export.stems.export_stems`
+and kept in the manifest once the image has a verdict.
 """
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..export import (FORMATS, ExportError, ExportReport, ExportRequest, label_tiff_paths, read_label_tiff, safe_stem,
-                      write_export)
-from ..io.images import IMAGE_SUFFIXES, read_image
+from ..export import FORMATS, ExportError, ExportReport, ExportRequest, label_tiff_paths, read_label_tiff, write_export
+from ..export.stems import export_stems, frame_stem
+from ..io.folders import DEFAULT_EXTENSIONS, find_images, normalise_extensions
+from ..io.images import read_image
 from .manifest import Entry, Manifest, Verdict, utc_now
 
-__all__ = ["DEFAULT_EXTENSIONS", "QASession", "export_stems", "find_images", "natural_key"]
-
-DEFAULT_EXTENSIONS = IMAGE_SUFFIXES
+__all__ = ["QASession"]
 
 
 class QASession:
@@ -279,84 +271,6 @@ class QASession:
 
 
 # ---------------------------------------------------------------- folder helpers
-
-
-def frame_stem(stem: str, frame: int) -> str:
-    """The export stem of one frame of a multi-frame image: ``<stem>_f003``."""
-    return f"{stem}_f{int(frame):03d}"
-
-
-def natural_key(relative_path: str | PurePosixPath) -> tuple:
-    """Sort key that orders numbers by value, case-insensitively, part by part: ``img2`` < ``img10``,
-    ``a/z.png`` < ``b.png``. Ties (``01`` vs ``1``) fall back to the plain text."""
-    parts = PurePosixPath(relative_path).parts
-    # re.split with a group alternates text, number, text...: even positions are text, odd ones digits
-    return tuple(tuple(int(t) if j % 2 else t.casefold() for j, t in enumerate(re.split(r"(\d+)", part)))
-                 for part in parts), str(relative_path)
-
-
-def find_images(folder: Path, extensions: Iterable[str], recursive: bool = False,
-                exclude: Path | None = None) -> list[Path]:
-    """Image files of ``folder`` in natural order; hidden files/folders and the ``exclude`` folder are skipped.
-
-    Symlinked folders are not followed (no cycles).
-    """
-    folder = Path(folder)
-    suffixes = {e.lower() for e in extensions}
-    found = []
-    for root, dirs, files in os.walk(folder):
-        root = Path(root)
-        dirs[:] = [d for d in dirs if recursive and not d.startswith(".") and (root / d) != exclude]
-        found += [root / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in suffixes
-                  and (root / f).is_file()]
-    return sorted(found, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
-
-
-def export_stems(keys: Iterable[str], known: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A unique export stem per image key (relative posix path); see the module notes.
-
-    ``known``: stems already recorded (key → stem, e.g. from the manifest). They are kept for the keys listed,
-    and reserved even for keys not listed (images that left the folder still own their exports).
-    """
-    keys = list(keys)
-    known = dict(known or {})
-    stems: dict[str, str] = {}
-    taken = {s.casefold() for s in known.values() if s}
-    kept: set[str] = set()
-    for key in keys:
-        stem = known.get(key)
-        if stem and safe_stem(stem) == stem and stem.casefold() not in kept:  # a hand-edited duplicate is redone
-            stems[key] = stem
-            kept.add(stem.casefold())
-    rest = [k for k in keys if k not in stems]
-    base = {k: safe_stem("__".join(PurePosixPath(k).with_suffix("").parts)) for k in rest}
-    clashes = Counter(b.casefold() for b in base.values())
-    for key in rest:
-        stem = base[key]
-        if clashes[stem.casefold()] > 1 or stem.casefold() in taken:
-            stem = safe_stem(f"{stem}_{PurePosixPath(key).suffix.lstrip('.').lower()}")
-        unique, n = stem, 1
-        while unique.casefold() in taken:
-            n += 1
-            unique = f"{stem}_{n}"
-        stems[key] = unique
-        taken.add(unique.casefold())
-    return {k: stems[k] for k in keys}
-
-
-def normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(extensions, str):
-        extensions = [extensions]
-    out = []
-    for ext in extensions:
-        if not isinstance(ext, str) or not ext.strip(". "):
-            raise InvalidInputError(f"extensions must be file suffixes such as '.png', got {ext!r}")
-        ext = "." + ext.strip().lstrip(".").lower()
-        if ext not in out:
-            out.append(ext)
-    if not out:
-        raise InvalidInputError("extensions is empty; give at least one file suffix such as '.png'")
-    return tuple(out)
 
 
 def _input_folder(path: str | os.PathLike) -> Path:

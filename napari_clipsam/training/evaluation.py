@@ -116,7 +116,7 @@ def evaluate_dataset(engine, dataset, *, categories: Iterable[str] | None = None
             provenance = mutual_provenance(provenance, results)
     return summarise(results, provenance, dataset=dataset, resolution=resolution, sigma=sigma, limit=limit,
                      rough_only=rough_only, max_fpr=max_fpr, seconds=time.perf_counter() - t0,
-                     cached=0 if cache is None else cache.hits, mode="mutual" if mutual else "per-image")
+                     cached=0 if cache is None else cache.cache_info().hits, mode="mutual" if mutual else "per-image")
 
 
 def plan_evaluation(image_size: int, dataset, categories=None, resolution: int | None = None,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import atomic_file
-from ..io.cache_files import cache_key
+from ..io.cache_files import CacheInfo, HitCounter, cache_key
 from ..io.images import image_key
 
 MAP_CACHE_FORMAT = 1
@@ -27,7 +27,7 @@ class MapCache:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        self.hits = self.misses = 0
+        self._counts = HitCounter()
 
     @classmethod
     def for_run(cls, engine, *, resolution: int, rough_only: bool, root: str | os.PathLike | None = None) -> MapCache:
@@ -56,10 +56,16 @@ class MapCache:
             with np.load(path) as data:
                 maps = {k: data[k] for k in data.files}
         except (OSError, ValueError, EOFError):
-            self.misses += 1
+            self._counts.miss()
             return None
-        self.hits += 1
+        self._counts.hit()
         return maps
+
+    def cache_info(self) -> CacheInfo:
+        """Counts of :meth:`get` since this cache was opened, like :func:`functools.lru_cache`'s: ``hits`` (maps
+        read from disk), ``misses`` (absent or unreadable: the engine runs) and ``currsize`` (entries in the
+        folder now)."""
+        return self._counts.info(sum(1 for _ in self.folder.glob("*.npz")) if self.folder.is_dir() else 0)
 
     def put(self, rgb: np.ndarray, object_name: str, maps: dict[str, np.ndarray]) -> None:
         """Store maps atomically (a temporary file in the same folder, then a rename)."""

@@ -14,8 +14,9 @@ from qtpy.QtCore import QObject
 from qtpy.QtWidgets import QFileDialog
 
 from ..export import ExportError
+from ..export.stems import source_stem
 from .controls import Controls
-from .labels_export import export_label_image, frame_provenance, hand_verified, source_stem
+from .labels_export import export_label_image, frame_provenance, hand_verified
 from .source import contrast_limits_for, read_frame
 
 

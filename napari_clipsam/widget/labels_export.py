@@ -14,7 +14,7 @@ What the masks layer carries (written by the widget, read here):
 * ``metadata["clipsam_locked"]``: ids of the objects the person locked (exported as verified).
 * ``metadata["clipsam_classes"]``: the user's class list (orders COCO ids and YOLO indices).
 * ``metadata["clipsam_source"]``: ``{"name", "file"}`` of the image the masks were made from: files are named
-  after ``file``'s stem, else ``name`` (by the Export tab and the writer alike, :func:`source_stem`) and COCO's
+  after ``file``'s stem, else ``name`` (by the Export tab and the writer alike, :func:`~napari_clipsam.export.stems.source_stem`) and COCO's
   ``file_name`` is ``file``'s name when the image came from a file.
 """
 from __future__ import annotations
@@ -26,24 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..export import FORMATS, ExportError, ExportReport, ExportRequest, safe_stem, write_export
-
-def layer_stem(name: str) -> str:
-    """A file stem made from a layer or file name, safe for every tool a dataset meets: runs of white space
-    become ``_`` (``"metal plate"`` → ``metal_plate``), then :func:`~napari_clipsam.export.safe_stem`, without
-    edge dots."""
-    return safe_stem("_".join(str(name).split())).strip(".") or "image"
-
-
-def source_stem(name: str, file: str | None) -> str:
-    """The export name of a source image: its file's stem when the layer came from a file, else the layer name
-    (either made file-safe by :func:`layer_stem`)."""
-    return layer_stem(Path(file).stem) if file else layer_stem(name)
-
-
-def frame_stem(name: str, frame: int | None) -> str:
-    """``<name>`` for a 2-D image, ``<name>_f003`` for frame 3 of a stack."""
-    return layer_stem(name) if frame is None else f"{layer_stem(name)}_f{int(frame):03d}"
+from ..export import FORMATS, ExportError, ExportReport, ExportRequest, write_export
+from ..export.stems import frame_stem, layer_stem, source_stem
 
 
 def instance_classes(features) -> dict[int, str]:
@@ -124,7 +108,7 @@ def export_label_image(out_dir: str | os.PathLike, name: str, data, *, features=
     reports = []
     for frame, plane in planes:
         prov = provenance(frame) if callable(provenance) else provenance
-        stem = frame_stem(name, frame)
+        stem = frame_stem(layer_stem(name), frame)
         request = ExportRequest(out_dir=out_dir, stem=stem, instances=plane, instance_classes=id_class,
                                 classes=classes, formats=formats, provenance=prov, overwrite=overwrite,
                                 image_file=image_file if frame is None else None,
@@ -145,7 +129,7 @@ def write_pseudo_labels(path: str, data, meta: dict) -> list[str]:
     """npe2 writer: save one Labels layer as a pseudo-label dataset folder (all formats, replacing files).
 
     ``path`` is the folder; files are named as the Export tab names them (after the source image's file, or its
-    layer, of a ClipSAM masks layer, else after the layer; see :func:`source_stem`), a stack frame by frame. The
+    layer, of a ClipSAM masks layer, else after the layer; see :func:`~napari_clipsam.export.stems.source_stem`), a stack frame by frame. The
     images themselves are not written (the writer gets the labels only).
     """
     metadata = meta.get("metadata") or {}

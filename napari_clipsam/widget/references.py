@@ -65,7 +65,7 @@ class ReferencePanel(QObject):
 
     def add_folder(self, folder: str | Path) -> int:
         from ..io.images import read_image
-        from ..review.session import DEFAULT_EXTENSIONS, find_images
+        from ..io.folders import DEFAULT_EXTENSIONS, find_images
 
         folder = Path(folder).expanduser()
         if not folder.is_dir():

@@ -49,7 +49,6 @@ class DraftKeeper(QObject):
         self.offered: Draft | None = None  # a draft found on disk, waiting for Restore / Discard
         self._hooked: list = []
         self.outputs = None
-        self.saves = 0
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(DEBOUNCE_MS)
@@ -188,7 +187,6 @@ class DraftKeeper(QObject):
                 self.journal.discard(stem)
             else:
                 self.journal.save(stem, panel.session.current, state)
-                self.saves += 1
             self.saved = state
         except OSError as err:
             panel.widget.set_status(f"Could not save the draft of your corrections ({err}); they are only in "

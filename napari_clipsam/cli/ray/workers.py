@@ -140,10 +140,10 @@ class EngineWorker:
         subset = self._split(dataset, "test").category(category)
         items = [subset[i] for i in indices]
         cache = MapCache.for_run(self.engine, resolution=resolution, rough_only=rough_only) if map_cache else None
-        hits = 0 if cache is None else cache.hits
+        hits = 0 if cache is None else cache.cache_info().hits
         maps = squashed_maps(self.engine, [im for im, _, _ in items], name, resolution, batch_size, rough_only,
                              cache)
-        cached = 0 if cache is None else cache.hits - hits
+        cached = 0 if cache is None else cache.cache_info().hits - hits
         node = ray.get_runtime_context().get_node_id()
         return [{"maps": m, "mask": squash_mask(mask, resolution), "label": int(sample.label), "node": node,
                  "cached": cached if j == 0 else 0} for j, (m, (_, mask, sample)) in enumerate(zip(maps, items))]

@@ -121,7 +121,6 @@ class OpenVinoEncoder:
         self.key = {**key, "format": FORMAT, "input": [1, 3, self.input_size, self.input_size],
                     "ir_precision": IR_PRECISION}
         self.cache = cache
-        self.calls = 0
         self._compiled = None
         self._lock = threading.Lock()
 
@@ -163,7 +162,6 @@ class OpenVinoEncoder:
         """Inside :meth:`~napari_clipsam.engine.progress.Stepper.per_block`, the stage's progress moves by time while each
         image runs and a cancel request stops the inference mid-way (see :meth:`_Compiled.infer`)."""
         self.prepare()
-        self.calls += 1
         x = x.detach().float().cpu().contiguous()
         report, n, per_image = stage_report(), x.shape[0], []
         for i in range(n):
