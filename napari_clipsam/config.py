@@ -113,6 +113,14 @@ class ClipSAMConfig:
     negative_points: bool = setting(False, per_call=True, recorded=True)
     """Add one negative point per component: the lowest rough value among the pixels of its grown box that lie outside
     every component (none when the components fill the box: a point inside a defect would call it background)."""
+    sam_crops: str = setting("auto", per_call=True, recorded=True)
+    """Large images: SAM refines each component on a crop around it at full resolution instead of on the whole
+    image squashed to SAM's input (``mmr/crops.py``). ``"auto"``: for images the CLIP stage tiles (the ``tiling``
+    rule) whose long side is at least 1.5 × SAM's input size; ``"on"``: for every image larger than SAM's input;
+    ``"off"``: never. One SAM encoder run per distinct crop (components near each other share one)."""
+    sam_crop_context: float = setting(0.5, per_call=True, recorded=True)
+    """A component's crop contains its prompt box grown again by this fraction of its size per side (context for
+    SAM); the crop is at least SAM's input size in image pixels (full resolution) and on a fixed grid."""
     levels: tuple[str, ...] = setting(("point", "box", "box+point"), per_call=True, recorded=True)
     """Prompt levels sent to SAM, each with multimask output (3 masks per prompt)."""
     min_predicted_iou: float = setting(0.5, per_call=True, recorded=True)

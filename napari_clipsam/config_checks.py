@@ -24,6 +24,7 @@ SAM_MODELS = ("vit_b", "vit_l", "vit_h")
 DTYPES = ("float32", "bfloat16")
 BACKENDS = ("auto", "torch", "openvino")
 PRECISIONS = ("auto", "float32", "bfloat16")
+SAM_CROPS = ("auto", "on", "off")
 DEVICES = "'auto', 'cpu', 'cuda' or 'cuda:N' (N = GPU index)"
 
 # field → (lowest, highest) for integers (None = unbounded above)
@@ -36,6 +37,7 @@ INT_RANGES: dict[str, tuple[int, int | None]] = {
 # field → (lowest, highest, lowest excluded)
 FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "temperature": (0.0, 100.0, True), "rough_sigma": (0.0, 100.0, False), "box_growth": (0.0, 10.0, False),
+    "sam_crop_context": (0.0, 10.0, False),
     **{name: (0.0, 1.0, False) for name in ("prompt_threshold", "min_component_frac", "min_predicted_iou",
                                             "max_outside_box", "alpha", "mask_threshold", "fewshot_weight",
                                             "mutual_interval")},
@@ -169,6 +171,8 @@ def check_config(cfg) -> None:
     check_device("device", cfg.device)
     check_mutual(cfg)
     check_tiling(cfg.tiling)
+    if cfg.sam_crops not in SAM_CROPS:
+        _fail("sam_crops", cfg.sam_crops, " or ".join(map(repr, SAM_CROPS)))
 
 
 def check_tiling(value: Any) -> None:

@@ -29,7 +29,7 @@ def _changed(value, name=""):
         return value / 2 if value else 0.25
     if isinstance(value, tuple):
         return value[:1]
-    if value == "auto" and name == "tiling":  # tiling: "auto", "off" or a tile side
+    if value == "auto" and name in ("tiling", "sam_crops"):  # tiling: "auto", "off" or a tile side
         return "off"
     if isinstance(value, str) and value in PRECISIONS:  # a precision choice (e.g. mutual_precision)
         return next(p for p in PRECISIONS if p != value)

@@ -52,7 +52,7 @@ def blob_map(shape: tuple[int, int], n: int, seed: int = 0) -> np.ndarray:
 def run_benchmark(preset: str | None = None, *, random_weights: bool = True, device: str = "auto",
                   dtype: str = "float32", image_size: int = 512, batch: int = 4, umci: bool = False,
                   compare_backends: bool = True, rounds: int = 3, variants: tuple[str, ...] | None = None,
-                  backend: str = "auto",
+                  backend: str = "auto", large_px: int | None = None,
                   log: Callable[[str], None] = print, config=None) -> dict[str, Any]:
     """Run every measurement and return a JSON-friendly dict (also logged line by line as it goes).
 
@@ -60,7 +60,8 @@ def run_benchmark(preset: str | None = None, *, random_weights: bool = True, dev
     runs the backends and precisions side by side (:mod:`.benchmark_backends`, ``rounds`` interleaved rounds;
     ``variants``: their names, default all).
     ``preset``: a name of :data:`~napari_clipsam.config.PRESETS` (None: the default config). ``config`` replaces
-    the preset (e.g. tiny local models in tests).
+    the preset (e.g. tiny local models in tests). ``large_px``: also time one large image of that side (tiled
+    CLIP + SAM crops against squashed, :func:`~napari_clipsam.bench.large.large_image_figures`).
     """
     import torch
 
@@ -226,4 +227,8 @@ def run_benchmark(preset: str | None = None, *, random_weights: bool = True, dev
         from .backends import compare_backends as compare
 
         out["backends"] = compare(engine, [warm, cold], "metal bracket", rounds=rounds, only=variants, log=log)
+    if large_px:
+        from .large import large_image_figures
+
+        out["large"] = large_image_figures(engine, large_px, log)
     return out

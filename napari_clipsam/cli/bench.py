@@ -31,6 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="skip the side-by-side comparison of backends and precisions (torch fp32 / bf16 autocast, "
                         "OpenVINO fp32 / bf16; interleaved rounds, min and median)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of that comparison (default 3)")
+    p.add_argument("--large-px", type=int, default=None,
+                   help="also time one large synthetic image of this side (e.g. 4096): tiled CLIP + SAM crops "
+                        "against squashed, in seconds per megapixel")
     p.add_argument("--json", type=Path, help="write the figures to this JSON file")
     p.set_defaults(func=run)
     return p
@@ -44,7 +47,7 @@ def run(args) -> int:
         figures = run_benchmark(args.preset, random_weights=args.random_weights, device=args.device,
                                 dtype=args.dtype, image_size=args.image_px, batch=args.batch, umci=args.umci,
                                 backend=args.backend, compare_backends=args.compare_backends,
-                                rounds=max(1, args.rounds))
+                                rounds=max(1, args.rounds), large_px=args.large_px)
     except WeightsUnavailableError as exc:
         print(f"error: {exc}\n(use --random-weights to benchmark without downloading weights)", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ from .identity import (_WHY_DEPTH, complete_identity, fit_config_to_models, laye
 from .batching import stack, take, transformer_blocks
 from .result import ClipSAMResult  # noqa: E402
 from .progress import Stepper  # noqa: E402
+from .sam_crops import crops_apply, finish_on_crops  # noqa: E402
 from .sam_side import SamSide  # noqa: E402
 from .tiled import TiledReferences, rough_maps as tiled_rough_maps  # noqa: E402
 
@@ -286,10 +287,12 @@ class ClipSAM(SamSide):
         """MMR (prompts, SAM encoder from the caches or run, decoder, merge) on given rough maps."""
         step("prompts", done, span)
         prompts = [prompts_from_map(r, self.config) for r in roughs]
+        cropped = {k for (rgb, _), k, p in zip(prepared, keys, prompts)
+                   if p.num_components and crops_apply(self, rgb.shape[:2])}  # SAM on crops (engine/sam_crops.py)
         step("sam encoder", done, span)
-        embs = {k: v for k in keys if (v := self._cache.get(("embedding", k))) is not None}
-        wanted = list(dict.fromkeys(k for k, p in zip(keys, prompts)
-                                    if p.num_components or self.config.embed_without_prompts))
+        embs = {k: v for k in keys if k not in cropped and (v := self._cache.get(("embedding", k))) is not None}
+        wanted = list(dict.fromkeys(k for k, p in zip(keys, prompts) if k not in cropped
+                                    and (p.num_components or self.config.embed_without_prompts)))
         self._counts["sam"].hit(sum(k in embs for k in wanted))
         need = [k for k in wanted if k not in embs]
         if need:
@@ -298,7 +301,8 @@ class ClipSAM(SamSide):
             embs.update(self._embeddings({k: rgb_of[k] for k in need},
                                          lambda: step.per_block(blocks, "sam encoder", done, span)))
         step("sam decoder", done, span)
-        return [self._finish(rough, pr, valid, key, embs.get(key), object_name)
+        return [finish_on_crops(self, rough, pr, valid, key, rgb, object_name, step, done, span) if key in cropped
+                else self._finish(rough, pr, valid, key, embs.get(key), object_name)
                 for (rgb, valid), key, rough, pr in zip(prepared, keys, roughs, prompts)]
 
     def _rough_maps_for(self, prepared, keys, T, object_name, step, done: float = 0.0,

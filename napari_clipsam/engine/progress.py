@@ -78,3 +78,16 @@ class Stepper:
             self(stage, done, span, within)
 
         return hook
+
+
+class PartStepper(Stepper):
+    """Reports stage progress of part ``i`` of ``n`` (a tile, a SAM crop) as the fraction ``(i + within) / n`` of
+    the stage; a cancel request is seen at every report, so between parts too."""
+
+    def __init__(self, outer: Stepper, i: int, n: int):
+        super().__init__(outer.progress, outer.cancelled)
+        self.outer, self.i, self.n = outer, i, n
+
+    def __call__(self, stage, done, span=0.0, within=0.0):
+        self.outer(stage, done, span, (self.i + within) / self.n)
+        self.last = self.outer.last

@@ -20,6 +20,7 @@ from ..mmr.merge import check_rough_map
 from ..mmr.prompts import group_user_prompts
 from ..mmr.sam_decoder import SamEmbedding
 from .result import ClipSAMResult
+from .sam_crops import crops_apply, finish_on_crops
 
 ROUGH_MAP_PROVENANCE = ("mode", "rough_map", "clip_model", "clip_weights", "clip_architecture", "umci_weights",
                         "umci_usage_mismatch", "prompt_set", "config_replaced", "clip_mode", "folder", "image_score")
@@ -50,9 +51,14 @@ class SamSide:
     def _refine(self, result, points, point_labels, boxes, image, contrast_limits) -> ClipSAMResult:
         check_rough_map(result.rough_map, np.shape(result.instances), "result's rough_map")
         prompts = group_user_prompts(points, point_labels, boxes, result.rough_map.shape)
-        emb = self._embedding_for(result, prompts.num_components > 0, image, contrast_limits)
-        out = self._finish(result.rough_map, prompts, result.valid, result.image_key, emb,
-                           result.provenance.get("object_name", ""))
+        if prompts.num_components and crops_apply(self, result.rough_map.shape):  # SAM on crops (sam_crops.py)
+            rgb = None if image is None else self._checked_image(result, image, contrast_limits)
+            out = finish_on_crops(self, result.rough_map, prompts, result.valid, result.image_key, rgb,
+                                  result.provenance.get("object_name", ""))
+        else:
+            emb = self._embedding_for(result, prompts.num_components > 0, image, contrast_limits)
+            out = self._finish(result.rough_map, prompts, result.valid, result.image_key, emb,
+                               result.provenance.get("object_name", ""))
         # the rough map (and so its CLIP, UMCI and prompt set) is the one the result came with
         out.provenance.update({k: result.provenance[k] for k in ROUGH_MAP_PROVENANCE if k in result.provenance})
         if "folder" in result.provenance:  # a folder result keeps its mutual image score
@@ -73,12 +79,8 @@ class SamSide:
         if cached is not None:  # a correction loop's hot path: no work on the image
             self._counts["sam"].hit()
             return cached
-        rgb = None
-        if image is not None:  # checked before the disk store is read: a wrong image is a caller's mistake
-            rgb, _ = normalise_image(image, contrast_limits)
-            if image_key(rgb) != key:
-                raise InvalidInputError("image is not the image this result was made from (its content differs); "
-                                        "pass the same image and contrast_limits as to segment().")
+        # checked before the disk store is read: a wrong image is a caller's mistake
+        rgb = None if image is None else self._checked_image(result, image, contrast_limits)
         own = self._stored_embedding(key) if key else None
         if own is not None or not needed:
             return own
@@ -95,11 +97,21 @@ class SamSide:
         raise EngineMismatchError(f"Cannot refine: {why}. Pass image= (the same image) to refine so that it is "
                                   "embedded with this SAM, or run segment again.")
 
+    @staticmethod
+    def _checked_image(result: ClipSAMResult, image, contrast_limits) -> np.ndarray:
+        """``image`` normalised, when it is the image ``result`` was made from; else InvalidInputError."""
+        rgb, _ = normalise_image(image, contrast_limits)
+        if image_key(rgb) != result.image_key:
+            raise InvalidInputError("image is not the image this result was made from (its content differs); "
+                                    "pass the same image and contrast_limits as to segment().")
+        return rgb
+
     def _finish(self, rough, prompts, valid, key, emb, object_name) -> ClipSAMResult:
         with self.autocast():
             maps, _ = refine_from_prompts(self.sam, emb, prompts, rough, self.config, valid, memo=self._cache,
                                           memo_tag=(self.sam.model_id, key, self.config.dtype))
-        provenance = {**self.provenance(object_name, prompts.source), "image_score": float(maps.score)}
+        provenance = {**self.provenance(object_name, prompts.source), "image_score": float(maps.score),
+                      "sam_input": "whole image"}
         return ClipSAMResult(
             rough_map=rough, final_map=maps.final_map, mask=maps.mask, instances=maps.instances, score=maps.score,
             provenance=provenance, image_score=float(maps.score),

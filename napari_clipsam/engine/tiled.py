@@ -24,7 +24,7 @@ from ..clip.rough_map import to_image_resolution
 from ..clip.tiling import Blender, reference_tile_views, tile_grid, tile_side
 from ..io.images import image_key, normalise_image
 from .batching import stack, transformer_blocks
-from .progress import Stepper
+from .progress import PartStepper, Stepper
 
 
 class TiledReferences:
@@ -79,18 +79,6 @@ class TiledReferences:
         return bank
 
 
-class _TileStepper(Stepper):
-    """Reports stage progress of tile ``i`` of ``n`` as the fraction ``(i + within) / n`` of the stage."""
-
-    def __init__(self, outer: Stepper, i: int, n: int):
-        super().__init__(outer.progress, outer.cancelled)
-        self.outer, self.i, self.n = outer, i, n
-
-    def __call__(self, stage, done, span=0.0, within=0.0):
-        self.outer(stage, done, span, (self.i + within) / self.n)
-        self.last = self.outer.last
-
-
 def tile_batch(engine) -> int:
     """Tiles per encoder batch: 8 on CUDA, 1 on the CPU (as images: batching measured slower there)."""
     return 8 if engine.device.type == "cuda" else 1
@@ -130,7 +118,7 @@ def _tiled_map(engine, item, key, side: int, T, object_name, step: Stepper, done
     b = tile_batch(engine)
     for s in range(0, len(boxes), b):
         chunk = boxes[s:s + b]
-        tstep = _TileStepper(step, s, len(boxes))
+        tstep = PartStepper(step, s, len(boxes))
         tstep("clip", done, span)  # a cancel is seen between tiles
         crops = [(rgb[r0:r1, c0:c1], None) for r0, c0, r1, c1 in chunk]
         tkeys = [f"{key}/tile{side}/{r0},{c0},{r1},{c1}" for r0, c0, r1, c1 in chunk]

@@ -79,6 +79,10 @@ class EmbeddingStore:
         name = entry_key(image_key, model_id)
         return self.folder / f"{name}.npy", self.folder / f"{name}.json"
 
+    def has(self, image_key: str, model_id: str) -> bool:
+        """Whether an entry for this image and SAM is on disk (not read or checked; not counted)."""
+        return self.max_bytes > 0 and all(p.exists() for p in self._paths(image_key, model_id))
+
     def get(self, image_key: str, model_id: str):
         """``(features (1, C, h, w) float32, input_size, original_size)`` or None when absent or unusable."""
         if self.max_bytes <= 0:

@@ -122,9 +122,17 @@ def refine_from_prompts(runner, emb, prompts: Prompts, rough: np.ndarray, config
     per component, then the filter and the merge (steps 4–5) on masks at image resolution, as the method
     defines them. ``memo``/``memo_tag``: see :func:`decode_levels` (None: the plain path, everything decoded
     afresh)."""
-    comps = component_prompts(prompts)
     rough = check_rough_map(rough, None if valid is None else np.shape(valid))
-    H, W = rough.shape
+    comp_maps = component_maps(runner, emb, prompts, rough.shape, config, batched, memo, memo_tag)
+    return fuse_maps(rough, comp_maps, config, valid), comp_maps
+
+
+def component_maps(runner, emb, prompts: Prompts, shape: tuple[int, int], config, batched: bool = True,
+                   memo=None, memo_tag: tuple = ()) -> np.ndarray:
+    """Steps 3–5: the merged map M_c of every component, (K, H, W) float32 in [0, 1], ``shape`` (H, W) being the
+    embedding's image (the whole image, or the crop it was made of: :mod:`.crops`)."""
+    comps = component_prompts(prompts)
+    H, W = shape
     max_batch = config.decoder_batch_size
     if max_batch is None:  # auto: one call per level on a GPU; small chunks on a CPU (see config docs)
         max_batch = None if runner.device.type == "cuda" else 2
@@ -140,5 +148,4 @@ def refine_from_prompts(runner, emb, prompts: Prompts, rough: np.ndarray, config
         masks, scores = candidate_masks(runner, emb, cc, memo)
         keep = keep_candidates(masks, scores, cp.box, config)
         maps.append(merge_component(masks, scores, keep, fallback))
-    comp_maps = np.stack(maps) if maps else np.zeros((0, H, W), np.float32)
-    return fuse_maps(rough, comp_maps, config, valid), comp_maps
+    return np.stack(maps) if maps else np.zeros((0, H, W), np.float32)

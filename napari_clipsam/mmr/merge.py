@@ -115,13 +115,42 @@ def fuse_maps(rough: np.ndarray, component_maps: np.ndarray, config, valid: np.n
                                 f"{rough.shape} rough map needs shape (K, {rough.shape[0]}, {rough.shape[1]}).")
     K = len(component_maps)
     sam = component_maps.max(axis=0) if K else np.zeros_like(rough)
+    best = (component_maps >= sam - INSTANCE_TIE_TOLERANCE).argmax(axis=0) if K else None  # first: lowest tied
+    return _fused(rough, sam, best, K, config, valid)
+
+
+def fuse_placed(rough: np.ndarray, placed: list, config, valid: np.ndarray | None = None) -> FinalMaps:
+    """:func:`fuse_maps` for component maps that each cover a box of the image (SAM on crops, :mod:`.crops`):
+    ``placed`` is ``[(box, map), ...]`` in component order, ``box`` (row0, col0, row1, col1) and ``map`` of the
+    box's shape, 0 outside it. The same final map, mask, instances and tie rule as :func:`fuse_maps` on the maps
+    pasted into full-size ones, without holding K full-size maps."""
+    rough = check_rough_map(rough, None if valid is None else np.shape(valid))
+    sam = np.zeros_like(rough)
+    for (r0, c0, r1, c1), m in placed:
+        if np.shape(m) != (r1 - r0, c1 - c0):
+            raise InvalidInputError(f"A placed component map has shape {np.shape(m)}, its box {(r0, c0, r1, c1)} "
+                                    f"needs ({r1 - r0}, {c1 - c0}).")
+        np.maximum(sam[r0:r1, c0:c1], m, out=sam[r0:r1, c0:c1])
+    K = len(placed)
+    best = None
+    if K:  # the lowest component within the tolerance of the strongest; outside its box a map is 0
+        best = np.where(sam <= INSTANCE_TIE_TOLERANCE, 0, -1).astype(np.int64)
+        for c, ((r0, c0, r1, c1), m) in reversed(list(enumerate(placed))):
+            win = best[r0:r1, c0:c1]
+            tied = (m >= sam[r0:r1, c0:c1] - INSTANCE_TIE_TOLERANCE) & (win != 0)
+            win[tied] = c
+    return _fused(rough, sam, best, K, config, valid)
+
+
+def _fused(rough, sam, best, K: int, config, valid) -> FinalMaps:
+    """The final map, mask and instances from the SAM map ``sam`` (max over components) and ``best`` (H, W), the
+    component each pixel's instance comes from (None without components)."""
     final = np.clip(config.alpha * rough + (1.0 - config.alpha) * sam, 0.0, 1.0).astype(np.float32)
     if valid is not None:
         final[~valid] = 0.0
     mask = final >= config.mask_threshold
     instances = np.zeros(rough.shape, np.int32)
     if K:
-        best = (component_maps >= sam - INSTANCE_TIE_TOLERANCE).argmax(axis=0)  # first True: lowest tied
         covered = mask & (sam > 0)
         instances[covered] = best[covered] + 1
     rest = mask & (instances == 0)
