@@ -60,10 +60,6 @@ def test_folder_review_in_real_order(tiny_weights, tmp_path):
     assert "multi-frame c.tif accepted" in out
 
 
-@pytest.mark.xfail(reason="issue 18: napari SIGSEGV (exit -11) in Mesa's glDrawArrays when the review goes from an RGB "
-                          "to a gray image; reproduced here, not fixed yet. It needs a cold Mesa shader cache (so this "
-                          "test gives the flow an empty MESA_SHADER_CACHE_DIR; with a warm cache it passed 8 of 8) "
-                          "and crashed without the prefetch too", strict=True)
 def test_review_switching_rgb_and_gray_does_not_crash(tiny_weights, tmp_path):
     from PIL import Image
 

@@ -1,6 +1,7 @@
 """Folder review panel over :class:`napari_clipsam.review.QASession`: open, run, correct, accept/reject/skip.
 
-The current image is one Image layer, replaced (with its output layers) as you move. ClipSAM runs on it through
+The current image is shown in one Image layer per kind of image (RGB / gray, 2-D / stack): new data in the same
+layers as you move, the layer of another kind hidden, never removed (:mod:`.review_layers` says why). ClipSAM runs on it through
 the widget's normal Run, so Cancel, progress and the correction loop work as usual. While you correct image
 ``i``, a :class:`~napari_clipsam.review.Prefetcher` segments image ``i + 1`` in the background; moving on then
 only waits for (or reuses) that result.
@@ -28,13 +29,13 @@ from qtpy.QtCore import QObject
 from qtpy.QtWidgets import QFileDialog
 
 from ..errors import Cancelled
-from ..io.images import default_contrast_limits
 from ..export import FORMATS, ExportError
 from ..review import Prefetcher, QASession
 from .controls import Controls
 from .folder_order import ReviewOrdering
 from .labels_export import frame_provenance
 from .review_drafts import DraftKeeper
+from .review_layers import ReviewLayers
 from .source import frame_count
 from .workers import threshold_settings
 
@@ -58,6 +59,7 @@ class ReviewHost(Protocol):
     def outputs_for(self, layer): ...
     def select_source(self, layer) -> None: ...
     def restart_outputs(self, source) -> None: ...
+    def correction_for(self, layer): ...
     def show_saved_labels(self, source, labels, classes: dict[int, str]): ...
     def forget(self, source, remove_layers: bool = False) -> None: ...
     def save_settings(self, *args) -> None: ...
@@ -76,6 +78,7 @@ class FolderPanel(QObject):
         super().__init__(controls.qa_open)
         self.c, self.widget = controls, widget
         self.session: QASession | None = None
+        self.layers = ReviewLayers(widget)  # one image layer per kind, hidden when not in use
         self.layer = None
         self.prefetcher: Prefetcher | None = None
         self.prefetch_hits = 0  # runs that took their result from the prefetch
@@ -405,41 +408,14 @@ class FolderPanel(QObject):
         self.c.qa_accept.setEnabled(ok)
 
     def _clear_review_layers(self) -> None:
-        layer, viewer = self.layer, self.widget.viewer
-        if layer is not None:
-            self.widget.forget(layer, remove_layers=True)
-            if layer in viewer.layers:
-                viewer.layers.remove(layer)
+        """No image to show (it could not be read): hide the review layer (see :mod:`.review_layers`)."""
+        self.layers.hide()
         self.layer = None
 
     def _replace_image(self, image: np.ndarray) -> None:
-        """Put the current image in the review layer: new data in the same layer (and the same output layers,
-        emptied) when it fits, else a new layer. Removing napari layers is slow (a full garbage collection)."""
-        s, viewer, layer = self.session, self.widget.viewer, self.layer
-        name, meta = s.key(), {"clipsam_qa": str(s.current)}
-        rgb = image.ndim in (3, 4) and image.shape[-1] in (3, 4)  # H×W×C, or an N×H×W×C stack
-        if layer is not None and layer in viewer.layers and layer.rgb == rgb and layer.data.ndim == image.ndim:
-            layer.data = image
-            layer.name = name
-            layer.metadata.update(meta)
-            self._show_as_clipsam_sees(layer, image)
-            self.widget.restart_outputs(layer)
-            return
-        self._clear_review_layers()
-        self.layer = viewer.add_image(image, name=name, rgb=rgb, metadata=meta)
-        self._show_as_clipsam_sees(self.layer, image)
-
-    @staticmethod
-    def _show_as_clipsam_sees(layer, image: np.ndarray) -> None:
-        """Contrast limits of a review image: for 16-bit and float data, the percentiles the CLI and evaluation
-        normalise with (the widget runs on what the layer shows), so a review labels what `segment` would see."""
-        limits = default_contrast_limits(image)
-        if limits is None or not limits[1] > limits[0]:
-            layer.reset_contrast_limits()
-        else:
-            finite = image[np.isfinite(image)]
-            layer.contrast_limits_range = (min(limits[0], float(finite.min())), max(limits[1], float(finite.max())))
-            layer.contrast_limits = limits
+        """Put the current image in the review layer of its kind (see :mod:`.review_layers`)."""
+        s = self.session
+        self.layer = self.layers.show(image, s.key(), {"clipsam_qa": str(s.current)})
 
     @staticmethod
     def _has_result(outputs) -> bool:

@@ -198,11 +198,13 @@ class OutputLayers:
             self._refresh_classes()
         return changed
 
-    def reset(self, n_frames: int | None, shape: tuple[int, int]) -> None:
+    def reset(self, n_frames: int | None, shape: tuple[int, int], in_place: bool = False) -> None:
         """Start over for a new image in the same source layer: empty data, no results, no undo history.
 
         Layers are kept (removing a napari layer costs a full garbage collection); default-named ones are
         renamed after the source. A change between 2-D and stack removes and later recreates them.
+        ``in_place``: remove no layer at all, the masks layer emptied in place (its undo history stays: for
+        layers about to be hidden, which are reset again before they are used; see :mod:`.review_layers`).
         """
         old_names = {role: f"{self._last_name} {role}" for role in ROLES}
         if (n_frames is None) != (self.n_frames is None):
@@ -222,7 +224,9 @@ class OutputLayers:
                 self.set_point_features([], [])
             if self.boxes is not None:
                 self.boxes.data = []
-            if self.masks is not None:
+            if self.masks is not None and in_place:
+                self.masks.data = np.zeros(self.full_shape, np.int32)
+            elif self.masks is not None:
                 # napari has no public call to clear a Labels layer's undo history, so the new image gets a new
                 # masks layer in the old one's place; otherwise Ctrl+Z would paste the previous image's labels.
                 old, name = self.masks, self.masks.name

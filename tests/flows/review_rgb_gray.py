@@ -21,14 +21,28 @@ c.clip_weights.editingFinished.emit()
 c.object_name.setText("machined part")
 c.qa_input.setText(images)
 c.qa_output.setText(labels)
+widget.folder.ordering.table.file_order.setChecked(True)  # a, b, c, d: the kinds alternate
 c.qa_open.click()
+# no folder scoring: each image is then segmented by a Run (the next one prefetched in the background) while the
+# layers switch, the path on which napari crashed (with the scoring, the results come ready and nothing runs)
+widget.folder.ordering.needs_scoring = False
 for name in ("a", "b", "c", "d"):
     wait(lambda: not widget.busy and widget.current_outputs() is not None
          and widget.current_outputs().results, what=f"the run on {name}")
     for _ in range(30):  # let napari draw the image
         QApplication.processEvents()
         time.sleep(0.01)
-    say(f"{name}: {widget.folder.layer.data.shape} rgb={widget.folder.layer.rgb}")
+    layer = widget.folder.layer
+    assert layer.name == f"{name}.png", layer.name
+    say(f"{name}: {layer.data.shape} rgb={layer.rgb}")
+    # the other kind's layer is hidden, not removed, and nothing of the dock can reach it
+    assert widget.picker.current == layer and layer.visible, widget.picker.current
+    spares = widget.folder.layers.spares()
+    assert all(not x.visible and x not in widget.picker.candidates() for x in spares), spares
+    assert all(not o.visible and not o.data.any() for x in spares for o in widget.outputs_for(x).layers()
+               if hasattr(o.data, "any")), "a hidden layer's outputs are not empty"
+    if name in ("c", "d"):  # the kind came back: its first layer again, one layer per kind in all
+        assert len(spares) == 1 and len(widget.picker.candidates()) == 1, list(viewer.layers)
     c.qa_accept.click()
     assert Path(labels, "labels", f"{name}.tif").exists(), widget.status
 wait(lambda: not widget.busy, what="the last run")
