@@ -49,10 +49,21 @@ class BackendPlan:
 
 
 def resolve_precision(setting: str, cpu: CpuFeatures) -> str:
-    """``"auto"`` → ``"bfloat16"`` where the CPU has native bf16, else ``"float32"``; others unchanged."""
+    """``"auto"`` → ``"bfloat16"`` where the CPU has native bf16, else ``"float32"``; others unchanged (SAM's
+    rule; CLIP's ``auto`` also needs a measurement within bounds: :func:`resolve_clip_precision`)."""
     if setting == "auto":
         return "bfloat16" if cpu.bf16_native else "float32"
     return setting
+
+
+def resolve_clip_precision(config, cpu: CpuFeatures) -> tuple[str, str]:
+    """``(precision, why)`` of the CLIP vision tower: ``config.clip_precision`` as it is, or for ``"auto"`` the
+    rule of :mod:`.clip_bf16` (native bf16 and this architecture measured within the documented bounds)."""
+    if config.clip_precision != "auto":
+        return config.clip_precision, f"CLIP {config.clip_precision}: clip_precision={config.clip_precision!r}"
+    from .clip_bf16 import auto_clip_precision
+
+    return auto_clip_precision(config.clip_model, cpu)
 
 
 def plan_backend(config, device) -> BackendPlan:
@@ -79,8 +90,9 @@ def plan_backend(config, device) -> BackendPlan:
     from .openvino_runtime import openvino_version
 
     why = "backend='openvino'" if config.backend == "openvino" else "auto: CPU with OpenVINO installed"
-    return BackendPlan("openvino", resolve_precision(config.sam_precision, cpu),
-                       resolve_precision(config.clip_precision, cpu), why, cpu, openvino_version())
+    clip_precision, clip_why = resolve_clip_precision(config, cpu)
+    return BackendPlan("openvino", resolve_precision(config.sam_precision, cpu), clip_precision,
+                       f"{why}; {clip_why}", cpu, openvino_version())
 
 
 @dataclass
