@@ -101,12 +101,30 @@ class EncoderBackend:
 
     plan: BackendPlan
     encoders: list = field(default_factory=list)
+    torch_copies: list = field(default_factory=list)
+    """``(encoder, module, key)``: the torch module each OpenVINO encoder was converted from, and its key."""
 
     def prepare(self, progress=None, sam: bool = True) -> None:
         """Convert (once) or load the OpenVINO encoders now (SAM's only with ``sam``), reporting a conversion
         through ``progress``; an encoder not prepared here is prepared on its first use."""
         for enc in self.encoders[:1] + (self.encoders[1:] if sam else []):
             enc.prepare(progress)
+
+    def release_torch_copies(self) -> list:
+        """Memory-map (:func:`.torch_spill.spill`) the torch module of every OpenVINO encoder prepared so far:
+        the modules keep working bit for bit (what still runs in torch reads them from the file) but no longer
+        hold memory beside the compiled encoders. Returns the files. :meth:`ClipSAM.from_config` calls it for
+        the models it loaded; an engine over a caller's modules (``from_models``) leaves them as they are."""
+        from .ir_cache import IRCache
+        from .torch_spill import spill
+
+        root, files = IRCache().root, []
+        for enc, module, key in self.torch_copies:
+            if enc.prepared:
+                path = spill(module, root, key)
+                if path is not None:
+                    files.append(path)
+        return files
 
 
 def attach_backend(engine) -> EncoderBackend:
@@ -133,7 +151,9 @@ def attach_backend(engine) -> EncoderBackend:
         clip_enc = tower.encoder_for(tuple(i - 1 for i in engine.config.feature_layers), "NCHW", False)
     else:
         clip_enc = tower.encoder_for((engine.vision.depth - 2,), "NLC", True)
-    return EncoderBackend(plan, [clip_enc, engine.sam.encoder])
+    copies = [(clip_enc, engine.vision.visual, {"module": "clip_visual", **clip_key}),
+              (engine.sam.encoder, engine.sam.model.image_encoder, {"module": "sam_image_encoder", **sam_key})]
+    return EncoderBackend(plan, [clip_enc, engine.sam.encoder], copies)
 
 
 def _weights_key(weights_id, module) -> str:
