@@ -169,6 +169,7 @@ class ClipSAM(SamSide):
         clip_model, tokenizer, sam_model, umci, config, identity = load_models(config, progress, cancelled)
         engine = cls(clip_model.to(device), tokenizer, sam_model.to(device), umci, config, identity=identity)
         engine.backend.prepare(progress, sam=prepare_sam)  # converts an OpenVINO encoder once (cached)
+        engine.backend.release_torch_copies()  # the compiled encoders run; their torch copies stay on disk
         return engine
 
     # ------------------------------------------------------------------ stages

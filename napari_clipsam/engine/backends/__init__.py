@@ -49,10 +49,21 @@ class BackendPlan:
 
 
 def resolve_precision(setting: str, cpu: CpuFeatures) -> str:
-    """``"auto"`` → ``"bfloat16"`` where the CPU has native bf16, else ``"float32"``; others unchanged."""
+    """``"auto"`` → ``"bfloat16"`` where the CPU has native bf16, else ``"float32"``; others unchanged (SAM's
+    rule; CLIP's ``auto`` also needs a measurement within bounds: :func:`resolve_clip_precision`)."""
     if setting == "auto":
         return "bfloat16" if cpu.bf16_native else "float32"
     return setting
+
+
+def resolve_clip_precision(config, cpu: CpuFeatures) -> tuple[str, str]:
+    """``(precision, why)`` of the CLIP vision tower: ``config.clip_precision`` as it is, or for ``"auto"`` the
+    rule of :mod:`.clip_bf16` (native bf16 and this architecture measured within the documented bounds)."""
+    if config.clip_precision != "auto":
+        return config.clip_precision, f"CLIP {config.clip_precision}: clip_precision={config.clip_precision!r}"
+    from .clip_bf16 import auto_clip_precision
+
+    return auto_clip_precision(config.clip_model, cpu)
 
 
 def plan_backend(config, device) -> BackendPlan:
@@ -79,8 +90,9 @@ def plan_backend(config, device) -> BackendPlan:
     from .openvino_runtime import openvino_version
 
     why = "backend='openvino'" if config.backend == "openvino" else "auto: CPU with OpenVINO installed"
-    return BackendPlan("openvino", resolve_precision(config.sam_precision, cpu),
-                       resolve_precision(config.clip_precision, cpu), why, cpu, openvino_version())
+    clip_precision, clip_why = resolve_clip_precision(config, cpu)
+    return BackendPlan("openvino", resolve_precision(config.sam_precision, cpu), clip_precision,
+                       f"{why}; {clip_why}", cpu, openvino_version())
 
 
 @dataclass
@@ -89,12 +101,30 @@ class EncoderBackend:
 
     plan: BackendPlan
     encoders: list = field(default_factory=list)
+    torch_copies: list = field(default_factory=list)
+    """``(encoder, module, key)``: the torch module each OpenVINO encoder was converted from, and its key."""
 
     def prepare(self, progress=None, sam: bool = True) -> None:
         """Convert (once) or load the OpenVINO encoders now (SAM's only with ``sam``), reporting a conversion
         through ``progress``; an encoder not prepared here is prepared on its first use."""
         for enc in self.encoders[:1] + (self.encoders[1:] if sam else []):
             enc.prepare(progress)
+
+    def release_torch_copies(self) -> list:
+        """Memory-map (:func:`.torch_spill.spill`) the torch module of every OpenVINO encoder prepared so far:
+        the modules keep working bit for bit (what still runs in torch reads them from the file) but no longer
+        hold memory beside the compiled encoders. Returns the files. :meth:`ClipSAM.from_config` calls it for
+        the models it loaded; an engine over a caller's modules (``from_models``) leaves them as they are."""
+        from .ir_cache import IRCache
+        from .torch_spill import spill
+
+        root, files = IRCache().root, []
+        for enc, module, key in self.torch_copies:
+            if enc.prepared:
+                path = spill(module, root, key)
+                if path is not None:
+                    files.append(path)
+        return files
 
 
 def attach_backend(engine) -> EncoderBackend:
@@ -121,7 +151,9 @@ def attach_backend(engine) -> EncoderBackend:
         clip_enc = tower.encoder_for(tuple(i - 1 for i in engine.config.feature_layers), "NCHW", False)
     else:
         clip_enc = tower.encoder_for((engine.vision.depth - 2,), "NLC", True)
-    return EncoderBackend(plan, [clip_enc, engine.sam.encoder])
+    copies = [(clip_enc, engine.vision.visual, {"module": "clip_visual", **clip_key}),
+              (engine.sam.encoder, engine.sam.model.image_encoder, {"module": "sam_image_encoder", **sam_key})]
+    return EncoderBackend(plan, [clip_enc, engine.sam.encoder], copies)
 
 
 def _weights_key(weights_id, module) -> str:

@@ -124,6 +124,11 @@ class OpenVinoEncoder:
         self._compiled = None
         self._lock = threading.Lock()
 
+    @property
+    def prepared(self) -> bool:
+        """Whether the compiled model is ready (converted or loaded, and compiled)."""
+        return self._compiled is not None
+
     def prepare(self, progress: Progress | None = None) -> None:
         """Convert (once, cached on disk) and compile; ``progress`` hears a conversion (see IRCache)."""
         from .openvino_runtime import compile_for_cpu, openvino_version
@@ -178,6 +183,10 @@ class OpenVinoSamEncoder:
     def __init__(self, image_encoder, model_key: dict[str, Any], precision: str, cache: IRCache | None = None):
         self.encoder = OpenVinoEncoder(image_encoder, image_encoder.img_size, {"encoder": "sam_image_encoder",
                                        **model_key}, "SAM image encoder", precision, cache)
+
+    @property
+    def prepared(self) -> bool:
+        return self.encoder.prepared
 
     def prepare(self, progress: Progress | None = None) -> None:
         self.encoder.prepare(progress)
