@@ -73,6 +73,10 @@ class ReviewLayers:
         layer, self.current = self.current, None
         if layer is None or not self._in_viewer(layer):
             return
+        layer.visible = False
+        layer.metadata[ROLE] = SPARE  # before the rename: the picker drops it when it refreshes
+        what = ("RGB" if layer.rgb else "gray") + (" stack" if layer.data.ndim > (3 if layer.rgb else 2) else "")
+        layer.name = f"ClipSAM review (spare {what} layer)"  # before the reset: the outputs are renamed after it
         outputs, loop = self.widget.outputs_for(layer), self.widget.correction_for(layer)
         if loop is not None:
             loop.cancel()
@@ -80,10 +84,6 @@ class ReviewLayers:
             outputs.reset(outputs.n_frames, outputs.shape, in_place=True)
         for out in [] if outputs is None else outputs.layers():
             out.visible = False
-        layer.visible = False
-        layer.metadata[ROLE] = SPARE  # before the rename: the picker drops it when it refreshes
-        what = ("RGB" if layer.rgb else "gray") + (" stack" if layer.data.ndim > (3 if layer.rgb else 2) else "")
-        layer.name = f"ClipSAM review (spare {what} layer)"
 
     def _in_viewer(self, layer) -> bool:
         return any(layer == x for x in self.widget.viewer.layers)  # ==: a proxy equals its layer
