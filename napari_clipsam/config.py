@@ -203,6 +203,10 @@ class ClipSAMConfig:
     embedding_cache_bytes: int = 2 * 1024**3
     """Bound of the on-disk SAM embedding cache (``<cache>/embeddings``; 4 MiB per image, least recently used
     entries go first): reopening an image skips SAM's encoder. 0 disables it."""
+    feature_cache_bytes: int = 2 * 1024**3
+    """Bound of the on-disk CLIP feature cache of folder mutual scoring (``<cache>/features``; per image the
+    feature layers' patch tokens, 9.4 MiB at ViT-L/14@336, least recently used entries going first): a resumed or
+    repeated ``segment_folder`` does not run CLIP's vision tower again. 0 disables it."""
     decoder_batch_size: int | None = setting(None, per_call=True)
     """Most prompts per SAM decoder call. None = auto: a whole prompt level in one call on CUDA, chunks of 2 on
     a CPU. SAM's decoder repeats the 64×64 image embedding for every prompt, so on a CPU large batches are

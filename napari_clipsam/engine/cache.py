@@ -41,7 +41,12 @@ class EngineCacheInfo:
     """The on-disk part alone (``<cache>/embeddings``): lookups the memory could not answer; ``currsize`` counts
     the entries on disk (0 when the store is off)."""
     clip_features: CacheInfo
-    """CLIP vision features per image (memory): a miss is one image through CLIP's vision tower."""
+    """CLIP vision features per image (memory, and for ``segment_folder`` the on-disk store): a miss is one image
+    through CLIP's vision tower."""
+    clip_feature_store: CacheInfo
+    """The on-disk CLIP features of folder mutual scoring (``<cache>/features``): lookups the memory could not
+    answer; ``currsize`` counts the entries on disk (0 when the store is off: ``feature_cache_bytes`` 0, or weights
+    not identified by content)."""
     text_embeddings: CacheInfo
     """Prompt-ensemble text embeddings per object name (memory, then ``<cache>/text``): a miss is one run of
     CLIP's text tower."""

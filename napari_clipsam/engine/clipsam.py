@@ -38,6 +38,7 @@ from ..mmr.prompts import prompts_from_map
 from ..mmr.embedding_store import EmbeddingStore
 from ..mmr.sam_decoder import SamRunner
 from .cache import EngineCache, EngineCacheInfo, HitCounter
+from .feature_store import FeatureStore, feature_fields
 from .identity import (_WHY_DEPTH, complete_identity, fit_config_to_models, layers_for_depth, on_cpu, resolve_device,
                        sam_identity)
 from .batching import stack, take, transformer_blocks
@@ -99,6 +100,9 @@ class ClipSAM(SamSide):
         # SAMs not identified by their weights' content (random weights) can never meet their embeddings again
         stored = 0 if "#" in self.sam.model_id else self.config.embedding_cache_bytes
         self._stored = EmbeddingStore(cache_dir() / "embeddings", stored)
+        self._features_stored = FeatureStore(cache_dir() / "features", self.config.feature_cache_bytes,
+                                             feature_fields(self.identity, self.vision, self.config, self.mode),
+                                             self.device)  # segment_folder's CLIP features on disk
         self._references = ReferenceSets()
         self._tiled_references = TiledReferences()  # the references' images, for tiled banks (engine/tiled.py)
         self._counts = {"sam": HitCounter(), "clip": HitCounter(), "references": HitCounter()}
@@ -334,12 +338,19 @@ class ClipSAM(SamSide):
             roughs.append(rough)
         return roughs
 
-    def _features_for(self, prepared, keys, fuse: bool, step, done: float = 0.0, span: float = 0.0) -> dict:
+    def _features_for(self, prepared, keys, fuse: bool, step, done: float = 0.0, span: float = 0.0,
+                      stored: bool = False) -> dict:
         """image key → (rough-map tokens, per-layer patch tokens or None) from the cache or one CLIP pass over the
-        images not cached; ``fuse``: the per-layer patch tokens are needed too (few-shot, mutual scoring)."""
+        images not cached; ``fuse``: the per-layer patch tokens are needed too (few-shot, mutual scoring);
+        ``stored``: the on-disk feature store is read and written too (``segment_folder``)."""
         step("clip", done, span)
         feats = {k: v for k in keys
                  if (v := self._cache.get(("features", self.mode, k))) is not None and (v[1] is not None or not fuse)}
+        if stored:
+            for k in dict.fromkeys(k for k in keys if k not in feats):
+                if (v := self._features_stored.get(k)) is not None and (v[1] is not None or not fuse):
+                    feats[k] = v
+                    self._cache.put(("features", self.mode, k), v)
         todo = list(dict.fromkeys(k for k in keys if k not in feats))
         self._counts["clip"].hit(len(feats))
         if todo:
@@ -359,6 +370,8 @@ class ClipSAM(SamSide):
             for j, k in enumerate(todo):
                 feats[k] = (take(rough_in, j), None if layer_in is None else take(layer_in, j))
                 self._cache.put(("features", self.mode, k), feats[k])  # the mode decides which tokens
+                if stored:
+                    self._features_stored.put(k, feats[k])
         return feats
 
     @torch.no_grad()
@@ -447,6 +460,7 @@ class ClipSAM(SamSide):
             sam_embeddings=self._counts["sam"].info(self._cache.count("embedding")),
             sam_embedding_store=self._stored.cache_info(),
             clip_features=self._counts["clip"].info(self._cache.count("features")),
+            clip_feature_store=self._features_stored.cache_info(),
             text_embeddings=self.text.cache_info(),
             reference_banks=self._counts["references"].info(len(self._references)),
             sam_decoder=(decoded or HitCounter()).info(self._cache.count("decoded")),

@@ -74,7 +74,7 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
     b = engine.default_batch_size
     for start in range(0, n, b):  # the encoder in batches; features cached per image
         feats.update(engine._features_for(prepared[start:start + b], keys[start:start + b], True, step,
-                                          0.3 * start / n, 0.3 * min(b, n - start) / n))
+                                          0.3 * start / n, 0.3 * min(b, n - start) / n, stored=True))
     layers = stack([feats[k][1] for k in keys])  # one (N, C, h, w) tensor per feature layer
     step("mutual", 0.3)
     raw = mutual.mutual_scores(layers, radii=cfg.mutual_radii, interval=cfg.mutual_interval,
