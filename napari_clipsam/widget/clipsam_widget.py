@@ -28,6 +28,7 @@ from .instances import InstanceTable
 from .references import ReferencePanel
 from .layers import ROLE, OutputLayers
 from .objects import ObjectActions
+from .score_across import ScoreAcross
 from .settings import WidgetSettings, weights_overrides
 from .settings_binding import change_signals, read_settings, show_settings
 from .threshold_preview import ThresholdPreview
@@ -87,7 +88,7 @@ class ClipSAMWidget(QWidget):
                                             quiet_refine=lambda: self.correction_for(self.picker.current))
         self._built_for = self._engine_key()
         self._connect()
-        self.tau_help = ThresholdPreview(self)
+        self.tau_help, self.across = ThresholdPreview(self), ScoreAcross(self)  # mutual scoring: .score_across
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     # ------------------------------------------------------------------ state
@@ -326,8 +327,7 @@ class ClipSAMWidget(QWidget):
                 self.cleanup()
         return super().event(event)
 
-    # ------------------------------------------------------------------ run plumbing
-    _engine_generation = 0
+    _engine_generation = 0  # ------------------------------------------------------- run plumbing
 
     def _engine_for_refine(self):
         if self.task is not None:

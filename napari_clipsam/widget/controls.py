@@ -34,6 +34,9 @@ from .settings import BACKENDS, DEVICES
 
 TOOLTIPS = {
     "image": "Image layer to segment. Follows the selected layer; ClipSAM's own output layers are not listed.",
+    "across": "Folder mutual scoring (no references, no training): score each image against the others — the "
+              "viewer's image layers, or the frames of the chosen stack (at least 5).",
+    "across_run": "Score every image of the chosen set against the others and show each one's masks (Cancel stops).",
     "all_frames": "For an N×H×W(×C) stack: segment every frame (checked) or only the frame shown now.",
     "object_name": "What the image shows, in a few words (e.g. 'metal plate', 'pcb'). CLIP compares image "
                    "patches with 'a photo of a damaged <object>' and similar prompts.",
@@ -127,6 +130,8 @@ class Controls:
     tabs: QTabWidget
     image: QComboBox
     all_frames: QCheckBox
+    across: QComboBox
+    across_run: QPushButton
     object_name: QLineEdit
     preset: QComboBox
     umci: QLineEdit
@@ -272,6 +277,10 @@ def build_controls(parent: QWidget) -> Controls:
     c["discard"] = _tip(QPushButton("Discard corrections"), "discard")
     form.addRow(_grid(c["run"], c["cancel"], c["refine"], c["flip"], c["negative"], c["delete_prompts"],
                       c["delete_object"], c["lock_object"], c["discard"]))
+    c["across"] = _narrow(_tip(QComboBox(), "across"))
+    c["across"].addItems(["all image layers", "all frames"])
+    c["across_run"] = _tip(QPushButton("Score"), "across_run")
+    form.addRow("Across", _row(c["across"], c["across_run"]))
     tabs.addTab(seg, "Segment")
 
     # ---- Settings tab: the engine (set once), local weights and normal references
