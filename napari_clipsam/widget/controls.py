@@ -117,6 +117,8 @@ TOOLTIPS = {
     "qa_reject": "Mark the image as rejected (no labels) and go to the next image (Alt+R).",
     "qa_skip": "Mark the image as skipped (seen, no decision) and go to the next image (Alt+D).",
     "qa_good": "Good part (Alt+G): accept this image with no objects and add it to the normal references.",
+    "qa_adapt": "Train the UMCI head on the accepted labels in the Labels folder (background; Cancel stops it). The "
+                "checkpoint is saved there (never over another) and the next images use it.",
     "qa_close": "Close the review: its keys are unbound; verdicts and labels stay in the labels folder.",
     "qa_previous": "Go back one image without a verdict change (Alt+Left).",
     "qa_next": "Go to the next image without a verdict change (Alt+Right).",
@@ -187,6 +189,7 @@ class Controls:
     qa_previous: QPushButton
     qa_next: QPushButton
     qa_close: QPushButton
+    qa_adapt: QPushButton
     qa_good: QPushButton
 
 
@@ -379,6 +382,8 @@ def build_controls(parent: QWidget) -> Controls:
                                                                                            "qa_next")
     c["qa_close"] = _tip(QPushButton("Close review"), "qa_close")
     qform.addRow(_row(c["qa_previous"], c["qa_next"], c["qa_close"]))
+    c["qa_adapt"] = _tip(QPushButton("Adapt to this product"), "qa_adapt")
+    qform.addRow(c["qa_adapt"])
     tabs.addTab(qa, "Folder review")
 
     # ---- shared progress and status

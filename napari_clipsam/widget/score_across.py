@@ -7,22 +7,14 @@ Fewer than the engine's minimum (5) images: the status line says how many are ne
 from __future__ import annotations
 
 from .source import contrast_limits_for, frame_count, read_frame
-from .workers import LOADING_SHARE, Outcome, Task, threshold_settings
+from .workers import Outcome, Task, ensure_engine, threshold_settings
 
 LAYERS, FRAMES = "all image layers", "all frames"
 
 
 def _folder_job(engine, config, images: list, object_name: str, thresholds, contrast_limits):
     def job(progress, cancelled):
-        eng, base = engine, 0.0
-        if eng is None:
-            from ..engine.clipsam import ClipSAM
-            from ..heavy_imports import prepare_heavy_imports
-
-            prepare_heavy_imports()
-            base = LOADING_SHARE
-            eng = ClipSAM.from_config(config, progress=lambda s, f: progress(f"loading weights: {s}", base * f),
-                                      cancelled=cancelled)
+        eng, base = ensure_engine(engine, config, progress, cancelled)
         results = eng.segment_folder(images, object_name, progress=lambda s, f: progress(s, base + (1 - base) * f),
                                      cancelled=cancelled, settings=threshold_settings(*thresholds),
                                      contrast_limits=contrast_limits)
