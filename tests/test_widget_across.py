@@ -41,7 +41,7 @@ def test_score_across_image_layers(qtbot, make_napari_viewer, shared_engine):
     widget = _dock(viewer, shared_engine)
     c = widget.c
     layers = [viewer.add_image(im, name=f"plate {i}") for i, im in enumerate(_images(4))]
-    c.across.setCurrentText("all image layers")
+    c.across.setCurrentText("image layers")
     c.across_run.click()
     assert not widget.busy
     assert "at least 5 images; there are 4 image layers" in widget.status, widget.status
@@ -73,7 +73,7 @@ def test_score_across_stack_frames_and_cancel(qtbot, make_napari_viewer, shared_
     c = widget.c
     stack = viewer.add_image(np.stack(_images(5)), name="plates", rgb=True)
     c.image.setCurrentText("plates")
-    c.across.setCurrentText("all frames")
+    c.across.setCurrentText("stack frames")
 
     c.across_run.click()
     assert widget.busy

@@ -281,7 +281,7 @@ def build_controls(parent: QWidget) -> Controls:
     form.addRow(_grid(c["run"], c["cancel"], c["refine"], c["flip"], c["negative"], c["delete_prompts"],
                       c["delete_object"], c["lock_object"], c["discard"]))
     c["across"] = _narrow(_tip(QComboBox(), "across"))
-    c["across"].addItems(["all image layers", "all frames"])
+    c["across"].addItems(["image layers", "stack frames"])
     c["across_run"] = _tip(QPushButton("Score"), "across_run")
     form.addRow("Across", _row(c["across"], c["across_run"]))
     tabs.addTab(seg, "Segment")

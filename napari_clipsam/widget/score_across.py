@@ -9,7 +9,7 @@ from __future__ import annotations
 from .source import contrast_limits_for, frame_count, read_frame
 from .workers import Outcome, Task, ensure_engine, threshold_settings
 
-LAYERS, FRAMES = "all image layers", "all frames"
+LAYERS, FRAMES = "image layers", "stack frames"
 
 
 def _folder_job(engine, config, images: list, object_name: str, thresholds, contrast_limits):
