@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QWidget
 from ..config import ClipSAMConfig
 from ..errors import Cancelled, IncompatibleCheckpointError, WeightsUnavailableError
 from ..export import ExportError
+from .adapt_action import AdaptAction
 from .browse import browse_weights
 from .classes import ClassList
 from .controls import DOCK_WIDTH, Controls, build_controls
@@ -28,6 +29,7 @@ from .instances import InstanceTable
 from .references import ReferencePanel
 from .layers import ROLE, OutputLayers
 from .objects import ObjectActions
+from .score_across import ScoreAcross
 from .settings import WidgetSettings, weights_overrides
 from .settings_binding import change_signals, read_settings, show_settings
 from .threshold_preview import ThresholdPreview
@@ -64,8 +66,7 @@ class ClipSAMWidget(QWidget):
         # identity (``is``).
         self.viewer = viewer = napari_viewer
         self.c: Controls = build_controls(self)
-        self._engine = engine
-        self._base_config = config
+        self._engine, self._base_config = engine, config
         self._settings_path = settings_path
         self.settings = WidgetSettings.load(settings_path)
         self.task: Task | None = None
@@ -87,7 +88,7 @@ class ClipSAMWidget(QWidget):
                                             quiet_refine=lambda: self.correction_for(self.picker.current))
         self._built_for = self._engine_key()
         self._connect()
-        self.tau_help = ThresholdPreview(self)
+        self.tau_help, self.across, self.adapt = ThresholdPreview(self), ScoreAcross(self), AdaptAction(self)
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     # ------------------------------------------------------------------ state
@@ -326,8 +327,7 @@ class ClipSAMWidget(QWidget):
                 self.cleanup()
         return super().event(event)
 
-    # ------------------------------------------------------------------ run plumbing
-    _engine_generation = 0
+    _engine_generation = 0  # ------------------------------------------------------- run plumbing
 
     def _engine_for_refine(self):
         if self.task is not None:

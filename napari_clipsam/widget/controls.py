@@ -34,6 +34,9 @@ from .settings import BACKENDS, DEVICES
 
 TOOLTIPS = {
     "image": "Image layer to segment. Follows the selected layer; ClipSAM's own output layers are not listed.",
+    "across": "Folder mutual scoring (no references, no training): score each image against the others — the "
+              "viewer's image layers, or the frames of the chosen stack (at least 5).",
+    "across_run": "Score every image of the chosen set against the others and show each one's masks (Cancel stops).",
     "all_frames": "For an N×H×W(×C) stack: segment every frame (checked) or only the frame shown now.",
     "object_name": "What the image shows, in a few words (e.g. 'metal plate', 'pcb'). CLIP compares image "
                    "patches with 'a photo of a damaged <object>' and similar prompts.",
@@ -114,6 +117,8 @@ TOOLTIPS = {
     "qa_reject": "Mark the image as rejected (no labels) and go to the next image (Alt+R).",
     "qa_skip": "Mark the image as skipped (seen, no decision) and go to the next image (Alt+D).",
     "qa_good": "Good part (Alt+G): accept this image with no objects and add it to the normal references.",
+    "qa_adapt": "Train the UMCI head on the accepted labels in the Labels folder (background; Cancel stops it). The "
+                "checkpoint is saved there (never over another) and the next images use it.",
     "qa_close": "Close the review: its keys are unbound; verdicts and labels stay in the labels folder.",
     "qa_previous": "Go back one image without a verdict change (Alt+Left).",
     "qa_next": "Go to the next image without a verdict change (Alt+Right).",
@@ -127,6 +132,8 @@ class Controls:
     tabs: QTabWidget
     image: QComboBox
     all_frames: QCheckBox
+    across: QComboBox
+    across_run: QPushButton
     object_name: QLineEdit
     preset: QComboBox
     umci: QLineEdit
@@ -182,6 +189,7 @@ class Controls:
     qa_previous: QPushButton
     qa_next: QPushButton
     qa_close: QPushButton
+    qa_adapt: QPushButton
     qa_good: QPushButton
 
 
@@ -272,6 +280,10 @@ def build_controls(parent: QWidget) -> Controls:
     c["discard"] = _tip(QPushButton("Discard corrections"), "discard")
     form.addRow(_grid(c["run"], c["cancel"], c["refine"], c["flip"], c["negative"], c["delete_prompts"],
                       c["delete_object"], c["lock_object"], c["discard"]))
+    c["across"] = _narrow(_tip(QComboBox(), "across"))
+    c["across"].addItems(["image layers", "stack frames"])
+    c["across_run"] = _tip(QPushButton("Score"), "across_run")
+    form.addRow("Across", _row(c["across"], c["across_run"]))
     tabs.addTab(seg, "Segment")
 
     # ---- Settings tab: the engine (set once), local weights and normal references
@@ -370,6 +382,8 @@ def build_controls(parent: QWidget) -> Controls:
                                                                                            "qa_next")
     c["qa_close"] = _tip(QPushButton("Close review"), "qa_close")
     qform.addRow(_row(c["qa_previous"], c["qa_next"], c["qa_close"]))
+    c["qa_adapt"] = _tip(QPushButton("Adapt to this product"), "qa_adapt")
+    qform.addRow(c["qa_adapt"])
     tabs.addTab(qa, "Folder review")
 
     # ---- shared progress and status

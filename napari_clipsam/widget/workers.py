@@ -149,6 +149,21 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
     return job
 
 
+def ensure_engine(engine, config, progress: Progress, cancelled: Callable[[], bool]):
+    """``(engine, share)``: ``engine``, or one built from ``config`` in this (worker) thread, with the share of the
+    progress bar its loading took (:data:`LOADING_SHARE` when built, else 0)."""
+    if engine is not None:
+        return engine, 0.0
+    progress("loading weights: libraries", 0.0)
+    prepare_heavy_imports()
+    from ..engine.clipsam import ClipSAM
+
+    built = ClipSAM.from_config(config, progress=lambda s, f: progress(f"loading weights: {s}",
+                                                                       LOADING_SHARE * min(1.0, max(0.0, f))),
+                                cancelled=cancelled)
+    return built, LOADING_SHARE
+
+
 def refine_job(engine, jobs: list, thresholds: tuple[float, float, float] | None = None, read_image=None,
                contrast_limits=None):
     """A job that refines ``[(frame, result, (points, labels, boxes)), ...]`` → ``{frame: refined result}``.
