@@ -190,7 +190,8 @@ class ClipSAMConfig:
     sam_precision: str = setting("auto", recorded=True)
     """SAM image encoder precision under OpenVINO: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bfloat16 where the
     CPU has native bf16, AMX or AVX-512 BF16, detected at run time; float32 elsewhere). SAM masks measured
-    IoU ≥ 0.98 against float32. The torch backend uses ``dtype`` instead."""
+    IoU ≥ 0.98 against float32. ``"int8"``: quantised once with NNCF (``pip install "napari-clipsam[int8]"``),
+    opt-in, see docs/performance.md for its measured speed and masks. The torch backend uses ``dtype`` instead."""
     clip_precision: str = setting("float32", recorded=True)
     """CLIP vision tower precision under OpenVINO (same choices as ``sam_precision``), separate because the rough
     map depends on small differences of CLIP features; float32 until bf16 is confirmed on real weights

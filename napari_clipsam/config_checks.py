@@ -25,6 +25,8 @@ DTYPES = ("float32", "bfloat16")
 BACKENDS = ("auto", "torch", "openvino")
 PRECISIONS = ("auto", "float32", "bfloat16")
 SAM_CROPS = ("auto", "on", "off")
+SAM_PRECISIONS = PRECISIONS + ("int8",)
+"""``sam_precision`` may also be ``"int8"`` (NNCF post-training quantisation, opt-in: engine/backends/int8_sam)."""
 DEVICES = "'auto', 'cpu', 'cuda' or 'cuda:N' (N = GPU index)"
 
 # field → (lowest, highest) for integers (None = unbounded above)
@@ -106,9 +108,18 @@ def check_backend(cfg) -> None:
     not imported) and not with a CUDA device (OpenVINO runs the encoders on the CPU)."""
     if cfg.backend not in BACKENDS:
         _fail("backend", cfg.backend, " or ".join(map(repr, BACKENDS)))
-    for name in ("sam_precision", "clip_precision"):
-        if getattr(cfg, name) not in PRECISIONS:
-            _fail(name, getattr(cfg, name), " or ".join(map(repr, PRECISIONS)))
+    for name, choices in (("sam_precision", SAM_PRECISIONS), ("clip_precision", PRECISIONS)):
+        if getattr(cfg, name) not in choices:
+            _fail(name, getattr(cfg, name), " or ".join(map(repr, choices)))
+    if cfg.sam_precision == "int8":
+        import importlib.util
+
+        if cfg.backend == "torch":
+            _fail("sam_precision", cfg.sam_precision, "'auto', 'float32' or 'bfloat16' with backend 'torch' (int8 "
+                                                      "runs on OpenVINO: choose backend 'openvino' or 'auto')")
+        if importlib.util.find_spec("nncf") is None:
+            _fail("sam_precision", cfg.sam_precision, "'auto', 'float32' or 'bfloat16': int8 needs NNCF, which is "
+                                                      "not installed (pip install \"napari-clipsam[int8]\")")
     if cfg.backend == "openvino":
         import importlib.util
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..config import DEFAULT_PRESET, PRESETS, preset_help
-from ..config_checks import BACKENDS, DTYPES, PRECISIONS
+from ..config_checks import BACKENDS, DTYPES, PRECISIONS, SAM_PRECISIONS
 from ..errors import InvalidInputError, require_file
 from ..io.strict_json import json_safe  # noqa: F401 (used by the subcommands)
 
@@ -60,9 +60,9 @@ def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sa
     g.add_argument("--backend", choices=BACKENDS,
                    help="who runs the SAM and CLIP encoders: auto (OpenVINO on the CPU when installed, default), "
                         "torch, or openvino (converted once per model and cached; see docs/performance.md)")
-    g.add_argument("--sam-precision", choices=PRECISIONS,
+    g.add_argument("--sam-precision", choices=SAM_PRECISIONS,
                    help="SAM image encoder precision with OpenVINO (default auto: bfloat16 where the CPU has native "
-                        "bf16, AMX or AVX-512 BF16)")
+                        "bf16, AMX or AVX-512 BF16; int8: quantised once with NNCF, opt-in, needs napari-clipsam[int8])")
     g.add_argument("--clip-precision", choices=PRECISIONS,
                    help="CLIP vision tower precision with OpenVINO (default float32)")
     g.add_argument("--image-size", type=int, metavar="PX",

@@ -10,7 +10,8 @@ torch)::
 
 With OpenVINO, ``config.sam_precision`` and ``config.clip_precision`` set each encoder's inference precision
 (``"float32"``, ``"bfloat16"``, or ``"auto"``: bfloat16 where the CPU computes it natively, AMX or AVX-512 BF16,
-detected at run time by :func:`~.cpu_features.detect_cpu`). What was chosen, and why, is in every result's
+detected at run time by :func:`~.cpu_features.detect_cpu`); ``sam_precision`` may also be ``"int8"``: the SAM
+encoder quantised once with NNCF (opt-in, ``pip install "napari-clipsam[int8]"``, see :mod:`.int8_sam`). What was chosen, and why, is in every result's
 provenance (``encoders``) and in the stamp of every SAM embedding, so results of different backends never mix.
 """
 from __future__ import annotations
@@ -144,7 +145,8 @@ def attach_backend(engine) -> EncoderBackend:
     clip_key = {"model": ident.get("clip_model"),
                 "weights": _weights_key(ident.get("clip_weights"), engine.clip_model),
                 "architecture": _arch_key(ident.get("clip_architecture"), engine.clip_model)}
-    engine.sam.encoder = OpenVinoSamEncoder(engine.sam.model.image_encoder, sam_key, plan.sam_precision)
+    engine.sam.encoder = OpenVinoSamEncoder(engine.sam.model.image_encoder, sam_key, plan.sam_precision,
+                                            prepare_input=lambda rgb, runner=engine.sam: runner.prepare(rgb)[0])
     tower = OpenVinoClipTower(engine.vision.visual, engine.vision.image_size, clip_key, plan.clip_precision)
     engine.vision.tower = tower
     if engine.umci is not None:

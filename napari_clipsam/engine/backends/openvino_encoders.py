@@ -116,11 +116,14 @@ class OpenVinoEncoder:
     """
 
     def __init__(self, module: torch.nn.Module, input_size: int, key: dict[str, Any], what: str, precision: str,
-                 cache: IRCache | None = None):
+                 cache: IRCache | None = None, quantizer: Callable[[Any], Any] | None = None,
+                 quantized_key: Callable[[], dict[str, Any]] | None = None):
+        """``quantizer`` (with ``precision="int8"``): float32 ``openvino.Model`` → quantised one, run once after
+        conversion; ``quantized_key()`` gives the fields it adds to the cache key (see :mod:`.int8_sam`)."""
         self.module, self.input_size, self.what, self.precision = module, int(input_size), what, precision
         self.key = {**key, "format": FORMAT, "input": [1, 3, self.input_size, self.input_size],
                     "ir_precision": IR_PRECISION}
-        self.cache = cache
+        self.cache, self.quantizer, self.quantized_key = cache, quantizer, quantized_key
         self._compiled = None
         self._lock = threading.Lock()
 
@@ -138,14 +141,21 @@ class OpenVinoEncoder:
                 return
             cache = self.cache or IRCache()
             fields = {**self.key, "openvino": openvino_version(), "torch": torch.__version__.split("+")[0]}
+            convert, what, hint, expected = (self._convert, self.what, self.precision,
+                                             estimate_seconds(self.module, self.input_size))
+            if self.precision == "int8":
+                from .int8_sam import COMPILE_HINT, QUANTIZE_FACTOR
+
+                fields.update(self.quantized_key())
+                convert, what, hint = (lambda: self.quantizer(self._convert())), f"{what} (int8)", COMPILE_HINT
+                expected *= QUANTIZE_FACTOR
             threads = torch.get_num_threads()
             share = (str(cache.entry(fields)), self.precision, threads)
             with _shared_lock:
                 shared = _shared.get(share)
             if shared is None:
-                model = cache.get_or_convert(fields, self._convert, self.what, progress,
-                                             estimate_seconds(self.module, self.input_size))
-                shared = _Compiled(compile_for_cpu(model, self.precision, threads))
+                model = cache.get_or_convert(fields, convert, what, progress, expected)
+                shared = _Compiled(compile_for_cpu(model, hint, threads))
                 with _shared_lock:
                     shared = _shared.setdefault(share, shared)
             self._compiled = shared
@@ -180,9 +190,19 @@ class OpenVinoEncoder:
 class OpenVinoSamEncoder:
     """SAM's image encoder through OpenVINO: ``(B, 3, 1024, 1024)`` → ``(B, 256, 64, 64)`` (as SamRunner needs)."""
 
-    def __init__(self, image_encoder, model_key: dict[str, Any], precision: str, cache: IRCache | None = None):
+    def __init__(self, image_encoder, model_key: dict[str, Any], precision: str, cache: IRCache | None = None,
+                 prepare_input: Callable[[Any], torch.Tensor] | None = None):
+        """``prepare_input(rgb)``: the engine's SAM input of a uint8 RGB image (``SamRunner.prepare``'s first
+        output), needed for ``precision="int8"``, whose calibration images go through it."""
+        quantizer = quantized_key = None
+        if precision == "int8":
+            from . import int8_sam
+
+            int8_sam.import_nncf()  # fail now, with the install hint, not at the first segment
+            quantizer, quantized_key = (lambda m: int8_sam.quantize(m, prepare_input)), int8_sam.int8_key_fields
         self.encoder = OpenVinoEncoder(image_encoder, image_encoder.img_size, {"encoder": "sam_image_encoder",
-                                       **model_key}, "SAM image encoder", precision, cache)
+                                       **model_key}, "SAM image encoder", precision, cache, quantizer,
+                                       quantized_key)
 
     @property
     def prepared(self) -> bool:
