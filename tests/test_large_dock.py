@@ -68,3 +68,28 @@ def test_small_rough_map_stays_plain_and_uncopied(make_napari_viewer):
     rough = np.random.default_rng(2).random((300, 200), np.float32)
     out._set_rough({None: SimpleNamespace(rough_map=rough)})
     assert not out.rough.multiscale and np.shares_memory(np.asarray(out.rough.data), rough)
+
+
+def test_tau_preview_of_a_wide_image_is_a_pyramid_showing_the_rough_maps_regions(qtbot, make_widget):
+    """Through the dock: a Run on a 300 × 4200 image (long side above 4096) gives a pyramid rough map whose
+    level 0 is the result's map, and the τ preview thresholds every level."""
+    from dock_helpers import WAIT_MS
+
+    viewer, widget = make_widget(prompt_threshold=None)
+    src = viewer.add_image(np.random.default_rng(3).integers(0, 255, (300, 4200, 3), dtype=np.uint8), name="wide")
+    widget.c.prompt_threshold.setValue(0.99)
+    widget.c.run.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    outputs = widget.outputs_for(src)
+    assert outputs.rough.multiscale
+    np.testing.assert_array_equal(np.asarray(outputs.rough.data[0]), outputs.results[None].rough_map)
+    widget.c.tau_preview.setChecked(True)
+    rough = np.asarray(outputs.rough.data[0])
+    tau = float(np.quantile(rough, 0.9))
+    widget.c.prompt_threshold.setValue(round(tau, 3))
+    tau = widget.c.prompt_threshold.value()
+    (preview,) = [x for x in viewer.layers if x.name == "wide τ_prompt preview"]
+    assert preview.multiscale and len(preview.data) == len(outputs.rough.data)
+    for mask, level in zip(preview.data, outputs.rough.data):
+        np.testing.assert_array_equal(np.asarray(mask) == 1, np.asarray(level) >= tau)
+    assert np.asarray(preview.data[0]).any()
