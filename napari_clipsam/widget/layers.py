@@ -298,8 +298,8 @@ class OutputLayers:
         geometry = {"scale": scale, "translate": translate} if scale is not None else {}
         ndim = len(self.full_shape)
         if self.rough is None:
-            self.rough = self.viewer.add_image(
-                self._rough_data(np.zeros(self.full_shape, np.float32)), name=self._name("rough map"), colormap="inferno",
+            blank = self._rough_data(np.zeros(self.full_shape, np.float32))
+            self.rough = self.viewer.add_image(blank, name=self._name("rough map"), colormap="inferno",
                 contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive", metadata=self._meta("rough map"),
                 **geometry)
         if self.masks is None:
