@@ -21,6 +21,7 @@ import pandas as pd
 from napari.layers import Image, Labels, Points, Shapes
 
 from .hand_edits import FrameMasks, merge_result, stroke_pixels
+from .pyramid import needs_pyramid, rough_pyramid
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +218,10 @@ class OutputLayers:
         self.locked.clear()
         self.next_id = 1
         with self._writing():
+            if self.rough is not None and self.rough.multiscale != self._pyramid():
+                self.viewer.layers.remove(self.rough)  # recreated (plain or multiscale) by the next Run
             if self.rough is not None:
-                self.rough.data = np.zeros(self.full_shape, np.float32)
+                self.rough.data = self._rough_data(np.zeros(self.full_shape, np.float32))
             if self.prompts is not None:
                 self.prompts.data = np.zeros((0, len(self.full_shape)))
                 self.set_point_features([], [])
@@ -299,8 +302,8 @@ class OutputLayers:
         geometry = {"scale": scale, "translate": translate} if scale is not None else {}
         ndim = len(self.full_shape)
         if self.rough is None:
-            self.rough = self.viewer.add_image(
-                np.zeros(self.full_shape, np.float32), name=self._name("rough map"), colormap="inferno",
+            blank = self._rough_data(np.zeros(self.full_shape, np.float32))
+            self.rough = self.viewer.add_image(blank, name=self._name("rough map"), colormap="inferno",
                 contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive", metadata=self._meta("rough map"),
                 **geometry)
         if self.masks is None:
@@ -332,13 +335,20 @@ class OutputLayers:
             return np.ones(len(coords), bool)
         return np.isin(np.round(coords[:, 0]).astype(int), list(frames)) if len(coords) else np.zeros(0, bool)
 
+    def _pyramid(self) -> bool:
+        """True when this image's rough map is shown as a pyramid (a large 2-D image, see :mod:`.pyramid`)."""
+        return not self.stacked and needs_pyramid(self.shape)
+
+    def _rough_data(self, rough: np.ndarray):
+        return rough_pyramid(rough) if self._pyramid() else rough
     def _set_rough(self, results: dict) -> None:
+        """A 2-D image's layer shows the result's rough map itself (no copy; a pyramid over it when large)."""
+        if not self.stacked:
+            self.rough.data = self._rough_data(np.asarray(results[None].rough_map, np.float32))
+            return
         data = np.array(self.rough.data, np.float32, copy=True)
         for frame, result in results.items():
-            if frame is None:
-                data = result.rough_map.astype(np.float32)
-            else:
-                data[frame] = result.rough_map
+            data[frame] = result.rough_map
         self.rough.data = data
 
     def _set_prompts(self, results: dict) -> None:

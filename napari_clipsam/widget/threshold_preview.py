@@ -13,6 +13,7 @@ import numpy as np
 from qtpy.QtCore import QObject
 
 from .layers import ROLE
+from .pyramid import level0
 
 PREVIEW_COLOUR = "#00e5ff"
 
@@ -44,7 +45,7 @@ class ThresholdPreview(QObject):
         if layer is None or not outputs.results:
             return None, None
         frame = outputs.displayed_frame()
-        data = np.asarray(layer.data)
+        data = level0(layer.data)
         return layer, data if frame is None else data[frame]
 
     def suggest(self) -> float | None:
@@ -75,9 +76,13 @@ class ThresholdPreview(QObject):
                                   "rough map's pixels at or above τ_prompt).")
             return
         tau = self.c.prompt_threshold.value()
-        data = (np.asarray(rough.data) >= tau).astype(np.uint8)
+        if rough.multiscale:  # a pyramid: each level thresholded (max-halving commutes with ≥ τ)
+            data = [(np.asarray(level) >= tau).astype(np.uint8) for level in rough.data]
+        else:
+            data = (np.asarray(rough.data) >= tau).astype(np.uint8)
         name = f"{self.w.current_outputs().source.name} τ_prompt preview"
-        if self.layer is None or self.layer.data.shape != data.shape:
+        if self.layer is None or self.layer.multiscale != rough.multiscale \
+                or level0(self.layer.data).shape != level0(rough.data).shape:
             if self.layer is not None:
                 viewer.layers.remove(self.layer)
             from napari.utils.colormaps import DirectLabelColormap
