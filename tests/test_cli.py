@@ -175,7 +175,7 @@ def test_bad_inputs_exit_2_with_a_message_naming_the_problem(setup, tmp_path):
     bad_config.write_text(json.dumps({"mask_treshold": 0.9}))
     code, _, err = cli("segment", setup["data"] / "metal" / "test" / "good", "--object", "metal", "--out",
                        tmp_path / "o", "--config", bad_config, *setup["engine_args"])
-    assert code == 2 and "Unknown ClipSAMConfig fields ['mask_treshold']" in err
+    assert code == 2 and "unknown ClipSAMConfig field 'mask_treshold'. Did you mean 'mask_threshold'?" in err
     assert not (tmp_path / "o").exists()  # nothing written for a refused run
 
 

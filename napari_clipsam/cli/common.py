@@ -52,9 +52,9 @@ def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sa
     """The model options: preset, config file, device, dtype, CLIP, SAM and UMCI weights."""
     g = parser.add_argument_group("engine")
     g.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=preset_help())
-    g.add_argument("--config", type=Path, metavar="JSON",
-                   help="ClipSAMConfig fields as JSON (e.g. prompt lists, thresholds); applied over the preset, "
-                        "the flags below override it")
+    g.add_argument("--config", metavar="FILE|JSON",
+                   help="ClipSAMConfig fields as a JSON file or inline JSON ('{\"alpha\": 0.3}'); applied over the "
+                        "preset, the flags below override it")
     g.add_argument("--device", help="auto (CUDA when present, default), cpu, cuda or cuda:N")
     g.add_argument("--dtype", choices=DTYPES, help="float32 (default) or bfloat16 autocast")
     g.add_argument("--backend", choices=BACKENDS,
@@ -74,6 +74,12 @@ def add_engine_options(parser: argparse.ArgumentParser, *, umci: bool = True, sa
                    help="open_clip weights tag (default openai, downloaded once into the cache) or a local "
                         "checkpoint file of that architecture (offline sites)")
     if sam:
+        g.add_argument("--tau-prompt", type=float, metavar="T",
+                       help="rough-map threshold that makes SAM prompts (prompt_threshold, default 0.5)")
+        g.add_argument("--tau-mask", type=float, metavar="T",
+                       help="final-map threshold of the masks (mask_threshold, default 0.5)")
+        g.add_argument("--alpha", type=float, metavar="A",
+                       help="final map = A × rough map + (1 − A) × SAM map (default 0.5)")
         g.add_argument("--sam-model", metavar="NAME",
                        help="vit_b, vit_l, vit_h (default: the preset's) or local-dir:FOLDER holding "
                             "sam_config.json and sam.pth")
@@ -97,18 +103,12 @@ def engine_config(args: argparse.Namespace, **overrides):
 
     cfg = ClipSAMConfig.preset(args.preset)
     if getattr(args, "config", None) is not None:
-        path = Path(args.config).expanduser()
-        require_file(path, "Config file", "Give a JSON file of ClipSAMConfig fields.")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidInputError(f"Config file {path} is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise InvalidInputError(f"Config file {path} must hold a JSON object of ClipSAMConfig fields.")
+        data = read_config_option(str(args.config))
         cfg = ClipSAMConfig.from_dict({**cfg.to_dict(), **data})
     flags = {"device": "device", "dtype": "dtype", "backend": "backend", "sam_precision": "sam_precision",
              "clip_precision": "clip_precision", "image_size": "image_size", "clip_model": "clip_model",
-             "clip_weights": "clip_weights", "sam_model": "sam_model", "sam_checkpoint": "sam_weights"}
+             "clip_weights": "clip_weights", "sam_model": "sam_model", "sam_checkpoint": "sam_weights",
+             "tau_prompt": "prompt_threshold", "tau_mask": "mask_threshold", "alpha": "alpha"}
     changes = {field: getattr(args, opt) for opt, field in flags.items() if getattr(args, opt, None) is not None}
     umci = getattr(args, "umci", None)
     if umci is not None:
@@ -125,6 +125,41 @@ def engine_config(args: argparse.Namespace, **overrides):
                                 "sam.pth); give one or the other.")
     check_local_files(cfg)
     return cfg
+
+
+def read_config_option(value: str) -> dict:
+    """``--config``: inline JSON (starting with ``{``) or the path of a JSON file → a dict of ClipSAMConfig fields;
+    an unknown field is refused naming the nearest known one."""
+    import difflib
+    import dataclasses
+
+    from ..config import ClipSAMConfig
+
+    inline = value.lstrip().startswith("{")
+    where = "--config JSON" if inline else f"Config file {Path(value).expanduser()}"
+    if inline:
+        text = value
+    else:
+        path = Path(value).expanduser()
+        require_file(path, "Config file", "Give a JSON file of ClipSAMConfig fields, or inline JSON such as "
+                                          "'{\"alpha\": 0.3}'.")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"{where} is not valid JSON: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{where} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{where} must hold a JSON object of ClipSAMConfig fields.")
+    names = [f.name for f in dataclasses.fields(ClipSAMConfig)]
+    for key in data:
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else " See docs/api.md for the fields."
+            raise InvalidInputError(f"{where}: unknown ClipSAMConfig field {key!r}.{hint}")
+    return data
 
 
 def check_local_files(cfg) -> None:
@@ -219,13 +254,32 @@ def build_engine(cfg, progress: bool = True, sam: bool = True):
 def describe_engine(engine, sam: bool = True) -> str:
     """One line: models, rough-map mode (when ``sam``, i.e. when the engine segments) and device."""
     ident = engine.identity
-    text = f"CLIP {ident.get('clip_model')} ({_short(ident.get('clip_weights'))}) at {engine.config.image_size} px"
+    size = engine.vision.image_size
+    native = _native_clip_size(engine.config.clip_model)
+    resized = f" (its native size {native} px; position embedding resized)" if native and native != size else ""
+    text = f"CLIP {ident.get('clip_model')} ({_short(ident.get('clip_weights'))}) at {size} px{resized}"
     if sam:
         text += (f", SAM {ident.get('sam_model')} ({_short(ident.get('sam_weights'))}), rough map: "
                  f"{engine.provenance('')['rough_map']}")
     plan = engine.backend.plan
     encoders = "torch" if plan.name == "torch" else f"OpenVINO (SAM {plan.sam_precision}, CLIP {plan.clip_precision})"
     return f"{text}, device {engine.device}, encoders on {encoders}"
+
+
+def _native_clip_size(clip_model: str) -> int | None:
+    """The input size a CLIP architecture was made for (its open_clip config), or None when unknown."""
+    try:
+        if clip_model.startswith("local-dir:"):
+            cfg = json.loads((Path(clip_model.split(":", 1)[1]).expanduser() / "open_clip_config.json")
+                             .read_text(encoding="utf-8"))["model_cfg"]
+        else:
+            import open_clip
+
+            cfg = open_clip.get_model_config(clip_model) or {}
+        size = cfg["vision_cfg"]["image_size"]
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+    except Exception:  # an unknown architecture: say only what is used
+        return None
 
 
 def _short(weights_id) -> str:

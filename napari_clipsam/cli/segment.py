@@ -11,6 +11,11 @@ formats an interrupted run left missing or unfinished are written again. COCO sh
 run are removed at the start. A failing image (unreadable file, unusable
 shape, export error) is reported and skipped; the others are still processed and the exit code is 1.
 
+Mutual scoring (:mod:`.segment_groups`): a run of at least 5 images (multi-frame TIFFs count one image per frame,
+exported as ``<stem>_f000``…) scores them against each other by default, in groups of at most
+``--mutual-group-size``; ``--no-mutual``, or fewer images: each image alone. The summary says which mode ran, and
+each image's provenance records it (``scoring``).
+
 ``--object`` is required: it is the text the CLIP prompts describe ("a photo of a damaged {object}"), and a
 name guessed from folder names (often defect types such as ``scratch``) would silently hurt the rough map.
 """
@@ -27,6 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from .ray.options import add_ray_options
     from ..export import FORMATS
     from ..io.folders import DEFAULT_EXTENSIONS
+    from .segment_groups import DEFAULT_GROUP_SIZE
 
     p = subparsers.add_parser(
         "segment", help="pseudo-label images (files, folders or globs) in mvtec/tiff/coco/yolo formats",
@@ -62,6 +68,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "and a few-shot map is fused into the rough map (see --fewshot-weight)")
     p.add_argument("--fewshot-weight", type=float, metavar="W",
                    help="with --normal: rough map = (1 - W) zero-shot + W few-shot (default: the config's, 0.5)")
+    p.add_argument("--no-mutual", action="store_true",
+                   help="segment each image alone; by default a run of 5 or more images of the object is scored by "
+                        "folder mutual scoring (each image against the others, no training or references; "
+                        "docs/method.md), fewer images are segmented alone")
+    p.add_argument("--mutual-group-size", type=int, default=DEFAULT_GROUP_SIZE, metavar="N",
+                   help=f"mutual scoring: a run of more images is cut into interleaved groups of at most N, each "
+                        f"scored as one folder, so memory and time per image stay bounded (default: "
+                        f"{DEFAULT_GROUP_SIZE}; at least 10)")
     add_engine_options(p)
     add_ray_options(p)
     p.set_defaults(func=run)
@@ -92,6 +106,7 @@ def _segment_here(job) -> int:
     args = job.args
     t0 = time.perf_counter()
     load_seconds = 0.0
+    note(f"mode: {job.mode} ({job.why})")
     if job.todo:
         engine = build_engine(job.cfg, args.progress)
         load_seconds = time.perf_counter() - t0
@@ -104,17 +119,16 @@ def _segment_here(job) -> int:
             note(f"few-shot: {len(job.normal)} normal reference(s) from {args.normal}, weight "
                  f"{engine.config.fewshot_weight:g} ({time.perf_counter() - t_ref:.1f} s; cached for next time)")
         try:
-            with tqdm(job.todo, desc="segment", unit="img", disable=not args.progress, dynamic_ncols=True) as bar:
-                for path in bar:
-                    try:
-                        result = engine.segment(read_image(path), args.object)
-                        job.export(path, result.instances, result.provenance)
-                    except (KeyboardInterrupt, Cancelled):
-                        job.say_interrupted()
-                        raise
-                    except Exception as exc:  # one bad image must not stop the others; it is reported below
-                        job.fail_with(path, exc)
-                    bar.set_postfix(done=job.done, failed=len(job.failed))
+            with tqdm(total=len(job.todo), desc="segment", unit="img", disable=not args.progress,
+                      dynamic_ncols=True) as bar:
+                try:
+                    if job.groups:
+                        _groups_here(job, engine, bar)
+                    else:
+                        _images_here(job, engine, bar)
+                except (KeyboardInterrupt, Cancelled):
+                    job.say_interrupted()
+                    raise
         finally:
             job.merge()  # the shards of this run into coco/annotations.json, also when interrupted
     seconds = time.perf_counter() - t0
@@ -123,3 +137,76 @@ def _segment_here(job) -> int:
         per_image = (seconds - load_seconds) / len(job.todo)
         timing = f" (loading models {load_seconds:.1f} s, then {per_image:.2f} s/image)"
     return job.report(seconds, timing)
+
+
+def _images_here(job, engine, bar) -> None:
+    """Per-image mode: read, segment and export one image at a time."""
+    from .segment_items import ItemReader
+
+    reader = ItemReader()
+    for item in job.todo:
+        try:
+            pixels = reader.read(item)
+            result = engine.segment(pixels, job.args.object)
+            job.export(item, result.instances, result.provenance, pixels)
+        except Exception as exc:  # one bad image must not stop the others (reported below)
+            if _is_cancel(exc):
+                raise
+            job.fail_with(item, exc)
+        bar.update(1)
+        bar.set_postfix(done=job.done, failed=len(job.failed))
+
+
+def _groups_here(job, engine, bar) -> None:
+    """Mutual mode: each group that holds images to do is read whole, scored as one folder, and its images to do
+    exported (:mod:`.segment_groups`)."""
+    from .segment_groups import score_group
+    from .segment_items import ItemReader
+
+    pending = set(job.todo)
+    for g, group in enumerate(job.groups, 1):
+        bar.set_description(f"segment (group {g}/{len(job.groups)}: {len(group)} images)")
+        reader = ItemReader(keep_one=False)
+        readable, pixels = [], []
+        for item in group:
+            try:
+                pixels.append(_checked(reader.read(item)))
+                readable.append(item)
+            except Exception as exc:
+                if item in pending:
+                    job.fail_with(item, exc)
+                    bar.update(1)
+        reader.release()
+        try:
+            results = score_group(engine, pixels, job.args.object, job.group_record(group))
+        except Exception as exc:
+            if _is_cancel(exc):
+                raise
+            for item in readable:
+                if item in pending:
+                    job.fail_with(item, exc)
+                    bar.update(1)
+            continue
+        for item, px, result in zip(readable, pixels, results):
+            if item not in pending:
+                continue  # done earlier: kept as it was written
+            try:
+                job.export(item, result.instances, result.provenance, px)
+            except Exception as exc:  # an export error: reported, the others go on
+                job.fail_with(item, exc)
+            bar.update(1)
+        bar.set_postfix(done=job.done, failed=len(job.failed))
+
+
+def _checked(pixels):
+    """``pixels``, after checking that ClipSAM can use them (so one bad image fails alone, not its group)."""
+    from ..io.images import normalise_image
+
+    normalise_image(pixels)
+    return pixels
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    from ..errors import Cancelled
+
+    return isinstance(exc, Cancelled)

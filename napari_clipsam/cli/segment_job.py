@@ -20,9 +20,12 @@ class SegmentJob:
 
     Attributes:
         args: the parsed command line; cfg: the validated engine config; out: the output folder (absolute).
-        formats: the export formats in canonical order; files: every input image, in input order;
-        stems: file → export stem; split: file → ``"train"``/``"val"``; todo: the files to compute (not done,
+        formats: the export formats in canonical order; files: every image of the run
+        (:class:`~.segment_items.Item`: a file or one frame of a multi-frame TIFF), in input order;
+        stems: item → export stem; split: item → ``"train"``/``"val"``; todo: the items to compute (not done,
         or ``--overwrite``); skipped: how many were done already; normal: ``--normal`` reference images.
+        mode, why: ``"mutual"`` or ``"per-image"`` and the reason (:mod:`.segment_groups`); groups: the
+        mutual-scoring groups of items that hold something to do (empty in per-image mode).
         done: images exported in this run; failed: ``(file, why)`` of the images that failed;
         lost: what the formats could not hold, summed over this run's exports.
     """
@@ -31,31 +34,47 @@ class SegmentJob:
     cfg: object
     out: Path
     formats: list[str]
-    files: list[Path]
-    stems: dict[Path, str]
-    split: dict[Path, str]
-    todo: list[Path]
+    files: list
+    stems: dict
+    split: dict
+    todo: list
     skipped: int
     normal: list[Path] = field(default_factory=list)
+    mode: str = "per-image"
+    why: str = ""
+    groups: list = field(default_factory=list)
+    n_groups: int = 0
     done: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
     lost: dict[str, int] = field(default_factory=dict)
     objects: dict[str, int] = field(default_factory=lambda: {"verified": 0, "pseudo": 0})
 
     # ------------------------------------------------------------------ per image
-    def export(self, path: Path, instances, provenance: dict) -> None:
+    def export(self, item, instances, provenance: dict, pixels=None) -> None:
         """Write one image's instances ((H, W) int ids, 0 background) in every requested format; counts it done.
-        COCO shards are merged later (:meth:`merge`)."""
+        ``pixels``: a frame's pixels (written into the dataset as PNG; a file is copied). The provenance gets
+        this run's ``scoring`` (mode and why) unless it has one. COCO shards are merged later (:meth:`merge`)."""
+        from .segment_groups import scoring_record
+
         import numpy as np
 
         from ..export import ExportRequest, write_export
 
         a = self.args
         ids = [int(i) for i in np.unique(instances) if i > 0]
+        provenance = dict(provenance)
+        provenance.setdefault("scoring", scoring_record(self.mode, self.why))
+        if item.frame is not None:
+            provenance["frame"] = item.frame
+            if pixels is None:
+                from .segment_items import ItemReader
+
+                pixels = ItemReader().read(item)
         report = write_export(ExportRequest(
-            out_dir=self.out, stem=self.stems[path], instances=instances,
+            out_dir=self.out, stem=self.stems[item], instances=instances,
             instance_classes=dict.fromkeys(ids, a.class_name), classes=[a.class_name],
-            formats=self.formats, provenance=provenance, image_file=path, overwrite=a.overwrite, coco_merge=False,
+            formats=self.formats, provenance=provenance, image_file=item.path, overwrite=a.overwrite,
+            coco_merge=False, image=None if item.frame is None else pixels,
             coco_segmentation=a.coco_segmentation, dataset_images=a.dataset_images, val_fraction=a.val_fraction,
             split_seed=a.split_seed, yolo_min_piece_area=a.yolo_min_piece_area))
         for key, value in report.summary.items():
@@ -64,7 +83,13 @@ class SegmentJob:
         self.objects["pseudo"] += report.n_pseudo
         self.done += 1
 
-    def fail(self, path: Path, why: str, trace: str | None = None) -> None:
+    def group_record(self, group: list) -> dict:
+        """What the provenance says of a mutual-scoring group: its index (interleaved: the position of its first
+        image), how many groups the run has, its size, the size limit and the run's number of images."""
+        return {"index": self.files.index(group[0]), "count": self.n_groups, "size": len(group),
+                "limit": self.args.mutual_group_size, "run_images": len(self.files)}
+
+    def fail(self, path, why: str, trace: str | None = None) -> None:
         """Record a failed image and say so on stderr (with ``trace``, the traceback of a bug, first)."""
         from tqdm.auto import tqdm
 
@@ -74,7 +99,7 @@ class SegmentJob:
             tqdm.write(trace.rstrip(), file=sys.stderr)
         tqdm.write(f"failed: {path}: {why}", file=sys.stderr)
 
-    def fail_with(self, path: Path, exc: BaseException) -> None:
+    def fail_with(self, path, exc: BaseException) -> None:
         """:meth:`fail` for an exception: a user error (bad image) without traceback, anything else with it."""
         trace = None if isinstance(exc, ClipSAMUserError) else "".join(traceback.format_exception(exc))
         self.fail(path, f"{type(exc).__name__}: {exc}", trace)
@@ -96,18 +121,25 @@ class SegmentJob:
     def report(self, seconds: float, timing: str = "") -> int:
         """Print the summary (stdout) and return the exit code (1 when an image failed)."""
         a = self.args
-        print(f"segment: {len(self.files)} images: {self.done} done, {self.skipped} skipped (outputs exist"
+        frames = sum(it.frame is not None for it in self.files)
+        n_stacks = len({it.path for it in self.files if it.frame is not None})
+        of = f" ({frames} of them frames of {n_stacks} multi-frame file(s))" if frames else ""
+        print(f"segment: {len(self.files)} images{of}: {self.done} done, {self.skipped} skipped (outputs exist"
               f"{'' if a.overwrite else '; --overwrite redoes them'}), {len(self.failed)} failed, "
               f"in {seconds:.1f} s{timing}; outputs in {self.out}")
         if any(self.lost.values()):
             print("  what the formats could not hold (docs/export-formats.md): "
                   + ", ".join(f"{key} {value}" for key, value in self.lost.items() if value))
+        print(f"  mode: {self.mode} ({self.why})" + (
+            f"; {self.n_groups} group(s) of at most {a.mutual_group_size} images" if self.mode == "mutual" else ""))
         if self.done:
             print(f"  objects exported: {self.objects['pseudo']} pseudo-label(s) (unreviewed), "
                   f"{self.objects['verified']} verified by a person")
-        n_val = sum(self.split[f] == "val" for f in self.files)
+        failed = {f for f, _ in self.failed}
+        kept = [f for f in self.files if f not in failed]  # a failed image is in no split
+        n_val = sum(self.split[f] == "val" for f in kept)
         if "yolo" in self.formats:
-            print(f"  split: {len(self.files) - n_val} train, {n_val} val" + (
+            print(f"  split: {len(kept) - n_val} train, {n_val} val" + (
                 " (val is empty: Ultralytics needs val images; raise --val-fraction or change --split-seed)"
                 if n_val == 0 else ""))
         for path, why in self.failed:
@@ -122,7 +154,9 @@ def plan_job(args) -> SegmentJob:
     from ..clip.text_prompts import clean_object_name
     from ..export import FORMATS, clean_stale_files, dataset_split, image_done, merge_coco
     from ..export.dataset import IMAGE_SUFFIXES, check_split_options
+    from .segment_groups import MUTUAL, check_group_size, choose_mode, folder_groups
     from .segment_inputs import collect_images, labelled_for_other_objects, normal_images, stems_for
+    from .segment_items import expand_frames, item_stems
 
     formats = split_list(args.formats) or []
     unknown = [f for f in formats if f not in FORMATS]
@@ -153,8 +187,17 @@ def plan_job(args) -> SegmentJob:
     extensions = split_list(args.extensions)
     if not extensions:
         raise InvalidInputError("--extensions is empty; give file suffixes such as .png,.tif")
+    if getattr(args, "no_mutual", False) is False:
+        check_group_size(args.mutual_group_size, cfg.mutual_min_images)
     keys = collect_images(args.inputs, extensions, args.recursive, exclude=out)
-    files, stems = list(keys), stems_for(keys)
+    files = expand_frames(list(keys))
+    stems = item_stems(files, stems_for(keys))
+    mode, why = choose_mode(len(files), bool(getattr(args, "no_mutual", False)), cfg.mutual_min_images)
+    if mode == MUTUAL and getattr(args, "ray", None) is not None:
+        mode, why = "per-image", "--ray runs each image alone: mutual scoring does not run on Ray yet"
+    if mode == MUTUAL and cfg.tiling not in ("auto", "off"):
+        raise InvalidInputError(f"tiling = {cfg.tiling!r} (--config) is not supported by folder mutual scoring, which "
+                                "compares whole images; use --no-mutual to tile each image alone, or tiling 'auto'.")
     if out.is_dir():
         stale = clean_stale_files(out)
         if stale:
@@ -164,8 +207,9 @@ def plan_job(args) -> SegmentJob:
     split = {f: dataset_split(stems[f], args.val_fraction, args.split_seed) for f in files}
     with_images = args.dataset_images and bool({"coco", "yolo"} & set(formats))
 
-    def suffix(f: Path) -> str | None:
-        return (f.suffix.lower() if f.suffix.lower() in IMAGE_SUFFIXES else ".png") if with_images else None
+    def suffix(item) -> str | None:
+        s = item.path.suffix.lower()
+        return (s if s in IMAGE_SUFFIXES and item.frame is None else ".png") if with_images else None
 
     todo = [f for f in files if args.overwrite
             or not image_done(out, stems[f], formats, split=split[f], image_suffix=suffix(f))]
@@ -174,5 +218,7 @@ def plan_job(args) -> SegmentJob:
     if others:
         note(f"{len(others)} skipped image(s) were labelled for another object ({', '.join(sorted(set(others)))!s}"
              f"), not {args.object!r}; add --overwrite to label them again.")
+    groups = folder_groups(files, args.mutual_group_size) if mode == MUTUAL else []
     return SegmentJob(args=args, cfg=cfg, out=out, formats=formats, files=files, stems=stems, split=split,
-                      todo=todo, skipped=len(files) - len(todo), normal=normal)
+                      todo=todo, skipped=len(files) - len(todo), normal=normal, mode=mode, why=why,
+                      groups=[g for g in groups if pending & set(g)], n_groups=len(groups))

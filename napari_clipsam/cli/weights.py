@@ -32,7 +32,7 @@ def _preset_use() -> dict[str, str]:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("weights", help="list, download or verify model weights in the cache",
-                              description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+                              description=__doc__.split("\n\n", 1)[1].replace("``", "") if __doc__ else None)
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="show every model file, its cache path and whether it is present")
     ls.set_defaults(func=run_list)

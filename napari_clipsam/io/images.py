@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import InvalidInputError, require_file
 
-__all__ = ["IMAGE_SUFFIXES", "MIN_SIDE", "read_image", "normalise_image", "check_contrast_limits", "image_key"]
+__all__ = ["IMAGE_SUFFIXES", "MIN_SIDE", "read_image", "frame_count", "normalise_image", "check_contrast_limits",
+           "image_key"]
 
 #: File suffixes (lower case) read as images: by the dataset readers, folder review and the command line.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -66,6 +67,28 @@ def read_image(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
         what = f"{pixels.shape[0]} frames" if frames else "one frame"
         raise InvalidInputError(f"{path} has {what} (shape {pixels.shape}); frame {frame} does not exist.")
     return pixels[frame]
+
+
+def frame_count(path: str | os.PathLike) -> int | None:
+    """How many frames :func:`read_image` would give for ``path``, read from a TIFF's header without its pixels:
+    N for a multi-frame TIFF (``(N, H, W[, C])`` once channels are last), None for one image (and for every other
+    format, and for a file that cannot be parsed: reading it then says what is wrong)."""
+    path = Path(path)
+    if path.suffix.lower() not in _TIFF:
+        return None
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape, axes = list(series.shape), series.axes
+    except Exception:  # unreadable: the reader reports it when the image is read
+        return None
+    channel = next((axes.index(a) for a in "SC" if a in axes), None)
+    if channel is not None and len(axes) == len(shape) and channel != len(shape) - 1:
+        shape.append(shape.pop(channel))
+    frames = len(shape) == 4 or len(shape) == 3 and shape[-1] > 4
+    return int(shape[0]) if frames else None
 
 
 def _read_tiff(path: Path) -> np.ndarray:

@@ -94,11 +94,15 @@ def segment_on_ray(job) -> int:
         if job.normal:
             note(f"few-shot: {len(job.normal)} normal reference(s) from {args.normal}, weight "
                  f"{job.cfg.fewshot_weight:g}, set on every actor")
-        by_name = {str(p): p for p in job.todo}
+        frames = [it for it in job.todo if it.frame is not None]
+        for it in frames:
+            job.fail(it, "multi-frame files are not segmented frame by frame under --ray yet; run without --ray")
+        whole = [it for it in job.todo if it.frame is None]
+        by_name = {str(it.path): it for it in whole}
         batch = pool.shape.batch
-        chunks = [([str(p) for p in job.todo[i:i + batch]],) for i in range(0, len(job.todo), batch)]
+        chunks = [([str(it.path) for it in whole[i:i + batch]],) for i in range(0, len(whole), batch)]
         try:
-            with tqdm(total=len(job.todo), desc="segment", unit="img", disable=not args.progress,
+            with tqdm(total=len(whole), desc="segment", unit="img", disable=not args.progress,
                       dynamic_ncols=True) as bar:
                 for (paths,), result in pool.run("segment", chunks, {"object_name": args.object}):
                     if isinstance(result, Exception):
