@@ -1,8 +1,8 @@
 """The unit of a ``segment`` run: one image, i.e. an image file or one frame of a multi-frame TIFF.
 
 A multi-frame TIFF (``N×H×W[×C]``) is segmented frame by frame, as the folder review does: frame ``f`` of the file
-exported as ``<stem>`` is exported as ``<stem>_f000``, ``<stem>_f001``, … (:func:`~napari_clipsam.export.stems.frame_stem`),
-each frame its own image of the dataset (written as PNG into ``coco/images`` and ``yolo/images``).
+exported as ``<stem>`` is exported as ``<stem>_f000``, ``<stem>_f001``, …
+(:func:`~napari_clipsam.export.stems.frame_stem`), each frame its own image of the dataset (written as PNG into ``coco/images`` and ``yolo/images``).
 """
 from __future__ import annotations
 
