@@ -91,8 +91,8 @@ def test_cancel_inside_the_openvino_sam_encoder_stops_the_inference(slow_engine,
     runs, stopped = slow_engine.cache_info().sam_embeddings.misses, enc._compiled.stopped
     seen = []
 
-    def cancelled():  # the stage's start, then two polls of the running inference
-        return seen.count("sam encoder") >= 3
+    def cancelled():  # the stage's start, then the first report of the running inference, made right after it
+        return seen.count("sam encoder") >= 2  # started (a later poll can come after a fast end on a busy machine)
 
     with pytest.raises(Cancelled, match="sam encoder"):
         slow_engine.segment(image, "metal plate", progress=lambda s, f: seen.append(s), cancelled=cancelled)
