@@ -42,3 +42,15 @@ def test_benchmark_reports_every_comparison(tmp_path):
     few = out["fewshot"]
     assert few["shots"] == 4 and few["views"] == 24 and few["stage_s"] > 0 and few["ratio_to_zero_shot"] > 0
     assert any(line.startswith("few-shot, 4 normal references") for line in lines)
+    goals = {row["key"]: row for row in out["goals"]}
+    assert goals["segment_peak_mib"]["measured"] == out["segment"]["peak_mib"]
+    assert goals["refine_one_edit_ms"]["measured"] == 1e3 * out["refine"]["one_component_edit_s"]
+    assert goals["time_to_first_mask_s"]["measured"] == out["load_s"] + out["segment"]["total_s"]
+    assert goals["fewshot_over_zero_shot"]["met"] == (few["ratio_to_zero_shot"] <= 1.15)
+    default = [v for v in variants.values() if v["plan"]["backend"] == out["plan"]["backend"]
+               and v["plan"]["sam_precision"] == out["plan"]["sam_precision"]]
+    assert (goals["cold_vs_torch_fp32"]["measured"] is None) == (not default)
+    assert goals["clip_bf16_speedup"]["measured"] is None  # its two variants were not run here
+    assert any(line.startswith("goals (issue 23)") for line in lines)
+    start = lines.index("goals (issue 23), measured in this run:") + 1
+    assert len(lines[start:]) == 7 and all("goal" in line for line in lines[start:])
