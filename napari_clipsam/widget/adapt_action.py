@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .workers import Outcome, Task, ensure_engine
+from .workers import Outcome, Task, end_background_task, ensure_engine
 
 
 def with_adapted_head(engine, umci, checkpoint: Path):
@@ -78,14 +78,7 @@ class AdaptAction:
 
     def _done(self, outcome: Outcome, generation: int) -> None:
         w = self.w
-        w.task = None
-        w.heartbeat.stop()
-        w._set_running(False)
-        w.c.qa_adapt.setEnabled(True)
-        if not outcome.ok:
-            w.c.progress.setValue(0)
-            w._report_error(outcome)
-            w.run_finished.emit(outcome)
+        if not end_background_task(w, outcome, w.c.qa_adapt):
             return
         engine, report = outcome.value
         used = f"rough map: adapted head {report.checkpoint.name}, {report.defect_images + report.good_images} images"

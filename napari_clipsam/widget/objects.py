@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from .hand_edits import FrameMasks
-from .layers import Frame, OutputLayers, corners_to_box
+from .boxes import Frame, corners_to_box
+from .layers import OutputLayers
 
 
 def _prompt_rows(outputs: OutputLayers, frame: Frame, signature) -> tuple[list[int], list[int]]:

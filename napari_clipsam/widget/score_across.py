@@ -7,7 +7,7 @@ Fewer than the engine's minimum (5) images: the status line says how many are ne
 from __future__ import annotations
 
 from .source import contrast_limits_for, frame_count, read_frame
-from .workers import Outcome, Task, ensure_engine, threshold_settings
+from .workers import Outcome, Task, end_background_task, ensure_engine, threshold_settings
 
 LAYERS, FRAMES = "image layers", "stack frames"
 
@@ -80,14 +80,7 @@ class ScoreAcross:
 
     def _done(self, items, sources, datas, outcome: Outcome) -> None:
         w = self.w
-        w.task = None
-        w.heartbeat.stop()
-        w._set_running(False)
-        w.c.across_run.setEnabled(True)
-        if not outcome.ok:
-            w.c.progress.setValue(0)
-            w._report_error(outcome)
-            w.run_finished.emit(outcome)
+        if not end_background_task(w, outcome, w.c.across_run):
             return
         engine, results = outcome.value
         w._engine = engine

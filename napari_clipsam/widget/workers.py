@@ -227,3 +227,20 @@ def why_nothing(results) -> str:
     tau_mask = float(thresholds["mask_threshold"])
     return (f"Prompts were found but no pixel of the final map reached τ_mask {tau_mask:.3f}: lower τ_mask or α, "
             "or correct the prompts.")
+
+
+def end_background_task(widget, outcome, button) -> bool:
+    """The dock's common end of a background action (Score across, Adapt): the task slot freed, the heartbeat and
+    running state stopped, ``button`` enabled again; a failed ``outcome`` is reported and announced. Returns
+    whether the outcome succeeded (the caller then shows its result)."""
+    widget.task = None
+    widget.heartbeat.stop()
+    widget._set_running(False)
+    button.setEnabled(True)
+    if outcome.ok:
+        return True
+    widget.c.progress.setValue(0)
+    widget._report_error(outcome)
+    widget.run_finished.emit(outcome)
+    return False
+
