@@ -101,7 +101,11 @@ def test_the_dock_scores_the_folder_then_goes_worst_first_and_reuses_them(qtbot,
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     folder.close()
     assert folder.open(images, tmp_path / "labels") and ordering.reused and ordering.task is None
-    assert folder.session.key() == worst[1]  # resumed worst first, without scoring again
-    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
-    assert ordering.task is None and not ordering.needs_scoring
+    assert folder.session.key() == worst[1]  # resumed worst first at once, from the kept scores
+    # the mutual maps are made again in the background (features from the disk cache), the order stays
+    qtbot.waitUntil(lambda: ordering.scored and ordering.task is None and not ordering.needs_scoring
+                    and not widget.busy, timeout=60_000)
+    assert folder.session.key() == worst[1] and [table.table.item(r, 0).text() for r in range(5)] == worst
+    shown = widget.outputs_for(folder.layer).results[None]
+    assert shown.provenance["mode"] == "mutual", shown.provenance["mode"]
     folder.close()

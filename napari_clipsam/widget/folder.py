@@ -298,7 +298,7 @@ class FolderPanel(QObject):
         pre, ordering = self.prefetcher, self.ordering
         if pre is None and not ordering._running:
             return None
-        key = self._key(self.session.index) if self.session is not None and layer is self.layer \
+        key = self.key_for(self.session.index) if self.session is not None and layer is self.layer \
             and frame_count(layer) is None else None  # the prefetch segments single images only
         engine = self.widget.run_inputs()[0]
 
@@ -401,7 +401,7 @@ class FolderPanel(QObject):
             if not self.ordering.start_scoring():
                 self._prefetch(self.ordering.next_index())
             return
-        self.widget.run(source=self.layer, on_done=self._after_run, all_frames=True)
+        self.widget.run(source=self.layer, on_done=self.after_run, all_frames=True)
 
     def _set_image_ok(self, ok: bool) -> None:
         self._image_ok = ok
@@ -429,7 +429,7 @@ class FolderPanel(QObject):
         ok = self._image_ok and outputs is not None and self._has_result(outputs)
         self.c.qa_accept.setEnabled(ok)
 
-    def _after_run(self, outcome) -> None:
+    def after_run(self, outcome) -> None:
         if self._queued or self.session is None:
             return
         if outcome.ok:
@@ -448,7 +448,7 @@ class FolderPanel(QObject):
         elif self.session is not None:
             self._sync_accept()
 
-    def _key(self, index: int) -> tuple:
+    def key_for(self, index: int) -> tuple:
         _, object_name, thresholds = self.widget.run_inputs()
         return (str(self.session.images[index]), object_name, thresholds)
 
@@ -457,7 +457,7 @@ class FolderPanel(QObject):
         if engine is None or self.session is None or index is None or index >= len(self.session):
             return
         if self.ordering.scoring is not None and self.ordering.scoring.engine is engine \
-                and self._key(index) in self.ordering.scoring.results:
+                and self.key_for(index) in self.ordering.scoring.results:
             return  # the scoring made it already
         if self.prefetcher is None or self.prefetcher.engine is not engine:
             if self.prefetcher is not None:
@@ -466,7 +466,7 @@ class FolderPanel(QObject):
         self.prefetcher.object_name = object_name
         self.prefetcher.settings = threshold_settings(*thresholds)
         session = self.session
-        self.prefetcher.request(lambda: session.read_image(index), self._key(index))
+        self.prefetcher.request(lambda: session.read_image(index), self.key_for(index))
 
     def _update_labels(self) -> None:
         s = self.session

@@ -5,8 +5,11 @@ When a review opens, its first image is shown at once (in file order, as before)
 scoring.score_folder`: mutual scoring from five images), with its progress and a *Stop* button in the tab. When
 the scores arrive they are kept in the labels folder (``clipsam_review_scores.json``) and the review order becomes
 worst first; if the shown image is undecided and untouched, the review moves to the highest-scored undecided
-image. *File order* goes back to file order (the current image stays). A reopened review whose files, object and
-thresholds have not changed takes its scores from that file: no scoring again, worst first at once.
+image; if it stays there (file order, or it is the worst), untouched, it is re-shown with its scored result, so
+every image the review shows after scoring runs on the folder's mutual map. *File order* goes back to file order
+(the current image stays). A reopened review whose files, object and thresholds have not changed takes its
+order from that file (worst first at once) and makes the mutual maps again in the background (the CLIP features
+come from the disk cache).
 
 The scoring job and the dock's Run share one engine, never at the same time: a Run started while the folder is
 being scored waits for it (and then takes that image's scored result, so moving on after scoring runs nothing).
@@ -83,9 +86,10 @@ class ReviewOrdering(QObject):
             self.left_out = dict(data.get("left_out", {}))
             self.order.set_scores(data["scores"])
             self.scored = self.reused = True
-            self.needs_scoring = False
-            self.table.show_scoring(None, f"Scores kept from the last scoring of this folder ({len(data['scores'])} "
-                                          "images); nothing changed since, so it is not scored again.")
+            self.needs_scoring = True  # the order is known; the mutual maps are made again (features from disk)
+            self.table.show_scoring(None, f"Worst first from the kept scores of this folder ({len(data['scores'])} "
+                                          "images, nothing changed since); its mutual maps are made again in the "
+                                          "background after ClipSAM's first result (features from the cache).")
         else:
             self.needs_scoring = True
             self.table.show_scoring(None, "Shown in file order until the folder is scored (it starts after "
@@ -193,10 +197,12 @@ class ReviewOrdering(QObject):
         except OSError as err:
             kept = f" (the scores could not be kept in the labels folder: {err}; they are scored again next time)"
         self.order.set_scores(scores.scores)
-        moved = self._go_worst_first()
+        moved = not self.reused and self._go_worst_first()  # a reopened review is in its order already
+        mutual = not moved and scores.mode == "mutual" and self._show_scored_current()
         text = scores.describe(int(self.scoring.engine.config.mutual_min_images))
         how = "Worst first" if self.order.worst_first else "File order (untick it for worst first)"
-        where = f" Now on the highest-scored undecided image, {session.key()}." if moved else ""
+        where = f" Now on the highest-scored undecided image, {session.key()}." if moved else \
+            f" {session.key()} now shows its mutual-scoring result." if mutual else ""
         self.table.show_scoring(None, f"{text} {how}.{where}{kept}")
         panel.widget.set_status(f"{text} {how}.{where}{kept}")
         panel.refresh()
@@ -213,6 +219,22 @@ class ReviewOrdering(QObject):
             return False
         panel.goto(target)
         return True
+
+    def _show_scored_current(self) -> bool:
+        """After scoring: the shown image was segmented on its own map before the folder was scored; when it is
+        undecided and untouched (no edit since ClipSAM's result, no draft offered, no run going), show its
+        scored result instead (a Run that takes it: the dock's usual path). True when that Run started."""
+        panel = self.panel
+        session, layer = panel.session, panel.layer
+        if panel.widget.busy or layer is None or session.verdict() is not None or not panel.drafts.untouched():
+            return False
+        outputs = panel.widget.outputs_for(layer)
+        shown = None if outputs is None else outputs.results.get(None)
+        if shown is None or shown.provenance.get("mode") == "mutual":
+            return False  # saved labels, a stack's frames, or already the scored result
+        if panel.key_for(session.index) not in self.scoring.results:
+            return False  # other thresholds or object since: Run segments afresh
+        return panel.widget.run(source=layer, on_done=panel.after_run, all_frames=True)
 
     def wait_for_scoring(self, cancelled) -> None:
         """In a Run's worker thread: wait until the folder scoring (if any) has stopped using the engine."""

@@ -127,6 +127,14 @@ class DraftKeeper(QObject):
         self.outputs = None
         self._show_notice(None)
 
+    def untouched(self) -> bool:
+        """True when the current image's layers hold exactly ClipSAM's result: no edit since it was shown (none
+        pending either), no draft waiting for Restore / Discard. Compared live, so an edit undone counts as none."""
+        if self.outputs is None or self.offered is not None or self.timer.isActive() or self.baseline is None:
+            return False
+        state = snapshot(self.outputs)
+        return state is not None and state.same_as(self.baseline)
+
     # ------------------------------------------------------------------ the offer
     def restore(self) -> bool:
         """Put the offered draft into the layers; True when done."""

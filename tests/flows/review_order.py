@@ -4,7 +4,8 @@ Viewer first, widget from the npe2 manifest, local tiny weights through the dock
 folder; reject the first image (file order) before anything is scored; wait for the background scoring; the
 review then shows the highest-scored undecided image and the table lists the folder worst first. A correction
 and the verdict survive *File order* (file order restored, the current image stays) and going back; Alt+N and a
-table click move; Close and reopen reuse the kept scores (no scoring again) and resume worst first.
+table click move; Close and reopen reuse the kept scores and resume worst first at once (the mutual maps made again in the
+background, from the feature cache).
 
 Usage: python review_order.py CLIP_DIR SAM_DIR IMAGES_DIR LABELS_DIR [SCREENSHOT.png]
 """
@@ -117,17 +118,25 @@ settle(widget)
 assert session.key() == shown[-1], session.key()
 say(f"Alt+N and a table click: on {session.key()}")
 
-# 5. close and reopen: the kept scores, no scoring again, resumed at the first undecided image worst first
+# 5. close and reopen: worst first at once from the kept scores, at the first undecided image; the mutual maps
+# are made again in the background and the untouched image is re-shown with its mutual result, in place
 c.qa_close.click()
 settle(widget)
 c.qa_open.click()
 session = folder.session
-assert ordering.reused and ordering.task is None and not ordering.needs_scoring
+assert ordering.reused and ordering.task is None and ordering.needs_scoring
 first = next(k for k in shown if session.verdict(k) is None)
 assert session.key() == first, (session.key(), first)
+wait(lambda: ordering.task is None and not ordering.needs_scoring, timeout=120, what="the mutual maps")
 settle(widget)
-assert ordering.task is None, "the folder was scored again although nothing changed"
-say(f"reopened: kept scores, on {first}")
+assert session.key() == first, "the reopened review moved although it was in its order"
+mode = widget.current_outputs().results[None].provenance["mode"]
+if first == best:  # its correction from step 3 is offered back as a draft: never replaced by a re-segmentation
+    assert folder.drafts.offered is not None and mode != "mutual", (mode, folder.drafts.offered)
+    assert folder.drafts.restore() and (widget.current_outputs().masks.data == 77).any()
+else:
+    assert mode == "mutual", mode
+say(f"reopened: kept scores, on {first}, {mode} result")
 c.qa_close.click()
 settle(widget)
 viewer.close()
