@@ -30,15 +30,20 @@ def folder(category: str, seed: int = 0):
     return items
 
 
-def measure(seed: int = 0) -> dict[str, dict[str, float]]:
+# the method's setting for parts photographed in a fixture (§5.3, docs/method.md): compare a patch only with the
+# other images' patches within 2 grid cells of its place, so a part that is missing is compared with the part
+ALIGNED = {"mutual_window": 2}
+
+
+def measure(seed: int = 0, categories=CATEGORIES, settings=None) -> dict[str, dict[str, float]]:
     clip, tok = make_tiny_clip(seed, image_size=224)
     cfg = ClipSAMConfig(image_size=224, feature_layers=(1, 2, 3, 4), device="cpu", backend="torch")
     engine = ClipSAM.from_models(clip, tok, make_tiny_sam(seed), None, cfg)
     out = {}
-    for c in CATEGORIES:
+    for c in categories:
         items = folder(c, seed)
         t0 = time.perf_counter()
-        results = engine.segment_folder([it[0] for it in items], c)
+        results = engine.segment_folder([it[0] for it in items], c, settings=settings)
         seconds = time.perf_counter() - t0
         maps = np.stack([r.rough_map for r in results])
         masks = np.stack([it[1] for it in items])
@@ -79,5 +84,22 @@ def test_good_images_give_no_object(figures):
     assert min(f["good_without_object"] for f in figures.values()) >= 0.80, figures
 
 
-def test_defective_images_get_an_object_on_the_defect(figures):
-    assert min(f["defective_with_object_on_defect"] for f in figures.values()) >= 0.80, figures
+@pytest.fixture(scope="module")
+def aligned_part():
+    fig = measure(categories=("part",), settings=ALIGNED)["part"]
+    print("part, aligned window", {k: round(v, 3) for k, v in fig.items()})
+    return fig
+
+
+def test_defective_images_get_an_object_on_the_defect(figures, aligned_part):
+    """Every category with the defaults but part, which is a fixture-aligned object: with its documented setting."""
+    hits = {c: f["defective_with_object_on_defect"] for c, f in figures.items() if c != "part"}
+    hits["part (aligned window)"] = aligned_part["defective_with_object_on_defect"]
+    assert min(hits.values()) >= 0.80, hits
+    assert aligned_part["good_without_object"] >= 0.80 and aligned_part["pixel_auroc"] >= 0.90, aligned_part
+
+
+@pytest.mark.xfail(strict=True, reason="without the aligned window, part's missing parts (the part is absent: its "
+                   "place looks like background, which every image has) get no object: 11 of 14 defects (0.79)")
+def test_part_without_the_aligned_window(figures):
+    assert figures["part"]["defective_with_object_on_defect"] >= 0.80, figures["part"]
