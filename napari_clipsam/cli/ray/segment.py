@@ -55,8 +55,9 @@ def put_normal_references(job):
 
 
 def failed_call(items: list, exc: Exception) -> list[dict]:
-    """Per-image failures (one per item of the call, in order) for a call that returned no results: an error raised by the worker's own code (a bug:
-    its traceback is shown), or Ray giving up on the call after its retries (first line of Ray's message)."""
+    """Per-image failures (one per item of the call, in order) for a call that returned no results: an error
+    raised by the worker's own code (a bug: its traceback is shown), or Ray giving up on the call after its
+    retries (first line of Ray's message)."""
     import ray
 
     if isinstance(exc, ray.exceptions.RayTaskError):
