@@ -55,6 +55,7 @@ def test_segment_on_ray_writes_what_the_local_command_writes(models, local_ray, 
     assert code == 0, err
     assert f"{N_IMAGES} done, 0 skipped" in stdout and "0 failed" in stdout and "img/s" in stdout
     assert "mode: mutual (12 images" in stdout and "2 group(s) of at most 10 images" in stdout, stdout
+    assert "mode: mutual (12 images" in err
     assert "ray: mutual scoring, one call per group (2 of the run's 2 group(s)" in err
     assert f"{N_IMAGES}/{N_IMAGES}" in err
     assert_same_outputs(out, local_reference)

@@ -111,6 +111,7 @@ def segment_on_ray(job) -> int:
 
     args = job.args
     t0 = time.perf_counter()
+    note(f"mode: {job.mode} ({job.why})")  # as the local command says it, before anything starts
     if not job.todo:  # everything is done: no cluster needed
         return job.report(time.perf_counter() - t0)
     started = connect(args.ray)
