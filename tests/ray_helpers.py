@@ -43,15 +43,38 @@ def models(tmp_path_factory):
     return {"root": root, "images": images, "data": data, "args": args, "cache": root / "cache"}
 
 
+#: ``segment``'s mutual-scoring groups for the 12 images: 2 interleaved groups of 6 (each one actor call on Ray)
+GROUPS = ("--mutual-group-size", 10)
+
+
 @pytest.fixture(scope="module")
 def local_reference(models):
-    """The local command's per-image outputs for the 12 images (what every cluster run must equal: under --ray a
-    run is segmented per image for now, see docs/api.md)."""
+    """The local command's outputs for the 12 images in its default mode, folder mutual scoring in 2 groups of 6
+    (what every cluster run in that mode must equal)."""
     out = models["root"] / "local"
+    code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"], *GROUPS)
+    assert code == 0 and f"{N_IMAGES} done" in stdout, err
+    assert "mode: mutual (12 images" in stdout and "2 group(s) of at most 10 images" in stdout, stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_per_image(models):
+    """The local command's outputs for the 12 images segmented each alone (``--no-mutual``)."""
+    out = models["root"] / "local_per_image"
     code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"],
                             "--no-mutual")
-    assert code == 0 and f"{N_IMAGES} done" in stdout, err
+    assert code == 0 and f"{N_IMAGES} done" in stdout and "mode: per-image (--no-mutual)" in stdout, err
     return out
+
+
+def engine_provenance(out: Path) -> dict[str, dict]:
+    """Stem → the engine provenance of its (only) export, without its timestamp."""
+    found = {}
+    for p in sorted((out / "provenance").glob("*.json")):
+        (export,) = json.loads(p.read_text())["exports"]
+        found[p.stem] = {k: v for k, v in export["engine"].items() if k != "created"}
+    return found
 
 
 def label_files(out: Path) -> dict[str, bytes]:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ray_helpers import (N_IMAGES, RAY_ENV, assert_ray_listens_on_loopback_only, assert_same_outputs,  # noqa: F401
-                         cli, local_reference, models, processes, ray_processes_gone)
+from ray_helpers import (GROUPS, N_IMAGES, RAY_ENV, assert_ray_listens_on_loopback_only,  # noqa: F401
+                         assert_same_outputs, cli, engine_provenance, local_per_image, local_reference, models,
+                         processes, ray_processes_gone)
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_torch_thread")]
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,18 +47,41 @@ def local_ray(models):
 
 
 def test_segment_on_ray_writes_what_the_local_command_writes(models, local_ray, local_reference, tmp_path):
+    """Mutual mode (the default for 12 images): the same 2 groups, each one actor call, the same files, mode and
+    provenance as the local run."""
     out = tmp_path / "ray"
     code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"],
-                            "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1, "--ray-batch-size", 2)
+                            *GROUPS, "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1)
     assert code == 0, err
     assert f"{N_IMAGES} done, 0 skipped" in stdout and "0 failed" in stdout and "img/s" in stdout
-    assert "2 CPU actor(s), 1 CPU(s) each, 2 image(s) per call" in err and f"{N_IMAGES}/{N_IMAGES}" in err
+    assert "mode: mutual (12 images" in stdout and "2 group(s) of at most 10 images" in stdout, stdout
+    assert "mode: mutual (12 images" in err
+    assert "ray: mutual scoring, one call per group (2 of the run's 2 group(s)" in err
+    assert f"{N_IMAGES}/{N_IMAGES}" in err
     assert_same_outputs(out, local_reference)
+    ray, local = engine_provenance(out), engine_provenance(local_reference)
+    assert sorted(ray) == [f"img{i:02d}" for i in range(N_IMAGES)] and ray == local
+    assert ray["img00"]["mode"] == "mutual" and ray["img00"]["scoring"]["group"]["size"] == 6
+    assert {p["scoring"]["group"]["index"] for p in ray.values()} == {0, 1}
     instances = sum(len(json.loads((out / "labels" / f"img{i:02d}.json").read_text())) for i in range(N_IMAGES))
     assert instances > 0  # the comparison covers real masks, not only empty ones
     # everything done: a rerun skips all of it without starting an actor
-    code, stdout, _ = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"], "--ray")
-    assert code == 0 and f"0 done, {N_IMAGES} skipped" in stdout
+    code, stdout, _ = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"], *GROUPS,
+                          "--ray")
+    assert code == 0 and f"0 done, {N_IMAGES} skipped" in stdout and "mode: mutual" in stdout
+
+
+def test_segment_no_mutual_on_ray_writes_what_the_local_command_writes(models, local_ray, local_per_image,
+                                                                        tmp_path):
+    out = tmp_path / "ray"
+    code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"],
+                            "--no-mutual", "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1,
+                            "--ray-batch-size", 2)
+    assert code == 0, err
+    assert f"{N_IMAGES} done, 0 skipped" in stdout and "mode: per-image (--no-mutual)" in stdout
+    assert "2 CPU actor(s), 1 CPU(s) each, 2 image(s) per call" in err and f"{N_IMAGES}/{N_IMAGES}" in err
+    assert_same_outputs(out, local_per_image)
+    assert engine_provenance(out) == engine_provenance(local_per_image)
 
 
 def test_a_bad_image_fails_alone_on_ray(models, local_ray, tmp_path):
@@ -73,10 +97,56 @@ def test_a_bad_image_fails_alone_on_ray(models, local_ray, tmp_path):
     assert "failed: " in err and "broken.png" in err and "Traceback" not in err
 
 
+def test_a_bad_image_fails_alone_in_a_mutual_group_on_ray(models, local_ray, tmp_path):
+    """One unreadable file among 6 images: it fails alone, the 5 others are still scored against each other."""
+    images = tmp_path / "in"
+    images.mkdir()
+    for i in range(5):
+        shutil.copy(models["images"] / f"img{i:02d}.png", images / f"img{i:02d}.png")
+    (images / "broken.png").write_bytes(b"this is not a png")
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    code, stdout_local, err = cli("segment", images, "--object", "metal", "--out", local, *models["args"])
+    assert code == 1, err
+    code, stdout, err = cli("segment", images, "--object", "metal", "--out", ray, *models["args"], "--ray",
+                            "--ray-actors", 1, "--ray-cpus-per-actor", 1)
+    assert code == 1, err
+    assert "5 done, 0 skipped" in stdout and "1 failed" in stdout and "mode: mutual (6 images" in stdout
+    failed = [line for line in stdout.splitlines() if line.startswith("  failed:")]
+    assert failed == [line for line in stdout_local.splitlines() if line.startswith("  failed:")] and \
+        "broken.png" in failed[0]
+    assert "Traceback" not in err
+    assert_same_outputs(ray, local)
+    assert engine_provenance(ray) == engine_provenance(local)
+    assert engine_provenance(ray)["img00"]["folder"]["size"] == 5
+
+
+def test_multi_frame_tiffs_on_ray_write_what_the_local_command_writes(models, local_ray, tmp_path):
+    """A 6-frame TIFF: frame by frame (``stack_f000``…), one mutual group, the frames written into the dataset."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    images = tmp_path / "in"
+    images.mkdir()
+    stack = np.stack([iio.imread(models["images"] / f"img{i:02d}.png") for i in range(6)])
+    iio.imwrite(images / "stack.tif", stack)
+    for mode in ((), ("--no-mutual",)):
+        outs = [tmp_path / f"{where}{len(mode)}" for where in ("local", "ray")]
+        code, stdout, err = cli("segment", images, "--object", "metal", "--out", outs[0], *models["args"], *mode)
+        assert code == 0 and "6 done" in stdout, err
+        code, stdout, err = cli("segment", images, "--object", "metal", "--out", outs[1], *models["args"], *mode,
+                                "--ray", "--ray-actors", 1, "--ray-cpus-per-actor", 1)
+        assert code == 0 and "6 done" in stdout and "6 of them frames of 1 multi-frame file(s)" in stdout, err
+        assert_same_outputs(*outs)
+        assert engine_provenance(outs[1]) == engine_provenance(outs[0])
+        assert sorted(p.name for p in (outs[1] / "coco" / "images").rglob("*.png")) == \
+            [f"stack_f{f:03d}.png" for f in range(6)]
+
+
 def test_resume_after_the_driver_is_interrupted(models, local_ray, local_reference, tmp_path):
     out = tmp_path / "ray"
     command = [sys.executable, "-m", "napari_clipsam", "segment", str(models["images"]), "--object", "metal",
-               "--out", str(out), *map(str, models["args"]), "--ray", local_ray.address_info["gcs_address"],
+               "--out", str(out), *map(str, models["args"]), *map(str, GROUPS), "--ray",
+               local_ray.address_info["gcs_address"],
                "--ray-actors", 1, "--ray-cpus-per-actor", 1, "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen([str(c) for c in command], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -93,12 +163,16 @@ def test_resume_after_the_driver_is_interrupted(models, local_ray, local_referen
     assert not hidden, f"the interrupted run left {hidden}"  # Ctrl+C mid-export cleans up after itself
     first = len(list((out / "provenance").glob("*.json")))
     assert 2 <= first < N_IMAGES
+    written = {p.name: p.stat().st_mtime_ns for p in (out / "masks").glob("*.png")}
     code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"],
-                            "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1)
+                            *GROUPS, "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1)
     assert code == 0, err
     done = int(stdout.split(" done,")[0].rsplit(" ", 1)[1])
     assert f"{N_IMAGES - done} skipped" in stdout and done <= N_IMAGES - first
+    # a resumed run keeps what it wrote; the rest, scored against their whole groups, are as an unbroken run's
+    assert {name: (out / "masks" / name).stat().st_mtime_ns for name in written} == written
     assert_same_outputs(out, local_reference)
+    assert engine_provenance(out) == engine_provenance(local_reference)
 
 
 def kill_a_busy_worker(killed: list[int]) -> threading.Thread:
@@ -119,17 +193,22 @@ def kill_a_busy_worker(killed: list[int]) -> threading.Thread:
     return watcher
 
 
-def test_a_killed_worker_costs_no_image_and_no_duplicate(models, local_ray, local_reference, tmp_path):
+@pytest.mark.parametrize("mode", [(*GROUPS,), ("--no-mutual", "--ray-batch-size", "1")], ids=["mutual", "per-image"])
+def test_a_killed_worker_costs_no_image_and_no_duplicate(models, local_ray, local_reference, local_per_image, mode,
+                                                        tmp_path):
+    """SIGKILL an actor in a call (a group call in mutual mode): Ray restarts it and runs the call again."""
     out = tmp_path / "ray"
     killed: list[int] = []
     watcher = kill_a_busy_worker(killed)
-    code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"],
-                            "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1, "--ray-batch-size", 1)
+    code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"], *mode,
+                            "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1)
     watcher.join(timeout=5)
     assert killed, "no engine actor was seen in a segment call to kill"
     assert code == 0, err
     assert f"{N_IMAGES} done, 0 skipped" in stdout and "0 failed" in stdout
-    assert_same_outputs(out, local_reference)
+    reference = local_per_image if "--no-mutual" in mode else local_reference
+    assert_same_outputs(out, reference)
+    assert engine_provenance(out) == engine_provenance(reference)
     for i in range(N_IMAGES):  # exported once each: one provenance record per image
         assert len(json.loads((out / "provenance" / f"img{i:02d}.json").read_text())["exports"]) == 1
     coco = json.loads((out / "coco" / "annotations.json").read_text())
@@ -171,30 +250,21 @@ def test_eval_on_ray_equals_eval(models, local_ray, tmp_path):
     assert same_figures(local, ray, ("rough", "final")) > 20
 
 
-def engine_provenance(out: Path) -> dict[str, dict]:
-    """Stem → the engine provenance of its (only) export, without its timestamp."""
-    found = {}
-    for p in sorted((out / "provenance").glob("*.json")):
-        (export,) = json.loads(p.read_text())["exports"]
-        found[p.stem] = {k: v for k, v in export["engine"].items() if k != "created"}
-    return found
-
-
 def test_segment_normal_on_ray_writes_what_the_local_command_writes(models, local_ray, local_reference, tmp_path):
-    """--normal on Ray: every actor (also one Ray restarts after a SIGKILL) uses the local run's references."""
+    """--normal on Ray: every actor (also one Ray restarts after a SIGKILL) uses the local run's references, here
+    fused with mutual scoring (the default mode) in the local run's 2 groups."""
     normal = tmp_path / "normal"
     normal.mkdir()
     for src in sorted((models["data"] / "metal" / "train" / "good").glob("*.png")):
         shutil.copy(src, normal / src.name)
     few = ("--normal", normal, "--fewshot-weight", "1")
     code, _, err = cli("segment", models["images"], "--object", "metal", "--out", tmp_path / "local", *few,
-                       *models["args"])
+                       *models["args"], *GROUPS)
     assert code == 0 and "few-shot: 3 normal reference(s)" in err, err
     killed: list[int] = []
     watcher = kill_a_busy_worker(killed)
     code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", tmp_path / "ray", *few,
-                            *models["args"], "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1,
-                            "--ray-batch-size", 1)
+                            *models["args"], *GROUPS, "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1)
     watcher.join(timeout=5)
     assert killed, "no engine actor was seen in a segment call to kill"
     assert code == 0, err
@@ -206,6 +276,7 @@ def test_segment_normal_on_ray_writes_what_the_local_command_writes(models, loca
     local, ray = engine_provenance(tmp_path / "local"), engine_provenance(tmp_path / "ray")
     assert sorted(ray) == [f"img{i:02d}" for i in range(N_IMAGES)] and ray == local
     assert ray["img00"]["fewshot"]["count"] == 3 and ray["img00"]["fewshot"]["weight"] == 1.0
+    assert ray["img00"]["mode"] == "mutual" and ray["img00"]["scoring"]["group"]["count"] == 2
 
 
 def test_eval_shots_on_ray_equals_eval_shots(models, local_ray, tmp_path):

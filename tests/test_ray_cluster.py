@@ -9,14 +9,15 @@ import os
 
 import pytest
 
-from ray_helpers import (N_IMAGES, RAY_ENV, assert_ray_listens_on_loopback_only, assert_same_outputs,  # noqa: F401
-                         cli, local_reference, models, processes, ray_processes_gone)
+from ray_helpers import (GROUPS, N_IMAGES, RAY_ENV, assert_ray_listens_on_loopback_only,  # noqa: F401
+                         assert_same_outputs, cli, local_reference, models, processes, ray_processes_gone)
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def test_two_nodes_on_one_machine_share_the_work(models, local_reference, tmp_path):
-    """Ray's own Cluster helper: a head and a second node, 1 CPU each, so each node hosts one engine actor."""
+    """Ray's own Cluster helper: a head and a second node, 1 CPU each, so each node hosts one engine actor and
+    scores one of the run's 2 mutual-scoring groups."""
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {**RAY_ENV, "NAPARI_CLIPSAM_CACHE": str(models["cache"])}.items():
             mp.setenv(key, value)
@@ -36,13 +37,13 @@ def test_two_nodes_on_one_machine_share_the_work(models, local_reference, tmp_pa
             started = {pid: cmd for pid, cmd in processes(descendants_of=os.getpid()).items() if pid not in before}
             out = tmp_path / "two"
             code, stdout, err = cli("segment", models["images"], "--object", "metal", "--out", out, *models["args"],
-                                    "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1)
+                                    *GROUPS, "--ray", "--ray-actors", 2, "--ray-cpus-per-actor", 1)
             assert code == 0, err
             assert "on a cluster of 2 node(s)" in err
             listed = stdout.split("images per node (address/node id): ")[1].strip().split(", ")
             per_node = dict(item.rsplit(" ", 1) for item in listed)
             assert sorted(per_node) == sorted(f"127.0.0.1/{n[:8]}" for n in nodes)
-            assert all(int(n) > 0 for n in per_node.values())
+            assert sorted(map(int, per_node.values())) == [N_IMAGES // 2] * 2  # one group of 6 each
             assert sum(map(int, per_node.values())) == N_IMAGES
             assert_same_outputs(out, local_reference)
             assert_ray_listens_on_loopback_only(started)

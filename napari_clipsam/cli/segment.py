@@ -160,23 +160,16 @@ def _images_here(job, engine, bar) -> None:
 def _groups_here(job, engine, bar) -> None:
     """Mutual mode: each group that holds images to do is read whole, scored as one folder, and its images to do
     exported (:mod:`.segment_groups`)."""
-    from .segment_groups import score_group
-    from .segment_items import ItemReader
+    from .segment_groups import read_group, score_group
 
     pending = set(job.todo)
     for g, group in enumerate(job.groups, 1):
         bar.set_description(f"segment (group {g}/{len(job.groups)}: {len(group)} images)")
-        reader = ItemReader(keep_one=False)
-        readable, pixels = [], []
-        for item in group:
-            try:
-                pixels.append(_checked(reader.read(item)))
-                readable.append(item)
-            except Exception as exc:
-                if item in pending:
-                    job.fail_with(item, exc)
-                    bar.update(1)
-        reader.release()
+        readable, pixels, unreadable = read_group(group)
+        for item, exc in unreadable:
+            if item in pending:
+                job.fail_with(item, exc)
+                bar.update(1)
         try:
             results = score_group(engine, pixels, job.args.object, job.group_record(group))
         except Exception as exc:
@@ -196,14 +189,6 @@ def _groups_here(job, engine, bar) -> None:
                 job.fail_with(item, exc)
             bar.update(1)
         bar.set_postfix(done=job.done, failed=len(job.failed))
-
-
-def _checked(pixels):
-    """``pixels``, after checking that ClipSAM can use them (so one bad image fails alone, not its group)."""
-    from ..io.images import normalise_image
-
-    normalise_image(pixels)
-    return pixels
 
 
 def _is_cancel(exc: BaseException) -> bool:

@@ -49,6 +49,29 @@ def scoring_record(mode: str, why: str, group: dict | None = None) -> dict:
     return out
 
 
+def read_group(group: list) -> tuple[list, list, list]:
+    """Read one group's images (:class:`~.segment_items.Item`), the same way on this machine and in a Ray actor:
+    ``(readable items, their raw pixels, [(item, exception)] for the others)``, each list in group order. An
+    image is readable when its pixels are usable by ClipSAM (checked here by normalising them once), so one bad
+    image fails alone and not its whole group. A multi-frame file is read once for all of its frames."""
+    from ..io.images import normalise_image
+    from .segment_items import ItemReader
+
+    reader = ItemReader(keep_one=False)
+    readable, pixels, failed = [], [], []
+    for item in group:
+        try:
+            px = reader.read(item)
+            normalise_image(px)
+        except Exception as exc:  # reported by the caller, for the images it had to do
+            failed.append((item, exc))
+            continue
+        readable.append(item)
+        pixels.append(px)
+    reader.release()
+    return readable, pixels, failed
+
+
 def score_group(engine, images: list, object_name: str, group: dict) -> list:
     """Segment one group: ``images`` are the raw pixels of its readable images, in order; returns one
     :class:`~napari_clipsam.engine.result.ClipSAMResult` per image with ``scoring`` (mode, group) in its

@@ -54,9 +54,10 @@ def put_normal_references(job):
     return ray.put({"images": [read_image(f) for f in job.normal], "object_name": job.args.object})
 
 
-def failed_call(paths: list[str], exc: Exception) -> list[dict]:
-    """Per-image failures for a call that returned no results: an error raised by the worker's own code (a bug:
-    its traceback is shown), or Ray giving up on the call after its retries (first line of Ray's message)."""
+def failed_call(items: list, exc: Exception) -> list[dict]:
+    """Per-image failures (one per item of the call, in order) for a call that returned no results: an error
+    raised by the worker's own code (a bug: its traceback is shown), or Ray giving up on the call after its
+    retries (first line of Ray's message)."""
     import ray
 
     if isinstance(exc, ray.exceptions.RayTaskError):
@@ -68,7 +69,37 @@ def failed_call(paths: list[str], exc: Exception) -> list[dict]:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         why = f"{type(exc).__name__}: {lines[0] if lines else 'the call failed'} (Ray gave up after its retries)"
         trace = None
-    return [{"path": p, "error": why, "trace": trace} for p in paths]
+    return [{"item": it, "error": why, "trace": trace} for it in items]
+
+
+def _image_calls(job, batch: int) -> tuple[str, list[tuple], int]:
+    """Per-image mode: ``("segment", chunks of up to ``batch`` items to do, how many)``."""
+    todo = job.todo
+    return "segment", [(todo[i:i + batch],) for i in range(0, len(todo), batch)], len(todo)
+
+
+def _group_calls(job) -> tuple[str, list[tuple], int]:
+    """Mutual mode: ``("segment_group", one call per group that holds images to do, how many images to do)``;
+    each call is ``(the group's items, which of them to do, its provenance record)``, as the local run cuts them
+    (:attr:`~napari_clipsam.cli.segment_job.SegmentJob.groups`). note() says the group count."""
+    pending = set(job.todo)
+    note(f"ray: mutual scoring, one call per group ({len(job.groups)} of the run's {job.n_groups} group(s) hold "
+         "images to do)")
+    chunks = [(group, [it in pending for it in group], job.group_record(group)) for group in job.groups]
+    return "segment_group", chunks, len(job.todo)
+
+
+def _export(job, result: dict, per_node: Counter) -> None:
+    """Export one image's result (:meth:`~.workers.EngineWorker.segment`'s dict), or report its failure."""
+    item = result["item"]
+    if "error" in result:
+        job.fail(item, result["error"], result.get("trace"))
+        return
+    try:
+        job.export(item, unpack_instances(result["instances"]), result["provenance"])
+        per_node[result["node"]] += 1
+    except Exception as exc:  # an export error: reported, the others go on
+        job.fail_with(item, exc)
 
 
 def segment_on_ray(job) -> int:
@@ -80,6 +111,7 @@ def segment_on_ray(job) -> int:
 
     args = job.args
     t0 = time.perf_counter()
+    note(f"mode: {job.mode} ({job.why})")  # as the local command says it, before anything starts
     if not job.todo:  # everything is done: no cluster needed
         return job.report(time.perf_counter() - t0)
     started = connect(args.ray)
@@ -94,29 +126,17 @@ def segment_on_ray(job) -> int:
         if job.normal:
             note(f"few-shot: {len(job.normal)} normal reference(s) from {args.normal}, weight "
                  f"{job.cfg.fewshot_weight:g}, set on every actor")
-        frames = [it for it in job.todo if it.frame is not None]
-        for it in frames:
-            job.fail(it, "multi-frame files are not segmented frame by frame under --ray yet; run without --ray")
-        whole = [it for it in job.todo if it.frame is None]
-        by_name = {str(it.path): it for it in whole}
-        batch = pool.shape.batch
-        chunks = [([str(it.path) for it in whole[i:i + batch]],) for i in range(0, len(whole), batch)]
+        method, chunks, total = _group_calls(job) if job.groups else _image_calls(job, pool.shape.batch)
         try:
-            with tqdm(total=len(whole), desc="segment", unit="img", disable=not args.progress,
+            with tqdm(total=total, desc="segment", unit="img", disable=not args.progress,
                       dynamic_ncols=True) as bar:
-                for (paths,), result in pool.run("segment", chunks, {"object_name": args.object}):
+                for chunk, result in pool.run(method, chunks, {"object_name": args.object}):
                     if isinstance(result, Exception):
-                        result = failed_call(paths, result)
+                        result = failed_call(chunk[0], result)
+                        if job.groups:  # a group call: only its images to do are reported
+                            result = [r for r, w in zip(result, chunk[1]) if w]
                     for item in result:
-                        path = by_name[item["path"]]
-                        if "error" in item:
-                            job.fail(path, item["error"], item.get("trace"))
-                        else:
-                            try:
-                                job.export(path, unpack_instances(item["instances"]), item["provenance"])
-                                per_node[item["node"]] += 1
-                            except Exception as exc:  # an export error: reported, the others go on
-                                job.fail_with(path, exc)
+                        _export(job, item, per_node)
                         bar.update(1)
                     bar.set_postfix(done=job.done, failed=len(job.failed))
         except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""The engine actor: loads the models once, reads images from paths and returns compact per-image results.
+"""The engine actor: loads the models once, reads images from their paths (``segment``'s items: files, or frames of
+multi-frame TIFFs) and returns compact per-image results; in mutual mode one call scores one whole group.
 
 The class is plain Python; :mod:`.pool` makes it a Ray actor. Results are small dicts of plain values (the
 instance map zlib-compressed), so they travel cheaply back to the driver, which alone writes the outputs.
@@ -68,23 +69,26 @@ class EngineWorker:
                 "engine": describe_engine(self.engine), "training_free": self.engine.umci is None,
                 "provenance": self.engine.provenance("")}
 
-    def segment(self, paths: list[str], object_name: str) -> list[dict]:
-        """Segment the images at ``paths`` (read here): per path, ``{"path", "instances": packed,
-        "provenance", "node", "pid", "seconds"}`` or ``{"path", "error", "trace", ...}``. The encoders run
-        on all readable images at once (the engine's batch size); an image that fails alone is reported alone."""
+    def segment(self, items: list, object_name: str) -> list[dict]:
+        """Segment each of ``items`` (:class:`~napari_clipsam.cli.segment_items.Item`: a file or one frame of a
+        multi-frame TIFF, read here as the local command reads it): per item, ``{"item", "instances": packed,
+        "provenance", "node", "pid", "seconds"}`` or ``{"item", "error", "trace", ...}``. The encoders run on all
+        readable images at once (the engine's batch size); an image that fails alone is reported alone."""
         import ray
 
-        from ...io.images import read_image
+        from ..segment_items import ItemReader
 
         node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
         t0 = time.perf_counter()
         out: dict[int, dict] = {}
         images: dict[int, np.ndarray] = {}
-        for i, path in enumerate(paths):
+        reader = ItemReader()
+        for i, item in enumerate(items):
             try:
-                images[i] = read_image(path)
+                images[i] = reader.read(item)
             except Exception as exc:  # reported per image, as the local command does
                 out[i] = _failure(exc)
+        reader.release()
         try:
             results = dict(zip(images, self.engine.segment_many(list(images.values()), object_name)))
         except Exception:  # one bad image spoils a batch: run them one by one to tell which
@@ -96,8 +100,35 @@ class EngineWorker:
                     out[i] = _failure(exc)
         for i, r in results.items():
             out[i] = {"instances": pack_instances(r.instances), "provenance": r.provenance}
-        seconds = (time.perf_counter() - t0) / max(len(paths), 1)
-        return [{"path": p, "node": node, "pid": pid, "seconds": seconds, **out[i]} for i, p in enumerate(paths)]
+        seconds = (time.perf_counter() - t0) / max(len(items), 1)
+        return [{"item": it, "node": node, "pid": pid, "seconds": seconds, **out[i]} for i, it in enumerate(items)]
+
+    def segment_group(self, items: list, wanted: list[bool], group: dict, object_name: str) -> list[dict]:
+        """Score one mutual-scoring group as the local command does (``segment``'s
+        :func:`~napari_clipsam.cli.segment_groups.read_group` and
+        :func:`~napari_clipsam.cli.segment_groups.score_group`, on the group's
+        :class:`~napari_clipsam.cli.segment_items.Item` s read here): every image of the group is scored, and the
+        results of those whose ``wanted`` is true (the images to do; a resumed run keeps the others) come back as
+        :meth:`segment`'s dicts: first the unreadable ones, then the others,
+        each in group order (the order in which the local command reports them). A group whose scoring fails
+        returns that error for each of its readable images."""
+        import ray
+
+        from ..segment_groups import read_group, score_group
+
+        node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
+        t0 = time.perf_counter()
+        todo = {item for item, w in zip(items, wanted) if w}
+        readable, pixels, unreadable = read_group(items)
+        out = [(item, _failure(exc)) for item, exc in unreadable if item in todo]
+        try:
+            results = score_group(self.engine, pixels, object_name, group)
+            out += [(item, {"instances": pack_instances(r.instances), "provenance": r.provenance})
+                    for item, r in zip(readable, results) if item in todo]
+        except Exception as exc:  # the group's images are reported failed, as the local command does
+            out += [(item, _failure(exc)) for item in readable if item in todo]
+        seconds = (time.perf_counter() - t0) / max(len(items), 1)
+        return [{"item": item, "node": node, "pid": pid, "seconds": seconds, **res} for item, res in out]
 
     def _split(self, dataset: dict, split: str):
         """The ``split`` of the dataset ``{"root", "layout", "categories"}``, opened here once."""
