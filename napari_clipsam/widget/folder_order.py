@@ -19,7 +19,6 @@ import logging
 import threading
 
 import numpy as np
-
 from qtpy.QtCore import QObject
 
 from ..errors import Cancelled
@@ -124,12 +123,11 @@ class ReviewOrdering(QObject):
         data = load_scores_file(session.output_dir, session.input_dir, object_name)
         if data is None or data.get("files") != files or data.get("thresholds") != list(thresholds):
             return None
-        key = None if engine is None else self._key_of(engine, session, object_name, thresholds, files)
         if engine is None:
             self._unchecked = (data.get("key"), self._generation)
-        elif key is None or data.get("key") != key:
-            return None
-        return data
+            return data
+        key = self._key_of(engine, session, object_name, thresholds, files)
+        return data if key is not None and data.get("key") == key else None
 
     @staticmethod
     def _key_of(engine, session, object_name: str, thresholds: tuple, files: dict) -> str | None:
@@ -348,14 +346,18 @@ class ReviewOrdering(QObject):
         outputs = panel.widget.outputs_for(panel.layer) if shown else None  # not another image's, while moving
         live = None
         if outputs is not None and outputs.masks is not None and (outputs.results or outputs.frames):
-            ids = np.unique(np.asarray(outputs.masks.data))
-            live = int((ids > 0).sum())
+            data = np.asarray(outputs.masks.data)
+            live = len(np.unique(data[data > 0]))  # sorts the object pixels only: cheap on a large image
         out = []
         for i in order.order:
             key, entry, verdict = session.key(i), session.entry(i), session.verdict(i)
             facts = self.facts.get(key)
-            objects = live if i == session.index and live is not None else entry.n_instances \
-                if entry is not None and entry.n_instances is not None else (None if facts is None else facts.n_objects)
+            if i == session.index and live is not None:
+                objects = live
+            elif entry is not None and entry.n_instances is not None:
+                objects = entry.n_instances
+            else:
+                objects = None if facts is None else facts.n_objects
             out.append({"index": i, "name": key, "score": order.scores.get(key),
                         "verdict": None if verdict is None else verdict.value, "objects": objects,
                         "flags": self.flags(i, bounds)})
