@@ -8,11 +8,17 @@ same scores. File order is the plain natural order.
 Scores are kept in the output folder (``clipsam_review_scores.json``, written atomically), so a reopened review
 has its order at once, before the folder is scored again, and resumes at the first undecided image of that order::
 
-    {"format": "napari-clipsam/review-scores", "version": 1, "input_dir": "/data/plates",
+    {"format": "napari-clipsam/review-scores", "version": 2, "key": "3f0c…", "input_dir": "/data/plates",
      "object": "metal plate", "mode": "mutual", "scores": {"img2.png": 0.91, ...}}
 
-The file is a cache of what the engine gave, never the record of the user's work (that is the manifest): one that
-cannot be read is ignored (and rewritten on the next scoring), with a logged warning.
+The file is a cache of what the engine gave, never the record of the user's work (that is the manifest), so like
+every on-disk cache it is named by everything that determines it: ``key`` is :func:`scores_key`, the
+:func:`~napari_clipsam.io.cache_files.cache_key` of the engine's identity (models, weights, architectures,
+backend and precisions), every config field that changes a score (the per-call thresholds included: mutual
+scoring, tiling, few-shot, prompts...), the normal references in use, the object name, the input folder, the
+images' sizes and times, and :data:`SCORES_VERSION`. A file whose key differs is stale: the folder is scored
+again. A file of an older version (version 1 had no key) is ignored, and one that cannot be read is ignored
+(and rewritten on the next scoring), with a logged warning.
 """
 from __future__ import annotations
 
@@ -24,12 +30,22 @@ from pathlib import Path
 
 from ..io.atomic import atomic_file
 
-__all__ = ["SCORES_NAME", "ReviewOrder", "file_signatures", "load_scores", "load_scores_file", "order_keys",
-           "review_order", "save_scores"]
+__all__ = ["SCORES_NAME", "SCORES_VERSION", "ReviewOrder", "file_signatures", "load_scores", "load_scores_file",
+           "order_keys", "review_order", "save_scores", "scores_key"]
 
 log = logging.getLogger(__name__)
 SCORES_NAME = "clipsam_review_scores.json"
 _FORMAT = "napari-clipsam/review-scores"
+SCORES_VERSION = 2
+"""The scores file's format version (2: keyed by :func:`scores_key`); bump it when what the file holds or how the
+scores are made changes, so files of an older version are scored again, never misread."""
+_NOT_SCORING = frozenset({"device", "cache_bytes", "embedding_cache_bytes", "feature_cache_bytes", "text_cache",
+                          "decoder_batch_size", "embed_without_prompts"})
+"""Config fields that never change a score (memory budgets, batching, caches; the resolved device is keyed
+instead of the asked one)."""
+_IDENTITY = ("clip_model", "clip_weights", "clip_architecture", "sam_model", "sam_weights", "sam_architecture",
+             "umci_weights", "config_replaced")
+_UNIDENTIFIED = ("random", "None", "")
 
 
 def review_order(n: int, scores: Mapping[int, float], worst_first: bool = True) -> list[int]:
@@ -117,9 +133,36 @@ class ReviewOrder:
 # ---------------------------------------------------------------- the scores file
 
 
-def load_scores_file(output_dir: str | Path, input_dir: str | Path, object_name: str) -> dict | None:
+def scores_key(engine, object_name: str, settings: Mapping | None, files: Mapping[str, Sequence[int]],
+               input_dir: str | Path) -> str | None:
+    """The key of the scores ``engine`` makes for this review (see the module notes), or None when its CLIP or
+    SAM weights are not identified (``random``): two such engines differ, so their scores are never reused.
+
+    ``settings``: the per-call settings the folder is scored with (the dock's thresholds); ``files``:
+    :func:`file_signatures` of the review; ``engine``: anything with ``identity``, ``device``, ``config`` and
+    ``normal_references(object_name)`` (a :class:`~napari_clipsam.engine.ClipSAM`).
+    """
+    from ..io.cache_files import cache_key
+
+    identity = dict(engine.identity)
+    if any(str(identity.get(k)) in _UNIDENTIFIED for k in ("clip_weights", "sam_weights")):
+        return None
+    encoders = identity.get("encoders") or {}
+    config = engine.config.replace(**dict(settings or {})).to_dict()
+    fields = {"cache": "review-scores", "input_dir": Path(input_dir).resolve().as_posix(), "object": object_name,
+              "files": {str(k): list(v) for k, v in files.items()}, "device": str(engine.device),
+              "identity": {k: identity.get(k) for k in _IDENTITY},
+              "encoders": {k: encoders.get(k) for k in ("backend", "clip_precision", "sam_precision")},
+              "config": {k: v for k, v in config.items() if k not in _NOT_SCORING},
+              "references": engine.normal_references(object_name or None)}
+    return cache_key(fields, SCORES_VERSION)
+
+
+def load_scores_file(output_dir: str | Path, input_dir: str | Path, object_name: str,
+                     key: str | None = None) -> dict | None:
     """The whole scores file kept for this input folder and object name, its ``scores`` cleaned (finite numbers
-    only); None when there is none or it is not usable (another folder or object, or unreadable)."""
+    only); None when there is none or it is not usable (another folder or object, an older version, unreadable,
+    or, when ``key`` is given, another :func:`scores_key`)."""
     path = Path(output_dir) / SCORES_NAME
     if not path.is_file():
         return None
@@ -130,7 +173,13 @@ def load_scores_file(output_dir: str | Path, input_dir: str | Path, object_name:
         scores = data["scores"]
         if not isinstance(scores, dict):
             raise ValueError("scores is not an object")
+        if data.get("version") != SCORES_VERSION:
+            log.info("Ignoring the review scores file %s: version %r, not %d (made by an older napari-clipsam); the "
+                     "folder is scored again.", path, data.get("version"), SCORES_VERSION)
+            return None
         if data.get("input_dir") != Path(input_dir).resolve().as_posix() or data.get("object") != object_name:
+            return None
+        if key is not None and data.get("key") != key:
             return None
         data["scores"] = {str(k): float(v) for k, v in scores.items()
                           if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -160,12 +209,13 @@ def file_signatures(session) -> dict[str, list[int]]:
 
 
 def save_scores(output_dir: str | Path, input_dir: str | Path, object_name: str, mode: str,
-                scores: Mapping[str, float], extra: Mapping | None = None) -> Path:
+                scores: Mapping[str, float], extra: Mapping | None = None, key: str | None = None) -> Path:
     """Write the scores file atomically (the folder is created if needed); raises OSError when it cannot.
     ``extra``: more JSON fields kept beside the scores (the dock keeps the files' signatures, the settings, the
-    flags' facts and the images left out, to know on reopening whether the scores still hold)."""
+    flags' facts and the images left out); ``key``: the :func:`scores_key` they were made under (None: unknown,
+    never matched on reopening)."""
     path = Path(output_dir) / SCORES_NAME
-    data = {**dict(extra or {}), "format": _FORMAT, "version": 1,
+    data = {**dict(extra or {}), "format": _FORMAT, "version": SCORES_VERSION, "key": key,
             "input_dir": Path(input_dir).resolve().as_posix(), "object": object_name, "mode": mode,
             "scores": {str(k): float(v) for k, v in sorted(scores.items())}}
     with atomic_file(path) as f:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import threading
 
+import numpy as np
 from qtpy.QtCore import QObject
 
 from ..errors import Cancelled
 from ..review.flags import ACCEPTED_HIGH, REJECTED_LOW, ImageFacts, image_flags, score_bounds
-from ..review.order import ReviewOrder, file_signatures, load_scores_file, save_scores
+from ..review.order import ReviewOrder, file_signatures, load_scores_file, save_scores, scores_key
 from ..review.scoring import score_folder
 from .folder_table import FolderTable
 from .workers import Task, threshold_settings
@@ -57,7 +58,8 @@ class ReviewOrdering(QObject):
         self.panel = panel
         layout = panel.c.qa_open.parentWidget().layout()
         self.table = FolderTable(layout, on_open=panel.goto, on_worst_first=self.set_worst_first,
-                                 on_next_flagged=panel.next_flagged, on_stop=self.stop)
+                                 on_next_flagged=panel.next_flagged, on_stop=self.stop,
+                                 file_order=panel.widget.settings.qa_file_order)  # remembered (settings_binding)
         self.order: ReviewOrder | None = None
         self.facts: dict[str, ImageFacts] = {}
         self.left_out: dict[str, str] = {}
@@ -77,6 +79,9 @@ class ReviewOrdering(QObject):
         """A review opened: take the kept scores when they still hold (True), else score after the first Run."""
         self.stop(quiet=True)
         self._generation += 1
+        if not self._edits_hooked:  # the current image's edits settled (the drafts' debounce): live object count
+            self.panel.drafts.timer.timeout.connect(self.refresh)
+            self._edits_hooked = True
         self.facts, self.left_out, self.scored, self.reused = {}, {}, False, False
         self.order = ReviewOrder(session, worst_first=not self.table.file_order.isChecked())
         data = self._kept(session)
@@ -113,12 +118,48 @@ class ReviewOrdering(QObject):
         return engine, object_name, tuple(float(t) for t in thresholds)
 
     def _kept(self, session) -> dict | None:
-        _, object_name, thresholds = self._inputs()
+        """The kept scores when they still hold for this review: the same files, object and thresholds, and the
+        same :func:`~napari_clipsam.review.order.scores_key` (engine, settings, references, format). Before the
+        dock's first Run there is no engine to key them with: they are taken for now (worst first at once) and
+        checked when the engine exists (:attr:`needs_scoring`); made by another engine, they are scored again."""
+        engine, object_name, thresholds = self._inputs()
+        files = file_signatures(session)
         data = load_scores_file(session.output_dir, session.input_dir, object_name)
-        if data is None or data.get("files") != file_signatures(session) \
-                or data.get("thresholds") != list(thresholds):
+        if data is None or data.get("files") != files or data.get("thresholds") != list(thresholds):
             return None
-        return data
+        if engine is None:
+            self._unchecked = (data.get("key"), self._generation)
+            return data
+        key = self._key_of(engine, session, object_name, thresholds, files)
+        return data if key is not None and data.get("key") == key else None
+
+    @staticmethod
+    def _key_of(engine, session, object_name: str, thresholds: tuple, files: dict) -> str | None:
+        return scores_key(engine, object_name, threshold_settings(*thresholds), files, session.input_dir)
+
+    _edits_hooked = False
+    _unchecked: tuple | None = None  # (key, generation) of kept scores taken before there was an engine
+    _needs_scoring = False
+
+    @property
+    def needs_scoring(self) -> bool:
+        """The review still has to be scored (once, after ClipSAM's first result). Kept scores taken before there
+        was an engine are checked here, the first time it is asked with an engine: another key means score."""
+        unchecked, session = self._unchecked, self.panel.session
+        engine, object_name, thresholds = self._inputs()
+        if unchecked is not None and engine is not None and session is not None:
+            self._unchecked = None
+            key = self._key_of(engine, session, object_name, thresholds, file_signatures(session))
+            if unchecked[1] == self._generation and (key is None or key != unchecked[0]):
+                self._needs_scoring = True
+                self.reused = False
+                self.table.show_scoring(None, "The kept scores were made by another engine or other settings: "
+                                              "the folder is scored again.")
+        return self._needs_scoring
+
+    @needs_scoring.setter
+    def needs_scoring(self, value: bool) -> None:
+        self._needs_scoring = bool(value)
 
     # ------------------------------------------------------------------ scoring
     def start_scoring(self) -> bool:
@@ -191,9 +232,11 @@ class ReviewOrdering(QObject):
         kept = ""
         try:
             object_name, thresholds = self.scoring.object_name, self.scoring.thresholds
+            files = file_signatures(session)
             save_scores(session.output_dir, session.input_dir, object_name, scores.mode, scores.scores, extra={
-                "files": file_signatures(session), "thresholds": list(thresholds), "left_out": scores.left_out,
-                "facts": {k: [f.n_objects, f.hot, f.outside] for k, f in scores.facts.items()}})
+                "files": files, "thresholds": list(thresholds), "left_out": scores.left_out,
+                "facts": {k: [f.n_objects, f.hot, f.outside] for k, f in scores.facts.items()}},
+                key=self._key_of(self.scoring.engine, session, object_name, thresholds, files))
         except OSError as err:
             kept = f" (the scores could not be kept in the labels folder: {err}; they are scored again next time)"
         self.order.set_scores(scores.scores)
@@ -315,14 +358,28 @@ class ReviewOrdering(QObject):
         return found
 
     def rows(self) -> list[dict]:
-        session, order = self.panel.session, self.order
+        """The table's rows in review order. Objects: the current image's as its masks layer holds them now (a
+        person's erasing and painting count at once, before Accept), else the accepted labels' (manifest), else
+        ClipSAM's from the scoring."""
+        panel = self.panel
+        session, order = panel.session, self.order
         bounds = score_bounds(order.scores.values())
+        shown = panel.layer is not None and panel.layer.metadata.get("clipsam_qa") == str(session.current)
+        outputs = panel.widget.outputs_for(panel.layer) if shown else None  # not another image's, while moving
+        live = None
+        if outputs is not None and outputs.masks is not None and (outputs.results or outputs.frames):
+            data = np.asarray(outputs.masks.data)
+            live = len(np.unique(data[data > 0]))  # sorts the object pixels only: cheap on a large image
         out = []
         for i in order.order:
             key, entry, verdict = session.key(i), session.entry(i), session.verdict(i)
             facts = self.facts.get(key)
-            objects = entry.n_instances if entry is not None and entry.n_instances is not None else \
-                (None if facts is None else facts.n_objects)
+            if i == session.index and live is not None:
+                objects = live
+            elif entry is not None and entry.n_instances is not None:
+                objects = entry.n_instances
+            else:
+                objects = None if facts is None else facts.n_objects
             out.append({"index": i, "name": key, "score": order.scores.get(key),
                         "verdict": None if verdict is None else verdict.value, "objects": objects,
                         "flags": self.flags(i, bounds)})

@@ -54,13 +54,17 @@ class FolderTable(QObject):
         on_worst_first: called with True for worst first, False when *File order* is ticked.
         on_next_flagged: called when *Next flagged* is pressed.
         on_stop: called when *Stop* (the scoring) is pressed.
+        file_order: *File order* starts ticked (the dock remembers it: ``WidgetSettings.qa_file_order``, bound
+            by its object name ``qa_file_order``, see :mod:`.settings_binding`).
     """
 
     def __init__(self, layout: QFormLayout, on_open: Callable[[int], None], on_worst_first: Callable[[bool], None],
-                 on_next_flagged: Callable[[], None], on_stop: Callable[[], None] | None = None):
+                 on_next_flagged: Callable[[], None], on_stop: Callable[[], None] | None = None,
+                 file_order: bool = False):
         super().__init__(layout.parentWidget())
         self.file_order = QCheckBox("File order")
-        self.file_order.setChecked(False)
+        self.file_order.setObjectName("qa_file_order")
+        self.file_order.setChecked(bool(file_order))
         self.next_flagged = QPushButton("Next flagged (Alt+N)")
         self.scoring = QProgressBar()
         self.scoring.setRange(0, 100)

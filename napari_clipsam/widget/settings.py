@@ -55,6 +55,7 @@ class WidgetSettings:
     overwrite: bool = False
     qa_input: str = ""
     qa_output: str = ""
+    qa_file_order: bool = False  # the folder review walks file order instead of worst first
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> WidgetSettings:
