@@ -194,10 +194,12 @@ def _reopen_before_the_engine(qtbot, monkeypatch, widget, images, labels):
         path.write_text(json.dumps({**json.loads(kept), "key": key}))
         with monkeypatch.context() as m:
             m.setattr(widget, "run_inputs", lambda: (None, *real()[1:]))  # no engine yet when the review opens
-            assert folder.open(images, labels) and ordering.reused and not ordering.needs_scoring
-        if scored_again:  # the first result's engine finds the key stale: the scoring starts (stopped here)
-            qtbot.waitUntil(lambda: ordering.task is not None, timeout=60_000)
-            assert not ordering.reused
+            # worst first at once from the kept scores; the mutual maps are to be made after the first result
+            assert folder.open(images, labels) and ordering.reused and ordering.needs_scoring
+        # the first result's engine checks the key: stale → scored again (no longer reused), else maps only
+        qtbot.waitUntil(lambda: not ordering.needs_scoring, timeout=60_000)  # the scoring started (or is done)
+        assert ordering.reused is not scored_again
+        if scored_again:
             ordering.stop()
         qtbot.waitUntil(lambda: not widget.busy and ordering.task is None, timeout=60_000)
         assert ordering.reused is not scored_again and not ordering.needs_scoring

@@ -7,7 +7,8 @@ the scores arrive they are kept in the labels folder (``clipsam_review_scores.js
 worst first; if the shown image is undecided and untouched, the review moves to the highest-scored undecided
 image; if it stays there (file order, or it is the worst), untouched, it is re-shown with its scored result, so
 every image the review shows after scoring runs on the folder's mutual map. *File order* goes back to file order
-(the current image stays). A reopened review whose files, object and thresholds have not changed takes its
+(the current image stays). A reopened review whose files, object, thresholds and scores key (engine, settings, references: see
+:func:`~napari_clipsam.review.order.scores_key`) have not changed takes its
 order from that file (worst first at once) and makes the mutual maps again in the background (the CLIP features
 come from the disk cache).
 
