@@ -93,3 +93,15 @@ def test_score_across_stack_frames_and_cancel(qtbot, make_napari_viewer, shared_
     assert rough.shape[0] == 5
     for f in range(5):
         np.testing.assert_allclose(rough[f], outputs.results[f].rough_map, atol=1e-6)
+
+    # "aligned parts" (Settings tab): the folder is scored with the aligned window, and the dock remembers it
+    plain = {f: r.rough_map for f, r in outputs.results.items()}
+    c.aligned.setChecked(True)
+    c.across_run.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    results = widget.outputs_for(stack).results
+    assert all(r.provenance["folder"]["settings"]["window"] == 2 for r in results.values())
+    assert any(not np.allclose(results[f].rough_map, plain[f]) for f in plain)
+    from napari_clipsam.widget.settings import WidgetSettings
+
+    assert WidgetSettings.load().aligned_parts

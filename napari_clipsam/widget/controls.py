@@ -58,6 +58,9 @@ TOOLTIPS = {
                   "the same way. The next Run fuses a few-shot map (nearest reference patch) into the rough map.",
     "ref_folder": "Add every image of a folder of defect-free parts as normal references.",
     "ref_clear": "Stop using normal references (zero-shot rough maps again).",
+    "aligned": "Folder mutual scoring (Score across, the folder review) compares each patch only with the other "
+               "images' patches near its place (mutual_window 2): for parts photographed in a fixture, where a "
+               "missing part would otherwise look like background. Leave off for textures and loose objects.",
     "ref_info": "The normal references the next Run uses (none: zero-shot). In a folder review, Alt+G accepts a "
                 "good image with no objects and adds it here.",
     "prompt_threshold": "τ_prompt: the rough map is cut at this probability to find defect regions that become "
@@ -148,6 +151,7 @@ class Controls:
     ref_folder: QPushButton
     ref_clear: QPushButton
     ref_info: QLabel
+    aligned: QCheckBox
     prompt_threshold: QDoubleSpinBox
     tau_suggest: QPushButton
     tau_preview: QCheckBox
@@ -315,6 +319,8 @@ def build_controls(parent: QWidget) -> Controls:
     c["ref_info"] = _tip(QLabel(""), "ref_info")
     c["ref_info"].setWordWrap(True)
     form.addRow("", c["ref_info"])
+    c["aligned"] = _tip(QCheckBox("aligned parts (fixture)"), "aligned")
+    form.addRow("Folder", c["aligned"])
     tabs.addTab(eng, "Settings")
 
     # ---- Classes & export tab

@@ -30,7 +30,7 @@ from ..review.flags import ACCEPTED_HIGH, REJECTED_LOW, ImageFacts, image_flags,
 from ..review.order import ReviewOrder, file_signatures, load_scores_file, save_scores, scores_key
 from ..review.scoring import score_folder
 from .folder_table import FolderTable
-from .workers import Task, threshold_settings
+from .workers import Task, folder_settings
 
 log = logging.getLogger(__name__)
 _VERDICT_FLAGS = (ACCEPTED_HIGH, REJECTED_LOW)
@@ -44,6 +44,7 @@ class _Scoring:
         self.engine, self.object_name, self.thresholds = engine, object_name, thresholds
         self.done = threading.Event()
         self.results: dict = {}  # (path, object name, thresholds) → ClipSAMResult, taken once by a Run
+        self.settings: dict = {}  # the per-call settings it scores with (they key the kept scores)
         self.lock = threading.Lock()
 
     def take(self, key):
@@ -134,9 +135,12 @@ class ReviewOrdering(QObject):
         key = self._key_of(engine, session, object_name, thresholds, files)
         return data if key is not None and data.get("key") == key else None
 
-    @staticmethod
-    def _key_of(engine, session, object_name: str, thresholds: tuple, files: dict) -> str | None:
-        return scores_key(engine, object_name, threshold_settings(*thresholds), files, session.input_dir)
+    def _settings(self, thresholds: tuple) -> dict:
+        """The scoring's per-call settings: the thresholds and the dock's *aligned parts* (part of the key)."""
+        return folder_settings(thresholds, self.panel.c.aligned.isChecked())
+
+    def _key_of(self, engine, session, object_name: str, thresholds: tuple, files: dict) -> str | None:
+        return scores_key(engine, object_name, self._settings(thresholds), files, session.input_dir)
 
     _edits_hooked = False
     _unchecked: tuple | None = None  # (key, generation) of kept scores taken before there was an engine
@@ -173,7 +177,7 @@ class ReviewOrdering(QObject):
         self.needs_scoring = False
         scoring = self.scoring = _Scoring(engine, object_name, thresholds)
         self._running = [s for s in self._running if not s.done.is_set()] + [scoring]
-        settings = threshold_settings(*thresholds)
+        settings = scoring.settings = self._settings(thresholds)
         prefetcher = panel.prefetcher
         generation = self._generation
 
@@ -237,7 +241,7 @@ class ReviewOrdering(QObject):
             save_scores(session.output_dir, session.input_dir, object_name, scores.mode, scores.scores, extra={
                 "files": files, "thresholds": list(thresholds), "left_out": scores.left_out,
                 "facts": {k: [f.n_objects, f.hot, f.outside] for k, f in scores.facts.items()}},
-                key=self._key_of(self.scoring.engine, session, object_name, thresholds, files))
+                key=scores_key(self.scoring.engine, object_name, self.scoring.settings, files, session.input_dir))
         except OSError as err:
             kept = f" (the scores could not be kept in the labels folder: {err}; they are scored again next time)"
         self.order.set_scores(scores.scores)

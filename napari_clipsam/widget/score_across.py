@@ -7,16 +7,16 @@ Fewer than the engine's minimum (5) images: the status line says how many are ne
 from __future__ import annotations
 
 from .source import contrast_limits_for, frame_count, read_frame
-from .workers import Outcome, Task, end_background_task, ensure_engine, threshold_settings
+from .workers import Outcome, Task, end_background_task, ensure_engine, folder_settings
 
 LAYERS, FRAMES = "image layers", "stack frames"
 
 
-def _folder_job(engine, config, images: list, object_name: str, thresholds, contrast_limits):
+def _folder_job(engine, config, images: list, object_name: str, settings: dict, contrast_limits):
     def job(progress, cancelled):
         eng, base = ensure_engine(engine, config, progress, cancelled)
         results = eng.segment_folder(images, object_name, progress=lambda s, f: progress(s, base + (1 - base) * f),
-                                     cancelled=cancelled, settings=threshold_settings(*thresholds),
+                                     cancelled=cancelled, settings=settings,
                                      contrast_limits=contrast_limits)
         return eng, results
 
@@ -72,7 +72,8 @@ class ScoreAcross:
         w.c.progress.setValue(0)
         w._set_running(True)
         w.c.across_run.setEnabled(False)
-        job = _folder_job(w._engine, config, images, w.object_name, w.thresholds, limits)
+        job = _folder_job(w._engine, config, images, w.object_name,
+                          folder_settings(w.thresholds, w.c.aligned.isChecked()), limits)
         w.task = Task(job, w._on_progress, lambda outcome: self._done(items, sources, datas, outcome))
         w._task_source = sources[0]
         w.task.start()

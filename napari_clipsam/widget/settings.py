@@ -55,6 +55,7 @@ class WidgetSettings:
     overwrite: bool = False
     qa_input: str = ""
     qa_output: str = ""
+    aligned_parts: bool = False  # folder mutual scoring with the aligned window (parts in a fixture)
     qa_file_order: bool = False  # the folder review walks file order instead of worst first
 
     @classmethod

@@ -95,6 +95,18 @@ def threshold_settings(prompt_threshold: float, mask_threshold: float, alpha: fl
     return dict(prompt_threshold=float(prompt_threshold), mask_threshold=float(mask_threshold), alpha=float(alpha))
 
 
+ALIGNED_WINDOW = 2  # the aligned window the dock's "aligned parts" sets (docs/method.md, folder mutual scoring)
+
+
+def folder_settings(thresholds, aligned: bool) -> dict:
+    """Per-call settings of a folder mutual scoring from the dock: its thresholds, and the aligned window when
+    *aligned parts* is ticked (else the engine's own ``mutual_window``)."""
+    settings = threshold_settings(*thresholds)
+    if aligned:
+        settings["mutual_window"] = ALIGNED_WINDOW
+    return settings
+
+
 def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, object_name: str,
                 thresholds: tuple[float, float, float], contrast_limits, precomputed=None, references=None):
     """A job that builds the engine if ``engine`` is None (from ``config``), then segments the frames.
