@@ -3,9 +3,9 @@ the on-disk bank cache, and the per-object sets the engine consults when it segm
 
 The bank is cached under ``<napari-clipsam cache>/references/<hash>.npz``, keyed by the references' content
 hashes (order and duplicates do not matter), the CLIP model, weights and architecture ids, the encoder backend,
-CLIP precision and (OpenVINO) the converted graph that ran, and every setting that changes the bank (input size, layers, dtype, bank size, neighbourhood,
-augmentation); about bank size × CLIP width × 4 bytes
-per layer (64 MiB for ViT-L with 4 layers at 4096). Written atomically; an unreadable file is rebuilt.
+CLIP precision and (OpenVINO) the converted graph that ran, and every setting that changes the bank (input size,
+layers, dtype, bank size, neighbourhood, augmentation); about bank size × CLIP width × 4 bytes per layer (64 MiB
+for ViT-L with 4 layers at 4096). Written atomically; an unreadable file is rebuilt.
 """
 from __future__ import annotations
 

@@ -165,7 +165,7 @@ def clip_graph(engine) -> tuple[tuple[int, ...], str, bool]:
     zero-shot segment's each made their own conversion (about 20 s each for ViT-L/14@336 on 2 cores) and
     compiled copy of the weights (1.2 GiB in fp32), so setting references and the first few-shot segment each
     stalled. The price: a zero-shot segment runs the blocks up to the last feature layer, one block more than
-    it needs at the default layers (block 24 of 24 against 23; about 4 % of a CLIP pass).
+    it needs at the default layers (block 24 of 24 against 23: by block count about 4 % of a CLIP pass).
     """
     layers = {int(i) - 1 for i in engine.config.feature_layers}
     if engine.umci is not None:
