@@ -2,10 +2,10 @@
 the on-disk bank cache, and the per-object sets the engine consults when it segments.
 
 The bank is cached under ``<napari-clipsam cache>/references/<hash>.npz``, keyed by the references' content
-hashes (order and duplicates do not matter), the CLIP model, weights and architecture ids, the encoder backend
-and CLIP precision, and every setting that changes the bank (input size, layers, dtype, bank size, neighbourhood,
-augmentation); about bank size × CLIP width × 4 bytes
-per layer (64 MiB for ViT-L with 4 layers at 4096). Written atomically; an unreadable file is rebuilt.
+hashes (order and duplicates do not matter), the CLIP model, weights and architecture ids, the encoder backend,
+CLIP precision and (OpenVINO) the converted graph that ran, and every setting that changes the bank (input size,
+layers, dtype, bank size, neighbourhood, augmentation); about bank size × CLIP width × 4 bytes per layer (64 MiB
+for ViT-L with 4 layers at 4096). Written atomically; an unreadable file is rebuilt.
 """
 from __future__ import annotations
 
@@ -66,10 +66,13 @@ class ReferenceSets:
         return {("*" if n is None else n): self.describe(n, config) for n in names}
 
 
-def bank_cache_path(folder, identity: dict, config, reference_keys: list[str], version: int | None = None) -> Path:
+def bank_cache_path(folder, identity: dict, config, reference_keys: list[str], version: int | None = None,
+                    clip_graph=None) -> Path:
     """Where the bank of these references (content hashes), this CLIP (model, weights and architecture ids), this
-    encoder backend and CLIP precision (``identity["encoders"]``: an OpenVINO bf16 bank is not a torch fp32 one)
-    and these settings (input size, layers, bank size, neighbourhood, augmentation) is cached:
+    encoder backend and CLIP precision (``identity["encoders"]``: an OpenVINO bf16 bank is not a torch fp32 one),
+    the converted graph that computed the tokens (``clip_graph``, :func:`clip_graph_of`: two OpenVINO graphs of the
+    same blocks round differently) and these settings (input size, layers, bank size, neighbourhood, augmentation)
+    is cached:
     ``folder/<key>.npz``, the :func:`~napari_clipsam.io.cache_files.cache_key` of these fields and
     :data:`~.fewshot.FORMAT_VERSION` (``version``: another format's, for tests)."""
     from ..io.cache_files import cache_key
@@ -78,6 +81,7 @@ def bank_cache_path(folder, identity: dict, config, reference_keys: list[str], v
     setting = {"cache": "reference-bank", "clip_model": identity.get("clip_model"),
                "clip_weights": identity.get("clip_weights"), "clip_architecture": identity.get("clip_architecture"),
                "backend": encoders.get("backend", "torch"),
+               "clip_graph": None if clip_graph is None else [list(clip_graph[0]), clip_graph[1], clip_graph[2]],
                "clip_precision": encoders.get("clip_precision", config.dtype),
                "image_size": int(config.image_size), "layers": [int(i) for i in config.feature_layers],
                "dtype": config.dtype, "bank_size": int(config.fewshot_bank_size),
@@ -110,6 +114,14 @@ def save_bank(path: Path, bank: NormalBank) -> None:
         cache_unusable(Path(path).parent, "reference banks", exc)
 
 
+def clip_graph_of(vision, layers: tuple[int, ...]):
+    """The converted graph that computes the patch tokens of ``layers`` (``(blocks, format, extra)``, see
+    :meth:`~napari_clipsam.engine.backends.openvino_encoders.OpenVinoClipTower.graph_for`), or None when torch
+    runs the tower (its tokens do not depend on what else is asked for)."""
+    graph_for = getattr(getattr(vision, "tower", None), "graph_for", None)
+    return None if graph_for is None else graph_for([int(i) - 1 for i in layers], "NCHW", False)
+
+
 def reference_tokens(vision, views: list[np.ndarray], layers: tuple[int, ...], batch_size: int,
                      autocast=None, step=None) -> list[torch.Tensor]:
     """Patch tokens of the reference views at ``layers``: one (V, C, h, w) float32 tensor per layer.
@@ -130,12 +142,15 @@ def reference_tokens(vision, views: list[np.ndarray], layers: tuple[int, ...], b
 
 
 def bank_from_images(images, vision, identity: dict, config, autocast=None, *, batch_size: int = 1,
-                     cache: bool = True, step=None, counter=None) -> NormalBank:
+                     cache: bool = True, step=None, counter=None, prepare=None) -> NormalBank:
     """The :class:`NormalBank` of reference images (any input :func:`~napari_clipsam.io.images.normalise_image`
     accepts; duplicates count once, order does not matter), read from or written to the on-disk cache
     (``<cache>/references``) unless ``cache`` is False. ``counter`` (optional, a
     :class:`~napari_clipsam.io.cache_files.HitCounter`) hears a hit for a bank read from the cache and a miss for
-    one CLIP built. Raises ValueError naming a reference that is not an image.
+    one CLIP built. ``prepare()`` (optional) runs once the references are checked, before the bank is read or
+    built: the engine converts or compiles there the CLIP graph that the references and few-shot segments run,
+    so neither a bank read from the cache nor the first few-shot segment leaves that work to a later step.
+    Raises ValueError naming a reference that is not an image.
     """
     from ..io.images import image_key, normalise_image
     from ..weights.registry import cache_dir
@@ -156,7 +171,10 @@ def bank_from_images(images, vision, identity: dict, config, autocast=None, *, b
     keys = sorted(rgbs)
     layers = tuple(int(i) for i in config.feature_layers)
     vision.check_layers(layers)
-    path = bank_cache_path(cache_dir() / "references", identity, config, keys)
+    if prepare is not None:
+        prepare()
+    path = bank_cache_path(cache_dir() / "references", identity, config, keys,
+                           clip_graph=clip_graph_of(vision, layers))
     if cache:
         from ..io.cache_files import sweep_stale
 

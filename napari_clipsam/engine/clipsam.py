@@ -398,6 +398,9 @@ class ClipSAM(SamSide):
         ``object_name``: the references apply to this object only (None: to every object without its own).
         The bank is cached on disk by the references' content, the CLIP model and the few-shot settings, so
         setting the same references again costs no CLIP pass (``cache=False``: neither read nor written).
+        With OpenVINO, CLIP's one graph (:func:`~napari_clipsam.engine.backends.clip_graph`, the one few-shot
+        segments run) is converted or compiled here if it is not yet, reported through ``progress``
+        ("preparing the fast CPU model, once: …"), so the first few-shot segment costs what later ones do.
         Returns :meth:`normal_references` for them.
         """
         if object_name is not None:
@@ -408,7 +411,8 @@ class ClipSAM(SamSide):
             bank = bank_from_images(images, self.vision, self.identity, self.config, self.autocast,
                                     batch_size=self.default_batch_size, cache=cache,
                                     step=lambda i, n: stepper("references", i / n),
-                                    counter=self._counts["references"])
+                                    counter=self._counts["references"],
+                                    prepare=lambda: self.backend.prepare(progress, sam=False))
         self._references.put(object_name, bank.to(self.device))
         self._tiled_references.remember(object_name, images)
         return self.normal_references(object_name)

@@ -131,8 +131,8 @@ class EncoderBackend:
 def attach_backend(engine) -> EncoderBackend:
     """Install the encoders ``engine.config`` asks for on ``engine.sam`` and ``engine.vision``.
 
-    With OpenVINO the CLIP tower's converted request is the engine's own (its feature layers, or the
-    training-free block), so :meth:`EncoderBackend.prepare` converts exactly what the engine will run.
+    With OpenVINO the CLIP tower serves one converted graph, :func:`clip_graph`, that answers everything the
+    engine asks CLIP for, so :meth:`EncoderBackend.prepare` converts exactly what the engine will run.
     """
     plan = plan_backend(engine.config, engine.device)
     if plan.name == "torch":
@@ -149,13 +149,28 @@ def attach_backend(engine) -> EncoderBackend:
                                             prepare_input=lambda rgb, runner=engine.sam: runner.prepare(rgb)[0])
     tower = OpenVinoClipTower(engine.vision.visual, engine.vision.image_size, clip_key, plan.clip_precision)
     engine.vision.tower = tower
-    if engine.umci is not None:
-        clip_enc = tower.encoder_for(tuple(i - 1 for i in engine.config.feature_layers), "NCHW", False)
-    else:
-        clip_enc = tower.encoder_for((engine.vision.depth - 2,), "NLC", True)
+    clip_enc = tower.serve(*clip_graph(engine))
     copies = [(clip_enc, engine.vision.visual, {"module": "clip_visual", **clip_key}),
               (engine.sam.encoder, engine.sam.model.image_encoder, {"module": "sam_image_encoder", **sam_key})]
     return EncoderBackend(plan, [clip_enc, engine.sam.encoder], copies)
+
+
+def clip_graph(engine) -> tuple[tuple[int, ...], str, bool]:
+    """The one CLIP graph an OpenVINO engine converts, ``(0-based blocks, format, extra tokens)``: UMCI mode
+    reads the feature layers' patch tokens; training-free mode reads the training-free block (with its CLS
+    token) for zero-shot maps and, with normal references or folder scoring, the feature layers too
+    (:meth:`~napari_clipsam.clip.vision.ClipVision.training_free_and_patch_tokens`), so its graph has both.
+
+    One graph rather than one per kind of request (issue 23): the references' tokens, a few-shot segment's and a
+    zero-shot segment's each made their own conversion (about 20 s each for ViT-L/14@336 on 2 cores) and
+    compiled copy of the weights (1.2 GiB in fp32), so setting references and the first few-shot segment each
+    stalled. The price: a zero-shot segment runs the blocks up to the last feature layer, one block more than
+    it needs at the default layers (block 24 of 24 against 23: by block count about 4 % of a CLIP pass).
+    """
+    layers = {int(i) - 1 for i in engine.config.feature_layers}
+    if engine.umci is not None:
+        return tuple(sorted(layers)), "NCHW", False
+    return tuple(sorted(layers | {engine.vision.depth - 2})), "NLC", True
 
 
 def _weights_key(weights_id, module) -> str:

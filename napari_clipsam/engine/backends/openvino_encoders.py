@@ -215,38 +215,94 @@ class OpenVinoSamEncoder:
         return self.encoder(x)[0]
 
 
+Request = tuple[tuple[int, ...], str, bool]
+"""What the CLIP tower is asked for: ``(0-based block indices, "NCHW" or "NLC", extra tokens)``."""
+
+
+def covers(graph: Request, request: Request) -> bool:
+    """Whether a converted ``graph`` answers ``request`` exactly: its blocks include the request's, it has the
+    extra (CLS) tokens when asked, and its layout is the request's or NLC (NLC patch tokens reshape to NCHW the
+    way ``forward_intermediates`` itself does)."""
+    (g_idx, g_fmt, g_extra), (idx, fmt, extra) = graph, request
+    return set(idx) <= set(g_idx) and (g_extra or not extra) and g_fmt in (fmt, "NLC")
+
+
 class OpenVinoClipTower:
     """CLIP's vision tower through OpenVINO, in ``forward_intermediates``' terms (see :class:`ClipIntermediates`).
 
-    One converted model per request (indices, format, extra tokens): the engine makes one kind of request (its
-    feature layers, or the training-free block), so one conversion.
+    Each converted graph costs a conversion (tens of seconds for ViT-L, once) and, compiled, its own copy of the
+    weights (1.2 GiB for ViT-L fp32), so the engine names one graph that serves everything it asks for
+    (:meth:`serve`: in training-free mode the feature layers and the training-free block together): zero-shot
+    segments, normal references (their patch tokens) and few-shot segments all run it, taking the outputs they
+    need. A request no served graph covers gets a graph of its own on first use (issue 23: references made one,
+    the first few-shot segment another, 20 s each at the cpu preset).
     """
 
     def __init__(self, visual, image_size: int, model_key: dict[str, Any], precision: str,
                  cache: IRCache | None = None):
         self.visual, self.image_size, self.model_key, self.precision, self.cache = (visual, image_size, model_key,
                                                                                       precision, cache)
-        self._encoders: dict[tuple, OpenVinoEncoder] = {}
+        patch = visual.patch_size
+        self.grid = self.image_size // int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+        self._encoders: dict[Request, OpenVinoEncoder] = {}
+        self._served: list[Request] = []
         self._lock = threading.Lock()
 
-    def encoder_for(self, indices: tuple[int, ...], fmt: str, extra: bool) -> OpenVinoEncoder:
-        req = (tuple(int(i) for i in indices), fmt, bool(extra))
+    def _request(self, indices, fmt: str, extra: bool) -> Request:
+        """A request in the terms of its outputs: ``forward_intermediates`` returns each block once, in block
+        order (a negative index counts from the end), whatever order the indices were given in."""
+        depth = len(self.visual.transformer.resblocks)
+        return tuple(sorted({int(i) + depth if int(i) < 0 else int(i) for i in indices})), str(fmt), bool(extra)
+
+    def serve(self, indices, fmt: str, extra: bool) -> OpenVinoEncoder:
+        """Make the graph of ``(indices, fmt, extra)`` answer every request it :func:`covers`; returns its
+        encoder (prepared on its first use or by :meth:`OpenVinoEncoder.prepare`)."""
+        req = self._request(indices, fmt, extra)
+        with self._lock:
+            if req not in self._served:
+                self._served.append(req)
+        return self._encoder(req)
+
+    def graph_for(self, indices, fmt: str, extra: bool) -> Request:
+        """The graph that runs for this request: the first served graph covering it, else its own."""
+        req = self._request(indices, fmt, extra)
+        with self._lock:
+            return next((g for g in self._served if covers(g, req)), req)
+
+    def encoder_for(self, indices, fmt: str, extra: bool) -> OpenVinoEncoder:
+        """The encoder that runs for this request (see :meth:`graph_for`)."""
+        return self._encoder(self.graph_for(indices, fmt, extra))
+
+    def _encoder(self, req: Request) -> OpenVinoEncoder:
         with self._lock:
             if req not in self._encoders:
-                key = {"encoder": "clip_vision", "indices": list(req[0]), "fmt": fmt, "extra": req[2],
+                key = {"encoder": "clip_vision", "indices": list(req[0]), "fmt": req[1], "extra": req[2],
                        **self.model_key}
                 self._encoders[req] = OpenVinoEncoder(ClipIntermediates(self.visual, *req), self.image_size, key,
                                                       "CLIP vision tower", self.precision, self.cache)
             return self._encoders[req]
 
+    @property
+    def compiled_graphs(self) -> tuple[Request, ...]:
+        """The graphs prepared so far (converted or loaded, and compiled), in the order they were made: how tests
+        and the bench see that a step made no new one."""
+        with self._lock:
+            return tuple(r for r, e in self._encoders.items() if e.prepared)
+
     def __call__(self, x: torch.Tensor, indices, fmt: str, extra: bool) -> dict[str, list[torch.Tensor]]:
         """Like ``visual.forward_intermediates(x, indices, stop_early=True, intermediates_only=True,
         output_fmt=fmt, output_extra_tokens=extra)``: ``{"image_intermediates": [...]}`` and, with ``extra``,
         ``"image_intermediates_prefix"``."""
-        outs = self.encoder_for(indices, fmt, extra)(x)
-        n = len(tuple(indices))
-        result = {"image_intermediates": list(outs[:n])}
-        if extra:
-            result["image_intermediates_prefix"] = list(outs[n:])
+        req = self._request(indices, fmt, extra)
+        graph = self.graph_for(*req)
+        outs = self._encoder(graph)(x)
+        n = len(graph[0])
+        pos = [graph[0].index(i) for i in req[0]]  # both in block order (see _request)
+        tokens = [outs[j] for j in pos]
+        if graph[1] == "NLC" and req[1] == "NCHW":  # as forward_intermediates reshapes
+            tokens = [t.reshape(t.shape[0], self.grid, self.grid, -1).permute(0, 3, 1, 2).contiguous()
+                      for t in tokens]
+        result = {"image_intermediates": tokens}
+        if req[2]:
+            result["image_intermediates_prefix"] = [outs[n + j] for j in pos]
         return result
-
