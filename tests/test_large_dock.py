@@ -93,3 +93,12 @@ def test_tau_preview_of_a_wide_image_is_a_pyramid_showing_the_rough_maps_regions
     for mask, level in zip(preview.data, outputs.rough.data):
         np.testing.assert_array_equal(np.asarray(mask) == 1, np.asarray(level) >= tau)
     assert np.asarray(preview.data[0]).any()
+
+
+def test_the_blank_pyramid_has_the_levels_of_a_zero_map():
+    from napari_clipsam.widget.pyramid import blank_pyramid, rough_pyramid
+
+    for shape in [(4097, 3001), (2, 5000, 4096), (8193, 1025)]:
+        made = rough_pyramid(np.zeros(shape, np.float32))
+        blank = blank_pyramid(shape)
+        assert [b.shape for b in blank] == [m.shape for m in made] and not any(b.any() for b in blank)

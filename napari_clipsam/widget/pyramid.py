@@ -40,6 +40,15 @@ def rough_pyramid(rough: np.ndarray) -> list[np.ndarray]:
     return levels
 
 
+def blank_pyramid(shape) -> list[np.ndarray]:
+    """The levels :func:`rough_pyramid` gives for an all-zero map of ``shape``, without computing any maximum."""
+    levels = [np.zeros(shape, np.float32)]
+    while max(levels[-1].shape[-2:]) > PYRAMID_MIN_SIDE:
+        h, w = levels[-1].shape[-2:]
+        levels.append(np.zeros((*levels[-1].shape[:-2], (h + 1) // 2, (w + 1) // 2), np.float32))
+    return levels
+
+
 def level0(data) -> np.ndarray:
     """The full-resolution array of a layer's data (plain or multiscale)."""
     if isinstance(data, (list, tuple)) or type(data).__name__ == "MultiScaleData":
