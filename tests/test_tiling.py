@@ -206,6 +206,9 @@ def test_issue_24_large_image_2048(defect):
     assert tiled >= 0.9 and 0 < area <= 0.002 * n * n
     if defect == "scratch":
         assert squashed < 0.9 or area_off == 0
+    with engine.using(tiling="auto", fewshot_weight=1.0):  # a normal large image gives no component
+        normal = engine.rough_maps_for_images([synthetic_image("metal", None, n, 55)[0]], "metal plate")[0]
+        assert prompts_from_map(normal, engine.config).num_components == 0, f"normal peak {normal.max():.3f}"
 
 
 def test_tiled_calibration_leaves_out_the_whole_reference_image():
