@@ -61,9 +61,12 @@ def test_tile_rule_and_setting_check():
 
 def test_reference_views_are_bounded():
     rgb = np.zeros((600, 600, 3), np.uint8)
-    assert len(reference_tile_views([rgb] * 3, 100, augment=False, limit=20)) == 20
-    assert len(reference_tile_views([rgb], 300, augment=True, limit=20)) == 20  # 9 tiles + their views
-    assert len(reference_tile_views([rgb], 300, augment=False, limit=20)) == 9
+    views, sources = reference_tile_views([rgb] * 3, 100, augment=False, limit=20)
+    assert len(views) == len(sources) == 20 and sources == sorted(sources) and set(sources) == {0, 1, 2}
+    views, sources = reference_tile_views([rgb, rgb + 1], 300, augment=True, limit=20)  # 18 tiles + 2 views
+    assert len(views) == len(sources) == 20 and sources[:18] == [0] * 9 + [1] * 9 and sources[18:] == [0, 0]
+    assert (views[18] == views[0][::-1]).all()  # the first tile flipped, from the first reference
+    assert len(reference_tile_views([rgb], 300, augment=False, limit=20)[0]) == 9
 
 
 def _scratch(img, rng, length, width=2):
@@ -203,3 +206,26 @@ def test_issue_24_large_image_2048(defect):
     assert tiled >= 0.9 and 0 < area <= 0.002 * n * n
     if defect == "scratch":
         assert squashed < 0.9 or area_off == 0
+    with engine.using(tiling="auto", fewshot_weight=1.0):  # a normal large image gives no component
+        normal = engine.rough_maps_for_images([synthetic_image("metal", None, n, 55)[0]], "metal plate")[0]
+        assert prompts_from_map(normal, engine.config).num_components == 0, f"normal peak {normal.max():.3f}"
+
+
+def test_tiled_calibration_leaves_out_the_whole_reference_image():
+    """Overlapping tiles of one reference are near-copies: calibrated against its own image's other tiles, the
+    scale is ~0 (every normal patch of a new image would then score near 1); with the tiles grouped by reference,
+    the scale is the distance between different references."""
+    import torch
+
+    from napari_clipsam.clip.fewshot import NormalBank
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1, 8, 4, 4, generator=g), torch.randn(1, 8, 4, 4, generator=g)
+    tokens = [torch.cat([a, a + 1e-4, b, b + 1e-4])]  # two "tiles" of each of two references
+    own_view = NormalBank.build(tokens, (1,), ["a", "b"], bank_size=64).banks[0].scale
+    per_image = NormalBank.build(tokens, (1,), ["a", "b"], bank_size=64, groups=[0, 0, 1, 1]).banks[0].scale
+    assert own_view < 1e-3 < 0.3 < per_image
+    one_source = NormalBank.build(tokens, (1,), ["a"], bank_size=64, groups=[0, 0, 0, 0]).banks[0].scale
+    assert one_source == own_view  # one reference: nothing else to compare with, its own view is left out
+    with pytest.raises(ValueError, match="3 source numbers for 4"):
+        NormalBank.build(tokens, (1,), ["a"], bank_size=64, groups=[0, 0, 1])

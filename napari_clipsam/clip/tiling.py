@@ -101,22 +101,26 @@ class Blender:
 
 
 def reference_tile_views(rgbs: list[np.ndarray], tile: int, augment: bool,
-                         limit: int = MAX_REFERENCE_VIEWS) -> list[np.ndarray]:
-    """The views of the normal references that enter a tiled few-shot bank: every tile of every reference (the
-    same tile side as the images scored), evenly thinned to ``limit``; with ``augment`` and room left, the tiles'
-    flips and rotations are added (round-robin over tiles) up to ``limit``."""
+                         limit: int = MAX_REFERENCE_VIEWS) -> tuple[list[np.ndarray], list[int]]:
+    """The views of the normal references that enter a tiled few-shot bank, and the reference each view was cut
+    from (its index in ``rgbs``, for the bank's calibration, which compares a tile only with other references'
+    tiles): every tile of every reference (the same tile side as the images scored), evenly thinned to ``limit``;
+    with ``augment`` and room left, the tiles' flips and rotations are added (round-robin over tiles) up to
+    ``limit``."""
     from .fewshot import augmented_views
 
-    tiles = [rgb[r0:r1, c0:c1] for rgb in rgbs for (r0, c0, r1, c1) in tile_grid(rgb.shape, tile)]
+    tiles = [(rgb[r0:r1, c0:c1], i) for i, rgb in enumerate(rgbs) for (r0, c0, r1, c1) in tile_grid(rgb.shape, tile)]
     if len(tiles) > limit:
         keep = np.linspace(0, len(tiles) - 1, limit).round().astype(int)
         tiles = [tiles[i] for i in dict.fromkeys(keep.tolist())]
-    views = [np.ascontiguousarray(t) for t in tiles]
+    views = [np.ascontiguousarray(t) for t, _ in tiles]
+    sources = [i for _, i in tiles]
     if augment:
-        extra = [augmented_views(np.ascontiguousarray(t), True)[1:] for t in tiles]
+        extra = [augmented_views(np.ascontiguousarray(t), True)[1:] for t, _ in tiles]
         for k in range(5):
-            for e in extra:
+            for e, (_, i) in zip(extra, tiles):
                 if len(views) >= limit:
-                    return views
+                    return views, sources
                 views.append(e[k])
-    return views
+                sources.append(i)
+    return views, sources

@@ -10,7 +10,11 @@ fit. Images the setting does not tile take the engine's ordinary path.
 
 The few-shot bank of a tiled image is built from the normal references' tiles of the same side
 (:func:`~napari_clipsam.clip.tiling.reference_tile_views`), once per (object, tile side, few-shot settings), in
-memory only.
+memory only. Its calibration compares each reference tile only with the other references' tiles (overlapping tiles
+of one image are near-copies), and its coreset keeps ``fewshot_bank_size`` patches per reference image: one large
+reference holds as many patches as a whole set of small ones, and at 4096 patches for three 2048² references the
+coreset dropped enough of the texture that a normal image's peak rose above a thin scratch's (measured,
+docs/method.md#large-images-tiling).
 """
 from __future__ import annotations
 
@@ -65,13 +69,13 @@ class TiledReferences:
         with self._lock:
             bank = self._banks.get(key)
         if bank is None:
-            views = reference_tile_views(rgbs, tile, cfg.fewshot_augment)
+            views, sources = reference_tile_views(rgbs, tile, cfg.fewshot_augment)
             blocks = transformer_blocks(engine.clip_model.visual, "transformer", "resblocks")
             with step.per_block(blocks, "references", step.last, 0.0):
                 tokens = reference_tokens(engine.vision, views, layers, 8 if engine.device.type == "cuda" else 1,
                                           engine.autocast, lambda i, n: step("references", step.last))
             bank = NormalBank.build(tokens, layers, [image_key(r) for r in rgbs],
-                                    bank_size=int(cfg.fewshot_bank_size),
+                                    bank_size=int(cfg.fewshot_bank_size) * len(rgbs), groups=sources,
                                     neighbourhood=int(cfg.fewshot_neighbourhood)).to(engine.device)
             engine._counts["references"].miss()
             with self._lock:
