@@ -222,12 +222,13 @@ class ReviewOrdering(QObject):
         panel, session = self.panel, self.panel.session
         if not outcome.ok:
             self.scoring = None
+            where = "in the kept scores' order, each image on its own map" if self.reused else "in file order"
             if isinstance(outcome.error, Cancelled):
-                text = "Scoring stopped: the review stays in file order (reopen it to score the folder again)."
+                text = f"Scoring stopped: the review stays {where} (reopen it to score the folder again)."
             else:
                 log.error("Scoring the review folder failed:\n%s", outcome.traceback)
                 text = (f"Scoring the folder failed ({type(outcome.error).__name__}: {outcome.error}); the review "
-                        "stays in file order. The traceback is in the log.")
+                        f"stays {where}. The traceback is in the log.")
             self.table.show_scoring(None, text)
             panel.widget.set_status(text)
             return
