@@ -162,8 +162,9 @@ class ClipSAMConfig:
     position in the other images (faster; catches misplaced or missing parts). None = everywhere."""
     mutual_precision: str = setting("auto", per_call=True, recorded=True)
     """Nearest-patch search of mutual scoring: ``"float32"``, ``"bfloat16"`` (the nearest patch found by a bf16
-    product, its distance recomputed in fp32: equal to fp32 within 2⁻⁸, same ranking) or ``"auto"`` (bfloat16 where
-    the CPU or GPU computes it natively, else float32)."""
+    product, its distance recomputed in fp32: equal to fp32 within 2⁻⁸, same ranking) or ``"auto"`` (bfloat16 on a
+    GPU that computes it natively; float32 on the CPU, whose blocked path computes every radius from one product
+    and is faster there than bf16, see docs/performance.md)."""
     mutual_min_images: int = setting(5, per_call=True)
     """Fewest images a folder needs for mutual scoring; below it ``segment_folder`` refuses (use normal
     references instead)."""
