@@ -57,40 +57,53 @@ def layer_distances(tokens: torch.Tensor, radii: Sequence[int], subset_size: int
     neighbourhood-averaged tokens ``x_r`` (:func:`~napari_clipsam.clip.mutual.prepare_tokens`), for every r of
     ``radii``. The diagonal ``d[i, i]`` holds the self-distances (0 without a window; callers ignore it).
     ``cancelled`` is checked before each product (raises :class:`~napari_clipsam.errors.Cancelled`)."""
-    N, C, h, w = tokens.shape
-    P = h * w
-    s = max(1, int(subset_size))
-    x = F.normalize(tokens.float(), dim=1)
-    inv = {r: 1.0 / box_sum(x, r, (2, 3)).norm(dim=1).reshape(N, P) for r in radii if r > 1}
-    X = x.permute(0, 2, 3, 1).reshape(N, P, C).contiguous()
-    D = {r: torch.empty(N, N, P, dtype=torch.float32, device=tokens.device) for r in radii}
-    keep = None if mask is None else ~mask[None, :, None, :]  # (1, P, 1, P): True where q is left out
+    blocks = LayerBlocks(tokens, radii, mask)
+    N, s = blocks.N, max(1, int(subset_size))
     for i0 in range(0, N, s):
-        si = min(N, i0 + s) - i0
-        q = X[i0:i0 + si].reshape(si * P, C)
         for j0 in range(i0, N, s):
             if cancelled is not None and cancelled():
                 raise Cancelled("cancelled during mutual scoring")
-            sj = min(N, j0 + s) - j0
-            S = (q @ X[j0:j0 + sj].reshape(sj * P, C).T).view(si, h, w, sj, h, w)  # [i, p, j, q]
-            for r in radii:
-                B = box_sum(S, r, (1, 2, 4, 5)).view(si, P, sj, P)
-                iI = inv[r][i0:i0 + si, :, None, None] if r > 1 else None  # (si, P, 1, 1)
-                iJ = inv[r][None, None, j0:j0 + sj] if r > 1 else None  # (1, 1, sj, P)
-                rows = B if iJ is None else B * iJ
-                if keep is not None:
-                    rows = rows.masked_fill(keep, _MASKED)
-                best = rows.amax(dim=3)  # (si, P, sj)
-                if iI is not None:
-                    best = best * iI[:, :, :, 0]
-                D[r][i0:i0 + si, j0:j0 + sj] = (1.0 - best).clamp_(min=0.0).permute(0, 2, 1)
-                if j0 == i0:
-                    continue
-                cols = B if iI is None else B * iI
-                if keep is not None:
-                    cols = cols.masked_fill(keep, _MASKED)
-                best = cols.amax(dim=1)  # (si, sj, P)
-                if iJ is not None:
-                    best = best * iJ[0]
-                D[r][j0:j0 + sj, i0:i0 + si] = (1.0 - best).clamp_(min=0.0).permute(1, 0, 2)
-    return D
+            blocks.pair(i0, min(N, i0 + s) - i0, j0, min(N, j0 + s) - j0)
+    return blocks.D
+
+
+class LayerBlocks:
+    """One layer's normalised tokens, neighbourhood norms and distances being filled, block pair by block pair
+    (:meth:`pair`; :func:`layer_distances` runs them all, the bench times one of each kind)."""
+
+    def __init__(self, tokens: torch.Tensor, radii: Sequence[int], mask: torch.Tensor | None = None):
+        N, C, h, w = tokens.shape
+        self.N, self.h, self.w, self.radii = N, h, w, [int(r) for r in radii]
+        P = h * w
+        x = F.normalize(tokens.float(), dim=1)
+        self.inv = {r: 1.0 / box_sum(x, r, (2, 3)).norm(dim=1).reshape(N, P) for r in self.radii if r > 1}
+        self.X = x.permute(0, 2, 3, 1).reshape(N, P, C).contiguous()
+        self.D = {r: torch.empty(N, N, P, dtype=torch.float32, device=tokens.device) for r in self.radii}
+        self.keep = None if mask is None else ~mask[None, :, None, :]  # (1, P, 1, P): True where q is left out
+
+    def pair(self, i0: int, si: int, j0: int, sj: int) -> None:
+        """Fill ``D[r][I, J]`` and (``j0 != i0``) ``D[r][J, I]`` for the query images ``I = i0 … i0 + si − 1``
+        and the images ``J = j0 … j0 + sj − 1``, every radius, from one product."""
+        X, h, w, keep, C = self.X, self.h, self.w, self.keep, self.X.shape[2]
+        P = h * w
+        S = (X[i0:i0 + si].reshape(si * P, C) @ X[j0:j0 + sj].reshape(sj * P, C).T).view(si, h, w, sj, h, w)
+        for r in self.radii:
+            B = box_sum(S, r, (1, 2, 4, 5)).view(si, P, sj, P)  # [i, p, j, q]
+            iI = self.inv[r][i0:i0 + si, :, None, None] if r > 1 else None  # (si, P, 1, 1)
+            iJ = self.inv[r][None, None, j0:j0 + sj] if r > 1 else None  # (1, 1, sj, P)
+            rows = B if iJ is None else B * iJ
+            if keep is not None:
+                rows = rows.masked_fill(keep, _MASKED)
+            best = rows.amax(dim=3)  # (si, P, sj)
+            if iI is not None:
+                best = best * iI[:, :, :, 0]
+            self.D[r][i0:i0 + si, j0:j0 + sj] = (1.0 - best).clamp_(min=0.0).permute(0, 2, 1)
+            if j0 == i0:
+                continue
+            cols = B if iI is None else B * iI
+            if keep is not None:
+                cols = cols.masked_fill(keep, _MASKED)
+            best = cols.amax(dim=1)  # (si, sj, P)
+            if iJ is not None:
+                best = best * iJ[0]
+            self.D[r][j0:j0 + sj, i0:i0 + si] = (1.0 - best).clamp_(min=0.0).permute(1, 0, 2)
