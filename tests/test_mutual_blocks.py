@@ -25,7 +25,7 @@ def test_box_sum_is_the_sum_over_the_cells_that_exist():
 
 @pytest.mark.parametrize("subset", [1, 2, 3, 7])
 @pytest.mark.parametrize("window", [None, 1])
-@pytest.mark.parametrize("grid", [(5, 4), (2, 3)])  # (2, 3): r = 5 wider than the grid
+@pytest.mark.parametrize("grid", [(5, 4), (2, 3), (1, 1)])  # r = 5 wider than the grid; nothing to sum
 def test_layer_distances_equal_per_radius_products(subset, window, grid):
     h, w = grid
     t = _tokens(7, 12, h, w, seed=subset)

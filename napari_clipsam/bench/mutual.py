@@ -31,7 +31,7 @@ def _feats(n: int, width: int, grid: int, layers: int, seed: int = 0):
 def profile_pair(*, grid: int, width: int, radii=(1, 3, 5), subset: int = 8, n_for_average: int = 50,
                  repeats: int = 2) -> dict[str, float]:
     """Seconds of each part of one off-diagonal block pair of one layer (``subset`` × ``subset`` images): the
-    product, per radius the box sums and the row + column maxima, and the interval average of one radius at
+    product, per radius the box sums and the scaling by the neighbourhood norms with the row + column maxima, and the interval average of one radius at
     ``n_for_average`` images; plus the layer's token preparation for ``2 × subset`` images."""
     import torch
 
@@ -47,8 +47,13 @@ def profile_pair(*, grid: int, width: int, radii=(1, 3, 5), subset: int = 8, n_f
     for r in radii:
         out[f"box_sums_r{r}_s"], B = timed(lambda: box_sum(S, int(r), (1, 2, 4, 5)).view(subset, P, subset, P),
                                            None, repeats)
-        out[f"maxima_r{r}_s"], _ = timed(lambda: ((B * 1.0).amax(dim=3), (B * 1.0).amax(dim=1)) if r > 1 else
-                                         (B.amax(dim=3), B.amax(dim=1)), None, repeats)
+        inv = blocks.inv.get(r)
+
+        def maxima():  # as LayerBlocks.pair: scaled in place by the two neighbourhood norms, row and column maxima
+            if r > 1:
+                B.mul_(inv[:subset, :, None, None]).mul_(inv[None, None, subset:])
+            return B.amax(dim=3), B.amax(dim=1)
+        out[f"maxima_r{r}_s"], _ = timed(maxima, None, repeats)
     d = torch.rand(subset, n_for_average, P)
     per = timed(lambda: mutual.interval_average(d, 0.3, torch.arange(subset)), None, repeats)[0]
     out[f"interval_average_{n_for_average}_images_s"] = per * math.ceil(n_for_average / subset)

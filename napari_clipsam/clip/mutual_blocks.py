@@ -41,8 +41,14 @@ def box_sum(t: torch.Tensor, r: int, dims: Sequence[int]) -> torch.Tensor:
         return t
     for d in dims:
         n = t.shape[d]
-        out = t.clone()
-        for o in range(1, min(k, n - 1) + 1):
+        kk = min(k, n - 1)
+        if kk == 0:
+            continue
+        out = torch.empty_like(t)  # out[i] = t[i] + t[i − 1], written at once (no copy of t first)
+        torch.add(t.narrow(d, 1, n - 1), t.narrow(d, 0, n - 1), out=out.narrow(d, 1, n - 1))
+        out.narrow(d, 0, 1).copy_(t.narrow(d, 0, 1))
+        out.narrow(d, 0, n - 1).add_(t.narrow(d, 1, n - 1))
+        for o in range(2, kk + 1):
             out.narrow(d, o, n - o).add_(t.narrow(d, 0, n - o))
             out.narrow(d, 0, n - o).add_(t.narrow(d, o, n - o))
         t = out
@@ -88,22 +94,18 @@ class LayerBlocks:
         P = h * w
         S = (X[i0:i0 + si].reshape(si * P, C) @ X[j0:j0 + sj].reshape(sj * P, C).T).view(si, h, w, sj, h, w)
         for r in self.radii:
-            B = box_sum(S, r, (1, 2, 4, 5)).view(si, P, sj, P)  # [i, p, j, q]
-            iI = self.inv[r][i0:i0 + si, :, None, None] if r > 1 else None  # (si, P, 1, 1)
-            iJ = self.inv[r][None, None, j0:j0 + sj] if r > 1 else None  # (1, 1, sj, P)
-            rows = B if iJ is None else B * iJ
-            if keep is not None:
-                rows = rows.masked_fill(keep, _MASKED)
-            best = rows.amax(dim=3)  # (si, P, sj)
-            if iI is not None:
-                best = best * iI[:, :, :, 0]
-            self.D[r][i0:i0 + si, j0:j0 + sj] = (1.0 - best).clamp_(min=0.0).permute(0, 2, 1)
-            if j0 == i0:
-                continue
-            cols = B if iI is None else B * iI
-            if keep is not None:
-                cols = cols.masked_fill(keep, _MASKED)
-            best = cols.amax(dim=1)  # (si, sj, P)
-            if iJ is not None:
-                best = best * iJ[0]
-            self.D[r][j0:j0 + sj, i0:i0 + si] = (1.0 - best).clamp_(min=0.0).permute(1, 0, 2)
+            if r == 1:  # the similarities themselves; S stays as it is for the box sums of the other radii
+                B = S.view(si, P, sj, P)  # [i, p, j, q]
+                if keep is not None:
+                    B = B.masked_fill(keep, _MASKED)
+            else:
+                B = box_sum(S, r, (1, 2, 4, 5))
+                if B is S:  # a 1×1 grid: nothing to sum
+                    B = S.clone()
+                B = B.view(si, P, sj, P)
+                B.mul_(self.inv[r][i0:i0 + si, :, None, None]).mul_(self.inv[r][None, None, j0:j0 + sj])
+                if keep is not None:
+                    B.masked_fill_(keep, _MASKED)
+            self.D[r][i0:i0 + si, j0:j0 + sj] = (1.0 - B.amax(dim=3)).clamp_(min=0.0).permute(0, 2, 1)
+            if j0 != i0:
+                self.D[r][j0:j0 + sj, i0:i0 + si] = (1.0 - B.amax(dim=1)).clamp_(min=0.0).permute(1, 0, 2)
