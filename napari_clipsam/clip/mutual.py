@@ -137,7 +137,8 @@ def nearest_distances(x: torch.Tensor, subset_size: int, mask: torch.Tensor | No
     """(N, P, C) L2-normalised tokens → (N, N, P): ``d[i, j, p] = min_q (1 − x[i, p] · x[j, q])`` (q restricted
     by ``mask`` (P, P) when given), by matrix products of ``subset_size`` query images × ``subset_size`` other
     images. ``cancelled`` is checked between subsets (raises :class:`~napari_clipsam.errors.Cancelled`).
-    Holds all N² · P distances: :func:`interval_scores` is the bounded-memory form the engine uses."""
+    Holds all N² · P distances: :func:`interval_scores` is the bounded-memory form the bf16 path uses (the float32
+    path: :func:`~napari_clipsam.clip.mutual_blocks.layer_distances`)."""
     N = x.shape[0]
     s = max(1, int(subset_size))
     xf = x.bfloat16() if fast else None
