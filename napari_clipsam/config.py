@@ -155,8 +155,9 @@ class ClipSAMConfig:
     """Interval average: a patch's score is the mean of the smallest ceil(interval × (N − 1)) of its nearest-patch
     distances to the N − 1 other images, so a defect repeated in a few other images still scores high."""
     mutual_subset_size: int = setting(8, per_call=True)
-    """Images per side of each similarity product (MuSc's ``divide_num``): memory stays at
-    (subset × P)² floats whatever the folder size (P patches an image). Changes speed and memory, not results."""
+    """Images per side of each similarity product (MuSc's ``divide_num``): the product and its box sums are
+    (subset × P)² floats whatever the folder size (P patches an image), beside the float32 path's radii × N² × P
+    distances of one layer. Changes speed and memory, not results."""
     mutual_window: int | None = setting(None, per_call=True, recorded=True)
     """Aligned parts (boards, fixtures): compare a patch only with patches within this many grid cells of its own
     position in the other images (faster; catches misplaced or missing parts). None = everywhere."""
