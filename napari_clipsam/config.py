@@ -155,15 +155,17 @@ class ClipSAMConfig:
     """Interval average: a patch's score is the mean of the smallest ceil(interval × (N − 1)) of its nearest-patch
     distances to the N − 1 other images, so a defect repeated in a few other images still scores high."""
     mutual_subset_size: int = setting(8, per_call=True)
-    """Images per side of each similarity product (MuSc's ``divide_num``): memory stays at
-    (subset × P)² floats whatever the folder size (P patches an image). Changes speed and memory, not results."""
+    """Images per side of each similarity product (MuSc's ``divide_num``): the product and its box sums are
+    (subset × P)² floats whatever the folder size (P patches an image), beside the float32 path's radii × N² × P
+    distances of one layer. Changes speed and memory, not results."""
     mutual_window: int | None = setting(None, per_call=True, recorded=True)
     """Aligned parts (boards, fixtures): compare a patch only with patches within this many grid cells of its own
     position in the other images (faster; catches misplaced or missing parts). None = everywhere."""
     mutual_precision: str = setting("auto", per_call=True, recorded=True)
     """Nearest-patch search of mutual scoring: ``"float32"``, ``"bfloat16"`` (the nearest patch found by a bf16
-    product, its distance recomputed in fp32: equal to fp32 within 2⁻⁸, same ranking) or ``"auto"`` (bfloat16 where
-    the CPU or GPU computes it natively, else float32)."""
+    product, its distance recomputed in fp32: equal to fp32 within 2⁻⁸, same ranking) or ``"auto"`` (bfloat16 on a
+    GPU that computes it natively; float32 on the CPU, whose blocked path computes every radius from one product
+    and is faster there than bf16, see docs/performance.md)."""
     mutual_min_images: int = setting(5, per_call=True)
     """Fewest images a folder needs for mutual scoring; below it ``segment_folder`` refuses (use normal
     references instead)."""

@@ -56,4 +56,8 @@ def test_benchmark_reports_every_comparison(tmp_path):
     assert goals["clip_bf16_speedup"]["measured"] is None  # its two variants were not run here
     assert any(line.startswith("goals (issue 23)") for line in lines)
     start = lines.index("goals (issue 23), measured in this run:") + 1
-    assert len(lines[start:]) == 8 and all("goal" in line for line in lines[start:])
+    assert len(lines[start:]) == 9 and all("goal" in line for line in lines[start:])
+    mut = out["mutual"]
+    assert set(mut["folders"]) == {20, 50, 200} and mut["memory"]["images"] == 500 and mut["memory"]["groups"] == 10
+    assert mut["encoders_s_per_image"] == out["encoders"]["clip_s"] + out["encoders"]["sam_s"]
+    assert goals["mutual_over_encoders_50"]["measured"] == mut["folders"][50]["ratio_to_encoders"] > 0

@@ -102,8 +102,6 @@ def test_eval_mutual_refusals_say_what_to_do(setup, tmp_path):
     assert code == 2 and "at least 5 images per category" in err and "fabric (3)" in err and "--limit" in err
     code, _, err = run_cli("eval", "--dataset-root", setup["data"], "--mutual", "--rough-only", *setup["args"])
     assert code == 2 and "--rough-only" in err and "Traceback" not in err
-    code, _, err = run_cli("eval", "--dataset-root", setup["data"], "--mutual", "--ray", "auto", *setup["args"])
-    assert code == 2 and "--ray" in err
     a_file = tmp_path / "plots.png"
     a_file.write_bytes(b"x")
     code, _, err = run_cli("eval", "--dataset-root", setup["data"], "--plots", a_file, *setup["args"])

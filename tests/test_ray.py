@@ -302,3 +302,36 @@ def test_eval_shots_on_ray_equals_eval_shots(models, local_ray, tmp_path):
     assert compared > 40
     assert local["few_shot"]["1"]["mean"]["rough"] != local["mean"]["rough"]  # the references changed the maps
     assert local["few_shot"]["2"]["references"]["0"] != local["few_shot"]["2"]["references"]["1"]
+
+
+def test_eval_mutual_on_ray_equals_eval_mutual(models, local_ray, tmp_path):
+    """eval --mutual on Ray: each category's folder scored by one actor call, the same figures, settings,
+    provenance and plots as the local run; with --shots the same few-shot rows."""
+    args = ("eval", "--dataset-root", models["data"], "--mutual", "--limit", 6, "--no-progress", *models["args"])
+    code, stdout, err = cli(*args, "--json", tmp_path / "local.json", "--plots", tmp_path / "local_plots")
+    assert code == 0, err
+    code, stdout_ray, err = cli(*args, "--json", tmp_path / "ray.json", "--ray", "--ray-actors", 2,
+                                "--ray-cpus-per-actor", 1, "--plots", tmp_path / "ray_plots")
+    assert code == 0, err
+    assert "mode: mutual" in stdout_ray and stdout_ray.split("rough map:")[1].split("\n")[0] == \
+        stdout.split("rough map:")[1].split("\n")[0]
+    plotted = sorted(p.name for p in (tmp_path / "local_plots").iterdir())
+    assert plotted == sorted(p.name for p in (tmp_path / "ray_plots").iterdir()) and "metal_pixel_roc.png" in plotted
+    local, ray = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "ray"))
+    assert ray["engine"] == local["engine"] and ray["engine"]["mode"] == "mutual"
+    assert {k: v for k, v in ray["settings"].items() if k != "seconds"} == \
+        {k: v for k, v in local["settings"].items() if k != "seconds"}
+    assert list(ray["categories"]) == list(local["categories"]) == ["fabric", "metal"]
+    for c in ("fabric", "metal"):
+        assert ray["categories"][c]["folder"] == local["categories"][c]["folder"]
+        assert ray["categories"][c]["folder"]["size"] == 6
+    assert same_figures(local, ray, ("rough", "final")) > 20
+    shots = ("--shots", 1, "--seeds", 1, "--categories", "metal")
+    code, _, err = cli(*args, *shots, "--json", tmp_path / "local_s.json")
+    assert code == 0, err
+    code, _, err = cli(*args, *shots, "--json", tmp_path / "ray_s.json", "--ray", "--ray-actors", 2,
+                       "--ray-cpus-per-actor", 1)
+    assert code == 0, err
+    local, ray = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local_s", "ray_s"))
+    assert ray["few_shot"]["1"]["references"] == local["few_shot"]["1"]["references"]
+    assert same_figures(local["few_shot"]["1"], ray["few_shot"]["1"], ("rough", "final")) > 5

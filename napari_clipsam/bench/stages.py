@@ -62,7 +62,8 @@ def blob_map(shape: tuple[int, int], n: int, seed: int = 0) -> np.ndarray:
 def run_benchmark(preset: str | None = None, *, random_weights: bool = True, device: str = "auto",
                   dtype: str = "float32", image_size: int = 512, batch: int = 4, umci: bool = False,
                   compare_backends: bool = True, rounds: int = 3, variants: tuple[str, ...] | None = None,
-                  backend: str = "auto", large_px: int | None = None,
+                  backend: str = "auto", large_px: int | None = None, mutual: bool = True,
+                  mutual_memory_images: int = 500,
                   log: Callable[[str], None] = print, config=None) -> dict[str, Any]:
     """Run every measurement and return a JSON-friendly dict (also logged line by line as it goes).
 
@@ -71,7 +72,10 @@ def run_benchmark(preset: str | None = None, *, random_weights: bool = True, dev
     ``variants``: their names, default all).
     ``preset``: a name of :data:`~napari_clipsam.config.PRESETS` (None: the default config). ``config`` replaces
     the preset (e.g. tiny local models in tests). ``large_px``: also time one large image of that side (tiled
-    CLIP + SAM crops against squashed, :func:`~napari_clipsam.bench.large.large_image_figures`).
+    CLIP + SAM crops against squashed, :func:`~napari_clipsam.bench.large.large_image_figures`). ``mutual``: the
+    folder mutual-scoring rows (:func:`~napari_clipsam.bench.mutual.mutual_row`: 20, 50 and 200 images against
+    the encoders' time measured here; peak memory of ``mutual_memory_images`` images through the CLI's groups, 0:
+    not measured).
     """
     import torch
 
@@ -256,6 +260,17 @@ def run_benchmark(preset: str | None = None, *, random_weights: bool = True, dev
         from .backends import compare_backends as compare
 
         out["backends"] = compare(engine, [warm, cold], "metal bracket", rounds=rounds, only=variants, log=log)
+    if mutual:
+        from ..engine.folder import fast_path
+        from ..io.folders import DEFAULT_GROUP_SIZE
+        from .mutual import mutual_row
+
+        ecfg = engine.config
+        out["mutual"] = mutual_row(t_clip + t_sam, grid=engine.vision.grid, width=engine.vision.width,
+                                   layers=len(ecfg.feature_layers), radii=tuple(ecfg.mutual_radii),
+                                   subset=ecfg.mutual_subset_size, memory_images=mutual_memory_images,
+                                   group_size=DEFAULT_GROUP_SIZE, fast=fast_path(ecfg.mutual_precision, dev),
+                                   log=log)
     if large_px:
         from .large import large_image_figures
 

@@ -34,6 +34,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--large-px", type=int, default=None,
                    help="also time one large synthetic image of this side (e.g. 4096): tiled CLIP + SAM crops "
                         "against squashed, in seconds per megapixel")
+    p.add_argument("--no-mutual", dest="mutual", action="store_false",
+                   help="skip the folder mutual-scoring rows (20, 50, 200 images against the encoders' time; "
+                        "peak memory of a 500-image run in the CLI's groups: several minutes on 2 cores)")
+    p.add_argument("--mutual-memory-images", type=int, default=500, metavar="N",
+                   help="images of the mutual-scoring memory row (default 500; 0 skips it)")
     p.add_argument("--json", type=Path, help="write the figures to this JSON file")
     p.set_defaults(func=run)
     return p
@@ -47,7 +52,8 @@ def run(args) -> int:
         figures = run_benchmark(args.preset, random_weights=args.random_weights, device=args.device,
                                 dtype=args.dtype, image_size=args.image_px, batch=args.batch, umci=args.umci,
                                 backend=args.backend, compare_backends=args.compare_backends,
-                                rounds=max(1, args.rounds), large_px=args.large_px)
+                                rounds=max(1, args.rounds), large_px=args.large_px, mutual=args.mutual,
+                                mutual_memory_images=max(0, args.mutual_memory_images))
     except WeightsUnavailableError as exc:
         print(f"error: {exc}\n(use --random-weights to benchmark without downloading weights)", file=sys.stderr)
         return 2

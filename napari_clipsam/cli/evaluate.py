@@ -77,9 +77,6 @@ def run(args) -> int:
             raise PathKindError(f"{path} is a folder; give a file name for the results.")
     if args.plots is not None and Path(args.plots).expanduser().exists() and not Path(args.plots).expanduser().is_dir():
         raise PathKindError(f"--plots {args.plots} is a file; give a folder for the plots (it is created if missing).")
-    if args.mutual and getattr(args, "ray", None) is not None:
-        raise InvalidInputError("--mutual does not run on --ray yet (each category's folder is scored as a whole, "
-                                "on one machine); drop --ray for a mutual evaluation.")
     shots = sorted(set(args.shots or []))
     if any(k < 1 for k in shots) or args.seeds < 1:
         raise InvalidInputError("--shots must be ≥ 1 (normal images per category) and --seeds ≥ 1.")

@@ -18,11 +18,9 @@ image's scores (and the groups): the earlier outputs are kept unless ``--overwri
 """
 from __future__ import annotations
 
-import math
+from ..io.folders import DEFAULT_GROUP_SIZE, folder_groups  # noqa: F401  (re-exported for the CLI)
 
 MUTUAL, PER_IMAGE = "mutual", "per-image"
-#: Default of ``--mutual-group-size``: images scored together (memory and time per image grow with it).
-DEFAULT_GROUP_SIZE = 50
 
 
 def choose_mode(n_images: int, no_mutual: bool, minimum: int) -> tuple[str, str]:
@@ -35,10 +33,6 @@ def choose_mode(n_images: int, no_mutual: bool, minimum: int) -> tuple[str, str]
     return MUTUAL, f"{n_images} images of one object, each scored against the others; --no-mutual: each alone"
 
 
-def folder_groups(items: list, size: int) -> list[list]:
-    """``items`` in ``ceil(N / size)`` interleaved groups (item ``i`` in group ``i mod k``), each in input order."""
-    k = max(1, math.ceil(len(items) / size))
-    return [items[g::k] for g in range(k)]
 
 
 def scoring_record(mode: str, why: str, group: dict | None = None) -> dict:

@@ -16,12 +16,15 @@ Steps (each a :class:`~napari_clipsam.config.ClipSAMConfig` field, see ``mutual_
    ``k = ceil(mutual_interval · (N − 1))`` averaged ("interval average": a defect repeated in a few other
    images still scores high). The scores of all (layer, r) pairs are averaged.
 3. **Cost**: N²·P² similarities per (layer, r), computed as matrix products of ``mutual_subset_size`` query
-   images against ``mutual_subset_size`` other images at a time; each block of query images is reduced to its
-   interval average before the next, so the largest temporaries are ``(subset·P) × (subset·P)`` similarities and
-   ``subset × N × P`` distances: time grows as N² but memory per image stays bounded (8 images of 24×24 patches:
-   85 MB in fp32). ``fast=True`` (``mutual_precision``: bf16 where the CPU computes it natively) finds each nearest
-   patch with a bf16 product, then recomputes that one similarity in fp32: a distance differs from the fp32 one
-   only where two candidate patches lie within bf16 rounding of each other, by at most :data:`BF16_TOLERANCE`.
+   images against ``mutual_subset_size`` other images at a time. In float32 (:mod:`.mutual_blocks`) each layer
+   takes one product per unordered pair of image blocks for all radii at once (the r×r neighbourhood
+   similarities are box sums of the r = 1 ones; row and column maxima give both directions), one sixth of the
+   plain product work at r ∈ {1, 3, 5}, equal to it up to float32 rounding; its temporaries are one
+   ``(subset·P) × (subset·P)`` product and ``len(radii) × N × N × P`` distances. ``fast=True`` (``mutual_precision="bfloat16"``) runs
+   one query block against every image per (layer, r) instead, finding each nearest patch with a bf16 product,
+   then recomputing that one similarity in fp32: a distance differs from the fp32 one only where two candidate
+   patches lie within bf16 rounding of each other, by at most :data:`BF16_TOLERANCE` (slower than the float32
+   path above on the measured AVX-512 BF16 CPU, docs/performance.md).
    :func:`mutual_scores_plain` is the plain per-pair fp32 reference both paths are tested against.
 4. **Calibration** (:func:`calibrate`): the folder's own scale of "normal" is the
    :data:`CALIBRATION_QUANTILE` quantile ``R`` of its per-image maximum raw scores (the most anomalous patch of each
@@ -43,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import Cancelled, InvalidInputError
+from .mutual_blocks import layer_distances
 
 #: Quantile of the folder's per-image maximum raw scores taken as the scale of a normal image in :func:`calibrate`.
 CALIBRATION_QUANTILE = 0.25
@@ -133,7 +137,8 @@ def nearest_distances(x: torch.Tensor, subset_size: int, mask: torch.Tensor | No
     """(N, P, C) L2-normalised tokens → (N, N, P): ``d[i, j, p] = min_q (1 − x[i, p] · x[j, q])`` (q restricted
     by ``mask`` (P, P) when given), by matrix products of ``subset_size`` query images × ``subset_size`` other
     images. ``cancelled`` is checked between subsets (raises :class:`~napari_clipsam.errors.Cancelled`).
-    Holds all N² · P distances: :func:`interval_scores` is the bounded-memory form the engine uses."""
+    Holds all N² · P distances: :func:`interval_scores` is the bounded-memory form the bf16 path uses (the float32
+    path: :func:`~napari_clipsam.clip.mutual_blocks.layer_distances`)."""
     N = x.shape[0]
     s = max(1, int(subset_size))
     xf = x.bfloat16() if fast else None
@@ -167,9 +172,19 @@ def mutual_scores(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 
     N, _, h, w = layers[0].shape
     if N < 2:
         raise InvalidInputError(f"mutual scoring needs at least 2 images to compare, got {N}.")
+    for r in radii:
+        if int(r) < 1 or int(r) % 2 == 0:
+            raise InvalidInputError(f"mutual neighbourhood sizes must be odd whole numbers ≥ 1, got {r}.")
     mask = window_mask(h, w, window, layers[0].device)
     total = torch.zeros(N, h * w, dtype=torch.float32, device=layers[0].device)
     for t in layers:
+        if not fast:  # every radius from one product per pair of images (mutual_blocks)
+            if cancelled is not None and cancelled():
+                raise Cancelled("cancelled during mutual scoring")
+            D = layer_distances(t, [int(r) for r in radii], subset_size, mask, cancelled)
+            for r in radii:
+                total += interval_average(D.pop(int(r)), interval)
+            continue
         for r in radii:
             if cancelled is not None and cancelled():
                 raise Cancelled("cancelled during mutual scoring")

@@ -66,3 +66,15 @@ def normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
     if not out:
         raise InvalidInputError("extensions is empty; give at least one file suffix such as '.png'")
     return tuple(out)
+
+
+#: Default of ``segment --mutual-group-size``: images scored together (memory and time per image grow with it).
+DEFAULT_GROUP_SIZE = 50
+
+
+def folder_groups(items: list, size: int) -> list[list]:
+    """``items`` in ``ceil(N / size)`` interleaved groups (item ``i`` in group ``i mod k``), each in input order:
+    the mutual-scoring groups ``napari-clipsam segment`` scores one after another (``cli/segment_groups.py``;
+    the bench's memory row uses the same split)."""
+    k = max(1, -(-len(items) // size))
+    return [items[g::k] for g in range(k)]

@@ -39,11 +39,21 @@ def evaluate_on_ray(args, dataset, cfg, categories: list[str] | None, train=None
     cfg = evaluation_config(cfg, args.sigma)
     resolution, cats, picks, names = plan_evaluation(cfg.image_size, dataset, None, args.resolution, args.limit)
     draws = few_shot_draws(train, cats, names, shots, seeds) if shots else {}
+    mutual = bool(getattr(args, "mutual", False))
+    if mutual:
+        from types import SimpleNamespace
+
+        from ...training.mutual_eval import check_mutual_plan
+
+        check_mutual_plan(SimpleNamespace(config=cfg), picks, args.rough_only)  # before the cluster starts
     t0 = time.perf_counter()
-    got, provenance = _maps_on_ray(args, cfg, categories, resolution, cats, picks, names, [None, *draws.values()])
+    collect = _mutual_on_ray if mutual else _maps_on_ray
+    got, provenance = collect(args, cfg, categories, resolution, cats, picks, names, [None, *draws.values()])
     seconds = time.perf_counter() - t0
 
     def run(references: References) -> dict:  # curves (for --plots) of the zero-shot run only
+        if mutual:
+            return _mutual_result(args, dataset, got[references], provenance, resolution, cats, seconds)
         return _run_result(args, dataset, got[references], provenance, resolution, cats, picks, seconds,
                            curves=references is None and getattr(args, "plots", None) is not None)
 
@@ -110,3 +120,57 @@ def _run_result(args, dataset, got: dict, provenance: dict, resolution, cats, pi
     return summarise(results, provenance, dataset=dataset, resolution=resolution, sigma=args.sigma,
                      limit=args.limit, rough_only=args.rough_only, max_fpr=args.max_fpr, seconds=seconds,
                      cached=cached)
+
+
+def _mutual_on_ray(args, cfg, categories, resolution, cats, picks, names, runs: list[References]):
+    """``eval --mutual``: each category's picked test images scored as one folder by one actor call
+    (:meth:`~.workers.EngineWorker.eval_mutual`), for each distinct run's references: references → category →
+    that category's metrics dict (as :func:`~napari_clipsam.training.mutual_eval.mutual_category` returns it),
+    and the engine's provenance. Categories (and draws) run in parallel over the actors."""
+    from tqdm.auto import tqdm
+
+    from .segment import start_pool
+
+    runs = list(dict.fromkeys(runs))
+    opened = {"root": str(Path(args.dataset_root).expanduser().resolve()), "layout": args.layout,
+              "categories": categories}
+    started = connect(args.ray)
+    pool = None
+    got: dict = {r: {} for r in runs}
+    try:
+        pool, info = start_pool(args, cfg)
+        chunks = [(c, picks[c], names[c], r) for r in runs for c in cats]
+        kwargs = {"dataset": opened, "resolution": resolution, "max_fpr": args.max_fpr,
+                  "curves": getattr(args, "plots", None) is not None}
+        with tqdm(total=sum(len(ch[1]) for ch in chunks), unit="img", disable=not args.progress,
+                  dynamic_ncols=True) as bar:
+            for (c, indices, _, r), result in pool.run("eval_mutual", chunks, kwargs):
+                if isinstance(result, Exception):
+                    cause = getattr(result, "cause", None)
+                    if isinstance(cause, ClipSAMUserError):
+                        raise cause
+                    raise ClusterError(f"Mutual scoring of {c}'s folder of {len(indices)} image(s) failed on the "
+                                       f"cluster: {' '.join(str(result).split())[:2000]}")
+                result.pop("node", None)
+                got[r][c] = result
+                bar.set_description(c if r is None else f"{c} (few-shot)")
+                bar.update(len(indices))
+    finally:
+        if pool is not None:
+            pool.close()
+        disconnect(started)
+    return got, info["provenance"]
+
+
+def _mutual_result(args, dataset, got: dict, provenance: dict, resolution, cats, seconds: float) -> dict:
+    """One mutual run's :func:`~napari_clipsam.training.evaluation.evaluate_dataset` result (``mutual=True``)
+    from its categories' metrics, in the local category order and with the local provenance."""
+    from ...training.evaluation import summarise
+    from ...training.mutual_eval import mutual_provenance
+
+    results = {c: got[c] for c in cats}
+    if not getattr(args, "plots", None):
+        results = {c: {k: v for k, v in r.items() if k != "curves"} for c, r in results.items()}
+    return summarise(results, mutual_provenance(provenance, results), dataset=dataset, resolution=resolution,
+                     sigma=args.sigma, limit=args.limit, rough_only=args.rough_only, max_fpr=args.max_fpr,
+                     seconds=seconds, cached=0, mode="mutual")

@@ -178,3 +178,22 @@ class EngineWorker:
         node = ray.get_runtime_context().get_node_id()
         return [{"maps": m, "mask": squash_mask(mask, resolution), "label": int(sample.label), "node": node,
                  "cached": cached if j == 0 else 0} for j, (m, (_, mask, sample)) in enumerate(zip(maps, items))]
+
+    def eval_mutual(self, category: str, indices: list[int], name: str, references: tuple | None = None, *,
+                    dataset: dict, resolution: int, max_fpr: float, curves: bool) -> dict:
+        """``eval --mutual`` of one category: its samples ``indices`` (in that order) scored as one folder by
+        :func:`~napari_clipsam.training.mutual_eval.mutual_category`, the function the local evaluation runs, with
+        the normal ``references`` of one few-shot draw (None: none); returns its metrics dict (and ``"node"``).
+        The engine was built with the evaluation config."""
+        import ray
+
+        from ...training.mutual_eval import mutual_category
+
+        class _NoBar:
+            def update(self, _n) -> None:
+                pass
+
+        self._use_references(dataset, references)
+        subset = self._split(dataset, "test").category(category)
+        out = mutual_category(self.engine, subset, list(indices), name, resolution, max_fpr, _NoBar(), curves)
+        return {**out, "node": ray.get_runtime_context().get_node_id()}
