@@ -169,6 +169,12 @@ class OpenVinoEncoder:
             raise ClipSAMUserError(
                 "OpenVINO's converter was imported by other code in this program with its usage telemetry on, so "
                 "napari-clipsam does not convert with it. Run `opt_in_out --opt_out` once, or use backend='torch'.")
+        from .convert_child import convert_in_child
+
+        report = stage_report()  # inside a stage: raises Cancelled on a cancel request, which stops the child
+        model = convert_in_child(self.module, self.input_size, None if report is None else lambda: report(0.0))
+        if model is not None:
+            return model
         example = torch.zeros(1, 3, self.input_size, self.input_size)
         with torch.no_grad():
             return ov.convert_model(self.module.eval(), example_input=example)

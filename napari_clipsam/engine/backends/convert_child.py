@@ -1,0 +1,105 @@
+"""An encoder's one-time OpenVINO conversion in a child process, so the caller's process keeps its GIL.
+
+Tracing a torch module and ``openvino.convert_model`` hold Python's GIL for long stretches (the dock's window
+froze 0.3–0.7 s at a time while SAM's image encoder converted on the first Run). :func:`convert_in_child` pickles
+the module (``torch.save`` of the module itself: its classes come from importable packages such as open_clip and
+segment_anything) into a private scratch folder, runs ``python -m napari_clipsam.engine.backends.convert_child``
+on it, which converts exactly as the in-process path does (same example input, telemetry off, the same warnings
+silenced) and writes the IR into the scratch folder, then reads that IR back. The caller (``IRCache``) saves it
+into the cache atomically, as before.
+
+While the child runs, ``poll()`` is called every :data:`POLL_S`; whatever it raises (a cancel) kills the child,
+removes the scratch folder and is raised again, so no half-written IR is left and the next Run converts again.
+When the child cannot be used (the module does not pickle, the interpreter cannot be started, the child fails)
+:func:`convert_in_child` logs why and returns None, and the caller converts in its own process.
+``NAPARI_CLIPSAM_CONVERT_IN_PROCESS=1`` skips the child.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+POLL_S = 0.05
+"""How often (seconds) the caller looks at the child and calls ``poll``."""
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
+
+
+def convert_in_child(module, input_size: int, poll: Callable[[], None] | None = None):
+    """The ``openvino.Model`` of ``module`` traced on a ``(1, 3, S, S)`` zero input, converted in a child
+    process; None (logged) when the child cannot be used. ``poll()`` raising stops the child (see module text)."""
+    if os.environ.get("NAPARI_CLIPSAM_CONVERT_IN_PROCESS") == "1":
+        return None
+    import torch
+
+    from .openvino_runtime import import_openvino
+
+    scratch = Path(tempfile.mkdtemp(prefix=f".ir-{os.getpid()}-child-"))
+    try:
+        try:
+            torch.save(module, scratch / "module.pt")
+        except Exception as exc:  # a local class, a lambda, an open file inside the module
+            log.warning("napari-clipsam: converting in this process (the window may pause): the module cannot be "
+                        "handed to a child process (%s: %s)", type(exc).__name__, exc)
+            return None
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([_PACKAGE_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                                               if p])
+        args = [sys.executable, "-m", __name__, str(scratch / "module.pt"), str(int(input_size)),
+                str(scratch / "model.xml")]
+        try:
+            child = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(scratch / "stderr.txt", "wb"))
+        except OSError as exc:
+            log.warning("napari-clipsam: converting in this process (the window may pause): cannot start %s (%s)",
+                        sys.executable, exc)
+            return None
+        try:
+            while child.poll() is None:
+                if poll is not None:
+                    poll()
+                time.sleep(POLL_S)
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+        if child.returncode != 0:
+            tail = (scratch / "stderr.txt").read_text(errors="replace")[-1500:]
+            log.warning("napari-clipsam: converting in this process (the window may pause): the conversion child "
+                        "exited with %s:\n%s", child.returncode, tail)
+            return None
+        core = import_openvino().Core()
+        core.set_property({"ENABLE_MMAP": False})  # weights read into memory: the scratch file goes below
+        return core.read_model(str(scratch / "model.xml"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _main(argv: list[str]) -> int:
+    import torch
+
+    from .conversion_progress import quiet_conversion
+    from .openvino_runtime import converter_telemetry_off, import_openvino
+
+    module_path, size, xml = argv[0], int(argv[1]), argv[2]
+    ov = import_openvino()
+    if not converter_telemetry_off():
+        print("OpenVINO's converter has its telemetry on in the child", file=sys.stderr)
+        return 3
+    module = torch.load(module_path, weights_only=False)
+    example = torch.zeros(1, 3, size, size)
+    with quiet_conversion(), torch.no_grad():
+        model = ov.convert_model(module.eval(), example_input=example)
+    ov.save_model(model, xml, compress_to_fp16=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
