@@ -160,7 +160,12 @@ class ClipSAMConfig:
     distances of one layer. Changes speed and memory, not results."""
     mutual_window: int | None = setting(None, per_call=True, recorded=True)
     """Aligned parts (boards, fixtures): compare a patch only with patches within this many grid cells of its own
-    position in the other images (faster; catches misplaced or missing parts). None = everywhere."""
+    position in the other images (catches misplaced or missing parts; how it is used: ``mutual_window_mode``).
+    None = everywhere."""
+    mutual_window_mode: str = setting("only", per_call=True, recorded=True)
+    """How a set ``mutual_window`` is used: ``"only"`` (the windowed score replaces the global one), ``"max"`` or
+    ``"mean"`` (both scores are computed, each calibrated on its own, then the per-patch maximum or mean: the
+    window catches a missing part, the global score keeps texture defects). Ignored when the window is None."""
     mutual_precision: str = setting("auto", per_call=True, recorded=True)
     """Nearest-patch search of mutual scoring: ``"float32"``, ``"bfloat16"`` (the nearest patch found by a bf16
     product, its distance recomputed in fp32: equal to fp32 within 2⁻⁸, same ranking) or ``"auto"`` (bfloat16 on a

@@ -194,6 +194,10 @@ def check_tiling(value: Any) -> None:
         _fail("tiling", value, "'auto', 'off' or a tile side in image pixels (a whole number from 32 up)")
 
 
+#: How ``mutual_window`` is used (config.py's ``mutual_window_mode``).
+WINDOW_MODES = ("only", "max", "mean")
+
+
 def check_mutual(cfg) -> None:
     """The folder mutual-scoring fields that are not plain numbers: odd radii, an optional window, an interval
     above 0 and fusion weights that leave the mutual map or the CLIP map in."""
@@ -203,6 +207,8 @@ def check_mutual(cfg) -> None:
     w = cfg.mutual_window
     if w is not None and (not _is_int(w) or not 0 <= w <= 1000):
         _fail("mutual_window", w, "None (compare everywhere) or a whole number of grid cells from 0 to 1000")
+    if cfg.mutual_window_mode not in WINDOW_MODES:
+        _fail("mutual_window_mode", cfg.mutual_window_mode, " or ".join(map(repr, WINDOW_MODES)))
     if cfg.mutual_precision not in PRECISIONS:
         _fail("mutual_precision", cfg.mutual_precision, " or ".join(map(repr, PRECISIONS)))
     if cfg.mutual_interval <= 0.0:

@@ -31,6 +31,8 @@ def _changed(value, name=""):
         return value[:1]
     if value == "auto" and name in ("tiling", "sam_crops"):  # tiling: "auto", "off" or a tile side
         return "off"
+    if name == "mutual_window_mode":
+        return "only" if value != "only" else "max"
     if isinstance(value, str) and value in PRECISIONS:  # a precision choice (e.g. mutual_precision)
         return next(p for p in PRECISIONS if p != value)
     raise AssertionError(f"no changed value for {value!r}")

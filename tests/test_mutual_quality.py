@@ -32,7 +32,7 @@ def folder(category: str, seed: int = 0):
 
 # the method's setting for parts photographed in a fixture (§5.3, docs/method.md): compare a patch only with the
 # other images' patches within 2 grid cells of its place, so a part that is missing is compared with the part
-ALIGNED = {"mutual_window": 2}
+ALIGNED = {"mutual_window": 2, "mutual_window_mode": "only"}
 
 
 def measure(seed: int = 0, categories=CATEGORIES, settings=None) -> dict[str, dict[str, float]]:

@@ -35,6 +35,7 @@ def folder_settings(config) -> dict:
     """The mutual-scoring settings recorded in each result's provenance."""
     return {"radii": list(config.mutual_radii), "interval": config.mutual_interval,
             "subset_size": config.mutual_subset_size, "window": config.mutual_window,
+            "window_mode": config.mutual_window_mode,
             "weights": {"mutual": config.mutual_weight, "clip": config.mutual_clip_weight,
                         "fewshot": config.mutual_fewshot_weight},
             "precision": config.mutual_precision,
@@ -50,6 +51,21 @@ def fast_path(precision: str, device) -> bool:
     if precision != "auto":
         return precision == "bfloat16"
     return device.type == "cuda" and bool(torch.cuda.is_bf16_supported())
+
+
+def calibrated_scores(cfg, layers, cancelled=None) -> torch.Tensor:
+    """(N, h, w) calibrated mutual maps in [0, 1] per ``mutual_window`` and ``mutual_window_mode``: with a window
+    in mode ``"max"`` / ``"mean"``, the global and the windowed scores are calibrated apart and combined."""
+    fast = fast_path(cfg.mutual_precision, layers[0].device)
+    windows = [cfg.mutual_window]
+    if cfg.mutual_window is not None and cfg.mutual_window_mode != "only":
+        windows = [None, cfg.mutual_window]
+    maps = [mutual.calibrate(mutual.mutual_scores(layers, radii=cfg.mutual_radii, interval=cfg.mutual_interval,
+                                                  subset_size=cfg.mutual_subset_size, window=w,
+                                                  cancelled=cancelled, fast=fast)) for w in windows]
+    if len(maps) == 1:
+        return maps[0]
+    return torch.maximum(*maps) if cfg.mutual_window_mode == "max" else (maps[0] + maps[1]) / 2
 
 
 def segment_folder(engine, images, object_name: str, step: Stepper, contrast_limits=None):
@@ -74,10 +90,7 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
                                           0.3 * start / n, 0.3 * min(b, n - start) / n, stored=True))
     layers = stack([feats[k][1] for k in keys])  # one (N, C, h, w) tensor per feature layer
     step("mutual", 0.3)
-    raw = mutual.mutual_scores(layers, radii=cfg.mutual_radii, interval=cfg.mutual_interval,
-                               subset_size=cfg.mutual_subset_size, window=cfg.mutual_window,
-                               cancelled=step.cancelled, fast=fast_path(cfg.mutual_precision, layers[0].device))
-    calibrated = mutual.calibrate(raw)  # (N, h, w) in [0, 1]
+    calibrated = calibrated_scores(cfg, layers, step.cancelled)  # (N, h, w) in [0, 1]
     image_scores = mutual.image_scores(calibrated).tolist()
     S = cfg.image_size
     mutual_map = F.interpolate(calibrated[:, None], size=(S, S), mode="bilinear", align_corners=False)[:, 0]

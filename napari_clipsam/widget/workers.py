@@ -100,10 +100,12 @@ ALIGNED_WINDOW = 2  # the aligned window the dock's "aligned parts" sets (docs/m
 
 def folder_settings(thresholds, aligned: bool) -> dict:
     """Per-call settings of a folder mutual scoring from the dock: its thresholds, and the aligned window when
-    *aligned parts* is ticked (else the engine's own ``mutual_window``)."""
+    *aligned parts* is ticked (the windowed score alone; else the engine's own ``mutual_window`` and
+    ``mutual_window_mode``: by default the mean of the global and the windowed scores)."""
     settings = threshold_settings(*thresholds)
     if aligned:
         settings["mutual_window"] = ALIGNED_WINDOW
+        settings["mutual_window_mode"] = "only"
     return settings
 
 
