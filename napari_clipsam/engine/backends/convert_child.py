@@ -55,8 +55,9 @@ def convert_in_child(module, input_size: int, poll: Callable[[], None] | None = 
         args = [sys.executable, "-m", __name__, str(scratch / "module.pt"), str(int(input_size)),
                 str(scratch / "model.xml")]
         try:
-            child = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(scratch / "stderr.txt", "wb"))
+            with open(scratch / "stderr.txt", "wb") as err:  # the child holds its own copy of the descriptor
+                child = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=err)
         except OSError as exc:
             log.warning("napari-clipsam: converting in this process (the window may pause): cannot start %s (%s)",
                         sys.executable, exc)
