@@ -66,6 +66,15 @@ def evaluate_on_ray(args, dataset, cfg, categories: list[str] | None, train=None
     return results, few
 
 
+def _raise_failure(result: Exception, what: str) -> None:
+    """Raise a worker's failure: the user's own error as it is (a bad file, a bad setting), anything else as a
+    :class:`ClusterError` saying ``what`` failed, with the worker's message on one line."""
+    cause = getattr(result, "cause", None)
+    if isinstance(cause, ClipSAMUserError):
+        raise cause
+    raise ClusterError(f"{what}: {' '.join(str(result).split())[:2000]}")
+
+
 def _maps_on_ray(args, cfg, categories, resolution, cats, picks, names, runs: list[References]):
     """Every picked image's evaluated items for each distinct run's references (references → category → index
     → item, see :meth:`~.workers.EngineWorker.eval_maps`), and the engine's provenance."""
@@ -90,11 +99,7 @@ def _maps_on_ray(args, cfg, categories, resolution, cats, picks, names, runs: li
                   dynamic_ncols=True) as bar:
             for (c, indices, _, r), result in pool.run("eval_maps", chunks, kwargs):
                 if isinstance(result, Exception):
-                    cause = getattr(result, "cause", None)
-                    if isinstance(cause, ClipSAMUserError):
-                        raise cause
-                    raise ClusterError(f"Evaluating {len(indices)} image(s) of {c} failed on the cluster: "
-                                       f"{' '.join(str(result).split())[:2000]}")
+                    _raise_failure(result, f"Evaluating {len(indices)} image(s) of {c} failed on the cluster")
                 got[r][c].update(zip(indices, result))
                 bar.set_description(c if r is None else f"{c} (few-shot)")
                 bar.update(len(indices))
@@ -146,11 +151,8 @@ def _mutual_on_ray(args, cfg, categories, resolution, cats, picks, names, runs: 
                   dynamic_ncols=True) as bar:
             for (c, indices, _, r), result in pool.run("eval_mutual", chunks, kwargs):
                 if isinstance(result, Exception):
-                    cause = getattr(result, "cause", None)
-                    if isinstance(cause, ClipSAMUserError):
-                        raise cause
-                    raise ClusterError(f"Mutual scoring of {c}'s folder of {len(indices)} image(s) failed on the "
-                                       f"cluster: {' '.join(str(result).split())[:2000]}")
+                    _raise_failure(result, f"Mutual scoring of {c}'s folder of {len(indices)} image(s) failed on "
+                                           "the cluster")
                 result.pop("node", None)
                 got[r][c] = result
                 bar.set_description(c if r is None else f"{c} (few-shot)")
