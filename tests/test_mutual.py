@@ -177,3 +177,42 @@ def test_segment_folder_gives_one_result_per_image_with_mutual_provenance(engine
         engine.segment_folder(ims, "metal plate", cancelled=lambda: True)
     refined = engine.refine(results[4], points=[[10, 10]], point_labels=[1])
     assert refined.image_score == results[4].image_score and refined.provenance["mode"] == "mutual"
+
+
+def _same_masks(a, b) -> None:
+    import numpy as np
+
+    np.testing.assert_array_equal(a.rough_map, b.rough_map)
+    np.testing.assert_allclose(a.final_map, b.final_map, atol=1e-6)
+    np.testing.assert_array_equal(a.instances, b.instances)
+    assert a.provenance["thresholds"] == b.provenance["thresholds"]
+
+
+def test_remask_with_other_thresholds_equals_the_folder_run_with_them(engine):
+    """Changing τ on a folder result keeps its mutual map: the same masks as segment_folder run with the new τ,
+    and no CLIP pass (the plain per-image map is never what a folder result is re-thresholded on)."""
+    from napari_clipsam.data.synthetic import synthetic_image
+
+    ims = [synthetic_image("metal", None if i < 3 else "scratch", 64, 40 + i)[0] for i in range(6)]
+    low = {"prompt_threshold": 0.3, "mask_threshold": 0.4, "alpha": 0.7}
+    results = engine.segment_folder(ims, "metal plate")
+    clip_misses = engine.cache_info().clip_features.misses
+    expected = engine.segment_folder(ims, "metal plate", settings=low)
+    assert engine.cache_info().clip_features.misses == clip_misses  # the folder's features came from the cache
+    for r, want in zip(results, expected):
+        got = engine.remask(r, settings=low)
+        _same_masks(got, want)
+        assert got.provenance["mode"] == "mutual" and got.image_score == r.image_score
+        assert got.provenance["folder"] == r.provenance["folder"]
+    assert engine.cache_info().clip_features.misses == clip_misses
+    assert any(w.num_instances != r.num_instances for r, w in zip(results, expected))  # τ mattered here
+    back = engine.remask(engine.remask(results[4], settings=low), settings={"prompt_threshold": 0.5})
+    _same_masks(back, results[4])  # and back again: the map was never replaced
+
+
+def test_remask_of_a_plain_result_equals_segment_with_those_thresholds(engine):
+    from napari_clipsam.data.synthetic import synthetic_image
+
+    im = synthetic_image("wood", "crack", 64, 3)[0]
+    low = {"prompt_threshold": 0.25}
+    _same_masks(engine.remask(engine.segment(im, "wood"), settings=low), engine.segment(im, "wood", settings=low))

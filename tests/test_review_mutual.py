@@ -47,3 +47,43 @@ def test_an_edit_made_while_the_folder_is_scored_is_kept(qtbot, make_widget, tmp
     after = widget.outputs_for(folder.layer)
     assert after.results[None] is before and (np.asarray(after.masks.data) == 77).any()
     folder.close()
+
+
+def test_a_changed_threshold_a_rerun_and_a_revisit_keep_the_folder_map(qtbot, make_widget, tmp_path):
+    """Once the folder is scored, every Run of a review image uses its mutual map: Run again, a changed τ (MMR
+    again on that map, the same masks as the engine's folder run at that τ) and an image visited again."""
+    viewer, widget = make_widget()
+    folder = widget.folder
+    assert folder.open(_synthetic_folder(tmp_path / "images", n=5, size=48), tmp_path / "labels")
+    folder.ordering.table.file_order.setChecked(True)
+    _first_result(qtbot, widget, folder)
+    qtbot.waitUntil(lambda: folder.ordering.scored and not widget.busy, timeout=60_000)
+    scored = widget.outputs_for(folder.layer).results[None]
+    assert scored.provenance["mode"] == "mutual"
+
+    def run_and_get():
+        assert widget.run(source=folder.layer, on_done=folder.after_run, all_frames=True)
+        qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+        return widget.outputs_for(folder.layer).results[None]
+
+    again = run_and_get()
+    assert again.provenance["mode"] == "mutual"
+    np.testing.assert_array_equal(again.rough_map, scored.rough_map)
+    widget.c.prompt_threshold.setValue(0.2)
+    low = run_and_get()
+    assert low.provenance["mode"] == "mutual" and low.provenance["thresholds"]["prompt_threshold"] == 0.2
+    np.testing.assert_array_equal(low.rough_map, scored.rough_map)
+    want = widget.engine.segment_folder([folder.session.read_image(i) for i in range(5)], widget.object_name,
+                                        settings={"prompt_threshold": 0.2, "mask_threshold": widget.thresholds[1],
+                                                  "alpha": widget.thresholds[2]})[folder.session.index]
+    np.testing.assert_array_equal(np.asarray(widget.outputs_for(folder.layer).masks.data) > 0, want.instances > 0)
+    here = folder.session.index
+    folder.next_image()
+    qtbot.waitUntil(lambda: not widget.busy and None in widget.outputs_for(folder.layer).results, timeout=60_000)
+    assert widget.outputs_for(folder.layer).results[None].provenance["mode"] == "mutual"
+    folder.goto(here)
+    qtbot.waitUntil(lambda: not widget.busy and None in widget.outputs_for(folder.layer).results, timeout=60_000)
+    back = widget.outputs_for(folder.layer).results[None]
+    assert back.provenance["mode"] == "mutual" and back.provenance["thresholds"]["prompt_threshold"] == 0.2
+    np.testing.assert_array_equal(back.rough_map, scored.rough_map)
+    folder.close()

@@ -17,7 +17,7 @@ from ..errors import EngineMismatchError, InvalidInputError
 from ..io.images import image_key, normalise_image
 from ..mmr.levels import refine_from_prompts
 from ..mmr.merge import check_rough_map
-from ..mmr.prompts import group_user_prompts
+from ..mmr.prompts import group_user_prompts, prompts_from_map
 from ..mmr.sam_decoder import SamEmbedding
 from .result import ClipSAMResult
 from .sam_crops import crops_apply, finish_on_crops
@@ -48,9 +48,29 @@ class SamSide:
         with self.using(**(settings or {})):
             return self._refine(result, points, point_labels, boxes, image, contrast_limits)
 
+    @torch.no_grad()
+    def remask(self, result: ClipSAMResult, *, image=None, contrast_limits: tuple[float, float] | None = None,
+               settings: dict | None = None) -> ClipSAMResult:
+        """MMR again on ``result``'s own rough map (method §3 steps 2–6): prompts derived anew with this call's
+        thresholds, SAM decoded and merged; no CLIP runs and the rough map is not made again.
+
+        The way to change ``prompt_threshold``, ``mask_threshold`` or ``alpha`` on a result whose rough map came
+        from somewhere a plain :meth:`segment` cannot reproduce: a folder's mutual map (``segment_folder``) keeps
+        its map, its mode and its image score. The SAM embedding is found as in :meth:`refine` (``image`` is
+        embedded again when the caches no longer hold it). ``settings``: per-call changes of
+        :data:`PER_CALL_FIELDS`; those that make the rough map (CLIP, few-shot, mutual fields) have no effect here.
+        """
+        with self.using(**(settings or {})):
+            check_rough_map(result.rough_map, np.shape(result.instances), "result's rough_map")
+            return self._decode_on(result, prompts_from_map(result.rough_map, self.config), image, contrast_limits)
+
     def _refine(self, result, points, point_labels, boxes, image, contrast_limits) -> ClipSAMResult:
         check_rough_map(result.rough_map, np.shape(result.instances), "result's rough_map")
         prompts = group_user_prompts(points, point_labels, boxes, result.rough_map.shape)
+        return self._decode_on(result, prompts, image, contrast_limits)
+
+    def _decode_on(self, result, prompts, image, contrast_limits) -> ClipSAMResult:
+        """SAM decoding and the merge of ``prompts`` on ``result``'s image and rough map (refine and remask)."""
         if prompts.num_components and crops_apply(self, result.rough_map.shape):  # SAM on crops (sam_crops.py)
             rgb = None if image is None else self._checked_image(result, image, contrast_limits)
             out = finish_on_crops(self, result.rough_map, prompts, result.valid, result.image_key, rgb,

@@ -301,10 +301,14 @@ class FolderPanel(QObject):
         key = self.key_for(self.session.index) if self.session is not None and layer is self.layer \
             and frame_count(layer) is None else None  # the prefetch segments single images only
         engine = self.widget.run_inputs()[0]
+        session, index = self.session, None if self.session is None else self.session.index
+
+        def read_image():
+            return session.read_image(index)
 
         def provide(cancelled):
             ordering.wait_for_scoring(cancelled)  # one engine job at a time
-            scored = None if key is None else ordering.scored_result(key, engine)
+            scored = None if key is None else ordering.scored_result(key, engine, read_image)
             if scored is not None:
                 self.prefetch_hits += 1
                 return {None: scored}
@@ -456,9 +460,8 @@ class FolderPanel(QObject):
         engine, object_name, thresholds = self.widget.run_inputs()
         if engine is None or self.session is None or index is None or index >= len(self.session):
             return
-        if self.ordering.scoring is not None and self.ordering.scoring.engine is engine \
-                and self.key_for(index) in self.ordering.scoring.results:
-            return  # the scoring made it already
+        if self.ordering.has_scored(self.key_for(index), engine):
+            return  # the folder's mutual map answers it
         if self.prefetcher is None or self.prefetcher.engine is not engine:
             if self.prefetcher is not None:
                 self.prefetcher.cancel(wait=False)

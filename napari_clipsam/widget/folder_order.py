@@ -14,6 +14,10 @@ come from the disk cache).
 
 The scoring job and the dock's Run share one engine, never at the same time: a Run started while the folder is
 being scored waits for it (and then takes that image's scored result, so moving on after scoring runs nothing).
+Once scored, every Run of a review image uses the folder's mutual map: Run again, an image visited again, and a
+changed τ_prompt / τ_mask / α (``engine.remask``: MMR again on that map, no CLIP) never fall back to the image's
+own map. The scored results are kept for the review's life (one per image, as the scoring made them); another
+object or other *aligned parts* than the scoring's segment afresh.
 Verdicts live in the manifest and drafts in the journal, by image: reordering only changes which image comes
 next, never what was decided or corrected.
 """
@@ -25,12 +29,12 @@ import threading
 import numpy as np
 from qtpy.QtCore import QObject
 
-from ..errors import Cancelled
+from ..errors import Cancelled, EngineMismatchError
 from ..review.flags import ACCEPTED_HIGH, REJECTED_LOW, ImageFacts, image_flags, score_bounds
 from ..review.order import ReviewOrder, file_signatures, load_scores_file, save_scores, scores_key
 from ..review.scoring import score_folder
 from .folder_table import FolderTable
-from .workers import Task, folder_settings
+from .workers import Task, folder_settings, threshold_settings
 
 log = logging.getLogger(__name__)
 _VERDICT_FLAGS = (ACCEPTED_HIGH, REJECTED_LOW)
@@ -43,13 +47,29 @@ class _Scoring:
     def __init__(self, engine, object_name: str, thresholds: tuple):
         self.engine, self.object_name, self.thresholds = engine, object_name, thresholds
         self.done = threading.Event()
-        self.results: dict = {}  # (path, object name, thresholds) → ClipSAMResult, taken once by a Run
+        self.results: dict = {}  # image path → its ClipSAMResult on the folder's mutual map (kept for the review)
         self.settings: dict = {}  # the per-call settings it scores with (they key the kept scores)
         self.lock = threading.Lock()
 
-    def take(self, key):
+    def has(self, key) -> bool:
+        """``key`` (path, object name, thresholds) can be answered from the folder's mutual map."""
         with self.lock:
-            return self.results.pop(key, None)
+            return key[1] == self.object_name and key[0] in self.results
+
+    def result_for(self, key, read_image):
+        """The result for ``key`` on the folder's mutual map: the scored one at the scoring's thresholds, else
+        MMR again on its map with ``key``'s (``engine.remask``: no CLIP, the map is kept); None when the folder
+        has no result for that image and object. ``read_image()`` gives the image if SAM must embed it again."""
+        path, object_name, thresholds = key
+        with self.lock:
+            scored = self.results.get(path) if object_name == self.object_name else None
+        if scored is None or tuple(thresholds) == tuple(self.thresholds):
+            return scored
+        settings = threshold_settings(*thresholds)
+        try:
+            return self.engine.remask(scored, settings=settings)
+        except EngineMismatchError:  # its SAM embedding is no longer cached: embed the image again
+            return self.engine.remask(scored, image=read_image(), settings=settings)
 
 
 class ReviewOrdering(QObject):
@@ -189,8 +209,8 @@ class ReviewOrdering(QObject):
                 paths = {session.key(i): str(p) for i, p in enumerate(session.images)}
                 with scoring.lock:
                     for key, result in scores.results.items():
-                        scoring.results[(paths[key], object_name, thresholds)] = result
-                scores.results = {}  # the Runs take them from `scoring`, once each
+                        scoring.results[paths[key]] = result
+                scores.results = {}  # the Runs take them from `scoring` (see `scored_result`)
                 return scores
             finally:
                 scoring.done.set()
@@ -281,8 +301,8 @@ class ReviewOrdering(QObject):
         shown = None if outputs is None else outputs.results.get(None)
         if shown is None or shown.provenance.get("mode") == "mutual":
             return False  # saved labels, a stack's frames, or already the scored result
-        if panel.key_for(session.index) not in self.scoring.results:
-            return False  # other thresholds or object since: Run segments afresh
+        if not self.scoring.has(panel.key_for(session.index)):
+            return False  # another object since: Run segments afresh
         return panel.widget.run(source=layer, on_done=panel.after_run, all_frames=True)
 
     def wait_for_scoring(self, cancelled) -> None:
@@ -292,12 +312,27 @@ class ReviewOrdering(QObject):
                 if cancelled():
                     raise Cancelled("cancelled while waiting for the folder scoring")
 
-    def scored_result(self, key, engine):
-        """The scored result for ``key`` (path, object name, thresholds) made by ``engine``, once; else None."""
+    def scored_result(self, key, engine, read_image):
+        """In a Run's worker: the result for ``key`` (path, object name, thresholds) on the folder's mutual map
+        made by ``engine`` (at other thresholds, MMR again on that map; see :meth:`_Scoring.result_for`), so a
+        re-Run, a changed τ or an image visited again never falls back to the image's own, weaker map; None when
+        the folder is not scored (yet), by another engine, with other mutual settings or for another object."""
         scoring = self.scoring
-        if scoring is None or scoring.engine is not engine or not scoring.done.is_set():
+        if scoring is None or scoring.engine is not engine or not scoring.done.is_set() or not scoring.has(key) \
+                or self._mutual_part(self._settings(key[2])) != self._mutual_part(scoring.settings):
             return None
-        return scoring.take(key)
+        return scoring.result_for(key, read_image)
+
+    def has_scored(self, key, engine) -> bool:
+        """The scoring can answer ``key``'s Run (no prefetch needed)."""
+        scoring = self.scoring
+        return scoring is not None and scoring.engine is engine and scoring.has(key) \
+            and self._mutual_part(self._settings(key[2])) == self._mutual_part(scoring.settings)
+
+    @staticmethod
+    def _mutual_part(settings: dict) -> dict:
+        """The settings that make the mutual map (the thresholds only act on MMR)."""
+        return {k: v for k, v in settings.items() if k not in threshold_settings(0, 0, 0)}
 
     # ------------------------------------------------------------------ order and table
     def set_worst_first(self, worst_first: bool) -> None:
