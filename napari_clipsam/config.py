@@ -90,7 +90,8 @@ class ClipSAMConfig:
     side is at least 1024 px and 1.5 tiles), ``"off"`` (squash the whole image to CLIP's input) or a tile
     side in image pixels. CLIP encodes each tile at its input size and the tile maps are blended into one rough
     map at image resolution, so small defects on large images keep their size for CLIP (``clip/tiling.py``).
-    Folder mutual scoring does not tile yet."""
+    Folder mutual scoring tiles images of one size and compares each tile with the same tile position of the
+    other images (``engine/folder_tiled.py``); images of mixed sizes it squashes under ``"auto"``."""
 
     # --- MMR (method §3) --------------------------------------------------------------------
     sam_model: str = "vit_b"

@@ -168,8 +168,7 @@ def test_tiles_report_progress_and_cancel_between_tiles():
             engine.segment(image, "metal plate", cancelled=cancelled)
 
 
-def test_segment_with_tiles_caches_features_per_tile_and_folder_refuses():
-    from napari_clipsam.errors import InvalidInputError
+def test_segment_with_tiles_caches_features_per_tile():
 
     engine = _engine(56)
     image = synthetic_image("metal", None, 200, 2)[0]
@@ -184,8 +183,6 @@ def test_segment_with_tiles_caches_features_per_tile_and_folder_refuses():
     assert engine.cache_info().clip_features.misses == n_tiles + len(tile_grid(image.shape, 150))
     assert not np.array_equal(other.rough_map, result.rough_map)
     assert engine.segment(image, "metal plate", settings={"tiling": "off"}).provenance["thresholds"]["tiling"] == "off"
-    with pytest.raises(InvalidInputError, match="not supported by folder mutual scoring yet"):
-        engine.segment_folder([image] * 5, "metal plate", settings={"tiling": 112})
 
 
 @pytest.mark.slow

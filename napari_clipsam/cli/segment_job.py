@@ -193,9 +193,6 @@ def plan_job(args) -> SegmentJob:
     files = expand_frames(list(keys))
     stems = item_stems(files, stems_for(keys))
     mode, why = choose_mode(len(files), bool(getattr(args, "no_mutual", False)), cfg.mutual_min_images)
-    if mode == MUTUAL and cfg.tiling not in ("auto", "off"):
-        raise InvalidInputError(f"tiling = {cfg.tiling!r} (--config) is not supported by folder mutual scoring, which "
-                                "compares whole images; use --no-mutual to tile each image alone, or tiling 'auto'.")
     if out.is_dir():
         stale = clean_stale_files(out)
         if stale:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..clip import mutual
 from ..clip.rough_map import to_image_resolution
 from ..clip.text_prompts import clean_object_name
+from ..clip.tiling import tile_grid
 from ..errors import InvalidInputError
 from ..io.images import image_key, normalise_image
 from .batching import stack
@@ -53,19 +54,31 @@ def fast_path(precision: str, device) -> bool:
     return device.type == "cuda" and bool(torch.cuda.is_bf16_supported())
 
 
-def calibrated_scores(cfg, layers, cancelled=None) -> torch.Tensor:
-    """(N, h, w) calibrated mutual maps in [0, 1] per ``mutual_window`` and ``mutual_window_mode``: with a window
-    in mode ``"max"`` / ``"mean"``, the global and the windowed scores are calibrated apart and combined."""
+def raw_scores(cfg, layers, cancelled=None) -> list[torch.Tensor]:
+    """The raw (N, h, w) mutual scores of the folder's ``layers``, one per window ``mutual_window`` and
+    ``mutual_window_mode`` use: the global score, the windowed one, or both (global first)."""
     fast = fast_path(cfg.mutual_precision, layers[0].device)
     windows = [cfg.mutual_window]
     if cfg.mutual_window is not None and cfg.mutual_window_mode != "only":
         windows = [None, cfg.mutual_window]
-    maps = [mutual.calibrate(mutual.mutual_scores(layers, radii=cfg.mutual_radii, interval=cfg.mutual_interval,
-                                                  subset_size=cfg.mutual_subset_size, window=w,
-                                                  cancelled=cancelled, fast=fast)) for w in windows]
+    return [mutual.mutual_scores(layers, radii=cfg.mutual_radii, interval=cfg.mutual_interval,
+                                 subset_size=cfg.mutual_subset_size, window=w, cancelled=cancelled, fast=fast)
+            for w in windows]
+
+
+def calibrate_combined(cfg, raws: list[torch.Tensor]) -> torch.Tensor:
+    """:func:`raw_scores`' maps calibrated to [0, 1] (each apart, over all their maps together) and combined per
+    ``mutual_window_mode`` (``"max"`` / ``"mean"`` when there are two)."""
+    maps = [mutual.calibrate(r) for r in raws]
     if len(maps) == 1:
         return maps[0]
     return torch.maximum(*maps) if cfg.mutual_window_mode == "max" else (maps[0] + maps[1]) / 2
+
+
+def calibrated_scores(cfg, layers, cancelled=None) -> torch.Tensor:
+    """(N, h, w) calibrated mutual maps in [0, 1] per ``mutual_window`` and ``mutual_window_mode``: with a window
+    in mode ``"max"`` / ``"mean"``, the global and the windowed scores are calibrated apart and combined."""
+    return calibrate_combined(cfg, raw_scores(cfg, layers, cancelled))
 
 
 def segment_folder(engine, images, object_name: str, step: Stepper, contrast_limits=None):
@@ -77,7 +90,42 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
     prepared = [normalise_image(im, contrast_limits) for im in images]  # validate everything first
     keys = [image_key(rgb) for rgb, _ in prepared]
     n = len(prepared)
-    _check_tiling(cfg, prepared)
+    side = _common_tile_side(cfg, prepared)
+    if side is None:
+        roughs, image_scores, use_clip, use_few = _folder_maps(engine, prepared, keys, object_name, step)
+    else:  # large images of one size: tile by tile position (engine/folder_tiled.py)
+        from .folder_tiled import tiled_folder_maps
+
+        roughs, image_scores, use_clip, use_few = tiled_folder_maps(engine, prepared, keys, side, object_name, step)
+    results = []
+    for i in range(n):
+        step("mutual", 0.4 + 0.6 * i / n)
+        results += engine._masks_for(prepared[i:i + 1], keys[i:i + 1], roughs[i:i + 1], object_name, step,
+                                     0.4 + 0.6 * i / n, 0.6 / n)
+    parts = ["mutual (folder of %d images%s)" % (n, "" if side is None else f", {side}-px tiles by position")]
+    if use_clip:
+        parts.append(f"CLIP {engine.mode} (weight {cfg.mutual_clip_weight:g})")
+    if use_few:
+        parts.append(f"few-shot (weight {cfg.mutual_fewshot_weight:g})")
+    described = " + ".join(parts)
+    settings = folder_settings(cfg)
+    out = []
+    for res, score in zip(results, image_scores):
+        prov = dict(res.provenance)
+        folder = {"size": n, "subset_size": cfg.mutual_subset_size, "settings": settings}
+        if side is not None:
+            folder["tiles"] = {"side": side, "per_image": len(tile_grid(prepared[0][0].shape[:2], side))}
+        prov.update({"mode": MODE, "clip_mode": engine.mode, "rough_map": described, "folder": folder,
+                     "image_score": float(score)})
+        out.append(dataclasses.replace(res, provenance=prov, image_score=float(score)))
+    step("merge", 1.0)
+    return out
+
+
+def _folder_maps(engine, prepared, keys, object_name: str, step: Stepper):
+    """The fused rough maps (image resolution) and image scores of a folder whose images are not tiled, and
+    whether the CLIP and the few-shot map took part."""
+    cfg, n = engine.config, len(prepared)
     bank = engine.normal_bank(object_name)
     use_few = bank is not None and cfg.mutual_fewshot_weight > 0
     use_clip = cfg.mutual_clip_weight > 0
@@ -103,40 +151,27 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
         rough = to_image_resolution(r, rgb.shape[:2], cfg.rough_sigma)
         rough[~valid] = 0.0
         roughs.append(rough)
-    results = []
-    for i in range(n):
-        step("mutual", 0.4 + 0.6 * i / n)
-        results += engine._masks_for(prepared[i:i + 1], keys[i:i + 1], roughs[i:i + 1], object_name, step,
-                                     0.4 + 0.6 * i / n, 0.6 / n)
-    parts = ["mutual (folder of %d images)" % n]
-    if use_clip:
-        parts.append(f"CLIP {engine.mode} (weight {cfg.mutual_clip_weight:g})")
-    if use_few:
-        parts.append(f"few-shot (weight {cfg.mutual_fewshot_weight:g})")
-    described = " + ".join(parts)
-    settings = folder_settings(cfg)
-    out = []
-    for res, score in zip(results, image_scores):
-        prov = dict(res.provenance)
-        prov.update({"mode": MODE, "clip_mode": engine.mode, "rough_map": described,
-                     "folder": {"size": n, "subset_size": cfg.mutual_subset_size, "settings": settings},
-                     "image_score": float(score)})
-        out.append(dataclasses.replace(res, provenance=prov, image_score=float(score)))
-    step("merge", 1.0)
-    return out
+    return roughs, image_scores, use_clip, use_few
 
 
-def _check_tiling(cfg, prepared) -> None:
-    """Mutual scoring compares whole images' patch grids and does not tile yet: an explicit tile side that would
-    tile an image is refused; ``"auto"`` squashes every image as before (said in the log)."""
+def _common_tile_side(cfg, prepared) -> int | None:
+    """The tile side when the ``tiling`` setting tiles the folder's images and they all have one size (then they
+    are scored tile position by tile position); None when no image tiles. Images of several sizes that would
+    tile: an explicit tile side is refused, ``"auto"`` squashes every image (said in the log)."""
     from ..clip.tiling import tile_side
 
-    if not any(tile_side(rgb.shape[:2], cfg.tiling, cfg.image_size) for rgb, _ in prepared):
-        return
+    sides = {tile_side(rgb.shape[:2], cfg.tiling, cfg.image_size) for rgb, _ in prepared}
+    if sides == {None}:
+        return None
+    if len({rgb.shape[:2] for rgb, _ in prepared}) == 1:
+        return sides.pop()
     if cfg.tiling != "auto":
-        raise InvalidInputError(f"tiling = {cfg.tiling!r} is not supported by folder mutual scoring yet (it compares "
-                                "whole images); pass settings={'tiling': 'off'} (or 'auto'), or segment the "
-                                "images one by one with segment() / segment_many(), which tile.")
+        raise InvalidInputError(f"tiling = {cfg.tiling!r} needs the folder's images to have one size for folder "
+                                "mutual scoring (it compares the same tile position across the images); set "
+                                "tiling to 'off' or 'auto' (which squashes images of mixed sizes), or segment the "
+                                "images one at a time (segment(), or the CLI's --no-mutual), which tiles each.")
     import logging
 
-    logging.getLogger(__name__).info("folder mutual scoring squashes large images (it does not tile yet)")
+    logging.getLogger(__name__).info("folder mutual scoring squashes large images of mixed sizes (it tiles only "
+                                     "images of one size)")
+    return None
