@@ -169,7 +169,6 @@ def test_tiles_report_progress_and_cancel_between_tiles():
 
 
 def test_segment_with_tiles_caches_features_per_tile():
-
     engine = _engine(56)
     image = synthetic_image("metal", None, 200, 2)[0]
     n_tiles = len(tile_grid(image.shape, 112))
