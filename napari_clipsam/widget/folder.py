@@ -298,7 +298,7 @@ class FolderPanel(QObject):
         pre, ordering = self.prefetcher, self.ordering
         if pre is None and not ordering._running:
             return None
-        key = self.key_for(self.session.index) if self.session is not None and layer is self.layer \
+        key = self.key_for(self.session.index) if self.session is not None and layer == self.layer \
             and frame_count(layer) is None else None  # the prefetch segments single images only
         engine = self.widget.run_inputs()[0]
         session, index = self.session, None if self.session is None else self.session.index
