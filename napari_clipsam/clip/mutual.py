@@ -35,7 +35,10 @@ Steps (each a :class:`~napari_clipsam.config.ClipSAMConfig` field, see ``mutual_
    folder where fewer than a quarter of the images are normal (an all-defective folder) takes its scale from
    defective images: the weaker defects of the folder then stay under τ_prompt. ``R`` is floored at
    :data:`CALIBRATION_FLOOR` so a folder of identical images (every score 0) gives ≈ 0 everywhere, not NaN.
-5. **Image score** (:func:`image_scores`): the maximum of the calibrated map smoothed by a 3×3 mean.
+5. **Image score** (:func:`image_scores`): the maximum of the calibrated map smoothed by a 3×3 mean (or the
+   mean of its top ``mutual_image_top`` fraction). With ``mutual_image_window`` (default 2) the engine takes the
+   larger of that score and the same score of the windowed map, calibrated on its own
+   (:func:`napari_clipsam.engine.folder.mutual_maps`): the rough map stays as it is.
 """
 from __future__ import annotations
 
@@ -226,12 +229,17 @@ def calibrate(scores: torch.Tensor, quantile: float = CALIBRATION_QUANTILE, rati
     return torch.sigmoid((s / scale - ratio) / width)
 
 
-def image_scores(maps: torch.Tensor) -> torch.Tensor:
+def image_scores(maps: torch.Tensor, top: float = 0.0) -> torch.Tensor:
     """(N, h, w) calibrated maps → (N,) image scores: the maximum of each map after a
-    :data:`IMAGE_SCORE_SMOOTHING`-wide mean filter (a single hot patch counts less than a defect)."""
+    :data:`IMAGE_SCORE_SMOOTHING`-wide mean filter (a single hot patch counts less than a defect), or with
+    ``top`` > 0 the mean of its ``ceil(top · h · w)`` highest values (``mutual_image_top``)."""
     k = IMAGE_SCORE_SMOOTHING
     smooth = F.avg_pool2d(maps[:, None].float(), k, stride=1, padding=k // 2, count_include_pad=False)[:, 0]
-    return smooth.flatten(1).amax(dim=1)
+    flat = smooth.flatten(1)
+    if top <= 0.0:
+        return flat.amax(dim=1)
+    n = min(flat.shape[1], max(1, math.ceil(top * flat.shape[1])))
+    return flat.topk(n, dim=1).values.mean(dim=1)
 
 
 def fuse(maps: Sequence[torch.Tensor | None], weights: Sequence[float]) -> torch.Tensor:

@@ -35,7 +35,8 @@ def folder_settings(config) -> dict:
     """The mutual-scoring settings recorded in each result's provenance."""
     return {"radii": list(config.mutual_radii), "interval": config.mutual_interval,
             "subset_size": config.mutual_subset_size, "window": config.mutual_window,
-            "window_mode": config.mutual_window_mode,
+            "window_mode": config.mutual_window_mode, "image_window": config.mutual_image_window,
+            "image_top": config.mutual_image_top,
             "weights": {"mutual": config.mutual_weight, "clip": config.mutual_clip_weight,
                         "fewshot": config.mutual_fewshot_weight},
             "precision": config.mutual_precision,
@@ -53,19 +54,32 @@ def fast_path(precision: str, device) -> bool:
     return device.type == "cuda" and bool(torch.cuda.is_bf16_supported())
 
 
-def calibrated_scores(cfg, layers, cancelled=None) -> torch.Tensor:
-    """(N, h, w) calibrated mutual maps in [0, 1] per ``mutual_window`` and ``mutual_window_mode``: with a window
-    in mode ``"max"`` / ``"mean"``, the global and the windowed scores are calibrated apart and combined."""
+def mutual_maps(cfg, layers, cancelled=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(maps, scores)``: the (N, h, w) calibrated mutual maps in [0, 1] of the rough map per ``mutual_window`` and
+    ``mutual_window_mode`` (with a window in mode ``"max"`` / ``"mean"``, the global and the windowed scores are
+    calibrated apart and combined), and the (N,) image scores: :func:`~napari_clipsam.clip.mutual.image_scores`
+    of those maps (``mutual_image_top``), with ``mutual_image_window`` the larger of that and the same score of
+    the map windowed by it (each window's map computed once)."""
     fast = fast_path(cfg.mutual_precision, layers[0].device)
-    windows = [cfg.mutual_window]
-    if cfg.mutual_window is not None and cfg.mutual_window_mode != "only":
-        windows = [None, cfg.mutual_window]
-    maps = [mutual.calibrate(mutual.mutual_scores(layers, radii=cfg.mutual_radii, interval=cfg.mutual_interval,
-                                                  subset_size=cfg.mutual_subset_size, window=w,
-                                                  cancelled=cancelled, fast=fast)) for w in windows]
-    if len(maps) == 1:
-        return maps[0]
-    return torch.maximum(*maps) if cfg.mutual_window_mode == "max" else (maps[0] + maps[1]) / 2
+    calibrated: dict = {}
+
+    def by_window(w):
+        if w not in calibrated:
+            calibrated[w] = mutual.calibrate(mutual.mutual_scores(
+                layers, radii=cfg.mutual_radii, interval=cfg.mutual_interval, subset_size=cfg.mutual_subset_size,
+                window=w, cancelled=cancelled, fast=fast))
+        return calibrated[w]
+
+    if cfg.mutual_window is None or cfg.mutual_window_mode == "only":
+        maps = by_window(cfg.mutual_window)
+    else:
+        g, w = by_window(None), by_window(cfg.mutual_window)
+        maps = torch.maximum(g, w) if cfg.mutual_window_mode == "max" else (g + w) / 2
+    scores = mutual.image_scores(maps, cfg.mutual_image_top)
+    iw = cfg.mutual_image_window
+    if iw is not None and not (iw == cfg.mutual_window and cfg.mutual_window_mode == "only"):
+        scores = torch.maximum(scores, mutual.image_scores(by_window(iw), cfg.mutual_image_top))
+    return maps, scores
 
 
 def segment_folder(engine, images, object_name: str, step: Stepper, contrast_limits=None):
@@ -90,8 +104,8 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
                                           0.3 * start / n, 0.3 * min(b, n - start) / n, stored=True))
     layers = stack([feats[k][1] for k in keys])  # one (N, C, h, w) tensor per feature layer
     step("mutual", 0.3)
-    calibrated = calibrated_scores(cfg, layers, step.cancelled)  # (N, h, w) in [0, 1]
-    image_scores = mutual.image_scores(calibrated).tolist()
+    calibrated, image_scores = mutual_maps(cfg, layers, step.cancelled)  # (N, h, w) in [0, 1], (N,)
+    image_scores = image_scores.tolist()
     S = cfg.image_size
     mutual_map = F.interpolate(calibrated[:, None], size=(S, S), mode="bilinear", align_corners=False)[:, 0]
     clip_map = engine.rough_maps(stack([feats[k][0] for k in keys]), T).float() if use_clip else None
