@@ -3,13 +3,13 @@
 ``python -m napari_clipsam.bench.image_score [--seeds 0,1] [--protocol review,quality]`` prints one line per
 (protocol, seed, category): the image AUROC of each variant below and the pixel AUROC of the rough map's mutual
 part (the same for every variant: they change the image score only, which the script checks), then the mean and
-each variant's largest drop against ``before``. Tiny random models (:mod:`napari_clipsam.testing`), so the
+each variant's largest drop against ``before``. Tiny random models (:mod:`napari_clipsam.weights.tiny`), so the
 figures say how well the settings separate the synthetic defects by patch appearance alone.
 
 Protocols (the two folders the tests measure):
 
 - ``review``: ``tests/test_review_score_auroc.py``'s folder, 12 images of 64 px (every other one defective, the
-  category's defects in turn), ``tiny_engine(seed)`` (56 px, a 4×4 patch grid); seed s draws images
+  category's defects in turn), ``tiny_engine(seed)``'s models (56 px, a 4×4 patch grid); seed s draws images
   ``100 + 1000·s + i`` (seed 0 is the test's folder).
 - ``quality``: ``tests/test_mutual_quality.py``'s folder, 6 good + 14 defective images of 128 px, the tiny CLIP at
   224 px (a 16×16 grid), images of ``_image_seed(seed, …)``.
@@ -52,16 +52,15 @@ def folder_items(protocol: str, category: str, seed: int) -> list[tuple[np.ndarr
 
 
 def make_engine(protocol: str, seed: int):
-    from ..testing import tiny_engine
-
-    if protocol == "review":
-        return tiny_engine(seed=seed)
+    """The protocol's engine on tiny random models: ``review`` as ``napari_clipsam.testing.tiny_engine(seed)``
+    (56 px), ``quality`` at 224 px as ``tests/test_mutual_quality.py`` builds it."""
     from ..config import ClipSAMConfig
     from ..engine.clipsam import ClipSAM
-    from ..testing import make_tiny_clip, make_tiny_sam
+    from ..weights.tiny import make_tiny_clip, make_tiny_sam
 
-    clip, tok = make_tiny_clip(seed, image_size=224)
-    cfg = ClipSAMConfig(image_size=224, feature_layers=(1, 2, 3, 4), device="cpu", backend="torch")
+    size, extra = (56, {"umci_heads": 4}) if protocol == "review" else (224, {})
+    clip, tok = make_tiny_clip(seed, image_size=size)
+    cfg = ClipSAMConfig(image_size=size, feature_layers=(1, 2, 3, 4), device="cpu", backend="torch", **extra)
     return ClipSAM.from_models(clip, tok, make_tiny_sam(seed), None, cfg)
 
 
