@@ -61,17 +61,25 @@ def test_image_window_ranks_a_displaced_patch_first_and_leaves_the_map_alone():
 def test_image_window_equal_to_the_only_window_is_not_computed_twice(monkeypatch):
     layers = _aligned_folder()
     calls = []
-    real = mutual.mutual_scores
-    monkeypatch.setattr(mutual, "mutual_scores", lambda *a, **k: calls.append(k["window"]) or real(*a, **k))
+    real = mutual.mutual_scores_windows
+    monkeypatch.setattr(mutual, "mutual_scores_windows", lambda lay, w, **k: calls.append(list(w)) or real(lay, w, **k))
     _, only = mutual_maps(CFG.replace(mutual_window=1, mutual_window_mode="only", mutual_image_window=1), layers)
-    assert calls == [1]
-    calls.clear()
     _, mean = mutual_maps(CFG.replace(mutual_window=1, mutual_window_mode="mean", mutual_image_window=1), layers)
-    assert calls == [None, 1]  # the windowed map of the rough map is reused for the image score
-    calls.clear()
-    mutual_maps(CFG.replace(mutual_window=2, mutual_window_mode="mean", mutual_image_window=1), layers)
-    assert calls == [None, 2, 1]
-    assert only.argmax().item() == mean.argmax().item() == 3
+    _, other = mutual_maps(CFG.replace(mutual_window=2, mutual_window_mode="mean", mutual_image_window=1), layers)
+    assert calls == [[1], [None, 1], [None, 2, 1]]  # the rough map's windowed map is reused for the image score
+    assert only.argmax().item() == mean.argmax().item() == other.argmax().item() == 3
+
+
+@pytest.mark.parametrize("subset", [1, 3, 8])
+@pytest.mark.parametrize("fast", [False, True])
+def test_global_and_windowed_scores_from_shared_products_equal_separate_passes(subset, fast):
+    layers = _aligned_folder(n=7) + [torch.randn(7, 16, 8, 8, generator=torch.Generator().manual_seed(3))]
+    both = mutual.mutual_scores_windows(layers, [None, 2, None], radii=(1, 3, 5), subset_size=subset, fast=fast)
+    assert list(both) == [None, 2]
+    for w in (None, 2):
+        alone = mutual.mutual_scores(layers, radii=(1, 3, 5), subset_size=subset, window=w, fast=fast)
+        torch.testing.assert_close(both[w], alone, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(both[None], both[2])  # the window does change the scores of the displaced cells
 
 
 def test_image_score_settings_are_checked():

@@ -26,6 +26,7 @@ Steps (each a :class:`~napari_clipsam.config.ClipSAMConfig` field, see ``mutual_
    patches lie within bf16 rounding of each other, by at most :data:`BF16_TOLERANCE` (slower than the float32
    path above on the measured AVX-512 BF16 CPU, docs/performance.md).
    :func:`mutual_scores_plain` is the plain per-pair fp32 reference both paths are tested against.
+   :func:`mutual_scores_windows` gives the global and a windowed score from the same float32 products.
 4. **Calibration** (:func:`calibrate`): the folder's own scale of "normal" is the
    :data:`CALIBRATION_QUANTILE` quantile ``R`` of its per-image maximum raw scores (the most anomalous patch of each
    image; the lowest quarter of those comes from normal images as long as a quarter of the folder is normal), and
@@ -193,6 +194,38 @@ def mutual_scores(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 
                 raise Cancelled("cancelled during mutual scoring")
             total += interval_scores(prepare_tokens(t, int(r)), interval, subset_size, mask, cancelled, fast)
     return (total / (len(layers) * len(radii))).view(N, h, w)
+
+
+def mutual_scores_windows(layers: Sequence[torch.Tensor], windows: Sequence[int | None], *,
+                          radii: Sequence[int] = (1, 3, 5), interval: float = 0.3, subset_size: int = 8,
+                          cancelled: Callable[[], bool] | None = None,
+                          fast: bool = False) -> dict[int | None, torch.Tensor]:
+    """``{window: mutual_scores(layers, window=window, …)}`` for each distinct window of ``windows``. On the
+    float32 path the global score (None) and one windowed score come from the same similarity products (the
+    window's mask applied to a copy of each block: :func:`~napari_clipsam.clip.mutual_blocks.layer_distances`
+    ``also``), equal to two separate calls."""
+    windows = list(dict.fromkeys(windows))
+    if fast or len(windows) != 2 or None not in windows or not layers:
+        return {w: mutual_scores(layers, radii=radii, interval=interval, subset_size=subset_size, window=w,
+                                 cancelled=cancelled, fast=fast) for w in windows}
+    window = next(w for w in windows if w is not None)
+    N, _, h, w = layers[0].shape
+    if N < 2:
+        raise InvalidInputError(f"mutual scoring needs at least 2 images to compare, got {N}.")
+    for r in radii:
+        if int(r) < 1 or int(r) % 2 == 0:
+            raise InvalidInputError(f"mutual neighbourhood sizes must be odd whole numbers ≥ 1, got {r}.")
+    mask = window_mask(h, w, window, layers[0].device)
+    totals = [torch.zeros(N, h * w, dtype=torch.float32, device=layers[0].device) for _ in range(2)]
+    for t in layers:
+        if cancelled is not None and cancelled():
+            raise Cancelled("cancelled during mutual scoring")
+        both = layer_distances(t, [int(r) for r in radii], subset_size, None, cancelled, also=mask)
+        for total, D in zip(totals, both):
+            for r in radii:
+                total += interval_average(D.pop(int(r)), interval)
+    n = len(layers) * len(radii)
+    return {None: (totals[0] / n).view(N, h, w), window: (totals[1] / n).view(N, h, w)}
 
 
 def mutual_scores_plain(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 3, 5),

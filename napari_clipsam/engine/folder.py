@@ -59,26 +59,26 @@ def mutual_maps(cfg, layers, cancelled=None) -> tuple[torch.Tensor, torch.Tensor
     ``mutual_window_mode`` (with a window in mode ``"max"`` / ``"mean"``, the global and the windowed scores are
     calibrated apart and combined), and the (N,) image scores: :func:`~napari_clipsam.clip.mutual.image_scores`
     of those maps (``mutual_image_top``), with ``mutual_image_window`` the larger of that and the same score of
-    the map windowed by it (each window's map computed once)."""
+    the map windowed by it (each window's map computed once; the global and one window from the same products)."""
     fast = fast_path(cfg.mutual_precision, layers[0].device)
-    calibrated: dict = {}
-
-    def by_window(w):
-        if w not in calibrated:
-            calibrated[w] = mutual.calibrate(mutual.mutual_scores(
-                layers, radii=cfg.mutual_radii, interval=cfg.mutual_interval, subset_size=cfg.mutual_subset_size,
-                window=w, cancelled=cancelled, fast=fast))
-        return calibrated[w]
-
+    rough = [cfg.mutual_window]
+    if cfg.mutual_window is not None and cfg.mutual_window_mode != "only":
+        rough = [None, cfg.mutual_window]
+    iw = cfg.mutual_image_window
+    extra = iw is not None and not (iw == cfg.mutual_window and cfg.mutual_window_mode == "only")
+    windows = rough + [iw] if extra and iw not in rough else rough
+    raw = mutual.mutual_scores_windows(layers, windows, radii=cfg.mutual_radii, interval=cfg.mutual_interval,
+                                       subset_size=cfg.mutual_subset_size, cancelled=cancelled,
+                                       fast=fast)  # the global score and one window from the same products
+    calibrated = {w: mutual.calibrate(s) for w, s in raw.items()}
     if cfg.mutual_window is None or cfg.mutual_window_mode == "only":
-        maps = by_window(cfg.mutual_window)
+        maps = calibrated[cfg.mutual_window]
     else:
-        g, w = by_window(None), by_window(cfg.mutual_window)
+        g, w = calibrated[None], calibrated[cfg.mutual_window]
         maps = torch.maximum(g, w) if cfg.mutual_window_mode == "max" else (g + w) / 2
     scores = mutual.image_scores(maps, cfg.mutual_image_top)
-    iw = cfg.mutual_image_window
-    if iw is not None and not (iw == cfg.mutual_window and cfg.mutual_window_mode == "only"):
-        scores = torch.maximum(scores, mutual.image_scores(by_window(iw), cfg.mutual_image_top))
+    if extra:
+        scores = torch.maximum(scores, mutual.image_scores(calibrated[iw], cfg.mutual_image_top))
     return maps, scores
 
 
