@@ -170,8 +170,9 @@ class ClipSAMConfig:
     """Image score (``result.image_score``, the review's worst-first order) also from the windowed mutual score
     with this window (grid cells, as ``mutual_window``): the image score is the larger of the rough map's image
     score and that windowed map's (calibrated on its own), so an image whose patches match other images only
-    elsewhere ranks higher. The rough map is unchanged; it costs one more mutual pass unless the rough map is
-    already that windowed score. None = the rough map's image score alone (docs/method.md has the figures)."""
+    elsewhere ranks higher. The rough map is unchanged. On the float32 path the windowed score shares the global
+    one's similarity products (about a quarter more time for the mutual stage); nothing more when the rough map
+    already has that window. None = the rough map's image score alone (docs/method.md has the figures)."""
     mutual_image_top: float = setting(0.0, per_call=True, recorded=True)
     """Image score from each map: the mean of the highest ``ceil(top × patches)`` values of the 3×3-smoothed
     calibrated map, or its maximum at 0 (a fraction from 0 up to, not including, 1)."""
