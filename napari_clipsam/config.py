@@ -167,6 +167,16 @@ class ClipSAMConfig:
     """How a set ``mutual_window`` is used: ``"only"`` (the windowed score replaces the global one), ``"max"`` or
     ``"mean"`` (both scores are computed, each calibrated on its own, then the per-patch maximum or mean: the
     window catches a missing part, the global score keeps texture defects). Ignored when the window is None."""
+    mutual_image_window: int | None = setting(2, per_call=True, recorded=True)
+    """Image score (``result.image_score``, the review's worst-first order) also from the windowed mutual score
+    with this window (grid cells, as ``mutual_window``): the image score is the larger of the rough map's image
+    score and that windowed map's (calibrated on its own), so an image whose patches match other images only
+    elsewhere ranks higher. The rough map is unchanged. On the float32 path the windowed score shares the global
+    one's similarity products (about a quarter more time for the mutual stage); nothing more when the rough map
+    already has that window. None = the rough map's image score alone (docs/method.md has the figures)."""
+    mutual_image_top: float = setting(0.0, per_call=True, recorded=True)
+    """Image score from each map: the mean of the highest ``ceil(top × patches)`` values of the 3×3-smoothed
+    calibrated map, or its maximum at 0 (a fraction from 0 up to, not including, 1)."""
     mutual_precision: str = setting("auto", per_call=True, recorded=True)
     """Nearest-patch search of mutual scoring: ``"float32"``, ``"bfloat16"`` (the nearest patch found by a bf16
     product, its distance recomputed in fp32: equal to fp32 within 2⁻⁸, same ranking) or ``"auto"`` (bfloat16 on a

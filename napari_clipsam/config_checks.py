@@ -43,7 +43,7 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "sam_crop_context": (0.0, 10.0, False),
     **{name: (0.0, 1.0, False) for name in ("prompt_threshold", "min_component_frac", "min_predicted_iou",
                                             "max_outside_box", "alpha", "mask_threshold", "fewshot_weight",
-                                            "mutual_interval")},
+                                            "mutual_interval", "mutual_image_top")},
     **{name: (0.0, 100.0, False) for name in ("mutual_weight", "mutual_clip_weight", "mutual_fewshot_weight")},
 }
 BOOLS = ("text_cache", "negative_points", "embed_without_prompts", "fewshot_augment")
@@ -199,7 +199,7 @@ WINDOW_MODES = ("only", "max", "mean")
 
 
 def check_mutual(cfg) -> None:
-    """The folder mutual-scoring fields that are not plain numbers: odd radii, an optional window, an interval
+    """The folder mutual-scoring fields that are not plain numbers: odd radii, optional windows, an interval
     above 0 and fusion weights that leave the mutual map or the CLIP map in."""
     _int_tuple(cfg, "mutual_radii", 1, 99, allow_empty=False)
     if any(r % 2 == 0 for r in cfg.mutual_radii):
@@ -207,6 +207,12 @@ def check_mutual(cfg) -> None:
     w = cfg.mutual_window
     if w is not None and (not _is_int(w) or not 0 <= w <= 1000):
         _fail("mutual_window", w, "None (compare everywhere) or a whole number of grid cells from 0 to 1000")
+    w = cfg.mutual_image_window
+    if w is not None and (not _is_int(w) or not 0 <= w <= 1000):
+        _fail("mutual_image_window", w, "None (the rough map's image score alone) or a whole number of grid cells "
+                                        "from 0 to 1000")
+    if cfg.mutual_image_top >= 1.0:  # a number from 0 to 1 already (FLOAT_RANGES)
+        _fail("mutual_image_top", cfg.mutual_image_top, "a fraction from 0 (the maximum) up to, not including, 1")
     if cfg.mutual_window_mode not in WINDOW_MODES:
         _fail("mutual_window_mode", cfg.mutual_window_mode, " or ".join(map(repr, WINDOW_MODES)))
     if cfg.mutual_precision not in PRECISIONS:

@@ -26,6 +26,7 @@ Steps (each a :class:`~napari_clipsam.config.ClipSAMConfig` field, see ``mutual_
    patches lie within bf16 rounding of each other, by at most :data:`BF16_TOLERANCE` (slower than the float32
    path above on the measured AVX-512 BF16 CPU, docs/performance.md).
    :func:`mutual_scores_plain` is the plain per-pair fp32 reference both paths are tested against.
+   :func:`mutual_scores_windows` gives the global and a windowed score from the same float32 products.
 4. **Calibration** (:func:`calibrate`): the folder's own scale of "normal" is the
    :data:`CALIBRATION_QUANTILE` quantile ``R`` of its per-image maximum raw scores (the most anomalous patch of each
    image; the lowest quarter of those comes from normal images as long as a quarter of the folder is normal), and
@@ -35,7 +36,10 @@ Steps (each a :class:`~napari_clipsam.config.ClipSAMConfig` field, see ``mutual_
    folder where fewer than a quarter of the images are normal (an all-defective folder) takes its scale from
    defective images: the weaker defects of the folder then stay under τ_prompt. ``R`` is floored at
    :data:`CALIBRATION_FLOOR` so a folder of identical images (every score 0) gives ≈ 0 everywhere, not NaN.
-5. **Image score** (:func:`image_scores`): the maximum of the calibrated map smoothed by a 3×3 mean.
+5. **Image score** (:func:`image_scores`): the maximum of the calibrated map smoothed by a 3×3 mean (or the
+   mean of its top ``mutual_image_top`` fraction). With ``mutual_image_window`` (default 2) the engine takes the
+   larger of that score and the same score of the windowed map, calibrated on its own
+   (:func:`napari_clipsam.engine.folder.mutual_maps`): the rough map stays as it is.
 """
 from __future__ import annotations
 
@@ -192,6 +196,38 @@ def mutual_scores(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 
     return (total / (len(layers) * len(radii))).view(N, h, w)
 
 
+def mutual_scores_windows(layers: Sequence[torch.Tensor], windows: Sequence[int | None], *,
+                          radii: Sequence[int] = (1, 3, 5), interval: float = 0.3, subset_size: int = 8,
+                          cancelled: Callable[[], bool] | None = None,
+                          fast: bool = False) -> dict[int | None, torch.Tensor]:
+    """``{window: mutual_scores(layers, window=window, …)}`` for each distinct window of ``windows``. On the
+    float32 path the global score (None) and one windowed score come from the same similarity products (the
+    window's mask applied to a copy of each block: :func:`~napari_clipsam.clip.mutual_blocks.layer_distances`
+    ``also``), equal to two separate calls."""
+    windows = list(dict.fromkeys(windows))
+    if fast or len(windows) != 2 or None not in windows or not layers:
+        return {w: mutual_scores(layers, radii=radii, interval=interval, subset_size=subset_size, window=w,
+                                 cancelled=cancelled, fast=fast) for w in windows}
+    window = next(w for w in windows if w is not None)
+    N, _, h, w = layers[0].shape
+    if N < 2:
+        raise InvalidInputError(f"mutual scoring needs at least 2 images to compare, got {N}.")
+    for r in radii:
+        if int(r) < 1 or int(r) % 2 == 0:
+            raise InvalidInputError(f"mutual neighbourhood sizes must be odd whole numbers ≥ 1, got {r}.")
+    mask = window_mask(h, w, window, layers[0].device)
+    totals = [torch.zeros(N, h * w, dtype=torch.float32, device=layers[0].device) for _ in range(2)]
+    for t in layers:
+        if cancelled is not None and cancelled():
+            raise Cancelled("cancelled during mutual scoring")
+        both = layer_distances(t, [int(r) for r in radii], subset_size, None, cancelled, also=mask)
+        for total, D in zip(totals, both):
+            for r in radii:
+                total += interval_average(D.pop(int(r)), interval)
+    n = len(layers) * len(radii)
+    return {None: (totals[0] / n).view(N, h, w), window: (totals[1] / n).view(N, h, w)}
+
+
 def mutual_scores_plain(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 3, 5),
                         interval: float = 0.3, window: int | None = None) -> torch.Tensor:
     """The same as :func:`mutual_scores`, written plainly: one fp32 pair of images at a time, every distance
@@ -226,12 +262,17 @@ def calibrate(scores: torch.Tensor, quantile: float = CALIBRATION_QUANTILE, rati
     return torch.sigmoid((s / scale - ratio) / width)
 
 
-def image_scores(maps: torch.Tensor) -> torch.Tensor:
+def image_scores(maps: torch.Tensor, top: float = 0.0) -> torch.Tensor:
     """(N, h, w) calibrated maps → (N,) image scores: the maximum of each map after a
-    :data:`IMAGE_SCORE_SMOOTHING`-wide mean filter (a single hot patch counts less than a defect)."""
+    :data:`IMAGE_SCORE_SMOOTHING`-wide mean filter (a single hot patch counts less than a defect), or with
+    ``top`` > 0 the mean of its ``ceil(top · h · w)`` highest values (``mutual_image_top``)."""
     k = IMAGE_SCORE_SMOOTHING
     smooth = F.avg_pool2d(maps[:, None].float(), k, stride=1, padding=k // 2, count_include_pad=False)[:, 0]
-    return smooth.flatten(1).amax(dim=1)
+    flat = smooth.flatten(1)
+    if top <= 0.0:
+        return flat.amax(dim=1)
+    n = min(flat.shape[1], max(1, math.ceil(top * flat.shape[1])))
+    return flat.topk(n, dim=1).values.mean(dim=1)
 
 
 def fuse(maps: Sequence[torch.Tensor | None], weights: Sequence[float]) -> torch.Tensor:

@@ -57,27 +57,31 @@ def box_sum(t: torch.Tensor, r: int, dims: Sequence[int]) -> torch.Tensor:
 
 def layer_distances(tokens: torch.Tensor, radii: Sequence[int], subset_size: int,
                     mask: torch.Tensor | None = None,
-                    cancelled: Callable[[], bool] | None = None) -> dict[int, torch.Tensor]:
+                    cancelled: Callable[[], bool] | None = None,
+                    also: torch.Tensor | None = None):
     """One layer's (N, C, h, w) raw tokens → ``{r: (N, N, P) d[i, j, p]}``: the nearest distance
     ``min_q (1 − x_r[i, p] · x_r[j, q])`` (q restricted by ``mask`` (P, P) when given) of the
     neighbourhood-averaged tokens ``x_r`` (:func:`~napari_clipsam.clip.mutual.prepare_tokens`), for every r of
     ``radii``. The diagonal ``d[i, i]`` holds the self-distances (0 without a window; callers ignore it).
-    ``cancelled`` is checked before each product (raises :class:`~napari_clipsam.errors.Cancelled`)."""
-    blocks = LayerBlocks(tokens, radii, mask)
+    ``cancelled`` is checked before each product (raises :class:`~napari_clipsam.errors.Cancelled`).
+    ``also`` (P, P): return ``(D, D_also)``, the second with q restricted by ``also`` too, from the same products
+    (one more masked copy of each block's similarities and ``len(radii) · N² · P`` more distances)."""
+    blocks = LayerBlocks(tokens, radii, mask, also)
     N, s = blocks.N, max(1, int(subset_size))
     for i0 in range(0, N, s):
         for j0 in range(i0, N, s):
             if cancelled is not None and cancelled():
                 raise Cancelled("cancelled during mutual scoring")
             blocks.pair(i0, min(N, i0 + s) - i0, j0, min(N, j0 + s) - j0)
-    return blocks.D
+    return blocks.D if also is None else (blocks.D, blocks.D_also)
 
 
 class LayerBlocks:
     """One layer's normalised tokens, neighbourhood norms and distances being filled, block pair by block pair
     (:meth:`pair`; :func:`layer_distances` runs them all, the bench times one of each kind)."""
 
-    def __init__(self, tokens: torch.Tensor, radii: Sequence[int], mask: torch.Tensor | None = None):
+    def __init__(self, tokens: torch.Tensor, radii: Sequence[int], mask: torch.Tensor | None = None,
+                 also: torch.Tensor | None = None):
         N, C, h, w = tokens.shape
         self.N, self.h, self.w, self.radii = N, h, w, [int(r) for r in radii]
         P = h * w
@@ -86,6 +90,8 @@ class LayerBlocks:
         self.X = x.permute(0, 2, 3, 1).reshape(N, P, C).contiguous()
         self.D = {r: torch.empty(N, N, P, dtype=torch.float32, device=tokens.device) for r in self.radii}
         self.keep = None if mask is None else ~mask[None, :, None, :]  # (1, P, 1, P): True where q is left out
+        self.keep_also = None if also is None else ~also[None, :, None, :]
+        self.D_also = None if also is None else {r: torch.empty_like(d) for r, d in self.D.items()}
 
     def pair(self, i0: int, si: int, j0: int, sj: int) -> None:
         """Fill ``D[r][I, J]`` and (``j0 != i0``) ``D[r][J, I]`` for the query images ``I = i0 … i0 + si − 1``
@@ -106,6 +112,15 @@ class LayerBlocks:
                 B.mul_(self.inv[r][i0:i0 + si, :, None, None]).mul_(self.inv[r][None, None, j0:j0 + sj])
                 if keep is not None:
                     B.masked_fill_(keep, _MASKED)
-            self.D[r][i0:i0 + si, j0:j0 + sj] = (1.0 - B.amax(dim=3)).clamp_(min=0.0).permute(0, 2, 1)
-            if j0 != i0:
-                self.D[r][j0:j0 + sj, i0:i0 + si] = (1.0 - B.amax(dim=1)).clamp_(min=0.0).permute(1, 0, 2)
+            self._store(self.D[r], B, i0, si, j0, sj)
+            if self.keep_also is not None:  # in place unless B is still S itself (the radii after need it)
+                own = r > 1 or keep is not None
+                B = B.masked_fill_(self.keep_also, _MASKED) if own else B.masked_fill(self.keep_also, _MASKED)
+                self._store(self.D_also[r], B, i0, si, j0, sj)
+
+    @staticmethod
+    def _store(D: torch.Tensor, B: torch.Tensor, i0: int, si: int, j0: int, sj: int) -> None:
+        """The row and (``j0 != i0``) column maxima of the block similarities ``B[i, p, j, q]`` as distances."""
+        D[i0:i0 + si, j0:j0 + sj] = (1.0 - B.amax(dim=3)).clamp_(min=0.0).permute(0, 2, 1)
+        if j0 != i0:
+            D[j0:j0 + sj, i0:i0 + si] = (1.0 - B.amax(dim=1)).clamp_(min=0.0).permute(1, 0, 2)

@@ -36,7 +36,8 @@ def folder_settings(config) -> dict:
     """The mutual-scoring settings recorded in each result's provenance."""
     return {"radii": list(config.mutual_radii), "interval": config.mutual_interval,
             "subset_size": config.mutual_subset_size, "window": config.mutual_window,
-            "window_mode": config.mutual_window_mode,
+            "window_mode": config.mutual_window_mode, "image_window": config.mutual_image_window,
+            "image_top": config.mutual_image_top,
             "weights": {"mutual": config.mutual_weight, "clip": config.mutual_clip_weight,
                         "fewshot": config.mutual_fewshot_weight},
             "precision": config.mutual_precision,
@@ -54,31 +55,51 @@ def fast_path(precision: str, device) -> bool:
     return device.type == "cuda" and bool(torch.cuda.is_bf16_supported())
 
 
-def raw_scores(cfg, layers, cancelled=None) -> list[torch.Tensor]:
-    """The raw (N, h, w) mutual scores of the folder's ``layers``, one per window ``mutual_window`` and
-    ``mutual_window_mode`` use: the global score, the windowed one, or both (global first)."""
-    fast = fast_path(cfg.mutual_precision, layers[0].device)
-    windows = [cfg.mutual_window]
+def _windows(cfg) -> tuple[list, bool]:
+    """The windows whose raw scores the folder needs (the rough map's per ``mutual_window`` and
+    ``mutual_window_mode``, then ``mutual_image_window``'s), and whether the image score takes the latter too."""
+    rough = [cfg.mutual_window]
     if cfg.mutual_window is not None and cfg.mutual_window_mode != "only":
-        windows = [None, cfg.mutual_window]
-    return [mutual.mutual_scores(layers, radii=cfg.mutual_radii, interval=cfg.mutual_interval,
-                                 subset_size=cfg.mutual_subset_size, window=w, cancelled=cancelled, fast=fast)
-            for w in windows]
+        rough = [None, cfg.mutual_window]
+    iw = cfg.mutual_image_window
+    extra = iw is not None and not (iw == cfg.mutual_window and cfg.mutual_window_mode == "only")
+    return (rough + [iw] if extra and iw not in rough else rough), extra
 
 
-def calibrate_combined(cfg, raws: list[torch.Tensor]) -> torch.Tensor:
-    """:func:`raw_scores`' maps calibrated to [0, 1] (each apart, over all their maps together) and combined per
-    ``mutual_window_mode`` (``"max"`` / ``"mean"`` when there are two)."""
-    maps = [mutual.calibrate(r) for r in raws]
-    if len(maps) == 1:
-        return maps[0]
-    return torch.maximum(*maps) if cfg.mutual_window_mode == "max" else (maps[0] + maps[1]) / 2
+def raw_scores(cfg, layers, cancelled=None) -> dict:
+    """``{window: (N, h, w) raw mutual scores}`` of the folder's ``layers`` for every window :func:`_windows`
+    names (the global score and one window from the same products)."""
+    return mutual.mutual_scores_windows(layers, _windows(cfg)[0], radii=cfg.mutual_radii,
+                                        interval=cfg.mutual_interval, subset_size=cfg.mutual_subset_size,
+                                        cancelled=cancelled, fast=fast_path(cfg.mutual_precision, layers[0].device))
 
 
-def calibrated_scores(cfg, layers, cancelled=None) -> torch.Tensor:
-    """(N, h, w) calibrated mutual maps in [0, 1] per ``mutual_window`` and ``mutual_window_mode``: with a window
-    in mode ``"max"`` / ``"mean"``, the global and the windowed scores are calibrated apart and combined."""
-    return calibrate_combined(cfg, raw_scores(cfg, layers, cancelled))
+def calibrated_maps(cfg, raw: dict, image_scores=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`raw_scores`' maps (N, …) → ``(maps, scores)``: each window's map calibrated apart by the images'
+    maxima (over everything after the first axis: all of an image's tiles, when tiled), combined per
+    ``mutual_window_mode``, and the (N,) image scores, ``image_scores(maps)`` (default
+    :func:`~napari_clipsam.clip.mutual.image_scores` with ``mutual_image_top``), with ``mutual_image_window`` the
+    larger of that and the same score of the map windowed by it."""
+    score = image_scores or (lambda m: mutual.image_scores(m, cfg.mutual_image_top))
+    calibrated = {w: mutual.calibrate(s) for w, s in raw.items()}
+    if cfg.mutual_window is None or cfg.mutual_window_mode == "only":
+        maps = calibrated[cfg.mutual_window]
+    else:
+        g, w = calibrated[None], calibrated[cfg.mutual_window]
+        maps = torch.maximum(g, w) if cfg.mutual_window_mode == "max" else (g + w) / 2
+    scores = score(maps)
+    if _windows(cfg)[1]:
+        scores = torch.maximum(scores, score(calibrated[cfg.mutual_image_window]))
+    return maps, scores
+
+
+def mutual_maps(cfg, layers, cancelled=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(maps, scores)``: the (N, h, w) calibrated mutual maps in [0, 1] of the rough map per ``mutual_window`` and
+    ``mutual_window_mode`` (with a window in mode ``"max"`` / ``"mean"``, the global and the windowed scores are
+    calibrated apart and combined), and the (N,) image scores: :func:`~napari_clipsam.clip.mutual.image_scores`
+    of those maps (``mutual_image_top``), with ``mutual_image_window`` the larger of that and the same score of
+    the map windowed by it (each window's map computed once; the global and one window from the same products)."""
+    return calibrated_maps(cfg, raw_scores(cfg, layers, cancelled))
 
 
 def segment_folder(engine, images, object_name: str, step: Stepper, contrast_limits=None):
@@ -138,8 +159,8 @@ def _folder_maps(engine, prepared, keys, object_name: str, step: Stepper):
                                           0.3 * start / n, 0.3 * min(b, n - start) / n, stored=True))
     layers = stack([feats[k][1] for k in keys])  # one (N, C, h, w) tensor per feature layer
     step("mutual", 0.3)
-    calibrated = calibrated_scores(cfg, layers, step.cancelled)  # (N, h, w) in [0, 1]
-    image_scores = mutual.image_scores(calibrated).tolist()
+    calibrated, image_scores = mutual_maps(cfg, layers, step.cancelled)  # (N, h, w) in [0, 1], (N,)
+    image_scores = image_scores.tolist()
     S = cfg.image_size
     mutual_map = F.interpolate(calibrated[:, None], size=(S, S), mode="bilinear", align_corners=False)[:, 0]
     clip_map = engine.rough_maps(stack([feats[k][0] for k in keys]), T).float() if use_clip else None

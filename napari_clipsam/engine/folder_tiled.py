@@ -29,7 +29,7 @@ from ..clip import mutual
 from ..clip.rough_map import to_image_resolution
 from ..clip.tiling import Blender, tile_grid
 from .batching import stack
-from .folder import calibrate_combined, raw_scores
+from .folder import calibrated_maps, raw_scores
 from .progress import Stepper
 from .tiled import tile_batch
 
@@ -49,7 +49,7 @@ def tiled_folder_maps(engine, prepared, keys, side: int, object_name: str, step:
     step("text", 0.0)
     T = engine.text_embeddings(object_name) if use_clip else None
     S, b, total = cfg.image_size, tile_batch(engine), len(boxes) * n
-    raws: list[list[torch.Tensor]] = []  # per position: one (N, h, w) raw map per window
+    raws: list[dict] = []  # per position: {window: (N, h, w) raw map}
     clip_maps, few_maps = [], []  # per position: (N, S, S) or nothing
     for t, (r0, c0, r1, c1) in enumerate(boxes):
         tkeys = [f"{key}/tile{side}/{r0},{c0},{r1},{c1}" for key in keys]
@@ -61,18 +61,21 @@ def tiled_folder_maps(engine, prepared, keys, side: int, object_name: str, step:
                                               ENCODE_SHARE * min(b, n - s) / total, stored=True))
         layers = stack([feats[k][1] for k in tkeys])  # one (N, C, h, w) tensor per feature layer
         step("mutual", ENCODE_SHARE * (t + 1) / len(boxes))
-        raws.append([r.cpu() for r in raw_scores(cfg, layers, step.cancelled)])
+        raws.append({w: r.cpu() for w, r in raw_scores(cfg, layers, step.cancelled).items()})
         if use_clip:
             clip_maps.append(engine.rough_maps(stack([feats[k][0] for k in tkeys]), T).float().cpu())
         if use_few:
             few_maps.append(bank.anomaly_map(layers, S).float().cpu())
         del feats, layers
     P = len(boxes)
-    h, w = raws[0][0].shape[1:]
-    # (N, P, h, w) per window: calibrated by the images' maxima over all their tiles, as untiled images are
-    windows = [torch.stack([r[j] for r in raws], dim=1) for j in range(len(raws[0]))]
-    calibrated = calibrate_combined(cfg, windows).transpose(0, 1).reshape(P * n, h, w)  # position-major
-    image_scores = mutual.image_scores(calibrated).view(P, n).amax(dim=0).tolist()
+    h, w = next(iter(raws[0].values())).shape[1:]
+    # (N, P, h, w) per window: calibrated by the images' maxima over all their tiles, as untiled images are;
+    # an image's score is the highest of its tiles' scores
+    raw = {w: torch.stack([r[w] for r in raws], dim=1) for w in raws[0]}
+    maps, scores = calibrated_maps(cfg, raw, lambda m: mutual.image_scores(m.reshape(n * P, h, w),
+                                                                           cfg.mutual_image_top).view(n, P).amax(1))
+    image_scores = scores.tolist()
+    calibrated = maps.transpose(0, 1).reshape(P * n, h, w)  # position-major
     mutual_maps = F.interpolate(calibrated[:, None], size=(S, S), mode="bilinear",
                                 align_corners=False)[:, 0].view(P, n, S, S)
     step("mutual", 0.4)
