@@ -26,14 +26,15 @@ PARTS = {"prompt encoder": ("prompt_encoder.py", "forward"), "mask decoder (torc
          "mask decoder (OpenVINO)": ("openvino_decoder.py", "__call__"),
          "upsampling to image size": ("sam_decoder.py", "masks_at_image"),
          "memo: unpacking masks": ("multiarray.py", "unpackbits"), "filter": ("merge.py", "keep_candidates"),
-         "merge one component": ("merge.py", "merge_component"), "final fusion": ("merge.py", "fuse_maps")}
+         "merge one component": ("merge.py", "merge_component"), "final fusion": ("merge.py", "fuse_maps"),
+         "final fusion (from boxes)": ("merge.py", "fuse_placed")}
 
 
 def parts_of(stats: pstats.Stats, n: int) -> dict[str, float]:
     out = {}
     for name, (file, func) in PARTS.items():
         out[name] = sum(v[3] for (f, _, fn), v in stats.stats.items()
-                        if f.endswith(file) and fn == func) / n
+                        if (f.endswith(file) and fn == func) or (f == "~" and func in fn and file == "multiarray.py")) / n
     return out
 
 

@@ -105,17 +105,23 @@ def _compare_decoders(sam, size: int, key: dict, cache_root, atol: float):
                        (sam.image_encoder.img_size, sam.image_encoder.img_size), (size, size), "m")
     worst = 0.0
     with torch.no_grad():
-        for pts, lab, boxes in _prompt_sets(size, np.random.default_rng(0)):
-            (la, ia), (lb, ib) = plain.decode_logits(emb, pts, lab, boxes), fast.decode_logits(emb, pts, lab, boxes)
-            assert la.shape == lb.shape and ia.shape == ib.shape
-            diff = float((la - lb).abs().max())
-            worst = max(worst, diff)
-            assert diff <= atol and float((ia - ib).abs().max()) <= atol
-            ma = plain.masks_at_image(emb, la.flatten(0, 1))
-            mb = fast.masks_at_image(emb, lb.flatten(0, 1))
-            near = np.abs(plain.model.postprocess_masks(la.flatten(0, 1)[:, None], emb.input_size,
-                                                        emb.original_size)[:, 0].numpy()) <= atol
-            assert np.array_equal(ma[~near], mb[~near])  # masks differ only at logits within the tolerance
+        for compiled in ("dynamic", "static"):  # first calls run the dynamic graph; then each shape its own
+            if compiled == "static":
+                for shape in sorted(fast.decoder.seen):
+                    fast.decoder.compile_static(shape)
+                assert set(fast.decoder.static_shapes) == fast.decoder.seen and len(fast.decoder.seen) > 3
+            for pts, lab, boxes in _prompt_sets(size, np.random.default_rng(0)):
+                (la, ia) = plain.decode_logits(emb, pts, lab, boxes)
+                (lb, ib) = fast.decode_logits(emb, pts, lab, boxes)
+                assert la.shape == lb.shape and ia.shape == ib.shape
+                diff = float((la - lb).abs().max())
+                worst = max(worst, diff)
+                assert diff <= atol and float((ia - ib).abs().max()) <= atol
+                ma = plain.masks_at_image(emb, la.flatten(0, 1))
+                mb = fast.masks_at_image(emb, lb.flatten(0, 1))
+                near = np.abs(plain.model.postprocess_masks(la.flatten(0, 1)[:, None], emb.input_size,
+                                                            emb.original_size)[:, 0].numpy()) <= atol
+                assert np.array_equal(ma[~near], mb[~near])  # masks differ only at logits within the tolerance
     return worst
 
 
