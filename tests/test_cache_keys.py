@@ -229,7 +229,8 @@ def test_cache_info_counts_a_miss_per_model_run_and_a_hit_per_answer():
     engine.segment_many([RGB, RGB[::-1].copy(), RGB], "part", batch_size=3)  # a repeat in a batch counts once
     info = engine.cache_info()
     assert info.clip_features == CacheInfo(2, 2, 2) and info.sam_embeddings.misses == 2
-    assert info.entries == (info.sam_embeddings.currsize + info.clip_features.currsize
-                            + info.sam_decoder.currsize) and 0 < info.bytes <= info.max_bytes
+    assert info.entries == (info.sam_embeddings.currsize + info.clip_features.currsize + info.sam_decoder.currsize
+                            + info.merged_components.currsize) and 0 < info.bytes <= info.max_bytes
+    assert info.merged_components.currsize > 0 and info.merged_components.hits > 0  # the repeat's components
     engine.clear_caches()
     assert engine.cache_info().sam_embeddings == CacheInfo(info.sam_embeddings.hits, 2, 0)

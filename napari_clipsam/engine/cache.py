@@ -56,11 +56,15 @@ class EngineCacheInfo:
     sam_decoder: CacheInfo
     """Decoded prompts (memory): a miss is one prompt through SAM's mask decoder."""
     entries: int
-    """Entries in the engine's in-memory store (features, embeddings and decoded prompts together)."""
+    """Entries in the engine's in-memory store (features, embeddings, decoded prompts and merged components
+    together)."""
     bytes: int
     """Bytes the in-memory store holds."""
     max_bytes: int
     """Its bound, ``config.cache_bytes``."""
+    merged_components: CacheInfo = CacheInfo(0, 0, 0)
+    """Components' merged maps made from decoded prompts (memory): a miss is one component filtered and merged
+    (its prompts then decoded or taken from ``sam_decoder``); a hit answers its prompts (counted there too)."""
 
 
 class EngineCache:
@@ -94,6 +98,12 @@ class EngineCache:
                 self._items.move_to_end(key)
         (self._counter(key[0]).miss if item is None else self._counter(key[0]).hit)()
         return None if item is None else item[0]
+
+    def count_hits(self, kind: str, n: int) -> None:
+        """Count ``n`` hits of ``kind`` answered without a :meth:`get` of their own (a component's merged map
+        answers its decoded prompts: :func:`~napari_clipsam.mmr.levels.placed_component_maps`)."""
+        if n:
+            self._counter(kind).hit(n)
 
     def peek(self, key):
         """The value stored under ``key`` or None, neither counted nor marked as used."""

@@ -468,9 +468,13 @@ class ClipSAM(SamSide):
             text_embeddings=self.text.cache_info(),
             reference_banks=self._counts["references"].info(len(self._references)),
             sam_decoder=(decoded or HitCounter()).info(self._cache.count("decoded")),
-            entries=len(self._cache), bytes=self._cache.bytes, max_bytes=self._cache.max_bytes)
+            entries=len(self._cache), bytes=self._cache.bytes, max_bytes=self._cache.max_bytes,
+            merged_components=self._cache.counts.get("component", HitCounter()).info(self._cache.count("component")))
 
     def clear_caches(self, kind: str | None = None) -> None:
         """Forget cached CLIP features, SAM embeddings and decoded prompts, or one kind of them (``"features"``,
-        ``"embedding"``, ``"decoded"``); text embeddings and the on-disk stores stay."""
+        ``"embedding"``, ``"decoded"``); text embeddings and the on-disk stores stay. The components' merged maps
+        made from decoded prompts go with them."""
         self._cache.clear(kind)
+        if kind == "decoded":
+            self._cache.clear("component")

@@ -129,7 +129,7 @@ class SamSide:
     def _finish(self, rough, prompts, valid, key, emb, object_name) -> ClipSAMResult:
         with self.autocast():
             maps, _ = refine_from_prompts(self.sam, emb, prompts, rough, self.config, valid, memo=self._cache,
-                                          memo_tag=(self.sam.model_id, key, self.config.dtype))
+                                          memo_tag=(self.sam.model_id, key, self.config.dtype), with_maps=False)
         provenance = {**self.provenance(object_name, prompts.source), "image_score": float(maps.score),
                       "sam_input": "whole image"}
         return ClipSAMResult(

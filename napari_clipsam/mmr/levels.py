@@ -5,13 +5,14 @@ multimask output, so a component gathers up to 3 × levels candidates before fil
 """
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .merge import FinalMaps, check_rough_map, fuse_maps, keep_candidates, merge_component
+from .merge import FinalMaps, check_rough_map, fuse_placed, keep_candidates, merge_component
 from .prompts import Prompts
 
 
@@ -115,37 +116,89 @@ def candidate_masks(runner, emb, cands: list, memo=None) -> tuple[np.ndarray, np
 
 def refine_from_prompts(runner, emb, prompts: Prompts, rough: np.ndarray, config,
                         valid: np.ndarray | None = None, batched: bool = True,
-                        memo=None, memo_tag: tuple = ()) -> tuple[FinalMaps, np.ndarray]:
-    """Steps 3–6 on a cached SAM embedding. Returns the final maps and the component maps (K, H, W).
+                        memo=None, memo_tag: tuple = (), with_maps: bool = True) -> tuple[FinalMaps, np.ndarray | None]:
+    """Steps 3–6 on a cached SAM embedding. Returns the final maps and the component maps (K, H, W) (None
+    without ``with_maps``: the engine only needs the final maps, which are fused from the maps' boxes).
 
     Candidates stay SAM's low-resolution logits on the device until their component is merged: one upsampling
     per component, then the filter and the merge (steps 4–5) on masks at image resolution, as the method
-    defines them. ``memo``/``memo_tag``: see :func:`decode_levels` (None: the plain path, everything decoded
-    afresh)."""
+    defines them. ``memo``/``memo_tag``: see :func:`decode_levels` and :func:`placed_component_maps` (None: the
+    plain path, everything decoded afresh)."""
     rough = check_rough_map(rough, None if valid is None else np.shape(valid))
-    comp_maps = component_maps(runner, emb, prompts, rough.shape, config, batched, memo, memo_tag)
-    return fuse_maps(rough, comp_maps, config, valid), comp_maps
+    placed = placed_component_maps(runner, emb, prompts, rough.shape, config, batched, memo, memo_tag)
+    maps = fuse_placed(rough, placed, config, valid)  # the same maps as fuse_maps of the pasted ones
+    return maps, (pasted(placed, rough.shape) if with_maps else None)
 
 
 def component_maps(runner, emb, prompts: Prompts, shape: tuple[int, int], config, batched: bool = True,
                    memo=None, memo_tag: tuple = ()) -> np.ndarray:
     """Steps 3–5: the merged map M_c of every component, (K, H, W) float32 in [0, 1], ``shape`` (H, W) being the
     embedding's image (the whole image, or the crop it was made of: :mod:`.crops`)."""
+    return pasted(placed_component_maps(runner, emb, prompts, shape, config, batched, memo, memo_tag), shape)
+
+
+def pasted(placed: list, shape: tuple[int, int]) -> np.ndarray:
+    """``[(box, map), ...]`` (see :func:`placed_component_maps`) → (K, H, W) float32, 0 outside each box."""
+    out = np.zeros((len(placed), *shape), np.float32)
+    for k, ((r0, c0, r1, c1), m) in enumerate(placed):
+        out[k, r0:r1, c0:c1] = m
+    return out
+
+
+def _cropped(m: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """A component map as ``(box, map inside the box)``, the box bounding its non-zero pixels (empty: 0 × 0)."""
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if rows.size == 0:
+        return (0, 0, 0, 0), np.zeros((0, 0), np.float32)
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return (r0, c0, r1, c1), np.ascontiguousarray(m[r0:r1, c0:c1], np.float32)
+
+
+def _component_key(memo_tag: tuple, cp: ComponentPrompt, shape, config, fallback) -> tuple:
+    """What a component's merged map depends on: its prompts at each level, the filter's settings and its
+    fallback mask (the binarised component, when there is one)."""
+    inputs = []
+    for level in config.levels:
+        inp = cp.level_inputs(level)
+        inputs.append(None if inp is None else _memo_key((), level, inp)[1:])
+    fb = None if fallback is None else hashlib.blake2b(np.packbits(fallback).tobytes(), digest_size=16).digest()
+    return ("component", *memo_tag, tuple(shape), tuple(inputs), float(config.min_predicted_iou),
+            float(config.max_outside_box), fb)
+
+
+def placed_component_maps(runner, emb, prompts: Prompts, shape: tuple[int, int], config, batched: bool = True,
+                          memo=None, memo_tag: tuple = ()) -> list:
+    """Steps 3–5 as ``[(box, map), ...]``, one per component: M_c inside the box bounding its non-zero pixels.
+
+    With ``memo`` each component's map is kept (kind ``"component"``, keyed by its prompts, the filter's settings
+    and its fallback): a correction that touched one component decodes, filters and merges that one alone; the
+    others are taken as they were (their prompts count as answered by the memo, see :func:`decode_levels`)."""
     comps = component_prompts(prompts)
     H, W = shape
     max_batch = config.decoder_batch_size
     if max_batch is None:  # auto: one call per level on a GPU; small chunks on a CPU (see config docs)
         max_batch = None if runner.device.type == "cuda" else 2
-    cands = (decode_levels(runner, emb, comps, tuple(config.levels), batched=batched, max_batch=max_batch,
-                           memo=memo, memo_tag=memo_tag)
-             if comps else [])
-    maps = []
-    for c, (cp, cc) in enumerate(zip(comps, cands)):
-        fallback = None if prompts.components is None else prompts.components == (c + 1)
+    fallbacks = [None if prompts.components is None else prompts.components == (c + 1) for c in range(len(comps))]
+    placed: list = [None] * len(comps)
+    keys: list = [None] * len(comps)
+    if memo is not None:
+        for c, cp in enumerate(comps):
+            keys[c] = _component_key(memo_tag, cp, shape, config, fallbacks[c])
+            placed[c] = memo.get(keys[c])
+            if placed[c] is not None and hasattr(memo, "count_hits"):
+                memo.count_hits("decoded", sum(cp.level_inputs(lv) is not None for lv in config.levels))
+    todo = [c for c in range(len(comps)) if placed[c] is None]
+    cands = (decode_levels(runner, emb, [comps[c] for c in todo], tuple(config.levels), batched=batched,
+                           max_batch=max_batch, memo=memo, memo_tag=memo_tag)
+             if todo else [])
+    for c, cc in zip(todo, cands):
+        fallback = fallbacks[c]
         if not cc:
-            maps.append(fallback.astype(np.float32) if fallback is not None else np.zeros((H, W), np.float32))
-            continue
-        masks, scores = candidate_masks(runner, emb, cc, memo)
-        keep = keep_candidates(masks, scores, cp.box, config)
-        maps.append(merge_component(masks, scores, keep, fallback))
-    return np.stack(maps) if maps else np.zeros((0, H, W), np.float32)
+            m = fallback.astype(np.float32) if fallback is not None else np.zeros((H, W), np.float32)
+        else:
+            masks, scores = candidate_masks(runner, emb, cc, memo)
+            m = merge_component(masks, scores, keep_candidates(masks, scores, comps[c].box, config), fallback)
+        placed[c] = _cropped(m)
+        if memo is not None:
+            memo.put(keys[c], placed[c])
+    return placed

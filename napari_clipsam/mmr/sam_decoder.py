@@ -49,6 +49,11 @@ class SamRunner:
         self.encoder = None
         """What runs the image encoder: None = the torch module; else a callable with the same contract
         ``(B, 3, S, S)`` → ``(B, 256, 64, 64)`` (an OpenVINO encoder, see :mod:`napari_clipsam.engine.backends`)."""
+        self.decoder = None
+        """What runs the mask decoder after the prompt encoder: None = the torch modules; else a callable
+        ``(features (1, C, h, w), sparse (B, N, C))`` → ``(logits (B, 3, 4h, 4w), ious (B, 3))`` with multimask
+        output and no mask input (:class:`~napari_clipsam.engine.backends.openvino_decoder.OpenVinoSamDecoder`)."""
+        self._dense_pe = None
 
     @property
     def device(self) -> torch.device:
@@ -112,14 +117,31 @@ class SamRunner:
             b = self.transform.apply_boxes(rc_to_xy(boxes), (H, W))
             bxs = torch.as_tensor(b, dtype=torch.float32, device=self.device)
         sparse, dense = self.model.prompt_encoder(points=pts, boxes=bxs, masks=None)
+        if self.decoder is not None:
+            low_res, iou = self.decoder(emb.features, sparse)
+            return low_res.to(self.device), iou.to(self.device)
         low_res, iou = self.model.mask_decoder(
             image_embeddings=emb.features.to(sparse.dtype),
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            image_pe=self.dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=True,
         )
         return low_res.float(), iou.float()
+
+    @torch.no_grad()
+    def dense_pe(self) -> torch.Tensor:
+        """The prompt encoder's ``get_dense_pe()`` (1, C, h, w): it depends on the model's weights alone, so it is
+        computed once (again when the weights change, or under autocast, whose precision it would take)."""
+        pe = self.model.prompt_encoder
+        if torch.is_autocast_enabled(self.device.type):
+            return pe.get_dense_pe()
+        gauss = pe.pe_layer.positional_encoding_gaussian_matrix
+        stamp = (gauss.data_ptr(), gauss._version, gauss.device, gauss.dtype)
+        cached = self._dense_pe
+        if cached is None or cached[0] != stamp:
+            cached = self._dense_pe = (stamp, pe.get_dense_pe())
+        return cached[1]
 
     @torch.no_grad()
     def masks_at_image(self, emb: SamEmbedding, low_res: torch.Tensor) -> np.ndarray:

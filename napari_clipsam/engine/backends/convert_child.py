@@ -16,6 +16,7 @@ When the child cannot be used (the module does not pickle, the interpreter canno
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -32,9 +33,32 @@ POLL_S = 0.05
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
-def convert_in_child(module, input_size: int, poll: Callable[[], None] | None = None):
-    """The ``openvino.Model`` of ``module`` traced on a ``(1, 3, S, S)`` zero input, converted in a child
-    process; None (logged) when the child cannot be used. ``poll()`` raising stops the child (see module text)."""
+def input_spec(input_size: int | None = None, inputs: list | None = None) -> dict:
+    """What a module is traced on: ``{"example": [shape, ...], "dynamic": [shape, ...] or None}``, one zero
+    tensor per example shape (an encoder's ``(1, 3, S, S)`` image from ``input_size``, or ``inputs``: pairs
+    ``(example shape, shape with -1 for dimensions left dynamic)``, e.g. the mask decoder's prompt count)."""
+    if inputs is None:
+        return {"example": [[1, 3, int(input_size), int(input_size)]], "dynamic": None}
+    return {"example": [list(map(int, e)) for e, _ in inputs], "dynamic": [list(map(int, d)) for _, d in inputs]}
+
+
+def convert_module(ov, module, spec: dict):
+    """``openvino.convert_model`` of ``module`` traced on :func:`input_spec`'s zero inputs (the one way both the
+    child and the caller's own process convert)."""
+    import torch
+
+    example = tuple(torch.zeros(*shape) for shape in spec["example"])
+    kwargs = {} if spec["dynamic"] is None else {"input": [ov.PartialShape(d) for d in spec["dynamic"]]}
+    with torch.no_grad():
+        return ov.convert_model(module.eval(), example_input=example[0] if len(example) == 1 else example,
+                                **kwargs)
+
+
+def convert_in_child(module, input_size: int | None, poll: Callable[[], None] | None = None,
+                     inputs: list | None = None):
+    """The ``openvino.Model`` of ``module`` traced on a ``(1, 3, S, S)`` zero input (or on ``inputs``, see
+    :func:`input_spec`), converted in a child process; None (logged) when the child cannot be used. ``poll()``
+    raising stops the child (see module text)."""
     if os.environ.get("NAPARI_CLIPSAM_CONVERT_IN_PROCESS") == "1":
         return None
     import torch
@@ -52,7 +76,8 @@ def convert_in_child(module, input_size: int, poll: Callable[[], None] | None = 
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([_PACKAGE_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                                                                if p])
-        args = [sys.executable, "-m", __name__, str(scratch / "module.pt"), str(int(input_size)),
+        args = [sys.executable, "-m", __name__, str(scratch / "module.pt"),
+                json.dumps(input_spec(input_size, inputs)),
                 str(scratch / "model.xml")]
         try:
             with open(scratch / "stderr.txt", "wb") as err:  # the child holds its own copy of the descriptor
@@ -89,15 +114,15 @@ def _main(argv: list[str]) -> int:
     from .conversion_progress import quiet_conversion
     from .openvino_runtime import converter_telemetry_off, import_openvino
 
-    module_path, size, xml = argv[0], int(argv[1]), argv[2]
+    module_path, spec, xml = argv[0], argv[1], argv[2]
+    spec = json.loads(spec) if spec.startswith("{") else input_spec(int(spec))
     ov = import_openvino()
     if not converter_telemetry_off():
         print("OpenVINO's converter has its telemetry on in the child", file=sys.stderr)
         return 3
     module = torch.load(module_path, weights_only=False)
-    example = torch.zeros(1, 3, size, size)
-    with quiet_conversion(), torch.no_grad():
-        model = ov.convert_model(module.eval(), example_input=example)
+    with quiet_conversion():
+        model = convert_module(ov, module, spec)
     ov.save_model(model, xml, compress_to_fp16=False)
     return 0
 
