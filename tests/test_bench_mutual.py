@@ -20,3 +20,17 @@ def test_bf16_row_scales_one_query_block():
     out = mutual_row(0.5, grid=4, width=16, layers=1, radii=(1,), subset=4, sizes=(20,), memory_images=0,
                      fast=True, measure_up_to=10, log=lambda s: None)
     assert "query blocks" in out["folders"][20]["how"] and "memory" not in out
+
+
+def test_rows_time_the_engines_windows_and_scale_the_estimate():
+    """The default engine scores the global map and the image score's window (mutual_image_window) together:
+    the rows time that, and the large-folder estimate is scaled by its measured ratio to the global score."""
+    from napari_clipsam.config import ClipSAMConfig
+    from napari_clipsam.engine.folder import _windows
+
+    windows = tuple(_windows(ClipSAMConfig())[0])
+    assert windows == (None, 2)
+    out = mutual_row(0.5, grid=6, width=16, layers=1, radii=(1,), subset=4, sizes=(8, 40), memory_images=12,
+                     group_size=12, measure_up_to=10, windows=windows, log=lambda s: None)
+    assert out["windows"] == [None, 2] and "for the windows" in out["folders"][40]["how"]
+    assert out["folders"][8]["mutual_s"] > 0 and out["memory"]["groups"] == 1

@@ -1,14 +1,16 @@
 """The mutual-scoring rows of ``napari-clipsam bench``: the folder stage's cost against the encoders', where its
 time goes, and its peak memory through the CLI's group path.
 
-What is measured: :func:`~napari_clipsam.clip.mutual.mutual_scores` (the code ``segment_folder`` runs, with the
-engine's radii, subset size and precision) on synthetic tokens of the engine's real shapes (layers × (N, C, h, w);
+What is measured: :func:`~napari_clipsam.clip.mutual.mutual_scores_windows` (the code ``segment_folder`` runs,
+with the engine's radii, subset size, precision and windows: by default the global score and the image score's
+window, from the same products) on synthetic tokens of the engine's real shapes (layers × (N, C, h, w);
 the cost does not depend on the values), against ``N ×`` the encoders' time for one image (CLIP vision + SAM image
 encoder, measured by the bench on its engine). A folder of at most ``measure_up_to`` images is scored whole and
 timed. A larger one is estimated from the parts of the same code, each timed on the real shapes: per layer the
 token preparation, one diagonal and one off-diagonal block pair (:class:`~napari_clipsam.clip.mutual_blocks.
 LayerBlocks`, scaled by the number of each kind) and the interval averages at that N (bf16 path: one query block
-against the whole folder, scaled by the number of blocks). The memory row scores ``memory_images`` images the way
+against the whole folder, scaled by the number of blocks) for the global score, scaled by the ratio of the
+engine's windows to the global score alone measured at the smallest folder. The memory row scores ``memory_images`` images the way
 ``napari-clipsam segment`` does (:func:`~napari_clipsam.io.folders.folder_groups`: interleaved groups of at
 most ``group_size``, one after another, each group's features built, scored and dropped) and reports the process's
 peak resident memory over all of it.
@@ -90,25 +92,37 @@ def _estimate(n: int, *, grid, width, layers, radii, subset, fast) -> tuple[floa
 
 def mutual_row(encoders_s_per_image: float, *, grid: int, width: int, layers: int, radii=(1, 3, 5),
                subset: int = 8, sizes=(20, 50, 200), memory_images: int = 500, group_size: int = 50,
-               fast: bool = False, measure_up_to: int = 50, log=print) -> dict[str, Any]:
+               fast: bool = False, measure_up_to: int = 50, windows=(None,), log=print) -> dict[str, Any]:
     """The mutual stage's time for each folder size of ``sizes`` as a ratio to ``N × encoders_s_per_image``, a
     profile of one block pair, and the peak memory of ``memory_images`` images through the group path (0: not
     measured). Returns a JSON-friendly dict (folder sizes as keys of ``folders``)."""
-    import torch
-
     from ..clip import mutual
 
+    windows = tuple(windows)
     out: dict[str, Any] = {"grid": grid, "width": width, "layers": layers, "radii": list(radii), "subset": subset,
-                           "fast_bf16": fast, "encoders_s_per_image": encoders_s_per_image, "folders": {}}
+                           "fast_bf16": fast, "encoders_s_per_image": encoders_s_per_image, "folders": {},
+                           "windows": list(windows)}
     prec = "bf16 search + fp32 re-check" if fast else "fp32, every radius from one product per block pair"
+    prec += f", windows {windows}"
+
+    def scores(f):
+        return mutual.mutual_scores_windows(f, windows, radii=radii, subset_size=subset, fast=fast)
+
+    scale = None  # the engine's windows against the global score alone (for estimated rows)
     for n in sizes:
         if n <= measure_up_to:
             f = _feats(n, width, grid, layers)
-            t, _ = timed(lambda: mutual.mutual_scores(f, radii=radii, subset_size=subset, fast=fast), None)
+            t, _ = timed(lambda: scores(f), None)
+            if scale is None:
+                t_global = t if windows == (None,) else timed(
+                    lambda: mutual.mutual_scores(f, radii=radii, subset_size=subset, fast=fast), None)[0]
+                scale = t / t_global
             how = "measured whole"
             del f
         else:
             t, how = _estimate(n, grid=grid, width=width, layers=layers, radii=radii, subset=subset, fast=fast)
+            t *= scale or 1.0
+            how += f", × {scale or 1.0:.2f} for the windows"
         ratio = t / (n * encoders_s_per_image)
         out["folders"][n] = {"mutual_s": t, "ratio_to_encoders": ratio, "how": how}
         log(f"mutual scoring, {n} images ({grid}×{grid} patches × {width}, {layers} layers × r {tuple(radii)}, "
@@ -121,7 +135,7 @@ def mutual_row(encoders_s_per_image: float, *, grid: int, width: int, layers: in
             f"{k[:-2].replace('_', ' ')} {1e3 * v:.0f} ms" for k, v in prof.items()))
     if memory_images:
         out["memory"] = _group_path_memory(memory_images, group_size, grid=grid, width=width, layers=layers,
-                                           radii=radii, subset=subset, fast=fast)
+                                           radii=radii, subset=subset, fast=fast, windows=windows)
         m = out["memory"]
         log(f"mutual scoring, {memory_images} images in {m['groups']} groups of ≤ {group_size} (the CLI's group "
             f"path): peak {m['peak_mib']:.0f} MiB resident (bench process before: {m['before_mib']:.0f} MiB; one "
@@ -130,7 +144,8 @@ def mutual_row(encoders_s_per_image: float, *, grid: int, width: int, layers: in
     return out
 
 
-def _group_path_memory(n: int, group_size: int, *, grid, width, layers, radii, subset, fast) -> dict[str, Any]:
+def _group_path_memory(n: int, group_size: int, *, grid, width, layers, radii, subset, fast,
+                       windows=(None,)) -> dict[str, Any]:
     """Score ``n`` synthetic images in the CLI's interleaved groups, one group after another; peak memory."""
     import torch
 
@@ -144,8 +159,9 @@ def _group_path_memory(n: int, group_size: int, *, grid, width, layers, radii, s
     with PeakMemory(torch.device("cpu")) as m:
         for g, members in enumerate(groups):
             f = _feats(len(members), width, grid, layers, seed=1000 * g)
-            raw = mutual.mutual_scores(f, radii=radii, subset_size=subset, fast=fast)
-            mutual.calibrate(raw)
+            raw = mutual.mutual_scores_windows(f, windows, radii=radii, subset_size=subset, fast=fast)
+            for r in raw.values():
+                mutual.calibrate(r)
             del f, raw
     biggest = max(len(g) for g in groups)
     return {"images": n, "groups": len(groups), "group_size": group_size, "peak_mib": m.peak_mib,

@@ -261,7 +261,7 @@ def run_benchmark(preset: str | None = None, *, random_weights: bool = True, dev
 
         out["backends"] = compare(engine, [warm, cold], "metal bracket", rounds=rounds, only=variants, log=log)
     if mutual:
-        from ..engine.folder import fast_path
+        from ..engine.folder import _windows, fast_path
         from ..io.folders import DEFAULT_GROUP_SIZE
         from .mutual import mutual_row
 
@@ -270,7 +270,7 @@ def run_benchmark(preset: str | None = None, *, random_weights: bool = True, dev
                                    layers=len(ecfg.feature_layers), radii=tuple(ecfg.mutual_radii),
                                    subset=ecfg.mutual_subset_size, memory_images=mutual_memory_images,
                                    group_size=DEFAULT_GROUP_SIZE, fast=fast_path(ecfg.mutual_precision, dev),
-                                   log=log)
+                                   windows=tuple(_windows(ecfg)[0]), log=log)
     if large_px:
         from .large import large_image_figures
 
