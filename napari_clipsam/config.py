@@ -214,6 +214,11 @@ class ClipSAMConfig:
     """CLIP vision tower precision under OpenVINO (same choices as ``sam_precision``), separate because the rough
     map depends on small differences of CLIP features; float32 until bf16 is confirmed on real weights
     (``napari-clipsam eval`` with both)."""
+    sam_decoder_backend: str = setting("torch", recorded=True)
+    """Who runs SAM's mask decoder (every segment's and refine's prompts): ``"torch"`` (default) or
+    ``"openvino"`` (with an OpenVINO ``backend`` only; float32, converted once and cached like the encoders,
+    logits within 1e-5 of torch's). Opt-in: it made a one-edit refine 156 → 125 ms on 2 loaded cores
+    (docs/performance.md) but costs a one-time conversion of 8–19 s when an engine is loaded."""
     cache_bytes: int = 512 * 1024**2
     """Bound of the engine's in-memory per-image cache, all kinds together: CLIP features, SAM embeddings (4 MiB an
     image at full size) and decoded prompts (bit-packed masks, 3·H·W/8 bytes a prompt level); least recently

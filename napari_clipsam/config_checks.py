@@ -111,6 +111,11 @@ def check_backend(cfg) -> None:
     for name, choices in (("sam_precision", SAM_PRECISIONS), ("clip_precision", PRECISIONS)):
         if getattr(cfg, name) not in choices:
             _fail(name, getattr(cfg, name), " or ".join(map(repr, choices)))
+    if cfg.sam_decoder_backend not in ("torch", "openvino"):
+        _fail("sam_decoder_backend", cfg.sam_decoder_backend, "'torch' or 'openvino'")
+    if cfg.sam_decoder_backend == "openvino" and cfg.backend == "torch":
+        _fail("sam_decoder_backend", cfg.sam_decoder_backend, "'torch' with backend 'torch' (the OpenVINO decoder "
+                                                               "runs beside OpenVINO encoders: backend 'openvino' or 'auto')")
     if cfg.sam_precision == "int8":
         import importlib.util
 

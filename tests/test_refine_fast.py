@@ -148,7 +148,8 @@ def test_openvino_engine_refines_with_its_decoder_as_torch_does(openvino, rgb, t
     from napari_clipsam.testing import tiny_engine
 
     monkeypatch.setenv("NAPARI_CLIPSAM_CACHE", str(tmp_path))
-    ov = tiny_engine(seed=0, backend="openvino", sam_precision="float32", clip_precision="float32", **PERMISSIVE)
+    ov = tiny_engine(seed=0, backend="openvino", sam_precision="float32", clip_precision="float32",
+                     sam_decoder_backend="openvino", **PERMISSIVE)
     ov.backend.prepare()
     assert ov.sam.decoder is not None and ov.sam.decoder.prepared
     plain = SamRunner(ov.sam.model, ov.sam.model_id)  # the same modules, decoded in torch
@@ -171,3 +172,18 @@ def test_openvino_mask_decoder_of_real_vit_b_within_tolerance(openvino, tmp_path
     sam = sam_model_registry["vit_b"]().eval().requires_grad_(False)
     worst = _compare_decoders(sam, 512, {"model": "vit_b", "weights": "random-seed0"}, tmp_path, LOGIT_TOLERANCE)
     print(f"vit_b: OpenVINO vs torch logits max |Δ| {worst:.1e}")
+
+
+def test_the_openvino_decoder_is_opt_in_and_needs_openvino_encoders(openvino, tmp_path, monkeypatch):
+    from napari_clipsam.config import ClipSAMConfig
+    from napari_clipsam.errors import InvalidInputError
+    from napari_clipsam.testing import tiny_engine
+
+    monkeypatch.setenv("NAPARI_CLIPSAM_CACHE", str(tmp_path))
+    assert ClipSAMConfig().sam_decoder_backend == "torch"
+    default = tiny_engine(seed=0, backend="openvino", sam_precision="float32", clip_precision="float32")
+    assert default.sam.decoder is None  # decoded in torch; nothing converted for it
+    with pytest.raises(InvalidInputError, match="sam_decoder_backend"):
+        ClipSAMConfig(backend="torch", sam_decoder_backend="openvino")
+    with pytest.raises(InvalidInputError, match="sam_decoder_backend"):
+        ClipSAMConfig(sam_decoder_backend="onnx")

@@ -165,12 +165,8 @@ def interval_scores(x: torch.Tensor, interval: float, subset_size: int, mask: to
     return out
 
 
-def mutual_scores(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 3, 5), interval: float = 0.3,
-                  subset_size: int = 8, window: int | None = None,
-                  cancelled: Callable[[], bool] | None = None, fast: bool = False) -> torch.Tensor:
-    """Raw mutual scores (N, h, w) fp32 (cosine-distance units, ≥ 0) of a folder, from one (N, C, h, w) token
-    tensor per feature layer: the mean over every (layer, r) of the interval-averaged nearest distances.
-    ``fast``: the bf16 nearest-patch search (step 3; only worth it where the CPU computes bf16 natively)."""
+def _checked(layers: Sequence[torch.Tensor], radii: Sequence[int]) -> tuple[int, int, int]:
+    """``(N, h, w)`` of the folder's tokens, after checking there are layers, two images and odd radii."""
     if not layers:
         raise InvalidInputError("mutual scoring needs the tokens of at least one feature layer.")
     N, _, h, w = layers[0].shape
@@ -179,6 +175,16 @@ def mutual_scores(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 
     for r in radii:
         if int(r) < 1 or int(r) % 2 == 0:
             raise InvalidInputError(f"mutual neighbourhood sizes must be odd whole numbers ≥ 1, got {r}.")
+    return N, h, w
+
+
+def mutual_scores(layers: Sequence[torch.Tensor], *, radii: Sequence[int] = (1, 3, 5), interval: float = 0.3,
+                  subset_size: int = 8, window: int | None = None,
+                  cancelled: Callable[[], bool] | None = None, fast: bool = False) -> torch.Tensor:
+    """Raw mutual scores (N, h, w) fp32 (cosine-distance units, ≥ 0) of a folder, from one (N, C, h, w) token
+    tensor per feature layer: the mean over every (layer, r) of the interval-averaged nearest distances.
+    ``fast``: the bf16 nearest-patch search (step 3; only worth it where the CPU computes bf16 natively)."""
+    N, h, w = _checked(layers, radii)
     mask = window_mask(h, w, window, layers[0].device)
     total = torch.zeros(N, h * w, dtype=torch.float32, device=layers[0].device)
     for t in layers:
@@ -209,12 +215,7 @@ def mutual_scores_windows(layers: Sequence[torch.Tensor], windows: Sequence[int 
         return {w: mutual_scores(layers, radii=radii, interval=interval, subset_size=subset_size, window=w,
                                  cancelled=cancelled, fast=fast) for w in windows}
     window = next(w for w in windows if w is not None)
-    N, _, h, w = layers[0].shape
-    if N < 2:
-        raise InvalidInputError(f"mutual scoring needs at least 2 images to compare, got {N}.")
-    for r in radii:
-        if int(r) < 1 or int(r) % 2 == 0:
-            raise InvalidInputError(f"mutual neighbourhood sizes must be odd whole numbers ≥ 1, got {r}.")
+    N, h, w = _checked(layers, radii)
     mask = window_mask(h, w, window, layers[0].device)
     totals = [torch.zeros(N, h * w, dtype=torch.float32, device=layers[0].device) for _ in range(2)]
     for t in layers:

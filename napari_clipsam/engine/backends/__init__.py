@@ -1,7 +1,8 @@
 """Inference backends for the two encoders: the SAM image encoder and the CLIP vision tower.
 
 ``ClipSAMConfig.backend`` chooses who runs them (the prompt encoder, UMCI and text encoder stay in torch; with
-OpenVINO, SAM's mask decoder runs there too, always in float32: :mod:`.openvino_decoder`)::
+OpenVINO and ``sam_decoder_backend="openvino"``, SAM's mask decoder runs there too, in float32:
+:mod:`.openvino_decoder`)::
 
     "torch"     torch modules, with ``config.dtype`` autocast (float32 or bfloat16)
     "openvino"  OpenVINO on the CPU (``pip install "napari-clipsam[openvino]"``), each encoder converted once
@@ -148,13 +149,15 @@ def attach_backend(engine) -> EncoderBackend:
                 "architecture": _arch_key(ident.get("clip_architecture"), engine.clip_model)}
     engine.sam.encoder = OpenVinoSamEncoder(engine.sam.model.image_encoder, sam_key, plan.sam_precision,
                                             prepare_input=lambda rgb, runner=engine.sam: runner.prepare(rgb)[0])
-    engine.sam.decoder = OpenVinoSamDecoder(engine.sam.model, sam_key)  # a refine's decoding (issue 23)
+    if engine.config.sam_decoder_backend == "openvino":  # opt-in (issue 23; config docs)
+        engine.sam.decoder = OpenVinoSamDecoder(engine.sam.model, sam_key)
     tower = OpenVinoClipTower(engine.vision.visual, engine.vision.image_size, clip_key, plan.clip_precision)
     engine.vision.tower = tower
     clip_enc = tower.serve(*clip_graph(engine))
     copies = [(clip_enc, engine.vision.visual, {"module": "clip_visual", **clip_key}),
               (engine.sam.encoder, engine.sam.model.image_encoder, {"module": "sam_image_encoder", **sam_key})]
-    return EncoderBackend(plan, [clip_enc, engine.sam.encoder, engine.sam.decoder], copies)
+    served = [clip_enc, engine.sam.encoder] + ([engine.sam.decoder] if engine.sam.decoder is not None else [])
+    return EncoderBackend(plan, served, copies)
 
 
 def clip_graph(engine) -> tuple[tuple[int, ...], str, bool]:

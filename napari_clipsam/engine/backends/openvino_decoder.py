@@ -24,8 +24,6 @@ from .ir_cache import FORMAT, IR_PRECISION, IRCache, Progress
 log = logging.getLogger(__name__)
 EXAMPLE_TOKENS = 7
 """Prompt tokens of the traced example (the graph takes any number)."""
-STATIC_SHAPES = 8
-"""At most this many copies compiled for one ``(prompts, tokens)`` shape each (see :class:`OpenVinoSamDecoder`)."""
 
 
 class MaskDecoderGraph(torch.nn.Module):
@@ -55,10 +53,9 @@ class OpenVinoSamDecoder:
     Converted (in a child process, see :mod:`.convert_child`) or loaded from the cache on :meth:`prepare` or the
     first call; every call has its own infer request, so threads may decode at once.
 
-    The graph compiled with dynamic shapes serves any call; the first call of a ``(prompts, tokens)`` shape also
-    starts compiling a copy for that shape alone in the background (measured about 20 % less CPU time a call on
-    SAM vit_b; up to :data:`STATIC_SHAPES` shapes: a refine sends few, one or two prompts a call and a component's
-    points plus one or two tokens), which the later calls of that shape use.
+    The graph compiled with dynamic shapes serves any call; :meth:`compile_static` compiles a copy for one
+    ``(prompts, tokens)`` shape alone (measured about 20 % less CPU time a call on SAM vit_b), which the later
+    calls of that shape use. Nothing compiles one by itself (see :meth:`_for`).
     """
 
     def __init__(self, sam_model, model_key: dict[str, Any], cache: IRCache | None = None):
@@ -73,7 +70,6 @@ class OpenVinoSamDecoder:
         self._compiled = None
         self._model = None
         self._static: dict[tuple[int, int], Any] = {}
-        self._pending: set[tuple[int, int]] = set()
         self.seen: set[tuple[int, int]] = set()
         """Every ``(prompts, tokens)`` shape called so far."""
         self._lock = threading.Lock()
@@ -116,28 +112,13 @@ class OpenVinoSamDecoder:
         with self._lock:
             self._static.setdefault(shape, compiled)
 
-    def _background(self, shape) -> None:
-        try:
-            self.compile_static(shape)
-        except Exception as exc:  # the dynamic graph keeps serving this shape
-            log.warning("napari-clipsam: SAM's mask decoder for %s prompts × %s tokens stays on the dynamic graph "
-                        "(%s: %s)", shape[0], shape[1], type(exc).__name__, exc)
-        finally:
-            with self._lock:
-                self._pending.discard(shape)
-
     def _for(self, shape: tuple[int, int]):
-        """The compiled model a call of ``shape`` runs on now (see the class text)."""
+        """The compiled model a call of ``shape`` runs on: its own copy when :meth:`compile_static` made one,
+        else the dynamic graph. Copies are not compiled in the background: a compile still running in a thread
+        when the interpreter exits aborts the process (measured: the CLI ended with SIGABRT)."""
         with self._lock:
             self.seen.add(shape)
             compiled = self._static.get(shape)
-            start = (compiled is None and shape not in self._pending
-                     and len(self._static) + len(self._pending) < STATIC_SHAPES)
-            if start:
-                self._pending.add(shape)
-        if start:
-            threading.Thread(target=self._background, args=(shape,), name="clipsam-decoder-shape",
-                             daemon=True).start()
         return compiled if compiled is not None else self._compiled
 
     def _convert(self):
