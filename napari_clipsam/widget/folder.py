@@ -437,6 +437,7 @@ class FolderPanel(QObject):
         if self._queued or self.session is None:
             return
         if outcome.ok:
+            self.refresh()  # the table's object count is the shown result's now (a re-shown image's too)
             self.drafts.begin()
             if not self.ordering.start_scoring():  # the folder is scored once, after the first result
                 self._prefetch(self.ordering.next_index())
