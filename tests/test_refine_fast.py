@@ -143,6 +143,7 @@ def test_openvino_mask_decoder_gives_torch_logits_within_tolerance(openvino, tmp
     print(f"tiny SAM: OpenVINO vs torch logits max |Δ| {worst:.1e}")
 
 
+@pytest.mark.slow  # ~20 s: the opt-in decoder through a whole engine (the decoder alone is compared above)
 @pytest.mark.usefixtures("one_torch_thread")
 def test_openvino_engine_refines_with_its_decoder_as_torch_does(openvino, rgb, tmp_path, monkeypatch):
     from napari_clipsam.testing import tiny_engine
