@@ -129,14 +129,13 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
     if use_few:
         parts.append(f"few-shot (weight {cfg.mutual_fewshot_weight:g})")
     described = " + ".join(parts)
-    settings = folder_settings(cfg)
+    folder = {"size": n, "subset_size": cfg.mutual_subset_size, "settings": folder_settings(cfg)}
+    if side is not None:
+        folder["tiles"] = {"side": side, "per_image": len(tile_grid(prepared[0][0].shape[:2], side))}
     out = []
     for res, score in zip(results, image_scores):
         prov = dict(res.provenance)
-        folder = {"size": n, "subset_size": cfg.mutual_subset_size, "settings": settings}
-        if side is not None:
-            folder["tiles"] = {"side": side, "per_image": len(tile_grid(prepared[0][0].shape[:2], side))}
-        prov.update({"mode": MODE, "clip_mode": engine.mode, "rough_map": described, "folder": folder,
+        prov.update({"mode": MODE, "clip_mode": engine.mode, "rough_map": described, "folder": dict(folder),
                      "image_score": float(score)})
         out.append(dataclasses.replace(res, provenance=prov, image_score=float(score)))
     step("merge", 1.0)

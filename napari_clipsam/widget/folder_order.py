@@ -317,15 +317,16 @@ class ReviewOrdering(QObject):
         made by ``engine`` (at other thresholds, MMR again on that map; see :meth:`_Scoring.result_for`), so a
         re-Run, a changed τ or an image visited again never falls back to the image's own, weaker map; None when
         the folder is not scored (yet), by another engine, with other mutual settings or for another object."""
-        scoring = self.scoring
-        if scoring is None or scoring.engine is not engine or not scoring.done.is_set() or not scoring.has(key) \
-                or self._mutual_part(self._settings(key[2])) != self._mutual_part(scoring.settings):
+        scoring = self.scoring  # read once: the GUI thread may start another scoring meanwhile
+        if not self._answers(scoring, key, engine) or not scoring.done.is_set():
             return None
         return scoring.result_for(key, read_image)
 
     def has_scored(self, key, engine) -> bool:
-        """The scoring can answer ``key``'s Run (no prefetch needed)."""
-        scoring = self.scoring
+        """The scoring (finished or not) can answer ``key``'s Run (no prefetch needed)."""
+        return self._answers(self.scoring, key, engine)
+
+    def _answers(self, scoring, key, engine) -> bool:
         return scoring is not None and scoring.engine is engine and scoring.has(key) \
             and self._mutual_part(self._settings(key[2])) == self._mutual_part(scoring.settings)
 
