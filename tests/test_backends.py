@@ -83,23 +83,33 @@ def test_cli_backend_options_reach_the_config():
 
 
 # ----------------------------------------------------------------------------------------------- fidelity
+class _Engines(dict):
+    """Tiny engines on one shared converted-model cache, each built when a test first asks for it: torch fp32
+    (reference), OpenVINO fp32 and bf16, in the training-free and the UMCI mode (a CPU without native bf16 skips
+    the bf16 tests, so it never pays for their conversions)."""
+
+    def __missing__(self, key):
+        from napari_clipsam.testing import tiny_engine
+
+        prec, umci = key
+        head = None if prec == "torch" else self["torch", umci].umci
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("NAPARI_CLIPSAM_CACHE", str(self.cache))
+            if prec == "torch":
+                eng = tiny_engine(seed=0, umci=umci)
+            else:
+                eng = tiny_engine(seed=0, umci=umci, backend="openvino", sam_precision=prec, clip_precision=prec)
+                eng.umci = head  # the same (random) head, so only the encoders differ
+                eng.backend.prepare()
+        self[key] = eng
+        return eng
+
+
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    """Tiny engines on one shared converted-model cache: torch fp32 (reference), OpenVINO fp32 and bf16, in the
-    training-free and the UMCI mode."""
-    from napari_clipsam.testing import tiny_engine
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NAPARI_CLIPSAM_CACHE", str(tmp_path_factory.mktemp("ov-cache")))
-        out = {}
-        for umci in (False, True):
-            out["torch", umci] = tiny_engine(seed=0, umci=umci)
-            for prec in ("float32", "bfloat16"):
-                eng = tiny_engine(seed=0, umci=umci, backend="openvino", sam_precision=prec, clip_precision=prec)
-                eng.umci = out["torch", umci].umci  # the same (random) head, so only the encoders differ
-                eng.backend.prepare()
-                out[prec, umci] = eng
-        yield out
+    out = _Engines()
+    out.cache = tmp_path_factory.mktemp("ov-cache")
+    return out
 
 
 @pytest.fixture

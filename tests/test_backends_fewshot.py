@@ -79,6 +79,7 @@ def test_references_read_from_the_bank_cache_still_prepare_the_graph(refs):
     assert again.vision.tower.compiled_graphs == (clip_graph(again),)  # ...and the graph is ready all the same
 
 
+@pytest.mark.slow  # converts the graph-per-request towers (~25 s); OpenVINO CLIP vs torch: test_backends.py
 def test_one_graph_gives_the_results_of_a_graph_per_request_and_of_torch(refs, image):
     new, old, ref = tiny_engine(seed=0, **FP32), tiny_engine(seed=0, **FP32), tiny_engine(seed=0)
     old.vision.tower = _old_tower(old)

@@ -1,7 +1,7 @@
 """OpenVINO against torch on the real architectures (random weights): SAM vit_b at 1024 px and CLIP
 ViT-L/14@336 (features of blocks 6/12/18/24). Converting them takes minutes, so these run only on request::
 
-    python -m pytest -m slow tests/test_backends_full.py -s      # -s prints the measured figures
+    python -m pytest -n 0 -s -m slow tests/test_backends_full.py     # -s prints the measured figures
 """
 from __future__ import annotations
 

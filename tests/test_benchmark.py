@@ -2,6 +2,8 @@
 
 Timings are not asserted here (noisy machines); `napari-clipsam bench` reports them.
 """
+import pytest
+
 from napari_clipsam.bench.stages import blob_map, run_benchmark
 from napari_clipsam.mmr.prompts import prompts_from_map
 from napari_clipsam.testing import tiny_config
@@ -13,6 +15,7 @@ def test_blob_map_gives_ten_components():
     assert prompts_from_map(blob_map((200, 240), 10), ClipSAMConfig()).num_components == 10
 
 
+@pytest.mark.slow  # runs every bench section (~18 s)
 def test_benchmark_reports_every_comparison(tmp_path):
     lines = []
     out = run_benchmark(config=tiny_config(tmp_path), image_size=96, batch=2, rounds=1,

@@ -39,6 +39,7 @@ def test_demo_refuses_a_file_for_its_folder(tmp_path):
     assert proc.returncode == 2 and "is a file" in proc.stderr
 
 
+@pytest.mark.slow  # a napari process (~20 s); the demo's files and its shallow-CLIP fit: the default run
 def test_demo_opens_the_dock_on_its_models_and_runs(tmp_path):
     assert _cli("demo", "--no-viewer", "--models", tmp_path / "demo").returncode == 0
     (tmp_path / "config").mkdir()  # run_flow points NAPARI_CLIPSAM_CONFIG_DIR here, as `demo` does at its settings

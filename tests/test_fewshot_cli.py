@@ -64,6 +64,7 @@ def test_segment_normal_errors_name_the_folder(setup, tmp_path):
     assert code == 2 and "fewshot_weight" in err
 
 
+@pytest.mark.slow  # several evaluations (~8 s); `segment` with references stays in the default run
 def test_eval_shots_adds_mean_and_std_rows_to_the_zero_shot_table(setup, tmp_path):
     code, out, err = cli("eval", "--dataset-root", setup["data"], "--rough-only", "--shots", 1, 2, "--seeds", 2,
                          "--csv", tmp_path / "e.csv", "--json", tmp_path / "e.json", "--no-cache", *setup["args"])

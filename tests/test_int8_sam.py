@@ -32,6 +32,7 @@ def engines(tmp_path_factory):
         yield out
 
 
+@pytest.mark.slow  # NNCF quantisation of the tiny SAM (~20 s); int8 is opt-in
 def test_int8_masks_match_float32_through_the_engine(engines):
     from napari_clipsam.data.synthetic import synthetic_image
     from napari_clipsam.engine.backends.fidelity import cosine, sam_mask_ious
@@ -51,6 +52,7 @@ def test_int8_masks_match_float32_through_the_engine(engines):
     assert result.sam_id.endswith("/openvino-int8")
 
 
+@pytest.mark.slow  # needs the quantised model of the test above
 def test_int8_cache_key_names_calibration_and_nncf_and_differs_from_float32(engines):
     from napari_clipsam.engine.backends import int8_sam
 

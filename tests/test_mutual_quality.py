@@ -13,7 +13,7 @@ from napari_clipsam.metrics.pixel import pixel_auroc
 from napari_clipsam.engine.clipsam import ClipSAM
 from napari_clipsam.testing import make_tiny_clip, make_tiny_sam
 
-# ~100 s on 2 busy cores: behind the slow marker (`python -m pytest -q -m slow tests/test_mutual_quality.py -s`)
+# ~100 s on 2 busy cores: behind the slow marker (`python -m pytest -q -n 0 -s -m slow tests/test_mutual_quality.py`)
 pytestmark = pytest.mark.slow
 
 IMAGE_PX, GOOD, DEFECTIVE = 128, 6, 14

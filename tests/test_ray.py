@@ -1,7 +1,7 @@
 """``segment --ray`` and ``eval --ray`` on a real Ray (tiny ``local-dir:`` models): same outputs as one machine.
 
 Marked ``ray`` (left out of the default run, which is ``-m "not ray and not slow"``): run them with
-``python -m pytest -q -m ray``. Every Ray started here binds to 127.0.0.1 with the dashboard off and usage
+``python -m pytest -q -n 0 -m ray``. Every Ray started here binds to 127.0.0.1 with the dashboard off and usage
 statistics disabled, and each fixture checks that no Ray process outlives it.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Two Ray nodes on one machine (Ray's own ``ray.cluster_utils.Cluster``): ``segment --ray`` runs on both.
 
-Marked ``ray`` (``python -m pytest -q -m ray``). Its own module, so that ``test_ray.py``'s single-node Ray is
+Marked ``ray`` (``python -m pytest -q -n 0 -m ray``). Its own module, so that ``test_ray.py``'s single-node Ray is
 down before this cluster starts.
 """
 from __future__ import annotations

@@ -18,6 +18,7 @@ from napari_clipsam.errors import ClusterError, InvalidInputError
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a CLI process that segments (~18 s)
 def test_a_local_segment_run_imports_no_ray(tmp_path):
     from napari_clipsam.testing import write_tiny_clip, write_tiny_sam
 

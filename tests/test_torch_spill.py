@@ -74,6 +74,7 @@ def test_damaged_spill_file_is_written_again(tmp_path):
     assert torch.equal(a(x), b(x)) and torch.equal(b.weight, a.weight)
 
 
+@pytest.mark.slow  # two more OpenVINO engines (~5 s)
 def test_unspilled_engines_are_left_alone():
     """An encoder not prepared yet keeps its torch module (nothing to map it for)."""
     from napari_clipsam.engine.backends.torch_spill import is_spilled

@@ -61,6 +61,7 @@ def test_removing_the_image_while_refining_stops_the_loop(qtbot, make_widget, im
     assert loop.task is None and not loop.busy and "Refined" not in widget.status
 
 
+@pytest.mark.slow  # loads engines from settings twice (~12 s, longer under load)
 def test_engine_from_settings_and_weights_error(qtbot, make_widget, tmp_path, image):
     from napari_clipsam.testing import tiny_config
 
