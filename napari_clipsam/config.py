@@ -231,6 +231,11 @@ class ClipSAMConfig:
     """Bound of the on-disk CLIP feature cache of folder mutual scoring (``<cache>/features``; per image the
     feature layers' patch tokens, 9.4 MiB at ViT-L/14@336, least recently used entries going first): a resumed or
     repeated ``segment_folder`` does not run CLIP's vision tower again. 0 disables it."""
+    keep_patch_tokens: bool = setting(False, per_call=True)
+    """``segment`` of an untiled image in the training-free mode keeps the feature layers' patch tokens beside
+    the rough map's tokens in the in-memory cache (one CLIP pass gives both), so a ``segment_folder`` that follows
+    does not run CLIP on that image again. The folder review sets it for its first image, which is segmented
+    before the folder is scored. Costs cache memory only (9.4 MiB more an image at ViT-L/14@336)."""
     decoder_batch_size: int | None = setting(None, per_call=True)
     """Most prompts per SAM decoder call. None = auto: a whole prompt level in one call on CUDA, chunks of 2 on
     a CPU. SAM's decoder repeats the 64×64 image embedding for every prompt, so on a CPU large batches are

@@ -46,7 +46,7 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
                                             "mutual_interval", "mutual_image_top")},
     **{name: (0.0, 100.0, False) for name in ("mutual_weight", "mutual_clip_weight", "mutual_fewshot_weight")},
 }
-BOOLS = ("text_cache", "negative_points", "embed_without_prompts", "fewshot_augment")
+BOOLS = ("text_cache", "negative_points", "embed_without_prompts", "fewshot_augment", "keep_patch_tokens")
 WEIGHT_PATHS = ("clip_weights", "sam_weights", "umci_weights")
 PHRASE_LISTS = ("normal_states", "abnormal_states", "templates")
 

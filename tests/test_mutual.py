@@ -216,3 +216,22 @@ def test_remask_of_a_plain_result_equals_segment_with_those_thresholds(engine):
     im = synthetic_image("wood", "crack", 64, 3)[0]
     low = {"prompt_threshold": 0.25}
     _same_masks(engine.remask(engine.segment(im, "wood"), settings=low), engine.segment(im, "wood", settings=low))
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_kept_patch_tokens_spare_the_folder_a_clip_pass_and_change_no_result(engine, keep):
+    """``keep_patch_tokens`` on a segment: the folder scoring that follows runs CLIP on the other images only, and
+    every folder result and the segment's own result are what they are without it."""
+    from napari_clipsam.data.synthetic import synthetic_image
+    from napari_clipsam.testing import tiny_engine
+
+    ims = [synthetic_image("metal", None if i < 3 else "scratch", 64, 60 + i)[0] for i in range(6)]
+    first = engine.segment(ims[4], "metal plate", settings={"keep_patch_tokens": keep})
+    assert engine.cache_info().clip_features.misses == 1
+    results = engine.segment_folder(ims, "metal plate")
+    assert engine.cache_info().clip_features.misses == (6 if keep else 7)
+    plain = tiny_engine(seed=0)
+    _same_masks(first, plain.segment(ims[4], "metal plate"))
+    for got, want in zip(results, plain.segment_folder(ims, "metal plate")):
+        torch.testing.assert_close(torch.as_tensor(got.rough_map), torch.as_tensor(want.rough_map))
+        _same_masks(got, want)

@@ -88,3 +88,29 @@ def test_a_changed_threshold_a_rerun_and_a_revisit_keep_the_folder_map(qtbot, ma
     assert back.provenance["mode"] == "mutual" and back.provenance["thresholds"]["prompt_threshold"] == 0.2
     np.testing.assert_array_equal(back.rough_map, scored.rough_map)
     folder.close()
+
+
+def test_the_first_image_runs_through_clip_once_for_its_run_and_the_scoring(qtbot, make_widget, tmp_path):
+    """The review's first image is segmented before the folder is scored; its Run keeps the patch tokens the
+    scoring needs, so CLIP's tower runs once per image in all (it ran twice for the first before)."""
+    from napari_clipsam.testing import tiny_engine
+
+    engine = tiny_engine(seed=0)  # its own caches and counts: nothing another test segmented is in them
+    viewer, widget = make_widget(engine=engine)
+    folder = widget.folder
+    assert folder.open(_synthetic_folder(tmp_path / "images", n=5, size=48), tmp_path / "labels")
+    folder.ordering.table.file_order.setChecked(True)
+    outputs = _first_result(qtbot, widget, folder)
+    assert outputs.results[None].provenance["mode"] != "mutual"
+    assert engine.cache_info().clip_features.misses == 1
+    qtbot.waitUntil(lambda: folder.ordering.scored and not widget.busy, timeout=60_000)
+    info = engine.cache_info()
+    assert info.clip_features.misses == 5, info.clip_features  # one CLIP pass per image of the folder
+    assert widget.outputs_for(folder.layer).results[None].provenance["mode"] == "mutual"
+    # the engine's own check: the kept tokens are the ones a folder pass computes
+    images = [folder.session.read_image(i) for i in range(5)]
+    fresh = tiny_engine(seed=0).segment_folder(images, widget.object_name, settings=dict(
+        zip(("prompt_threshold", "mask_threshold", "alpha"), widget.thresholds)))
+    np.testing.assert_allclose(widget.outputs_for(folder.layer).results[None].rough_map,
+                               fresh[folder.session.index].rough_map, atol=1e-6)
+    folder.close()

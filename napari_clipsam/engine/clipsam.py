@@ -346,7 +346,10 @@ class ClipSAM(SamSide):
         step("clip", done, span)
         feats = {k: v for k in keys
                  if (v := self._cache.get(("features", self.mode, k))) is not None and (v[1] is not None or not fuse)}
-        if stored:
+        if stored:  # what an earlier segment kept in memory (config.keep_patch_tokens) goes on disk too
+            for k, v in feats.items():
+                if v[1] is not None and k not in self._features_stored:
+                    self._features_stored.put(k, v)
             for k in dict.fromkeys(k for k in keys if k not in feats):
                 if (v := self._features_stored.get(k)) is not None and (v[1] is not None or not fuse):
                     feats[k] = v
@@ -362,7 +365,7 @@ class ClipSAM(SamSide):
             with self.autocast(), step.per_block(blocks, "clip", done, span):
                 if self.umci is not None:
                     rough_in = layer_in = [t.float() for t in self.vision.patch_tokens(x, layers)]
-                elif fuse:
+                elif fuse or self.config.keep_patch_tokens:
                     rough_in, layer_in = self.vision.training_free_and_patch_tokens(x, layers)
                     rough_in, layer_in = rough_in.float(), [t.float() for t in layer_in]
                 else:

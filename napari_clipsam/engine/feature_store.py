@@ -99,6 +99,10 @@ class FeatureStore:
     def _path(self, image_key: str) -> Path:
         return self.folder / f"{cache_key({**self.fields, 'image': image_key}, STORE_FORMAT, length=40)}.npz"
 
+    def __contains__(self, image_key: str) -> bool:
+        """Whether an entry for the image is on disk (not read, not counted: :meth:`get` checks it)."""
+        return self.enabled and self._path(image_key).is_file()
+
     def get(self, image_key: str):
         """``(rough-map tokens, per-layer tokens or None)`` of image ``image_key``, or None (absent, unusable, off)."""
         if not self.enabled:

@@ -201,7 +201,7 @@ class ClipSAMWidget(QWidget):
         self._pending_refs = key
         job = segment_job(self._engine, config, partial(read_frame, source), frames, self.object_name,
                           self.thresholds, contrast_limits_for(source),
-                          precomputed=precomputed or self.folder.provider_for(source),
+                          **self.folder.run_options(source, precomputed),
                           references=refs)
         engine_generation = self._engine_generation
         what = "frame" if len(frames) == 1 and frames[0] is not None else "frames"

@@ -293,6 +293,15 @@ class FolderPanel(QObject):
         """Verdicts or scores changed: update the position line and the folder table."""
         self._update_labels()
 
+    def run_options(self, layer, precomputed=None) -> dict:
+        """The review's part in a Run of ``layer``: where its result may come from (see :meth:`provider_for`) and,
+        for the review image segmented before the folder is scored, ``keep_patch_tokens`` (the scoring that
+        follows then finds this image's CLIP features in memory instead of running CLIP on it again)."""
+        first = (self.session is not None and layer == self.layer and frame_count(layer) is None
+                 and self.ordering.scoring is None and self.ordering.needs_scoring)
+        return {"precomputed": precomputed or self.provider_for(layer),
+                "extra_settings": {"keep_patch_tokens": True} if first else None}
+
     def provider_for(self, layer):
         """For the widget's Run: reuse the prefetch for the review image; otherwise stop any prefetch first."""
         pre, ordering = self.prefetcher, self.ordering

@@ -110,12 +110,14 @@ def folder_settings(thresholds, aligned: bool) -> dict:
 
 
 def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, object_name: str,
-                thresholds: tuple[float, float, float], contrast_limits, precomputed=None, references=None):
+                thresholds: tuple[float, float, float], contrast_limits, precomputed=None, references=None,
+                extra_settings: dict | None = None):
     """A job that builds the engine if ``engine`` is None (from ``config``), then segments the frames.
 
     ``precomputed(cancelled)``, if given, runs first in the worker thread and may return the results
     (``{frame: result}``, e.g. from a prefetch) or None to segment as usual. ``references``: ``(key, images)``
     of new normal references for the engine (empty key: none any more); None leaves the engine's as they are.
+    ``extra_settings``: more per-call engine settings than the thresholds (e.g. ``keep_patch_tokens``).
     Returns ``(engine, {frame: ClipSAMResult})``. Engine loading reports stages prefixed ``"loading"``.
     """
 
@@ -138,7 +140,7 @@ def segment_job(engine, config, read_frame: Callable[[Any], Any], frames: list, 
                 progress(f"loading weights: {stage}", LOADING_SHARE * min(1.0, max(0.0, fraction)))
 
             eng = ClipSAM.from_config(config, progress=loading, cancelled=cancelled)
-        settings = threshold_settings(*thresholds)
+        settings = {**threshold_settings(*thresholds), **(extra_settings or {})}
         if references is not None:  # the set changed since this engine last got one
             key, refs = references
             if key:
