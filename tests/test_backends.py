@@ -197,6 +197,9 @@ def test_converted_model_is_cached_reused_and_rebuilt_when_damaged(tmp_path):
     x = torch.randn(2, 3, 8, 8)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(IRCache, "get_or_convert", counting)
+        # the cache is what is tested here: its four conversions run in this process (a child process each costs
+        # ~4 s of start-up; the child itself is tested in tests/test_convert_child.py)
+        mp.setenv("NAPARI_CLIPSAM_CONVERT_IN_PROCESS", "1")
         module, enc = _tiny_encoder(cache)
         enc.prepare(lambda s, f: stages.append((s, f)))
         stage = "preparing the fast CPU model, once: test encoder (about 1 s on 2 cores; later runs load it from " \

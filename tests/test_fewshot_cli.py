@@ -25,7 +25,8 @@ def setup(tmp_path_factory):
     config = root / "config.json"
     config.write_text(json.dumps({"feature_layers": [1, 2, 3, 4]}))  # the tiny CLIP has 4 blocks
     args = ["--config", config, "--clip-model", f"local-dir:{clip}", "--image-size", "56", "--device", "cpu",
-            "--sam-model", f"local-dir:{sam}", "--no-progress"]
+            "--sam-model", f"local-dir:{sam}", "--no-progress",
+            "--backend", "torch"]  # the OpenVINO few-shot path: tests/test_backends_fewshot.py
     return {"root": root, "data": data, "args": args}
 
 

@@ -58,7 +58,7 @@ def test_a_file_placed_where_the_message_says_is_loaded(offline_registry, tmp_pa
                         dataclasses.replace(clip, sha256=hashlib.sha256(data).hexdigest()))
     sam_dir = write_tiny_sam(tmp_path / "sam")
     config = ClipSAMConfig(clip_model="clipsam-tiny-reg", clip_weights="openai", sam_model=f"local-dir:{sam_dir}",
-                           device="cpu", image_size=56, feature_layers=(1, 2, 3, 4))
+                           device="cpu", image_size=56, feature_layers=(1, 2, 3, 4), backend="torch")
     engine = ClipSAM.from_config(config)
     import torch
 
