@@ -230,7 +230,10 @@ def test_kept_patch_tokens_spare_the_folder_a_clip_pass_and_change_no_result(eng
     assert engine.cache_info().clip_features.misses == 1
     results = engine.segment_folder(ims, "metal plate")
     assert engine.cache_info().clip_features.misses == (6 if keep else 7)
-    plain = tiny_engine(seed=0)
+    later = tiny_engine(seed=0)  # another process later: every image's tokens are on disk, the kept one's too
+    later.segment_folder(ims, "metal plate")
+    assert later.cache_info().clip_features.misses == 0
+    plain = tiny_engine(seed=0, feature_cache_bytes=0)  # computes everything itself
     _same_masks(first, plain.segment(ims[4], "metal plate"))
     for got, want in zip(results, plain.segment_folder(ims, "metal plate")):
         torch.testing.assert_close(torch.as_tensor(got.rough_map), torch.as_tensor(want.rough_map))
