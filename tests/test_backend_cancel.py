@@ -31,6 +31,7 @@ def slow_engine(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NAPARI_CLIPSAM_CACHE", str(tmp_path_factory.mktemp("ov-cancel")))
+        mp.setenv("NAPARI_CLIPSAM_CONVERT_IN_PROCESS", "1")  # inference is tested here (the child: test_convert_child)
         clip, tok = make_tiny_clip(0)
         sam = make_tiny_sam(0, image_size=512, encoder_depth=1, encoder_global_attn_indexes=[0], window_size=14)
         cfg = ClipSAMConfig(image_size=56, feature_layers=(1, 2, 3, 4), device="cpu", backend="openvino",

@@ -95,6 +95,7 @@ class _Engines(dict):
         head = None if prec == "torch" else self["torch", umci].umci
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("NAPARI_CLIPSAM_CACHE", str(self.cache))
+            mp.setenv("NAPARI_CLIPSAM_CONVERT_IN_PROCESS", "1")  # the same conversion, without a child's start-up
             if prec == "torch":
                 eng = tiny_engine(seed=0, umci=umci)
             else:
