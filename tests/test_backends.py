@@ -88,6 +88,10 @@ class _Engines(dict):
     (reference), OpenVINO fp32 and bf16, in the training-free and the UMCI mode (a CPU without native bf16 skips
     the bf16 tests, so it never pays for their conversions)."""
 
+    def __init__(self, cache):
+        super().__init__()
+        self.cache = cache
+
     def __missing__(self, key):
         from napari_clipsam.testing import tiny_engine
 
@@ -108,9 +112,7 @@ class _Engines(dict):
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    out = _Engines()
-    out.cache = tmp_path_factory.mktemp("ov-cache")
-    return out
+    return _Engines(tmp_path_factory.mktemp("ov-cache"))
 
 
 @pytest.fixture

@@ -94,6 +94,7 @@ def test_the_first_image_runs_through_clip_once_for_its_run_and_the_scoring(qtbo
     """The review's first image is segmented before the folder is scored; its Run keeps the patch tokens the
     scoring needs, so CLIP's tower runs once per image in all (it ran twice for the first before)."""
     from napari_clipsam.testing import tiny_engine
+    from napari_clipsam.widget.workers import threshold_settings
 
     engine = tiny_engine(seed=0)  # its own caches and counts: nothing another test segmented is in them
     viewer, widget = make_widget(engine=engine)
@@ -107,10 +108,11 @@ def test_the_first_image_runs_through_clip_once_for_its_run_and_the_scoring(qtbo
     info = engine.cache_info()
     assert info.clip_features.misses == 5, info.clip_features  # one CLIP pass per image of the folder
     assert widget.outputs_for(folder.layer).results[None].provenance["mode"] == "mutual"
-    # the engine's own check: the kept tokens are the ones a folder pass computes
+    # the kept tokens are the ones a folder pass computes: an engine that computes every image itself (it must
+    # not read the feature store the dock's engine just wrote) gives the same map
     images = [folder.session.read_image(i) for i in range(5)]
-    fresh = tiny_engine(seed=0).segment_folder(images, widget.object_name, settings=dict(
-        zip(("prompt_threshold", "mask_threshold", "alpha"), widget.thresholds)))
+    fresh = tiny_engine(seed=0, feature_cache_bytes=0).segment_folder(
+        images, widget.object_name, settings=threshold_settings(*widget.thresholds))
     np.testing.assert_allclose(widget.outputs_for(folder.layer).results[None].rough_map,
                                fresh[folder.session.index].rough_map, atol=1e-6)
     folder.close()
