@@ -7,7 +7,7 @@ Viewer first, dock from the manifest, Run pressed through the button, as a perso
 thread records every gap between its ticks beyond the interval, with the dock's status at that moment: the
 longest gaps of each Run, the moments after the Run's end (layer adds) included.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/measure_gui_stalls.py [--size 1024] [--large 4096]
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/measure_gui_stalls.py [--size 1024] [--large 4096] [--tiny]
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="side of the first two images (px)")
     parser.add_argument("--large", type=int, default=4096, help="side of the third image (px; 0: skip it)")
     parser.add_argument("--top", type=int, default=5, help="longest gaps listed per Run")
+    parser.add_argument("--tiny", action="store_true", help="the tests' tiny random engine instead of the preset "
+                        "(no conversion: the Run's end, i.e. adding and filling the result layers, dominates)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     os.environ["NAPARI_CLIPSAM_CACHE"] = str(work / "cache")  # cold: converts and compiles on the first Run
@@ -44,9 +46,14 @@ def main() -> None:
     from napari_clipsam.config import ClipSAMConfig
     from napari_clipsam.data.synthetic import synthetic_image
 
-    # the dock builds its engine from this config on the first Run (random weights instead of the downloads)
-    widget._base_config = ClipSAMConfig.preset(args.preset, clip_weights="random", sam_weights="random",
-                                               device="cpu")
+    if args.tiny:
+        from napari_clipsam.testing import tiny_engine
+
+        widget._engine = tiny_engine()
+        widget.c.prompt_threshold.setValue(0.3)  # the tiny CLIP's map peaks near 0.6
+    else:  # the dock builds its engine from this config on the first Run (random weights, not the downloads)
+        widget._base_config = ClipSAMConfig.preset(args.preset, clip_weights="random", sam_weights="random",
+                                                   device="cpu")
     gaps: list[tuple[float, float, str]] = []  # (when, gap s, status)
     last = [time.perf_counter()]
 

@@ -52,7 +52,7 @@ class AdaptAction:
     def start(self) -> bool:
         """Train in the background. Returns False when refused (the status line says why)."""
         w = self.w
-        if w.task is not None:
+        if w.busy:
             w.set_status("ClipSAM is already running: wait for it to finish or press Cancel.")
             return False
         labels = w.c.qa_output.text().strip()

@@ -14,8 +14,6 @@ from qtpy.QtCore import QEvent, QSize, QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
 from ..config import ClipSAMConfig
-from ..errors import Cancelled, IncompatibleCheckpointError, WeightsUnavailableError
-from ..export import ExportError
 from .adapt_action import AdaptAction
 from .browse import browse_weights
 from .classes import ClassList
@@ -34,10 +32,10 @@ from .settings import WidgetSettings, weights_overrides
 from .settings_binding import change_signals, read_settings, show_settings
 from .threshold_preview import ThresholdPreview
 from .source import SourcePicker, contrast_limits_for, current_frame, frame_count, plane_shape, read_frame
-from .workers import Outcome, Task, run_summary, segment_job
+from .staging import in_turns
+from .workers import Outcome, Task, report_error, run_summary, segment_job
 
 log = logging.getLogger(__name__)
-_USER_ERRORS = (WeightsUnavailableError, IncompatibleCheckpointError, ExportError, ValueError, OSError)
 
 
 class ClipSAMWidget(QWidget):
@@ -70,6 +68,7 @@ class ClipSAMWidget(QWidget):
         self._settings_path = settings_path
         self.settings = WidgetSettings.load(settings_path)
         self.task: Task | None = None
+        self._finishing = False  # a Run's results are being shown (new layers added one per event-loop turn)
         self._task_source = None  # the image layer the running task works on
         self._applied_refs, self._pending_refs = None, ""  # (engine, references key) the engine last got; next
         self._docked = self._closed = False
@@ -99,8 +98,8 @@ class ClipSAMWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        """True while a Run (engine creation and/or segmentation) is going."""
-        return self.task is not None
+        """True while a Run (engine creation and/or segmentation, then showing its results) is going."""
+        return self.task is not None or self._finishing
 
     @property
     def status(self) -> str:
@@ -170,7 +169,7 @@ class ClipSAMWidget(QWidget):
         ``on_done(outcome)`` is called in the GUI thread when the run ends (done, failed or cancelled).
         ``all_frames``: every frame of a stack (default: the *all frames* box decides).
         """
-        if self.task is not None:
+        if self.busy:
             self.set_status("ClipSAM is already running: wait for it to finish or press Cancel.")
             return False
         source = source if source is not None else self.picker.current
@@ -330,7 +329,7 @@ class ClipSAMWidget(QWidget):
     _engine_generation = 0  # ------------------------------------------------------- run plumbing
 
     def _engine_for_refine(self):
-        if self.task is not None:
+        if self.busy:
             self.set_status("Wait for the running job to finish before refining.")
             return None
         if self._engine is None:
@@ -372,54 +371,55 @@ class ClipSAMWidget(QWidget):
 
     def _on_run_done(self, source, data, n_frames, engine_generation: int, outcome: Outcome, on_done) -> None:
         self.task = None
+        if outcome.ok:
+            self._applied_refs = (id(outcome.value[0]), self._pending_refs)
+            if engine_generation == self._engine_generation:
+                self._engine = outcome.value[0]
+        shown = outcome.ok and source in self.viewer.layers and source.data is data
+        roles = self._session_for(source, n_frames)[0].missing_roles() if shown else []
+        if roles:  # a new image: its layers are added hidden, then shown, one per event-loop turn
+            outputs, self._finishing = self.outputs_for(source), True
+            self.heartbeat.stage("adding the result layers")
+            in_turns([partial(outputs.ensure_layer, role, visible=False) for role in roles]
+                     + [partial(outputs.reveal, role) for role in roles],
+                     lambda: self._finish_run(source, data, n_frames, outcome, on_done, first=True),
+                     stop=lambda: self._closed)
+        else:
+            self._finish_run(source, data, n_frames, outcome, on_done, first=False)
+
+    def _finish_run(self, source, data, n_frames, outcome: Outcome, on_done, first: bool) -> None:
+        self._finishing = False
+        if self._closed:  # the dock was closed while the result layers were added
+            return
         self.heartbeat.stop()
         self._set_running(False)
-        if outcome.ok:
-            engine, results = outcome.value
-            self._applied_refs = (id(engine), self._pending_refs)
-            if engine_generation == self._engine_generation:
-                self._engine = engine
-            if source not in self.viewer.layers:
-                self.set_status(f"The image {source.name!r} was removed while ClipSAM ran; results dropped.")
-            elif source.data is not data:
-                self.set_status(f"The image {source.name!r} was given new data while ClipSAM ran; results "
-                                "dropped. Press Run again.")
-            else:
-                first = self.outputs_for(source) is None
-                outputs, loop = self._session_for(source, n_frames)
-                outputs.set_classes(self.class_names)
-                kept = outputs.corrections(results)
-                defer = outputs.user_prompt_frames() & set(results)
-                outputs.show(results, self.classes.selected, defer_masks=defer)
-                self.cues.apply(outputs)  # the prompts layer may be new: show the point mode on it
-                loop.reset([f for f in results if f not in defer])
-                if defer:
-                    loop.refine_now(frames=sorted(defer, key=lambda f: -1 if f is None else f), report=False)
-                self.c.progress.setValue(100)
-                self.set_status(run_summary(results, outputs, kept))
-                self.objects.refresh()
-                if first:  # the dock made the canvas narrower since the image was opened: show it whole
-                    self.viewer.reset_view()
-        else:
+        if not outcome.ok:
             self.c.progress.setValue(0)
-            self._report_error(outcome)
+            report_error(outcome, self.set_status)
+        elif source not in self.viewer.layers:
+            self.set_status(f"The image {source.name!r} was removed while ClipSAM ran; results dropped.")
+        elif source.data is not data:
+            self.set_status(f"The image {source.name!r} was given new data while ClipSAM ran; results "
+                            "dropped. Press Run again.")
+        else:
+            results = outcome.value[1]
+            outputs, loop = self._session_for(source, n_frames)
+            outputs.set_classes(self.class_names)
+            kept = outputs.corrections(results)
+            defer = outputs.user_prompt_frames() & set(results)
+            outputs.show(results, self.classes.selected, defer_masks=defer)
+            self.cues.apply(outputs)  # the prompts layer may be new: show the point mode on it
+            loop.reset([f for f in results if f not in defer])
+            if defer:
+                loop.refine_now(frames=sorted(defer, key=lambda f: -1 if f is None else f), report=False)
+            self.c.progress.setValue(100)
+            self.set_status(run_summary(results, outputs, kept))
+            self.objects.refresh()
+            if first:  # the dock made the canvas narrower since the image was opened: show it whole
+                self.viewer.reset_view()
         if on_done is not None:
             on_done(outcome)
         self.run_finished.emit(outcome)
-
-    def _report_error(self, outcome: Outcome) -> None:
-        err = outcome.error
-        if isinstance(err, Cancelled):
-            self.set_status("Cancelled.")
-        elif isinstance(err, _USER_ERRORS):
-            self.set_status(str(err))
-            if isinstance(err, WeightsUnavailableError):  # also where napari shows problems, with every file
-                from napari.utils.notifications import show_error
-
-                show_error(str(err))
-        else:
-            log.error("ClipSAM run failed:\n%s", outcome.traceback)
-            self.set_status(f"ClipSAM failed ({type(err).__name__}: {err}); the traceback is in the log.")
 
     def _set_running(self, running: bool) -> None:
         self.c.run.setEnabled(not running)

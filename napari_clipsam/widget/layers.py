@@ -22,19 +22,15 @@ from napari.layers import Image, Labels, Points, Shapes
 
 from .boxes import Frame, box_to_corners, corners_to_box
 from .hand_edits import FrameMasks, merge_result, stroke_pixels
+from .new_layers import (CREATION_ORDER, LABELS, POINT_COLOURS, ROLE, SOURCES, add_boxes, add_masks, add_prompts,
+                         add_rough, categorical)
 from .pyramid import blank_pyramid, needs_pyramid, rough_pyramid
 
 log = logging.getLogger(__name__)
 
-ROLE = "clipsam_output"
 ROLES = ("rough map", "prompts", "boxes", "masks")
-LABELS = ("positive", "negative")
-SOURCES = ("clip", "user")
-POINT_COLOURS = {"positive": "#39ff14", "negative": "#ff2d55"}
-
-
-def _categorical(values, categories) -> pd.Categorical:
-    return pd.Categorical(list(values), categories=list(categories))
+_ATTRS = {"rough map": "rough", "prompts": "prompts", "boxes": "boxes", "masks": "masks"}
+__all__ = ["LABELS", "POINT_COLOURS", "ROLE", "ROLES", "SOURCES", "OutputLayers"]
 
 
 # ---------------------------------------------------------------------- the layer set
@@ -224,7 +220,7 @@ class OutputLayers:
     def set_point_features(self, labels, sources) -> None:
         """Replace the prompts' ``label`` and ``source`` columns (one entry per point) and recolour them."""
         layer = self.prompts
-        layer.features = pd.DataFrame({"label": _categorical(labels, LABELS), "source": _categorical(sources, SOURCES)})
+        layer.features = pd.DataFrame({"label": categorical(labels, LABELS), "source": categorical(sources, SOURCES)})
         layer.feature_defaults = {"label": "positive", "source": "user"}
         layer.refresh_colors()
 
@@ -263,49 +259,56 @@ class OutputLayers:
     def _name(self, role: str) -> str:
         return f"{self.source.name} {role}"
 
-    def _meta(self, role: str) -> dict:
-        return {ROLE: role, "clipsam": {}}
-
     def source_info(self) -> dict:
         """``{"name", "file"}`` of the source image (``file``: the path it was opened from, or None)."""
         path = getattr(getattr(self.source, "source", None), "path", None)
         path = path or self.source.metadata.get("clipsam_qa")
         return {"name": self.source.name, "file": str(path) if path else None}
 
-    def _ensure_layers(self) -> None:
+    def missing_roles(self) -> list[str]:
+        """The output layers not made yet (or deleted since), in the order :meth:`ensure_layer` adds them."""
+        return [role for role in CREATION_ORDER if getattr(self, _ATTRS[role]) is None]
+
+    def layer(self, role: str):
+        """The output layer of ``role`` (one of :data:`ROLES`), or None."""
+        return getattr(self, _ATTRS[role])
+
+    def reveal(self, role: str) -> None:
+        """Show the output layer of ``role`` (made hidden by :meth:`ensure_layer`), if it still exists."""
+        if self.layer(role) is not None:
+            self.layer(role).visible = True
+
+    def ensure_layer(self, role: str, visible: bool = True) -> None:
+        """Add the output layer of ``role`` unless it exists: one napari layer add (see :mod:`.new_layers`).
+        ``visible=False`` leaves its first draw (shader compilation) to when it is shown."""
+        if getattr(self, _ATTRS[role]) is not None:
+            return
         self._last_name = self.source.name
         scale = tuple(self.source.scale[-len(self.full_shape):]) if self.source.ndim == len(self.full_shape) \
             else None
         translate = tuple(self.source.translate[-len(self.full_shape):]) if scale is not None else None
         geometry = {"scale": scale, "translate": translate} if scale is not None else {}
-        ndim = len(self.full_shape)
-        if self.rough is None:
-            blank = blank_pyramid(self.full_shape) if self._pyramid() else np.zeros(self.full_shape, np.float32)
-            self.rough = self.viewer.add_image(blank, name=self._name("rough map"), colormap="inferno",
-                contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive", metadata=self._meta("rough map"),
-                **geometry)
-        if self.masks is None:
-            self.masks = self.viewer.add_labels(
-                np.zeros(self.full_shape, np.int32), name=self._name("masks"), opacity=0.55,
-                metadata={**self._meta("masks"), "clipsam_frames": self.records,
-                          "clipsam_classes": list(self.classes), "clipsam_source": self.source_info()},
-                features=pd.DataFrame({"index": np.zeros(0, int), "class": np.zeros(0, object)}), **geometry)
-            self.masks.events.paint.connect(self._on_paint)
-        if self.boxes is None:
-            self.boxes = self.viewer.add_shapes(
-                ndim=ndim, name=self._name("boxes"), shape_type="rectangle", edge_color="#00e5ff",
-                face_color="transparent", edge_width=2, metadata=self._meta("boxes"),
-                features=pd.DataFrame({"source": _categorical([], SOURCES)}), feature_defaults={"source": "user"},
-                **geometry)
-            self.boxes.events.data.connect(self._on_prompt_data)
-        if self.prompts is None:
-            features = pd.DataFrame({"label": _categorical([], LABELS), "source": _categorical([], SOURCES)})
-            self.prompts = self.viewer.add_points(
-                np.zeros((0, ndim)), name=self._name("prompts"), features=features,
-                feature_defaults={"label": "positive", "source": "user"}, face_color="label",
-                face_color_cycle=POINT_COLOURS, border_color="white", size=max(6, min(self.shape) // 40),
-                metadata=self._meta("prompts"), **geometry)
-            self.prompts.events.data.connect(self._on_prompt_data)
+        geometry["visible"] = visible
+        name, ndim = self._name(role), len(self.full_shape)
+        with self._writing():
+            if role == "rough map":
+                blank = blank_pyramid(self.full_shape) if self._pyramid() else np.zeros(self.full_shape, np.float32)
+                self.rough = add_rough(self.viewer, name, blank, geometry)
+            elif role == "masks":
+                self.masks = add_masks(self.viewer, name, self.full_shape, {
+                    "clipsam_frames": self.records, "clipsam_classes": list(self.classes),
+                    "clipsam_source": self.source_info()}, geometry)
+                self.masks.events.paint.connect(self._on_paint)
+            elif role == "boxes":
+                self.boxes = add_boxes(self.viewer, name, ndim, geometry)
+                self.boxes.events.data.connect(self._on_prompt_data)
+            else:
+                self.prompts = add_prompts(self.viewer, name, ndim, max(6, min(self.shape) // 40), geometry)
+                self.prompts.events.data.connect(self._on_prompt_data)
+
+    def _ensure_layers(self) -> None:
+        for role in CREATION_ORDER:
+            self.ensure_layer(role)
 
     def _frames_mask(self, coords: np.ndarray, frames) -> np.ndarray:
         """Rows of ``coords`` (frame first) lying in one of ``frames``; all rows for 2-D."""
@@ -360,7 +363,7 @@ class OutputLayers:
             layer.add([v for v, _, _ in kept], shape_type=[t for _, t, _ in kept])
         if new:
             layer.add(new, shape_type="rectangle")
-        layer.features = pd.DataFrame({"source": _categorical([s for _, _, s in kept] + ["clip"] * len(new),
+        layer.features = pd.DataFrame({"source": categorical([s for _, _, s in kept] + ["clip"] * len(new),
                                                              SOURCES)})
         layer.feature_defaults = {"source": "user"}
 

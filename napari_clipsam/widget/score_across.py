@@ -46,7 +46,7 @@ class ScoreAcross:
     def start(self) -> bool:
         """Score the chosen set in the background. Returns False when refused (the status line says why)."""
         w = self.w
-        if w.task is not None:
+        if w.busy:
             w.set_status("ClipSAM is already running: wait for it to finish or press Cancel.")
             return False
         if not w.object_name:

@@ -256,7 +256,27 @@ def end_background_task(widget, outcome, button) -> bool:
     if outcome.ok:
         return True
     widget.c.progress.setValue(0)
-    widget._report_error(outcome)
+    report_error(outcome, widget.set_status)
     widget.run_finished.emit(outcome)
     return False
 
+
+
+def report_error(outcome, set_status: Callable[[str], None]) -> None:
+    """Say in the status line why a job ended without a result: cancelled, a user error (its message; missing
+    weights also where napari shows problems, with every file), or a failure (its traceback in the log)."""
+    from ..errors import Cancelled, IncompatibleCheckpointError, WeightsUnavailableError
+    from ..export import ExportError
+
+    err = outcome.error
+    if isinstance(err, Cancelled):
+        set_status("Cancelled.")
+    elif isinstance(err, (WeightsUnavailableError, IncompatibleCheckpointError, ExportError, ValueError, OSError)):
+        set_status(str(err))
+        if isinstance(err, WeightsUnavailableError):
+            from napari.utils.notifications import show_error
+
+            show_error(str(err))
+    else:
+        log.error("ClipSAM run failed:\n%s", outcome.traceback)
+        set_status(f"ClipSAM failed ({type(err).__name__}: {err}); the traceback is in the log.")
