@@ -259,20 +259,31 @@ def test_text_cache_key_is_versioned_and_bad_entries_are_recomputed(tmp_path):
         assert again.cache_info().misses == 1
 
 
-def test_openvino_save_failure_like_a_full_disk_keeps_the_converted_model(tmp_path, monkeypatch, caplog):
-    """OpenVINO reports a full disk as ``RuntimeError: basic_ios::clear``; the run goes on in memory."""
+@pytest.mark.parametrize("where", ["in process", "child"])
+def test_openvino_save_failure_like_a_full_disk_keeps_the_converted_model(tmp_path, monkeypatch, caplog, where):
+    """A full disk: OpenVINO's ``save_model`` reports it as ``RuntimeError: basic_ios::clear`` (a conversion in
+    this process), writing the child's files as ``OSError: [Errno 28]``; the run goes on in memory."""
     _need_openvino()
     from napari_clipsam.engine.backends.ir_cache import IRCache
     from napari_clipsam.engine.backends.openvino_runtime import import_openvino
+    from napari_clipsam.io import atomic
 
     def full_disk(*args, **kwargs):
         raise RuntimeError("Exception from src/core/src/pass/serialize.cpp: basic_ios::clear")
 
-    monkeypatch.setattr(import_openvino(), "save_model", full_disk)
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    if where == "in process":
+        monkeypatch.setenv("NAPARI_CLIPSAM_CONVERT_IN_PROCESS", "1")
+        monkeypatch.setattr(import_openvino(), "save_model", full_disk)
+    else:
+        monkeypatch.delenv("NAPARI_CLIPSAM_CONVERT_IN_PROCESS", raising=False)
+        monkeypatch.setattr(atomic.AtomicBatch, "commit", no_space)
     x = torch.randn(1, 3, 8, 8)
     with caplog.at_level(logging.WARNING):
         module, enc = _tiny_ov(IRCache(tmp_path / "full"))
         np.testing.assert_allclose(enc(x)[0].numpy(), module(x).detach().numpy(), atol=1e-5)
-    assert any("basic_ios::clear" in r.getMessage() and "NAPARI_CLIPSAM_CACHE" in r.getMessage()
-               for r in caplog.records)
+    said = "basic_ios::clear" if where == "in process" else "No space left"
+    assert any(said in r.getMessage() and "NAPARI_CLIPSAM_CACHE" in r.getMessage() for r in caplog.records)
     assert not [p for p in (tmp_path / "full").iterdir() if p.name.startswith(".ir-")]

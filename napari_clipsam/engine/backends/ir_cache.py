@@ -122,26 +122,38 @@ class IRCache:
         (log.info if progress else log.warning)("napari-clipsam: %s in %s", stage, self.root)
         if progress:
             progress(stage, 0.0)
+        from .convert_child import WrittenIR
+
         with ticking(progress, stage, expected_s or 60.0), quiet_conversion():
-            model = convert()
-        if fields is not None:
-            try:
-                self._save(fields, model)
-            except Exception as exc:  # disk full (OpenVINO: "basic_ios::clear"), read-only, a file in the way
-                cache_unusable(self.root, "converted OpenVINO models", exc)
+            made = convert()
+        written = made if isinstance(made, WrittenIR) else None
+        model = made.model if written is not None else made
+        try:
+            if fields is not None:
+                self._save(fields, model, written)
+        except Exception as exc:  # disk full (OpenVINO: "basic_ios::clear"), read-only, a file in the way
+            cache_unusable(self.root, "converted OpenVINO models", exc)
+        finally:
+            if written is not None:
+                written.discard()
         if progress:
             progress(stage, 1.0)
         return model
 
-    def _save(self, fields: dict[str, Any], model) -> None:
+    def _save(self, fields: dict[str, Any], model, written=None) -> None:
+        """Store ``model`` under ``fields``: the files a conversion child wrote (``written``, a
+        :class:`~.convert_child.WrittenIR`) as they are, else the model serialised here."""
         from ...io.atomic import AtomicBatch
         from .openvino_runtime import import_openvino
 
         folder = self.entry(fields)
         scratch = Path(tempfile.mkdtemp(prefix=f".ir-{os.getpid()}-", dir=self.root))
         try:
-            import_openvino().save_model(model, str(scratch / "model.xml"), compress_to_fp16=False)
-            files = {name: (scratch / name).read_bytes() for name in ("model.xml", "model.bin")}
+            if written is not None:
+                files = written.files()
+            else:
+                import_openvino().save_model(model, str(scratch / "model.xml"), compress_to_fp16=False)
+                files = {name: (scratch / name).read_bytes() for name in ("model.xml", "model.bin")}
             meta = {"format": FORMAT, "fields": fields,
                     "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
             with AtomicBatch() as batch:

@@ -134,7 +134,7 @@ class OpenVinoSamDecoder:
                 "napari-clipsam does not convert with it. Run `opt_in_out --opt_out` once, or use backend='torch'.")
         report = stage_report()  # inside a stage: a cancel request stops the child
         model = convert_in_child(self.graph, None, None if report is None else lambda: report(0.0),
-                                 inputs=self.inputs)
+                                 inputs=self.inputs, keep_files=True)
         if model is not None:
             return model
         from .convert_child import input_spec

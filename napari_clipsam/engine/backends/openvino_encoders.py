@@ -144,10 +144,11 @@ class OpenVinoEncoder:
             convert, what, hint, expected = (self._convert, self.what, self.precision,
                                              estimate_seconds(self.module, self.input_size))
             if self.precision == "int8":
+                from .convert_child import model_of
                 from .int8_sam import COMPILE_HINT, QUANTIZE_FACTOR
 
                 fields.update(self.quantized_key())
-                convert, what, hint = (lambda: self.quantizer(self._convert())), f"{what} (int8)", COMPILE_HINT
+                convert, what, hint = (lambda: self.quantizer(model_of(self._convert()))), f"{what} (int8)", COMPILE_HINT
                 expected *= QUANTIZE_FACTOR
             threads = torch.get_num_threads()
             share = (str(cache.entry(fields)), self.precision, threads)
@@ -172,7 +173,8 @@ class OpenVinoEncoder:
         from .convert_child import convert_in_child
 
         report = stage_report()  # inside a stage: raises Cancelled on a cancel request, which stops the child
-        model = convert_in_child(self.module, self.input_size, None if report is None else lambda: report(0.0))
+        model = convert_in_child(self.module, self.input_size, None if report is None else lambda: report(0.0),
+                                 keep_files=True)  # the cache stores the child's files as written
         if model is not None:
             return model
         example = torch.zeros(1, 3, self.input_size, self.input_size)
