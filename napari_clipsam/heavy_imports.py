@@ -17,6 +17,7 @@ described above under Mesa).
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -60,3 +61,28 @@ def prepare_heavy_imports() -> str:
                      f"LLVM now would crash napari. ClipSAM does not use triton (set {ALLOW_ENV}=1 to allow it).")
         log.warning("napari-clipsam: %s", _decision)
         return _decision
+
+
+_preload: threading.Thread | None = None
+
+
+def preload_in_background() -> threading.Thread:
+    """Import the engine's stack (torch, open_clip, segment_anything) in a background thread, once per process.
+
+    The dock calls it when it opens, so the first Run does not spend its first seconds importing: ``import torch``
+    alone holds Python's GIL for ~0.3 s at a stretch (loading its shared libraries), which froze the window at the
+    start of a first Run; now that happens while the person picks an image. Safe only once napari's OpenGL context
+    exists (see the module notes): :func:`prepare_heavy_imports` runs first. Returns the thread (joinable)."""
+    global _preload
+    with _lock:
+        if _preload is None:
+            def load() -> None:
+                try:
+                    prepare_heavy_imports()
+                    importlib.import_module("napari_clipsam.engine.clipsam")  # torch, open_clip, segment_anything
+                except Exception:  # noqa: BLE001 (the Run imports again and reports what fails)
+                    log.exception("napari-clipsam: preloading the libraries failed")
+
+            _preload = threading.Thread(target=load, name="napari-clipsam preload")
+            _preload.start()
+        return _preload

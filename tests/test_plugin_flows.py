@@ -1,5 +1,5 @@
 """The plugin in the order users meet it, each flow in a fresh process (nothing this test session imported
-can hide an import-order crash): viewer first, widget from the npe2 manifest, torch loaded by the first Run."""
+can hide an import-order crash): viewer first, widget from the npe2 manifest, torch loaded by the dock in the background."""
 from __future__ import annotations
 
 import os

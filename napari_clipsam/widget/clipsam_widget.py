@@ -14,6 +14,7 @@ from qtpy.QtCore import QEvent, QSize, QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
 from ..config import ClipSAMConfig
+from ..heavy_imports import preload_in_background
 from .adapt_action import AdaptAction
 from .browse import browse_weights
 from .classes import ClassList
@@ -65,10 +66,11 @@ class ClipSAMWidget(QWidget):
         self.viewer = viewer = napari_viewer
         self.c: Controls = build_controls(self)
         self._engine, self._base_config = engine, config
+        preload_in_background()  # the first Run then finds torch & co. imported (heavy_imports)
         self._settings_path = settings_path
         self.settings = WidgetSettings.load(settings_path)
         self.task: Task | None = None
-        self._finishing = False  # a Run's results are being shown (new layers added one per event-loop turn)
+        self._finishing = False  # a Run's results being shown (new layers added one per event-loop turn)
         self._task_source = None  # the image layer the running task works on
         self._applied_refs, self._pending_refs = None, ""  # (engine, references key) the engine last got; next
         self._docked = self._closed = False
@@ -451,11 +453,10 @@ class ClipSAMWidget(QWidget):
         self.objects.refresh()
 
     def _on_layer_removed(self, event) -> None:
-        layer = event.value
-        if self.task is not None and self._task_source == layer:
+        if self.task is not None and self._task_source == event.value:
             self.cancel()  # its image is gone: stop working on it now
-        if any(o.source == layer for o, _ in self._sessions):
-            self.forget(layer)
+        if any(o.source == event.value for o, _ in self._sessions):
+            self.forget(event.value)
 
     # ------------------------------------------------------------------ settings
     def _load_settings(self) -> None:
@@ -481,12 +482,11 @@ class ClipSAMWidget(QWidget):
         c.delete_object.clicked.connect(lambda: self.delete_object())
         c.lock_object.clicked.connect(lambda: self.lock_object())
         c.discard.clicked.connect(lambda: self.discard_corrections())
-        c.umci_browse.clicked.connect(lambda: self._browse_weights(c.umci, "UMCI checkpoint",
-                                                                   "Checkpoints (*.pt *.pth)", folders=False))
-        c.clip_browse.clicked.connect(lambda: self._browse_weights(c.clip_weights, "CLIP weights",
-                                                                  "Checkpoints (*.pt *.pth *.bin *.safetensors)"))
-        c.sam_browse.clicked.connect(lambda: self._browse_weights(c.sam_weights, "SAM checkpoint",
-                                                                 "Checkpoints (*.pth *.pt)"))
+        for button, *how in ((c.umci_browse, c.umci, "UMCI checkpoint", "Checkpoints (*.pt *.pth)", False),
+                             (c.clip_browse, c.clip_weights, "CLIP weights",
+                              "Checkpoints (*.pt *.pth *.bin *.safetensors)", True),
+                             (c.sam_browse, c.sam_weights, "SAM checkpoint", "Checkpoints (*.pth *.pt)", True)):
+            button.clicked.connect(lambda *_, how=how: self._browse_weights(*how))
         for signal in (c.preset.currentTextChanged, c.device.currentTextChanged, c.backend.currentTextChanged,
                        c.umci.editingFinished, c.clip_weights.editingFinished, c.sam_weights.editingFinished):
             signal.connect(self._engine_settings_changed)
