@@ -35,7 +35,8 @@ def test_new_result_layers_come_one_per_event_loop_turn(qtbot, make_widget, imag
 
     def inserted(event):
         layer = event.value
-        seen.append((layer.name, counter.turns, layer.visible, widget.busy, widget.run()))
+        offered = widget.c.cancel.isEnabled() or "Cancel stops it" in widget.status  # read before run() below
+        seen.append((layer.name, counter.turns, layer.visible, widget.busy, widget.run(), offered))
 
     viewer.layers.events.inserted.connect(inserted)
     shown = []
@@ -48,6 +49,7 @@ def test_new_result_layers_come_one_per_event_loop_turn(qtbot, make_widget, imag
     assert all(b > a for a, b in zip(turns, turns[1:])), seen  # each add in a turn of its own
     assert not any(s[2] for s in seen)  # added hidden (their first draw is a later turn's)
     assert all(s[3] for s in seen) and not any(s[4] for s in seen)  # busy meanwhile: a second Run refused
+    assert not any(s[5] for s in seen)  # nothing is left to cancel: the button is off, the status does not offer it
     assert "already running" not in widget.status and "Done" in widget.status
     out = widget.outputs_for(src)
     assert all(layer.visible for layer in out.layers()) and len(out.layers()) == 4

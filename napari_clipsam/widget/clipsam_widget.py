@@ -32,7 +32,8 @@ from .score_across import ScoreAcross
 from .settings import WidgetSettings, weights_overrides
 from .settings_binding import change_signals, read_settings, show_settings
 from .threshold_preview import ThresholdPreview
-from .source import SourcePicker, contrast_limits_for, current_frame, frame_count, plane_shape, read_frame
+from .source import (SourcePicker, contrast_limits_for, current_frame, frame_count, frames_text, plane_shape,
+                     read_frame)
 from .staging import in_turns
 from .workers import Outcome, Task, report_error, run_summary, segment_job
 
@@ -205,10 +206,8 @@ class ClipSAMWidget(QWidget):
                           **self.folder.run_options(source, precomputed),
                           references=refs)
         engine_generation = self._engine_generation
-        what = "frame" if len(frames) == 1 and frames[0] is not None else "frames"
-        where = "" if frames == [None] else f" ({what} {frames[0]}{'–' + str(frames[-1]) if len(frames) > 1 else ''})"
         self.heartbeat.start(("Loading ClipSAM weights…" if config is not None else "Running ClipSAM…")
-                             + f" on {source.name!r}{where}")
+                             + f" on {source.name!r}{frames_text(frames)}")
         self.c.progress.setValue(0)
         self._set_running(True)
         data = source.data  # results are shown only if the layer still holds these pixels when the run ends
@@ -381,7 +380,8 @@ class ClipSAMWidget(QWidget):
         roles = self._session_for(source, n_frames)[0].missing_roles() if shown else []
         if roles:  # a new image: its layers are added hidden, then shown, one per event-loop turn
             outputs, self._finishing = self.outputs_for(source), True
-            self.heartbeat.stage("adding the result layers")
+            self.heartbeat.stage("adding the result layers", cancellable=False)
+            self.c.cancel.setEnabled(False)  # the results are made: nothing is left to cancel
             in_turns([partial(outputs.ensure_layer, role, visible=False) for role in roles]
                      + [partial(outputs.reveal, role) for role in roles],
                      lambda: self._finish_run(source, data, n_frames, outcome, on_done, first=True),

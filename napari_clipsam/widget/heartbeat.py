@@ -29,7 +29,7 @@ class Heartbeat(QObject):
         self.timer = QTimer(self)
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(self._tick)
-        self.text = ""
+        self.text, self.cancellable = "", True
         self.started = self._last = self._stage_started = 0.0
         self._shown_s = -1
         self.longest_gap_s = 0.0
@@ -43,15 +43,17 @@ class Heartbeat(QObject):
         self.started = self._last = self._stage_started = time.perf_counter()
         self.longest_gap_s = 0.0
         self.longest_gap_at = ""  # the step shown when the longest gap happened
-        self.text, self._shown_s = text, -1
+        self.text, self._shown_s, self.cancellable = text, -1, True
         self._status(text)
         self.timer.start()
 
-    def stage(self, name: str) -> None:
-        """The job reported ``name``: show it (with the seconds the Run has taken, once past the first)."""
+    def stage(self, name: str, cancellable: bool = True) -> None:
+        """The job reported ``name``: show it (with the seconds the Run has taken, once past the first).
+        ``cancellable=False``: a step Cancel does not stop (the status line then does not offer it)."""
         text = f"{name}…"
         if text != self.text:
             self.text, self._stage_started = text, time.perf_counter()
+        self.cancellable = cancellable
         self._show(force=True)
 
     def stop(self) -> None:
@@ -72,9 +74,10 @@ class Heartbeat(QObject):
             return
         self._shown_s = total
         in_stage = int(now - self._stage_started)
+        offer = " (Cancel stops it)" if self.cancellable else ""
         if total < 1:
             self._status(self.text)
         elif in_stage != total and in_stage >= 5:  # a long stage: its own time too
-            self._status(f"{self.text} {in_stage} s in this step, {total} s in all (Cancel stops it)")
+            self._status(f"{self.text} {in_stage} s in this step, {total} s in all{offer}")
         else:
-            self._status(f"{self.text} {total} s (Cancel stops it)")
+            self._status(f"{self.text} {total} s{offer}")

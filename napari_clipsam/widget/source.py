@@ -146,3 +146,11 @@ def contrast_limits_for(layer: Image) -> tuple[float, float] | None:
 
 def _level0(layer: Image):
     return layer.data[0] if layer.multiscale else layer.data
+
+
+def frames_text(frames: list) -> str:
+    """How the status line names the frames a Run segments: "" for a 2-D image, " (frame 3)", " (frames 0–9)"."""
+    if frames == [None]:
+        return ""
+    what = "frame" if len(frames) == 1 else "frames"
+    return f" ({what} {frames[0]}{'–' + str(frames[-1]) if len(frames) > 1 else ''})"
