@@ -267,7 +267,7 @@ class OutputLayers:
 
     def missing_roles(self) -> list[str]:
         """The output layers not made yet (or deleted since), in the order :meth:`ensure_layer` adds them."""
-        return [role for role in CREATION_ORDER if getattr(self, _ATTRS[role]) is None]
+        return [role for role in CREATION_ORDER if self.layer(role) is None]
 
     def layer(self, role: str):
         """The output layer of ``role`` (one of :data:`ROLES`), or None."""
@@ -281,7 +281,7 @@ class OutputLayers:
     def ensure_layer(self, role: str, visible: bool = True) -> None:
         """Add the output layer of ``role`` unless it exists: one napari layer add (see :mod:`.new_layers`).
         ``visible=False`` leaves its first draw (shader compilation) to when it is shown."""
-        if getattr(self, _ATTRS[role]) is not None:
+        if self.layer(role) is not None:
             return
         self._last_name = self.source.name
         scale = tuple(self.source.scale[-len(self.full_shape):]) if self.source.ndim == len(self.full_shape) \

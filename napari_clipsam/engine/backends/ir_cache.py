@@ -147,9 +147,9 @@ class IRCache:
         from .openvino_runtime import import_openvino
 
         folder = self.entry(fields)
-        scratch = Path(tempfile.mkdtemp(prefix=f".ir-{os.getpid()}-", dir=self.root))
+        scratch = None if written is not None else Path(tempfile.mkdtemp(prefix=f".ir-{os.getpid()}-", dir=self.root))
         try:
-            if written is not None:
+            if scratch is None:
                 files = written.files()
             else:
                 import_openvino().save_model(model, str(scratch / "model.xml"), compress_to_fp16=False)
@@ -162,4 +162,5 @@ class IRCache:
                 batch.stage(folder / "manifest.json", json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
                 batch.commit()
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
