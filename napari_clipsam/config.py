@@ -219,6 +219,12 @@ class ClipSAMConfig:
     ``"openvino"`` (with an OpenVINO ``backend`` only; float32, converted once and cached like the encoders,
     logits within 1e-5 of torch's). Opt-in: it made a one-edit refine 156 → 125 ms on 2 loaded cores
     (docs/performance.md) but costs a one-time conversion of 8–19 s when an engine is loaded."""
+    sam_attention_bands: int = 8
+    """Under OpenVINO, SAM's global-attention blocks are converted to compute their attention this many bands of
+    query rows at a time (:mod:`napari_clipsam.engine.backends.lean_sam`): the same output (tested within 1e-5),
+    with intermediates of 1/bands the size. The compiled SAM keeps its working memory, so this is what bounds
+    it: vit_b in float32 2.4 → 1.3 GiB at 8 bands (docs/performance.md). 1 converts the library's attention as
+    it is. Part of the converted model's cache key."""
     cache_bytes: int = 512 * 1024**2
     """Bound of the engine's in-memory per-image cache, all kinds together: CLIP features, SAM embeddings (4 MiB an
     image at full size) and decoded prompts (bit-packed masks, 3·H·W/8 bytes a prompt level); least recently

@@ -33,7 +33,7 @@ DEVICES = "'auto', 'cpu', 'cuda' or 'cuda:N' (N = GPU index)"
 INT_RANGES: dict[str, tuple[int, int | None]] = {
     "image_size": (14, 2048), "umci_heads": (1, 64), "opening_size": (0, 99), "min_component_px": (0, None),
     "max_components": (1, 1000), "cache_bytes": (0, None), "embedding_cache_bytes": (0, None),
-    "feature_cache_bytes": (0, None),
+    "feature_cache_bytes": (0, None), "sam_attention_bands": (1, 64),
     "fewshot_bank_size": (1, None), "fewshot_neighbourhood": (1, 99),
     "mutual_subset_size": (1, 4096), "mutual_min_images": (2, None),
 }

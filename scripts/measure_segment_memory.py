@@ -30,7 +30,7 @@ def _status_mib(field: str) -> float:
     return float("nan")
 
 
-def child(variant: str, preset: str, size: int) -> dict:
+def child(variant: str, preset: str, size: int, bands: int) -> dict:
     import gc
 
     from napari_clipsam.config import ClipSAMConfig
@@ -39,17 +39,19 @@ def child(variant: str, preset: str, size: int) -> dict:
     from napari_clipsam.engine.loading import load_models
 
     config = ClipSAMConfig.preset(preset, clip_weights="random", sam_weights="random", backend="openvino",
-                                  device="cpu")
+                                  device="cpu", sam_attention_bands=bands)
     clip, tok, sam, umci, config, identity = load_models(config)
     engine = ClipSAM(clip, tok, sam, umci, config, identity=identity)
-    engine.backend.prepare()
-    files = engine.backend.release_torch_copies() if variant == "release" else []
+    engine.backend.prepare(release=variant == "release")  # as ClipSAM.from_config: each copy mapped once compiled
+    files = engine.backend.release_torch_copies() if variant == "release" else []  # the files (none new)
+    loaded = _status_mib("VmHWM")
     image = synthetic_image("metal", "scratch", size, seed=1)[0]
     gc.collect()
     before = _status_mib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
     result = engine.segment(image, "metal plate")
-    return {"variant": variant, "rss_before_segment_mib": before, "segment_peak_mib": _status_mib("VmHWM"),
+    return {"variant": variant, "bands": bands, "load_peak_mib": loaded, "rss_before_segment_mib": before,
+            "segment_peak_mib": _status_mib("VmHWM"),
             "process_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "spilled_files": [str(f) for f in files], "plan": engine.backend.plan.describe(),
             "mask_pixels": int(result.mask.sum())}
@@ -61,11 +63,14 @@ def main() -> None:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--cache", default="", help="napari-clipsam cache folder (converted models, spilled weights)")
     p.add_argument("--variants", default="keep,release")
+    p.add_argument("--bands", type=int, default=0, help="sam_attention_bands (0: the config's default)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     p.add_argument("--json", default="")
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.preset, args.size)))
+        from napari_clipsam.config import ClipSAMConfig
+
+        print(json.dumps(child(args.child, args.preset, args.size, args.bands or ClipSAMConfig().sam_attention_bands)))
         return
     env = dict(os.environ)
     if args.cache:
@@ -73,12 +78,12 @@ def main() -> None:
     out = []
     for variant in args.variants.split(","):
         run = subprocess.run([sys.executable, __file__, "--child", variant, "--preset", args.preset, "--size",
-                              str(args.size)], env=env, capture_output=True, text=True)
+                              str(args.size), "--bands", str(args.bands)], env=env, capture_output=True, text=True)
         if run.returncode != 0:
             sys.exit(f"{variant}: child failed\n{run.stderr[-3000:]}")
         fig = json.loads(run.stdout.strip().splitlines()[-1])
         out.append(fig)
-        print(f"{variant:<8} RSS before segment {fig['rss_before_segment_mib']:.0f} MiB, peak during segment "
+        print(f"{variant:<8} bands {fig['bands']}: load peak {fig['load_peak_mib']:.0f} MiB, RSS before segment {fig['rss_before_segment_mib']:.0f} MiB, peak during segment "
               f"{fig['segment_peak_mib']:.0f} MiB, process peak {fig['process_peak_mib']:.0f} MiB "
               f"(SAM {fig['plan']['sam_precision']}, CLIP {fig['plan']['clip_precision']}; "
               f"{fig['mask_pixels']} mask pixels)", flush=True)

@@ -31,6 +31,7 @@ def _precisions():
 def test_sam_vit_b_openvino_matches_torch(ov_cache):
     import torch
 
+    from napari_clipsam.config import ClipSAMConfig
     from napari_clipsam.engine.backends.openvino_encoders import OpenVinoSamEncoder
     from napari_clipsam.data.synthetic import synthetic_image
     from napari_clipsam.mmr.sam_decoder import SamRunner
@@ -43,7 +44,8 @@ def test_sam_vit_b_openvino_matches_torch(ov_cache):
     e_ref = ref.embed(image)
     for prec in _precisions():
         ov = SamRunner(sam)
-        ov.encoder = OpenVinoSamEncoder(sam.image_encoder, {"model": "vit_b", "weights": "random-seed-0"}, prec)
+        ov.encoder = OpenVinoSamEncoder(sam.image_encoder, {"model": "vit_b", "weights": "random-seed-0"}, prec,
+                                        attention_bands=ClipSAMConfig().sam_attention_bands)  # as the engine
         e_ov = ov.embed(image)
         ious = sam_mask_ious(ov, e_ov, ref, e_ref, image.shape[:2])
         cos, rel = cosine(e_ov.features, e_ref.features), relative_l2(e_ov.features, e_ref.features)

@@ -83,3 +83,26 @@ def test_unspilled_engines_are_left_alone():
     ov.backend.prepare(sam=False)
     files = ov.backend.release_torch_copies()
     assert len(files) == 1 and is_spilled(ov.vision.visual) and not is_spilled(ov.sam.model.image_encoder)
+
+
+def test_each_torch_copy_is_released_as_soon_as_its_encoder_is_compiled(rgb):
+    """``prepare(release=True)`` (what ``from_config`` does) maps CLIP's torch copy before SAM's encoder is even
+    prepared, so a cold load never holds both torch copies beside both compiled encoders; results unchanged."""
+    from napari_clipsam.engine.backends.torch_spill import is_spilled
+
+    ov, _ = _tiny_pair()
+    want = ov.segment(rgb, "part")
+    ov.clear_caches()
+    compiled_sam = []
+    sam_encoder = ov.backend.encoders[1]
+    original = sam_encoder.prepare
+
+    def prepare_sam(progress=None):  # records what is mapped when SAM's turn comes (a spy, not a stand-in)
+        compiled_sam.append((is_spilled(ov.vision.visual), is_spilled(ov.sam.model.image_encoder)))
+        original(progress)
+
+    sam_encoder.prepare = prepare_sam
+    ov.backend.prepare(release=True)
+    assert compiled_sam == [(True, False)]
+    assert is_spilled(ov.vision.visual) and is_spilled(ov.sam.model.image_encoder)
+    _same_result(ov.segment(rgb, "part"), want)

@@ -172,8 +172,8 @@ class ClipSAM(SamSide):
         device = resolve_device(config.device)
         clip_model, tokenizer, sam_model, umci, config, identity = load_models(config, progress, cancelled)
         engine = cls(clip_model.to(device), tokenizer, sam_model.to(device), umci, config, identity=identity)
-        engine.backend.prepare(progress, sam=prepare_sam)  # converts an OpenVINO encoder once (cached)
-        engine.backend.release_torch_copies()  # the compiled encoders run; their torch copies stay on disk
+        # converts an OpenVINO encoder once (cached); once compiled, its torch copy is memory-mapped from disk
+        engine.backend.prepare(progress, sam=prepare_sam, release=True)
         return engine
 
     # ------------------------------------------------------------------ stages

@@ -106,23 +106,29 @@ class EncoderBackend:
     torch_copies: list = field(default_factory=list)
     """``(encoder, module, key)``: the torch module each OpenVINO encoder was converted from, and its key."""
 
-    def prepare(self, progress=None, sam: bool = True) -> None:
+    def prepare(self, progress=None, sam: bool = True, release: bool = False) -> None:
         """Convert (once) or load the OpenVINO encoders now (SAM's only with ``sam``), reporting a conversion
-        through ``progress``; an encoder not prepared here is prepared on its first use."""
+        through ``progress``; an encoder not prepared here is prepared on its first use. ``release``: each
+        encoder's torch copy is memory-mapped (see :meth:`release_torch_copies`) as soon as that encoder is
+        compiled, so the process never holds every torch copy beside every compiled encoder (the peak of a
+        cold load)."""
         for enc in self.encoders[:1] + (self.encoders[1:] if sam else []):
             enc.prepare(progress)
+            if release:
+                self.release_torch_copies(only=enc)
 
-    def release_torch_copies(self) -> list:
-        """Memory-map (:func:`.torch_spill.spill`) the torch module of every OpenVINO encoder prepared so far:
-        the modules keep working bit for bit (what still runs in torch reads them from the file) but no longer
-        hold memory beside the compiled encoders. Returns the files. :meth:`ClipSAM.from_config` calls it for
-        the models it loaded; an engine over a caller's modules (``from_models``) leaves them as they are."""
+    def release_torch_copies(self, only=None) -> list:
+        """Memory-map (:func:`.torch_spill.spill`) the torch module of every OpenVINO encoder prepared so far
+        (or of the encoder ``only``): the modules keep working bit for bit (what still runs in torch reads them
+        from the file) but no longer hold memory beside the compiled encoders. Returns the files.
+        :meth:`ClipSAM.from_config` has them released for the models it loaded; an engine over a caller's
+        modules (``from_models``) leaves them as they are."""
         from .ir_cache import IRCache
         from .torch_spill import spill
 
         root, files = IRCache().root, []
         for enc, module, key in self.torch_copies:
-            if enc.prepared:
+            if enc.prepared and (only is None or enc is only):
                 path = spill(module, root, key)
                 if path is not None:
                     files.append(path)
@@ -148,7 +154,8 @@ def attach_backend(engine) -> EncoderBackend:
                 "weights": _weights_key(ident.get("clip_weights"), engine.clip_model),
                 "architecture": _arch_key(ident.get("clip_architecture"), engine.clip_model)}
     engine.sam.encoder = OpenVinoSamEncoder(engine.sam.model.image_encoder, sam_key, plan.sam_precision,
-                                            prepare_input=lambda rgb, runner=engine.sam: runner.prepare(rgb)[0])
+                                            prepare_input=lambda rgb, runner=engine.sam: runner.prepare(rgb)[0],
+                                            attention_bands=engine.config.sam_attention_bands)
     if engine.config.sam_decoder_backend == "openvino":  # opt-in (issue 23; config docs)
         engine.sam.decoder = OpenVinoSamDecoder(engine.sam.model, sam_key)
     tower = OpenVinoClipTower(engine.vision.visual, engine.vision.image_size, clip_key, plan.clip_precision)

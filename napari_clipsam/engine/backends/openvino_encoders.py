@@ -156,7 +156,7 @@ class OpenVinoEncoder:
                 shared = _shared.get(share)
             if shared is None:
                 model = cache.get_or_convert(fields, convert, what, progress, expected)
-                shared = _Compiled(compile_for_cpu(model, hint, threads))
+                shared = _Compiled(compile_for_cpu(model, hint, threads, self.key["input"]))
                 with _shared_lock:
                     shared = _shared.setdefault(share, shared)
             self._compiled = shared
@@ -199,18 +199,24 @@ class OpenVinoSamEncoder:
     """SAM's image encoder through OpenVINO: ``(B, 3, 1024, 1024)`` → ``(B, 256, 64, 64)`` (as SamRunner needs)."""
 
     def __init__(self, image_encoder, model_key: dict[str, Any], precision: str, cache: IRCache | None = None,
-                 prepare_input: Callable[[Any], torch.Tensor] | None = None):
+                 prepare_input: Callable[[Any], torch.Tensor] | None = None, attention_bands: int = 1):
         """``prepare_input(rgb)``: the engine's SAM input of a uint8 RGB image (``SamRunner.prepare``'s first
-        output), needed for ``precision="int8"``, whose calibration images go through it."""
+        output), needed for ``precision="int8"``, whose calibration images go through it. ``attention_bands``
+        > 1: the converted graph computes the global attention in that many bands of query rows (see
+        :mod:`.lean_sam`; the config's ``sam_attention_bands``)."""
+        from .lean_sam import BandedSamImageEncoder
+
         quantizer = quantized_key = None
         if precision == "int8":
             from . import int8_sam
 
             int8_sam.import_nncf()  # fail now, with the install hint, not at the first segment
             quantizer, quantized_key = (lambda m: int8_sam.quantize(m, prepare_input)), int8_sam.int8_key_fields
-        self.encoder = OpenVinoEncoder(image_encoder, image_encoder.img_size, {"encoder": "sam_image_encoder",
-                                       **model_key}, "SAM image encoder", precision, cache, quantizer,
-                                       quantized_key)
+        bands = int(attention_bands)
+        module = BandedSamImageEncoder(image_encoder, bands) if bands > 1 else image_encoder
+        self.encoder = OpenVinoEncoder(module, image_encoder.img_size, {"encoder": "sam_image_encoder",
+                                       "attention_bands": bands, **model_key}, "SAM image encoder", precision,
+                                       cache, quantizer, quantized_key)
 
     @property
     def prepared(self) -> bool:
