@@ -223,7 +223,7 @@ class ClipSAMConfig:
     """Under OpenVINO, SAM's global-attention blocks are converted to compute their attention this many bands of
     query rows at a time (:mod:`napari_clipsam.engine.backends.lean_sam`): the same output (tested within 1e-5),
     with intermediates of 1/bands the size. The compiled SAM keeps its working memory, so this is what bounds
-    it: vit_b in float32 2.4 → 1.3 GiB at 8 bands (docs/performance.md). 1 converts the library's attention as
+    it: vit_b in float32 899 → 227 MiB at 8 bands (docs/performance.md). 1 converts the library's attention as
     it is. Part of the converted model's cache key."""
     cache_bytes: int = 512 * 1024**2
     """Bound of the engine's in-memory per-image cache, all kinds together: CLIP features, SAM embeddings (4 MiB an

@@ -33,7 +33,7 @@ def test_banded_encoder_equals_the_library_encoder(bands):
 
 def test_banded_encoder_shares_the_parameters():
     enc = make_tiny_sam(0).image_encoder
-    banded = BandedSamImageEncoder(enc)
+    banded = BandedSamImageEncoder(enc, 8)
     assert {id(p) for p in banded.parameters()} == {id(p) for p in enc.parameters()}
 
 

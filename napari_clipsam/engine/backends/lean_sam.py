@@ -3,23 +3,20 @@
 SAM ViT's global-attention blocks (4 of 12 in vit_b) attend over all 64 × 64 tokens of the 1024-px input: the
 score matrix is heads × 4096 × 4096 (805 MB in float32 for vit_b's 12 heads), and ``add_decomposed_rel_pos``
 makes a second tensor of that size. Compiled by OpenVINO these intermediates become working memory the compiled
-model keeps for as long as it lives (measured, cpu preset, fp32: 2.6 GiB after the first inference).
+model keeps for as long as it lives (vit_b fp32, compiled for its one input shape: 899 MiB).
 
 Softmax runs along the keys, so each query's row of the attention is independent of the others: computing the
-rows in bands (:data:`DEFAULT_BANDS` bands of 64 / bands grid rows) gives the same output with band-sized
-intermediates. :class:`BandedSamImageEncoder` is ``ImageEncoderViT.forward`` with the global blocks' attention
-computed that way and everything else (patch embedding, windowed blocks, MLPs, neck) the library's own modules,
-sharing their parameters; it is what the OpenVINO SAM encoder converts (``sam_attention`` in its cache key).
+rows in bands (the config's ``sam_attention_bands``, 8 bands of 8 grid rows by default) gives the same output
+with band-sized intermediates (227 MiB of working memory at 8 bands; docs/performance.md).
+:class:`BandedSamImageEncoder` is ``ImageEncoderViT.forward`` with the global blocks' attention computed that
+way and everything else (patch embedding, windowed blocks, MLPs, neck) the library's own modules, sharing their
+parameters; it is what the OpenVINO SAM encoder converts (``attention_bands`` in its cache key).
 ``tests/test_lean_sam.py`` checks it equals the library's encoder.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-DEFAULT_BANDS = 8
-"""Query bands per global-attention block (8: 8 grid rows of 64, intermediates 1/8 of the whole-matrix ones)."""
-
 
 def _band_edges(rows: int, bands: int) -> list[tuple[int, int]]:
     rows = int(rows)  # a traced shape is a tensor; the bands are fixed for the converted input size
@@ -32,7 +29,7 @@ class BandedAttention(nn.Module):
     """``segment_anything``'s ``Attention`` (its parameters shared) computed ``bands`` query-row bands at a time;
     the same inputs and outputs, ``(B, H, W, C)``."""
 
-    def __init__(self, attn: nn.Module, bands: int = DEFAULT_BANDS):
+    def __init__(self, attn: nn.Module, bands: int):
         super().__init__()
         self.attn, self.bands = attn, int(bands)
 
@@ -64,7 +61,7 @@ class BandedSamImageEncoder(nn.Module):
     """``ImageEncoderViT`` (its modules shared, not copied) whose global-attention blocks run
     :class:`BandedAttention`; windowed blocks run as they are."""
 
-    def __init__(self, encoder: nn.Module, bands: int = DEFAULT_BANDS):
+    def __init__(self, encoder: nn.Module, bands: int):
         super().__init__()
         self.encoder, self.bands = encoder, int(bands)
         self.img_size = encoder.img_size
