@@ -166,8 +166,9 @@ def test_openvino_float32_segment_gives_torch_results_with_its_own_stamp(engines
     assert np.array_equal(r_ov.mask, r_ref.mask)
     enc = r_ov.provenance["encoders"]
     assert enc["backend"] == "openvino" and enc["sam_precision"] == "float32" and "cpu_bf16_native" in enc
+    assert enc["sam_attention_bands"] == ov.config.sam_attention_bands
     assert r_ref.provenance["encoders"]["backend"] == "torch"
-    assert r_ov.sam_id.endswith("/openvino-float32")
+    assert r_ov.sam_id.endswith(f"/openvino-float32-bands{ov.config.sam_attention_bands}")
     ref.clear_caches()  # in memory; the torch engine's own embedding of this image is still on disk
     calls = ref.cache_info().sam_embeddings.misses
     again = ref.refine(r_ov, points=[[40, 40]], point_labels=[1])  # on torch's embedding, never OpenVINO's

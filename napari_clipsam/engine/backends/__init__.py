@@ -37,17 +37,24 @@ class BackendPlan:
     reason: str
     cpu: CpuFeatures
     openvino: str | None = None
+    sam_attention_bands: int = 1
+    """OpenVINO: the converted SAM encoder's global attention in this many bands (config ``sam_attention_bands``)."""
 
     @property
     def stamp(self) -> str:
-        """The backend part of a SAM embedding's stamp, e.g. ``"torch"`` or ``"openvino-bfloat16"``."""
-        return "torch" if self.name == "torch" else f"openvino-{self.sam_precision}"
+        """The backend part of a SAM embedding's stamp, e.g. ``"torch"``, ``"openvino-bfloat16"`` or, with the
+        global attention in bands, ``"openvino-float32-bands8"`` (another graph: embeddings never mix)."""
+        if self.name == "torch":
+            return "torch"
+        bands = f"-bands{self.sam_attention_bands}" if self.sam_attention_bands > 1 else ""
+        return f"openvino-{self.sam_precision}{bands}"
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly record for provenance."""
         return {"backend": self.name, "sam_precision": self.sam_precision, "clip_precision": self.clip_precision,
                 "reason": self.reason, "openvino": self.openvino, "cpu": self.cpu.model,
-                "cpu_bf16_native": self.cpu.bf16_native, "cpu_bf16_source": self.cpu.bf16_source}
+                "cpu_bf16_native": self.cpu.bf16_native, "cpu_bf16_source": self.cpu.bf16_source,
+                **({"sam_attention_bands": self.sam_attention_bands} if self.name == "openvino" else {})}
 
 
 def resolve_precision(setting: str, cpu: CpuFeatures) -> str:
@@ -94,7 +101,7 @@ def plan_backend(config, device) -> BackendPlan:
     why = "backend='openvino'" if config.backend == "openvino" else "auto: CPU with OpenVINO installed"
     clip_precision, clip_why = resolve_clip_precision(config, cpu)
     return BackendPlan("openvino", resolve_precision(config.sam_precision, cpu), clip_precision,
-                       f"{why}; {clip_why}", cpu, openvino_version())
+                       f"{why}; {clip_why}", cpu, openvino_version(), int(config.sam_attention_bands))
 
 
 @dataclass
@@ -155,7 +162,7 @@ def attach_backend(engine) -> EncoderBackend:
                 "architecture": _arch_key(ident.get("clip_architecture"), engine.clip_model)}
     engine.sam.encoder = OpenVinoSamEncoder(engine.sam.model.image_encoder, sam_key, plan.sam_precision,
                                             prepare_input=lambda rgb, runner=engine.sam: runner.prepare(rgb)[0],
-                                            attention_bands=engine.config.sam_attention_bands)
+                                            attention_bands=plan.sam_attention_bands)
     if engine.config.sam_decoder_backend == "openvino":  # opt-in (issue 23; config docs)
         engine.sam.decoder = OpenVinoSamDecoder(engine.sam.model, sam_key)
     tower = OpenVinoClipTower(engine.vision.visual, engine.vision.image_size, clip_key, plan.clip_precision)
