@@ -2,7 +2,7 @@
 
 Random weights (no downloads here): ``--model vit_b`` builds the real vit_b architecture with random weights,
 ``--model tiny`` the tests' tiny SAM. Ratios are from one run on one machine.
-Usage: python scripts/measure_int8_sam.py [--model vit_b|tiny] [--repeats 3]
+Usage: python scripts/measure_int8_sam.py [--model vit_b|tiny] [--repeats 3] [--precisions float32,int8]
 """
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="vit_b", choices=("vit_b", "tiny"))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--precisions", default="float32,bfloat16,int8",
+                    help="comma-separated; float32 (the reference) is always run first")
     args = ap.parse_args()
     os.environ.setdefault("NAPARI_CLIPSAM_CACHE", tempfile.mkdtemp(prefix="int8-measure-"))
+    from napari_clipsam.config import ClipSAMConfig
     from napari_clipsam.data.synthetic import CATEGORIES, synthetic_image
     from napari_clipsam.engine.backends.cpu_features import detect_cpu
     from napari_clipsam.engine.backends.fidelity import cosine, mask_iou, fixed_prompts
@@ -39,9 +42,10 @@ def main() -> None:
     runner = SamRunner(sam, "measure")
     key = {"model": args.model, "weights": "random-seed0", "architecture": args.model}
     encs = {}
-    for prec in ("float32", "bfloat16", "int8"):
+    for prec in ["float32"] + [p for p in args.precisions.split(",") if p and p != "float32"]:
         t = time.perf_counter()
-        encs[prec] = OpenVinoSamEncoder(sam.image_encoder, key, prec, prepare_input=lambda im: runner.prepare(im)[0])
+        encs[prec] = OpenVinoSamEncoder(sam.image_encoder, key, prec, prepare_input=lambda im: runner.prepare(im)[0],
+                                        attention_bands=ClipSAMConfig().sam_attention_bands)  # as the engine
         encs[prec].prepare()
         print(f"{prec}: prepared in {time.perf_counter() - t:.1f} s", flush=True)
     images = [synthetic_image(c, "crack", size=512, seed=77 + i)[0] for i, c in enumerate(CATEGORIES)]
