@@ -83,3 +83,24 @@ def test_unusable_umci_files_say_what_is_wrong(tmp_path):
         read_umci(tmp_path)
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
         read_umci(tmp_path / "missing.pt")
+
+
+def test_random_weights_are_the_same_every_run_and_leave_torch_rng_alone():
+    """``"random"`` weights (the bench's) come from a fixed seed: a second run finds the models it converted."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from napari_clipsam.weights.loaders import load_clip, load_sam
+
+    state = torch.get_rng_state()
+    cfg = SimpleNamespace(sam_model="vit_b", sam_weights="random", clip_model="ViT-B-32", clip_weights="random",
+                          image_size=224)
+    (sam_a, id_a), (sam_b, _) = load_sam(cfg), load_sam(cfg)
+    clip_a, clip_b = load_clip(cfg)[0], load_clip(cfg)[0]
+    assert id_a == "random" and torch.equal(torch.get_rng_state(), state)
+    for a, b in ((sam_a, sam_b), (clip_a, clip_b)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sam_a.image_encoder.patch_embed.proj.weight, torch.zeros_like(
+        sam_a.image_encoder.patch_embed.proj.weight))  # random, not blank

@@ -17,6 +17,10 @@ from .registry import CLIP_CHECKPOINTS, SAM_CHECKPOINTS, WeightsFile, cache_dir
 
 log = logging.getLogger(__name__)
 RANDOM = "random"
+RANDOM_SEED = 0
+"""``"random"`` weights are drawn from this seed (torch's RNG forked, so callers' RNG is untouched): the same
+every run, so what is keyed by their content (converted OpenVINO models, embeddings) is found again by the
+next benchmark run instead of being converted and stored once more."""
 _file_digests: dict[tuple[str, int, int], str] = {}
 
 
@@ -59,7 +63,10 @@ def load_clip(config, device="cpu", progress: Callable[[str, float], None] | Non
         config_hash = hashlib.sha256((folder / "open_clip_config.json").read_bytes()).hexdigest()[:16]
         model_id = f"local-dir:config-{config_hash}"
     elif weights in (None, RANDOM):
-        model = open_clip.create_model(name, pretrained=None, **kwargs)
+        from .tiny import seeded
+
+        with seeded(RANDOM_SEED):  # the same "random" weights every run: converted models stay cached
+            model = open_clip.create_model(name, pretrained=None, **kwargs)
         weights_id = RANDOM
     elif _looks_like_path(weights):
         path = Path(weights).expanduser()
@@ -119,8 +126,8 @@ def fetch_all(config, progress: Callable[[str, float], None] | None = None, canc
                  f"{folder / spec.filename}\n  (failed: {str(exc).split('. ')[0]})" for spec, folder, exc in failed]
         raise WeightsUnavailableError(
             f"{len(failed)} model file(s) could not be downloaded:\n" + "\n".join(lines) + "\nOn a machine with "
-            f"internet access, download each file, check its SHA-256 and copy it to the path shown (set "
-            f"NAPARI_CLIPSAM_CACHE to use another folder), or choose local files as the CLIP / SAM weights.")
+            "internet access, download each file, check its SHA-256 and copy it to the path shown (set "
+            "NAPARI_CLIPSAM_CACHE to use another folder), or choose local files as the CLIP / SAM weights.")
 
 
 def _looks_like_path(weights: str) -> bool:
@@ -158,7 +165,10 @@ def load_sam(config, device="cpu", progress: Callable[[str, float], None] | None
         arch, spec = OFFICIAL[kind], SAM_CHECKPOINTS[kind]
         what, url = f"Meta's {kind} checkpoint", spec.url
         if weights == RANDOM:
-            return build_sam(arch).to(device), RANDOM
+            from .tiny import seeded
+
+            with seeded(RANDOM_SEED):
+                return build_sam(arch).to(device), RANDOM
         if weights is None:
             path = fetch(spec, cache_dir() / "sam", progress=progress, cancelled=cancelled)
         else:
