@@ -9,7 +9,7 @@ load falls on both alike. Per part (cProfile, cumulative seconds per refine): th
 decoder, the upsampling of new logits to image size, the memo's unpacking, filtering and merging of each
 component, and the final fusion; the rest is Python around them.
 
-    python scripts/profile_refine.py [--sam vit_b] [--rounds 6] [--threads N] [--no-openvino]
+    python scripts/profile_refine.py [--sam vit_b] [--rounds 6] [--threads N] [--no-openvino] [--static]
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-openvino", action="store_true")
+    p.add_argument("--static", action="store_true", help="OpenVINO decoder: compile a copy per prompt shape used")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,6 +76,12 @@ def main(argv=None) -> None:
     memos = {name: EngineCache(2 ** 31) for name in runners}
     for name, runner in runners.items():
         refine_from_prompts(runner, emb, prompts, rough, config, memo=memos[name], memo_tag=(name,))
+    if args.static and "openvino" in runners:  # a copy compiled for each (prompts, tokens) shape the refine used
+        t = time.perf_counter()
+        for shape in sorted(runners["openvino"].decoder.seen):
+            runners["openvino"].decoder.compile_static(shape)
+        print(f"static decoder copies {sorted(runners['openvino'].decoder.seen)} compiled in "
+              f"{time.perf_counter() - t:.1f} s")
     walls = {name: [] for name in runners}
     cpus = {name: [] for name in runners}  # process CPU time (all threads): less moved by other jobs' load
     profiles = {name: cProfile.Profile() for name in runners}
