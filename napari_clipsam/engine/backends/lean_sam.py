@@ -18,7 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+
 def _band_edges(rows: int, bands: int) -> list[tuple[int, int]]:
+    """``bands`` contiguous ``(top, bottom)`` row ranges covering ``0..rows`` once, as even as integers allow."""
     rows = int(rows)  # a traced shape is a tensor; the bands are fixed for the converted input size
     bands = max(1, min(int(bands), rows))
     cuts = [i * rows // bands for i in range(bands + 1)]
