@@ -1,7 +1,8 @@
 """OpenVINO encoders report progress while they run and stop mid-inference on a cancel request.
 
-A tiny engine whose SAM image encoder takes 512-px inputs (one transformer block, global attention over 32×32
-tokens: tens of milliseconds an inference, long enough to be polled many times and stopped half-way); the
+A tiny engine whose SAM image encoder takes 1024-px inputs (one transformer block, global attention over 64×64
+tokens: ~60 ms an inference compiled for its shape, long enough to be polled many times and stopped half-way;
+512 px took ~5 ms once compiled for its static shape, so a busy machine could finish it before the cancel); the
 poll interval is set to 1 ms here so the tests do not depend on the machine's speed. No on-disk embedding
 store: every segment after ``clear_caches`` runs the SAM encoder.
 """
@@ -33,7 +34,7 @@ def slow_engine(tmp_path_factory):
         mp.setenv("NAPARI_CLIPSAM_CACHE", str(tmp_path_factory.mktemp("ov-cancel")))
         mp.setenv("NAPARI_CLIPSAM_CONVERT_IN_PROCESS", "1")  # inference is tested here (the child: test_convert_child)
         clip, tok = make_tiny_clip(0)
-        sam = make_tiny_sam(0, image_size=512, encoder_depth=1, encoder_global_attn_indexes=[0], window_size=14)
+        sam = make_tiny_sam(0, image_size=1024, encoder_depth=1, encoder_global_attn_indexes=[0], window_size=14)
         cfg = ClipSAMConfig(image_size=56, feature_layers=(1, 2, 3, 4), device="cpu", backend="openvino",
                             sam_precision="float32", clip_precision="float32", embedding_cache_bytes=0)
         engine = ClipSAM.from_models(clip, tok, sam, None, cfg)

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import WeightsUnavailableError
 from .download import fetch, sha256_of
 from .registry import CLIP_CHECKPOINTS, SAM_CHECKPOINTS, WeightsFile, cache_dir
+from .tiny import seeded
 
 log = logging.getLogger(__name__)
 RANDOM = "random"
@@ -63,8 +64,6 @@ def load_clip(config, device="cpu", progress: Callable[[str, float], None] | Non
         config_hash = hashlib.sha256((folder / "open_clip_config.json").read_bytes()).hexdigest()[:16]
         model_id = f"local-dir:config-{config_hash}"
     elif weights in (None, RANDOM):
-        from .tiny import seeded
-
         with seeded(RANDOM_SEED):  # the same "random" weights every run: converted models stay cached
             model = open_clip.create_model(name, pretrained=None, **kwargs)
         weights_id = RANDOM
@@ -165,8 +164,6 @@ def load_sam(config, device="cpu", progress: Callable[[str, float], None] | None
         arch, spec = OFFICIAL[kind], SAM_CHECKPOINTS[kind]
         what, url = f"Meta's {kind} checkpoint", spec.url
         if weights == RANDOM:
-            from .tiny import seeded
-
             with seeded(RANDOM_SEED):
                 return build_sam(arch).to(device), RANDOM
         if weights is None:

@@ -65,8 +65,7 @@ class BandedSamImageEncoder(nn.Module):
 
     def __init__(self, encoder: nn.Module, bands: int):
         super().__init__()
-        self.encoder, self.bands = encoder, int(bands)
-        self.img_size = encoder.img_size
+        self.encoder, self.img_size = encoder, encoder.img_size
         self.banded = nn.ModuleList(BandedAttention(blk.attn, bands) if blk.window_size == 0 else nn.Identity()
                                     for blk in encoder.blocks)
 
