@@ -19,6 +19,7 @@ from pathlib import Path
 import filelock
 
 from ..errors import Cancelled, DownloadError, WeightsUnavailableError
+from ..io.verified import sha256_memoised
 from .registry import CACHE_ENV, WeightsFile
 
 Progress = Callable[[str, float], None]
@@ -49,7 +50,7 @@ def verify(path: Path, spec: WeightsFile) -> None:
     if not path.is_file():
         raise WeightsUnavailableError(f"{spec.name} weights file {path} does not exist. "
                                       + how_to_place(spec, path.parent))
-    digest = sha256_of(path)
+    digest = sha256_memoised(path)  # hashed once per version of the file (io/verified.py)
     if digest != spec.sha256:
         raise WeightsUnavailableError(
             f"{spec.name} weights file {path} has SHA-256 {digest}, expected {spec.sha256} (a partial or corrupt "

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import WeightsUnavailableError
-from .download import fetch, sha256_of
+from ..io.verified import sha256_memoised
+from .download import fetch
 from .registry import CLIP_CHECKPOINTS, SAM_CHECKPOINTS, WeightsFile, cache_dir
 from .tiny import seeded
 
@@ -22,17 +23,12 @@ RANDOM_SEED = 0
 """``"random"`` weights are drawn from this seed (torch's RNG forked, so callers' RNG is untouched): the same
 every run, so what is keyed by their content (converted OpenVINO models, embeddings) is found again by the
 next benchmark run instead of being converted and stored once more."""
-_file_digests: dict[tuple[str, int, int], str] = {}
 
 
 def file_id(path: str | Path) -> str:
-    """``sha256:<hex>`` of a local weights file (memoised per path, size and modification time)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _file_digests:
-        _file_digests[key] = sha256_of(p)
-    return "sha256:" + _file_digests[key]
+    """``sha256:<hex>`` of a local weights file (hashed once per version of the file, io/verified.py; the memo
+    is kept in the cache, not beside the user's file)."""
+    return "sha256:" + sha256_memoised(path, memo_dir=cache_dir() / "verified")
 
 
 def load_clip(config, device="cpu", progress: Callable[[str, float], None] | None = None, cancelled=None):

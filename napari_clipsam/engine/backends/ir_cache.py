@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...weights.download import sha256_of
+from ...io.verified import sha256_memoised
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -72,7 +72,7 @@ class IRCache:
             if meta.get("fields") != json.loads(json.dumps(fields, sort_keys=True, default=str)):
                 raise ValueError("its manifest is for other settings")
             for name in ("model.xml", "model.bin"):
-                if sha256_of(folder / name) != meta["sha256"][name]:
+                if sha256_memoised(folder / name) != meta["sha256"][name]:
                     raise ValueError(f"{name} does not match its recorded SHA-256")
             return import_openvino().Core().read_model(str(folder / "model.xml"))
         except Exception as exc:  # unreadable JSON, missing file, wrong hash, OpenVINO cannot parse it

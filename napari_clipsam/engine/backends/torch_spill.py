@@ -11,12 +11,13 @@ a damaged or stale file is written again.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ...io.verified import sha256_memoised
 
 log = logging.getLogger(__name__)
 
@@ -30,28 +31,20 @@ def spill_path(root: Path, key: dict[str, Any]) -> Path:
     return Path(root) / "torch" / f"{cache_key({'cache': 'torch-spill', **key}, FORMAT, length=24)}.pt"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write(path: Path, state: dict[str, torch.Tensor]) -> None:
     from ...io.atomic import atomic_file
 
     with atomic_file(path) as f:
         torch.save(state, f)
     with atomic_file(path.with_suffix(".sha256")) as f:
-        f.write(_sha256(path).encode())
+        f.write(sha256_memoised(path).encode())
 
 
 def _valid(path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """The memory-mapped tensors of ``path`` when its hash, names, shapes and dtypes match ``state``."""
     sidecar = path.with_suffix(".sha256")
     try:
-        if not (path.is_file() and sidecar.is_file()) or sidecar.read_text().strip() != _sha256(path):
+        if not (path.is_file() and sidecar.is_file()) or sidecar.read_text().strip() != sha256_memoised(path):
             return None
         loaded = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
     except (OSError, RuntimeError, ValueError, EOFError) as exc:
