@@ -27,6 +27,7 @@ def test_benchmark_reports_every_comparison(tmp_path):
     assert out["refine"]["one_component_edit_s"] > 0
     assert out["segment"]["with_components"] >= 1  # the forced-τ_prompt cold segment decodes something
     assert out["segment"]["peak_mib"] > 0 and out["throughput"]["batched_ips"] > 0
+    assert out["segment"]["sam_encoder_runs"] == 1  # cold: not answered by the on-disk embedding store
     variants = out["backends"]["variants"]
     from napari_clipsam.engine.backends import openvino_available
 
@@ -58,6 +59,10 @@ def test_benchmark_reports_every_comparison(tmp_path):
     assert (goals["cold_vs_torch_fp32"]["measured"] is None) == (not default)
     assert goals["clip_bf16_speedup"]["measured"] is None  # its two variants were not run here
     assert any(line.startswith("goals (issue 23)") for line in lines)
+    # a second run (same weights, same images, same cache folder) still measures a cold segment
+    again = run_benchmark(config=tiny_config(tmp_path), image_size=96, batch=2, rounds=1, compare_backends=False,
+                          mutual=False, log=lambda line: None)
+    assert again["segment"]["sam_encoder_runs"] == 1
     start = lines.index("goals (issue 23), measured in this run:") + 1
     assert len(lines[start:]) == 9 and all("goal" in line for line in lines[start:])
     mut = out["mutual"]

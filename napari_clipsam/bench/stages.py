@@ -91,6 +91,9 @@ def run_benchmark(preset: str | None = None, *, random_weights: bool = True, dev
     weights = dict(clip_weights="random", sam_weights="random") if random_weights else {}
     if config is None:
         config = ClipSAMConfig.preset(preset, device=device, dtype=dtype, backend=backend, **weights)
+    # no SAM embeddings from disk: the same weights (seeded "random" ones included) and the same synthetic images
+    # would otherwise let a second bench run skip SAM's encoder in every "cold" segment
+    config = config.replace(embedding_cache_bytes=0)
     out: dict[str, Any] = {"version": __version__, "preset": preset, "random_weights": random_weights,
                            "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
                            "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -141,14 +144,17 @@ def run_benchmark(preset: str | None = None, *, random_weights: bool = True, dev
     # 1. + 6. cold segment with the text cache warm; per-stage times from the progress callback
     marks: list[tuple[str, float]] = []
     engine.clear_caches()
+    sam_runs = engine.cache_info().sam_embeddings.misses
     with PeakMemory(dev) as m_seg:
         t_seg, res = timed(lambda: engine.segment(cold, "metal bracket",
                                                   progress=lambda s, f: marks.append((s, now()))), dev)
+    sam_runs = engine.cache_info().sam_embeddings.misses - sam_runs
     t_end = now()
     for (s, t0), (_, t1) in zip(marks, marks[1:] + [("end", t_end)]):
         stages[s] = stages.get(s, 0.0) + (t1 - t0)
     budget = t_clip + t_sam
     out["segment"] = dict(total_s=t_seg, stages_s=stages, components=int(res.prompts.num_components),
+                          sam_encoder_runs=sam_runs,
                           ratio_to_encoders=t_seg / budget, peak_mib=m_seg.peak_mib,
                           peak_ratio=m_seg.peak_mib / max(m_clip.peak_mib, m_sam.peak_mib))
     log("cold segment stages: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in stages.items()))
