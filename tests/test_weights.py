@@ -104,3 +104,30 @@ def test_random_weights_are_the_same_every_run_and_leave_torch_rng_alone():
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not torch.equal(sam_a.image_encoder.patch_embed.proj.weight, torch.zeros_like(
         sam_a.image_encoder.patch_embed.proj.weight))  # random, not blank
+
+
+def test_sam_checkpoint_loads_without_random_init_into_the_same_model(tmp_path):
+    """load_sam builds the image encoder empty and assigns the checkpoint's tensors: the same model, tensor for
+    tensor, as building it at random and copying the checkpoint in; an fp16 checkpoint becomes float32."""
+    from napari_clipsam.testing import write_tiny_sam
+    from napari_clipsam.weights.loaders import load_sam
+    from napari_clipsam.weights.sam_arch import build_sam, load_checkpoint
+    from napari_clipsam.weights.tiny import TINY_SAM_CFG
+
+    folder = write_tiny_sam(tmp_path / "sam", seed=3)
+    state = torch.load(folder / "sam.pth", weights_only=True)
+    plain = build_sam(TINY_SAM_CFG)
+    plain.load_state_dict(state, strict=True)
+    sam, weights_id = load_sam(ClipSAMConfig(sam_model=f"local-dir:{folder}"))
+    assert weights_id.startswith("sha256:") and not sam.training
+    got, want = sam.state_dict(), plain.state_dict()
+    assert got.keys() == want.keys()
+    for k in want:
+        assert not got[k].is_meta and got[k].dtype == want[k].dtype
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    x = torch.rand(1, 3, 256, 256)
+    torch.testing.assert_close(sam.image_encoder(x), plain.image_encoder(x), rtol=0, atol=0)
+    half = load_checkpoint(TINY_SAM_CFG, {k: v.half() if v.is_floating_point() else v for k, v in state.items()})
+    assert {t.dtype for t in half.state_dict().values() if t.is_floating_point()} == {torch.float32}
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_checkpoint(TINY_SAM_CFG, {k: v for k, v in state.items() if not k.startswith("image_encoder.neck")})

@@ -149,7 +149,7 @@ def load_sam(config, device="cpu", progress: Callable[[str, float], None] | None
     Returns ``(sam, weights_id)``."""
     import torch
 
-    from .sam_arch import OFFICIAL, build_sam, read_local_dir
+    from .sam_arch import OFFICIAL, build_sam, load_checkpoint, read_local_dir
 
     kind, weights = config.sam_model, config.sam_weights
     if kind.startswith("local-dir:"):
@@ -172,10 +172,8 @@ def load_sam(config, device="cpu", progress: Callable[[str, float], None] | None
                     f"or leave the SAM weights setting empty to download it into {cache_dir() / 'sam'}.")
     if progress:
         progress("loading SAM", 0.0)
-    sam = build_sam(arch)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        sam.load_state_dict(state, strict=True)
+        sam = load_checkpoint(arch, torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:  # wrong architecture, truncated or foreign file
         hint = f" Check that it is {what} ({url})" if url else f" Check {what}"
         raise WeightsUnavailableError(
