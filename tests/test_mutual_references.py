@@ -3,7 +3,8 @@ alone. The synthetic categories, tiny random CLIP at 224 px, folders of 20 image
 tests/test_mutual_quality.py), 4 clean training images as references. "folder": ``segment_folder`` with
 ``mutual_fewshot_weight`` 0; "references": ``segment_many`` with ``fewshot_weight`` 1 (the few-shot map alone, the
 stronger of the single-image settings: the default 0.5 mixes in the near-chance training-free map); "both":
-``segment_folder`` with the default weights (1, 1). The encoders run once (features and embeddings cached).
+``segment_folder`` with the default weights (mutual 1, few-shot 2). The encoders run once (features and embeddings
+cached). Three data and model seeds.
 Run with ``-s`` for the figures per category."""
 from __future__ import annotations
 
@@ -56,9 +57,15 @@ def measure(seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
+SEEDS = (0, 1, 2)
+BELOW = {2: "measured: pcb with both 0.808 vs the folder alone 0.859 (references 0.787): where the references are "
+            "much weaker than the folder's mutual map the few-shot term pulls the fusion below the folder (0.809 at "
+            "weight 1, so no fixed weight fixes it); every other category holds and so does the mean"}
+
+
 @pytest.fixture(scope="module")
-def figures():
-    fig = measure()
+def figures(request):
+    fig = measure(request.param)
     for c, per in fig.items():
         print(c, {m: {k: round(v, 3) for k, v in f.items()} for m, f in per.items()})
     for m in MODES:
@@ -66,16 +73,15 @@ def figures():
     return fig
 
 
-@pytest.mark.xfail(strict=True, reason="measured (seed 0): part with both 0.987 vs references alone 0.992 (folder "
-                   "0.942): the equal-weight mean of a much weaker mutual map dilutes the few-shot map; every other "
-                   "category holds (metal 0.998 ≥ 0.997, fabric 0.998 ≥ 0.998, pcb 0.892 ≥ 0.881, wood 0.997 ≥ "
-                   "0.997) and the mean does (0.974 vs 0.973 / 0.957)")
+@pytest.mark.parametrize("figures", [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=BELOW[s]))
+                                     if s in BELOW else s for s in SEEDS], indirect=True)
 def test_references_and_folder_together_are_never_worse_than_either_alone(figures):
     for c, per in figures.items():
         best = max(per["folder"]["pixel_auroc"], per["references"]["pixel_auroc"])
         assert per["both"]["pixel_auroc"] >= best - TOLERANCE, (c, per)
 
 
+@pytest.mark.parametrize("figures", SEEDS, indirect=True)
 def test_together_the_mean_auroc_beats_both(figures):
     mean = {m: np.mean([per[m]["pixel_auroc"] for per in figures.values()]) for m in MODES}
     assert mean["both"] >= max(mean["folder"], mean["references"]), mean
