@@ -52,6 +52,8 @@ def test_benchmark_reports_every_comparison(tmp_path):
     assert goals["time_to_first_mask_s"]["measured"] == out["load_s"] + out["segment"]["total_s"]
     assert goals["fewshot_over_zero_shot"]["met"] == (few["ratio_without_decoder"] <= 1.15)
     assert few["ratio_without_decoder"] > 0 and "sam decoder" in few["stages_without_s"]
+    before, after = few["cold_segment_without_each_s"]  # zero-shot before and after the few-shot segment
+    assert few["cold_segment_without_s"] == pytest.approx((before + after) / 2)
     assert few["set_references_preparing_s"] == 0.0 and few["clip_graphs_made_by_first_segment"] == 0  # torch
     assert goals["references_over_passes"]["measured"] == few["set_references_over_passes"] > 0
     default = [v for v in variants.values() if v["plan"]["backend"] == out["plan"]["backend"]
