@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..weights.download import sha256_of
 from ..errors import ExportError
+from ..io.verified import sha256_file
 from .coco import COCO_FILE, coco_file_stems
 from .coco_merge import coco_shard_path
 from .mvtec import mvtec_mask_path
@@ -100,7 +100,7 @@ def _present(path: Path, out_dir: Path, recorded: dict[str, str], prov_mtime: in
     digest = recorded.get(path.relative_to(out_dir).as_posix())
     if digest is None or prov_mtime is None:
         return True  # not ours, or no record: a file someone placed there counts as present
-    if sha256_of(path) == digest:
+    if sha256_file(path) == digest:
         return True
     return path.stat().st_mtime_ns >= prov_mtime  # changed after the export: a person's edit, keep it
 

@@ -40,7 +40,8 @@ def _identity(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in full (no memo)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -64,7 +65,7 @@ def sha256_memoised(path: str | os.PathLike, memo_dir: str | os.PathLike | None 
                 return str(rec["sha256"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass  # no memo, or an unreadable one: hash the file
-    digest = _sha256(p)
+    digest = sha256_file(p)
     after = p.stat()
     if _identity(after) == _identity(before):  # not changed while it was read: the digest is of this version
         _write_memo(memo, {"format": FORMAT, "sha256": digest, "stat": _identity(after)})

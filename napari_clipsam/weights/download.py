@@ -31,13 +31,6 @@ TIMEOUT = 30.0
 """Seconds to wait for the server (to connect, or for the next bytes) before the attempt counts as failed."""
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file (pooch reads it in chunks)."""
-    import pooch
-
-    return pooch.file_hash(str(path), alg="sha256")
-
-
 def how_to_place(spec: WeightsFile, folder: Path) -> str:
     return (f"To install it by hand, download {spec.url} on a machine with internet access, check that its "
             f"SHA-256 is {spec.sha256}, and copy it to {folder / spec.filename} (set {CACHE_ENV} to use another "
