@@ -187,6 +187,62 @@ def test_yolo_random_shapes_round_trip(tmp_path):
     assert tried > 100
 
 
+
+def _speckle(rng, shape, density):
+    """Random specks, single pixels or grown to 3×3 blobs (8-connected specks join into one piece)."""
+    specks = rng.random(shape) < density
+    return ndimage.binary_dilation(specks) if rng.random() < 0.5 else specks
+
+
+def test_many_piece_spanning_tree_from_delaunay_weighs_what_every_pair_gives():
+    """Above PAIRWISE_PIECES pieces the cuts' tree comes from the Delaunay triangulation of the boundary pixels:
+    it must weigh what the tree over every pair of pieces weighs (ties may pick other, equally long cuts),
+    including grids of collinear and cocircular pixels."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    from napari_clipsam.export import outline
+
+    def tree_weight(pairs, m):
+        keys = list(pairs)
+        graph = csr_matrix(([pairs[k][0] + 1e-9 for k in keys], ([i for i, _ in keys], [j for _, j in keys])),
+                           shape=(m, m))
+        return float(minimum_spanning_tree(graph).sum())
+
+    rng = np.random.default_rng(3)
+    cases = [_speckle(rng, (int(rng.integers(30, 70)),) * 2, rng.uniform(0.01, 0.06)) for _ in range(12)]
+    grid = np.zeros((40, 40), bool)
+    grid[::4, ::4] = True  # 100 single pixels on a grid: every distance tied
+    row = np.zeros((3, 200), bool)
+    row[1, ::5] = True  # 40 collinear pixels
+    for mask in cases + [grid, row]:
+        labels, m = ndimage.label(ndimage.binary_fill_holes(mask), EIGHT)
+        pieces = [outline.piece_outline(labels[r] == k + 1) + [r[0].start, r[1].start]
+                  for k, r in enumerate(ndimage.find_objects(labels))]
+        assert m > outline.PAIRWISE_PIECES
+        plain, fast = outline._closest_pairs(pieces), outline._delaunay_pairs(pieces)
+        assert set(fast) <= set(plain)
+        for key, (d, a, b) in fast.items():  # each cut joins the two pieces' own boundary pixels, d apart
+            assert np.isclose(np.hypot(*(pieces[key[0]][a] - pieces[key[1]][b])), d) and d >= plain[key][0] - 1e-9
+        assert tree_weight(fast, m) == pytest.approx(tree_weight(plain, m), abs=1e-6)
+
+
+def test_an_instance_of_thousands_of_pieces_round_trips(tmp_path):
+    """A speckled instance (a random model's fragmented mask; thousands of pieces in a chain) is exported at once
+    and read back under Ultralytics' rule: every kept piece comes back, the extra pixels are the cuts counted."""
+    rng = np.random.default_rng(5)
+    mask = _speckle(rng, (256, 256), 0.03)
+    chain = np.zeros((3, 6000), bool)
+    chain[1, ::4] = True  # 1500 one-pixel pieces in a row: a spanning tree as deep as it can be
+    for stem, inst in (("speckle", mask), ("chain", chain)):
+        report = export_pseudo_labels(tmp_path, stem, inst.astype(np.int32), formats=["yolo"],
+                                      yolo_min_piece_area=1)
+        (_, back), = read_yolo(tmp_path, stem, inst.shape)
+        expected = yolo_expected(inst, 1)
+        assert not (expected & ~back).any(), stem
+        assert int((back & ~expected).sum()) == report.summary["yolo_bridge_pixels"] > 0, stem
+
+
 def test_coco_round_trip_with_pycocotools(tmp_path):
     maps = hand_made_maps()
     for mode in ("rle", "polygon"):

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
-from scipy.spatial import cKDTree
+from scipy.spatial import Delaunay, cKDTree
 from skimage import draw, measure
 
 __all__ = ["OutlineStats", "instance_outline", "piece_outline"]
@@ -144,45 +144,104 @@ def _drop_repeats(path: np.ndarray) -> np.ndarray:
     return _corners(path)
 
 
+PAIRWISE_PIECES = 16
+"""Up to this many pieces the spanning tree's edges are found by comparing every pair of pieces; above it, from
+the Delaunay triangulation of all their boundary pixels (the same tree weight, in ~linear time)."""
+
+
+def _closest_pairs(outlines: list[np.ndarray]) -> dict[tuple[int, int], tuple[float, int, int]]:
+    """``{(i, j): (distance, vertex of i, vertex of j)}`` for every pair of pieces ``i < j``: the pieces'
+    closest boundary pixels (the plain computation, m² nearest-neighbour queries)."""
+    trees = [cKDTree(o) for o in outlines]
+    pairs = {}
+    for i in range(len(outlines)):
+        for j in range(i + 1, len(outlines)):
+            dist, idx = trees[j].query(outlines[i])
+            a = int(np.argmin(dist))
+            pairs[i, j] = (float(dist[a]), a, int(idx[a]))
+    return pairs
+
+
+def _delaunay_pairs(outlines: list[np.ndarray]) -> dict[tuple[int, int], tuple[float, int, int]]:
+    """Like :func:`_closest_pairs` but only for the pairs of pieces joined by an edge of the Delaunay triangulation
+    of all boundary pixels, each with its shortest such edge. A minimum spanning tree of these pairs is one of all
+    pairs: an edge of the pixel-level tree is never longer than needed, so it has an empty diametral disk (a pixel
+    inside it would be closer to both ends), and such an edge is in every Delaunay triangulation. Qhull's joggle
+    (``QJ``) triangulates degenerate sets (collinear or cocircular pixels, as on a grid); a tiny perturbation keeps
+    every edge with an empty closed diametral disk."""
+    points = np.concatenate(outlines).astype(np.float64)
+    piece = np.repeat(np.arange(len(outlines)), [len(o) for o in outlines])
+    local = np.concatenate([np.arange(len(o)) for o in outlines])
+    simplices = Delaunay(points, qhull_options="QJ").simplices
+    edges = np.concatenate([simplices[:, [0, 1]], simplices[:, [1, 2]], simplices[:, [0, 2]]])
+    edges = edges[piece[edges[:, 0]] != piece[edges[:, 1]]]
+    swap = piece[edges[:, 0]] > piece[edges[:, 1]]
+    edges[swap] = edges[swap][:, ::-1]  # the lower piece first
+    dist = np.hypot(*(points[edges[:, 0]] - points[edges[:, 1]]).T)
+    pi, pj = piece[edges[:, 0]], piece[edges[:, 1]]
+    order = np.lexsort((dist, pj, pi))  # per pair of pieces, shortest first
+    first = np.ones(len(order), bool)
+    first[1:] = (pi[order][1:] != pi[order][:-1]) | (pj[order][1:] != pj[order][:-1])
+    return {(int(pi[e]), int(pj[e])): (float(dist[e]), int(local[a]), int(local[b]))
+            for e, (a, b) in zip(order[first], edges[order[first]])}
+
+
 def _join(outlines: list[np.ndarray]) -> np.ndarray:
     """One closed path visiting every outline: cuts along a minimum spanning tree, there and back."""
     if len(outlines) == 1:
         return outlines[0]
     m = len(outlines)
-    trees = [cKDTree(o) for o in outlines]
-    weight = np.zeros((m, m))
+    pairs = (_closest_pairs if m <= PAIRWISE_PIECES else _delaunay_pairs)(outlines)
     closest = {}
-    for i in range(m):
-        for j in range(i + 1, m):
-            dist, idx = trees[j].query(outlines[i])
-            a = int(np.argmin(dist))
-            closest[i, j] = (a, int(idx[a]))
-            closest[j, i] = (int(idx[a]), a)
-            weight[i, j] = dist[a] + 1e-9  # zero would mean "no edge" to csgraph
-    mst = minimum_spanning_tree(csr_matrix(weight))
+    rows, cols, weights = [], [], []
+    for (i, j), (dist, a, b) in pairs.items():
+        closest[i, j], closest[j, i] = (a, b), (b, a)
+        rows.append(i)
+        cols.append(j)
+        weights.append(dist + 1e-9)  # zero would mean "no edge" to csgraph
+    mst = minimum_spanning_tree(csr_matrix((weights, (rows, cols)), shape=(m, m)))
     mst = mst + mst.T
     order, parent = breadth_first_order(mst, 0, directed=False, return_predecessors=True)
     children: dict[int, list[int]] = {i: [] for i in range(m)}
     for node in order[1:]:
         children[int(parent[node])].append(int(node))
+    return _walk(outlines, children, closest)[:-1]  # the root's closing vertex is implied
 
-    def walk(node: int, start: int) -> list[np.ndarray]:
+
+def _walk(outlines, children, closest) -> np.ndarray:
+    """The tree's outlines in one path, depth first from piece 0's vertex 0: each piece's vertices from its entry
+    vertex round to it again, a child's walk spliced in at the vertex its cut leaves from, followed by that
+    vertex again (back along the cut). An explicit stack, so thousands of chained pieces do not recurse."""
+    out: list[np.ndarray] = []
+
+    def frame(node: int, start: int) -> list:
+        n = len(outlines[node])
+        items = sorted(((closest[node, c][0] - start) % n, k, c) for k, c in enumerate(children[node]))
+        return [node, start, 0, items, 0, None]  # node, entry vertex, next step, cuts, next cut, vertex to repeat
+
+    def emit(node: int, start: int, s0: int, s1: int) -> None:  # steps s0..s1 inclusive
         outline = outlines[node]
-        attach: dict[int, list[int]] = {}
-        for child in children[node]:
-            attach.setdefault(closest[node, child][0], []).append(child)
-        out = []
-        n = len(outline)
-        for step in range(n + 1):  # all vertices from the entry one, then back to it (closing the piece)
-            v = (start + step) % n
-            out.append(outline[v : v + 1])
-            if step < n:
-                for child in attach.get(v, []):
-                    out.extend(walk(child, closest[node, child][1]))
-                    out.append(outline[v : v + 1])  # back along the cut
-        return out
+        out.append(outline[(start + np.arange(s0, s1 + 1)) % len(outline)])
 
-    return np.concatenate(walk(0, 0))[:-1]  # the root's closing vertex is implied
+    stack = [frame(0, 0)]
+    while stack:
+        f = stack[-1]
+        node, start, s, items, k, repeat = f
+        if repeat is not None:  # back from a child: the cut's vertex again
+            out.append(outlines[node][repeat:repeat + 1])
+            f[5] = None
+        if k < len(items):
+            step, _, child = items[k]
+            if step >= s:
+                emit(node, start, s, step)
+                f[2] = step + 1
+            f[4] = k + 1
+            f[5] = (start + step) % len(outlines[node])
+            stack.append(frame(child, closest[node, child][1]))
+        else:
+            emit(node, start, s, len(outlines[node]))  # to the entry vertex again
+            stack.pop()
+    return np.concatenate(out)
 
 
 def _bridge_pixels(vertices: np.ndarray, filled: np.ndarray) -> int:
