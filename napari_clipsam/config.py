@@ -106,7 +106,8 @@ class ClipSAMConfig:
     """Side of the square structuring element of the morphological opening (0 or 1 = none)."""
     min_component_px: int = setting(16, per_call=True, recorded=True)
     min_component_frac: float = setting(0.0002, per_call=True, recorded=True)
-    """Components smaller than max(min_component_px, min_component_frac × image area) are dropped."""
+    """Components smaller than max(min_component_px, min_component_frac × image area) are dropped (a folder's mutual
+    map of tiled images: × one tile's area; docs/method.md#large-images-tiling)."""
     max_components: int = setting(10, per_call=True, recorded=True)
     """K: at most this many components (ranked by their peak rough value) become prompts."""
     box_growth: float = setting(0.10, per_call=True, recorded=True)

@@ -288,10 +288,14 @@ class ClipSAM(SamSide):
         roughs = self._rough_maps_for(prepared, keys, T, object_name, step, done, span)
         return self._masks_for(prepared, keys, roughs, object_name, step, done, span)
 
-    def _masks_for(self, prepared, keys, roughs, object_name, step, done: float, span: float) -> list[ClipSAMResult]:
-        """MMR (prompts, SAM encoder from the caches or run, decoder, merge) on given rough maps."""
+    def _masks_for(self, prepared, keys, roughs, object_name, step, done: float, span: float,
+                   view_sides=None) -> list[ClipSAMResult]:
+        """MMR (prompts, SAM encoder from the caches or run, decoder, merge) on given rough maps. ``view_sides``:
+        per map, the tile side its size rule is relative to (folder mutual maps of tiled images), None for the
+        whole image (see :func:`~napari_clipsam.mmr.prompts.prompts_from_map`)."""
         step("prompts", done, span)
-        prompts = [prompts_from_map(r, self.config) for r in roughs]
+        sides = view_sides if view_sides is not None else [None] * len(roughs)
+        prompts = [prompts_from_map(r, self.config, None if s is None else s * s) for r, s in zip(roughs, sides)]
         cropped = {k for (rgb, _), k, p in zip(prepared, keys, prompts)
                    if p.num_components and crops_apply(self, rgb.shape[:2])}  # SAM on crops (engine/sam_crops.py)
         step("sam encoder", done, span)

@@ -122,7 +122,7 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
     for i in range(n):
         step("mutual", 0.4 + 0.6 * i / n)
         results += engine._masks_for(prepared[i:i + 1], keys[i:i + 1], roughs[i:i + 1], object_name, step,
-                                     0.4 + 0.6 * i / n, 0.6 / n)
+                                     0.4 + 0.6 * i / n, 0.6 / n, view_sides=[side])
     parts = ["mutual (folder of %d images%s)" % (n, "" if side is None else f", {side}-px tiles by position")]
     if use_clip:
         parts.append(f"CLIP {engine.mode} (weight {cfg.mutual_clip_weight:g})")

@@ -62,7 +62,8 @@ class SamSide:
         """
         with self.using(**(settings or {})):
             check_rough_map(result.rough_map, np.shape(result.instances), "result's rough_map")
-            return self._decode_on(result, prompts_from_map(result.rough_map, self.config), image, contrast_limits)
+            prompts = prompts_from_map(result.rough_map, self.config, _view_area(result))
+            return self._decode_on(result, prompts, image, contrast_limits)
 
     def _refine(self, result, points, point_labels, boxes, image, contrast_limits) -> ClipSAMResult:
         check_rough_map(result.rough_map, np.shape(result.instances), "result's rough_map")
@@ -168,3 +169,11 @@ class SamSide:
                            model_id=self.sam.model_id)
         self._cache.put(("embedding", key), emb)
         return emb
+
+
+def _view_area(result: ClipSAMResult) -> int | None:
+    """The area the size rule of ``result``'s map is relative to (see
+    :func:`~napari_clipsam.mmr.prompts.prompts_from_map`): one tile's for a folder mutual map of tiled images (from
+    its provenance), else None (the whole image)."""
+    side = (((result.provenance or {}).get("folder") or {}).get("tiles") or {}).get("side")
+    return None if side is None else int(side) ** 2

@@ -59,11 +59,15 @@ def grow_box(r0: float, c0: float, r1: float, c1: float, growth: float, shape: t
                     np.float32)
 
 
-def prompts_from_map(rough_map: np.ndarray, config) -> Prompts:
+def prompts_from_map(rough_map: np.ndarray, config, view_area: float | None = None) -> Prompts:
     """Derive SAM prompts from a rough anomaly map (H, W) float in [0, 1].
 
     Components of the binarised map (8-connected) smaller than max(min_component_px, min_component_frac ×
-    H × W) are dropped; the K = max_components with the highest peak are kept, in order of decreasing peak.
+    ``view_area``) are dropped; ``view_area`` is H × W by default. A folder's mutual map of tiled images passes one
+    tile's area: it is calibrated by whole images' maxima, so what passes τ is already rare at the image's scale,
+    and its smallest meaningful region is a tile's patches; the CLIP and few-shot maps are calibrated per patch,
+    so on a large image more patches pass τ by chance and the rule's whole-image area is what drops them
+    (docs/method.md#large-images-tiling); the K = max_components with the highest peak are kept, in order of decreasing peak.
     Per component: a positive point at the peak of the rough map inside it, and its bounding box grown by
     box_growth per side. With ``negative_points``, one negative point per component at the lowest rough value
     inside its grown box but outside every component; a component whose box holds no such pixel (it fills its
@@ -79,7 +83,7 @@ def prompts_from_map(rough_map: np.ndarray, config) -> Prompts:
     idx = np.arange(1, n + 1)
     sizes = ndi.sum_labels(np.ones_like(rough), labels, idx)
     peaks = ndi.maximum(rough, labels, idx)
-    min_size = max(config.min_component_px, config.min_component_frac * H * W)
+    min_size = max(config.min_component_px, config.min_component_frac * (H * W if view_area is None else view_area))
     keep = [i for i in np.argsort(-np.asarray(peaks), kind="stable") if sizes[i] >= min_size]
     keep = keep[: config.max_components]
     slices = ndi.find_objects(labels)
@@ -138,7 +142,7 @@ def _prompt_array(name: str, value, width: int, layout: str) -> np.ndarray:
     if a.size == 0:
         return np.zeros((0, width), np.float32)
     if a.ndim != 2 or a.shape[1] != width:
-        hint = f" (wrap a single one as [[...]])" if a.shape == (width,) else ""
+        hint = " (wrap a single one as [[...]])" if a.shape == (width,) else ""
         raise InvalidInputError(f"{name} must have shape (N, {width}), one {layout} row each, got shape {a.shape}"
                                 f"{hint}.")
     a = a.astype(np.float64)
