@@ -313,3 +313,18 @@ def test_every_result_carries_an_image_score_in_itself_and_its_provenance(engine
     assert r.image_score == r.score == r.provenance["image_score"] == float(r.final_map.max())
     refined = engine.refine(r, points=[[10, 10]], point_labels=[1], image=image)
     assert refined.image_score == refined.provenance["image_score"] == float(refined.final_map.max())
+
+
+def test_read_only_images_are_used_without_a_warning(engine):
+    """A read-only array (a memory-mapped file, a frozen napari layer) is read, never written, and torch's
+    "non-writable tensor" warning is not passed on to the person."""
+    import warnings
+
+    ref = (RNG.random((64, 64, 3)) * 255).astype(np.uint8)
+    image = ref.copy()
+    for a in (ref, image):
+        a.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.set_normal_references([ref], cache=False)
+        check_result(engine.segment(image, "tile"), (64, 64))

@@ -55,7 +55,10 @@ class ClipVision:
             images = [images]
         batch = []
         for im in images:
-            t = torch.from_numpy(np.ascontiguousarray(im)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            arr = np.ascontiguousarray(im)
+            if not arr.flags.writeable:  # a read-only (e.g. memory-mapped) image: torch warns on wrapping it
+                arr = arr.copy()
+            t = torch.from_numpy(arr).to(self.device).permute(2, 0, 1)[None].float() / 255.0
             t = F.interpolate(t, size=(self.image_size, self.image_size), mode="bicubic", antialias=True,
                               align_corners=False).clamp_(0.0, 1.0)
             batch.append(t)
