@@ -178,6 +178,12 @@ class ClipSAMConfig:
     mutual_image_top: float = setting(0.0, per_call=True, recorded=True)
     """Image score from each map: the mean of the highest ``ceil(top × patches)`` values of the 3×3-smoothed
     calibrated map, or its maximum at 0 (a fraction from 0 up to, not including, 1)."""
+    mutual_image_score: str = setting("auto", per_call=True, recorded=True)
+    """Which map a folder's image scores come from: ``"mutual"`` (the calibrated mutual map, with the two settings
+    above: method §5.4), ``"fused"`` (the maximum of the fused, smoothed rough map at image resolution: the map
+    MMR runs on and the person sees) or ``"auto"`` (fused when normal references take part in it, else mutual).
+    With references the fused map's maximum is where the folder and the references agree: measured, pixel-level
+    evidence the mutual score alone ignores (docs/method.md, *Image score*)."""
     mutual_precision: str = setting("auto", per_call=True, recorded=True)
     """Nearest-patch search of mutual scoring: ``"float32"``, ``"bfloat16"`` (the nearest patch found by a bf16
     product, its distance recomputed in fp32: equal to fp32 within 2⁻⁸, same ranking) or ``"auto"`` (bfloat16 on a

@@ -201,6 +201,8 @@ def check_tiling(value: Any) -> None:
 
 #: How ``mutual_window`` is used (config.py's ``mutual_window_mode``).
 WINDOW_MODES = ("only", "max", "mean")
+#: Which map a folder's image scores come from (config.py's ``mutual_image_score``).
+IMAGE_SCORES = ("auto", "mutual", "fused")
 
 
 def check_mutual(cfg) -> None:
@@ -220,6 +222,8 @@ def check_mutual(cfg) -> None:
         _fail("mutual_image_top", cfg.mutual_image_top, "a fraction from 0 (the maximum) up to, not including, 1")
     if cfg.mutual_window_mode not in WINDOW_MODES:
         _fail("mutual_window_mode", cfg.mutual_window_mode, " or ".join(map(repr, WINDOW_MODES)))
+    if cfg.mutual_image_score not in IMAGE_SCORES:
+        _fail("mutual_image_score", cfg.mutual_image_score, " or ".join(map(repr, IMAGE_SCORES)))
     if cfg.mutual_precision not in PRECISIONS:
         _fail("mutual_precision", cfg.mutual_precision, " or ".join(map(repr, PRECISIONS)))
     if cfg.mutual_interval <= 0.0:

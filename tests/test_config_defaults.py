@@ -33,6 +33,8 @@ def _changed(value, name=""):
         return "off"
     if name == "mutual_window_mode":
         return "only" if value != "only" else "max"
+    if name == "mutual_image_score":
+        return "mutual" if value != "mutual" else "fused"
     if isinstance(value, str) and value in PRECISIONS:  # a precision choice (e.g. mutual_precision)
         return next(p for p in PRECISIONS if p != value)
     raise AssertionError(f"no changed value for {value!r}")

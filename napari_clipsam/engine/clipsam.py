@@ -248,7 +248,8 @@ class ClipSAM(SamSide):
         (``mutual_*`` weights), and MMR runs unchanged on the fused map.
 
         Returns one result per image, in order: ``rough_map`` is the fused map, ``image_score`` the image's mutual
-        score (also in provenance), provenance ``mode`` is ``"mutual"`` with the folder's size and settings.
+        score, or its fused map's maximum when normal references take part (``mutual_image_score``; also in
+        provenance), provenance ``mode`` is ``"mutual"`` with the folder's size and settings.
         Needs at least ``mutual_min_images`` (5) images; fewer raise an InvalidInputError that says so. Adding
         images changes the others' scores. ``cancelled`` is checked in CLIP's encoder, between scoring subsets
         and between images. See :mod:`napari_clipsam.engine.folder`.

@@ -37,7 +37,7 @@ def folder_settings(config) -> dict:
     return {"radii": list(config.mutual_radii), "interval": config.mutual_interval,
             "subset_size": config.mutual_subset_size, "window": config.mutual_window,
             "window_mode": config.mutual_window_mode, "image_window": config.mutual_image_window,
-            "image_top": config.mutual_image_top,
+            "image_top": config.mutual_image_top, "image_score": config.mutual_image_score,
             "weights": {"mutual": config.mutual_weight, "clip": config.mutual_clip_weight,
                         "fewshot": config.mutual_fewshot_weight},
             "precision": config.mutual_precision,
@@ -118,6 +118,10 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
         from .folder_tiled import tiled_folder_maps
 
         roughs, image_scores, use_clip, use_few = tiled_folder_maps(engine, prepared, keys, side, object_name, step)
+    score_from = "fused map" if cfg.mutual_image_score == "fused" or (
+        cfg.mutual_image_score == "auto" and use_few) else "mutual map"
+    if score_from == "fused map":  # the smoothed map at image resolution (pixels outside the image are 0)
+        image_scores = [float(r.max()) for r in roughs]
     results = []
     for i in range(n):
         step("mutual", 0.4 + 0.6 * i / n)
@@ -129,7 +133,8 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
     if use_few:
         parts.append(f"few-shot (weight {cfg.mutual_fewshot_weight:g})")
     described = " + ".join(parts)
-    folder = {"size": n, "subset_size": cfg.mutual_subset_size, "settings": folder_settings(cfg)}
+    folder = {"size": n, "subset_size": cfg.mutual_subset_size, "settings": folder_settings(cfg),
+              "image_score_from": score_from}
     if side is not None:
         folder["tiles"] = {"side": side, "per_image": len(tile_grid(prepared[0][0].shape[:2], side))}
     out = []

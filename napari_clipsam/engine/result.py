@@ -29,8 +29,8 @@ class ClipSAMResult:
             SAM that embedded it; ``""`` when none was computed). A result is a plain value: the embedding itself
             and everything decoded on it stay in the engine's cache (:meth:`ClipSAM.refine` finds them there).
         image_score: how anomalous the image is, in [0, 1], to order a review worst first (also ``image_score`` in
-            provenance): from :meth:`ClipSAM.segment_folder`, the maximum of its smoothed calibrated mutual map;
-            from the other calls, the maximum of the final map (``score``).
+            provenance): from :meth:`ClipSAM.segment_folder`, the maximum of its smoothed calibrated mutual map, or
+            of its fused rough map when normal references take part (``mutual_image_score``); from the other calls, the maximum of the final map (``score``).
     """
 
     rough_map: np.ndarray
