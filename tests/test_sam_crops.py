@@ -400,7 +400,8 @@ def test_issue_24_4096x3072_thin_scratch_in_a_folder():
     fused with the tiled few-shot map; its size rule is one tile's, see prompts_from_map). The scratch gets an
     object of its own size on it and the normal images none; squashed (tiling "off") it gets none. Measured
     2026-12-07 (2 cores, ~4 min with the images drawn): AUROC 0.9998, peak 0.650, one object of 594 px holding
-    75 of the scratch's 162 px; normal images' peaks 0.34-0.41, no pixel above τ_prompt."""
+    75 of the scratch's 162 px; normal images' peaks 0.34-0.41, no pixel above τ_prompt, so the scratch image is
+    the first of the folder by image score (the mutual score alone ranked it third)."""
     from napari_clipsam.metrics.classification import auroc
 
     engine, image, mask = _issue_24_case()
@@ -414,6 +415,9 @@ def test_issue_24_4096x3072_thin_scratch_in_a_folder():
         print(f"4096×3072 folder of 6, tiling {tiling}: scratch AUROC {out[tiling][0]:.4f}, object IoU "
               f"{out[tiling][1]:.3f} ({out[tiling][2]} px), SAM on {out[tiling][3]}; normal images' objects "
               f"{out[tiling][4]}, peaks {[round(float(x.rough_map.max()), 3) for x in results[1:]]}")
+        if tiling == "auto":  # with the references in the fused map its maximum is the score: worst first
+            assert results[0].provenance["folder"]["image_score_from"] == "fused map"
+            assert results[0].image_score > max(x.image_score for x in results[1:])
     auc, iou, area, sam_input, normal_objects, tiles = out["auto"]
     assert tiles == {"side": 448, "per_image": 108} and sam_input == "crops"
     assert auc >= 0.9 and 0 < area <= 0.002 * mask.size and iou > 0

@@ -225,3 +225,32 @@ def test_tiled_calibration_leaves_out_the_whole_reference_image():
     assert one_source == own_view  # one reference: nothing else to compare with, its own view is left out
     with pytest.raises(ValueError, match="3 source numbers for 4"):
         NormalBank.build(tokens, (1,), ["a"], bank_size=64, groups=[0, 0, 1])
+
+
+def test_a_stack_and_the_folder_review_of_large_images_are_tiled(tmp_path):
+    """Issue 24: stacks and the folder review treat large images as single ones do: every frame of an N×H×W×3
+    stack is tiled (one CLIP pass a tile), and the review's folder scoring (five large images, mutual scoring)
+    compares them tile position by tile position, each result at full resolution."""
+    from PIL import Image
+
+    from napari_clipsam.review import QASession
+    from napari_clipsam.review.scoring import score_folder
+
+    n, side = 384, 128
+    per_image = len(tile_grid((n, n), side))
+    engine = _engine(56, prompt_threshold=1.0)  # the CLIP stage is what is tested: no prompt, no SAM
+    stack = np.stack([synthetic_image("metal", None, n, s)[0] for s in (1, 2)])
+    with engine.using(tiling=side):
+        frames = engine.segment_many(stack, "metal plate")
+    assert [r.rough_map.shape for r in frames] == [(n, n)] * 2
+    assert engine.cache_info().clip_features.misses == 2 * per_image
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for s in range(5):
+        Image.fromarray(synthetic_image("metal", None, n, 10 + s)[0]).save(folder / f"plate{s}.png")
+    scored = score_folder(engine, QASession(folder, tmp_path / "labels"), "metal plate", settings={"tiling": side})
+    assert scored.mode == "mutual" and len(scored.results) == 5
+    for result in scored.results.values():
+        assert result.rough_map.shape == (n, n)
+        assert result.provenance["folder"]["tiles"] == {"side": side, "per_image": per_image}
+    assert engine.cache_info().clip_features.misses == 7 * per_image
