@@ -45,6 +45,11 @@ def test_default_is_mutual_for_five_images_and_no_mutual_is_per_image(setup, tmp
     prov = _prov(out, "img0")
     assert prov["mode"] == "mutual" and prov["folder"]["size"] == 6 and 0.0 <= prov["image_score"] <= 1.0
     assert prov["scoring"]["mode"] == "mutual" and prov["scoring"]["group"]["size"] == 6
+    # the summary lists the highest image scores first, as their provenance files have them
+    scores = {f"img{i}": _prov(out, f"img{i}")["image_score"] for i in range(n)}
+    listed = next(line for line in stdout.splitlines() if "highest image scores" in line).split(": ", 1)[1]
+    assert [part.split()[0] for part in listed.split(", ")] == sorted(scores, key=lambda k: -scores[k])
+    assert f"napari-clipsam report {out}" in stdout
 
     # the exported masks are the engine's folder masks
     from napari_clipsam.cli import build_parser

@@ -13,6 +13,9 @@ from pathlib import Path
 from ..errors import ClipSAMUserError, InvalidInputError, PathKindError
 from .common import EXIT_FAILED, EXIT_OK, engine_config, note, split_list
 
+TOP_SCORES = 10
+"""How many of the highest image scores the summary lists."""
+
 
 @dataclass
 class SegmentJob:
@@ -28,6 +31,7 @@ class SegmentJob:
         mutual-scoring groups of items that hold something to do (empty in per-image mode).
         done: images exported in this run; failed: ``(file, why)`` of the images that failed;
         lost: what the formats could not hold, summed over this run's exports.
+        scores: item → image score (``image_score`` of its provenance) of the images exported in this run.
     """
 
     args: object
@@ -48,6 +52,7 @@ class SegmentJob:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     lost: dict[str, int] = field(default_factory=dict)
     objects: dict[str, int] = field(default_factory=lambda: {"verified": 0, "pseudo": 0})
+    scores: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ per image
     def export(self, item, instances, provenance: dict, pixels=None) -> None:
@@ -81,6 +86,8 @@ class SegmentJob:
             self.lost[key] = self.lost.get(key, 0) + value
         self.objects["verified"] += report.n_verified
         self.objects["pseudo"] += report.n_pseudo
+        if provenance.get("image_score") is not None:
+            self.scores[item] = float(provenance["image_score"])
         self.done += 1
 
     def group_record(self, group: list) -> dict:
@@ -135,6 +142,10 @@ class SegmentJob:
         if self.done:
             print(f"  objects exported: {self.objects['pseudo']} pseudo-label(s) (unreviewed), "
                   f"{self.objects['verified']} verified by a person")
+        if self.scores:
+            top = sorted(self.scores.items(), key=lambda kv: -kv[1])[:TOP_SCORES]
+            print(f"  highest image scores (review these first; napari-clipsam report {self.out}): "
+                  + ", ".join(f"{self.stems[item]} {score:.3f}" for item, score in top))
         failed = {f for f, _ in self.failed}
         kept = [f for f in self.files if f not in failed]  # a failed image is in no split
         n_val = sum(self.split[f] == "val" for f in kept)

@@ -37,7 +37,7 @@ def folder_settings(config) -> dict:
     return {"radii": list(config.mutual_radii), "interval": config.mutual_interval,
             "subset_size": config.mutual_subset_size, "window": config.mutual_window,
             "window_mode": config.mutual_window_mode, "image_window": config.mutual_image_window,
-            "image_top": config.mutual_image_top, "image_score": config.mutual_image_score,
+            "image_top": config.mutual_image_top, "image_score_map": config.mutual_image_score,
             "weights": {"mutual": config.mutual_weight, "clip": config.mutual_clip_weight,
                         "fewshot": config.mutual_fewshot_weight},
             "precision": config.mutual_precision,
