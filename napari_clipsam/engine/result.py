@@ -30,7 +30,8 @@ class ClipSAMResult:
             and everything decoded on it stay in the engine's cache (:meth:`ClipSAM.refine` finds them there).
         image_score: how anomalous the image is, in [0, 1], to order a review worst first (also ``image_score`` in
             provenance): from :meth:`ClipSAM.segment_folder`, the maximum of its smoothed calibrated mutual map, or
-            of its fused rough map when normal references take part (``mutual_image_score``); from the other calls, the maximum of the final map (``score``).
+            of its fused rough map when normal references take part (``mutual_image_score``); from the other
+            calls, the maximum of the final map (``score``).
     """
 
     rough_map: np.ndarray

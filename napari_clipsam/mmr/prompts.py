@@ -67,7 +67,8 @@ def prompts_from_map(rough_map: np.ndarray, config, view_area: float | None = No
     tile's area: it is calibrated by whole images' maxima, so what passes τ is already rare at the image's scale,
     and its smallest meaningful region is a tile's patches; the CLIP and few-shot maps are calibrated per patch,
     so on a large image more patches pass τ by chance and the rule's whole-image area is what drops them
-    (docs/method.md#large-images-tiling); the K = max_components with the highest peak are kept, in order of decreasing peak.
+    (docs/method.md#large-images-tiling). The K = max_components with the highest peak are kept, in order of
+    decreasing peak.
     Per component: a positive point at the peak of the rough map inside it, and its bounding box grown by
     box_growth per side. With ``negative_points``, one negative point per component at the lowest rough value
     inside its grown box but outside every component; a component whose box holds no such pixel (it fills its
