@@ -95,3 +95,26 @@ def test_report_refuses_a_folder_that_is_not_a_labels_folder(labels, tmp_path):
     assert done.returncode == 2
     assert "not a labels folder" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_reads_a_coco_only_export_and_says_when_it_has_no_masks_to_read(tmp_path):
+    """A folder exported as COCO only still shows each image's objects and overlay (pycocotools decodes them);
+    a YOLO-only folder says that its masks cannot be read instead of reporting "no objects"."""
+    import numpy as np
+
+    from napari_clipsam.export import export_pseudo_labels
+    from napari_clipsam.report import collect_rows, render_report
+
+    instances = np.zeros((48, 64), np.int32)
+    instances[5:15, 5:20] = 1
+    instances[30:40, 40:60] = 2
+    image = np.full((48, 64, 3), 128, np.uint8)
+    for fmt in ("coco", "yolo"):
+        export_pseudo_labels(tmp_path / fmt, "plate", instances, formats=[fmt], dataset_images=True, image=image,
+                             provenance={"image_score": 0.7})
+    (row,) = collect_rows(tmp_path / "coco")
+    assert row.n_objects == 2 and row.overlay and not row.problem
+    (row,) = collect_rows(tmp_path / "yolo")
+    assert row.n_objects is None and "no masks" in row.problem
+    page = render_report(tmp_path / "yolo")
+    assert "have no masks the report can read" in page and "no objects" not in page

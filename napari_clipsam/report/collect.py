@@ -28,7 +28,7 @@ class ImageRow:
     image_file: str | None
     score: float | None
     verdict: str
-    n_objects: int
+    n_objects: int | None  # None: no export the report reads holds the masks
     classes: dict[str, int]
     thumbnail: str | None  # data URI
     overlay: str | None  # data URI
@@ -73,7 +73,10 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _read_instances(folder: Path, stem: str) -> np.ndarray | None:
+def _read_instances(folder: Path, stem: str, coco: dict) -> np.ndarray | None:
+    """The image's instance map from the first export that holds one: the label TIFF, the MVTec mask (its pieces
+    numbered), else the COCO annotations (``coco``: :func:`_coco_index`); None when no export the report reads has
+    it (e.g. YOLO only)."""
     tif, png = folder / "labels" / f"{stem}.tif", folder / "masks" / f"{stem}_mask.png"
     if tif.is_file():
         import tifffile
@@ -85,7 +88,41 @@ def _read_instances(folder: Path, stem: str) -> np.ndarray | None:
 
         mask = np.asarray(iio.imread(png))
         return label(mask.reshape(mask.shape[:2]) > 0)
+    if stem in coco:
+        return _coco_instances(*coco[stem])
     return None
+
+
+def _coco_index(folder: Path) -> dict[str, tuple[dict, list[dict]]]:
+    """stem → (COCO image entry, its annotations) from ``coco/annotations.json`` (empty without one)."""
+    path = folder / "coco" / "annotations.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        images = {im["id"]: im for im in data["images"]}
+        anns: dict = {}
+        for ann in data["annotations"]:
+            anns.setdefault(ann["image_id"], []).append(ann)
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {str(im.get("stem") or Path(im["file_name"]).stem): (im, anns.get(i, [])) for i, im in images.items()}
+
+
+def _coco_instances(image: dict, anns: list[dict]) -> np.ndarray:
+    """An (H, W) instance map drawn from COCO annotations by pycocotools (ids: each one's ``instance_id``)."""
+    from pycocotools import mask as mask_utils
+
+    h, w = int(image["height"]), int(image["width"])
+    out = np.zeros((h, w), np.int32)
+    for k, ann in enumerate(anns, start=1):
+        seg = ann["segmentation"]
+        if isinstance(seg, list):  # polygons
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+        elif isinstance(seg.get("counts"), list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(seg, h, w)
+        else:
+            rle = seg
+        out[(mask_utils.decode(rle) > 0) & (out == 0)] = int(ann.get("instance_id", k))
+    return out
 
 
 def _find_image(folder: Path, stem: str, image_file: str | None) -> Path | None:
@@ -107,19 +144,20 @@ def _verdicts(folder: Path) -> dict[str, str]:
         return {}
 
 
-def _row(folder: Path, prov: Path, verdicts: dict[str, str]) -> ImageRow:
+def _row(folder: Path, prov: Path, verdicts: dict[str, str], coco: dict) -> ImageRow:
     stem = prov.stem
     records = read_provenance(prov)
     record = records[-1] if records else {}
     image_file = record.get("image_file")
-    instances = _read_instances(folder, stem)
+    instances = _read_instances(folder, stem, coco)
     ids = [int(i) for i in np.unique(instances) if i > 0] if instances is not None else []
     names = record.get("instance_classes") or {}
     classes: dict[str, int] = {}
     for i in ids:
         name = str(names.get(str(i), "defect"))
         classes[name] = classes.get(name, 0) + 1
-    row = ImageRow(stem, image_file, score_of(record), verdicts.get(stem, UNREVIEWED), len(ids), classes, None, None)
+    row = ImageRow(stem, image_file, score_of(record), verdicts.get(stem, UNREVIEWED),
+                   None if instances is None else len(ids), classes, None, None)
     source = _find_image(folder, stem, image_file)
     try:
         if source is not None:
@@ -137,6 +175,9 @@ def _row(folder: Path, prov: Path, verdicts: dict[str, str]) -> ImageRow:
                 row.problem = f"mask shape {instances.shape[:2]} differs from the image's {rgb.shape[:2]}"
         else:
             row.problem = "image file not found"
+        if instances is None:
+            row.problem = ("no masks to show: the report reads the label TIFF, MVTec or COCO export, and this "
+                           "image has none of them (export one of those formats too)")
         if source is None and instances is not None:
             row.overlay = _data_uri(_shrink(_rgb((instances > 0).astype(np.uint8) * 255)))
     except (OSError, ValueError) as err:
@@ -155,6 +196,7 @@ def collect_rows(folder: str | Path) -> list[ImageRow]:
             f"{folder} is not a labels folder: it has no {PROVENANCE_DIR}/<image>.json files; give the --out folder "
             "written by `napari-clipsam segment` or the folder review.")
     verdicts = _verdicts(folder)
-    rows = [_row(folder, p, verdicts) for p in provs]
+    coco = _coco_index(folder)
+    rows = [_row(folder, p, verdicts, coco) for p in provs]
     rows.sort(key=lambda r: (r.score is None, -(r.score or 0.0), r.stem))
     return rows

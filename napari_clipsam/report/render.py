@@ -48,6 +48,7 @@ def render_report(folder: str | Path, rows: list[ImageRow] | None = None) -> str
         folder=str(Path(folder).resolve()), rows=rows, n_images=len(rows),
         verdicts=sorted(Counter(r.verdict for r in rows).items()), classes=sorted(per_class.items()),
         n_unscored=len(rows) - len(scores), histogram=score_histogram(scores),
+        n_unread=sum(r.n_objects is None for r in rows),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
