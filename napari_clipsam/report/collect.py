@@ -89,7 +89,10 @@ def _read_instances(folder: Path, stem: str, coco: dict) -> np.ndarray | None:
         mask = np.asarray(iio.imread(png))
         return label(mask.reshape(mask.shape[:2]) > 0)
     if stem in coco:
-        return _coco_instances(*coco[stem])
+        try:
+            return _coco_instances(*coco[stem])
+        except (KeyError, TypeError, ValueError):  # an annotation edited into something pycocotools cannot draw
+            return None
     return None
 
 
