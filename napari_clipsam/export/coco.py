@@ -241,7 +241,7 @@ def coco_file_stems(path: Path) -> frozenset:
     if cached is not None and cached[0] == state:
         return cached[1]
     coco = load_coco(path)
-    stems = frozenset(str(i.get("stem", Path(str(i.get("file_name", ""))).stem)) for i in coco["images"])
+    stems = frozenset(coco_image_stem(i) for i in coco["images"])
     remember_coco(path, coco)
     with _PARSED_LOCK:
         _STEMS[key] = (state, stems)
@@ -250,10 +250,15 @@ def coco_file_stems(path: Path) -> frozenset:
     return stems
 
 
+def coco_image_stem(image: dict) -> str:
+    """The stem an image entry was exported for: its ``"stem"`` key, else its file name's stem."""
+    return str(image.get("stem", Path(str(image.get("file_name", ""))).stem))
+
+
 def find_coco_image(coco: dict, stem: str) -> dict | None:
-    """The image entry exported for ``stem`` (by its ``"stem"`` key, else by its file name's stem)."""
+    """The image entry exported for ``stem`` (see :func:`coco_image_stem`)."""
     for image in coco["images"]:
-        if image.get("stem", Path(str(image.get("file_name", ""))).stem) == stem:
+        if coco_image_stem(image) == stem:
             return image
     return None
 

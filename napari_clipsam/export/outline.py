@@ -180,8 +180,7 @@ def _delaunay_pairs(outlines: list[np.ndarray]) -> dict[tuple[int, int], tuple[f
     dist = np.hypot(*(points[edges[:, 0]] - points[edges[:, 1]]).T)
     pi, pj = piece[edges[:, 0]], piece[edges[:, 1]]
     order = np.lexsort((dist, pj, pi))  # per pair of pieces, shortest first
-    first = np.ones(len(order), bool)
-    first[1:] = (pi[order][1:] != pi[order][:-1]) | (pj[order][1:] != pj[order][:-1])
+    _, first = np.unique(pi[order] * len(outlines) + pj[order], return_index=True)
     return {(int(pi[e]), int(pj[e])): (float(dist[e]), int(local[a]), int(local[b]))
             for e, (a, b) in zip(order[first], edges[order[first]])}
 
@@ -211,36 +210,33 @@ def _join(outlines: list[np.ndarray]) -> np.ndarray:
 def _walk(outlines, children, closest) -> np.ndarray:
     """The tree's outlines in one path, depth first from piece 0's vertex 0: each piece's vertices from its entry
     vertex round to it again, a child's walk spliced in at the vertex its cut leaves from, followed by that
-    vertex again (back along the cut). An explicit stack, so thousands of chained pieces do not recurse."""
-    out: list[np.ndarray] = []
-
-    def frame(node: int, start: int) -> list:
-        n = len(outlines[node])
-        items = sorted(((closest[node, c][0] - start) % n, k, c) for k, c in enumerate(children[node]))
-        return [node, start, 0, items, 0, None]  # node, entry vertex, next step, cuts, next cut, vertex to repeat
-
-    def emit(node: int, start: int, s0: int, s1: int) -> None:  # steps s0..s1 inclusive
+    vertex again (back along the cut). A stack of per-piece generators, so thousands of chained pieces do not
+    recurse."""
+    def piece(node: int, start: int):
+        """Yields the piece's runs of vertices, and ``(child, entry vertex)`` where a child's walk goes."""
         outline = outlines[node]
-        out.append(outline[(start + np.arange(s0, s1 + 1)) % len(outline)])
+        n = len(outline)
+        steps = (start + np.arange(n + 1)) % n  # from the entry vertex round to it again
+        cuts = sorted(((closest[node, c][0] - start) % n, k, c) for k, c in enumerate(children[node]))
+        done = 0
+        for step, _, child in cuts:
+            if step >= done:
+                yield outline[steps[done:step + 1]]
+                done = step + 1
+            yield child, closest[node, child][1]
+            yield outline[steps[step:step + 1]]  # back along the cut
+        yield outline[steps[done:]]
 
-    stack = [frame(0, 0)]
+    out: list[np.ndarray] = []
+    stack = [piece(0, 0)]
     while stack:
-        f = stack[-1]
-        node, start, s, items, k, repeat = f
-        if repeat is not None:  # back from a child: the cut's vertex again
-            out.append(outlines[node][repeat:repeat + 1])
-            f[5] = None
-        if k < len(items):
-            step, _, child = items[k]
-            if step >= s:
-                emit(node, start, s, step)
-                f[2] = step + 1
-            f[4] = k + 1
-            f[5] = (start + step) % len(outlines[node])
-            stack.append(frame(child, closest[node, child][1]))
-        else:
-            emit(node, start, s, len(outlines[node]))  # to the entry vertex again
+        item = next(stack[-1], None)
+        if item is None:
             stack.pop()
+        elif isinstance(item, tuple):
+            stack.append(piece(*item))
+        else:
+            out.append(item)
     return np.concatenate(out)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import ExportError, InvalidInputError
 from ..export.provenance import PROVENANCE_DIR, read_provenance
 from ..review.manifest import MANIFEST_NAME
 
@@ -97,17 +97,18 @@ def _read_instances(folder: Path, stem: str, coco: dict) -> np.ndarray | None:
 
 
 def _coco_index(folder: Path) -> dict[str, tuple[dict, list[dict]]]:
-    """stem → (COCO image entry, its annotations) from ``coco/annotations.json`` (empty without one)."""
-    path = folder / "coco" / "annotations.json"
+    """stem → (COCO image entry, its annotations) of the folder's COCO file (empty without one, or when the
+    exporter's own reader refuses it as damaged)."""
+    from ..export.coco import COCO_FILE, coco_image_stem, load_coco
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        images = {im["id"]: im for im in data["images"]}
-        anns: dict = {}
-        for ann in data["annotations"]:
-            anns.setdefault(ann["image_id"], []).append(ann)
-    except (OSError, ValueError, KeyError, TypeError):
+        coco = load_coco(folder / COCO_FILE)
+    except ExportError:
         return {}
-    return {str(im.get("stem") or Path(im["file_name"]).stem): (im, anns.get(i, [])) for i, im in images.items()}
+    anns: dict = {}
+    for ann in coco["annotations"]:
+        anns.setdefault(ann["image_id"], []).append(ann)
+    return {coco_image_stem(im): (im, anns.get(im["id"], [])) for im in coco["images"]}
 
 
 def _coco_instances(image: dict, anns: list[dict]) -> np.ndarray:
