@@ -189,6 +189,14 @@ class ClipSAMConfig:
     product, its distance recomputed in fp32: equal to fp32 within 2⁻⁸, same ranking) or ``"auto"`` (bfloat16 on a
     GPU that computes it natively; float32 on the CPU, whose blocked path computes every radius from one product
     and is faster there than bf16, see docs/performance.md)."""
+    mutual_calibration_quantile: float = setting(0.25, per_call=True, recorded=True)
+    """Calibration of the mutual map (method §5.5; ``clip/mutual.calibrate``): the folder's scale of a normal
+    image, ``R``, is this quantile of the images' maximum raw scores (0.25: the lowest quarter of the maxima, which
+    come from normal images while a quarter of the folder is normal)."""
+    mutual_calibration_ratio: float = setting(1.0, per_call=True, recorded=True)
+    """The raw score, in units of ``R``, that the calibration maps to 0.5 (τ_prompt's default): 1 puts a patch as
+    anomalous as the top patch of a typical normal image at 0.5; above 1 asks a defect to stand out further
+    (fewer objects on normal images, more weak defects missed). Monotone: pixel AUROC does not change."""
     mutual_min_images: int = setting(5, per_call=True)
     """Fewest images a folder needs for mutual scoring; below it ``segment_folder`` refuses (use normal
     references instead)."""

@@ -43,8 +43,10 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "sam_crop_context": (0.0, 10.0, False),
     **{name: (0.0, 1.0, False) for name in ("prompt_threshold", "min_component_frac", "min_predicted_iou",
                                             "max_outside_box", "alpha", "mask_threshold", "fewshot_weight",
-                                            "mutual_interval", "mutual_image_top")},
+                                            "mutual_interval", "mutual_image_top",
+                                            "mutual_calibration_quantile")},
     **{name: (0.0, 100.0, False) for name in ("mutual_weight", "mutual_clip_weight", "mutual_fewshot_weight")},
+    "mutual_calibration_ratio": (0.0, 10.0, True),
 }
 BOOLS = ("text_cache", "negative_points", "embed_without_prompts", "fewshot_augment", "keep_patch_tokens")
 WEIGHT_PATHS = ("clip_weights", "sam_weights", "umci_weights")

@@ -179,6 +179,35 @@ def test_segment_folder_gives_one_result_per_image_with_mutual_provenance(engine
     assert refined.image_score == results[4].image_score and refined.provenance["mode"] == "mutual"
 
 
+def test_calibration_settings_move_the_map_monotonically_and_are_recorded(engine):
+    """``mutual_calibration_ratio`` / ``_quantile`` (method §5.5 as settings): a higher ratio lowers every value of
+    the folder's map (per patch the same logistic, so the same order), both are recorded, bad values are
+    refused."""
+    from napari_clipsam.config import ClipSAMConfig
+    from napari_clipsam.data.synthetic import synthetic_image
+    from napari_clipsam.errors import ConfigError
+
+    ims = [synthetic_image("metal", None if i < 3 else "stain", 64, i)[0] for i in range(6)]
+    plain = engine.segment_folder(ims, "metal plate")
+    strict = engine.segment_folder(ims, "metal plate", settings={"mutual_calibration_ratio": 1.2})
+    low_q = engine.segment_folder(ims, "metal plate", settings={"mutual_calibration_quantile": 0.0})
+    for a, b, c in zip(plain, strict, low_q):
+        assert (b.rough_map <= a.rough_map + 1e-6).all() and (b.rough_map < a.rough_map - 1e-4).any()
+        assert (c.rough_map >= a.rough_map - 1e-6).all()  # the lowest maximum is the smallest scale
+    raw = torch.rand(6, 4, 4) + torch.arange(6.0)[:, None, None]  # image i's maximum lies in (i, i + 1)
+    scale = raw.flatten(1).amax(1).quantile(0.5)
+    torch.testing.assert_close(mutual.calibrate(raw, 0.5, 1.2),
+                               torch.sigmoid((raw / scale - 1.2) / mutual.CALIBRATION_WIDTH))
+    assert strict[0].provenance["folder"]["settings"]["calibration"]["ratio"] == 1.2
+    assert strict[0].provenance["thresholds"]["mutual_calibration_ratio"] == 1.2
+    assert plain[0].provenance["folder"]["settings"]["calibration"] == {
+        "quantile": 0.25, "ratio": 1.0, "width": mutual.CALIBRATION_WIDTH, "floor": mutual.CALIBRATION_FLOOR}
+    with pytest.raises(ConfigError, match="mutual_calibration_ratio"):
+        ClipSAMConfig(mutual_calibration_ratio=0.0)
+    with pytest.raises(ConfigError, match="mutual_calibration_quantile"):
+        ClipSAMConfig(mutual_calibration_quantile=1.5)
+
+
 def _same_masks(a, b) -> None:
     import numpy as np
 

@@ -41,7 +41,7 @@ def folder_settings(config) -> dict:
             "weights": {"mutual": config.mutual_weight, "clip": config.mutual_clip_weight,
                         "fewshot": config.mutual_fewshot_weight},
             "precision": config.mutual_precision,
-            "calibration": {"quantile": mutual.CALIBRATION_QUANTILE, "ratio": mutual.CALIBRATION_RATIO,
+            "calibration": {"quantile": config.mutual_calibration_quantile, "ratio": config.mutual_calibration_ratio,
                             "width": mutual.CALIBRATION_WIDTH, "floor": mutual.CALIBRATION_FLOOR}}
 
 
@@ -81,7 +81,8 @@ def calibrated_maps(cfg, raw: dict, image_scores=None) -> tuple[torch.Tensor, to
     :func:`~napari_clipsam.clip.mutual.image_scores` with ``mutual_image_top``), with ``mutual_image_window`` the
     larger of that and the same score of the map windowed by it."""
     score = image_scores or (lambda m: mutual.image_scores(m, cfg.mutual_image_top))
-    calibrated = {w: mutual.calibrate(s) for w, s in raw.items()}
+    calibrated = {w: mutual.calibrate(s, cfg.mutual_calibration_quantile, cfg.mutual_calibration_ratio)
+                  for w, s in raw.items()}
     if cfg.mutual_window is None or cfg.mutual_window_mode == "only":
         maps = calibrated[cfg.mutual_window]
     else:
