@@ -125,13 +125,23 @@ def processes(descendants_of: int | None = None) -> dict[int, str]:
     return {pid: table[pid][1] for pid in keep - {descendants_of}}
 
 
-def ray_processes_gone(started: dict[int, str], timeout: float = 30.0) -> bool:
-    """Whether every process in ``started`` (and every process titled ``ray::``) has exited within ``timeout``."""
+def _environ_has(pid: int, entry: bytes) -> bool:
+    try:
+        return entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False
+
+
+def ray_processes_gone(started: dict[int, str], cache: Path | str, timeout: float = 30.0) -> bool:
+    """Whether every process in ``started``, and every process titled ``ray::`` that runs with this test's
+    ``NAPARI_CLIPSAM_CACHE`` = ``cache`` (an orphaned worker of this test's Ray; another test session's Ray, say
+    under ``-n 2``, has its own), has exited within ``timeout``."""
+    entry = f"NAPARI_CLIPSAM_CACHE={cache}".encode()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         alive = processes()
         left = [pid for pid in started if pid in alive and alive[pid] == started[pid]]
-        left += [pid for pid, cmd in alive.items() if cmd.startswith("ray::")]
+        left += [pid for pid, cmd in alive.items() if cmd.startswith("ray::") and _environ_has(pid, entry)]
         if not left:
             return True
         time.sleep(0.2)

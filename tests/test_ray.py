@@ -43,7 +43,7 @@ def local_ray(models):
             assert_ray_listens_on_loopback_only(started)
         finally:
             ray.shutdown()
-        assert ray_processes_gone(started), "Ray processes outlived ray.shutdown()"
+        assert ray_processes_gone(started, models["cache"]), "Ray processes outlived ray.shutdown()"
 
 
 def test_segment_on_ray_writes_what_the_local_command_writes(models, local_ray, local_reference, tmp_path):

@@ -50,4 +50,4 @@ def test_two_nodes_on_one_machine_share_the_work(models, local_reference, tmp_pa
         finally:
             ray.shutdown()
             cluster.shutdown()
-        assert ray_processes_gone(started), "Ray processes outlived the cluster"
+        assert ray_processes_gone(started, models["cache"]), "Ray processes outlived the cluster"
