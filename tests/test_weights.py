@@ -131,3 +131,69 @@ def test_sam_checkpoint_loads_without_random_init_into_the_same_model(tmp_path):
     assert {t.dtype for t in half.state_dict().values() if t.is_floating_point()} == {torch.float32}
     with pytest.raises(RuntimeError, match="Missing key"):
         load_checkpoint(TINY_SAM_CFG, {k: v for k, v in state.items() if not k.startswith("image_encoder.neck")})
+
+
+def _tensors(model) -> dict:
+    out = dict(model.named_buffers())
+    out.update(model.state_dict())
+    return out
+
+
+def _assert_same_clip(model, reference) -> None:
+    got, want = _tensors(model), _tensors(reference)
+    assert got.keys() == want.keys()
+    assert not [k for k in got if got[k].is_meta or not torch.equal(got[k], want[k])]
+    image = torch.linspace(-1, 1, 3 * 56 * 56).view(1, 3, 56, 56)
+    text = torch.arange(1, 78).view(1, 77)
+    model.eval(), reference.eval()
+    with torch.no_grad():  # both on the same attention kernels (a module needing gradients takes another path)
+        torch.testing.assert_close(model.encode_image(image), reference.encode_image(image), rtol=0, atol=0)
+        torch.testing.assert_close(model.encode_text(text), reference.encode_text(text), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("custom_text", [False, True], ids=["CLIP", "CustomTextCLIP (built the usual way)"])
+def test_clip_built_without_random_init_equals_open_clips_own_load(tmp_path, custom_text, caplog):
+    """load_clip makes a checkpoint's CLIP on the meta device and loads every tensor into it (no random
+    initialisation first): the same parameters, buffers (the causal mask, which no checkpoint holds) and outputs
+    as open_clip's create_model; an architecture with other unsaved buffers (CustomTextCLIP's mask sits in its
+    text tower) is built the ordinary way, with the same result."""
+    import json
+
+    import open_clip
+
+    from napari_clipsam.weights.loaders import load_clip
+    from napari_clipsam.weights.tiny import TINY_CLIP_CFG, seeded
+
+    folder = tmp_path / "mine"  # tiny_config writes its own models into tmp_path / "clip"
+    folder.mkdir()
+    cfg = {**TINY_CLIP_CFG, "custom_text": True} if custom_text else TINY_CLIP_CFG
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    with seeded(5):
+        made = (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**TINY_CLIP_CFG)
+    torch.save(made.state_dict(), folder / "open_clip_pytorch_model.bin")
+    config = tiny_config(tmp_path).replace(clip_model=f"local-dir:{folder}")
+    with caplog.at_level("DEBUG", logger="napari_clipsam.weights.loaders"):
+        model, *_ = load_clip(config)
+    said = "with random initialisation: buffers no checkpoint holds: ['text.attn_mask']" if custom_text else \
+        "without random initialisation"
+    assert said in caplog.text
+    reference = open_clip.create_model(f"local-dir:{folder}", force_image_size=56)
+    _assert_same_clip(model, reference)
+    _assert_same_clip(model, made)
+    assert model.visual.preprocess_cfg == reference.visual.preprocess_cfg
+
+
+@pytest.mark.slow  # a 250 MB checkpoint of a built-in architecture (ViT-S-32)
+def test_a_builtin_architectures_checkpoint_file_loads_without_random_init(tmp_path):
+    import open_clip
+
+    from napari_clipsam.weights.loaders import load_clip
+    from napari_clipsam.weights.tiny import seeded
+
+    with seeded(1):
+        made = open_clip.create_model("ViT-S-32", force_image_size=56)
+    torch.save(made.state_dict(), tmp_path / "vit_s_32.pt")
+    model, *_ = load_clip(ClipSAMConfig(clip_model="ViT-S-32", clip_weights=str(tmp_path / "vit_s_32.pt"),
+                                        image_size=56, device="cpu"))
+    _assert_same_clip(model, open_clip.create_model("ViT-S-32", pretrained=str(tmp_path / "vit_s_32.pt"),
+                                                    force_image_size=56))

@@ -54,7 +54,8 @@ def load_clip(config, device="cpu", progress: Callable[[str, float], None] | Non
         weight_files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
         if not weight_files:
             raise WeightsUnavailableError(f"CLIP folder {folder} holds no weights file (.safetensors/.bin/.pt).")
-        model = _create(open_clip, name, None, kwargs, where=str(folder))
+        model = (_create_loaded(open_clip, name, weight_files[0], kwargs, where=str(folder))
+                 if len(weight_files) == 1 else _create(open_clip, name, None, kwargs, where=str(folder)))
         weights_id = file_id(weight_files[0])
         # identified by content, not by where the folder is: moving it keeps UMCI checkpoints and caches valid
         config_hash = hashlib.sha256((folder / "open_clip_config.json").read_bytes()).hexdigest()[:16]
@@ -69,17 +70,15 @@ def load_clip(config, device="cpu", progress: Callable[[str, float], None] | Non
             raise WeightsUnavailableError(
                 f"CLIP weights file {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}. Give the path of an open_clip/OpenAI checkpoint for "
                 f"{name}, or an open_clip tag such as 'openai'.")
-        model = _create(open_clip, name, str(path), kwargs, where=str(path))
+        model = _create_loaded(open_clip, name, path, kwargs, where=str(path))
         weights_id = file_id(path)
     elif (name, weights) in CLIP_CHECKPOINTS:  # the default CLIP: our own checksummed download / offline place
         spec = CLIP_CHECKPOINTS[(name, weights)]
         path = fetch(spec, cache_dir() / "clip", progress=progress, cancelled=cancelled)
-        model = _create(open_clip, name, None, kwargs, where=str(path))
-        try:  # OpenAI ships TorchScript archives; this file's SHA-256 was verified, so it may be unpickled
-            open_clip.load_checkpoint(model, str(path), weights_only=False)
-        except Exception as exc:
-            raise WeightsUnavailableError(f"{spec.name} weights {path} could not be loaded into {name}: {exc}. "
-                                          "Delete the file and download it again.") from exc
+        # OpenAI ships TorchScript archives; this file's SHA-256 was verified, so it may be unpickled
+        model = _create_loaded(open_clip, name, path, kwargs, where=str(path), weights_only=False,
+                               damaged=f"{spec.name} weights {path} could not be loaded into {name}: {{exc}}. Delete "
+                                       "the file and download it again.")
         weights_id = weights
     else:
         cfg = open_clip.get_pretrained_cfg(name, weights)
@@ -130,10 +129,56 @@ def _looks_like_path(weights: str) -> bool:
     return p.exists() or "/" in weights or "\\" in weights or p.suffix in (".pt", ".pth", ".bin", ".safetensors")
 
 
-def _create(open_clip, name, pretrained, kwargs, where: str, url: str | None = None):
+def _no_weights_note(record: logging.LogRecord) -> bool:
+    """A logging filter: False for open_clip's "No pretrained weights loaded ..." record."""
+    return not str(record.msg).startswith("No pretrained weights loaded")
+
+
+def _create_loaded(open_clip, name: str, checkpoint: Path, kwargs, where: str, weights_only: bool = True,
+                   damaged: str | None = None):
+    """``name`` with the weights of ``checkpoint`` (open_clip's ``load_checkpoint``, strict), built without
+    open_clip's random initialisation, which the checkpoint overwrites anyway (ViT-L/14@336: 3–4 s of every
+    engine load on 2 cores): the modules are made on torch's ``meta`` device, given uninitialised memory
+    (``to_empty``), then every parameter and persistent buffer is loaded. A non-persistent buffer is not in a
+    checkpoint: the one CLIP has, the text tower's causal mask (``attn_mask``, context × context), is made again
+    here; an architecture with any other is built the ordinary way. The result equals ``create_model`` + the same
+    ``load_checkpoint`` tensor for tensor (tested). ``damaged``: the message (``{exc}`` filled in) when the
+    checkpoint does not load; default: the loader's usual one."""
+    import torch
+
+    quick = "quickgelu" in name
+    root = logging.getLogger()
+    root.addFilter(_no_weights_note)  # open_clip logs "initialized randomly" for a bare build; the weights follow
+    try:
+        with torch.device("meta"):
+            model = _create(open_clip, name, None, dict(kwargs, device="meta"), where=where, load_weights=False)
+        unsaved = {n for n, _ in model.named_buffers()} - set(model.state_dict())
+        side = getattr(model, "context_length", None)
+        if unsaved - {"attn_mask"} or (unsaved and tuple(model.attn_mask.shape) != (side, side)):
+            log.debug("CLIP %s built with random initialisation: buffers no checkpoint holds: %s", name,
+                      sorted(unsaved))
+            model, unsaved = _create(open_clip, name, None, kwargs, where=where, load_weights=False), set()
+        else:
+            log.debug("CLIP %s built without random initialisation", name)
+            model = model.to_empty(device=kwargs.get("device", "cpu"))
+    finally:
+        root.removeFilter(_no_weights_note)
+    try:
+        open_clip.load_checkpoint(model, str(checkpoint), strict=True, weights_only=weights_only)
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            damaged.format(exc=exc) if damaged else
+            f"Could not load CLIP {name} weights {checkpoint} (looked in {where}): {exc}. Give an open_clip/OpenAI "
+            f"checkpoint of {name}{' (QuickGELU)' if quick else ''}.") from exc
+    if "attn_mask" in unsaved:  # open_clip's causal mask: -inf above the diagonal, 0 elsewhere (tested equal)
+        model.attn_mask = torch.full_like(model.attn_mask, float("-inf")).triu_(1)
+    return model
+
+
+def _create(open_clip, name, pretrained, kwargs, where: str, url: str | None = None, load_weights: bool = True):
     quick = "quickgelu" in name or pretrained == "openai"
     try:
-        return open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick,
+        return open_clip.create_model(name, pretrained=pretrained, force_quick_gelu=quick, load_weights=load_weights,
                                       cache_dir=str(cache_dir() / "clip"), **kwargs)
     except Exception as exc:  # open_clip raises RuntimeError/OSError/ValueError for every failure
         hint = (f" Download it from {url} on a machine with internet access and pass the file as the CLIP weights "
