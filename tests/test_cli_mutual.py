@@ -42,6 +42,8 @@ def test_default_is_mutual_for_five_images_and_no_mutual_is_per_image(setup, tmp
     code, stdout, err = run_cli("segment", setup["images"], "--object", "metal", "--out", out, *setup["args"])
     assert code == 0, err
     assert "mode: mutual (6 images" in stdout
+    # no UMCI: the note says what makes the rough map here (the mutual map), not "the training-free fallback"
+    assert "rough map is folder mutual scoring's" in err and "training-free fallback" not in err
     prov = _prov(out, "img0")
     assert prov["mode"] == "mutual" and prov["folder"]["size"] == 6 and 0.0 <= prov["image_score"] <= 1.0
     assert prov["scoring"]["mode"] == "mutual" and prov["scoring"]["group"]["size"] == 6
@@ -78,6 +80,7 @@ def test_default_is_mutual_for_five_images_and_no_mutual_is_per_image(setup, tmp
                                 *setup["args"])
     assert code == 0, err
     assert "mode: per-image (--no-mutual)" in stdout
+    assert "the rough map is the training-free fallback" in err
     prov = _prov(per, "img0")
     assert prov["mode"] == "training-free" and prov["scoring"] == {"mode": "per-image", "why": "--no-mutual"}
 

@@ -25,6 +25,18 @@ TRAINING_FREE_NOTE = ("note: no --umci checkpoint given: the rough map is the tr
                       "`napari-clipsam train`).")
 
 
+def training_free_note(mutual: bool, clip_weight: float) -> str:
+    """What an engine without a UMCI checkpoint means for this run's rough map: the training-free fallback, or,
+    when folder mutual scoring makes the rough map, that fallback's share in it (``mutual_clip_weight``)."""
+    if not mutual:
+        return TRAINING_FREE_NOTE
+    if clip_weight <= 0:
+        return ("note: no --umci checkpoint given; the rough map is folder mutual scoring's (each image against the "
+                "others), which does not use the training-free CLIP map (mutual_clip_weight 0).")
+    return (f"note: no --umci checkpoint given; the rough map fuses folder mutual scoring with the training-free CLIP "
+            f"map (mutual_clip_weight {clip_weight:g}), which is lower quality than a trained UMCI.")
+
+
 def note(message: str) -> None:
     """A one-line message for the user, on stderr (stdout carries the results)."""
     print(message, file=sys.stderr, flush=True)

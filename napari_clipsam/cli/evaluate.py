@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ..errors import InvalidInputError, PathKindError
-from .common import (EXIT_OK, TRAINING_FREE_NOTE, add_dataset_options, add_engine_options, build_engine,
+from .common import (EXIT_OK, add_dataset_options, add_engine_options, build_engine, training_free_note,
                      describe_engine, engine_config, json_safe, note, split_list, without_sam, write_text_atomic)
 
 
@@ -103,7 +103,7 @@ def run(args) -> int:
         engine = build_engine(cfg, args.progress, sam=not args.rough_only)
         note(f"engine: {describe_engine(engine)}")
         if engine.umci is None:
-            note(TRAINING_FREE_NOTE)
+            note(training_free_note(bool(args.mutual), engine.config.mutual_clip_weight))
         results = evaluate_dataset(engine, dataset, resolution=args.resolution, sigma=args.sigma,
                                    limit=args.limit, batch_size=args.batch_size, rough_only=args.rough_only,
                                    max_fpr=args.max_fpr, progress=args.progress, map_cache=args.cache,

@@ -25,7 +25,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import TRAINING_FREE_NOTE, add_engine_options, build_engine, describe_engine, note
+from .common import add_engine_options, build_engine, describe_engine, note, training_free_note
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -112,7 +112,7 @@ def _segment_here(job) -> int:
         load_seconds = time.perf_counter() - t0
         note(f"engine: {describe_engine(engine)}")
         if engine.umci is None:
-            note(TRAINING_FREE_NOTE)
+            note(training_free_note(job.mode == "mutual", engine.config.mutual_clip_weight))
         if job.normal:
             t_ref = time.perf_counter()
             engine.set_normal_references([read_image(f) for f in job.normal], args.object)

@@ -143,7 +143,7 @@ def _mutual_on_ray(args, cfg, categories, resolution, cats, picks, names, runs: 
     pool = None
     got: dict = {r: {} for r in runs}
     try:
-        pool, info = start_pool(args, cfg)
+        pool, info = start_pool(args, cfg, mutual=True)
         chunks = [(c, picks[c], names[c], r) for r in runs for c in cats]
         kwargs = {"dataset": opened, "resolution": resolution, "max_fpr": args.max_fpr,
                   "curves": getattr(args, "plots", None) is not None}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from ..common import TRAINING_FREE_NOTE, note
+from ..common import note, training_free_note
 from ...errors import ClusterError
 from .cluster import connect, disconnect, pool_shape
 from .pool import EnginePool
@@ -24,9 +24,10 @@ def cluster_shape(args):
     return shape, len(nodes)
 
 
-def start_pool(args, cfg, normal=None):
+def start_pool(args, cfg, normal=None, mutual: bool = False):
     """Size and start the engine actors on the connected cluster (each given ``normal``, see
-    :class:`~.workers.EngineWorker`); returns (pool, first actor's ready info)."""
+    :class:`~.workers.EngineWorker`); returns (pool, first actor's ready info). ``mutual``: the run's rough maps
+    come from folder mutual scoring (what the training-free note says)."""
     shape, n_nodes = cluster_shape(args)
     note(f"ray: {shape.describe()}, on a cluster of {n_nodes} node(s)")
     pool = EnginePool(cfg, shape, args.ray_retries, normal)
@@ -37,7 +38,7 @@ def start_pool(args, cfg, normal=None):
         raise
     note(f"engine: {info[0]['engine']}")
     if info[0]["training_free"]:
-        note(TRAINING_FREE_NOTE)
+        note(training_free_note(mutual, cfg.mutual_clip_weight))
     return pool, info[0]
 
 
@@ -121,7 +122,7 @@ def segment_on_ray(job) -> int:
         import ray
 
         address = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-        pool, _ = start_pool(args, job.cfg, put_normal_references(job))
+        pool, _ = start_pool(args, job.cfg, put_normal_references(job), mutual=job.mode == "mutual")
         load_seconds = time.perf_counter() - t0
         if job.normal:
             note(f"few-shot: {len(job.normal)} normal reference(s) from {args.normal}, weight "
