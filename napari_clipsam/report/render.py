@@ -17,16 +17,17 @@ def score_histogram(scores: list[float]) -> str | None:
     """A PNG histogram of the scores as a data URI (None without scores)."""
     if not scores:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot, no global backend switch
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(5, 2.4), dpi=100)
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.hist(scores, bins=min(30, max(5, len(scores))), color="#4a7bd0", edgecolor="white", linewidth=0.8)
     ax.set_xlabel("image score")
     ax.set_ylabel("images")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of images
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
