@@ -181,6 +181,13 @@ def test_clip_built_without_random_init_equals_open_clips_own_load(tmp_path, cus
     _assert_same_clip(model, reference)
     _assert_same_clip(model, made)
     assert model.visual.preprocess_cfg == reference.visual.preprocess_cfg
+    # a damaged file, and another architecture's weights, are refused with what was wrong
+    (folder / "open_clip_pytorch_model.bin").write_bytes(b"cut short")
+    with pytest.raises(WeightsUnavailableError, match="Could not load CLIP local-dir:.*mine"):
+        load_clip(config)
+    torch.save(make_tiny_sam().state_dict(), folder / "open_clip_pytorch_model.bin")
+    with pytest.raises(WeightsUnavailableError, match="Missing key|Unexpected key"):
+        load_clip(config)
 
 
 @pytest.mark.slow  # a 250 MB checkpoint of a built-in architecture (ViT-S-32)

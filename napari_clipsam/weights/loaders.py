@@ -77,8 +77,8 @@ def load_clip(config, device="cpu", progress: Callable[[str, float], None] | Non
         path = fetch(spec, cache_dir() / "clip", progress=progress, cancelled=cancelled)
         # OpenAI ships TorchScript archives; this file's SHA-256 was verified, so it may be unpickled
         model = _create_loaded(open_clip, name, path, kwargs, where=str(path), weights_only=False,
-                               damaged=f"{spec.name} weights {path} could not be loaded into {name}: {{exc}}. Delete "
-                                       "the file and download it again.")
+                               damaged=f"{spec.name} weights {path} could not be loaded into {name}: " + "{exc}. "
+                                       "Delete the file and download it again.")
         weights_id = weights
     else:
         cfg = open_clip.get_pretrained_cfg(name, weights)
@@ -167,7 +167,7 @@ def _create_loaded(open_clip, name: str, checkpoint: Path, kwargs, where: str, w
         open_clip.load_checkpoint(model, str(checkpoint), strict=True, weights_only=weights_only)
     except Exception as exc:
         raise WeightsUnavailableError(
-            damaged.format(exc=exc) if damaged else
+            damaged.replace("{exc}", str(exc)) if damaged else
             f"Could not load CLIP {name} weights {checkpoint} (looked in {where}): {exc}. Give an open_clip/OpenAI "
             f"checkpoint of {name}{' (QuickGELU)' if quick else ''}.") from exc
     if "attn_mask" in unsaved:  # open_clip's causal mask: -inf above the diagonal, 0 elsewhere (tested equal)
