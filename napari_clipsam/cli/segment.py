@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from .common import add_engine_options, build_engine, describe_engine, note, training_free_note
+from .segment_groups import MUTUAL
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -112,7 +113,7 @@ def _segment_here(job) -> int:
         load_seconds = time.perf_counter() - t0
         note(f"engine: {describe_engine(engine)}")
         if engine.umci is None:
-            note(training_free_note(job.mode == "mutual", engine.config.mutual_clip_weight))
+            note(training_free_note(job.mode == MUTUAL, engine.config.mutual_clip_weight))
         if job.normal:
             t_ref = time.perf_counter()
             engine.set_normal_references([read_image(f) for f in job.normal], args.object)

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 from ..common import note, training_free_note
+from ..segment_groups import MUTUAL
 from ...errors import ClusterError
 from .cluster import connect, disconnect, pool_shape
 from .pool import EnginePool
@@ -122,7 +123,7 @@ def segment_on_ray(job) -> int:
         import ray
 
         address = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-        pool, _ = start_pool(args, job.cfg, put_normal_references(job), mutual=job.mode == "mutual")
+        pool, _ = start_pool(args, job.cfg, put_normal_references(job), mutual=job.mode == MUTUAL)
         load_seconds = time.perf_counter() - t0
         if job.normal:
             note(f"few-shot: {len(job.normal)} normal reference(s) from {args.normal}, weight "
