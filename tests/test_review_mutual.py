@@ -27,6 +27,8 @@ def test_the_untouched_first_image_is_reshown_with_its_mutual_result(qtbot, make
     assert shown.provenance["folder"]["size"] == 5
     assert "mutual-scoring result" in folder.ordering.table.note.text() and "mutual" in widget.status
     assert folder.drafts.untouched()  # the new result is the baseline: no draft, nothing to restore
+    qtbot.wait(1500)  # past the draft timer: the re-show wrote the layers, the person did not
+    assert folder.drafts.journal.stems() == [], "a draft was saved for an image nobody touched"
     folder.close()
 
 

@@ -176,6 +176,8 @@ class DraftKeeper(QObject):
 
     # ------------------------------------------------------------------ recording
     def _edited(self, event=None) -> None:
+        if self.outputs is not None and self.outputs.quiet:
+            return  # the dock writing the layers (a Run or re-show of ClipSAM's result), not the person
         self.timer.start()  # restarts: one write a second after the last edit
 
     def flush(self) -> None:
