@@ -65,3 +65,37 @@ def test_config_errors_and_plain_help(setup, tmp_path):
     for sub in (["weights"], ["weights", "download"], ["segment"], ["eval"], ["train"]):
         code, out, _ = run_cli(*sub, "--help")
         assert code == 0 and "``" not in out, sub
+
+
+def test_a_changed_split_keeps_written_images_where_they_are_and_overwrite_moves_them(setup, tmp_path):
+    """`segment` again with another --val-fraction on a folder it wrote: no image ends up in both YOLO splits
+    (a note says which stayed); --overwrite re-splits, leaving no copy in the old split; the split line counts
+    what is on disk."""
+    import re
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for p in sorted((setup["data"] / "metal" / "test").glob("*/*.png")):
+        shutil.copy(p, inp / f"{p.parent.name}_{p.name}")
+    out = tmp_path / "out"
+    fast = [*setup["args"], "--image-size", "56", "--no-mutual", "--formats", "yolo", "coco"]
+
+    def on_disk(split):
+        return sorted(p.stem for p in (out / "yolo" / "labels" / split).glob("*.txt"))
+
+    def split_line(stdout):
+        return tuple(map(int, re.search(r"split: (\d+) train, (\d+) val", stdout).groups()))
+
+    code, stdout, err = run_cli("segment", inp, "--object", "metal", "--out", out, "--val-fraction", "0", *fast)
+    assert code == 0, err
+    assert len(on_disk("train")) == 3 and on_disk("val") == [] and split_line(stdout) == (3, 0)
+    code, stdout, err = run_cli("segment", inp, "--object", "metal", "--out", out, "--val-fraction", "1", *fast)
+    assert code == 0, err
+    assert "3 image(s) keep the train/val split they were written in" in err and "--overwrite" in err
+    assert len(on_disk("train")) == 3 and on_disk("val") == [] and split_line(stdout) == (3, 0)
+    code, stdout, err = run_cli("segment", inp, "--object", "metal", "--out", out, "--val-fraction", "1",
+                                "--overwrite", *fast)
+    assert code == 0, err
+    assert on_disk("train") == [] and len(on_disk("val")) == 3 and split_line(stdout) == (0, 3)
+    assert not any((out / "yolo" / "images" / "train").glob("*")) and not any((out / "coco" / "images" /
+                                                                                "train").glob("*"))

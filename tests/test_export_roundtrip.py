@@ -323,3 +323,32 @@ def test_split_is_seeded_and_stable_when_images_are_added():
     assert 0.17 < share < 0.23  # default val_fraction 0.2
     assert [dataset_split(k, 0.2, seed=1) for k in first] != list(first.values())
     assert {dataset_split(k, 0.0) for k in first} == {"train"} and {dataset_split(k, 1.0) for k in first} == {"val"}
+
+
+def test_an_image_keeps_its_split_and_overwrite_moves_it_without_leaving_a_copy(tmp_path):
+    """Exporting an image again with another split setting never puts it in both train and val (Ultralytics would
+    validate on training images): without overwrite it stays where it was written; with overwrite it moves and
+    its files in the old split go. COCO, read back with pycocotools, names the file where it is."""
+    from pycocotools.coco import COCO
+
+    inst = hand_made_maps()["basic"]
+    source = tmp_path / "plate.png"
+    iio.imwrite(source, np.random.default_rng(0).integers(0, 255, inst.shape, dtype=np.uint8))
+    out = tmp_path / "out"
+    opts = dict(formats=["yolo", "coco", "mvtec"], image_file=source, dataset_images=True)
+
+    def files(split):
+        return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and f"/{split}/" in
+                      f"/{p.relative_to(out).as_posix()}")
+
+    first = export_pseudo_labels(out, "plate", inst, val_fraction=0.0, **opts)
+    assert first.split == "train" and len(files("train")) == 3 and files("val") == []
+    again = export_pseudo_labels(out, "plate", inst, val_fraction=1.0, **opts)  # the rule now says val
+    assert again.split == "train" and files("val") == [] and not again.removed
+    moved = export_pseudo_labels(out, "plate", inst, val_fraction=1.0, overwrite=True, **opts)
+    assert moved.split == "val" and files("train") == [] and len(files("val")) == 3
+    assert sorted(p.relative_to(out).as_posix() for p in moved.removed) == [
+        "coco/images/train/plate.png", "yolo/images/train/plate.png", "yolo/labels/train/plate.txt"]
+    coco = COCO(str(out / "coco" / "annotations.json"))
+    assert [img["file_name"] for img in coco.dataset["images"]] == ["images/val/plate.png"]
+    assert (out / "coco" / coco.dataset["images"][0]["file_name"]).is_file()

@@ -163,7 +163,7 @@ def plan_job(args) -> SegmentJob:
     exporter's own definition). Removes temporary files an interrupted run left and merges its COCO shards.
     Raises a :class:`~napari_clipsam.errors.ClipSAMUserError` naming a bad option or input."""
     from ..clip.text_prompts import clean_object_name
-    from ..export import FORMATS, clean_stale_files, dataset_split, image_done, merge_coco
+    from ..export import FORMATS, clean_stale_files, dataset_split, image_done, merge_coco, resolve_split
     from ..export.dataset import IMAGE_SUFFIXES, check_split_options
     from .segment_groups import MUTUAL, check_group_size, choose_mode, folder_groups
     from .segment_inputs import collect_images, labelled_for_other_objects, normal_images, stems_for
@@ -210,7 +210,13 @@ def plan_job(args) -> SegmentJob:
             note(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run")
         if "coco" in formats:
             merge_coco(out)  # shards an interrupted run did not merge yet
-    split = {f: dataset_split(stems[f], args.val_fraction, args.split_seed) for f in files}
+    split = {f: resolve_split(out, stems[f], formats, args.val_fraction, args.split_seed, args.overwrite)[0]
+             for f in files}  # an image written before keeps its split unless --overwrite
+    stayed = [f for f in files if split[f] != dataset_split(stems[f], args.val_fraction, args.split_seed)]
+    if stayed:
+        note(f"{len(stayed)} image(s) keep the train/val split they were written in, which --val-fraction "
+             f"{args.val_fraction:g} / --split-seed {args.split_seed} would change (no image is put in both); "
+             "add --overwrite to re-split them.")
     with_images = args.dataset_images and bool({"coco", "yolo"} & set(formats))
 
     def suffix(item) -> str | None:

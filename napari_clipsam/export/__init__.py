@@ -41,7 +41,7 @@ from ..io.atomic import AtomicBatch
 from .coco import COCO_FILE, coco_annotations
 from .coco_merge import encode_coco_shard, merge_coco
 from .dataset import ORIGINALS_DIR, DatasetImage, dataset_split, image_payload, relative_posix
-from .done import format_files, image_done, unfinished_formats
+from .done import format_files, image_done, resolve_split, unfinished_formats
 from .locking import clean_stale_files, folder_lock
 from .mvtec import encode_mvtec_mask, mvtec_mask_path, read_mvtec_mask
 from .provenance import PROVENANCE_DIR, encode_provenance, package_version, provenance_path
@@ -70,6 +70,7 @@ __all__ = [
     "write_export",
     "export_pseudo_labels",
     "dataset_split",
+    "resolve_split",
     "image_done",
     "merge_coco",
     "clean_stale_files",
@@ -99,7 +100,9 @@ class ExportReport:
         written: files created or replaced, in writing order (provenance first; the merged
             ``coco/annotations.json`` last when the shard was merged).
         skipped: existing files left untouched because ``overwrite`` was False.
-        split: ``"train"`` or ``"val"``, the image's split in the dataset.
+        removed: the image's files in the other split, removed because ``overwrite`` moved it (:mod:`.done`).
+        split: ``"train"`` or ``"val"``, the image's split in the dataset (the one it was written in before,
+            unless ``overwrite``).
         summary: what the formats could not hold, in pixels or counts (0 when nothing was written):
             ``yolo_dropped_pieces`` / ``yolo_dropped_pixels`` (pieces below the minimum area),
             ``yolo_hole_pixels`` (hole pixels a YOLO polygon fills), ``yolo_bridge_pixels`` (background
@@ -111,6 +114,7 @@ class ExportReport:
 
     written: list[Path] = dataclasses.field(default_factory=list)
     skipped: list[Path] = dataclasses.field(default_factory=list)
+    removed: list[Path] = dataclasses.field(default_factory=list)
     split: str = "train"
     summary: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SUMMARY_KEYS, 0))
     n_verified: int = 0
@@ -145,11 +149,15 @@ def write_export(request: ExportRequest) -> ExportReport:
     """
     if not isinstance(request, ExportRequest):
         raise ExportError(f"write_export takes an ExportRequest, got {type(request).__name__}")
-    split = dataset_split(request.stem, request.val_fraction, request.split_seed)
     payload = image_payload(request.image_file, request.image, request.contrast_limits) \
         if request.writes_images else None
     with folder_lock(request.out_dir):  # shared files are read, merged and written by one process at a time
+        split, leaving = resolve_split(request.out_dir, request.stem, request.formats, request.val_fraction,
+                                       request.split_seed, request.overwrite)
         report, coco_written = _export_locked(request, split, payload)
+        for path in leaving:  # overwrite moved the image to another split: its old copies go
+            path.unlink(missing_ok=True)
+            report.removed.append(path)
         if coco_written and request.coco_merge:
             merged = merge_coco(request.out_dir, [request.stem])
             if merged is not None:

@@ -19,6 +19,11 @@ its format as unfinished and the next export writes that format again in full. A
 but which is newer than the provenance was changed after the export (by a person): it is left alone. A file
 no record mentions (made by hand, or by an earlier version) also counts as present and is never replaced
 without ``overwrite``.
+
+An image keeps the split it was written in (:func:`resolve_split`): exporting it again with another
+``val_fraction`` or ``split_seed`` finds its YOLO / COCO files in their split's folders and leaves them there, so
+one image never sits in both ``train`` and ``val``; with ``overwrite`` it moves to the split the settings give and
+its files in the other split are removed.
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ from ..errors import ExportError
 from ..io.verified import sha256_file
 from .coco import COCO_FILE, coco_file_stems
 from .coco_merge import coco_shard_path
+from .dataset import IMAGE_SUFFIXES, SPLITS, dataset_split
 from .mvtec import mvtec_mask_path
 from .provenance import provenance_path, read_provenance
 from .tiff import label_tiff_paths
 from .yolo import data_yaml_path, read_data_yaml, yolo_image_path, yolo_label_path
 
-__all__ = ["format_files", "unfinished_formats", "image_done"]
+__all__ = ["format_files", "unfinished_formats", "image_done", "split_files", "resolve_split"]
 
 
 def format_files(out_dir: Path, stem: str, fmt: str, split: str, image_suffix: str | None) -> list[Path]:
@@ -51,6 +57,35 @@ def format_files(out_dir: Path, stem: str, fmt: str, split: str, image_suffix: s
         image = [yolo_image_path(out_dir, stem, split, image_suffix)] if image_suffix else []
         return [yolo_label_path(out_dir, stem, split)] + image
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def split_files(out_dir: Path, stem: str, split: str, formats) -> list[Path]:
+    """The files of ``stem`` on disk in one split's folders, for the requested formats: YOLO's label and
+    image, COCO's image (the formats without splits have none)."""
+    out_dir, found = Path(out_dir), []
+    if "yolo" in formats:
+        found.append(yolo_label_path(out_dir, stem, split))
+        found += [yolo_image_path(out_dir, stem, split, suffix) for suffix in IMAGE_SUFFIXES]
+    if "coco" in formats:
+        found += [out_dir / COCO_FILE.parent / "images" / split / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES]
+    return [p for p in found if p.is_file()]
+
+
+def resolve_split(out_dir: Path, stem: str, formats, val_fraction: float, seed: int,
+                  overwrite: bool) -> tuple[str, list[Path]]:
+    """``(split, leaving)``: where the export of ``stem`` goes, and (only with ``overwrite``) its files in the
+    other split, which the export removes once the new ones are in place (see the module notes).
+
+    The split :func:`~.dataset.dataset_split` gives, unless the image's files are already in the other split
+    and not in that one: then, without ``overwrite``, it stays where it was written."""
+    wanted = dataset_split(stem, val_fraction, seed)
+    other = next(s for s in SPLITS if s != wanted)
+    there = split_files(out_dir, stem, other, formats)
+    if not there:
+        return wanted, []
+    if overwrite:
+        return wanted, there
+    return (wanted if split_files(out_dir, stem, wanted, formats) else other), []
 
 
 def unfinished_formats(
