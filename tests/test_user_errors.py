@@ -144,6 +144,8 @@ def test_cli_user_errors_are_one_line_exit_2_before_any_model(tmp_path, no_model
         "local SAM missing": ([*seg, "plate", "--sam-model", f"local-dir:{tmp_path / 'nosam'}"], "does not exist"),
         "local SAM bad config": ([*seg, "plate", "--sam-model", f"local-dir:{bad_sam}"], "is not valid JSON"),
         "SAM checkpoint folder": ([*seg, "plate", "--sam-checkpoint", tmp_path], "is a folder, not a file"),
+        "out under a file": (["segment", img, "--out", img / "labels", "--object", "x"],
+                             f"{img} is a file, not a folder"),
     }
     for name, (args, expected) in cases.items():
         code, out, err = cli(*args)
@@ -199,6 +201,14 @@ def test_umci_checkpoint_missing_keys_or_empty(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(WeightsUnavailableError, match="empty.*train a new one"):
         read_umci(path)
+    import pickle
+
+    for content in (b"category,image_auroc\nmetal,0.5\n" * 20, pickle.dumps({"a": print})):  # a CSV, a pickle
+        path.write_bytes(content)
+        with pytest.raises(WeightsUnavailableError, match="could not be read as a PyTorch checkpoint") as info:
+            read_umci(path)
+        msg = str(info.value)  # one short line: not torch's advice to unpickle unsafely, nor the file quoted
+        assert "\n" not in msg and len(msg) < 400 and "weights_only" not in msg and "\x1b" not in msg, msg
 
 
 @pytest.mark.parametrize("cfg_text,sam_bytes,expected", [

@@ -158,6 +158,22 @@ class SegmentJob:
         return EXIT_FAILED if self.failed else EXIT_OK
 
 
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Refuse, before any model loads, a folder that cannot be made or written: the nearest existing folder on
+    its path must be a folder this user may write in."""
+    import os
+
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PathKindError(f"{option} {folder} cannot be made: {existing} is a file, not a folder. Give a folder "
+                            "path whose parents are folders.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is" if existing == folder else f"would be made inside {existing}, which is"
+        raise PathKindError(f"{option} {folder} {what} not writable by you; choose a folder you can write to.")
+
+
 def plan_job(args) -> SegmentJob:
     """Check the options, find the images and decide what to compute (resume: the images not done, by the
     exporter's own definition). Removes temporary files an interrupted run left and merges its COCO shards.
@@ -195,6 +211,7 @@ def plan_job(args) -> SegmentJob:
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise PathKindError(f"--out {out} is a file; give a folder for the pseudo-labels.")
+    check_writable_folder(out, "--out")
     extensions = split_list(args.extensions)
     if not extensions:
         raise InvalidInputError("--extensions is empty; give file suffixes such as .png,.tif")
