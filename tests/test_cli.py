@@ -373,9 +373,12 @@ def test_weights_list_and_verify(tmp_path):
     copied = tmp_path / "copied.pth"
     copied.write_bytes(bogus)
     code, out, err = cli("weights", "verify", "vit_h", "--file", copied)
-    assert code == 1 and "vit_h: FAILED" in err and str(copied) in err
+    assert code == 1 and "vit_h: FAILED" in err and str(copied) in err and "not the official SAM vit_h file" in err
+    assert "Delete it" not in err and "left as it is" in err and copied.read_bytes() == bogus  # the person's file
     code, _, err = cli("weights", "verify", "vit_x")
     assert code == 2 and "Unknown SAM weights vit_x" in err
+    code, _, err = cli("weights", "verify", "clip")
+    assert code == 2 and "checks SAM files" in err and "each time it is loaded" in err
     code, _, err = cli("weights", "verify", "vit_b", "--file", tmp_path / "missing.pth")
     assert code == 2 and "missing.pth does not exist" in err
 

@@ -171,6 +171,10 @@ def run_verify(args) -> int:
     from ..weights.registry import SAM_CHECKPOINTS
 
     unknown = [n for n in args.names if n not in SAM_NAMES]
+    others = [n for n in unknown if n in NAMES]
+    if others:
+        raise InvalidInputError(f"`weights verify` checks SAM files ({', '.join(SAM_NAMES)}); {', '.join(others)} "
+                                "is checked against its SHA-256 each time it is loaded (and by `weights download`).")
     if unknown:
         raise InvalidInputError(f"Unknown SAM weights {', '.join(unknown)}; choose from {', '.join(SAM_NAMES)}.")
     if args.file is not None:
@@ -188,10 +192,27 @@ def run_verify(args) -> int:
     bad = 0
     for name, path in checks:
         try:
-            verify(path, SAM_CHECKPOINTS[name])
+            if args.file is not None:
+                _verify_given(path, SAM_CHECKPOINTS[name])
+            else:
+                verify(path, SAM_CHECKPOINTS[name])
         except WeightsUnavailableError as exc:
             bad += 1
             note(f"{name}: FAILED: {exc}")
         else:
             print(f"{name}: OK ({path}, sha256 {SAM_CHECKPOINTS[name].sha256[:12]}…)")
     return EXIT_FAILED if bad else EXIT_OK
+
+
+def _verify_given(path: Path, spec) -> None:
+    """``--file``: the person's own copy, checked and left where it is (the cache's advice, to delete it and
+    copy the download into the cache folder, is not for a file they chose)."""
+    from ..errors import WeightsUnavailableError
+    from ..io.verified import sha256_memoised
+
+    digest = sha256_memoised(path)
+    if digest != spec.sha256:
+        raise WeightsUnavailableError(
+            f"{path} is not the official {spec.name} file: its SHA-256 is {digest}, the official one's "
+            f"{spec.sha256} (another file, or an incomplete copy). The file was left as it is; copy {spec.url} "
+            "again and check the copy.")
