@@ -95,6 +95,9 @@ def test_report_refuses_a_folder_that_is_not_a_labels_folder(labels, tmp_path):
     assert done.returncode == 2
     assert "not a labels folder" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "r.html").exists()
+    root, _ = labels
+    done = _cli("report", root / "out", "--out", tmp_path, env=env)  # --out a folder: name the file to write
+    assert done.returncode == 2 and "is a folder; give the HTML file to write" in done.stderr
 
 
 def test_report_reads_a_coco_only_export_and_says_when_it_has_no_masks_to_read(tmp_path):

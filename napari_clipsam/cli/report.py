@@ -12,7 +12,7 @@ from pathlib import Path
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("report", help="write an HTML report of a labels folder (worst images first)",
-                              description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+                              description=__doc__.split("\n\n", 1)[1].replace("``", "") if __doc__ else None)
     p.add_argument("folder", type=Path, metavar="LABELS_FOLDER",
                    help="the --out folder of `napari-clipsam segment` or of the folder review")
     p.add_argument("--out", type=Path, default=None,
@@ -25,8 +25,12 @@ def run(args) -> int:
     from ..report import collect_rows, render_report
     from ..io.atomic import AtomicBatch
 
-    rows = collect_rows(args.folder)
     out = args.out if args.out is not None else args.folder / "clipsam_report.html"
+    if out.is_dir():
+        from ..errors import PathKindError
+
+        raise PathKindError(f"--out {out} is a folder; give the HTML file to write, e.g. {out / 'report.html'}.")
+    rows = collect_rows(args.folder)
     html = render_report(args.folder, rows)
     with AtomicBatch() as batch:
         batch.stage(out, html.encode("utf-8"))
