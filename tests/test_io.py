@@ -92,6 +92,18 @@ def test_channel_first_arrays_are_refused_but_channel_first_files_are_read(tmp_p
         read_image(tmp_path / "planar.tif", frame=0)
 
 
+def test_empty_and_undecodable_image_files_say_what_is_wrong(tmp_path):
+    """A 0-byte file is called empty, and bytes no decoder knows are called that: not imageio's advice to install
+    plugins (pyav, opencv) for what is a broken file."""
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "junk.jpg").write_bytes(b"this is not a jpeg at all")
+    with pytest.raises(InvalidInputError, match=r"empty\.jpg is empty \(0 bytes\)"):
+        read_image(tmp_path / "empty.jpg")
+    with pytest.raises(InvalidInputError) as info:
+        read_image(tmp_path / "junk.jpg")
+    assert "junk.jpg" in str(info.value) and "pip install" not in str(info.value) and "\n" not in str(info.value)
+
+
 def test_atomic_file_never_leaves_half_a_file(tmp_path):
     target = tmp_path / "sub" / "settings.json"
     with atomic_file(target) as f:  # the folder is created

@@ -50,6 +50,9 @@ def read_image(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     require_file(path, "Image file", "Give an image file (was it moved or deleted?)")
+    if path.stat().st_size == 0:
+        raise InvalidInputError(f"Image file {path} is empty (0 bytes): an interrupted copy or download? Copy it "
+                                "again, or remove it from the folder.")
     try:
         if path.suffix.lower() in _TIFF:
             pixels = _read_tiff(path)
@@ -58,7 +61,10 @@ def read_image(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
 
             pixels = np.asarray(iio.imread(path))
     except Exception as err:  # the decoders raise many unrelated types
-        raise InvalidInputError(f"Could not read image file {path}: {err}. Check that it is a valid PNG/JPEG/BMP/TIFF "
+        why = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+        if why.startswith("Could not find a backend"):  # imageio's words for "no decoder knows these bytes"
+            why = "no image decoder recognises its content"
+        raise InvalidInputError(f"Could not read image file {path}: {why}. Check that it is a valid PNG/JPEG/BMP/TIFF "
                                 "and not truncated.") from err
     if frame is None:
         return pixels
