@@ -122,6 +122,9 @@ def test_train_resume_continues_and_matches_an_uninterrupted_run(setup, tmp_path
     # an existing checkpoint is never replaced silently
     code, _, err = cli("train", *base, "--epochs", 3, "--out", tmp_path / "part.pt")
     assert code == 2 and "already exists" in err and "--resume" in err and "Traceback" not in err
+    code, _, err = cli("train", *base, "--epochs", 0, "--lr", "-1", "--out", tmp_path / "zero.pt")
+    assert code == 2 and "--epochs 0 (must be at least 1); --lr -1 (must be greater than 0)" in err, err
+    assert "--batch-size" not in err and not (tmp_path / "zero.pt").exists()
     code, out, err = cli("train", *base, "--epochs", 3, "--out", tmp_path / "part.pt", "--resume")
     assert code == 0, err
     assert "resumed after epoch 1" in out

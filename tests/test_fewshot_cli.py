@@ -63,6 +63,9 @@ def test_segment_normal_errors_name_the_folder(setup, tmp_path):
     code, _, err = cli("segment", inputs, "--object", "metal", "--out", tmp_path / "o", "--normal",
                        setup["data"] / "metal" / "train" / "good", "--fewshot-weight", "2", *setup["args"])
     assert code == 2 and "fewshot_weight" in err
+    code, _, err = cli("segment", inputs, "--object", "metal", "--out", tmp_path / "o", "--fewshot-weight", "0.3",
+                       "--extensions", ",", *setup["args"])  # stops at the empty --extensions, after the note
+    assert code == 2 and "--fewshot-weight 0.3 has no effect without --normal" in err
 
 
 @pytest.mark.slow  # several evaluations (~8 s); `segment` with references stays in the default run

@@ -87,6 +87,9 @@ def run(args) -> int:
     dataset = open_dataset(args.dataset_root, args.layout, split_list(args.categories), split="test")
     train = open_dataset(args.dataset_root, args.layout, split_list(args.categories), split="train") if shots else None
     weight = {} if args.fewshot_weight is None else {"fewshot_weight": args.fewshot_weight}
+    if weight and not shots:
+        note(f"--fewshot-weight {args.fewshot_weight:g} has no effect without --shots (the few-shot map it weighs "
+             "comes from normal references).")
     cfg = engine_config(args, **weight)
     if args.rough_only:
         cfg = without_sam(cfg)

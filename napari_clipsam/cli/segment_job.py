@@ -204,6 +204,9 @@ def plan_job(args) -> SegmentJob:
     weight = {} if args.fewshot_weight is None else {"fewshot_weight": args.fewshot_weight}
     cfg = engine_config(args, **weight)  # refuse bad engine options before looking at any image
     normal = normal_images(args.normal, args.extensions) if args.normal is not None else []
+    if args.fewshot_weight is not None and args.normal is None:
+        note(f"--fewshot-weight {args.fewshot_weight:g} has no effect without --normal (the few-shot map it "
+             "weighs comes from normal references).")
     if normal:
         from ..clip.fewshot import check_settings
 

@@ -70,8 +70,7 @@ def run(args) -> int:
     if out.exists() and not args.overwrite and (resume is None or out.resolve() != resume.resolve()):
         raise OutputExistsError(f"Checkpoint {out} already exists; add --resume to continue it or --overwrite to "
                                 "train a new one in its place.")
-    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.cache_gb <= 0:
-        raise InvalidInputError("--epochs and --batch-size must be at least 1, --lr and --cache-gb greater than 0.")
+    check_numbers(args, args.epochs)
 
     dataset = open_dataset(args.dataset_root, args.layout, split_list(args.categories), split="test")
     overrides = {}
@@ -106,8 +105,7 @@ def run_review(args) -> int:
         raise InvalidInputError("--resume is not available with --layout review (an adaptation is short); train "
                                 "again, the new checkpoint gets a new name.")
     epochs = ADAPT_EPOCHS if args.epochs is None else args.epochs
-    if epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.cache_gb <= 0:
-        raise InvalidInputError("--epochs and --batch-size must be at least 1, --lr and --cache-gb greater than 0.")
+    check_numbers(args, epochs)
     names = split_list(args.categories) or []
     if len(names) > 1:
         raise InvalidInputError(f"--layout review trains one object; give at most one --categories name, got {names}.")
@@ -129,3 +127,14 @@ def run_review(args) -> int:
     print(f"train: {report.summary()}; provenance {report.sidecar}; last losses {losses}. Use it with "
           f"--umci {report.checkpoint} (or the dock's UMCI weights).")
     return EXIT_OK
+
+
+def check_numbers(args, epochs: int) -> None:
+    """InvalidInputError naming each of --epochs, --batch-size (≥ 1), --lr, --cache-gb (> 0) that is out of range."""
+    wrong = [f"{flag} {value:g} (must be {rule})" for flag, value, ok, rule in (
+        ("--epochs", epochs, epochs >= 1, "at least 1"), ("--batch-size", args.batch_size, args.batch_size >= 1,
+                                                          "at least 1"),
+        ("--lr", args.lr, args.lr > 0, "greater than 0"), ("--cache-gb", args.cache_gb, args.cache_gb > 0,
+                                                           "greater than 0")) if not ok]
+    if wrong:
+        raise InvalidInputError(f"Out of range: {'; '.join(wrong)}.")
