@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -312,15 +313,31 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- errors
+def _warning_as_note(message, category, filename, lineno, file=None, line=None) -> None:
+    """How a warning reaches a CLI user: ClipSAM's own UserWarnings (a checkpoint used differently from its
+    training, a config fitted to its models) as a ``note: …`` line like the CLI's other notes; any other warning
+    in Python's usual form, file and line included (it comes from a library: worth reporting)."""
+    import warnings
+
+    if issubclass(category, UserWarning) and f"{os.sep}napari_clipsam{os.sep}" in str(filename):
+        note(f"note: {' '.join(str(message).split())}")
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a subcommand. A user error (:class:`~napari_clipsam.errors.ClipSAMUserError`: a bad setting, argument,
     file, or unavailable weights) becomes an ``error: …`` message on stderr (one line, or the message's own lines
     when it lists several things, e.g. missing weights files) and exit code 2 (no traceback, unless
     ``--traceback``). Any other exception is a bug: it propagates with its traceback (exit code 1)."""
+    import warnings
+
     from ..errors import ClipSAMUserError
 
     try:
-        return int(func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_as_note  # the stdlib's documented hook, for this run only
+            return int(func(args) or 0)
     except KeyboardInterrupt:
         note("interrupted")
         return EXIT_INTERRUPTED
