@@ -74,6 +74,9 @@ def test_default_is_mutual_for_five_images_and_no_mutual_is_per_image(setup, tmp
     code, stdout, err = run_cli("segment", setup["images"], "--object", "metal", "--out", out, *setup["args"])
     assert code == 0 and "1 done, 5 skipped" in stdout, err
     assert mask.read_bytes() == before and (out / "masks" / "img0_mask.png").stat().st_mtime_ns == kept
+    # ... and the summary still ranks the whole folder: the skipped images by the scores their provenance keeps
+    listed = next(line for line in stdout.splitlines() if "highest image scores" in line).split(": ", 1)[1]
+    assert [part.split()[0] for part in listed.split(", ")] == sorted(scores, key=lambda k: -scores[k])
 
     per = tmp_path / "per"
     code, stdout, err = run_cli("segment", setup["images"], "--object", "metal", "--out", per, "--no-mutual",

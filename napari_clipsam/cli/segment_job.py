@@ -125,6 +125,26 @@ class SegmentJob:
             merge_coco(self.out)
 
     # ------------------------------------------------------------------ end of run
+    def kept_scores(self) -> dict:
+        """The image scores a skipped image's provenance holds (the run that wrote it), so a resumed run's
+        summary ranks the whole folder, not only the images it redid."""
+        from ..errors import ExportError
+        from ..export.provenance import provenance_path, read_provenance
+        from ..report.collect import score_of
+
+        pending, kept = set(self.todo), {}
+        for item in self.files:
+            if item in pending:
+                continue
+            try:
+                records = read_provenance(provenance_path(self.out, self.stems[item]))
+            except (OSError, ExportError):
+                continue  # unreadable: the report says why; the summary just leaves it out
+            score = score_of(records[-1]) if records else None
+            if score is not None:
+                kept[item] = score
+        return kept
+
     def report(self, seconds: float, timing: str = "") -> int:
         """Print the summary (stdout) and return the exit code (1 when an image failed)."""
         a = self.args
@@ -142,8 +162,9 @@ class SegmentJob:
         if self.done:
             print(f"  objects exported: {self.objects['pseudo']} pseudo-label(s) (unreviewed), "
                   f"{self.objects['verified']} verified by a person")
-        if self.scores:
-            top = sorted(self.scores.items(), key=lambda kv: -kv[1])[:TOP_SCORES]
+        scores = {**self.kept_scores(), **self.scores}
+        if scores:
+            top = sorted(scores.items(), key=lambda kv: -kv[1])[:TOP_SCORES]
             print(f"  highest image scores (review these first; napari-clipsam report {self.out}): "
                   + ", ".join(f"{self.stems[item]} {score:.3f}" for item, score in top))
         failed = {f for f, _ in self.failed}
