@@ -90,7 +90,9 @@ def test_settings_remembered(make_widget, tmp_path, make_napari_viewer):
     widget.c.mask_threshold.setValue(0.7)
     widget.classes.add("scratch")
     widget.c.formats["yolo"].setChecked(False)
+    widget.c.overwrite.setChecked(True)
     _, widget2 = make_widget(viewer=make_napari_viewer())
+    assert not widget2.c.overwrite.isChecked()  # never remembered: replacing saved labels is asked for each time
     assert widget2.object_name == "machined part"  # make_widget sets it; the saved value was read before
     assert widget2.settings.object_name == "pcb"
     assert widget2.c.mask_threshold.value() == pytest.approx(0.7)

@@ -104,7 +104,8 @@ TOOLTIPS = {
     "format_tiff": "labels/<name>.tif + .json: 16-bit instance ids and their classes.",
     "format_coco": "coco/annotations.json: instances as RLE masks, shared by all images of the folder.",
     "format_yolo": "yolo/labels/<name>.txt + yolo/data.yaml: YOLO segmentation polygons.",
-    "overwrite": "Replace this image's files if they exist (otherwise they are kept and reported as skipped).",
+    "overwrite": "Replace this image's files if they exist (otherwise they are kept and reported as skipped). "
+                 "Off again in every new session.",
     "keep_original": "The dataset's images are 8-bit, mapped as ClipSAM saw them (the layer's contrast limits); "
                      "tick to also keep a 16-bit (or float) image as it was, in originals/.",
     "export": "Export the masks of the chosen image (per frame for a stack: <name>_f003) with their classes, "

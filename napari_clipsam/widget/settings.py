@@ -36,7 +36,9 @@ def settings_path() -> Path:
 
 @dataclass
 class WidgetSettings:
-    """Everything the widget remembers between sessions (preset and thresholds: the default config's)."""
+    """Everything the widget remembers between sessions (preset and thresholds: the default config's). Not
+    *overwrite*: every session starts with it off, so a tick from another day never lets an Export or an Accept
+    replace saved labels."""
 
     object_name: str = "object"
     preset: str = DEFAULT_PRESET
@@ -52,7 +54,6 @@ class WidgetSettings:
     classes: list[str] = field(default_factory=lambda: ["defect"])
     export_dir: str = ""
     formats: list[str] = field(default_factory=lambda: list(FORMATS))
-    overwrite: bool = False
     qa_input: str = ""
     qa_output: str = ""
     aligned_parts: bool = False  # folder mutual scoring with the aligned window (parts in a fixture)

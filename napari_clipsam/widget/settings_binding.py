@@ -17,7 +17,7 @@ CONTROL_OF = {  # WidgetSettings field → Controls attribute
     "object_name": "object_name", "preset": "preset", "device": "device", "backend": "backend",
     "umci_weights": "umci", "clip_weights": "clip_weights", "sam_weights": "sam_weights",
     "prompt_threshold": "prompt_threshold", "mask_threshold": "mask_threshold", "alpha": "alpha",
-    "all_frames": "all_frames", "export_dir": "export_dir", "overwrite": "overwrite",
+    "all_frames": "all_frames", "export_dir": "export_dir",
     "qa_input": "qa_input", "qa_output": "qa_output", "aligned_parts": "aligned",
 }
 PANEL_CONTROLS = {"qa_file_order": "qa_file_order"}  # WidgetSettings field → object name of a panel's control
