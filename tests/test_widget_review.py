@@ -36,6 +36,10 @@ def test_folder_review_accept_reject_resume(qtbot, make_widget, tmp_path, make_n
     assert widget.folder.layer is first and first.name == "img1.png"  # same layer, next image
     assert widget.outputs_for(first).masks.name == "img1.png masks" and len(viewer.layers) == 5
     qtbot.waitUntil(lambda: not widget.busy and None in widget.outputs_for(first).results, timeout=WAIT_MS)
+    # the next image's Run took the status line; what Accept wrote stays in the tab
+    assert "Accepted img0.png" not in widget.status
+    assert widget.c.qa_verdict.text().startswith("img1.png: undecided\nLast: Accepted img0.png: ")
+    assert "file(s) written" in widget.c.qa_verdict.text()
     assert widget.folder.prefetch_hits == 1  # image 1 was segmented in the background while image 0 was shown
     assert widget.folder.reject()
     assert widget.c.qa_progress.text().startswith("3 / 3, 1 accepted, 1 rejected")

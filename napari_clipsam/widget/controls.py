@@ -115,7 +115,8 @@ TOOLTIPS = {
     "qa_browse": "Choose a folder.",
     "qa_open": "Open the review: resumes at the first image without a verdict and runs ClipSAM on it.",
     "qa_progress": "Position in the folder and the verdicts so far.",
-    "qa_verdict": "The current image and its verdict (undecided, accepted, rejected or skipped).",
+    "qa_verdict": "The current image and its verdict (undecided, accepted, rejected or skipped), and what the "
+                  "last verdict did (files written, labels replaced).",
     "qa_accept": "Export the current masks with their classes and go to the next image (Alt+A). Labels saved "
                  "before for this image are replaced only with 'overwrite existing files' ticked.",
     "qa_reject": "Mark the image as rejected (no labels) and go to the next image (Alt+R).",
@@ -379,7 +380,9 @@ def build_controls(parent: QWidget) -> Controls:
     qform.addRow(c["qa_open"])
     c["qa_progress"] = _tip(QLabel("no folder open"), "qa_progress")
     c["qa_verdict"] = _tip(QLabel(""), "qa_verdict")
-    qform.addRow(c["qa_progress"], c["qa_verdict"])
+    for label in (c["qa_progress"], c["qa_verdict"]):  # a row each, wrapped: long names must not widen the dock
+        label.setWordWrap(True)
+        qform.addRow(label)
     c["qa_accept"], c["qa_reject"], c["qa_skip"] = (_tip(QPushButton(t), k) for t, k in
                                                     (("Accept", "qa_accept"), ("Reject", "qa_reject"),
                                                      ("Skip", "qa_skip")))

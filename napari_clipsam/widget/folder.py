@@ -6,10 +6,8 @@ the widget's normal Run, so Cancel, progress and the correction loop work as usu
 ``i``, a :class:`~napari_clipsam.review.Prefetcher` segments image ``i + 1`` in the background; moving on then
 only waits for (or reuses) that result.
 
-Keys, bound on the viewer only while a review is open (and exactly these unbound on Close): Alt+Right next,
-Alt+Left previous, Alt+A accept, Alt+R reject, Alt+D skip (defer), Alt+G good part (accepted with no objects and
-added to the normal references), Alt+N next flagged. None of them is a napari shortcut (napari's
-Alt+S saves a screenshot).
+Keys (Alt+A accept, Alt+R reject, Alt+D skip, Alt+G good part, Alt+N next flagged, Alt+arrows) are bound on the
+viewer only while a review is open: :mod:`.review_keys`.
 
 Next, Previous and the move after a verdict follow the review order of :mod:`.folder_order` (worst first once
 the folder is scored, or file order); the table there opens any image.
@@ -35,13 +33,12 @@ from .controls import Controls
 from .folder_order import ReviewOrdering
 from .labels_export import frame_provenance
 from .review_drafts import DraftKeeper
+from .review_keys import ReviewKeys
 from .review_layers import ReviewLayers
 from .source import frame_count
 from .workers import threshold_settings
 
 log = logging.getLogger(__name__)
-KEYS = {"Alt-Right": "next_image", "Alt-Left": "previous_image", "Alt-A": "accept", "Alt-R": "reject",
-        "Alt-D": "skip", "Alt-G": "accept_as_reference", "Alt-N": "next_flagged"}
 
 
 class ReviewHost(Protocol):
@@ -83,7 +80,7 @@ class FolderPanel(QObject):
         self.prefetcher: Prefetcher | None = None
         self.prefetch_hits = 0  # runs that took their result from the prefetch
         self._queued = False
-        self._bound = False
+        self.keys = ReviewKeys(widget, self)
         self._image_ok = False
         self._complete = False
         c = controls
@@ -100,32 +97,12 @@ class FolderPanel(QObject):
         widget.run_finished.connect(self._on_run_finished)
         self.drafts = DraftKeeper(self)  # crash journal
         self.ordering = ReviewOrdering(self)  # worst first, the folder table
-        for label in (c.qa_progress, c.qa_verdict):  # long image names must not widen the dock
-            label.setWordWrap(True)
+        self._last = ""  # what the last verdict did, shown under the current image's verdict
         self._update_labels()
-
-    def _key_handler(self, method: str):
-        def handler(viewer):
-            getattr(self, method)()
-
-        return handler
-
-    def bind_keys(self) -> None:
-        if not self._bound:
-            for key, method in KEYS.items():
-                self.widget.viewer.bind_key(key, self._key_handler(method), overwrite=True)
-            self._bound = True
-
-    def unbind_keys(self) -> None:
-        """Unbind exactly the review keys (nothing else of the viewer's)."""
-        if self._bound:
-            for key in KEYS:
-                self.widget.viewer.bind_key(key, None)
-            self._bound = False
 
     def close(self) -> None:
         """Close the review: keys unbound, prefetch stopped; verdicts and labels stay on disk."""
-        self.unbind_keys()
+        self.keys.unbind()
         self.drafts.leave()
         self.ordering.close()
         if self.prefetcher is not None:
@@ -158,8 +135,8 @@ class FolderPanel(QObject):
             return False
         self.session = session
         self.drafts.open(session)
-        self._complete = False
-        self.bind_keys()
+        self._complete, self._last = False, ""
+        self.keys.bind()
         self.widget.save_settings()
         if self.ordering.open(session):  # scores kept from last time: worst first at once
             self.ordering.order.resume()
@@ -221,8 +198,8 @@ class FolderPanel(QObject):
             return False
         self.drafts.discard_current()
         note = " (replaced the labels saved before)" if differs else ""
-        self.widget.set_status(f"Accepted {self.session.key()}: {len(report.written)} file(s) written{note}; "
-                               f"{report.n_verified} object(s) recorded as verified by you.")
+        self._decided(f"Accepted {self.session.key()}: {len(report.written)} file(s) written{note}; "
+                      f"{report.n_verified} object(s) recorded as verified by you.")
         self._advance()
         return True
 
@@ -241,25 +218,32 @@ class FolderPanel(QObject):
         added, total = self.widget.add_references(frames, name)  # before the next image runs
         if not self.accept():
             return False
-        self.widget.set_status(f"{name} accepted as a good part and added to the normal references "
-                               f"({added} image(s); {total} in all).")
+        self._decided(f"{name} accepted as a good part and added to the normal references ({added} image(s); "
+                      f"{total} in all).")
         return True
 
     def reject(self) -> bool:
         """Record *rejected* (nothing written) and go to the next image."""
-        return self._decide(lambda: self.session.reject())
+        return self._decide(lambda: self.session.reject(), "Rejected")
 
     def skip(self) -> bool:
         """Leave the image undecided for now (*skipped*) and go to the next image."""
-        return self._decide(lambda: self.session.skip())
+        return self._decide(lambda: self.session.skip(), "Skipped")
 
-    def _decide(self, record) -> bool:
+    def _decide(self, record, verb: str) -> bool:
         if not self._can_decide():
             return False
         record()
         self.drafts.discard_current()
+        self._decided(f"{verb} {self.session.key()}.")
         self._advance()
         return True
+
+    def _decided(self, text: str) -> None:
+        """Say what a verdict did, on the status line and (kept while the next image runs) in the tab."""
+        self._last = text
+        self.widget.set_status(text)
+        self._update_labels()
 
     def next_image(self) -> None:
         """The next image in the review order (no verdict change)."""
@@ -495,4 +479,5 @@ class FolderPanel(QObject):
         self.c.qa_progress.setText(f"{position + 1} / {len(s)}, {counts['accepted']} accepted, "
                                    f"{counts['rejected']} rejected, {counts['skipped']} skipped")
         verdict = s.verdict()
-        self.c.qa_verdict.setText(f"{s.key()}: {verdict.value if verdict is not None else 'undecided'}")
+        self.c.qa_verdict.setText(f"{s.key()}: {verdict.value if verdict is not None else 'undecided'}"
+                                  + (f"\nLast: {self._last}" if self._last else ""))
