@@ -86,12 +86,12 @@ def read_review(labels_dir: str | Path) -> ReviewFolder:
     if not path.is_file():
         raise InvalidInputError(
             f"{labels_dir} is not a review's labels folder: it holds no {MANIFEST_NAME}. Give the output folder "
-            "you chose in the dock's Folder review (or `--layout folder` for an images/ + masks/ folder).")
+            "you chose in the dock's folder review (Review tab; or `--layout folder` for an images/ + masks/ folder).")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise InputFileError(f"The review's manifest {path} cannot be read ({err}); open the folder in the dock's "
-                             "Folder review once (it repairs or sets aside a damaged manifest).") from err
+                             "folder review (Review tab) once (it repairs or sets aside a damaged manifest).") from err
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT or not isinstance(doc.get("images"), dict):
         raise InvalidInputError(f"{path} is not a napari-clipsam review manifest (format {MANIFEST_FORMAT!r} "
                                 "with an 'images' table expected).")

@@ -1,6 +1,6 @@
 """The dock's *Adapt to this product*: train the UMCI head on a folder review's accepted labels, in the background.
 
-The labels folder is the review's (*Labels* on the Folder review tab). Training runs
+The labels folder is the review's (*Labels* on the Review tab). Training runs
 :func:`~napari_clipsam.training.adapt.adapt_to_review` in a :class:`~.workers.Task` (progress bar, Cancel; a
 cancelled run leaves no file), saves ``umci_adapted[-N].pt`` with its JSON provenance next to the labels (never over
 an existing one), then the dock's engine becomes the same models with the adapted head: the *UMCI* setting names
@@ -57,7 +57,7 @@ class AdaptAction:
             return False
         labels = w.c.qa_output.text().strip()
         if not labels or not (Path(labels).expanduser() / "clipsam_manifest.json").is_file():
-            w.set_status("Adapting needs a folder review's labels: set Labels (Folder review tab) to the folder the "
+            w.set_status("Adapting needs a folder review's labels: set Labels (Review tab) to the folder the "
                          "review writes, accept at least 4 images there, then press Adapt to this product.")
             return False
         try:

@@ -325,7 +325,7 @@ def build_controls(parent: QWidget) -> Controls:
     form.addRow("Folder", c["aligned"])
     tabs.addTab(eng, "Settings")
 
-    # ---- Classes & export tab
+    # ---- Export tab (classes, objects, export)
     cls = QWidget()
     lay = QVBoxLayout(cls)
     group = QGroupBox("Defect classes")
@@ -347,7 +347,9 @@ def build_controls(parent: QWidget) -> Controls:
     c["objects"].setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     c["objects"].setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     c["objects"].verticalHeader().setVisible(False)
-    c["objects"].horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)  # no sideways scrolling
+    header = c["objects"].horizontalHeader()  # no sideways scrolling: id and size as wide as their numbers,
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # the class menu gets the rest
+    header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
     c["objects"].setMaximumHeight(150)
     olay.addWidget(c["objects"])
     c["colour_by_class"] = _tip(QCheckBox("colour by class"), "colour_by_class")
@@ -367,9 +369,9 @@ def build_controls(parent: QWidget) -> Controls:
     gform.addRow(c["export"])
     lay.addWidget(group)
     lay.addStretch(1)
-    tabs.addTab(cls, "Classes && export")
+    tabs.addTab(cls, "Export")
 
-    # ---- Folder review tab
+    # ---- Review tab (the folder review)
     qa = QWidget()
     qform = QFormLayout(qa)
     c["qa_input"], c["qa_input_browse"], row = _folder_row("qa_input", "qa_browse")
@@ -394,7 +396,7 @@ def build_controls(parent: QWidget) -> Controls:
     qform.addRow(_row(c["qa_previous"], c["qa_next"], c["qa_close"]))
     c["qa_adapt"] = _tip(QPushButton("Adapt to this product"), "qa_adapt")
     qform.addRow(c["qa_adapt"])
-    tabs.addTab(qa, "Folder review")
+    tabs.addTab(qa, "Review")
 
     # ---- shared progress and status
     c["progress"] = _tip(QProgressBar(), "progress")

@@ -56,7 +56,7 @@ class ExportPanel(QObject):
             self._status("Nothing to export: run ClipSAM on this image first (or its masks layer was deleted).")
             return None
         if not self.folder:
-            self._status("Choose an export folder first (Classes & export tab).")
+            self._status("Choose an export folder first (Export tab).")
             return None
         if self._remember is not None:
             self._remember()

@@ -69,7 +69,7 @@ class ReviewHost(Protocol):
 
 
 class FolderPanel(QObject):
-    """Behaviour of the Folder review tab, driving its :class:`ReviewHost` (the dock)."""
+    """Behaviour of the Review tab, driving its :class:`ReviewHost` (the dock)."""
 
     def __init__(self, controls: Controls, widget: ReviewHost):
         super().__init__(controls.qa_open)
@@ -152,7 +152,7 @@ class FolderPanel(QObject):
         """Export the current masks (with classes, provenance and edited flag) and go to the next image.
 
         When labels were saved for this image before and differ from these, they are replaced only with
-        *overwrite* ticked (Classes & export tab); the status line says which happened.
+        *overwrite* ticked (Export tab); the status line says which happened.
         """
         if not self._can_decide():
             return False
@@ -181,7 +181,7 @@ class FolderPanel(QObject):
         differs = saved is not None and not (np.array_equal(saved[0], data) and saved[1] == classes)
         if differs and not self.c.overwrite.isChecked():
             self.widget.set_status(f"{self.session.key()} already has saved labels that differ from these: tick "
-                                   "'overwrite existing files' (Classes & export) to replace them, or move on to "
+                                   "'overwrite existing files' (Export tab) to replace them, or move on to "
                                    "keep them.")
             return False
         edited = any(any(r.get("edited", {}).values()) for r in outputs.records.values()) or saved is not None
@@ -334,7 +334,7 @@ class FolderPanel(QObject):
     # ------------------------------------------------------------------ internals
     def _ready(self) -> bool:
         if self.session is None:
-            self.widget.set_status("Open a folder first (Folder review tab).")
+            self.widget.set_status("Open a folder first (Review tab).")
             return False
         return True
 

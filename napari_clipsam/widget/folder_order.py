@@ -1,4 +1,4 @@
-"""Worst first in the Folder review tab: score the folder in the background, walk it by score, show the table.
+"""Worst first in the Review tab: score the folder in the background, walk it by score, show the table.
 
 When a review opens, its first image is shown at once (in file order, as before). Once ClipSAM has run on it
 (the engine exists then), the whole folder is scored in one background job (:func:`~napari_clipsam.review.

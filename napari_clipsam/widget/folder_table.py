@@ -1,6 +1,6 @@
 """The folder review's overview: the scoring's progress (with *Stop*), a *File order* toggle, *Next flagged*, and a
 sortable table of the folder (name, score, verdict, objects, flags); clicking a row opens that image. Lives in the
-Folder review tab, below its buttons; narrow (the dock is at most 320 px wide: columns shrink, names elide).
+Review tab, below its buttons; narrow (the dock is at most 320 px wide: columns shrink, names elide).
 
 It shows what :class:`~.folder.FolderPanel` gives it and calls back into it; it holds no review state.
 """
@@ -46,7 +46,7 @@ class _Item(QTableWidgetItem):
 
 
 class FolderTable(QObject):
-    """The overview controls, added to the Folder review tab's form (``layout``).
+    """The overview controls, added to the Review tab's form (``layout``).
 
     Args:
         layout: the tab's QFormLayout.

@@ -4,7 +4,7 @@ After ClipSAM's result for the review image is shown, every edit of its layers (
 prompt added, moved or deleted, a class assigned, an object locked) restarts a one-second timer; when it fires
 the layers' state is written as a draft (:class:`~napari_clipsam.review.journal.DraftJournal`). A kill at any
 moment therefore loses at most the last second or two of work. When the review reaches an image that has a
-draft (napari crashed, or was killed, while it was being corrected), the Folder review tab shows a notice with
+draft (napari crashed, or was killed, while it was being corrected), the Review tab shows a notice with
 **Restore** (the draft's pixels, prompts, classes and locks replace the fresh result) and **Discard** (delete
 it). Accept, Reject, Skip and Good part delete the image's draft; Next/Previous keep it.
 """
@@ -96,7 +96,7 @@ class DraftKeeper(QObject):
             self._show_notice(f"Unsaved corrections of {panel.session.key()} were found (napari closed or crashed "
                               f"while you corrected it): {draft.summary()}. Restore them, or discard them?")
             panel.widget.set_status(f"A draft of your corrections on {panel.session.key()} was found: press "
-                                    "Restore draft (Folder review tab) to get them back, or Discard draft.")
+                                    "Restore draft (Review tab) to get them back, or Discard draft.")
         for layer in outputs.layers():
             if layer is outputs.rough:
                 continue

@@ -23,6 +23,8 @@ c.run.click()
 wait(lambda: not widget.busy, what="the first Run")
 assert widget.engine is not None, widget.status
 say(f"run: {widget.status}")
+masks = viewer.layers["metal plate masks"].data
+assert masks.max() > 0, f"the demo's first Run found nothing to edit: {widget.status}"
 engine = widget.engine
 image = viewer.layers["metal plate"].data
 engine.set_normal_references([image[:, ::-1].copy(), image[::-1].copy()], "metal plate")

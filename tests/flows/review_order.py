@@ -66,7 +66,7 @@ row0 = shown.index(keys[0])
 assert table.table.item(row0, 2).text() == "rejected"
 assert not table.scoring_row.isVisible() and "mutual scoring over 6 images" in table.note.text(), table.note.text()
 say(f"scored; worst first, now on {best} ({scores[best]:.3f}): {widget.status}")
-if shot:  # the Folder review tab with its table, for a person to look at
+if shot:  # the Review tab with its table, for a person to look at
     from qtpy.QtWidgets import QTabWidget
 
     tabs = widget.findChild(QTabWidget)
