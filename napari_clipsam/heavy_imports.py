@@ -86,3 +86,14 @@ def preload_in_background() -> threading.Thread:
             _preload = threading.Thread(target=load, name="napari-clipsam preload")
             _preload.start()
         return _preload
+
+
+def wait_for_preload() -> None:
+    """Let a running :func:`preload_in_background` finish before this thread imports the stack by another door
+    (open_clip or segment_anything directly, not ``engine.clipsam``): two threads importing torchvision's modules
+    at once can see one half made (``cannot import name … from partially initialized module``), as a script that
+    wrote tiny models right after opening the dock did. Call it from a function, never while a module is being
+    imported (the preload may need that module)."""
+    thread = _preload
+    if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        thread.join()

@@ -1,4 +1,4 @@
-"""Render docs/dock.png: the dock after Across → Score on 5 image layers (Segment tab) and the Folder review tab with
+"""Render docs/dock.png: the dock after Across → Score on 5 image layers (Segment tab) and the Review tab with
 *Adapt to this product*, tiny RANDOM-weight models (no download), 1600×1000.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/render_dock.py

@@ -10,7 +10,7 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..heavy_imports import prepare_heavy_imports
+from ..heavy_imports import prepare_heavy_imports, wait_for_preload
 
 TINY_CLIP_NAME = "clipsam-tiny"
 TINY_CLIP_CFG = {
@@ -38,6 +38,7 @@ def seeded(seed: int):
 def write_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     """Write a ``local-dir:`` CLIP folder (open_clip_config.json + open_clip_pytorch_model.bin)."""
     prepare_heavy_imports()
+    wait_for_preload()  # the dock's background import of the same stack
     import open_clip
     import torch
 
@@ -53,6 +54,7 @@ def write_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
 def make_tiny_clip(seed: int = 0, image_size: int = 56):
     """(model, tokenizer): an open_clip ``CLIP`` with the tiny config, random weights, QuickGELU."""
     prepare_heavy_imports()
+    wait_for_preload()  # the dock's background import of the same stack
     import open_clip
 
     cfg = json.loads(json.dumps(TINY_CLIP_CFG))
@@ -65,6 +67,7 @@ def make_tiny_clip(seed: int = 0, image_size: int = 56):
 def make_tiny_sam(seed: int = 0, **overrides):
     """A ``segment_anything.modeling.Sam`` with a tiny 256-px geometry and random weights."""
     prepare_heavy_imports()
+    wait_for_preload()  # the dock's background import of the same stack
     from .sam_arch import build_sam
 
     with seeded(seed):
