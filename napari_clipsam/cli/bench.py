@@ -21,9 +21,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=preset_help())
     p.add_argument("--random-weights", action="store_true", help="random weights: no download needed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--image-px", type=int, default=512, help="side of the synthetic test images")
-    p.add_argument("--batch", type=int, default=4, help="images in the throughput comparison")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="torch precision of the per-stage figures (default float32; bfloat16 autocast)")
+    p.add_argument("--image-px", type=int, default=512, help="side of the synthetic test images (default 512)")
+    p.add_argument("--batch", type=int, default=4, help="images in the throughput comparison (default 4)")
     p.add_argument("--umci", action="store_true", help="time with a (random) UMCI head instead of training-free")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="the encoders' backend for the per-stage figures (default auto)")

@@ -54,7 +54,8 @@ def split_list(values: Iterable[str] | None) -> list[str] | None:
 # ----------------------------------------------------------------------------------------------- options
 def add_dataset_options(parser: argparse.ArgumentParser, verb: str) -> None:
     """``--dataset-root``, ``--layout`` and ``--categories`` (``verb``: what is done with the categories)."""
-    parser.add_argument("--dataset-root", type=Path, required=True, metavar="FOLDER")
+    parser.add_argument("--dataset-root", type=Path, required=True, metavar="FOLDER",
+                        help="the dataset's top folder (its layout: --layout)")
     parser.add_argument("--layout", choices=("auto", "mvtec", "visa", "folder", "review"), default="auto",
                         help="dataset layout (default: detected from the folder); review: a folder review's labels "
                              "folder (its accepted labels)")

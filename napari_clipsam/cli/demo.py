@@ -23,7 +23,7 @@ test checks that the first Run finds objects)."""
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="open napari with tiny random models: the interface only, no download",
-                              description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+                              description=__doc__.split("\n\n", 1)[1].replace("``", "") if __doc__ else None)
     p.add_argument("--models", type=Path, default=None, metavar="FOLDER",
                    help="where to write the tiny models and the demo's settings "
                         "(default: the cache folder's demo/, see NAPARI_CLIPSAM_CACHE)")

@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_dataset_options(p, "train on")
     p.add_argument("--epochs", type=int,
                    help="total epochs (default 3, or 30 with --layout review; the paper uses 15 on VisA)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="images per training step (default 8)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, betas 0.5/0.999)")
     p.add_argument("--seed", type=int, default=111, help="seeds the initialisation and batch order (default 111)")
     p.add_argument("--feature-layers", type=int, nargs="+", metavar="N",
