@@ -45,6 +45,9 @@ def test_dock_export_marks_locked_objects_verified(qtbot, dock, tmp_path):
     widget.c.export.click()
     assert f"0 verified by you, {len(ids)} pseudo-label(s)" in widget.status, widget.status
     assert coco_flags(tmp_path / "ds/coco/annotations.json") == dict.fromkeys(ids, False)
+    widget.c.export.click()  # again, overwrite off: nothing written, so no objects are counted as exported
+    assert " 0 file(s) written, " in widget.status and "existing file(s) kept" in widget.status, widget.status
+    assert "verified by you" not in widget.status
     out.masks.selected_label = ids[0]
     widget.c.lock_object.click()
     widget.c.overwrite.setChecked(True)

@@ -45,6 +45,8 @@ def test_folder_review_accept_reject_resume(qtbot, make_widget, tmp_path, make_n
     assert widget.c.qa_progress.text().startswith("3 / 3, 1 accepted, 1 rejected")
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
     assert (out_dir / "masks" / "img0_mask.png").is_file()
+    widget.folder.close()
+    assert widget.status.startswith("Review closed") and str(out_dir) in widget.status
     session = QASession(src_dir, out_dir)
     assert [session.verdict(i) for i in range(3)] == [Verdict.ACCEPTED, Verdict.REJECTED, None]
     # a new widget on the same folders resumes at the first undecided image

@@ -79,10 +79,11 @@ class ExportPanel(QObject):
         written = sum(len(r.written) for _, r in reports)
         skipped = sum(len(r.skipped) for _, r in reports)
         note = f", {skipped} existing file(s) kept (tick overwrite to replace them)" if skipped else ""
-        checked = sum(r.n_verified for _, r in reports)
-        pseudo = sum(r.n_pseudo for _, r in reports)
-        self._status(f"Exported {len(reports)} image(s) to {self.folder}: {written} file(s) written{note}; "
-                     f"objects: {checked} verified by you, {pseudo} pseudo-label(s).")
+        checked = sum(r.n_verified for _, r in reports if r.written)
+        pseudo = sum(r.n_pseudo for _, r in reports if r.written)
+        objects = f"; objects written: {checked} verified by you, {pseudo} pseudo-label(s)" if written else ""
+        self._status(f"Exported {len(reports)} image(s) to {self.folder}: {written} file(s) written{note}"
+                     f"{objects}.")
         return reports
 
 

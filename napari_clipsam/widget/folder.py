@@ -108,6 +108,9 @@ class FolderPanel(QObject):
         if self.prefetcher is not None:
             self.prefetcher.cancel(wait=False)
             self.prefetcher = None
+        if self.session is not None:
+            self.widget.set_status(f"Review closed: its verdicts and labels stay in {self.session.output_dir}; "
+                                   "Open resumes it.")
         self.session = None
         self._image_ok = self._complete = False
         self._update_labels()
