@@ -29,6 +29,10 @@ def test_the_untouched_first_image_is_reshown_with_its_mutual_result(qtbot, make
     assert folder.drafts.untouched()  # the new result is the baseline: no draft, nothing to restore
     qtbot.wait(1500)  # past the draft timer: the re-show wrote the layers, the person did not
     assert folder.drafts.journal.stems() == [], "a draft was saved for an image nobody touched"
+    folder.next_image()  # moved on: the table's note no longer says what the first image shows
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    note = folder.ordering.table.note.text()
+    assert "mutual-scoring result" not in note and "scored by mutual scoring" in note, note
     folder.close()
 
 

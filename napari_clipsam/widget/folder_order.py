@@ -91,6 +91,7 @@ class ReviewOrdering(QObject):
         self.scored = False  # scores arrived (or were reused) for this review
         self.reused = False
         self._generation = 0
+        self._note: tuple[str, int] | None = None  # the scores' note without its "now on X", and X's index
         self._running: list[_Scoring] = []  # jobs that may still use the engine (a stopped one until it stops)
         self._gone = False  # the dock's Qt objects were deleted (a viewer closed without closing the dock)
         panel.c.qa_open.destroyed.connect(lambda *_: self._dock_gone())
@@ -101,6 +102,7 @@ class ReviewOrdering(QObject):
         """A review opened: take the kept scores when they still hold (True), else score after the first Run."""
         self.stop(quiet=True)
         self._generation += 1
+        self._note = None
         if not self._edits_hooked:  # the current image's edits settled (the drafts' debounce): live object count
             self.panel.drafts.timer.timeout.connect(self.refresh)
             self._edits_hooked = True
@@ -130,6 +132,7 @@ class ReviewOrdering(QObject):
 
     def close(self) -> None:
         self.stop(quiet=True)
+        self._note = None
         self.order = None
         self.needs_scoring = False
         self.table.fill([], None)
@@ -216,6 +219,7 @@ class ReviewOrdering(QObject):
                 scoring.done.set()
 
         self.task = Task(job, self._on_progress, lambda outcome: self._on_scored(generation, outcome))
+        self._note = None
         self.table.show_scoring(0.0, "Scoring the folder in the background; you can work on this image "
                                      "meanwhile.")
         self.task.start()
@@ -273,6 +277,7 @@ class ReviewOrdering(QObject):
         where = f" Now on the highest-scored undecided image, {session.key()}." if moved else \
             f" {session.key()} now shows its mutual-scoring result." if mutual else ""
         self.table.show_scoring(None, f"{text} {how}.{where}{kept}")
+        self._note = (f"{text} {how}.{kept}", session.index)  # "where" holds only while that image is shown
         panel.widget.set_status(f"{text} {how}.{where}{kept}")
         panel.refresh()
 
@@ -433,3 +438,6 @@ class ReviewOrdering(QObject):
             self.table.fill([], None)
             return
         self.table.fill(self.rows(), self.panel.session.index)
+        if self._note is not None and self._note[1] != self.panel.session.index:  # moved on: "now on X" is old
+            self.table.show_scoring(None, self._note[0])
+            self._note = None
