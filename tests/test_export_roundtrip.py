@@ -327,8 +327,8 @@ def test_split_is_seeded_and_stable_when_images_are_added():
 
 def test_an_image_keeps_its_split_and_overwrite_moves_it_without_leaving_a_copy(tmp_path):
     """Exporting an image again with another split setting never puts it in both train and val (Ultralytics would
-    validate on training images): without overwrite it stays where it was written; with overwrite it moves and
-    its files in the old split go. COCO, read back with pycocotools, names the file where it is."""
+    validate on training images): it stays where it was written (also when its labels are overwritten, as the
+    dock's Accept does); with resplit (``segment --overwrite``) it moves and its files in the old split go. COCO, read back with pycocotools, names the file where it is."""
     from pycocotools.coco import COCO
 
     inst = hand_made_maps()["basic"]
@@ -345,7 +345,9 @@ def test_an_image_keeps_its_split_and_overwrite_moves_it_without_leaving_a_copy(
     assert first.split == "train" and len(files("train")) == 3 and files("val") == []
     again = export_pseudo_labels(out, "plate", inst, val_fraction=1.0, **opts)  # the rule now says val
     assert again.split == "train" and files("val") == [] and not again.removed
-    moved = export_pseudo_labels(out, "plate", inst, val_fraction=1.0, overwrite=True, **opts)
+    kept = export_pseudo_labels(out, "plate", inst, val_fraction=1.0, overwrite=True, **opts)  # new labels only
+    assert kept.split == "train" and files("val") == [] and not kept.removed
+    moved = export_pseudo_labels(out, "plate", inst, val_fraction=1.0, overwrite=True, resplit=True, **opts)
     assert moved.split == "val" and files("train") == [] and len(files("val")) == 3
     assert sorted(p.relative_to(out).as_posix() for p in moved.removed) == [
         "coco/images/train/plate.png", "yolo/images/train/plate.png", "yolo/labels/train/plate.txt"]

@@ -81,7 +81,7 @@ class SegmentJob:
             formats=self.formats, provenance=provenance, image_file=item.path, overwrite=a.overwrite,
             coco_merge=False, image=None if item.frame is None else pixels,
             coco_segmentation=a.coco_segmentation, dataset_images=a.dataset_images, val_fraction=a.val_fraction,
-            split_seed=a.split_seed, yolo_min_piece_area=a.yolo_min_piece_area))
+            split_seed=a.split_seed, resplit=a.overwrite, yolo_min_piece_area=a.yolo_min_piece_area))
         for key, value in report.summary.items():
             self.lost[key] = self.lost.get(key, 0) + value
         self.objects["verified"] += report.n_verified

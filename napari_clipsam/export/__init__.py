@@ -100,9 +100,9 @@ class ExportReport:
         written: files created or replaced, in writing order (provenance first; the merged
             ``coco/annotations.json`` last when the shard was merged).
         skipped: existing files left untouched because ``overwrite`` was False.
-        removed: the image's files in the other split, removed because ``overwrite`` moved it (:mod:`.done`).
+        removed: the image's files in the other split, removed because ``resplit`` moved it (:mod:`.done`).
         split: ``"train"`` or ``"val"``, the image's split in the dataset (the one it was written in before,
-            unless ``overwrite``).
+            unless ``resplit``).
         summary: what the formats could not hold, in pixels or counts (0 when nothing was written):
             ``yolo_dropped_pieces`` / ``yolo_dropped_pixels`` (pieces below the minimum area),
             ``yolo_hole_pixels`` (hole pixels a YOLO polygon fills), ``yolo_bridge_pixels`` (background
@@ -153,9 +153,9 @@ def write_export(request: ExportRequest) -> ExportReport:
         if request.writes_images else None
     with folder_lock(request.out_dir):  # shared files are read, merged and written by one process at a time
         split, leaving = resolve_split(request.out_dir, request.stem, request.formats, request.val_fraction,
-                                       request.split_seed, request.overwrite)
+                                       request.split_seed, request.resplit)
         report, coco_written = _export_locked(request, split, payload)
-        for path in leaving:  # overwrite moved the image to another split: its old copies go
+        for path in leaving:  # resplit moved the image to another split: its old copies go
             path.unlink(missing_ok=True)
             report.removed.append(path)
         if coco_written and request.coco_merge:

@@ -22,8 +22,8 @@ without ``overwrite``.
 
 An image keeps the split it was written in (:func:`resolve_split`): exporting it again with another
 ``val_fraction`` or ``split_seed`` finds its YOLO / COCO files in their split's folders and leaves them there, so
-one image never sits in both ``train`` and ``val``; with ``overwrite`` it moves to the split the settings give and
-its files in the other split are removed.
+one image never sits in both ``train`` and ``val``; with ``resplit`` (``segment --overwrite``) it moves to the split
+the settings give and its files in the other split are removed.
 """
 
 from __future__ import annotations
@@ -72,18 +72,18 @@ def split_files(out_dir: Path, stem: str, split: str, formats) -> list[Path]:
 
 
 def resolve_split(out_dir: Path, stem: str, formats, val_fraction: float, seed: int,
-                  overwrite: bool) -> tuple[str, list[Path]]:
-    """``(split, leaving)``: where the export of ``stem`` goes, and (only with ``overwrite``) its files in the
+                  resplit: bool) -> tuple[str, list[Path]]:
+    """``(split, leaving)``: where the export of ``stem`` goes, and (only with ``resplit``) its files in the
     other split, which the export removes once the new ones are in place (see the module notes).
 
     The split :func:`~.dataset.dataset_split` gives, unless the image's files are already in the other split
-    and not in that one: then, without ``overwrite``, it stays where it was written."""
+    and not in that one: then, without ``resplit``, it stays where it was written."""
     wanted = dataset_split(stem, val_fraction, seed)
     other = next(s for s in SPLITS if s != wanted)
     there = split_files(out_dir, stem, other, formats)
     if not there:
         return wanted, []
-    if overwrite:
+    if resplit:
         return wanted, there
     return (wanted if split_files(out_dir, stem, wanted, formats) else other), []
 

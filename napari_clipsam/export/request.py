@@ -68,6 +68,9 @@ class ExportRequest:
         keep_original: with ``dataset_images``, also write a non-8-bit image as it was to
             ``originals/<stem><ext>`` (outside the folders the trainers read).
         val_fraction, split_seed: the train/val split (:func:`~napari_clipsam.export.dataset_split`).
+        resplit: an image exported before keeps the split it was written in unless this is True: then it goes
+            where ``val_fraction`` / ``split_seed`` say and its files in the other split are removed
+            (:func:`~napari_clipsam.export.done.resolve_split`; ``segment --overwrite`` sets it, the dock never).
         yolo_min_piece_area: pieces of an instance smaller than this (pixels) are left out of its YOLO polygon,
             except its largest piece.
 
@@ -94,6 +97,7 @@ class ExportRequest:
     keep_original: bool = False
     val_fraction: float = DEFAULT_VAL_FRACTION
     split_seed: int = DEFAULT_SPLIT_SEED
+    resplit: bool = False
     yolo_min_piece_area: int = YOLO_MIN_PIECE_AREA
 
     ids: tuple[int, ...] = dataclasses.field(init=False, repr=False)
