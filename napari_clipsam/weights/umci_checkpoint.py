@@ -68,9 +68,8 @@ def read_umci(path: str | Path) -> dict:
 def _first_line(exc: Exception, limit: int = 160) -> str:
     """The gist of a loader's error: its first line without terminal colour codes, at most ``limit`` characters
     (torch's unpickling errors run to many lines of advice, the file's contents quoted among them)."""
-    import re
-
     import pickle
+    import re
 
     if isinstance(exc, pickle.UnpicklingError):  # torch's text: a page of weights_only advice, not the cause
         return ("PyTorch found no checkpoint it can load safely: not the archive torch.save writes, or one "
