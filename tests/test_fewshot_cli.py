@@ -43,6 +43,10 @@ def test_segment_with_normal_references_records_them(setup, tmp_path):
     prov = json.loads((tmp_path / "out" / "provenance" / "000.json").read_text())["exports"][-1]["engine"]
     assert prov["fewshot"]["count"] == 3 and prov["fewshot"]["weight"] == 0.7
     assert len(prov["fewshot"]["references"]) == 3 and "few-shot (3 normal references" in prov["rough_map"]
+    # the same references again: their bank is read from the disk cache, and the note says so
+    code, _, err = cli("segment", inputs, "--object", "metal", "--out", tmp_path / "again", "--normal", normal,
+                       "--fewshot-weight", "0.7", "--formats", "mvtec", *setup["args"])
+    assert code == 0 and "read from the cache" in err and "cached for next time" not in err, err
     # without --normal: no references in the provenance
     code, _, err = cli("segment", inputs, "--object", "metal", "--out", tmp_path / "plain", "--formats", "mvtec",
                        *setup["args"])

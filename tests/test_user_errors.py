@@ -152,6 +152,10 @@ def test_cli_user_errors_are_one_line_exit_2_before_any_model(tmp_path, no_model
         assert code == 2, (name, code, err)
         assert err.startswith("error: ") and err.count("\n") == 1 and expected in err, (name, err)
         assert "Traceback" not in err
+    for where in (["--traceback", *seg], [*seg[:-1], "--traceback", "--object"]):  # before or after the command
+        code, _, err = cli(*where, "plate", "--umci", tmp_path)
+        assert code == 2 and "Traceback (most recent call last)" in err, err
+        assert err.rstrip().splitlines()[-1].startswith("error: ") and "is a folder" in err
 
 
 def test_internal_errors_keep_their_traceback_and_exit_1():

@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of errors (debugging)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in SUBCOMMANDS:
-        module.add_parser(sub)
+    for module in SUBCOMMANDS:  # --traceback also after the subcommand, where one adds it to a failing command
+        module.add_parser(sub).add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                                            help="show the full traceback of errors (debugging)")
     return parser
 
 

@@ -343,8 +343,10 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         note("interrupted")
         return EXIT_INTERRUPTED
     except ClipSAMUserError as exc:
-        if getattr(args, "traceback", False):
-            raise
+        if getattr(args, "traceback", False):  # asked for: the traceback, then the usual line and exit code
+            import traceback
+
+            traceback.print_exc()
         lines = [line[:len(line) - len(line.lstrip())] + " ".join(line.split()) for line in str(exc).splitlines()]
         note("error: " + "\n".join(line for line in lines if line.strip()))  # a message's own lines (lists) are kept
         return EXIT_USAGE
