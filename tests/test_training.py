@@ -200,6 +200,10 @@ def test_evaluate_dataset_rough_and_final(small_set):
     assert rows[-1]["images"] == 8 and rows[0]["final_pixel_auroc"] == ""
     table = format_table(res)
     assert "pAUROC" in table and "PRO-pub" in table and table.count("final") == 3
+    tiny = {"categories": {"metal": {"images": 2, "rough": dict.fromkeys(res["mean"]["rough"], -1e-6),
+                                     "final": None}}, "mean": {"rough": dict.fromkeys(res["mean"]["rough"], 0.0),
+                                                                "final": None}}
+    assert "-0.0" not in format_table(tiny) and " 0.0" in format_table(tiny)  # a hair below zero prints as 0.0
 
 
 def test_map_cache_reuses_maps_and_notices_retrained_weights(small_set, tmp_path):

@@ -246,6 +246,11 @@ def result_rows(results: dict) -> list[dict]:
     return rows
 
 
+def _percent(value: float) -> str:
+    """``value`` in percent with one decimal, never ``-0.0`` (a value a hair below zero rounds to 0.0)."""
+    return f"{round(100 * value, 1) + 0.0:.1f}"
+
+
 def format_table(results: dict, few_shot: dict | None = None) -> str:
     """A fixed-width table in percent: per category its rows (rough, final), then the mean. With ``few_shot``
     (K → :func:`evaluate_few_shot`'s summary), under each category's rows one row per map and K, ``rough K-shot``,
@@ -264,8 +269,8 @@ def format_table(results: dict, few_shot: dict | None = None) -> str:
             rows += [(f"{m} {k}-shot", src[m], src[m + "_std"], "") for m in MAPS if src[m] is not None]
         for label, vals, std, n in rows:
             cells = " ".join(f"{'n/a':>{cell_w}}" if math.isnan(vals[key]) else
-                             f"{100 * vals[key]:{cell_w}.1f}" if std is None else
-                             f"{f'{100 * vals[key]:.1f}±{100 * std[key]:.1f}':>{cell_w}}" for key in METRIC_NAMES)
+                             f"{_percent(vals[key]):>{cell_w}}" if std is None else
+                             f"{f'{_percent(vals[key])}±{_percent(std[key])}':>{cell_w}}" for key in METRIC_NAMES)
             lines.append(f"{cat[:16]:<16} {label:<{label_w}} {n!s:>5} {cells}")
             cat = ""
     return "\n".join(lines)
