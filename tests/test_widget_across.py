@@ -105,3 +105,33 @@ def test_score_across_stack_frames_and_cancel(qtbot, make_napari_viewer, shared_
     from napari_clipsam.widget.settings import WidgetSettings
 
     assert WidgetSettings.load().aligned_parts
+
+
+def test_score_across_maps_each_16_bit_layer_by_its_own_contrast_limits(qtbot, make_napari_viewer, shared_engine):
+    """16-bit layers with different ranges: each is scored as a Run would see it (its own contrast limits), not
+    through the first layer's (which turned the others white: the folder compared blank images)."""
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, shared_engine)
+    layers = []
+    for i, im in enumerate(_images(5)):
+        gray = im.mean(axis=-1)
+        low, high = (900, 1800) if i == 0 else (17000, 48000)  # the first layer's range is far below the others'
+        layers.append(viewer.add_image((low + gray * (high - low) / 255).astype(np.uint16), name=f"u16 {i}"))
+    widget.c.across.setCurrentText("image layers")
+    widget.c.across_run.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+    assert widget.status.startswith("Mutual scoring: 5 images"), widget.status
+    limits = [tuple(x.contrast_limits) for x in layers]
+    expected = shared_engine.segment_folder([np.asarray(x.data) for x in layers], "metal plate",
+                                            contrast_limits=limits)
+    for layer, want in zip(layers, expected):
+        got = widget.outputs_for(layer).results[None]
+        assert got.image_key == want.image_key, layer.name  # the same 8-bit image the engine saw per layer
+        np.testing.assert_allclose(got.rough_map, want.rough_map, atol=1e-6)
+    one = shared_engine.segment_folder([np.asarray(x.data) for x in layers], "metal plate",
+                                       contrast_limits=limits[0])  # the old way: every layer by the first's limits
+    assert any(a.image_key != b.image_key for a, b in zip(one[1:], expected[1:]))
+    from napari_clipsam.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="2 pairs for 5 images"):
+        shared_engine.segment_folder([np.asarray(x.data) for x in layers], "metal plate", contrast_limits=limits[:2])

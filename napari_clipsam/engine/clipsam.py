@@ -241,7 +241,7 @@ class ClipSAM(SamSide):
     @torch.no_grad()
     def segment_folder(self, images: Sequence, object_name: str, *, progress: Progress | None = None,
                        cancelled: Callable[[], bool] | None = None, settings: dict | None = None,
-                       contrast_limits: tuple[float, float] | None = None) -> list[ClipSAMResult]:
+                       contrast_limits=None) -> list[ClipSAMResult]:
         """Zero-shot masks for a folder of images of one object, by mutual scoring (method §5): each patch of
         each image is scored against the other images' patches (no training, references or text), calibrated
         to [0, 1], fused with the CLIP rough map and, when normal references apply, the few-shot map
@@ -252,7 +252,8 @@ class ClipSAM(SamSide):
         provenance), provenance ``mode`` is ``"mutual"`` with the folder's size and settings.
         Needs at least ``mutual_min_images`` (5) images; fewer raise an InvalidInputError that says so. Adding
         images changes the others' scores. ``cancelled`` is checked in CLIP's encoder, between scoring subsets
-        and between images. See :mod:`napari_clipsam.engine.folder`.
+        and between images. ``contrast_limits``: one ``(low, high)`` pair for every image, or one pair (or None)
+        per image. See :mod:`napari_clipsam.engine.folder`.
         """
         from .folder import segment_folder
 

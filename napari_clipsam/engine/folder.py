@@ -109,7 +109,8 @@ def segment_folder(engine, images, object_name: str, step: Stepper, contrast_lim
     _check_images(images)
     mutual.check_folder_size(len(images), cfg.mutual_min_images)
     clean_object_name(object_name)
-    prepared = [normalise_image(im, contrast_limits) for im in images]  # validate everything first
+    limits = _limits_per_image(contrast_limits, len(images))
+    prepared = [normalise_image(im, lim) for im, lim in zip(images, limits)]  # validate everything first
     keys = [image_key(rgb) for rgb, _ in prepared]
     n = len(prepared)
     side = _common_tile_side(cfg, prepared)
@@ -201,3 +202,17 @@ def _common_tile_side(cfg, prepared) -> int | None:
     logging.getLogger(__name__).info("folder mutual scoring squashes large images of mixed sizes (it tiles only "
                                      "images of one size)")
     return None
+
+
+def _limits_per_image(contrast_limits, n: int) -> list:
+    """``contrast_limits`` for each of ``n`` images: None, one ``(low, high)`` pair for all, or a sequence of
+    ``n`` pairs (or None), one per image (the dock's layers each have their own)."""
+    if contrast_limits is None:
+        return [None] * n
+    items = list(contrast_limits)
+    if any(x is None or np.ndim(x) == 1 for x in items):
+        if len(items) != n:
+            raise InvalidInputError(f"contrast_limits: {len(items)} pairs for {n} images; give one pair for all "
+                                    "images or one per image.")
+        return items
+    return [contrast_limits] * n

@@ -65,7 +65,7 @@ class ScoreAcross:
                          "images of the same object, or use Run with normal references instead.")
             return False
         images = [read_frame(src, f) for src, f in items]
-        limits = contrast_limits_for(sources[0])
+        limits = [contrast_limits_for(src) for src, _ in items]  # each layer by its own, as a Run maps it
         datas = [src.data for src in sources]
         w.save_settings()
         w.heartbeat.start(f"Mutual scoring across {len(items)} images…")
