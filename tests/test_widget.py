@@ -69,6 +69,17 @@ def test_rerun_updates_layers_and_recreates_deleted_ones(qtbot, make_widget, ima
     assert len(viewer.layers) == 5
     assert out.results[None].provenance["thresholds"]["mask_threshold"] == pytest.approx(0.6)  # per call
     assert widget.engine.config.mask_threshold == pytest.approx(0.5)  # the engine itself is unchanged
+    # the masks layer deleted: the next Run draws its masks afresh (the empty plane is not "every pixel erased")
+    drawn = np.asarray(out.masks.data).copy()
+    assert drawn.any()
+    viewer.layers.remove(out.masks)
+    viewer.layers.selection.active = src
+    run_and_wait(qtbot, widget)
+    assert out.masks is not None and out.masks is not masks
+    again = np.asarray(out.masks.data)
+    np.testing.assert_array_equal(again > 0, drawn > 0)  # the same objects (under new ids)
+    assert len(np.unique(again)) == len(np.unique(drawn))
+    assert "Kept your corrections" not in widget.status, widget.status
 
 
 def test_the_first_run_shows_the_whole_image_and_r_refines(qtbot, make_widget, image):

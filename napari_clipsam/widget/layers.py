@@ -1,9 +1,9 @@
 """The four output layers of one source image, created once and then updated in place.
 
 For a source image ``X``: ``X rough map`` (Image), ``X prompts`` (Points), ``X boxes`` (Shapes) and ``X masks``
-(Labels). They are held by reference: renaming them changes nothing, deleting one makes the next update
-recreate it. For an N×H×W stack the rough map and masks are N×H×W and points/boxes carry the frame index as
-their leading coordinate; instance ids are unique over the whole stack.
+(Labels). They are held by reference: renaming them changes nothing, deleting one makes the next update recreate it
+(masks afresh: their edits and locks went with them). For an N×H×W stack the rough map and masks are N×H×W and
+points/boxes carry the frame index as their leading coordinate; instance ids are unique over the whole stack.
 
 Mask updates go through ``Labels.data_setitem`` (the changed pixels only, one undo step per update), so
 Ctrl+Z in napari restores exactly what was there before, hand painting included. Hand edits win: new masks are
@@ -490,6 +490,8 @@ class OutputLayers:
             if layer is not None and getattr(self, role) == layer:
                 self._unhook(layer)
                 setattr(self, role, None)
+                if role == "masks":  # merged into an empty plane, the next result would read as all erased
+                    self.frames, self.locked = {}, set()
 
     def _unhook(self, layer) -> None:
         if isinstance(layer, Labels):
