@@ -82,3 +82,21 @@ def test_engine_from_settings_and_weights_error(qtbot, make_widget, tmp_path, im
     assert widget.engine is engine  # thresholds need no new engine
     widget.c.device.setCurrentText("cpu")
     assert widget.engine is None  # the device does
+
+
+def test_closing_the_viewer_during_a_run_cancels_it_and_drops_its_result(qtbot, make_widget, make_napari_viewer,
+                                                                          shared_engine, image):
+    """With another viewer open, napari deletes the dock with its viewer without closing it; the Run's result
+    then arrived at deleted Qt objects ("wrapped C/C++ object of type QTimer has been deleted")."""
+    gated = GatedEngine(shared_engine)
+    viewer, widget = make_widget(engine=gated)
+    make_napari_viewer()  # the other viewer keeps the application going
+    viewer.add_image(image, name="part")
+    assert widget.run()
+    assert gated.started.wait(10)
+    task = widget.task
+    viewer.close()  # the dock's Qt objects go with the window
+    gated.gate = False
+    qtbot.waitUntil(lambda: not task.worker.is_running, timeout=WAIT_MS)
+    qtbot.wait(200)  # a late result would be delivered now: pytest-qt fails the test on an exception in a slot
+    assert task.cancelled and task.finished  # returned, delivered to nothing (its widgets are gone)

@@ -72,7 +72,7 @@ class AdaptAction:
         w.c.qa_adapt.setEnabled(False)
         generation = w._engine_generation
         w.task = Task(_adapt_job(w._engine, config, labels, self.settings), w._on_progress,
-                      lambda outcome: self._done(outcome, generation))
+                      lambda outcome: self._done(outcome, generation), owner=w)
         w.task.start()
         return True
 

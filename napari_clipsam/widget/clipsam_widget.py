@@ -213,7 +213,7 @@ class ClipSAMWidget(QWidget):
         data = source.data  # results are shown only if the layer still holds these pixels when the run ends
         self.task = Task(job, self._on_progress,
                          lambda outcome: self._on_run_done(source, data, n_frames, engine_generation, outcome,
-                                                           on_done))
+                                                           on_done), owner=self)
         self._task_source = source
         self.task.start()
         return True

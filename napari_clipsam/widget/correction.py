@@ -153,7 +153,7 @@ class CorrectionLoop(QObject):
         source = self.outputs.source
         job = refine_job(engine, jobs, self._thresholds() if self._thresholds is not None else None,
                          read_image=partial(read_frame, source), contrast_limits=contrast_limits_for(source))
-        self.task = Task(job, None, done).start()
+        self.task = Task(job, None, done, owner=self).start()
 
     # ------------------------------------------------------------------ internals
     def _summary(self, frames) -> str:

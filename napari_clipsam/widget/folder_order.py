@@ -218,7 +218,7 @@ class ReviewOrdering(QObject):
             finally:
                 scoring.done.set()
 
-        self.task = Task(job, self._on_progress, lambda outcome: self._on_scored(generation, outcome))
+        self.task = Task(job, self._on_progress, lambda outcome: self._on_scored(generation, outcome), owner=self)
         self._note = None
         self.table.show_scoring(0.0, "Scoring the folder in the background; you can work on this image "
                                      "meanwhile.")

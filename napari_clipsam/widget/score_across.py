@@ -74,7 +74,7 @@ class ScoreAcross:
         w.c.across_run.setEnabled(False)
         job = _folder_job(w._engine, config, images, w.object_name,
                           folder_settings(w.thresholds, w.c.aligned.isChecked()), limits)
-        w.task = Task(job, w._on_progress, lambda outcome: self._done(items, sources, datas, outcome))
+        w.task = Task(job, w._on_progress, lambda outcome: self._done(items, sources, datas, outcome), owner=w)
         w._task_source = sources[0]
         w.task.start()
         return True

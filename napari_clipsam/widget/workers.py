@@ -51,15 +51,20 @@ class Task:
         fn: ``fn(progress, cancelled) -> value``, run in the worker thread.
         on_progress: called in the GUI thread with (stage, fraction 0..1).
         on_done: called in the GUI thread with the :class:`Outcome`, once.
+        owner: the QObject whose widgets the callbacks update (the dock): when Qt deletes it, the job is
+            cancelled and its callbacks are never called.
     """
 
     def __init__(self, fn: Callable[[Progress, Callable[[], bool]], Any],
-                 on_progress: Progress | None, on_done: Callable[[Outcome], None]):
+                 on_progress: Progress | None, on_done: Callable[[Outcome], None], owner: QObject | None = None):
         self._fn = fn
         self._cancel = threading.Event()
-        self._relay = _Relay()
+        self._relay = _Relay()  # the Task's own (not the owner's child: the worker thread emits on it)
         if on_progress is not None:
             self._relay.progressed.connect(on_progress)
+        self._owner_gone = False
+        if owner is not None:
+            owner.destroyed.connect(self._owner_deleted)
         self._on_done = on_done
         self.finished = False
         self.worker = create_worker(self._body, _start_thread=False)
@@ -82,9 +87,15 @@ class Task:
         except Exception as exc:  # delivered to the GUI thread, never raised into napari's notifications
             return Outcome(error=exc, traceback=traceback.format_exc())
 
+    def _owner_deleted(self, *_) -> None:
+        """Qt deleted the owner (napari closed the viewer, and the dock with it, without closing the dock)."""
+        self._owner_gone = True
+        self._cancel.set()
+
     def _finish(self, outcome: Outcome) -> None:
         self.finished = True
-        self._on_done(outcome)
+        if not self._owner_gone:  # its widgets are deleted: nothing to show the outcome in
+            self._on_done(outcome)
 
 
 # ---------------------------------------------------------------------- jobs
