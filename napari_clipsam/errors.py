@@ -105,3 +105,18 @@ def require_file(path, what: str, hint: str = "") -> None:
         raise PathKindError(f"{what} {p} is a folder; give the file itself.{tail}")
     if not p.is_file():
         raise MissingFileError(f"{what} {p} does not exist.{tail}")
+
+
+def error_gist(exc: BaseException, limit: int = 160) -> str:
+    """The gist of a loader's error for a message: its first line without terminal colour codes, at most ``limit``
+    characters. torch's unpickling errors run to a page of ``weights_only`` advice (re-running unsafely among it)
+    with the file's contents quoted: they become one line saying what was found."""
+    import pickle
+    import re
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return ("PyTorch found no checkpoint it can load safely: not the archive torch.save writes, or one "
+                "holding objects other than tensors and plain data")
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
+    line = " ".join(lines[:2]) if lines and lines[0].endswith(":") else lines[0] if lines else type(exc).__name__
+    return line if len(line) <= limit else line[:limit - 1] + "…"  # ("Error(s) in loading …:" + its first)

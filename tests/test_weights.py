@@ -188,6 +188,12 @@ def test_clip_built_without_random_init_equals_open_clips_own_load(tmp_path, cus
     torch.save(make_tiny_sam().state_dict(), folder / "open_clip_pytorch_model.bin")
     with pytest.raises(WeightsUnavailableError, match="Missing key|Unexpected key"):
         load_clip(config)
+    import pickle
+
+    (folder / "open_clip_pytorch_model.bin").write_bytes(pickle.dumps({"run": print}))  # not tensors and data
+    with pytest.raises(WeightsUnavailableError, match="no checkpoint it can load safely") as info:
+        load_clip(config)
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)  # not torch's page of advice
 
 
 @pytest.mark.slow  # a 250 MB checkpoint of a built-in architecture (ViT-S-32)

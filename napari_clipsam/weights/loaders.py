@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import WeightsUnavailableError
+from ..errors import WeightsUnavailableError, error_gist
 from ..io.verified import sha256_memoised
 from .download import fetch
 from .registry import CLIP_CHECKPOINTS, SAM_CHECKPOINTS, WeightsFile, cache_dir
@@ -167,9 +167,9 @@ def _create_loaded(open_clip, name: str, checkpoint: Path, kwargs, where: str, w
         open_clip.load_checkpoint(model, str(checkpoint), strict=True, weights_only=weights_only)
     except Exception as exc:
         raise WeightsUnavailableError(
-            damaged.replace("{exc}", str(exc)) if damaged else
-            f"Could not load CLIP {name} weights {checkpoint} (looked in {where}): {exc}. Give an open_clip/OpenAI "
-            f"checkpoint of {name}{' (QuickGELU)' if quick else ''}.") from exc
+            damaged.replace("{exc}", error_gist(exc)) if damaged else
+            f"Could not load CLIP {name} weights {checkpoint} (looked in {where}): {error_gist(exc)}. Give an "
+            f"open_clip/OpenAI checkpoint of {name}{' (QuickGELU)' if quick else ''}.") from exc
     if "attn_mask" in unsaved:  # open_clip's causal mask: -inf above the diagonal, 0 elsewhere (tested equal)
         model.attn_mask = torch.full_like(model.attn_mask, float("-inf")).triu_(1)
     return model
@@ -184,7 +184,8 @@ def _create(open_clip, name, pretrained, kwargs, where: str, url: str | None = N
         hint = (f" Download it from {url} on a machine with internet access and pass the file as the CLIP weights "
                 "setting (or copy open_clip's cache folder)." if url else "")
         raise WeightsUnavailableError(
-            f"Could not load CLIP {name} weights {pretrained or ''} (looked in {where}): {exc}.{hint}") from exc
+            f"Could not load CLIP {name} weights {pretrained or ''} (looked in {where}): {error_gist(exc)}."
+            f"{hint}") from exc
 
 
 def load_sam(config, device="cpu", progress: Callable[[str, float], None] | None = None, cancelled=None):
@@ -222,7 +223,7 @@ def load_sam(config, device="cpu", progress: Callable[[str, float], None] | None
     except Exception as exc:  # wrong architecture, truncated or foreign file
         hint = f" Check that it is {what} ({url})" if url else f" Check {what}"
         raise WeightsUnavailableError(
-            f"SAM checkpoint {path} could not be loaded as {kind}: {str(exc)[:300]}.{hint} and that the SAM "
+            f"SAM checkpoint {path} could not be loaded as {kind}: {error_gist(exc, 300)}.{hint} and that the SAM "
             "model setting matches the file.") from exc
     if progress:
         progress("loading SAM", 1.0)

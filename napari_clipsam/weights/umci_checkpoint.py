@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import IncompatibleCheckpointError, WeightsUnavailableError
+from ..errors import IncompatibleCheckpointError, WeightsUnavailableError, error_gist
 from ..io.atomic import atomic_file
 
 
@@ -48,7 +48,7 @@ def read_umci(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsUnavailableError(f"UMCI checkpoint {path} could not be read as a PyTorch checkpoint "
-                                      f"({type(exc).__name__}: {_first_line(exc)}); is it the .pt file "
+                                      f"({type(exc).__name__}: {error_gist(exc)}); is it the .pt file "
                                       "`napari-clipsam train` wrote, copied completely?") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise WeightsUnavailableError(f"{path} is not a napari-clipsam UMCI checkpoint (no '{FORMAT}' marker).")
@@ -63,20 +63,6 @@ def read_umci(path: str | Path) -> dict:
             f"UMCI checkpoint {path} is incomplete: it lacks {', '.join(missing) or 'a state_dict dict'}. It was "
             "damaged or written by another program; train a new one with `napari-clipsam train`.")
     return ckpt
-
-
-def _first_line(exc: Exception, limit: int = 160) -> str:
-    """The gist of a loader's error: its first line without terminal colour codes, at most ``limit`` characters
-    (torch's unpickling errors run to many lines of advice, the file's contents quoted among them)."""
-    import pickle
-    import re
-
-    if isinstance(exc, pickle.UnpicklingError):  # torch's text: a page of weights_only advice, not the cause
-        return ("PyTorch found no checkpoint it can load safely: not the archive torch.save writes, or one "
-                "holding objects other than tensors and plain data")
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    line = text.splitlines()[0].strip() if text else ""
-    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def check_compatible(ckpt: dict, path, *, clip_model: str, clip_weights: str, in_dim: int, dim: int) -> None:
