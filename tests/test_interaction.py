@@ -102,7 +102,7 @@ def test_object_table_assigns_classes_and_colours_by_class(qtbot, dock):
     assert 60 in [int(table.item(r, 0).text()) for r in range(table.rowCount())]
 
 
-def test_normal_references_from_selected_layers_reach_the_engine(qtbot, dock):
+def test_normal_references_from_selected_layers_reach_the_engine(qtbot, dock, tmp_path):
     viewer, widget, src = dock
     good = [synthetic_image("part", None, size=96, seed=s)[0] for s in (5, 6)]
     layers = [viewer.add_image(g, name=f"good {i}") for i, g in enumerate(good)]
@@ -118,6 +118,15 @@ def test_normal_references_from_selected_layers_reach_the_engine(qtbot, dock):
     widget.c.ref_clear.click()
     run(qtbot, widget)
     assert "few-shot" not in widget.status, widget.status
+    # a folder with an unreadable file: the status names what was skipped
+    import imageio.v3 as iio
+
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    iio.imwrite(folder / "ok.png", good[1])
+    (folder / "broken.png").write_bytes(b"not a png")
+    widget.references.add_folder(folder)
+    assert "Skipped 1 unreadable file(s): broken.png" in widget.status, widget.status
 
 
 def test_a_correction_after_the_engine_forgot_the_image_still_refines(qtbot, make_widget, image):

@@ -71,13 +71,16 @@ class ReferencePanel(QObject):
         if not folder.is_dir():
             self._status(f"{folder} is not a folder of images.")
             return 0
-        added = 0
+        added, skipped = 0, []
         for path in find_images(folder, DEFAULT_EXTENSIONS):
             try:
                 added += self.add(read_image(path), path.name)
             except (OSError, ValueError) as err:
-                self._status(f"Skipped {path.name}: {err}")
-        self._status(f"{added} normal reference(s) added from {folder}; the next Run uses {len(self._images)}.")
+                skipped.append(f"{path.name} ({str(err).rstrip('.')})")
+        unread = f" Skipped {len(skipped)} unreadable file(s): {'; '.join(skipped[:3])}" + (
+            "…" if len(skipped) > 3 else ".") if skipped else ""
+        self._status(f"{added} normal reference(s) added from {folder}; the next Run uses {len(self._images)}."
+                     f"{unread}")
         return added
 
     def clear(self) -> None:
