@@ -100,3 +100,25 @@ def test_closing_the_viewer_during_a_run_cancels_it_and_drops_its_result(qtbot, 
     qtbot.waitUntil(lambda: not task.worker.is_running, timeout=WAIT_MS)
     qtbot.wait(200)  # a late result would be delivered now: pytest-qt fails the test on an exception in a slot
     assert task.cancelled and task.finished  # returned, delivered to nothing (its widgets are gone)
+
+
+def test_a_cancel_after_the_result_was_made_is_said_so(qtbot):
+    """Cancel pressed when the job had already made its result: the outcome stands and says the cancel came late,
+    so the status line does not read as if Cancel was ignored."""
+    import threading
+
+    from napari_clipsam.widget.workers import Task
+
+    made, release, got = threading.Event(), threading.Event(), []
+
+    def job(progress, cancelled):
+        made.set()
+        release.wait(10)  # the result exists; a Cancel now cannot stop anything
+        return "result"
+
+    task = Task(job, None, got.append).start()
+    assert made.wait(10)
+    task.cancel()
+    release.set()
+    qtbot.waitUntil(lambda: bool(got), timeout=WAIT_MS)
+    assert got[0].ok and got[0].value == "result" and got[0].cancel_late

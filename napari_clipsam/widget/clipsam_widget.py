@@ -415,7 +415,7 @@ class ClipSAMWidget(QWidget):
             if defer:
                 loop.refine_now(frames=sorted(defer, key=lambda f: -1 if f is None else f), report=False)
             self.c.progress.setValue(100)
-            self.set_status(run_summary(results, outputs, kept))
+            self.set_status(run_summary(results, outputs, kept, outcome))
             self.objects.refresh()
             if first:  # the dock made the canvas narrower since the image was opened: show it whole
                 self.viewer.reset_view()

@@ -34,6 +34,8 @@ class Outcome:
     value: Any = None
     error: Exception | None = None
     traceback: str = ""
+    cancel_late: bool = False
+    """Cancel was pressed after the job had made its result (the result stands)."""
 
     @property
     def ok(self) -> bool:
@@ -94,6 +96,7 @@ class Task:
 
     def _finish(self, outcome: Outcome) -> None:
         self.finished = True
+        outcome.cancel_late = outcome.ok and self._cancel.is_set()
         if not self._owner_gone:  # its widgets are deleted: nothing to show the outcome in
             self._on_done(outcome)
 
@@ -219,8 +222,9 @@ def refine_job(engine, jobs: list, thresholds: tuple[float, float, float] | None
     return job
 
 
-def run_summary(results: dict, outputs, kept: dict[str, int]) -> str:
-    """The status line after a Run: what was found, what of the person's work was kept, and why nothing was."""
+def run_summary(results: dict, outputs, kept: dict[str, int], outcome: Outcome | None = None) -> str:
+    """The status line after a Run: what was found, what of the person's work was kept, and why nothing was (and
+    when Cancel came after the results were made, that they are shown)."""
     n = sum(r.num_instances for r in results.values())
     seen = sum(len(np.unique(p[p > 0])) for p in (np.asarray(outputs.plane(f)) for f in results))
     best = max(r.score for r in results.values())
@@ -235,6 +239,8 @@ def run_summary(results: dict, outputs, kept: dict[str, int]) -> str:
         text += " " + why_nothing(results.values())
     else:
         text += " Edit points/boxes to refine; F flips a selected point."
+    if outcome is not None and outcome.cancel_late:
+        text = "Cancel came after ClipSAM had finished: its results are shown. " + text
     return text
 
 
