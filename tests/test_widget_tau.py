@@ -63,3 +63,29 @@ def test_suggest_and_preview_tau_prompt(qtbot, make_widget, image):
 
     c.tau_preview.setChecked(False)
     assert preview not in viewer.layers
+
+
+def test_suggest_skips_a_tenth_that_holds_only_specks_and_the_status_says_why():
+    """The strongest tenth of a map can be a speck the prompt step drops (smaller than min_component_px after
+    the opening): Suggest then goes lower, to the first share of the range the engine's own prompt step keeps,
+    and a Run that found nothing for that reason says so instead of blaming τ_mask."""
+    from types import SimpleNamespace
+
+    from napari_clipsam.config import ClipSAMConfig
+    from napari_clipsam.mmr.prompts import prompts_from_map
+    from napari_clipsam.widget.threshold_preview import suggested_prompt_threshold
+    from napari_clipsam.widget.workers import why_nothing
+
+    rough = np.zeros((64, 64), np.float32)
+    rough[20:30, 20:30] = 0.75  # a 10×10 region
+    rough[50, 50] = 1.0  # a one-pixel speck at the peak
+    thresholds = ClipSAMConfig().thresholds()
+    assert suggested_prompt_threshold(rough) == pytest.approx(0.9)  # range only: the speck
+    tau = suggested_prompt_threshold(rough, thresholds=thresholds)
+    assert tau == pytest.approx(0.7)  # a fifth (0.8) holds only the speck too; three tenths take the region
+    assert len(prompts_from_map(rough, SimpleNamespace(**{**thresholds, "prompt_threshold": tau})).boxes) == 1
+    found_nothing = SimpleNamespace(rough_map=rough, boxes=np.zeros((0, 4)),
+                                    provenance={"thresholds": {**thresholds, "prompt_threshold": 0.9}})
+    text = why_nothing([found_nothing])
+    assert "only in specks smaller than min_component_px 16" in text and "e.g. to 0.700" in text, text
+    assert "τ_mask" not in text

@@ -1,8 +1,9 @@
 """Help with τ_prompt: a suggested value from the rough map shown now, and a live preview of what a value selects.
 
 *Suggest* sets τ_prompt from the chosen image's rough map (the shown frame): 90 % of the way from its lowest to
-its highest value, so the strongest tenth of its range becomes prompt regions (the same value the status line
-proposes after a Run that found nothing). *preview* shows, while ticked, the pixels of that rough map at or above
+its highest value, so the strongest tenth of its range becomes prompt regions, or lower (a fifth, … half) when
+that tenth holds only specks the prompt step drops (the same value the status line proposes after a Run that
+found nothing). *preview* shows, while ticked, the pixels of that rough map at or above
 τ_prompt as outlines in a ``<image> τ_prompt preview`` labels layer, redrawn as the spin box changes, with the
 selected area and the number of regions on the status line; these are the regions the next Run turns into SAM
 prompts (before the engine's size filter drops the smallest). The preview is never exported and never a source.
@@ -12,17 +13,34 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtCore import QObject
 
+from ..config import ClipSAMConfig
 from .layers import ROLE
 from .pyramid import level0
 
 PREVIEW_COLOUR = "#00e5ff"
 
 
-def suggested_prompt_threshold(*rough_maps) -> float:
-    """τ_prompt selecting the strongest tenth of the rough maps' range (3 decimals, never below their minimum)."""
+def suggested_prompt_threshold(*rough_maps, thresholds: dict | None = None) -> float:
+    """τ_prompt selecting the strongest tenth of the rough maps' range (3 decimals, never below their minimum).
+
+    With ``thresholds`` (a result's provenance ``thresholds``: the prompt step's settings), the strongest tenth,
+    fifth, … down to half of the range, the first at which the engine's own prompt step
+    (:func:`~napari_clipsam.mmr.prompts.prompts_from_map`) keeps a region: above a tenth, regions smaller than
+    ``min_component_px`` (after the opening) would be dropped as noise and the Run would find nothing."""
     low = float(min(np.min(m) for m in rough_maps))
     peak = float(max(np.max(m) for m in rough_maps))
-    return max(low, round(low + 0.9 * (peak - low), 3))
+    taus = [max(low, round(low + share * (peak - low), 3)) for share in (0.9, 0.8, 0.7, 0.6, 0.5)]
+    if thresholds is None:
+        return taus[0]
+    from types import SimpleNamespace
+
+    from ..mmr.prompts import prompts_from_map
+
+    for tau in taus:
+        settings = SimpleNamespace(**{**thresholds, "prompt_threshold": tau})
+        if any(len(prompts_from_map(m, settings).boxes) for m in rough_maps):
+            return tau
+    return taus[-1]
 
 
 class ThresholdPreview(QObject):
@@ -53,11 +71,15 @@ class ThresholdPreview(QObject):
         if plane is None:
             self.w.set_status("Run ClipSAM on this image first: the suggested τ_prompt comes from its rough map.")
             return None
-        tau = suggested_prompt_threshold(plane)
+        outputs = self.w.current_outputs()
+        shown = outputs.results.get(outputs.displayed_frame())
+        tau = suggested_prompt_threshold(plane, thresholds=None if shown is None else {
+            **ClipSAMConfig().thresholds(), **shown.provenance.get("thresholds", {})})
+        share = round(100 * (float(plane.max()) - tau) / max(float(np.ptp(plane)), 1e-12))
         self.c.prompt_threshold.setValue(tau)  # → the preview follows
-        self.w.set_status(f"τ_prompt set to {tau:.3f}: the strongest tenth of this rough map's range "
-                          f"({float(plane.min()):.3f}–{float(plane.max()):.3f}). {self._selection(plane, tau)} "
-                          "Press Run to find prompts with it.")
+        self.w.set_status(f"τ_prompt set to {tau:.3f}: the strongest {share} % of this rough map's range "
+                          f"({float(plane.min()):.3f}–{float(plane.max()):.3f}), enough for a prompt region. "
+                          f"{self._selection(plane, tau)} Press Run to find prompts with it.")
         return tau
 
     def update(self, report: bool = True) -> None:

@@ -250,13 +250,18 @@ def why_nothing(results) -> str:
     peak = max(float(r.rough_map.max()) for r in results)
     thresholds = {**ClipSAMConfig().thresholds(), **results[0].provenance.get("thresholds", {})}
     tau = float(thresholds["prompt_threshold"])
-    if all(len(r.boxes) == 0 for r in results) and peak < tau:
+    if all(len(r.boxes) == 0 for r in results):
         from .threshold_preview import suggested_prompt_threshold
 
         low = float(min(r.rough_map.min() for r in results))
-        suggest = suggested_prompt_threshold(*(r.rough_map for r in results))
-        return (f"No defect region: the rough map stayed below τ_prompt {tau:.3f} (its range is {low:.3f}–{peak:.3f})."
-                f" Lower τ_prompt (e.g. to {suggest:.3f}) or click points on the defect.")
+        suggest = suggested_prompt_threshold(*(r.rough_map for r in results), thresholds=thresholds)
+        if peak < tau:
+            return (f"No defect region: the rough map stayed below τ_prompt {tau:.3f} (its range is "
+                    f"{low:.3f}–{peak:.3f}). Lower τ_prompt (e.g. to {suggest:.3f}) or click points on the defect.")
+        return (f"No defect region: the rough map reached τ_prompt {tau:.3f} only in specks smaller than "
+                f"min_component_px {int(thresholds['min_component_px'])} (after an opening of "
+                f"{int(thresholds['opening_size'])} px), dropped as noise. Lower τ_prompt (e.g. to {suggest:.3f}) "
+                "to take a larger region, or click points on the defect.")
     tau_mask = float(thresholds["mask_threshold"])
     return (f"Prompts were found but no pixel of the final map reached τ_mask {tau_mask:.3f}: lower τ_mask or α, "
             "or correct the prompts.")
