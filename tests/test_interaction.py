@@ -75,7 +75,7 @@ def test_removing_the_image_cancels_its_run(qtbot, dock):
     assert widget.run()
     viewer.layers.remove(src)
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
-    assert "Cancelled" in widget.status, widget.status
+    assert "was removed while ClipSAM ran: its run stopped" in widget.status, widget.status
     assert not widget.sessions()
 
 

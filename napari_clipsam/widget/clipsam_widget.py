@@ -395,11 +395,11 @@ class ClipSAMWidget(QWidget):
             return
         self.heartbeat.stop()
         self._set_running(False)
-        if not outcome.ok:
+        if source not in self.viewer.layers:  # (its removal cancelled the run: say why, not just "Cancelled")
+            self.set_status(f"The image {source.name!r} was removed while ClipSAM ran: its run stopped, nothing shown.")
+        elif not outcome.ok:
             self.c.progress.setValue(0)
             report_error(outcome, self.set_status)
-        elif source not in self.viewer.layers:
-            self.set_status(f"The image {source.name!r} was removed while ClipSAM ran; results dropped.")
         elif source.data is not data:
             self.set_status(f"The image {source.name!r} was given new data while ClipSAM ran; results "
                             "dropped. Press Run again.")
