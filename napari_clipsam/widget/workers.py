@@ -64,7 +64,7 @@ class Task:
         self._relay = _Relay()  # the Task's own (not the owner's child: the worker thread emits on it)
         if on_progress is not None:
             self._relay.progressed.connect(on_progress)
-        self._owner_gone = False
+        self._owner, self._owner_gone = owner, False
         if owner is not None:
             owner.destroyed.connect(self._owner_deleted)
         self._on_done = on_done
@@ -97,8 +97,14 @@ class Task:
     def _finish(self, outcome: Outcome) -> None:
         self.finished = True
         outcome.cancel_late = outcome.ok and self._cancel.is_set()
-        if not self._owner_gone:  # its widgets are deleted: nothing to show the outcome in
-            self._on_done(outcome)
+        if self._owner_gone:  # its widgets are deleted: nothing to show the outcome in
+            return
+        if self._owner is not None:  # the owner outlives its jobs: do not keep this one (what it holds) connected
+            try:
+                self._owner.destroyed.disconnect(self._owner_deleted)
+            except (TypeError, RuntimeError):  # already disconnected
+                pass
+        self._on_done(outcome)
 
 
 # ---------------------------------------------------------------------- jobs
