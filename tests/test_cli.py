@@ -382,6 +382,8 @@ def test_weights_list_and_verify(tmp_path):
     assert code == 2 and "Unknown SAM weights vit_x" in err
     code, _, err = cli("weights", "verify", "clip")
     assert code == 2 and "checks SAM files" in err and "each time it is loaded" in err
+    code, _, err = cli("weights", "verify", "clip", "--traceback")  # after a nested subcommand too
+    assert code == 2 and "Traceback (most recent call last)" in err and "error: `weights verify`" in err
     code, _, err = cli("weights", "verify", "vit_b", "--file", tmp_path / "missing.pth")
     assert code == 2 and "missing.pth does not exist" in err
 

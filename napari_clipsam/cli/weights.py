@@ -50,6 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     vf.add_argument("--file", type=Path, metavar="PATH",
                     help="check this file (e.g. copied by hand) against one NAME's checksum instead of the cache")
     vf.set_defaults(func=run_verify)
+    for nested in (ls, dl, vf):  # as on every subcommand (cli/__init__.py), also after these
+        nested.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                            help="show the full traceback of errors (debugging)")
     return p
 
 
