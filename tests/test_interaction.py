@@ -112,9 +112,13 @@ def test_normal_references_from_selected_layers_reach_the_engine(qtbot, dock, tm
     viewer.layers.selection.active = src
     widget.select_source(src)
     run(qtbot, widget)
-    assert "few-shot" in widget.status, widget.status
+    assert "few-shot" in widget.status and "one of the normal references" not in widget.status, widget.status
     out = widget.outputs_for(src)
     assert "few-shot" in out.rough.metadata["clipsam"]["rough_map"]
+    widget.select_source(layers[0])  # a reference segmented itself: its defects would count as normal
+    run(qtbot, widget)
+    assert "this image is one of the normal references" in widget.status, widget.status
+    widget.select_source(src)
     widget.c.ref_clear.click()
     run(qtbot, widget)
     assert "few-shot" not in widget.status, widget.status

@@ -245,6 +245,9 @@ def run_summary(results: dict, outputs, kept: dict[str, int], outcome: Outcome |
         text += " " + why_nothing(results.values())
     else:
         text += " Edit points/boxes to refine; F flips a selected point."
+    if any(r.image_key in ((r.provenance.get("fewshot") or {}).get("references") or ()) for r in results.values()):
+        text += (" Careful: this image is one of the normal references, so its own defects count as normal: Clear "
+                 "the references (or set them without it) to segment it.")
     if outcome is not None and outcome.cancel_late:
         text = "Cancel came after ClipSAM had finished: its results are shown. " + text
     return text
