@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 from napari_clipsam import ClipSAMConfig
 from napari_clipsam.mmr import fuse_maps, keep_candidates, merge_component, prompts_from_map
 from napari_clipsam.mmr.merge import INSTANCE_TIE_TOLERANCE, outside_fraction
-from napari_clipsam.mmr.prompts import EIGHT_CONNECTED, binarise
+from napari_clipsam.mmr.prompts import EIGHT_CONNECTED, binarise, kept_components
 
 SETTINGS = settings(max_examples=int(os.environ.get("CLIPSAM_PROPERTY_EXAMPLES", "60")), deadline=None,
                     derandomize=True)
@@ -47,6 +47,20 @@ configs = st.builds(
                                                            min_component_px=px, max_components=k,
                                                            negative_points=True),
     st.sampled_from([0.0, 0.1, 0.5]), st.sampled_from([1, 3]), st.sampled_from([1, 5, 16]), st.integers(1, 10))
+
+
+@SETTINGS
+@given(rough=rough_maps(), cfg=configs)
+def test_kept_components_equal_scipys_indexed_sizes_and_peaks(rough, cfg):
+    """The prompt step's one-pass sizes and peaks (bincount, maximum.at) keep exactly the components that
+    scipy's indexed reductions (the plain path they replace, ~20× slower on a 12 MP map) would."""
+    _, labels, keep = kept_components(rough, cfg)
+    n = int(labels.max())
+    idx = np.arange(1, n + 1)
+    sizes, peaks = ndi.sum_labels(np.ones_like(rough), labels, idx), ndi.maximum(rough, labels, idx)
+    min_size = max(cfg.min_component_px, cfg.min_component_frac * rough.size)
+    plain = [i for i in np.argsort(-np.asarray(peaks), kind="stable") if sizes[i] >= min_size][: cfg.max_components]
+    assert keep == plain
 
 
 def pixel_in_box(p, box) -> bool:

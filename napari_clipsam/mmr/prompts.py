@@ -59,6 +59,27 @@ def grow_box(r0: float, c0: float, r1: float, c1: float, growth: float, shape: t
                     np.float32)
 
 
+def kept_components(rough_map: np.ndarray, config, view_area: float | None = None):
+    """``(rough, labels, keep)``: the map as float32 without NaN, the 8-connected components of its binarised
+    map, and the 0-based indices of those :func:`prompts_from_map` makes prompts of (its size rule and
+    ``max_components``, in order of decreasing peak). Cheap enough to ask "would any region be kept?"."""
+    rough = np.nan_to_num(np.asarray(rough_map, dtype=np.float32), nan=0.0)
+    if rough.ndim != 2:
+        raise ValueError(f"rough_map must be a 2-D (H, W) array, got shape {rough.shape}")
+    H, W = rough.shape
+    labels, n = ndi.label(binarise(rough, config), structure=EIGHT_CONNECTED)
+    if n == 0:
+        return rough, labels, []
+    flat = labels.ravel()  # per-label sizes and peaks in one pass each (scipy's indexed reductions: ~20× slower)
+    sizes = np.bincount(flat, minlength=n + 1)[1:]
+    peaks = np.full(n + 1, -np.inf, np.float32)
+    np.maximum.at(peaks, flat, rough.ravel())
+    peaks = peaks[1:]
+    min_size = max(config.min_component_px, config.min_component_frac * (H * W if view_area is None else view_area))
+    keep = [i for i in np.argsort(-peaks, kind="stable") if sizes[i] >= min_size]
+    return rough, labels, keep[: config.max_components]
+
+
 def prompts_from_map(rough_map: np.ndarray, config, view_area: float | None = None) -> Prompts:
     """Derive SAM prompts from a rough anomaly map (H, W) float in [0, 1].
 
@@ -74,19 +95,10 @@ def prompts_from_map(rough_map: np.ndarray, config, view_area: float | None = No
     inside its grown box but outside every component; a component whose box holds no such pixel (it fills its
     box, e.g. with ``box_growth=0``) gets no negative point (see :func:`_lowest_outside`).
     """
-    rough = np.nan_to_num(np.asarray(rough_map, dtype=np.float32), nan=0.0)
-    if rough.ndim != 2:
-        raise ValueError(f"rough_map must be a 2-D (H, W) array, got shape {rough.shape}")
+    rough, labels, keep = kept_components(rough_map, config, view_area)
     H, W = rough.shape
-    labels, n = ndi.label(binarise(rough, config), structure=EIGHT_CONNECTED)
-    if n == 0:
+    if not labels.any():  # no pixel reached τ_prompt
         return Prompts(components=np.zeros((H, W), np.uint16))
-    idx = np.arange(1, n + 1)
-    sizes = ndi.sum_labels(np.ones_like(rough), labels, idx)
-    peaks = ndi.maximum(rough, labels, idx)
-    min_size = max(config.min_component_px, config.min_component_frac * (H * W if view_area is None else view_area))
-    keep = [i for i in np.argsort(-np.asarray(peaks), kind="stable") if sizes[i] >= min_size]
-    keep = keep[: config.max_components]
     slices = ndi.find_objects(labels)
     components = np.zeros((H, W), np.uint16)
     points, boxes = [], []

@@ -25,7 +25,7 @@ def suggested_prompt_threshold(*rough_maps, thresholds: dict | None = None) -> f
 
     With ``thresholds`` (a result's provenance ``thresholds``: the prompt step's settings), the strongest tenth,
     fifth, … down to half of the range, the first at which the engine's own prompt step
-    (:func:`~napari_clipsam.mmr.prompts.prompts_from_map`) keeps a region: above a tenth, regions smaller than
+    (:func:`~napari_clipsam.mmr.prompts.kept_components`) keeps a region: above a tenth, regions smaller than
     ``min_component_px`` (after the opening) would be dropped as noise and the Run would find nothing."""
     low = float(min(np.min(m) for m in rough_maps))
     peak = float(max(np.max(m) for m in rough_maps))
@@ -34,11 +34,11 @@ def suggested_prompt_threshold(*rough_maps, thresholds: dict | None = None) -> f
         return taus[0]
     from types import SimpleNamespace
 
-    from ..mmr.prompts import prompts_from_map
+    from ..mmr.prompts import kept_components
 
     for tau in taus:
         settings = SimpleNamespace(**{**thresholds, "prompt_threshold": tau})
-        if any(len(prompts_from_map(m, settings).boxes) for m in rough_maps):
+        if any(kept_components(m, settings)[2] for m in rough_maps):
             return tau
     return taus[-1]
 
