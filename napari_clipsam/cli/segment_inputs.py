@@ -102,19 +102,25 @@ def stems_for(keys: dict[Path, str]) -> dict[Path, str]:
     return {f: stems[k] for f, k in keys.items()}
 
 
-def labelled_for_other_objects(out: Path, stems: list[str], object_name: str) -> list[str]:
-    """The object names other than ``object_name`` that the latest export of each stem was made for."""
-    import json
+def latest_exports(out: Path, stems) -> dict[str, dict]:
+    """stem → the latest export record of its provenance file (stems without a readable one are left out)."""
+    from ..errors import ExportError
+    from ..export.provenance import provenance_path, read_provenance
 
-    from ..export import PROVENANCE_DIR
-
-    others = []
+    records = {}
     for stem in stems:
         try:
-            exports = json.loads((out / PROVENANCE_DIR / f"{stem}.json").read_text(encoding="utf-8"))["exports"]
-            made_for = (exports[-1].get("engine") or {}).get("object_name")
-        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
-            continue  # no or unreadable provenance: nothing to compare
-        if made_for and made_for != object_name:
-            others.append(made_for)
-    return others
+            history = read_provenance(provenance_path(out, stem))
+        except (OSError, ExportError):
+            continue  # unreadable: nothing to compare (exporting the image again says what is wrong)
+        if history:
+            records[stem] = history[-1]
+    return records
+
+
+def labelled_for_other_objects(records: dict[str, dict], object_name: str) -> list[str]:
+    """The object names other than ``object_name`` that these export records (:func:`latest_exports`) were
+    made for."""
+    made_for = [(r.get("engine") if isinstance(r.get("engine"), dict) else {}).get("object_name")
+                for r in records.values()]
+    return [name for name in made_for if name and name != object_name]

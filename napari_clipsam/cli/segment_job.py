@@ -31,7 +31,9 @@ class SegmentJob:
         mutual-scoring groups of items that hold something to do (empty in per-image mode).
         done: images exported in this run; failed: ``(file, why)`` of the images that failed;
         lost: what the formats could not hold, summed over this run's exports.
-        scores: item → image score (``image_score`` of its provenance) of the images exported in this run.
+        scores: item → image score (``image_score`` of its provenance) of the images exported in this run;
+        kept_scores: the same of the skipped images, from the provenance their earlier run wrote (a resumed run's
+        summary ranks the whole folder, not only the images it redid).
     """
 
     args: object
@@ -53,6 +55,7 @@ class SegmentJob:
     lost: dict[str, int] = field(default_factory=dict)
     objects: dict[str, int] = field(default_factory=lambda: {"verified": 0, "pseudo": 0})
     scores: dict = field(default_factory=dict)
+    kept_scores: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ per image
     def export(self, item, instances, provenance: dict, pixels=None) -> None:
@@ -125,26 +128,6 @@ class SegmentJob:
             merge_coco(self.out)
 
     # ------------------------------------------------------------------ end of run
-    def kept_scores(self) -> dict:
-        """The image scores a skipped image's provenance holds (the run that wrote it), so a resumed run's
-        summary ranks the whole folder, not only the images it redid."""
-        from ..errors import ExportError
-        from ..export.provenance import provenance_path, read_provenance
-        from ..report.collect import score_of
-
-        pending, kept = set(self.todo), {}
-        for item in self.files:
-            if item in pending:
-                continue
-            try:
-                records = read_provenance(provenance_path(self.out, self.stems[item]))
-            except (OSError, ExportError):
-                continue  # unreadable: the report says why; the summary just leaves it out
-            score = score_of(records[-1]) if records else None
-            if score is not None:
-                kept[item] = score
-        return kept
-
     def report(self, seconds: float, timing: str = "") -> int:
         """Print the summary (stdout) and return the exit code (1 when an image failed)."""
         a = self.args
@@ -162,7 +145,7 @@ class SegmentJob:
         if self.done:
             print(f"  objects exported: {self.objects['pseudo']} pseudo-label(s) (unreviewed), "
                   f"{self.objects['verified']} verified by a person")
-        scores = {**self.kept_scores(), **self.scores}
+        scores = {**self.kept_scores, **self.scores}
         if scores:
             top = sorted(scores.items(), key=lambda kv: -kv[1])[:TOP_SCORES]
             print(f"  highest image scores (review these first; napari-clipsam report {self.out}): "
@@ -203,7 +186,8 @@ def plan_job(args) -> SegmentJob:
     from ..export import FORMATS, clean_stale_files, dataset_split, image_done, merge_coco, resolve_split
     from ..export.dataset import IMAGE_SUFFIXES, check_split_options
     from .segment_groups import MUTUAL, check_group_size, choose_mode, folder_groups
-    from .segment_inputs import collect_images, labelled_for_other_objects, normal_images, stems_for
+    from ..report.collect import score_of
+    from .segment_inputs import collect_images, labelled_for_other_objects, latest_exports, normal_images, stems_for
     from .segment_items import expand_frames, item_stems
 
     formats = split_list(args.formats) or []
@@ -267,11 +251,15 @@ def plan_job(args) -> SegmentJob:
     todo = [f for f in files if args.overwrite
             or not image_done(out, stems[f], formats, split=split[f], image_suffix=suffix(f))]
     pending = set(todo)
-    others = labelled_for_other_objects(out, [stems[f] for f in files if f not in pending], args.object)
+    records = latest_exports(out, [stems[f] for f in files if f not in pending])  # read once: both uses below
+    others = labelled_for_other_objects(records, args.object)
+    kept_scores = {f: score for f in files
+                   if stems[f] in records and (score := score_of(records[stems[f]])) is not None}
     if others:
         note(f"{len(others)} skipped image(s) were labelled for another object ({', '.join(sorted(set(others)))!s}"
              f"), not {args.object!r}; add --overwrite to label them again.")
     groups = folder_groups(files, args.mutual_group_size) if mode == MUTUAL else []
     return SegmentJob(args=args, cfg=cfg, out=out, formats=formats, files=files, stems=stems, split=split,
                       todo=todo, skipped=len(files) - len(todo), normal=normal, mode=mode, why=why,
-                      groups=[g for g in groups if pending & set(g)], n_groups=len(groups))
+                      groups=[g for g in groups if pending & set(g)], n_groups=len(groups),
+                      kept_scores=kept_scores)
