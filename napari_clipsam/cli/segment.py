@@ -115,9 +115,9 @@ def _segment_here(job) -> int:
         if engine.umci is None:
             note(training_free_note(job.mode == MUTUAL, engine.config.mutual_clip_weight))
         if job.normal:
-            t_ref, built = time.perf_counter(), engine.cache_info().reference_banks.misses
+            t_ref, misses = time.perf_counter(), engine.cache_info().reference_banks.misses
             engine.set_normal_references([read_image(f) for f in job.normal], args.object)
-            built = engine.cache_info().reference_banks.misses > built  # else read from the cache
+            built = engine.cache_info().reference_banks.misses > misses  # else read from the cache
             note(f"few-shot: {len(job.normal)} normal reference(s) from {args.normal}, weight "
                  f"{engine.config.fewshot_weight:g} ({time.perf_counter() - t_ref:.1f} s; "
                  f"{'cached for next time' if built else 'read from the cache'})")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidInputError, require_file
+from ..errors import InvalidInputError, error_gist, require_file
 
 __all__ = ["IMAGE_SUFFIXES", "MIN_SIDE", "read_image", "frame_count", "normalise_image", "check_contrast_limits",
            "image_key"]
@@ -61,7 +61,7 @@ def read_image(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
 
             pixels = np.asarray(iio.imread(path))
     except Exception as err:  # the decoders raise many unrelated types
-        why = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+        why = error_gist(err, limit=300)
         if why.startswith("Could not find a backend"):  # imageio's words for "no decoder knows these bytes"
             why = "no image decoder recognises its content"
         raise InvalidInputError(f"Could not read image file {path}: {why}. Check that it is a valid PNG/JPEG/BMP/TIFF "
